@@ -1,0 +1,224 @@
+"""Every error eventcore raises, grouped by what the caller can do about it.
+
+::
+
+    EventcoreError
+    ├── InvalidInput                 fix the input; nothing was written
+    │   ├── InvalidStreamId
+    │   ├── InvalidAppend
+    │   │   ├── EmptyAppend
+    │   │   ├── UndeclaredStream
+    │   │   ├── DuplicateEventId
+    │   │   └── PayloadTooLarge
+    │   ├── InvalidUrl
+    │   └── InvalidCommand
+    ├── ConcurrencyConflict          re-read and try again (the executor does)
+    ├── CommandFailed                the command did not take effect
+    │   ├── CommandRejected          a business rule said no; never retried
+    │   ├── RetriesExhausted         conflicts outlasted the retry policy
+    │   ├── CommandTimeout           the deadline passed (also a TimeoutError)
+    │   └── TooManyStreams           stream discovery went past its cap
+    ├── DecodeError                  stored or received bytes could not be read
+    │   └── UnknownEventType
+    ├── NotFound
+    │   └── StreamNotFound
+    └── StoreError                   the backend failed; the operation may be retried
+        ├── StoreUnavailable
+        └── StoreClosed
+
+Each error is complete when raised: it carries the values a caller needs
+(``ConcurrencyConflict.stream_id`` / ``expected`` / ``actual``) and its message
+says what was wrong in words.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "CommandFailed",
+    "CommandRejected",
+    "CommandTimeout",
+    "ConcurrencyConflict",
+    "DecodeError",
+    "DuplicateEventId",
+    "EmptyAppend",
+    "EventcoreError",
+    "InvalidAppend",
+    "InvalidCommand",
+    "InvalidInput",
+    "InvalidStreamId",
+    "InvalidUrl",
+    "NotFound",
+    "PayloadTooLarge",
+    "RetriesExhausted",
+    "StoreClosed",
+    "StoreError",
+    "StoreUnavailable",
+    "StreamNotFound",
+    "TooManyStreams",
+    "UndeclaredStream",
+    "UnknownEventType",
+]
+
+
+class EventcoreError(Exception):
+    """The root of every error raised by eventcore."""
+
+
+# --- bad input -------------------------------------------------------------------------------
+
+
+class InvalidInput(EventcoreError, ValueError):
+    """The input is wrong; nothing was written. Fix the input rather than retrying."""
+
+
+class InvalidStreamId(InvalidInput):
+    def __init__(self, value: str, reason: str) -> None:
+        self.value = value
+        self.reason = reason
+        super().__init__(f"invalid stream id {value!r}: {reason}")
+
+
+class InvalidAppend(InvalidInput):
+    """An append request that no store would accept."""
+
+
+class EmptyAppend(InvalidAppend):
+    def __init__(self) -> None:
+        super().__init__("an append must write at least one event")
+
+
+class UndeclaredStream(InvalidAppend):
+    """A write to a stream that was not read (it has no expected version)."""
+
+    def __init__(self, stream_id: str) -> None:
+        self.stream_id = stream_id
+        super().__init__(
+            f"cannot write to stream {stream_id!r}: it was not read, so it has no expected version"
+        )
+
+
+class DuplicateEventId(InvalidAppend):
+    def __init__(self, event_id: object, *, already_stored: bool) -> None:
+        self.event_id = event_id
+        self.already_stored = already_stored
+        where = "is already in the store" if already_stored else "appears twice in one append"
+        super().__init__(f"event id {event_id} {where}")
+
+
+class PayloadTooLarge(InvalidAppend):
+    def __init__(self, event_type: str, size: int, limit: int) -> None:
+        self.event_type = event_type
+        self.size = size
+        self.limit = limit
+        super().__init__(
+            f"payload of {event_type!r} is {size} bytes; the store accepts at most {limit}"
+        )
+
+
+class InvalidUrl(InvalidInput):
+    def __init__(self, url: str, reason: str) -> None:
+        self.url = url
+        self.reason = reason
+        super().__init__(f"invalid URL {url!r}: {reason}")
+
+
+class InvalidCommand(InvalidInput):
+    """A command class or instance that the executor cannot run (a programming error)."""
+
+
+# --- concurrency ---------------------------------------------------------------------------
+
+
+class ConcurrencyConflict(EventcoreError):
+    """A stream moved on since it was read. Re-read and decide again."""
+
+    def __init__(self, stream_id: str, expected: int, actual: int) -> None:
+        self.stream_id = stream_id
+        self.expected = expected
+        self.actual = actual
+        super().__init__(
+            f"stream {stream_id!r} is at version {actual}, but version {expected} was expected"
+        )
+
+
+# --- commands ------------------------------------------------------------------------------
+
+
+class CommandFailed(EventcoreError):
+    """A command did not take effect."""
+
+
+class CommandRejected(CommandFailed):
+    """A business rule refused the command. Raise it (or a subclass) from ``handle``.
+
+    The executor never retries it: the same state would give the same answer.
+    """
+
+
+class RetriesExhausted(CommandFailed):
+    def __init__(self, command: str, attempts: int, last: ConcurrencyConflict) -> None:
+        self.command = command
+        self.attempts = attempts
+        self.last = last
+        super().__init__(f"{command} still conflicted after {attempts} attempts: {last}")
+
+
+class CommandTimeout(CommandFailed, TimeoutError):
+    """The deadline passed before the command finished.
+
+    If the deadline passed during the append, the events may have been written:
+    run the command again with the same idempotency key to find out safely.
+    """
+
+    def __init__(self, command: str, seconds: float) -> None:
+        self.command = command
+        self.seconds = seconds
+        super().__init__(f"{command} did not finish within {seconds:g} s")
+
+
+class TooManyStreams(CommandFailed):
+    def __init__(self, command: str, limit: int) -> None:
+        self.command = command
+        self.limit = limit
+        super().__init__(f"{command} tried to read more than {limit} streams")
+
+
+# --- reading -------------------------------------------------------------------------------
+
+
+class DecodeError(EventcoreError):
+    """Stored or received bytes could not be turned into an event."""
+
+
+class UnknownEventType(DecodeError):
+    def __init__(self, event_type: str) -> None:
+        self.event_type = event_type
+        super().__init__(
+            f"unknown event type {event_type!r}: register its class with the EventRegistry"
+        )
+
+
+class NotFound(EventcoreError):
+    """The thing asked for does not exist."""
+
+
+class StreamNotFound(NotFound):
+    def __init__(self, stream_id: str) -> None:
+        self.stream_id = stream_id
+        super().__init__(f"stream {stream_id!r} does not exist")
+
+
+# --- infrastructure ------------------------------------------------------------------------
+
+
+class StoreError(EventcoreError):
+    """The storage backend failed. The operation may succeed if retried later."""
+
+
+class StoreUnavailable(StoreError):
+    """The backend could not be reached or gave up mid-operation."""
+
+
+class StoreClosed(StoreError):
+    def __init__(self) -> None:
+        super().__init__("the store is closed")

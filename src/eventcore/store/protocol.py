@@ -1,0 +1,101 @@
+"""The contract every event store keeps (DESIGN.md §3), written as a Protocol.
+
+The guarantees each method states are proven for every backend by one shared test
+suite (``tests/store/contract``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Collection, Mapping, Sequence
+from typing import Protocol, runtime_checkable
+
+import msgspec
+
+from eventcore.types import EventId, NewEvent, StoredEvent, StreamHead, StreamId
+
+__all__ = ["AppendResult", "EventStore"]
+
+
+class AppendResult(msgspec.Struct, frozen=True, kw_only=True):
+    """What one append wrote.
+
+    ``stream_versions`` holds the new version of every stream written;
+    ``positions`` and ``event_ids`` list the events in the order they were given.
+    ``deduplicated`` is true when an earlier append with the same idempotency key
+    had already written them and this call wrote nothing.
+    """
+
+    stream_versions: dict[str, int]
+    positions: tuple[int, ...]
+    event_ids: tuple[EventId, ...]
+    deduplicated: bool = False
+
+    @property
+    def last_position(self) -> int:
+        return self.positions[-1] if self.positions else 0
+
+
+@runtime_checkable
+class EventStore(Protocol):
+    """Streams of events with a global log.
+
+    * A stream's versions start at 1 and are contiguous.
+    * ``append`` is all or nothing across every stream it names.
+    * Positions in the global log are unique; a reader that follows the log from a
+      position never misses an event committed after it read.
+    """
+
+    async def append(
+        self,
+        writes: Mapping[StreamId, Sequence[NewEvent]],
+        *,
+        expected: Mapping[StreamId, int],
+        idempotency_key: str | None = None,
+    ) -> AppendResult:
+        """Write events to several streams atomically.
+
+        ``expected`` holds the version read of *every* stream the caller decided on,
+        written or not (0 = the stream did not exist). If any stream is elsewhere, raise
+        ``ConcurrencyConflict`` and write nothing. Writing a stream missing from
+        ``expected`` raises ``UndeclaredStream``. With an ``idempotency_key`` already
+        used, write nothing and return the first append's result (``deduplicated=True``).
+        """
+        ...
+
+    async def read_stream(self, stream_id: StreamId, *, from_version: int = 1) -> list[StoredEvent]:
+        """The events of one stream from ``from_version`` on, oldest first; [] if none."""
+        ...
+
+    def read_all(
+        self,
+        *,
+        after: int = 0,
+        types: Collection[str] | None = None,
+        batch_size: int = 1000,
+        limit: int | None = None,
+    ) -> AsyncIterator[list[StoredEvent]]:
+        """The global log after position ``after`` in batches, oldest first.
+
+        Only ``types`` are returned when given. Batches are fetched lazily, so a log of
+        any length is read in bounded memory. The iteration ends at the head of the log
+        as it was when each batch was fetched.
+        """
+        ...
+
+    async def stream_version(self, stream_id: StreamId) -> int:
+        """The stream's current version; 0 if it has no events."""
+        ...
+
+    async def list_streams(
+        self, *, after: StreamId | None = None, limit: int = 100
+    ) -> list[StreamHead]:
+        """Stream heads in name order, starting after ``after``."""
+        ...
+
+    async def last_position(self) -> int:
+        """The position of the newest event in the global log; 0 when empty."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release every resource. Idempotent; later calls raise ``StoreClosed``."""
+        ...

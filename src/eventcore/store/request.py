@@ -1,0 +1,83 @@
+"""Checks every backend makes on an append before it touches storage."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import msgspec
+
+from eventcore.errors import (
+    DuplicateEventId,
+    EmptyAppend,
+    InvalidAppend,
+    PayloadTooLarge,
+    UndeclaredStream,
+)
+from eventcore.types import NewEvent, StreamId
+
+__all__ = ["DEFAULT_MAX_PAYLOAD_BYTES", "AppendRequest"]
+
+DEFAULT_MAX_PAYLOAD_BYTES = 1024 * 1024
+
+
+class AppendRequest(msgspec.Struct, frozen=True):
+    """A validated append: every write declared, ids unique, payloads within the limit.
+
+    ``writes`` keeps the caller's order of streams and events; that order decides the
+    global positions the events receive.
+    """
+
+    writes: tuple[tuple[StreamId, tuple[NewEvent, ...]], ...]
+    expected: tuple[tuple[StreamId, int], ...]
+    idempotency_key: str | None
+    event_count: int
+
+    @classmethod
+    def build(
+        cls,
+        writes: Mapping[StreamId, Sequence[NewEvent]],
+        expected: Mapping[StreamId, int],
+        idempotency_key: str | None,
+        max_payload_bytes: int,
+    ) -> AppendRequest:
+        checked_expected: dict[StreamId, int] = {}
+        for stream_id, version in expected.items():
+            stream_id = StreamId(stream_id)
+            if isinstance(version, bool) or not isinstance(version, int) or version < 0:
+                raise InvalidAppend(
+                    f"expected version of {stream_id!r} must be an int >= 0, got {version!r}"
+                )
+            checked_expected[stream_id] = version
+        checked_writes: list[tuple[StreamId, tuple[NewEvent, ...]]] = []
+        seen_ids: set[object] = set()
+        count = 0
+        for stream_id, events in writes.items():
+            stream_id = StreamId(stream_id)
+            if stream_id not in checked_expected:
+                raise UndeclaredStream(stream_id)
+            events = tuple(events)
+            for event in events:
+                if not isinstance(event, NewEvent):
+                    raise InvalidAppend(f"expected NewEvent, got {type(event).__name__}")
+                if event.event_id in seen_ids:
+                    raise DuplicateEventId(event.event_id, already_stored=False)
+                seen_ids.add(event.event_id)
+                if len(event.data) > max_payload_bytes:
+                    raise PayloadTooLarge(event.type, len(event.data), max_payload_bytes)
+                if not event.type:
+                    raise InvalidAppend("an event's type must not be empty")
+            if events:
+                checked_writes.append((stream_id, events))
+                count += len(events)
+        if count == 0:
+            raise EmptyAppend()
+        if idempotency_key is not None and (
+            not isinstance(idempotency_key, str) or not idempotency_key.strip()
+        ):
+            raise InvalidAppend("an idempotency key must be a non-empty string")
+        return cls(
+            writes=tuple(checked_writes),
+            expected=tuple(checked_expected.items()),
+            idempotency_key=idempotency_key,
+            event_count=count,
+        )

@@ -1,0 +1,81 @@
+"""Store URLs: which backend, where, and with which options."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from urllib.parse import parse_qsl, urlsplit
+
+import msgspec
+
+from eventcore.errors import InvalidUrl
+
+__all__ = ["StoreUrl"]
+
+_SCHEMES = {
+    "memory": "memory",
+    "sqlite": "sqlite",
+    "postgresql": "postgres",
+    "postgres": "postgres",
+}
+
+
+class StoreUrl(msgspec.Struct, frozen=True):
+    """A parsed store URL.
+
+    * ``memory://`` — in-process, gone when the process ends.
+    * ``sqlite:///abs/path.db`` or ``sqlite://relative/path.db`` — an embedded file;
+      options ``synchronous`` (FULL, NORMAL, OFF) and ``max_payload_bytes``.
+    * ``postgresql://user@host:port/db`` — the scale-out backend.
+    """
+
+    raw: str
+    backend: str
+    path: str
+    options: Mapping[str, str]
+
+    @classmethod
+    def parse(cls, url: str) -> StoreUrl:
+        if not isinstance(url, str) or "://" not in url:
+            raise InvalidUrl(str(url), "expected scheme://..., e.g. sqlite:///tmp/events.db")
+        scheme, _, rest = url.partition("://")
+        backend = _SCHEMES.get(scheme.lower())
+        if backend is None:
+            known = ", ".join(sorted(f"{name}://" for name in _SCHEMES))
+            raise InvalidUrl(url, f"unknown scheme {scheme!r}; known: {known}")
+        location, _, query = rest.partition("?")
+        try:
+            options = dict(parse_qsl(query, keep_blank_values=True, strict_parsing=bool(query)))
+        except ValueError as error:
+            raise InvalidUrl(url, f"malformed query string: {error}") from None
+        if backend == "sqlite" and not location:
+            raise InvalidUrl(url, "no file path; e.g. sqlite:///tmp/events.db")
+        if backend == "memory" and location:
+            raise InvalidUrl(url, "memory:// takes no path")
+        if backend == "postgres":
+            parts = urlsplit(url)
+            if not parts.hostname and not parts.path.strip("/"):
+                raise InvalidUrl(url, "expected postgresql://user@host:port/database")
+        return cls(raw=url, backend=backend, path=location, options=options)
+
+    def option(self, name: str, default: str) -> str:
+        return self.options.get(name, default)
+
+    def int_option(self, name: str, default: int, *, minimum: int = 1) -> int:
+        text = self.options.get(name)
+        if text is None:
+            return default
+        try:
+            value = int(text)
+        except ValueError:
+            raise InvalidUrl(self.raw, f"option {name}={text!r} is not an integer") from None
+        if value < minimum:
+            raise InvalidUrl(self.raw, f"option {name} must be at least {minimum}")
+        return value
+
+    def reject_unknown_options(self, known: set[str]) -> None:
+        unknown = sorted(set(self.options) - known)
+        if unknown:
+            raise InvalidUrl(
+                self.raw,
+                f"unknown option(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}",
+            )

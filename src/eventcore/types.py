@@ -1,0 +1,145 @@
+"""Value types shared by every layer.
+
+Values are checked where they enter the system (``StreamId(...)`` raises
+before any I/O), so code further in can trust them.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from datetime import datetime
+from typing import NewType
+
+import msgspec
+
+from eventcore.errors import InvalidStreamId
+
+__all__ = [
+    "EventId",
+    "Metadata",
+    "NewEvent",
+    "Position",
+    "StoredEvent",
+    "StreamHead",
+    "StreamId",
+    "Version",
+    "new_event_id",
+]
+
+#: A stream's version: the number of events in it. 0 means "no stream yet".
+Version = NewType("Version", int)
+#: A place in a store's global log. Positions grow in commit order; the first is 1.
+Position = NewType("Position", int)
+#: Every event's unique id.
+EventId = uuid.UUID
+
+
+def new_event_id() -> EventId:
+    return uuid.uuid4()
+
+
+# Unicode category Cc: C0 controls, DEL and C1 controls.
+_CONTROL_CHARACTER = re.compile("[\x00-\x1f\x7f-\x9f]")
+
+
+class StreamId(str):
+    """A validated stream name: 1–255 characters after trimming, no control characters.
+
+    It *is* a ``str`` (so it can be stored, hashed and printed as one), but can only be
+    built through validation. Surrounding whitespace is trimmed.
+    """
+
+    __slots__ = ()
+    MAX_LENGTH = 255
+
+    def __new__(cls, value: str) -> StreamId:
+        if isinstance(value, StreamId):
+            return value
+        if not isinstance(value, str):
+            raise InvalidStreamId(repr(value), f"expected a string, got {type(value).__name__}")
+        trimmed = value.strip()
+        if not trimmed:
+            raise InvalidStreamId(value, "it is empty")
+        if len(trimmed) > cls.MAX_LENGTH:
+            raise InvalidStreamId(
+                value, f"it has {len(trimmed)} characters; at most {cls.MAX_LENGTH} are allowed"
+            )
+        control = _CONTROL_CHARACTER.search(trimmed)
+        if control is not None:
+            raise InvalidStreamId(
+                value,
+                f"it contains the control character {control.group()!r} at index {control.start()}",
+            )
+        return str.__new__(cls, trimmed)
+
+    @classmethod
+    def _trusted(cls, value: str) -> StreamId:
+        """Wrap a name read back from a store, which only ever held validated names."""
+        return str.__new__(cls, value)
+
+    def __repr__(self) -> str:
+        return f"StreamId({str.__repr__(self)})"
+
+
+class Metadata(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """What is known about why and how an event was written.
+
+    ``correlation_id`` ties together everything caused by one request;
+    ``causation_id`` names the command or event that directly caused this one;
+    ``traceparent``/``tracestate`` carry the W3C trace context across processes;
+    ``extra`` holds free-form string fields.
+    """
+
+    correlation_id: str | None = None
+    causation_id: str | None = None
+    traceparent: str | None = None
+    tracestate: str | None = None
+    actor: str | None = None
+    extra: dict[str, str] = msgspec.field(default_factory=dict)
+
+    def merged(self, other: Metadata) -> Metadata:
+        """This metadata with every field that ``other`` sets taken from ``other``."""
+        return Metadata(
+            correlation_id=other.correlation_id or self.correlation_id,
+            causation_id=other.causation_id or self.causation_id,
+            traceparent=other.traceparent or self.traceparent,
+            tracestate=other.tracestate or self.tracestate,
+            actor=other.actor or self.actor,
+            extra={**self.extra, **other.extra},
+        )
+
+
+EMPTY_METADATA = Metadata()
+
+
+class NewEvent(msgspec.Struct, frozen=True, kw_only=True):
+    """An encoded event on its way into a store."""
+
+    type: str
+    data: bytes
+    event_id: EventId = msgspec.field(default_factory=new_event_id)
+    schema_version: int = 1
+    metadata: Metadata = EMPTY_METADATA
+
+
+class StoredEvent(msgspec.Struct, frozen=True, kw_only=True):
+    """An event as a store returns it: encoded payload plus where and when it was written."""
+
+    position: int
+    stream_id: StreamId
+    version: int
+    event_id: EventId
+    type: str
+    schema_version: int
+    data: bytes
+    metadata: Metadata
+    recorded_at: datetime
+
+
+class StreamHead(msgspec.Struct, frozen=True, kw_only=True):
+    """A stream's current version and the position of its last event."""
+
+    stream_id: StreamId
+    version: int
+    last_position: int
