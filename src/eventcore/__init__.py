@@ -28,12 +28,16 @@ from eventcore.errors import (
     UnknownEventType,
 )
 from eventcore.events import Event, EventRegistry
+from eventcore.executor import Executor
+from eventcore.pipeline import CommandResult
+from eventcore.retry import RetryPolicy
 from eventcore.store import AppendResult, EventStore, open_store
 from eventcore.types import Metadata, NewEvent, StoredEvent, StreamHead, StreamId
 
 __all__ = [
     "AppendResult",
     "Command",
+    "CommandResult",
     "CommandFailed",
     "CommandRejected",
     "CommandTimeout",
@@ -45,6 +49,7 @@ __all__ = [
     "EventRegistry",
     "EventStore",
     "EventcoreError",
+    "Executor",
     "InvalidAppend",
     "InvalidCommand",
     "InvalidInput",
@@ -54,6 +59,7 @@ __all__ = [
     "NewEvent",
     "NotFound",
     "PayloadTooLarge",
+    "RetryPolicy",
     "RetriesExhausted",
     "StoreClosed",
     "StoreError",

@@ -1,0 +1,134 @@
+"""The executor: the I/O shell around the pure command pipeline.
+
+It carries out the effects ``run_command`` yields — reads, the append, backoff
+sleeps — under one deadline, and fills in the metadata every written event carries.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import uuid
+from collections.abc import Mapping
+from typing import Any
+
+from eventcore.command import Command
+from eventcore.errors import CommandTimeout, ConcurrencyConflict, InvalidInput
+from eventcore.events import EventRegistry
+from eventcore.pipeline import Append, CommandResult, ReadStreams, Sleep, run_command
+from eventcore.retry import RetryPolicy
+from eventcore.statecache import StateCache
+from eventcore.store.protocol import EventStore
+from eventcore.types import Metadata, StoredEvent, StreamId
+
+__all__ = ["Executor"]
+
+DEFAULT_MAX_STREAMS = 64
+
+
+class Executor:
+    """Runs commands against one store.
+
+    ``retry`` governs conflicts; ``max_streams`` caps how many streams one command may
+    read including discovered ones; ``cache_size`` > 0 keeps folded states between runs
+    (only for commands whose states are immutable values, see ``eventcore.statecache``).
+    """
+
+    def __init__(
+        self,
+        store: EventStore,
+        registry: EventRegistry,
+        *,
+        retry: RetryPolicy | None = None,
+        max_streams: int = DEFAULT_MAX_STREAMS,
+        cache_size: int = 0,
+        rng: random.Random | None = None,
+    ) -> None:
+        if max_streams < 1:
+            raise InvalidInput(f"max_streams must be at least 1, got {max_streams}")
+        if cache_size < 0:
+            raise InvalidInput(f"cache_size must not be negative, got {cache_size}")
+        self.store = store
+        self.registry = registry
+        self.retry = retry or RetryPolicy()
+        self.max_streams = max_streams
+        self._cache = StateCache(cache_size) if cache_size else None
+        self._rng = rng or random.Random()
+
+    async def execute(
+        self,
+        command: Command[Any],
+        *,
+        metadata: Metadata | None = None,
+        idempotency_key: str | None = None,
+        # A deadline for the whole run (reads, retries, backoff), not per call; it is
+        # turned into the typed CommandTimeout, which a bare asyncio.timeout cannot do.
+        timeout: float | None = None,  # noqa: ASYNC109
+    ) -> CommandResult:
+        """Run ``command`` to completion: its events are written, or an error says why not.
+
+        Every event gets ``metadata``, with a fresh ``correlation_id`` when none is given
+        and the run's own id as ``causation_id`` when none is given.
+        """
+        run_id = str(uuid.uuid4())
+        metadata = metadata or Metadata()
+        if metadata.correlation_id is None or metadata.causation_id is None:
+            metadata = Metadata(
+                correlation_id=metadata.correlation_id or run_id,
+                causation_id=metadata.causation_id or run_id,
+                traceparent=metadata.traceparent,
+                tracestate=metadata.tracestate,
+                actor=metadata.actor,
+                extra=metadata.extra,
+            )
+        pipeline = run_command(
+            command,
+            self.registry,
+            retry=self.retry,
+            max_streams=self.max_streams,
+            metadata=metadata,
+            idempotency_key=idempotency_key,
+            cache=self._cache,
+            rng=self._rng,
+        )
+        if timeout is None:
+            return await self._drive(pipeline)
+        try:
+            async with asyncio.timeout(timeout):
+                return await self._drive(pipeline)
+        except TimeoutError as error:
+            raise CommandTimeout(type(command).__name__, timeout) from error
+
+    async def _drive(self, pipeline: Any) -> CommandResult:
+        outcome: Any = None
+        failure: BaseException | None = None
+        while True:
+            try:
+                effect = pipeline.send(outcome) if failure is None else pipeline.throw(failure)
+            except StopIteration as done:
+                result: CommandResult = done.value
+                return result
+            outcome, failure = None, None
+            if isinstance(effect, ReadStreams):
+                outcome = await self._read(effect)
+            elif isinstance(effect, Append):
+                try:
+                    outcome = await self.store.append(
+                        effect.writes,
+                        expected=effect.expected,
+                        idempotency_key=effect.idempotency_key,
+                    )
+                except ConcurrencyConflict as conflict:
+                    failure = conflict
+            elif isinstance(effect, Sleep):
+                await asyncio.sleep(effect.seconds)
+
+    async def _read(self, effect: ReadStreams) -> Mapping[StreamId, list[StoredEvent]]:
+        read = self.store.read_stream
+        if len(effect.streams) == 1:
+            stream, version = effect.streams[0]
+            return {stream: await read(stream, from_version=version)}
+        results = await asyncio.gather(
+            *(read(stream, from_version=version) for stream, version in effect.streams)
+        )
+        return {stream: events for (stream, _), events in zip(effect.streams, results, strict=True)}

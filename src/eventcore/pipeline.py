@@ -1,0 +1,219 @@
+"""The pure core of command execution: read, fold, discover, handle, append, retry.
+
+``run_command`` is a generator that performs no I/O. It *yields* the effects it needs
+(``ReadStreams``, ``Append``, ``Sleep``) and is resumed with their outcome: the events
+read, the append's result, or the ``ConcurrencyConflict`` thrown into it. The executor
+is the thin shell that carries the effects out, so the whole decision logic — folding,
+the discovery cap, retry and backoff — is tested without a store or a clock.
+"""
+
+from __future__ import annotations
+
+import heapq
+import random
+from collections.abc import Generator, Iterable, Mapping
+from typing import Any
+
+import msgspec
+
+from eventcore.command import Command, declared_streams
+from eventcore.errors import (
+    ConcurrencyConflict,
+    InvalidCommand,
+    RetriesExhausted,
+    TooManyStreams,
+    UndeclaredStream,
+)
+from eventcore.events import Event, EventRegistry
+from eventcore.retry import RetryPolicy
+from eventcore.statecache import CachedState, StateCache
+from eventcore.store.protocol import AppendResult
+from eventcore.types import EventId, Metadata, NewEvent, StoredEvent, StreamId
+
+__all__ = ["Append", "CommandResult", "Effect", "ReadStreams", "Sleep", "run_command"]
+
+
+class ReadStreams(msgspec.Struct, frozen=True):
+    """Read each stream from the version given; answer with {stream: events}."""
+
+    streams: tuple[tuple[StreamId, int], ...]
+
+
+class Append(msgspec.Struct, frozen=True):
+    """Append atomically; answer with the ``AppendResult`` or throw the conflict in."""
+
+    writes: dict[StreamId, list[NewEvent]]
+    expected: dict[StreamId, int]
+    idempotency_key: str | None
+
+
+class Sleep(msgspec.Struct, frozen=True):
+    seconds: float
+
+
+Effect = ReadStreams | Append | Sleep
+
+
+class CommandResult(msgspec.Struct, frozen=True, kw_only=True):
+    """What a command did.
+
+    ``events`` are the events this run decided and wrote (empty when the command had
+    nothing to write, or when ``deduplicated``: an earlier run with the same idempotency
+    key had written its own). ``stream_versions`` are the written streams' new versions.
+    """
+
+    events: tuple[Event, ...]
+    event_ids: tuple[EventId, ...]
+    stream_versions: dict[str, int]
+    positions: tuple[int, ...]
+    attempts: int
+    deduplicated: bool = False
+
+
+def run_command(
+    command: Command[Any],
+    registry: EventRegistry,
+    *,
+    retry: RetryPolicy,
+    max_streams: int,
+    metadata: Metadata,
+    idempotency_key: str | None = None,
+    cache: StateCache | None = None,
+    rng: random.Random | None = None,
+) -> Generator[Effect, Any, CommandResult]:
+    """Decide and write ``command``, yielding the effects it needs (see the module doc)."""
+    rng = rng or random.Random()
+    name = type(command).__name__
+    declared = declared_streams(command)
+    if not declared:
+        raise InvalidCommand(f"{name} declares no stream fields (annotate a field as StreamId)")
+    if len(declared) > max_streams:
+        raise TooManyStreams(name, max_streams)
+    attempt = 0
+    while True:
+        attempt += 1
+        folded = yield from _read_and_fold(command, registry, declared, max_streams, cache)
+        writes = command.handle(folded.state)
+        decided, encoded = _encode(name, writes, registry, folded.versions, metadata)
+        if not encoded:
+            return CommandResult(
+                events=(), event_ids=(), stream_versions={}, positions=(), attempts=attempt
+            )
+        try:
+            result: AppendResult = yield Append(encoded, dict(folded.versions), idempotency_key)
+        except ConcurrencyConflict as conflict:
+            # A cached state stays valid: the next attempt reads what it is missing.
+            if attempt >= retry.max_attempts:
+                raise RetriesExhausted(name, attempt, conflict) from conflict
+            yield Sleep(retry.delay(attempt, rng))
+            continue
+        return CommandResult(
+            events=() if result.deduplicated else decided,
+            event_ids=result.event_ids,
+            stream_versions=result.stream_versions,
+            positions=result.positions,
+            attempts=attempt,
+            deduplicated=result.deduplicated,
+        )
+
+
+def _read_and_fold(
+    command: Command[Any],
+    registry: EventRegistry,
+    declared: list[StreamId],
+    max_streams: int,
+    cache: StateCache | None,
+) -> Generator[Effect, Any, CachedState]:
+    """Fold every declared and discovered stream into one state.
+
+    A cached state is brought up to date by reading only the events after the versions
+    it was folded at. Should discovery then name a stream the cached state never saw,
+    its events might interleave with ones already folded, so the fold starts over.
+    """
+    cached = cache.get(command, declared) if cache is not None else None
+    if cached is not None:
+        requests = tuple((stream, version + 1) for stream, version in cached.versions.items())
+        read: Mapping[StreamId, list[StoredEvent]] = yield ReadStreams(requests)
+        state = _fold(command, registry, cached.state, read.values())
+        versions = dict(cached.versions)
+        for stream, events in read.items():
+            if events:
+                versions[stream] = events[-1].version
+        if all(stream in versions for stream in _discover(command, state)):
+            folded = CachedState(state=state, versions=versions)
+            if cache is not None:
+                cache.put(command, declared, folded)
+            return folded
+
+    name = type(command).__name__
+    versions = {}
+    history: dict[StreamId, list[StoredEvent]] = {}
+    pending = list(declared)
+    state = command.initial_state()
+    while pending:
+        read = yield ReadStreams(tuple((stream, 1) for stream in pending))
+        for stream in pending:
+            events = read.get(stream, [])
+            history[stream] = events
+            versions[stream] = events[-1].version if events else 0
+        # Events from several streams are applied in global-log order, the order in
+        # which they happened, so a fold does not depend on how streams were listed.
+        state = _fold(command, registry, command.initial_state(), history.values())
+        pending = [stream for stream in _discover(command, state) if stream not in versions]
+        if len(versions) + len(pending) > max_streams:
+            raise TooManyStreams(name, max_streams)
+    folded = CachedState(state=state, versions=versions)
+    if cache is not None:
+        cache.put(command, declared, folded)
+    return folded
+
+
+def _discover(command: Command[Any], state: Any) -> list[StreamId]:
+    return list(dict.fromkeys(StreamId(stream) for stream in command.discover(state)))
+
+
+def _fold(
+    command: Command[Any],
+    registry: EventRegistry,
+    state: Any,
+    streams: Iterable[list[StoredEvent]],
+) -> Any:
+    lists = [events for events in streams if events]
+    ordered: Iterable[StoredEvent] = (
+        lists[0] if len(lists) == 1 else heapq.merge(*lists, key=_position)
+    )
+    apply = command.apply
+    decode = registry.decode
+    for stored in ordered:
+        state = apply(state, stored.stream_id, decode(stored))
+    return state
+
+
+def _position(event: StoredEvent) -> int:
+    return event.position
+
+
+def _encode(
+    name: str,
+    writes: object,
+    registry: EventRegistry,
+    read_versions: Mapping[StreamId, int],
+    metadata: Metadata,
+) -> tuple[tuple[Event, ...], dict[StreamId, list[NewEvent]]]:
+    if not isinstance(writes, Mapping):
+        raise InvalidCommand(
+            f"{name}.handle() must return a mapping of stream to events, "
+            f"got {type(writes).__name__}"
+        )
+    decided: list[Event] = []
+    encoded: dict[StreamId, list[NewEvent]] = {}
+    for stream, events in writes.items():
+        stream = StreamId(stream)
+        if stream not in read_versions:
+            raise UndeclaredStream(stream)
+        for event in events:
+            if not isinstance(event, Event):
+                raise InvalidCommand(f"{name}.handle() returned {event!r}, which is not an Event")
+            encoded.setdefault(stream, []).append(registry.encode(event, metadata=metadata))
+            decided.append(event)
+    return tuple(decided), encoded
