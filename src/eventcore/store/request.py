@@ -43,6 +43,10 @@ class AppendRequest(msgspec.Struct, frozen=True):
         checked_expected: dict[StreamId, int] = {}
         for stream_id, version in expected.items():
             stream_id = StreamId(stream_id)
+            # Keys that differ only in surrounding whitespace name one stream; keeping
+            # either silently would drop the other's expected version (or its events).
+            if stream_id in checked_expected:
+                raise InvalidAppend(f"stream {stream_id!r} is named twice in expected")
             if isinstance(version, bool) or not isinstance(version, int) or version < 0:
                 raise InvalidAppend(
                     f"expected version of {stream_id!r} must be an int >= 0, got {version!r}"
@@ -51,10 +55,14 @@ class AppendRequest(msgspec.Struct, frozen=True):
         checked_writes: list[tuple[StreamId, tuple[NewEvent, ...]]] = []
         seen_ids: set[object] = set()
         count = 0
+        written: set[StreamId] = set()
         for stream_id, events in writes.items():
             stream_id = StreamId(stream_id)
             if stream_id not in checked_expected:
                 raise UndeclaredStream(stream_id)
+            if stream_id in written:
+                raise InvalidAppend(f"stream {stream_id!r} is named twice in writes")
+            written.add(stream_id)
             events = tuple(events)
             for event in events:
                 if not isinstance(event, NewEvent):
