@@ -73,9 +73,7 @@ async def test_stream_id_is_trimmed_on_write_and_read(store: EventStore) -> None
     await store.append({StreamId("  padded "): [new_event()]}, expected={StreamId("padded"): 0})
 
     assert await store.stream_version(StreamId("padded")) == 1
-    assert [event.stream_id for event in await store.read_stream(StreamId(" padded"))] == [
-        "padded"
-    ]
+    assert [event.stream_id for event in await store.read_stream(StreamId(" padded"))] == ["padded"]
 
 
 async def test_read_back_stream_id_is_a_stream_id(store: EventStore) -> None:

@@ -1,0 +1,189 @@
+"""Contract: bad input of any kind is a typed error and writes nothing (§3, last bullet)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from eventcore.errors import (
+    EmptyAppend,
+    InvalidAppend,
+    InvalidInput,
+    InvalidStreamId,
+    PayloadTooLarge,
+    UndeclaredStream,
+)
+from eventcore.store import EventStore
+from eventcore.store.request import DEFAULT_MAX_PAYLOAD_BYTES
+from eventcore.types import StreamId
+from tests.builders import events, new_event
+from tests.store.conftest import MakeStore
+from tests.store.reading import snapshot
+
+A = StreamId("a")
+B = StreamId("b")
+
+INVALID_STREAM_IDS: list[Any] = [
+    pytest.param("", id="empty"),
+    pytest.param("   \t ", id="whitespace"),
+    pytest.param("x" * 256, id="256-chars"),
+    pytest.param("  " + "x" * 256 + "  ", id="256-chars-padded"),
+    pytest.param("a\x00b", id="nul"),
+    pytest.param("a\nb", id="newline-inside"),
+    pytest.param("a\x7fb", id="del"),
+    pytest.param("a\x85b", id="c1-control"),
+    pytest.param(42, id="int"),
+    pytest.param(None, id="none"),
+    pytest.param(b"bytes", id="bytes"),
+]
+
+
+@pytest.fixture
+async def seeded(store: EventStore) -> EventStore:
+    """A store holding a=1 event, so "nothing written" has something to compare against."""
+    await store.append({A: events(1)}, expected={A: 0})
+    return store
+
+
+async def assert_rejected(store: EventStore, error: type[Exception], **append: Any) -> Exception:
+    """Append with ``append``, expect ``error``, and check the store did not change."""
+    before = await snapshot(store)
+    with pytest.raises(error) as caught:
+        await store.append(**append)
+    assert await snapshot(store) == before
+    return caught.value
+
+
+# --- stream ids ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("bad", INVALID_STREAM_IDS)
+async def test_append_rejects_invalid_stream_id_in_writes(seeded: EventStore, bad: Any) -> None:
+    error = await assert_rejected(
+        seeded, InvalidStreamId, writes={A: events(1), bad: events(1)}, expected={A: 1, bad: 0}
+    )
+    assert isinstance(error, InvalidInput)
+
+
+@pytest.mark.parametrize("bad", INVALID_STREAM_IDS)
+async def test_append_rejects_invalid_stream_id_in_expected(seeded: EventStore, bad: Any) -> None:
+    await assert_rejected(seeded, InvalidStreamId, writes={A: events(1)}, expected={A: 1, bad: 0})
+
+
+@pytest.mark.parametrize("bad", INVALID_STREAM_IDS)
+async def test_read_stream_rejects_invalid_stream_id(store: EventStore, bad: Any) -> None:
+    with pytest.raises(InvalidStreamId):
+        await store.read_stream(bad)
+
+
+@pytest.mark.parametrize("bad", INVALID_STREAM_IDS)
+async def test_stream_version_rejects_invalid_stream_id(store: EventStore, bad: Any) -> None:
+    with pytest.raises(InvalidStreamId):
+        await store.stream_version(bad)
+
+
+async def test_stream_id_of_255_characters_is_accepted(store: EventStore) -> None:
+    longest = StreamId("x" * 255)
+
+    await store.append({longest: events(1)}, expected={longest: 0})
+
+    assert await store.stream_version(longest) == 1
+    assert [head.stream_id for head in await store.list_streams()] == [longest]
+
+
+async def test_append_rejects_stream_named_twice_in_writes(seeded: EventStore) -> None:
+    await assert_rejected(
+        seeded, InvalidAppend, writes={"b": events(1), " b ": events(1)}, expected={B: 0}
+    )
+
+
+async def test_append_rejects_stream_named_twice_in_expected(seeded: EventStore) -> None:
+    await assert_rejected(seeded, InvalidAppend, writes={A: events(1)}, expected={"a": 1, "a ": 0})
+
+
+# --- the shape of an append ----------------------------------------------------------------
+
+
+async def test_append_of_no_streams_is_rejected_as_empty(seeded: EventStore) -> None:
+    await assert_rejected(seeded, EmptyAppend, writes={}, expected={A: 1})
+
+
+async def test_append_of_only_empty_event_lists_is_rejected_as_empty(seeded: EventStore) -> None:
+    await assert_rejected(seeded, EmptyAppend, writes={A: [], B: []}, expected={A: 1, B: 0})
+
+
+async def test_append_to_stream_missing_from_expected_is_undeclared(seeded: EventStore) -> None:
+    error = await assert_rejected(
+        seeded, UndeclaredStream, writes={A: events(1), B: events(1)}, expected={A: 1}
+    )
+    assert isinstance(error, UndeclaredStream)
+    assert error.stream_id == B
+
+
+@pytest.mark.parametrize(
+    "version",
+    [-1, 1.0, "1", None, True],
+    ids=["negative", "float", "str", "none", "bool"],
+)
+async def test_append_rejects_expected_version_that_is_not_a_non_negative_int(
+    seeded: EventStore, version: Any
+) -> None:
+    await assert_rejected(seeded, InvalidAppend, writes={B: events(1)}, expected={B: version})
+
+
+async def test_append_rejects_bad_expected_version_of_read_only_stream(
+    seeded: EventStore,
+) -> None:
+    await assert_rejected(seeded, InvalidAppend, writes={A: events(1)}, expected={A: 1, B: -1})
+
+
+@pytest.mark.parametrize("key", ["", "   ", 7], ids=["empty", "whitespace", "int"])
+async def test_append_rejects_invalid_idempotency_key(seeded: EventStore, key: Any) -> None:
+    await assert_rejected(
+        seeded, InvalidAppend, writes={A: events(1)}, expected={A: 1}, idempotency_key=key
+    )
+
+
+async def test_append_rejects_something_that_is_not_a_new_event(seeded: EventStore) -> None:
+    await assert_rejected(
+        seeded, InvalidAppend, writes={A: [new_event(), {"type": "X"}]}, expected={A: 1}
+    )
+
+
+async def test_append_rejects_event_with_empty_type(seeded: EventStore) -> None:
+    await assert_rejected(seeded, InvalidAppend, writes={A: [new_event(type="")]}, expected={A: 1})
+
+
+# --- payload size --------------------------------------------------------------------------
+
+
+async def test_payload_at_the_configured_limit_is_accepted(make_store: MakeStore) -> None:
+    store = await make_store(max_payload_bytes=10)
+
+    await store.append({A: [new_event(data=b"x" * 10)]}, expected={A: 0})
+
+    assert [event.data for event in await store.read_stream(A)] == [b"x" * 10]
+
+
+async def test_payload_over_the_configured_limit_is_too_large(make_store: MakeStore) -> None:
+    store = await make_store(max_payload_bytes=10)
+    await store.append({A: [new_event(data=b"ok")]}, expected={A: 0})
+
+    error = await assert_rejected(
+        store,
+        PayloadTooLarge,
+        writes={A: [new_event(data=b"small")], B: [new_event("Big", data=b"x" * 11)]},
+        expected={A: 1, B: 0},
+    )
+
+    assert isinstance(error, PayloadTooLarge)
+    assert (error.event_type, error.size, error.limit) == ("Big", 11, 10)
+
+
+async def test_payload_over_the_default_limit_is_too_large(seeded: EventStore) -> None:
+    data = b"x" * (DEFAULT_MAX_PAYLOAD_BYTES + 1)
+
+    await assert_rejected(
+        seeded, PayloadTooLarge, writes={A: [new_event(data=data)]}, expected={A: 1}
+    )
