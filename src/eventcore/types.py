@@ -78,9 +78,6 @@ class StreamId(str):
         """Wrap a name read back from a store, which only ever held validated names."""
         return str.__new__(cls, value)
 
-    def __repr__(self) -> str:
-        return f"StreamId({str.__repr__(self)})"
-
 
 class Metadata(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     """What is known about why and how an event was written.
