@@ -1,0 +1,127 @@
+"""Where the SQLite file is, how to open it, and the connection settings every role needs.
+
+``SqliteConfig.from_url`` checks everything that can be checked without touching the
+file. The ``connect_*`` functions run on the connection's own thread (they block).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Final
+
+import msgspec
+
+from eventcore.errors import InvalidUrl, StoreUnavailable
+from eventcore.store._sqlite_schema import migrate
+from eventcore.store.url import StoreUrl
+
+__all__ = ["KNOWN_OPTIONS", "SqliteConfig", "connect_reader", "connect_writer"]
+
+KNOWN_OPTIONS: Final = {"synchronous", "max_payload_bytes"}
+_SYNCHRONOUS: Final = ("FULL", "NORMAL", "OFF")
+#: Several processes may share a file; a writer waits this long for another's lock.
+DEFAULT_BUSY_TIMEOUT: Final = 5.0
+#: Page cache per connection, in KiB (negative ``cache_size`` means KiB to SQLite).
+_CACHE_KIB: Final = 32 * 1024
+
+
+class SqliteConfig(msgspec.Struct, frozen=True, kw_only=True):
+    url: str
+    path: str
+    synchronous: str
+    create: bool
+    busy_timeout: float = DEFAULT_BUSY_TIMEOUT
+
+    @classmethod
+    def from_url(cls, parsed: StoreUrl, *, create: bool) -> SqliteConfig:
+        parsed.reject_unknown_options(KNOWN_OPTIONS)
+        synchronous = parsed.option("synchronous", "FULL").upper()
+        if synchronous not in _SYNCHRONOUS:
+            raise InvalidUrl(
+                parsed.raw,
+                f"option synchronous={parsed.options['synchronous']!r} is not one of "
+                f"{', '.join(_SYNCHRONOUS)}",
+            )
+        if parsed.path == ":memory:" or parsed.path.startswith("file:"):
+            # Each of the store's connections would see a different database.
+            raise InvalidUrl(
+                parsed.raw, "expected a file path; for a throwaway store use memory://"
+            )
+        # Relative paths are taken against the current directory, once, at open time.
+        path = os.path.abspath(parsed.path)
+        return cls(url=parsed.raw, path=path, synchronous=synchronous, create=create)
+
+
+def connect_writer(config: SqliteConfig) -> sqlite3.Connection:
+    """The one connection that writes: creates the file if allowed, sets WAL, migrates."""
+    directory = os.path.dirname(config.path)
+    if not os.path.isdir(directory):
+        raise InvalidUrl(config.url, f"directory {directory} does not exist")
+    if not config.create and not os.path.exists(config.path):
+        raise InvalidUrl(config.url, f"no such file: {config.path}")
+    connection = _open(config, "rwc" if config.create else "rw")
+    try:
+        with _translated(config):
+            mode = connection.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            if str(mode).lower() != "wal":
+                raise StoreUnavailable(
+                    f"{config.path}: SQLite refused write-ahead logging (journal_mode={mode})"
+                )
+            connection.execute(f"PRAGMA synchronous = {config.synchronous}")
+            migrate(connection)
+    except BaseException:
+        connection.close()
+        raise
+    return connection
+
+
+def connect_reader(config: SqliteConfig) -> sqlite3.Connection:
+    """A read-only connection; WAL lets it read while the writer writes."""
+    connection = _open(config, "rw")
+    try:
+        with _translated(config):
+            # Belt and braces: nothing on a reader's thread may ever write.
+            connection.execute("PRAGMA query_only = ON")
+    except BaseException:
+        connection.close()
+        raise
+    return connection
+
+
+def _open(config: SqliteConfig, mode: str) -> sqlite3.Connection:
+    uri = f"{Path(config.path).as_uri()}?mode={mode}"
+    try:
+        connection = sqlite3.connect(
+            uri,
+            uri=True,
+            timeout=config.busy_timeout,
+            # Autocommit: the store issues BEGIN/COMMIT itself, so it alone decides
+            # what one transaction holds (the writer's group commit depends on it).
+            isolation_level=None,
+            cached_statements=256,
+        )
+    except sqlite3.Error as error:
+        raise InvalidUrl(config.url, f"cannot open {config.path}: {error}") from error
+    try:
+        with _translated(config):
+            connection.execute(f"PRAGMA busy_timeout = {int(config.busy_timeout * 1000)}")
+            connection.execute(f"PRAGMA cache_size = -{_CACHE_KIB}")
+    except BaseException:
+        connection.close()
+        raise
+    return connection
+
+
+@contextlib.contextmanager
+def _translated(config: SqliteConfig) -> Iterator[None]:
+    """Turns a driver error while setting up a connection into one of ours."""
+    try:
+        yield
+    except sqlite3.Error as error:
+        if getattr(error, "sqlite_errorcode", None) == sqlite3.SQLITE_NOTADB:
+            raise InvalidUrl(config.url, f"{config.path} is not an SQLite database") from error
+        raise StoreUnavailable(f"{config.path}: {error}") from error

@@ -1,0 +1,103 @@
+"""The SQLite store's tables, and the numbered migrations that create them.
+
+Each migration runs once per file, in its own ``BEGIN IMMEDIATE`` transaction together
+with the row that records it in ``schema_migrations``: several processes opening one
+new file at the same moment queue on the write lock, and the second finds the work done.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from typing import Final
+
+from eventcore.errors import StoreUnavailable
+
+__all__ = ["LATEST_VERSION", "migrate"]
+
+#: (version, statements). Append new migrations; never edit one that has shipped.
+_MIGRATIONS: Final[tuple[tuple[int, tuple[str, ...]], ...]] = (
+    (
+        1,
+        (
+            # ``position INTEGER PRIMARY KEY`` is the rowid itself, without AUTOINCREMENT:
+            # the writer hands out max(position) + 1, so an append rolled back to its
+            # savepoint leaves no gap in the global log for a reader to wait on.
+            """
+            CREATE TABLE events (
+                position       INTEGER PRIMARY KEY,
+                stream_id      TEXT    NOT NULL,
+                version        INTEGER NOT NULL,
+                event_id       BLOB    NOT NULL UNIQUE,
+                type           TEXT    NOT NULL,
+                schema_version INTEGER NOT NULL,
+                data           BLOB    NOT NULL,
+                metadata       BLOB,
+                recorded_at    INTEGER NOT NULL,
+                UNIQUE (stream_id, version)
+            )
+            """,
+            # Serves ``read_all(types=...)``: one index range per type, already in
+            # position order, so a filtered read never sorts or scans other types.
+            "CREATE INDEX events_type_position ON events (type, position)",
+            # One row per stream: the head that conflict checks and list_streams read,
+            # so neither has to aggregate over events.
+            """
+            CREATE TABLE streams (
+                stream_id     TEXT    PRIMARY KEY,
+                version       INTEGER NOT NULL,
+                last_position INTEGER NOT NULL
+            ) WITHOUT ROWID
+            """,
+            # The first result of each idempotency key (msgspec JSON of AppendResult).
+            """
+            CREATE TABLE idempotency (
+                key    TEXT PRIMARY KEY,
+                result BLOB NOT NULL
+            ) WITHOUT ROWID
+            """,
+        ),
+    ),
+)
+
+LATEST_VERSION: Final = _MIGRATIONS[-1][0]
+
+
+def migrate(connection: sqlite3.Connection) -> None:
+    """Bring the file's schema up to ``LATEST_VERSION``; a no-op when it is there.
+
+    The connection must be in autocommit mode (``isolation_level=None``).
+    """
+    connection.execute(
+        "CREATE TABLE IF NOT EXISTS schema_migrations ("
+        " version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)"
+    )
+    for version, statements in _MIGRATIONS:
+        if _applied(connection) >= version:
+            continue
+        connection.execute("BEGIN IMMEDIATE")
+        try:
+            # Re-check under the write lock: another process may have just applied it.
+            if _applied(connection) < version:
+                for statement in statements:
+                    connection.execute(statement)
+                connection.execute(
+                    "INSERT INTO schema_migrations (version, applied_at) VALUES (?, ?)",
+                    (version, time.time_ns() // 1000),
+                )
+            connection.execute("COMMIT")
+        except BaseException:
+            if connection.in_transaction:
+                connection.execute("ROLLBACK")
+            raise
+    found = _applied(connection)
+    if found > LATEST_VERSION:
+        raise StoreUnavailable(
+            f"the database's schema version is {found}, newer than this eventcore "
+            f"understands ({LATEST_VERSION}); upgrade eventcore to open it"
+        )
+
+
+def _applied(connection: sqlite3.Connection) -> int:
+    row = connection.execute("SELECT coalesce(max(version), 0) FROM schema_migrations").fetchone()
+    return int(row[0])

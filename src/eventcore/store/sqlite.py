@@ -1,0 +1,232 @@
+"""The embedded event store: one SQLite file (``sqlite:///path/to/events.db``).
+
+Layout of the work::
+
+    event loop ──append──▶ writer thread  (one connection; group commit, _sqlite_write)
+               ──reads───▶ reader threads (one connection each; WAL lets them read
+                                           while the writer writes, _sqlite_read)
+
+No SQLite call ever runs on the event loop. Several processes may open the same file:
+their writers take turns on SQLite's write lock (``BEGIN IMMEDIATE``, waiting up to the
+busy timeout), so positions still commit in order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+from collections.abc import AsyncIterator, Collection, Mapping, Sequence
+from functools import partial
+from typing import Any, Final
+
+import msgspec
+
+from eventcore.errors import StoreClosed
+from eventcore.store._sqlite_connect import (
+    DEFAULT_BUSY_TIMEOUT,
+    SqliteConfig,
+    connect_reader,
+    connect_writer,
+)
+from eventcore.store._sqlite_read import ReadJob, Reads, run_read_batch, wanted_types
+from eventcore.store._sqlite_thread import ConnectionThread
+from eventcore.store._sqlite_write import MAX_GROUP, GroupCommitter
+from eventcore.store.protocol import AppendResult
+from eventcore.store.request import DEFAULT_MAX_PAYLOAD_BYTES, AppendRequest
+from eventcore.store.url import StoreUrl
+from eventcore.types import NewEvent, StoredEvent, StreamHead, StreamId
+
+__all__ = ["SqliteStore"]
+
+#: Reader threads per store. Decoding rows holds the GIL, so more would not read faster.
+_READERS: Final = 2
+#: Read jobs a reader takes per wake-up.
+_MAX_READ_BATCH: Final = 64
+#: How long ``aclose`` waits for each thread to finish its queued work.
+_CLOSE_WITHIN: Final = 10.0
+
+
+class SqliteStore:
+    """An ``EventStore`` in one SQLite file. Open with ``open_url`` or ``open``."""
+
+    def __init__(
+        self,
+        config: SqliteConfig,
+        writer: ConnectionThread[AppendRequest],
+        committer: GroupCommitter,
+        readers: list[ConnectionThread[ReadJob]],
+        reads: Reads,
+        max_payload_bytes: int,
+    ) -> None:
+        """Use ``open_url`` or ``open``: they start the threads this takes."""
+        self._config = config
+        self._writer = writer
+        self._committer = committer
+        self._readers = readers
+        self._next_reader = itertools.cycle(readers).__next__
+        self._reads = reads
+        self._max_payload_bytes = max_payload_bytes
+        self._closed = False
+
+    # --- opening and closing -------------------------------------------------------------
+
+    @classmethod
+    async def open_url(
+        cls, parsed: StoreUrl, *, create: bool, max_payload_bytes: int
+    ) -> SqliteStore:
+        """Open the file a ``sqlite://`` URL names (options: synchronous, max_payload_bytes)."""
+        return await cls._start(SqliteConfig.from_url(parsed, create=create), max_payload_bytes)
+
+    @classmethod
+    async def open(
+        cls,
+        path: str | os.PathLike[str],
+        *,
+        synchronous: str = "FULL",
+        create: bool = True,
+        max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
+        busy_timeout: float = DEFAULT_BUSY_TIMEOUT,
+    ) -> SqliteStore:
+        """Open a file by path; ``busy_timeout`` is how long to wait for another process."""
+        parsed = StoreUrl.parse(f"sqlite://{os.fspath(path)}?synchronous={synchronous}")
+        config = SqliteConfig.from_url(parsed, create=create)
+        config = msgspec.structs.replace(config, busy_timeout=busy_timeout)
+        return await cls._start(config, max_payload_bytes)
+
+    @classmethod
+    async def _start(cls, config: SqliteConfig, max_payload_bytes: int) -> SqliteStore:
+        committer = GroupCommitter()
+        writer: ConnectionThread[AppendRequest] = ConnectionThread(
+            "eventcore-sqlite-writer",
+            partial(connect_writer, config),
+            committer.run_batch,
+            max_batch=MAX_GROUP,
+        )
+        readers: list[ConnectionThread[ReadJob]] = [
+            ConnectionThread(
+                f"eventcore-sqlite-reader-{n}",
+                partial(connect_reader, config),
+                run_read_batch,
+                max_batch=_MAX_READ_BATCH,
+            )
+            for n in range(_READERS)
+        ]
+        started: list[ConnectionThread[Any]] = []
+        try:
+            # The writer first: it creates the file and its tables, which readers open.
+            await writer.start()
+            started.append(writer)
+            for reader in readers:
+                await reader.start()
+                started.append(reader)
+        except BaseException:
+            for thread in started:
+                await thread.stop(within=_CLOSE_WITHIN)
+            raise
+        return cls(config, writer, committer, readers, Reads(), max_payload_bytes)
+
+    async def __aenter__(self) -> SqliteStore:
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Finish queued work (bounded), stop the threads, close the file. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        await asyncio.gather(
+            self._writer.stop(within=_CLOSE_WITHIN),
+            *(reader.stop(within=_CLOSE_WITHIN) for reader in self._readers),
+        )
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise StoreClosed()
+
+    @property
+    def path(self) -> str:
+        return self._config.path
+
+    @property
+    def _commit_count(self) -> int:
+        """Write transactions committed so far (tests use it to see group commit work)."""
+        return self._committer.commits
+
+    # --- writing -------------------------------------------------------------------------
+
+    async def append(
+        self,
+        writes: Mapping[StreamId, Sequence[NewEvent]],
+        *,
+        expected: Mapping[StreamId, int],
+        idempotency_key: str | None = None,
+    ) -> AppendResult:
+        self._check_open()
+        request = AppendRequest.build(writes, expected, idempotency_key, self._max_payload_bytes)
+        result: AppendResult = await self._writer.submit(request)
+        return result
+
+    # --- reading -------------------------------------------------------------------------
+
+    async def _read(self, job: ReadJob) -> Any:
+        return await self._next_reader().submit(job)
+
+    async def read_stream(self, stream_id: StreamId, *, from_version: int = 1) -> list[StoredEvent]:
+        self._check_open()
+        events: list[StoredEvent] = await self._read(
+            self._reads.stream(StreamId(stream_id), from_version)
+        )
+        return events
+
+    async def read_all(
+        self,
+        *,
+        after: int = 0,
+        types: Collection[str] | None = None,
+        batch_size: int = 1000,
+        limit: int | None = None,
+    ) -> AsyncIterator[list[StoredEvent]]:
+        self._check_open()
+        wanted = wanted_types(types)
+        if wanted == ():
+            return
+        position = max(after, 0)
+        remaining = limit
+        while remaining is None or remaining > 0:
+            size = batch_size if remaining is None else min(batch_size, remaining)
+            if size <= 0:
+                return
+            # One round trip per batch; the whole log is never held at once.
+            batch: list[StoredEvent] = await self._read(self._reads.log(position, size, wanted))
+            if not batch:
+                return
+            position = batch[-1].position
+            if remaining is not None:
+                remaining -= len(batch)
+            yield batch
+            if len(batch) < size:
+                # The batch reached the head of the log as it was when fetched.
+                return
+
+    async def stream_version(self, stream_id: StreamId) -> int:
+        self._check_open()
+        version: int = await self._read(self._reads.stream_version(StreamId(stream_id)))
+        return version
+
+    async def list_streams(
+        self, *, after: StreamId | None = None, limit: int = 100
+    ) -> list[StreamHead]:
+        self._check_open()
+        start = StreamId(after) if after is not None else None
+        if limit <= 0:
+            return []
+        heads: list[StreamHead] = await self._read(self._reads.streams(start, limit))
+        return heads
+
+    async def last_position(self) -> int:
+        self._check_open()
+        position: int = await self._read(self._reads.last_position())
+        return position
