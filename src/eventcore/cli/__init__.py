@@ -1,0 +1,46 @@
+"""The ``eventcore`` command line: inspect stores, follow the global log, run the demo."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from eventcore._version import __version__
+from eventcore.cli import demo, events, streams
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(
+    name="eventcore",
+    help="Distributed, event-sourced services for asyncio.",
+    no_args_is_help=True,
+    add_completion=False,
+    # A bug's traceback must not print local variables: they may hold URLs with secrets.
+    pretty_exceptions_show_locals=False,
+)
+app.add_typer(streams.app, name="streams")
+app.add_typer(events.app, name="events")
+app.command("demo")(demo.demo)
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"eventcore {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_print_version, is_eager=True, help="Print the version and exit."
+        ),
+    ] = False,
+) -> None:
+    """Inspect event stores, follow the global log, run the demo."""
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,1 @@
+"""Demo domains that ``eventcore demo`` runs and checks. Examples, not library API."""
