@@ -1,0 +1,189 @@
+"""The workloads: what each measures, in which unit, on which sides, and the issue-2 targets."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from bench import eventcore_side, eventsourcing_side, raw_sqlite, replay_memory
+from bench.common import Context, Sizes
+
+__all__ = ["WORKLOADS", "Target", "Workload", "select"]
+
+Measure = Callable[[Context], float]
+
+
+@dataclass(frozen=True)
+class Target:
+    """An issue-2 target: a floor on eventcore's figure and/or on the ratio, or a ceiling in MB."""
+
+    text: str
+    minimum: float | None = None
+    min_ratio: float | None = None
+    maximum: float | None = None
+
+    def met(self, eventcore: float | None, ratio: float | None) -> bool | None:
+        if eventcore is None:
+            return None
+        checks: list[bool] = []
+        if self.minimum is not None:
+            checks.append(eventcore >= self.minimum)
+        if self.maximum is not None:
+            checks.append(eventcore < self.maximum)
+        if self.min_ratio is not None:
+            if ratio is None:
+                return None
+            checks.append(ratio >= self.min_ratio)
+        return all(checks)
+
+
+@dataclass(frozen=True)
+class Workload:
+    name: str
+    unit: str
+    eventcore: Measure
+    eventsourcing: Measure | None
+    raw: Measure | None
+    note: Callable[[Sizes], str]
+    target: Target | None = None
+
+    @property
+    def letter(self) -> str:
+        return self.name[0]
+
+    @property
+    def lower_is_better(self) -> bool:
+        return self.unit == "MB"
+
+    def ratio(self, eventcore: float | None, eventsourcing: float | None) -> float | None:
+        """How many times better eventcore is: ec/es for throughput, es/ec for memory."""
+        if eventcore is None or eventsourcing is None:
+            return None
+        if self.lower_is_better:
+            # RSS growth can be ~0; divide by at least 1 MB so the ratio stays meaningful.
+            return eventsourcing / max(eventcore, 1.0)
+        return eventcore / eventsourcing if eventsourcing > 0 else None
+
+
+def _ec(name: str) -> Measure:
+    return lambda ctx: float(eventcore_side.run(name, ctx))
+
+
+def _es(name: str) -> Measure:
+    return lambda ctx: eventsourcing_side.run(name, ctx)
+
+
+def _raw(name: str) -> Measure:
+    return lambda ctx: raw_sqlite.run(name, ctx)
+
+
+WORKLOADS: tuple[Workload, ...] = (
+    Workload(
+        "a_new_streams_sequential",
+        "commands/s",
+        _ec("a_new_streams_sequential"),
+        _es("a_new_streams_sequential"),
+        _raw("a_new_streams_sequential"),
+        lambda s: (
+            f"{s.new_streams:,} commands one at a time, each a new one-event stream; eventcore "
+            "reads the (empty) stream then appends; eventsourcing saves a new aggregate; raw = "
+            "SELECT the stream, then BEGIN IMMEDIATE, head check, INSERT, head UPSERT, COMMIT"
+        ),
+        Target("≥1.3× eventsourcing", min_ratio=1.3),
+    ),
+    Workload(
+        "b_new_streams_concurrent",
+        "commands/s",
+        _ec("b_new_streams_concurrent"),
+        _es("b_new_streams_concurrent"),
+        None,
+        lambda s: (
+            f"{s.concurrent_streams:,} new-stream commands from {s.concurrency} coroutines "
+            f"(eventcore, one Executor) / {s.concurrency} threads (eventsourcing); "
+            "raw not measured "
+            "(one connection, the sequential figure is its ceiling)"
+        ),
+        Target("≥15,000 commands/s", minimum=15_000),
+    ),
+    Workload(
+        "c_append_one_stream",
+        "commands/s",
+        _ec("c_append_one_stream"),
+        _es("c_append_one_stream"),
+        _raw("c_append_one_stream"),
+        lambda s: (
+            f"{s.appends:,} deposits to one stream one at a time; both cached so only new "
+            "events are read: eventcore Executor(cache_size=1000), eventsourcing "
+            "AGGREGATE_CACHE_MAXSIZE=1000 + AGGREGATE_CACHE_FASTFORWARD=y (its default "
+            "deep copy from the cache kept); raw = SELECT newer, then one transaction as in a"
+        ),
+        Target("≥1.5× eventsourcing", min_ratio=1.5),
+    ),
+    Workload(
+        "d_transfers_concurrent",
+        "commands/s",
+        _ec("d_transfers_concurrent"),
+        _es("d_transfers_concurrent"),
+        None,
+        lambda s: (
+            f"{s.transfers:,} transfers over {s.accounts} accounts from {s.transfer_workers} "
+            "coroutines / threads: read both, check balance, one event to each in one "
+            "transaction (eventsourcing: app.save(a, b), retried on IntegrityError); no state "
+            "cache on either side, so each command refolds both accounts"
+        ),
+    ),
+    Workload(
+        "e_read_fold_stream",
+        "events/s",
+        _ec("e_read_fold_stream"),
+        _es("e_read_fold_stream"),
+        _raw("e_read_fold_stream"),
+        lambda s: (
+            f"one {s.stream_events:,}-event stream: eventcore read_stream + decode + fold; "
+            "eventsourcing repository.get without cache; raw = SELECT + fetchall, no decoding"
+        ),
+        Target("≥3× eventsourcing", min_ratio=3.0),
+    ),
+    Workload(
+        "f_read_global_log",
+        "events/s",
+        _ec("f_read_global_log"),
+        _es("f_read_global_log"),
+        _raw("f_read_global_log"),
+        lambda s: (
+            f"the whole {s.log_events:,}-event log in pages of 1,000: eventcore read_all + "
+            "decode; eventsourcing select_notifications + mapper.to_domain_event; raw = paged "
+            "SELECT + fetchall, no decoding"
+        ),
+        Target("≥250,000 events/s and ≥1.5× eventsourcing", minimum=250_000, min_ratio=1.5),
+    ),
+    Workload(
+        "g_replay_memory",
+        "MB",
+        lambda ctx: replay_memory.measure(ctx, "eventcore"),
+        lambda ctx: replay_memory.measure(ctx, "eventsourcing"),
+        None,
+        lambda s: (
+            f"RSS growth (peak during replay − RSS before it, fresh subprocess) replaying "
+            f"{s.replay_events:,} events with decoding (eventcore read_all, eventsourcing "
+            "select_notifications pages); populated file built once per run; ratio = "
+            "eventsourcing / max(eventcore, 1 MB)"
+        ),
+        Target("RSS growth < 100 MB", maximum=100.0),
+    ),
+)
+
+
+def select(only: str | None) -> list[Workload]:
+    """The workloads named by ``--only`` (letters or full names, comma-separated), or all."""
+    if not only:
+        return list(WORKLOADS)
+    wanted = [item.strip() for item in only.split(",") if item.strip()]
+    chosen: list[Workload] = []
+    for item in wanted:
+        matches = [w for w in WORKLOADS if w.name == item or w.letter == item]
+        if not matches:
+            known = ", ".join(w.name for w in WORKLOADS)
+            raise SystemExit(f"unknown workload {item!r}; known: {known}")
+        chosen.extend(m for m in matches if m not in chosen)
+    return sorted(chosen, key=lambda w: w.name)
