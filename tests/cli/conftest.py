@@ -1,0 +1,59 @@
+"""A small SQLite store with known contents, and a runner that invokes the CLI in-process."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner, Result
+
+from eventcore.cli import app
+from eventcore.store import open_store
+from eventcore.types import Metadata, StreamId
+from tests.builders import new_event
+
+#: What ``populated`` holds, in log order: (stream, type, payload).
+HISTORY: list[tuple[str, str, bytes]] = [
+    ("account-alice", "AccountOpened", b'{"initial_balance":100}'),
+    ("account-bob", "AccountOpened", b'{"initial_balance":50}'),
+    ("account-alice", "Withdrawn", b'{"amount":30,"transfer_id":"t-1"}'),
+    ("account-bob", "Deposited", b'{"amount":30,"transfer_id":"t-1"}'),
+    ("order-7", "OrderPlaced", b'{"items":["kettle"]}'),
+]
+CORRELATION = "corr-42"
+
+
+def sqlite_url(path: Path) -> str:
+    return f"sqlite://{path.resolve().as_posix()}"
+
+
+async def write_history(url: str, history: list[tuple[str, str, bytes]]) -> None:
+    store = await open_store(url)
+    try:
+        for stream, event_type, payload in history:
+            stream_id = StreamId(stream)
+            version = await store.stream_version(stream_id)
+            event = new_event(event_type, payload, metadata=Metadata(correlation_id=CORRELATION))
+            await store.append({stream_id: [event]}, expected={stream_id: version})
+    finally:
+        await store.aclose()
+
+
+@pytest.fixture
+def populated(tmp_path: Path) -> str:
+    """The URL of a SQLite store holding ``HISTORY``."""
+    url = sqlite_url(tmp_path / "events.db")
+    asyncio.run(write_history(url, HISTORY))
+    return url
+
+
+@pytest.fixture
+def runner() -> CliRunner:
+    return CliRunner()
+
+
+def invoke(runner: CliRunner, *args: str, env: dict[str, str] | None = None) -> Result:
+    """Run ``eventcore *args`` in-process, wide enough that no table cell wraps."""
+    environment = {"COLUMNS": "250", "EVENTCORE_STORE": "", **(env or {})}
+    return runner.invoke(app, list(args), env=environment)
