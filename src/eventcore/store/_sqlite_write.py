@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from typing import Final
+from typing import Any, Final
 
 import msgspec
 
@@ -28,12 +28,16 @@ from eventcore.errors import (
     EventcoreError,
     StoreUnavailable,
 )
+from eventcore.store._sqlite_read import ReadJob, run_each
 from eventcore.store._sqlite_thread import Outcome, failure, success
 from eventcore.store.protocol import AppendResult
 from eventcore.store.request import AppendRequest
 from eventcore.types import EMPTY_METADATA, EventId
 
-__all__ = ["MAX_GROUP", "GroupCommitter"]
+__all__ = ["MAX_GROUP", "GroupCommitter", "WriterJob"]
+
+#: What the writer thread takes: appends, or a function to run on its connection.
+WriterJob = AppendRequest | ReadJob
 
 #: The most appends one transaction holds: bounds how long a batch keeps the lock
 #: and how much work one failed COMMIT throws away.
@@ -62,9 +66,22 @@ class GroupCommitter:
         self._result_encoder = msgspec.json.Encoder(enc_hook=str)
         self._result_decoder = msgspec.json.Decoder(AppendResult)
 
+    def run_jobs(self, connection: sqlite3.Connection, jobs: list[WriterJob]) -> list[Outcome]:
+        """The writer thread's batch: appends are group-committed; any other job (a function
+        of the connection, such as reading a pragma back) runs on its own afterwards."""
+        appends = [job for job in jobs if isinstance(job, AppendRequest)]
+        if len(appends) == len(jobs):
+            return self.run_batch(connection, appends)
+        appended = iter(self.run_batch(connection, appends) if appends else ())
+        others = iter(
+            run_each(connection, [job for job in jobs if not isinstance(job, AppendRequest)])
+        )
+        return [next(appended if isinstance(job, AppendRequest) else others) for job in jobs]
+
     def run_batch(
         self, connection: sqlite3.Connection, requests: list[AppendRequest]
     ) -> list[Outcome]:
+        """Run ``requests`` in one transaction; one outcome per request, in order."""
         try:
             # IMMEDIATE takes the write lock now, waiting up to busy_timeout for another
             # process to let go, instead of failing midway when the first write upgrades.
@@ -98,64 +115,82 @@ class GroupCommitter:
     def _run_in_transaction(
         self, connection: sqlite3.Connection, requests: list[AppendRequest]
     ) -> list[Outcome]:
-        row = connection.execute("SELECT coalesce(max(position), 0) FROM events").fetchone()
-        next_position: int = row[0] + 1
-        # One timestamp for the whole batch: its events become visible at the same instant.
-        recorded_at = time.time_ns() // 1000
+        batch = _Batch(self, connection, requests)
         outcomes: list[Outcome] = []
         for request in requests:
-            connection.execute("SAVEPOINT append")
             try:
-                result = self._append(connection, request, next_position, recorded_at)
+                outcomes.append(success(batch.append(request)))
             except sqlite3.Error:
-                # Not a verdict on this append but on the database: let the whole batch fail.
+                # Not a verdict on this append but on the database: fail the whole batch.
                 raise
             except Exception as error:
-                # A conflict, a duplicate id, or a bug confined to this append: undo just
-                # its writes and carry on with the rest of the batch.
-                connection.execute("ROLLBACK TO append")
-                connection.execute("RELEASE append")
+                # A conflict, a duplicate id, or a bug confined to this append: it wrote
+                # nothing (see _Batch.append), and the rest of the batch carries on.
                 outcomes.append(failure(error))
-                continue
-            connection.execute("RELEASE append")
-            if not result.deduplicated:
-                next_position = result.positions[-1] + 1
-            outcomes.append(success(result))
+        batch.finish()
         return outcomes
 
-    def _append(
+
+class _Batch:
+    """The state of one write transaction, read once under the write lock.
+
+    Holding ``BEGIN IMMEDIATE`` means no other connection can change the file until
+    COMMIT, so the heads of the streams involved and the idempotency keys used are
+    read in one query each at the start, then kept here as appends succeed. Only the
+    events are written per append; the heads and keys are written once at the end.
+    """
+
+    def __init__(
         self,
+        committer: GroupCommitter,
         connection: sqlite3.Connection,
-        request: AppendRequest,
-        next_position: int,
-        recorded_at: int,
-    ) -> AppendResult:
+        requests: list[AppendRequest],
+    ) -> None:
+        self._connection = connection
+        self._encode_metadata = committer._metadata_encoder.encode
+        self._encode_result = committer._result_encoder.encode
+        row = connection.execute("SELECT coalesce(max(position), 0) FROM events").fetchone()
+        self._next_position: int = row[0] + 1
+        # One timestamp for the whole batch: its events become visible at the same instant.
+        self._recorded_at = time.time_ns() // 1000
+        names = {stream_id for request in requests for stream_id, _ in request.expected}
+        self._versions: dict[str, int] = dict(
+            _select_in(connection, "SELECT stream_id, version FROM streams", "stream_id", names)
+        )
+        keys = {request.idempotency_key for request in requests} - {None}
+        decode = committer._result_decoder.decode
+        self._results: dict[str, AppendResult] = {
+            key: decode(blob)
+            for key, blob in _select_in(
+                connection, "SELECT key, result FROM idempotency", "key", keys
+            )
+        }
+        self._heads: dict[str, tuple[str, int, int]] = {}
+        self._new_results: list[tuple[str, bytes]] = []
+
+    def append(self, request: AppendRequest) -> AppendResult:
+        """Write one append, or raise having written nothing of it."""
         key = request.idempotency_key
         if key is not None:
-            found = connection.execute(
-                "SELECT result FROM idempotency WHERE key = ?", (key,)
-            ).fetchone()
-            if found is not None:
-                earlier = self._result_decoder.decode(found[0])
+            earlier = self._results.get(key)
+            if earlier is not None:
                 return msgspec.structs.replace(earlier, deduplicated=True)
 
+        versions = self._versions
         for stream_id, expected in request.expected:
-            head = connection.execute(
-                "SELECT version FROM streams WHERE stream_id = ?", (stream_id,)
-            ).fetchone()
-            actual = head[0] if head is not None else 0
+            actual = versions.get(stream_id, 0)
             if actual != expected:
                 raise ConcurrencyConflict(stream_id, expected, actual)
 
         # Every declared stream is where the caller expected it, so each written stream
         # continues from its expected version.
         expected_of = dict(request.expected)
-        encode_metadata = self._metadata_encoder.encode
+        encode_metadata = self._encode_metadata
+        recorded_at = self._recorded_at
         rows: list[tuple[object, ...]] = []
         heads: list[tuple[str, int, int]] = []
-        versions: dict[str, int] = {}
         event_ids: list[EventId] = []
-        position = next_position
+        first = position = self._next_position
         for stream_id, events in request.writes:
             version = expected_of[stream_id]
             for event in events:
@@ -176,33 +211,85 @@ class GroupCommitter:
                 )
                 event_ids.append(event.event_id)
                 position += 1
-            versions[stream_id] = version
             heads.append((stream_id, version, position - 1))
 
-        try:
-            connection.executemany(_INSERT_EVENT, rows)
-        except sqlite3.IntegrityError as error:
-            raise _already_stored(connection, event_ids, error) from error
-        connection.executemany(_UPSERT_STREAM, heads)
+        self._insert(rows, event_ids)
+
+        # Written: from here on nothing can fail, so the batch's state moves on.
+        self._next_position = position
+        for head in heads:
+            versions[head[0]] = head[1]
+            self._heads[head[0]] = head
         result = AppendResult(
-            stream_versions=versions,
-            positions=tuple(range(next_position, position)),
+            stream_versions={stream_id: version for stream_id, version, _ in heads},
+            positions=tuple(range(first, position)),
             event_ids=tuple(event_ids),
         )
         if key is not None:
-            connection.execute(
-                "INSERT INTO idempotency (key, result) VALUES (?, ?)",
-                (key, self._result_encoder.encode(result)),
-            )
+            self._results[key] = result
+            self._new_results.append((key, self._encode_result(result)))
         return result
+
+    def _insert(self, rows: list[tuple[object, ...]], event_ids: list[EventId]) -> None:
+        """Insert one append's events: all of them, or (raising) none."""
+        connection = self._connection
+        if len(rows) == 1:
+            # A single statement is atomic by itself: SQLite undoes a failed statement
+            # with its statement journal, so a savepoint would add two round trips for
+            # nothing.
+            try:
+                connection.execute(_INSERT_EVENT, rows[0])
+            except sqlite3.IntegrityError as error:
+                raise _already_stored(connection, event_ids, error) from error
+            return
+        # Several rows are several statements: the savepoint makes them one unit that a
+        # duplicate id in the last row undoes entirely.
+        connection.execute("SAVEPOINT append")
+        try:
+            connection.executemany(_INSERT_EVENT, rows)
+        except sqlite3.IntegrityError as error:
+            connection.execute("ROLLBACK TO append")
+            connection.execute("RELEASE append")
+            raise _already_stored(connection, event_ids, error) from error
+        connection.execute("RELEASE append")
+
+    def finish(self) -> None:
+        """Write the heads and keys the successful appends left behind."""
+        if self._heads:
+            self._connection.executemany(_UPSERT_STREAM, self._heads.values())
+        if self._new_results:
+            self._connection.executemany(
+                "INSERT INTO idempotency (key, result) VALUES (?, ?)", self._new_results
+            )
+
+
+#: Query parameters per ``IN (...)`` list; lists are padded to a power of two so that
+#: only a handful of distinct statements reach SQLite's statement cache.
+_IN_CHUNK: Final = 256
+
+
+def _select_in(
+    connection: sqlite3.Connection, select: str, column: str, values: set[Any]
+) -> list[Any]:
+    """``select`` restricted to rows whose ``column`` is one of ``values``."""
+    ordered = sorted(values)
+    rows: list[Any] = []
+    for start in range(0, len(ordered), _IN_CHUNK):
+        chunk = ordered[start : start + _IN_CHUNK]
+        width = 1 << (len(chunk) - 1).bit_length()
+        chunk += [chunk[0]] * (width - len(chunk))
+        marks = ", ".join("?" * width)
+        rows += connection.execute(f"{select} WHERE {column} IN ({marks})", chunk).fetchall()
+    return rows
 
 
 def _already_stored(
     connection: sqlite3.Connection, event_ids: list[EventId], error: sqlite3.IntegrityError
 ) -> EventcoreError:
-    """Name the event id that broke a uniqueness rule, by asking the table, not the message."""
-    # Undo this append's own rows first, or the lookup would find them.
-    connection.execute("ROLLBACK TO append")
+    """Name the event id that broke a uniqueness rule, by asking the table, not the message.
+
+    Called once the append's own rows are undone, or the lookup would find them.
+    """
     for event_id in event_ids:
         hit = connection.execute(
             "SELECT 1 FROM events WHERE event_id = ?", (event_id.bytes,)

@@ -29,9 +29,9 @@ from eventcore.store._sqlite_connect import (
     connect_reader,
     connect_writer,
 )
-from eventcore.store._sqlite_read import ReadJob, Reads, run_read_batch, wanted_types
+from eventcore.store._sqlite_read import ReadJob, Reads, run_each, wanted_types
 from eventcore.store._sqlite_thread import ConnectionThread
-from eventcore.store._sqlite_write import MAX_GROUP, GroupCommitter
+from eventcore.store._sqlite_write import MAX_GROUP, GroupCommitter, WriterJob
 from eventcore.store.protocol import AppendResult
 from eventcore.store.request import DEFAULT_MAX_PAYLOAD_BYTES, AppendRequest
 from eventcore.store.url import StoreUrl
@@ -53,7 +53,7 @@ class SqliteStore:
     def __init__(
         self,
         config: SqliteConfig,
-        writer: ConnectionThread[AppendRequest],
+        writer: ConnectionThread[WriterJob],
         committer: GroupCommitter,
         readers: list[ConnectionThread[ReadJob]],
         reads: Reads,
@@ -97,17 +97,17 @@ class SqliteStore:
     @classmethod
     async def _start(cls, config: SqliteConfig, max_payload_bytes: int) -> SqliteStore:
         committer = GroupCommitter()
-        writer: ConnectionThread[AppendRequest] = ConnectionThread(
+        writer: ConnectionThread[WriterJob] = ConnectionThread(
             "eventcore-sqlite-writer",
             partial(connect_writer, config),
-            committer.run_batch,
+            committer.run_jobs,
             max_batch=MAX_GROUP,
         )
         readers: list[ConnectionThread[ReadJob]] = [
             ConnectionThread(
                 f"eventcore-sqlite-reader-{n}",
                 partial(connect_reader, config),
-                run_read_batch,
+                run_each,
                 max_batch=_MAX_READ_BATCH,
             )
             for n in range(_READERS)
@@ -155,6 +155,11 @@ class SqliteStore:
         """Write transactions committed so far (tests use it to see group commit work)."""
         return self._committer.commits
 
+    async def _on_writer(self, job: ReadJob) -> Any:
+        """Run a function on the writer's connection, between transactions (diagnostics)."""
+        self._check_open()
+        return await self._writer.submit(job)
+
     # --- writing -------------------------------------------------------------------------
 
     async def append(
@@ -193,23 +198,32 @@ class SqliteStore:
         wanted = wanted_types(types)
         if wanted == ():
             return
-        position = max(after, 0)
         remaining = limit
-        while remaining is None or remaining > 0:
-            size = batch_size if remaining is None else min(batch_size, remaining)
-            if size <= 0:
-                return
-            # One round trip per batch; the whole log is never held at once.
-            batch: list[StoredEvent] = await self._read(self._reads.log(position, size, wanted))
-            if not batch:
-                return
-            position = batch[-1].position
-            if remaining is not None:
-                remaining -= len(batch)
-            yield batch
-            if len(batch) < size:
-                # The batch reached the head of the log as it was when fetched.
-                return
+        size = batch_size if remaining is None else min(batch_size, remaining)
+        if size <= 0:
+            return
+        # One batch is always in flight: while the caller works through a batch, a reader
+        # thread fetches the next. Memory stays bounded by two batches.
+        pending = self._next_reader().submit(self._reads.log(max(after, 0), size, wanted))
+        try:
+            while True:
+                batch: list[StoredEvent] = await pending
+                if not batch:
+                    return
+                if remaining is not None:
+                    remaining -= len(batch)
+                # A short batch reached the head of the log as it was when fetched.
+                more = len(batch) == size and (remaining is None or remaining > 0)
+                if more:
+                    size = batch_size if remaining is None else min(batch_size, remaining)
+                    pending = self._next_reader().submit(
+                        self._reads.log(batch[-1].position, size, wanted)
+                    )
+                yield batch
+                if not more:
+                    return
+        finally:
+            _discard(pending)
 
     async def stream_version(self, stream_id: StreamId) -> int:
         self._check_open()
@@ -230,3 +244,11 @@ class SqliteStore:
         self._check_open()
         position: int = await self._read(self._reads.last_position())
         return position
+
+
+def _discard(future: asyncio.Future[Any]) -> None:
+    """Drop a prefetch nobody will read, without an "exception never retrieved" warning."""
+    if not future.done():
+        future.cancel()
+    elif not future.cancelled():
+        future.exception()
