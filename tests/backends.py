@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
@@ -70,9 +71,45 @@ def _sqlite(
     return _closing(f"sqlite://{workdir.resolve().as_posix()}/events.db", max_payload_bytes)
 
 
+#: The server the postgres backend uses; each store gets a fresh schema there.
+POSTGRES_URL = os.environ.get(
+    "EVENTCORE_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
+)
+
+
+@asynccontextmanager
+async def _postgres(
+    workdir: Path, *, max_payload_bytes: int | None = None
+) -> AsyncIterator[EventStore]:
+    """A store in a new, uniquely named schema, dropped (with everything in it) on exit.
+
+    An unreachable server skips the test with the reason; under ``CI=true`` it fails.
+    """
+    import psycopg
+    import pytest
+
+    try:
+        admin = await psycopg.AsyncConnection.connect(
+            POSTGRES_URL, autocommit=True, connect_timeout=5
+        )
+    except psycopg.OperationalError as error:
+        reason = f"postgres backend unavailable: cannot reach {POSTGRES_URL} ({error})"
+        if running_in_ci():
+            pytest.fail(f"{reason} (CI=true: every backend must run)", pytrace=False)
+        pytest.skip(reason)
+    schema = f"test_{uuid.uuid4().hex[:16]}"
+    async with admin:
+        try:
+            async with _closing(f"{POSTGRES_URL}?schema={schema}", max_payload_bytes) as store:
+                yield store
+        finally:
+            await admin.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+
+
 BACKENDS: dict[str, Backend] = {
     "memory": Backend("memory", _memory),
     "sqlite": Backend("sqlite", _sqlite, requires=("eventcore.store.sqlite",)),
-    # "postgres": a fresh schema on postgresql://postgres@127.0.0.1:5432/test, dropped on
-    # exit; requires=("eventcore.store.postgres", "psycopg"). Owned by the postgres backend.
+    "postgres": Backend(
+        "postgres", _postgres, requires=("psycopg", "psycopg_pool", "eventcore.store.postgres")
+    ),
 }

@@ -31,7 +31,7 @@ async def open_store(
         from eventcore.store.sqlite import SqliteStore
 
         return await SqliteStore.open_url(parsed, create=create, max_payload_bytes=limit)
-    from eventcore.store.postgres import PostgresStore  # type: ignore[import-not-found,unused-ignore]
+    from eventcore.store.postgres import PostgresStore
 
     store: EventStore = await PostgresStore.open_url(parsed, max_payload_bytes=limit)
     return store

@@ -1,0 +1,377 @@
+"""The PostgreSQL event store (``postgresql://user@host:port/db?schema=orders``).
+
+Layout of the work::
+
+    append ──▶ one pooled connection ──▶ SELECT * FROM <schema>.append_events(...)
+                                         (one statement = one transaction = one round
+                                          trip; the write path and its ordering proof
+                                          live in _pg_append)
+    reads  ──▶ one pooled connection per statement (keyset pages, _pg_read)
+
+URL options (anything else is rejected before connecting):
+
+* ``schema`` — where this store's tables live (default ``eventcore``); services sharing
+  a cluster use one schema each;
+* ``pool_size`` — most connections the store opens (default 10);
+* ``pool_timeout`` — seconds to wait for a connection before ``StoreUnavailable`` (10);
+* ``max_payload_bytes`` — the largest event payload accepted;
+* ``connect_timeout``, ``sslmode``, ``application_name`` — passed to libpq, as is the rest
+  of the URL (user, password, host, port, database).
+
+Migrations run on open; ``migrate(url)`` runs them alone (for ``eventcore db migrate``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
+from typing import Any, Final, NoReturn
+from urllib.parse import urlencode, urlsplit, urlunsplit
+
+import msgspec
+import psycopg
+from psycopg_pool import AsyncConnectionPool, PoolClosed
+
+from eventcore.errors import (
+    ConcurrencyConflict,
+    DuplicateEventId,
+    InvalidAppend,
+    InvalidInput,
+    InvalidUrl,
+    StoreClosed,
+    StoreError,
+)
+from eventcore.store import _pg_read as q
+from eventcore.store._pg_append import APPEND_STATEMENT, append_params, append_result
+from eventcore.store._pg_errors import is_connection_failure, translate
+from eventcore.store._pg_schema import apply_migrations, channel_name, render, valid_schema_name
+from eventcore.store.protocol import AppendResult
+from eventcore.store.request import DEFAULT_MAX_PAYLOAD_BYTES, AppendRequest
+from eventcore.store.url import StoreUrl
+from eventcore.types import NewEvent, StoredEvent, StreamHead, StreamId
+
+__all__ = ["PostgresConfig", "PostgresStore", "migrate"]
+
+DEFAULT_SCHEMA: Final = "eventcore"
+DEFAULT_POOL_SIZE: Final = 10
+DEFAULT_POOL_TIMEOUT: Final = 10.0
+_LIBPQ_OPTIONS: Final = frozenset({"connect_timeout", "sslmode", "application_name"})
+_OWN_OPTIONS: Final = frozenset({"schema", "pool_size", "pool_timeout", "max_payload_bytes"})
+#: How a reader blocked behind an in-flight older transaction polls: first and longest pause.
+_FIRST_PAUSE: Final = 0.002
+_LONGEST_PAUSE: Final = 0.1
+
+
+class PostgresConfig(msgspec.Struct, frozen=True):
+    """Where and how to connect, parsed from a store URL."""
+
+    conninfo: str
+    schema: str = DEFAULT_SCHEMA
+    pool_size: int = DEFAULT_POOL_SIZE
+    pool_timeout: float = DEFAULT_POOL_TIMEOUT
+
+    @classmethod
+    def from_url(cls, parsed: StoreUrl) -> PostgresConfig:
+        if parsed.backend != "postgres":
+            raise InvalidUrl(parsed.raw, "not a postgresql:// URL")
+        parsed.reject_unknown_options(set(_OWN_OPTIONS | _LIBPQ_OPTIONS))
+        schema = parsed.option("schema", DEFAULT_SCHEMA)
+        if not valid_schema_name(schema):
+            raise InvalidUrl(
+                parsed.raw,
+                f"schema {schema!r} must be 1-48 characters of a-z, 0-9 and _, not starting"
+                " with a digit",
+            )
+        timeout_text = parsed.option("pool_timeout", str(DEFAULT_POOL_TIMEOUT))
+        try:
+            pool_timeout = float(timeout_text)
+        except ValueError:
+            raise InvalidUrl(parsed.raw, f"pool_timeout={timeout_text!r} is not a number") from None
+        if not pool_timeout > 0:
+            raise InvalidUrl(parsed.raw, "pool_timeout must be a positive number of seconds")
+        parts = urlsplit(parsed.raw)
+        passed = {k: v for k, v in parsed.options.items() if k in _LIBPQ_OPTIONS}
+        conninfo = urlunsplit(
+            ("postgresql", parts.netloc, parts.path, urlencode(passed), parts.fragment)
+        )
+        return cls(
+            conninfo=conninfo,
+            schema=schema,
+            pool_size=parsed.int_option("pool_size", DEFAULT_POOL_SIZE),
+            pool_timeout=pool_timeout,
+        )
+
+
+class _Statements:
+    """Every statement the store runs, rendered once for its schema."""
+
+    def __init__(self, schema: str) -> None:
+        self.append = render(APPEND_STATEMENT, schema)
+        self.read_stream = render(q.READ_STREAM, schema)
+        self.log_page = render(q.LOG_PAGE, schema)
+        self.log_page_of_types = render(q.LOG_PAGE_OF_TYPES, schema)
+        self.stream_version = render(q.STREAM_VERSION, schema)
+        self.stream_versions = render(q.STREAM_VERSIONS, schema)
+        self.stored_event_ids = render(q.STORED_EVENT_IDS, schema)
+        self.list_streams = render(q.LIST_STREAMS, schema)
+        self.list_streams_after = render(q.LIST_STREAMS_AFTER, schema)
+        self.last_position = render(q.LAST_POSITION, schema)
+
+
+class PostgresStore:
+    """An ``EventStore`` in one schema of a PostgreSQL database. Open with ``open_url``."""
+
+    def __init__(
+        self,
+        pool: AsyncConnectionPool[psycopg.AsyncConnection[Any]],
+        config: PostgresConfig,
+        max_payload_bytes: int,
+    ) -> None:
+        """Use ``open`` or ``open_url``: they open the pool and migrate first."""
+        self._pool = pool
+        self._config = config
+        self._max_payload_bytes = max_payload_bytes
+        self._sql = _Statements(config.schema)
+        self._closed = False
+
+    # --- opening and closing -------------------------------------------------------------
+
+    @classmethod
+    async def open_url(cls, parsed: StoreUrl, *, max_payload_bytes: int) -> PostgresStore:
+        return await cls._start(PostgresConfig.from_url(parsed), max_payload_bytes)
+
+    @classmethod
+    async def open(
+        cls, url: str, *, max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES
+    ) -> PostgresStore:
+        parsed = StoreUrl.parse(url)
+        limit = parsed.int_option("max_payload_bytes", max_payload_bytes)
+        return await cls.open_url(parsed, max_payload_bytes=limit)
+
+    @classmethod
+    async def _start(cls, config: PostgresConfig, max_payload_bytes: int) -> PostgresStore:
+        pool: AsyncConnectionPool[psycopg.AsyncConnection[Any]] = AsyncConnectionPool(
+            config.conninfo,
+            # Connections are opened on demand: a store used by one coroutine holds one.
+            min_size=1,
+            max_size=config.pool_size,
+            timeout=config.pool_timeout,
+            # Each statement is its own transaction; append_events relies on that.
+            kwargs={"autocommit": True},
+            name=f"eventcore-{config.schema}",
+            open=False,
+        )
+        try:
+            await pool.open(wait=True, timeout=config.pool_timeout)
+            async with pool.connection() as conn:
+                await apply_migrations(conn, config.schema)
+        except psycopg.Error as error:
+            await pool.close()
+            raise translate(error, "opening the PostgreSQL store") from error
+        except BaseException:
+            await pool.close()
+            raise
+        return cls(pool, config, max_payload_bytes)
+
+    async def __aenter__(self) -> PostgresStore:
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        await self._pool.close()
+
+    @property
+    def schema(self) -> str:
+        return self._config.schema
+
+    @property
+    def channel(self) -> str:
+        """The channel every append notifies, after commit, with its last position."""
+        return channel_name(self._config.schema)
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise StoreClosed()
+
+    # --- running statements --------------------------------------------------------------
+
+    async def _fail(
+        self,
+        error: psycopg.Error,
+        operation: str,
+        invalid: Callable[[str], InvalidInput] = InvalidInput,
+    ) -> NoReturn:
+        if isinstance(error, PoolClosed) or self._closed:
+            raise StoreClosed() from error
+        if is_connection_failure(error):
+            # After a server restart every idle pooled connection is dead: drop them all now
+            # rather than failing once per connection.
+            await self._pool.check()
+        raise translate(error, operation, invalid) from error
+
+    async def _fetch(self, operation: str, query: str, params: Sequence[Any]) -> list[Any]:
+        """Run a read. A read is safe to repeat, so a dead pooled connection is retried once."""
+        self._check_open()
+        for attempt in (1, 2):
+            try:
+                async with self._pool.connection() as conn:
+                    cursor = await conn.execute(query, params, prepare=True)
+                    return await cursor.fetchall()
+            except psycopg.Error as error:
+                if attempt == 1 and is_connection_failure(error) and not self._closed:
+                    await self._pool.check()
+                    continue
+                await self._fail(error, operation)
+        raise AssertionError("unreachable")
+
+    # --- writing -------------------------------------------------------------------------
+
+    async def append(
+        self,
+        writes: Mapping[StreamId, Sequence[NewEvent]],
+        *,
+        expected: Mapping[StreamId, int],
+        idempotency_key: str | None = None,
+    ) -> AppendResult:
+        self._check_open()
+        request = AppendRequest.build(writes, expected, idempotency_key, self._max_payload_bytes)
+        params = append_params(request)
+        # Not retried on a lost connection: the commit may or may not have happened, and only
+        # the caller's idempotency key makes a second attempt safe.
+        try:
+            async with self._pool.connection() as conn:
+                cursor = await conn.execute(self._sql.append, params, prepare=True)
+                row = await cursor.fetchone()
+        except psycopg.errors.UniqueViolation as error:
+            raise await self._explain_unique_violation(request, error) from error
+        except psycopg.Error as error:
+            await self._fail(error, "append", InvalidAppend)
+        if row is None:
+            raise StoreError("append: append_events returned no row")
+        return append_result(request, row)
+
+    async def _explain_unique_violation(
+        self, request: AppendRequest, error: psycopg.errors.UniqueViolation
+    ) -> Exception:
+        """The typed error for a unique violation, from what the store holds now.
+
+        The violating row belongs to a transaction that has committed (PostgreSQL waits
+        for it before reporting), so reading again finds the evidence.
+        """
+        constraint = error.diag.constraint_name
+        if constraint == "events_event_id_key":
+            ours = [event.event_id for _, events in request.writes for event in events]
+            rows = await self._fetch("append", self._sql.stored_event_ids, (ours,))
+            stored = {row[0] for row in rows}
+            for event_id in ours:
+                if event_id in stored:
+                    return DuplicateEventId(event_id, already_stored=True)
+        elif constraint in {"events_stream_version_key", "streams_pkey"}:
+            streams = [stream for stream, _ in request.expected]
+            rows = await self._fetch("append", self._sql.stream_versions, (streams,))
+            actual = {row[0]: int(row[1]) for row in rows}
+            for stream, version in request.expected:
+                if actual.get(stream, 0) != version:
+                    return ConcurrencyConflict(stream, version, actual.get(stream, 0))
+        return translate(error, "append")
+
+    # --- reading -------------------------------------------------------------------------
+
+    async def read_stream(self, stream_id: StreamId, *, from_version: int = 1) -> list[StoredEvent]:
+        self._check_open()
+        stream_id = StreamId(stream_id)
+        rows = await self._fetch("read_stream", self._sql.read_stream, (stream_id, from_version))
+        events, _ = q.settled_events(rows)
+        return events
+
+    async def read_all(
+        self,
+        *,
+        after: int = 0,
+        types: Collection[str] | None = None,
+        batch_size: int = 1000,
+        limit: int | None = None,
+    ) -> AsyncIterator[list[StoredEvent]]:
+        self._check_open()
+        wanted = sorted(set(types)) if types is not None else None
+        if wanted == []:
+            return
+        cursor = max(after, 0)
+        remaining = limit
+        pause = _FIRST_PAUSE
+        while remaining is None or remaining > 0:
+            size = batch_size if remaining is None else min(batch_size, remaining)
+            if size <= 0:
+                return
+            if wanted is None:
+                rows = await self._fetch("read_all", self._sql.log_page, (cursor, size))
+            else:
+                rows = await self._fetch(
+                    "read_all", self._sql.log_page_of_types, (wanted, cursor, size, size)
+                )
+            batch, blocked = q.settled_events(rows)
+            if batch:
+                cursor = batch[-1].position
+                if remaining is not None:
+                    remaining -= len(batch)
+                pause = _FIRST_PAUSE
+                yield batch
+                if not blocked and len(rows) < size:
+                    return  # the head of the log as this page saw it
+                continue
+            if not blocked:
+                return
+            # The next row is committed, but an older transaction that may still commit
+            # rows below it is in flight: wait for it rather than skip past it.
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, _LONGEST_PAUSE)
+
+    async def stream_version(self, stream_id: StreamId) -> int:
+        self._check_open()
+        rows = await self._fetch(
+            "stream_version", self._sql.stream_version, (StreamId(stream_id),)
+        )
+        return int(rows[0][0]) if rows else 0
+
+    async def list_streams(
+        self, *, after: StreamId | None = None, limit: int = 100
+    ) -> list[StreamHead]:
+        self._check_open()
+        limit = max(limit, 0)
+        if after is None:
+            rows = await self._fetch("list_streams", self._sql.list_streams, (limit,))
+        else:
+            rows = await self._fetch(
+                "list_streams", self._sql.list_streams_after, (str(after), limit)
+            )
+        return [
+            StreamHead(
+                stream_id=StreamId._trusted(row[0]), version=row[1], last_position=row[2]
+            )
+            for row in rows
+        ]
+
+    async def last_position(self) -> int:
+        self._check_open()
+        rows = await self._fetch("last_position", self._sql.last_position, ())
+        return int(rows[0][0])
+
+
+async def migrate(url: str) -> list[int]:
+    """Create or update the schema a ``postgresql://`` URL names; the versions applied.
+
+    Idempotent and safe to run while stores are open or other migrators run.
+    """
+    config = PostgresConfig.from_url(StoreUrl.parse(url))
+    try:
+        async with await psycopg.AsyncConnection.connect(
+            config.conninfo, autocommit=True
+        ) as conn:
+            return await apply_migrations(conn, config.schema)
+    except psycopg.Error as error:
+        raise translate(error, "migrating the PostgreSQL store") from error
