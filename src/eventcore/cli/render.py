@@ -75,13 +75,16 @@ def streams_table(heads: Sequence[StreamHead]) -> Table:
 
 def events_table(stream_id: str, events: Iterable[StoredEvent]) -> Table:
     table = Table(title=Text(stream_id, style="bold"), header_style="bold")
+    # On a narrow terminal rich shrinks wrappable columns first, so the short columns
+    # that identify an event are never wrapped, and the long ones give way: the time
+    # wraps at its space, ids and payload (one word each) are cut with an ellipsis.
     table.add_column("version", justify="right", no_wrap=True)
     table.add_column("position", justify="right", no_wrap=True)
     table.add_column("type", style="magenta", no_wrap=True)
-    table.add_column("recorded at", no_wrap=True)
-    table.add_column("event id", no_wrap=True, style="dim")
-    table.add_column("payload", overflow="ellipsis", no_wrap=True)
-    table.add_column("correlation id", overflow="ellipsis", no_wrap=True, style="dim")
+    table.add_column("recorded at")
+    table.add_column("event id", style="dim", overflow="ellipsis")
+    table.add_column("payload", overflow="ellipsis")
+    table.add_column("correlation id", style="dim", overflow="ellipsis")
     for event in events:
         table.add_row(
             str(event.version),
