@@ -83,7 +83,12 @@ class ConnectionThread(Generic[J]):
         self._ready = loop.create_future()
         self._finished = loop.create_future()
         self._thread.start()
-        await self._ready
+        try:
+            await self._ready
+        except BaseException:
+            # Failed or cancelled: if the connection opens after all, close it again.
+            self._queue.put(_STOP)
+            raise
         self._accepting = True
 
     def submit(self, job: J) -> asyncio.Future[Any]:
@@ -112,16 +117,18 @@ class ConnectionThread(Generic[J]):
 
     def _main(self) -> None:
         try:
-            connection = self._connect()
-        except BaseException as error:
-            self._notify(self._ready, error)
-            return
-        self._notify(self._ready, None)
-        try:
-            self._serve(connection)
+            try:
+                connection = self._connect()
+            except BaseException as error:
+                self._notify(self._ready, error)
+                return
+            self._notify(self._ready, None)
+            try:
+                self._serve(connection)
+            finally:
+                with contextlib.suppress(sqlite3.Error):
+                    connection.close()
         finally:
-            with contextlib.suppress(sqlite3.Error):
-                connection.close()
             self._notify(self._finished, None)
 
     def _serve(self, connection: sqlite3.Connection) -> None:

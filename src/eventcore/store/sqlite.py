@@ -89,7 +89,13 @@ class SqliteStore:
         busy_timeout: float = DEFAULT_BUSY_TIMEOUT,
     ) -> SqliteStore:
         """Open a file by path; ``busy_timeout`` is how long to wait for another process."""
-        parsed = StoreUrl.parse(f"sqlite://{os.fspath(path)}?synchronous={synchronous}")
+        location = os.fspath(path)
+        parsed = StoreUrl(
+            raw=f"sqlite://{location}",
+            backend="sqlite",
+            path=location,
+            options={"synchronous": synchronous},
+        )
         config = SqliteConfig.from_url(parsed, create=create)
         config = msgspec.structs.replace(config, busy_timeout=busy_timeout)
         return await cls._start(config, max_payload_bytes)
