@@ -93,10 +93,15 @@ class Executor:
         )
         if timeout is None:
             return await self._drive(pipeline)
+        deadline = asyncio.timeout(timeout)
         try:
-            async with asyncio.timeout(timeout):
+            async with deadline:
                 return await self._drive(pipeline)
         except TimeoutError as error:
+            # Only our own deadline is a CommandTimeout; a TimeoutError raised by the
+            # store (a driver's own timeout) passes through as what it is.
+            if not deadline.expired():
+                raise
             raise CommandTimeout(type(command).__name__, timeout) from error
 
     async def _drive(self, pipeline: Any) -> CommandResult:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import heapq
 import random
-from collections.abc import Generator, Iterable, Mapping
+from collections.abc import Generator, Iterable, Mapping, Sequence
 from typing import Any
 
 import msgspec
@@ -127,23 +127,28 @@ def _read_and_fold(
     """Fold every declared and discovered stream into one state.
 
     A cached state is brought up to date by reading only the events after the versions
-    it was folded at. Should discovery then name a stream the cached state never saw,
-    its events might interleave with ones already folded, so the fold starts over.
+    it was folded at — but only when that gives the state a full fold would: every new
+    event must come after the last one folded (streams are read one by one, so a read
+    can see a later event of one stream and miss an earlier one of another; the append
+    then conflicts, and the late event must not be folded out of log order), and
+    discovery must name exactly the streams the cached state was folded from (a stream
+    no longer named must drop out; a new one may interleave). Otherwise the fold
+    starts over.
     """
     cached = cache.get(command, declared) if cache is not None else None
     if cached is not None:
         requests = tuple((stream, version + 1) for stream, version in cached.versions.items())
         read: Mapping[StreamId, list[StoredEvent]] = yield ReadStreams(requests)
-        state = _fold(command, registry, cached.state, read.values())
-        versions = dict(cached.versions)
-        for stream, events in read.items():
-            if events:
-                versions[stream] = events[-1].version
-        if all(stream in versions for stream in _discover(command, state)):
-            folded = CachedState(state=state, versions=versions)
-            if cache is not None:
-                cache.put(command, declared, folded)
-            return folded
+        if all(events[0].position > cached.last_position for events in read.values() if events):
+            state = _fold(command, registry, cached.state, read.values())
+            versions = dict(cached.versions)
+            last_position = cached.last_position
+            for stream, events in read.items():
+                if events:
+                    versions[stream] = events[-1].version
+                    last_position = max(last_position, events[-1].position)
+            if versions.keys() == {*declared, *_discover(command, state)}:
+                return _remember(cache, command, declared, state, versions, last_position)
 
     name = type(command).__name__
     versions = {}
@@ -162,7 +167,19 @@ def _read_and_fold(
         pending = [stream for stream in _discover(command, state) if stream not in versions]
         if len(versions) + len(pending) > max_streams:
             raise TooManyStreams(name, max_streams)
-    folded = CachedState(state=state, versions=versions)
+    last_position = max((events[-1].position for events in history.values() if events), default=0)
+    return _remember(cache, command, declared, state, versions, last_position)
+
+
+def _remember(
+    cache: StateCache | None,
+    command: Command[Any],
+    declared: list[StreamId],
+    state: Any,
+    versions: dict[StreamId, int],
+    last_position: int,
+) -> CachedState:
+    folded = CachedState(state=state, versions=versions, last_position=last_position)
     if cache is not None:
         cache.put(command, declared, folded)
     return folded
@@ -211,6 +228,11 @@ def _encode(
         stream = StreamId(stream)
         if stream not in read_versions:
             raise UndeclaredStream(stream)
+        if not isinstance(events, Sequence) or isinstance(events, str | bytes):
+            raise InvalidCommand(
+                f"{name}.handle() must map each stream to a sequence of events, "
+                f"got {type(events).__name__} for {stream!r}"
+            )
         for event in events:
             if not isinstance(event, Event):
                 raise InvalidCommand(f"{name}.handle() returned {event!r}, which is not an Event")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import random
 
 import msgspec
@@ -27,6 +28,11 @@ class RetryPolicy(msgspec.Struct, frozen=True, kw_only=True):
     def __post_init__(self) -> None:
         if self.max_attempts < 1:
             raise InvalidInput(f"max_attempts must be at least 1, got {self.max_attempts}")
+        # NaN passes every comparison and infinity breaks the ceiling, so both are refused.
+        for name in ("initial_delay", "max_delay", "multiplier"):
+            value = getattr(self, name)
+            if not math.isfinite(value):
+                raise InvalidInput(f"{name} must be a finite number, got {value}")
         if self.initial_delay < 0 or self.max_delay < 0:
             raise InvalidInput("retry delays must not be negative")
         if self.multiplier < 1:
@@ -34,8 +40,18 @@ class RetryPolicy(msgspec.Struct, frozen=True, kw_only=True):
 
     def delay(self, attempt: int, rng: random.Random) -> float:
         """Seconds to wait after failed attempt number ``attempt`` (1-based)."""
-        ceiling = min(self.max_delay, self.initial_delay * self.multiplier ** (attempt - 1))
-        return rng.uniform(0.0, ceiling)
+        return rng.uniform(0.0, self.ceiling(attempt))
+
+    def ceiling(self, attempt: int) -> float:
+        """The longest wait after failed attempt ``attempt``: the capped exponential."""
+        if self.initial_delay == 0:
+            return 0.0
+        try:
+            ceiling = self.initial_delay * self.multiplier ** (attempt - 1)
+        except OverflowError:
+            # Far past the cap: float arithmetic overflows instead of returning infinity.
+            return self.max_delay
+        return min(self.max_delay, ceiling)
 
 
 NO_RETRY = RetryPolicy(max_attempts=1)

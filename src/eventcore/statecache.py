@@ -18,10 +18,12 @@ __all__ = ["CachedState", "StateCache"]
 
 
 class CachedState(msgspec.Struct, frozen=True):
-    """A state and the version of every stream it was folded from."""
+    """A state, the version of every stream it was folded from, and the position of the
+    last event folded (0 when none was)."""
 
     state: Any
     versions: dict[StreamId, int]
+    last_position: int = 0
 
 
 class StateCache:

@@ -1,0 +1,654 @@
+"""The pure command pipeline, driven by hand: no store, no clock, no event loop.
+
+``Driver`` answers the effects ``run_command`` yields from a ``History`` of stored
+events kept in memory, throws ``ConcurrencyConflict`` in when told to, and records
+every effect, so each test can say exactly what the pipeline asked for.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Callable, Generator, Iterable, Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+import msgspec
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from eventcore import (
+    Command,
+    CommandRejected,
+    ConcurrencyConflict,
+    Event,
+    EventRegistry,
+    InvalidCommand,
+    InvalidInput,
+    Metadata,
+    NewEvent,
+    RetriesExhausted,
+    RetryPolicy,
+    StoredEvent,
+    StreamId,
+    TooManyStreams,
+    UndeclaredStream,
+    Writes,
+)
+from eventcore.pipeline import Append, CommandResult, Effect, ReadStreams, Sleep, run_command
+from eventcore.statecache import StateCache
+from eventcore.store.protocol import AppendResult
+
+# --- a tiny domain ---------------------------------------------------------------------------
+
+
+class Noted(Event):
+    text: str
+
+
+registry = EventRegistry([Noted])
+
+A, B, C, D = (StreamId(name) for name in ("a", "b", "c", "d"))
+
+#: A state that records what was folded, in order: (stream, text) pairs.
+Seen = tuple[tuple[str, str], ...]
+
+
+class Note(Command[Seen], frozen=True):
+    """Reads ``main``, ``also`` and ``listed``; writes one note saying how much it saw."""
+
+    main: StreamId
+    also: tuple[StreamId, ...] = ()
+    listed: list[StreamId] = msgspec.field(default_factory=list)
+    target: str | None = None
+
+    def initial_state(self) -> Seen:
+        return ()
+
+    def apply(self, state: Seen, stream_id: StreamId, event: Event) -> Seen:
+        assert isinstance(event, Noted)
+        return (*state, (str(stream_id), event.text))
+
+    def handle(self, state: Seen) -> Writes:
+        return {StreamId(self.target or self.main): [Noted(text=f"saw {len(state)}")]}
+
+
+class Quiet(Note, frozen=True):
+    """Reads like ``Note`` but decides to write nothing."""
+
+    def handle(self, state: Seen) -> Writes:
+        return {}
+
+
+class Refuse(Note, frozen=True):
+    def handle(self, state: Seen) -> Writes:
+        raise CommandRejected("no")
+
+
+class Follow(Note, frozen=True):
+    """Also reads every stream named by a ``link:<stream>`` note it has seen."""
+
+    def discover(self, state: Seen) -> Iterable[StreamId]:
+        return [StreamId(text[5:]) for _, text in state if text.startswith("link:")]
+
+
+class Fragile(Note, frozen=True):
+    """Like ``Note``, but ``apply`` fails on a ``poison`` note when ``strict``."""
+
+    strict: bool = False
+
+    def apply(self, state: Seen, stream_id: StreamId, event: Event) -> Seen:
+        assert isinstance(event, Noted)
+        if self.strict and event.text == "poison":
+            raise ValueError("poison")
+        return super().apply(state, stream_id, event)
+
+
+class NoStreams(Command[int], frozen=True):
+    amount: int
+
+    def initial_state(self) -> int:
+        return 0
+
+
+# --- the driver ------------------------------------------------------------------------------
+
+
+class History:
+    """Stored events by stream, with a global position counter (positions may be forced)."""
+
+    def __init__(self) -> None:
+        self.streams: dict[StreamId, list[StoredEvent]] = {}
+        self.next_position = 1
+
+    def add(self, stream: StreamId, *texts: str, position: int | None = None) -> None:
+        for text in texts:
+            encoded = registry.encode(Noted(text=text))
+            self.store(stream, encoded.type, encoded.data, encoded.event_id, position)
+            position = None
+
+    def store(
+        self, stream: StreamId, type: str, data: bytes, event_id: Any, position: int | None
+    ) -> StoredEvent:
+        events = self.streams.setdefault(stream, [])
+        if position is None:
+            position = self.next_position
+        self.next_position = max(self.next_position, position + 1)
+        stored = StoredEvent(
+            position=position,
+            stream_id=stream,
+            version=len(events) + 1,
+            event_id=event_id,
+            type=type,
+            schema_version=1,
+            data=data,
+            metadata=Metadata(),
+            recorded_at=datetime(2025, 1, 1, tzinfo=UTC),
+        )
+        events.append(stored)
+        return stored
+
+    def version(self, stream: StreamId) -> int:
+        return len(self.streams.get(stream, ()))
+
+
+class Driver:
+    """Carries out a pipeline's effects against a ``History`` and records them.
+
+    ``conflicts`` appends are answered with a thrown ``ConcurrencyConflict`` before any
+    is checked; ``before_append`` runs before each append (a concurrent writer).
+    Other appends check the expected versions against the history, as a store would.
+    """
+
+    def __init__(
+        self,
+        history: History | None = None,
+        *,
+        conflicts: int = 0,
+        before_append: Callable[[History], None] | None = None,
+    ) -> None:
+        self.history = history or History()
+        self.conflicts = conflicts
+        self.before_append = before_append
+        self.reads: list[ReadStreams] = []
+        self.appends: list[Append] = []
+        self.sleeps: list[float] = []
+        self.thrown: list[ConcurrencyConflict] = []
+
+    def run(self, pipeline: Generator[Effect, Any, CommandResult]) -> CommandResult:
+        outcome: Any = None
+        failure: ConcurrencyConflict | None = None
+        while True:
+            try:
+                effect = pipeline.send(outcome) if failure is None else pipeline.throw(failure)
+            except StopIteration as done:
+                result: CommandResult = done.value
+                return result
+            outcome, failure = None, None
+            if isinstance(effect, ReadStreams):
+                self.reads.append(effect)
+                outcome = self._read(effect)
+            elif isinstance(effect, Append):
+                self.appends.append(effect)
+                try:
+                    outcome = self._append(effect)
+                except ConcurrencyConflict as conflict:
+                    self.thrown.append(conflict)
+                    failure = conflict
+            else:
+                assert isinstance(effect, Sleep)
+                self.sleeps.append(effect.seconds)
+
+    def _read(self, effect: ReadStreams) -> dict[StreamId, list[StoredEvent]]:
+        return {
+            stream: self.history.streams.get(stream, [])[version - 1 :]
+            for stream, version in effect.streams
+        }
+
+    def _append(self, effect: Append) -> AppendResult:
+        if self.before_append is not None:
+            self.before_append(self.history)
+        if self.conflicts:
+            self.conflicts -= 1
+            stream = next(iter(effect.expected))
+            raise ConcurrencyConflict(stream, effect.expected[stream], 99)
+        for stream, version in effect.expected.items():
+            if self.history.version(stream) != version:
+                raise ConcurrencyConflict(stream, version, self.history.version(stream))
+        stored = [
+            self.history.store(stream, new.type, new.data, new.event_id, None)
+            for stream, batch in effect.writes.items()
+            for new in batch
+        ]
+        return AppendResult(
+            stream_versions={stream: self.history.version(stream) for stream in effect.writes},
+            positions=tuple(event.position for event in stored),
+            event_ids=tuple(event.event_id for event in stored),
+        )
+
+
+def pipeline(
+    command: Command[Any],
+    *,
+    retry: RetryPolicy | None = None,
+    max_streams: int = 16,
+    cache: StateCache | None = None,
+    rng: random.Random | None = None,
+) -> Generator[Effect, Any, CommandResult]:
+    return run_command(
+        command,
+        registry,
+        retry=retry or RetryPolicy(max_attempts=5, initial_delay=0.0),
+        max_streams=max_streams,
+        metadata=Metadata(),
+        cache=cache,
+        rng=rng or random.Random(0),
+    )
+
+
+def streams_read(read: ReadStreams) -> set[StreamId]:
+    return {stream for stream, _ in read.streams}
+
+
+def texts(writes: Mapping[StreamId, list[NewEvent]]) -> dict[str, list[str]]:
+    """The notes an append would write, by stream."""
+    decoded: dict[str, list[str]] = {}
+    for stream, batch in writes.items():
+        for new in batch:
+            event = registry.decode_payload(new.type, new.schema_version, new.data)
+            assert isinstance(event, Noted)
+            decoded.setdefault(stream, []).append(event.text)
+    return decoded
+
+
+def history_of(streams: Mapping[StreamId, Iterable[str]]) -> History:
+    history = History()
+    for stream, notes in streams.items():
+        history.add(stream, *notes)
+    return history
+
+
+# --- declared streams ------------------------------------------------------------------------
+
+
+def test_reads_every_declared_stream_from_version_one() -> None:
+    driver = Driver()
+    driver.run(pipeline(Note(main=A, also=(B, C), listed=[D])))
+    assert driver.reads[0].streams == ((A, 1), (B, 1), (C, 1), (D, 1))
+
+
+def test_a_stream_named_twice_is_read_once() -> None:
+    driver = Driver()
+    driver.run(pipeline(Note(main=A, also=(A, B), listed=[B])))
+    assert driver.reads[0].streams == ((A, 1), (B, 1))
+
+
+def test_command_without_stream_fields_is_invalid() -> None:
+    with pytest.raises(InvalidCommand):
+        Driver().run(pipeline(NoStreams(amount=1)))
+
+
+def test_more_declared_streams_than_the_cap_is_too_many() -> None:
+    driver = Driver()
+    with pytest.raises(TooManyStreams):
+        driver.run(pipeline(Note(main=A, also=(B, C)), max_streams=2))
+    assert driver.reads == []
+
+
+# --- folding ---------------------------------------------------------------------------------
+
+
+def test_events_of_several_streams_are_folded_in_global_position_order() -> None:
+    history = History()
+    history.add(B, "b1")
+    history.add(A, "a1")
+    history.add(B, "b2")
+    history.add(A, "a2")
+    seen: list[Seen] = []
+
+    class Spy(Note, frozen=True):
+        def handle(self, state: Seen) -> Writes:
+            seen.append(state)
+            return {}
+
+    Driver(history).run(pipeline(Spy(main=A, also=(B,))))
+    assert seen == [(("b", "b1"), ("a", "a1"), ("b", "b2"), ("a", "a2"))]
+
+
+# --- appending -------------------------------------------------------------------------------
+
+
+def test_append_expects_the_version_read_of_every_stream_including_read_only_ones() -> None:
+    driver = Driver(history_of({A: ["a1"], B: ["b1", "b2"], C: []}))
+    driver.run(pipeline(Note(main=A, also=(B, C))))
+    (append,) = driver.appends
+    assert append.expected == {A: 1, B: 2, C: 0}
+    assert texts(append.writes) == {"a": ["saw 3"]}
+
+
+def test_result_carries_the_decided_events_and_what_the_append_wrote() -> None:
+    driver = Driver(history_of({A: ["a1"]}))
+    result = driver.run(pipeline(Note(main=A)))
+    assert result.events == (Noted(text="saw 1"),)
+    assert result.stream_versions == {A: 2}
+    assert result.positions == (2,)
+    assert result.event_ids == (driver.history.streams[A][1].event_id,)
+    assert result.attempts == 1
+    assert not result.deduplicated
+
+
+def test_writing_a_stream_that_was_not_read_is_undeclared_and_appends_nothing() -> None:
+    driver = Driver()
+    with pytest.raises(UndeclaredStream) as raised:
+        driver.run(pipeline(Note(main=A, target="elsewhere")))
+    assert raised.value.stream_id == "elsewhere"
+    assert driver.appends == []
+
+
+def test_no_writes_returns_an_empty_result_without_appending() -> None:
+    driver = Driver(history_of({A: ["a1"]}))
+    result = driver.run(pipeline(Quiet(main=A)))
+    assert driver.appends == []
+    assert result == CommandResult(
+        events=(), event_ids=(), stream_versions={}, positions=(), attempts=1
+    )
+
+
+@pytest.mark.parametrize("returned", [[Noted(text="x")], None, "a"], ids=["list", "none", "string"])
+def test_handle_returning_a_non_mapping_is_invalid(returned: object) -> None:
+    class Odd(Note, frozen=True):
+        def handle(self, state: Seen) -> Writes:
+            return returned  # type: ignore[return-value]
+
+    driver = Driver()
+    with pytest.raises(InvalidCommand):
+        driver.run(pipeline(Odd(main=A)))
+    assert driver.appends == []
+
+
+@pytest.mark.parametrize(
+    "events",
+    [["not an event"], [Noted(text="ok"), 42], Noted(text="bare"), 7],
+    ids=["string", "int-after-event", "bare-event", "int"],
+)
+def test_handle_returning_something_other_than_events_is_invalid(events: object) -> None:
+    class Odd(Note, frozen=True):
+        def handle(self, state: Seen) -> Writes:
+            return {self.main: events}  # type: ignore[dict-item]
+
+    driver = Driver()
+    with pytest.raises(InvalidCommand):
+        driver.run(pipeline(Odd(main=A)))
+    assert driver.appends == []
+
+
+# --- rejection and retry ---------------------------------------------------------------------
+
+
+def test_a_rejected_command_is_not_retried() -> None:
+    driver = Driver(history_of({A: ["a1"]}))
+    with pytest.raises(CommandRejected):
+        driver.run(pipeline(Refuse(main=A)))
+    assert len(driver.reads) == 1
+    assert driver.sleeps == []
+    assert driver.appends == []
+
+
+def test_a_conflict_rereads_and_decides_again_on_the_new_state() -> None:
+    writers = iter([lambda history: history.add(B, "b-late")])
+
+    def concurrent_writer(history: History) -> None:
+        next(writers, lambda _: None)(history)
+
+    driver = Driver(history_of({A: ["a1"], B: ["b1"]}), before_append=concurrent_writer)
+    result = driver.run(pipeline(Note(main=A, also=(B,))))
+    assert len(driver.reads) == 2
+    assert [append.expected for append in driver.appends] == [{A: 1, B: 1}, {A: 1, B: 2}]
+    assert texts(driver.appends[1].writes) == {"a": ["saw 3"]}
+    assert result.attempts == 2
+
+
+def test_each_conflict_is_followed_by_one_sleep_before_the_next_attempt() -> None:
+    driver = Driver(conflicts=3)
+    result = driver.run(pipeline(Note(main=A)))
+    assert result.attempts == 4
+    assert len(driver.sleeps) == 3
+    assert len(driver.reads) == 4
+
+
+def test_backoff_sleeps_stay_under_the_exponential_ceilings() -> None:
+    policy = RetryPolicy(max_attempts=10, initial_delay=0.01, multiplier=2.0, max_delay=0.5)
+    driver = Driver(conflicts=9)
+    driver.run(pipeline(Note(main=A), retry=policy, rng=random.Random(1234)))
+    ceilings = [min(0.5, 0.01 * 2.0**n) for n in range(9)]
+    assert len(driver.sleeps) == 9
+    assert all(
+        0 <= slept <= ceiling for slept, ceiling in zip(driver.sleeps, ceilings, strict=True)
+    )
+
+
+def test_backoff_with_the_same_seed_sleeps_the_same() -> None:
+    runs = []
+    for _ in range(2):
+        driver = Driver(conflicts=4)
+        driver.run(pipeline(Note(main=A), retry=RetryPolicy(), rng=random.Random(99)))
+        runs.append(driver.sleeps)
+    assert runs[0] == runs[1]
+
+
+def test_conflicts_past_max_attempts_exhaust_the_retries() -> None:
+    driver = Driver(conflicts=100)
+    with pytest.raises(RetriesExhausted) as raised:
+        driver.run(pipeline(Note(main=A), retry=RetryPolicy(max_attempts=3, initial_delay=0)))
+    assert raised.value.attempts == 3
+    assert raised.value.last is driver.thrown[-1]
+    assert len(driver.appends) == 3
+    assert len(driver.sleeps) == 2
+
+
+# --- discovery -------------------------------------------------------------------------------
+
+
+def test_discovered_streams_are_read_and_folded() -> None:
+    history = history_of({A: ["link:b"], B: ["b1"]})
+    driver = Driver(history)
+    driver.run(pipeline(Follow(main=A)))
+    assert [read.streams for read in driver.reads] == [((A, 1),), ((B, 1),)]
+    assert texts(driver.appends[0].writes) == {"a": ["saw 2"]}
+
+
+def test_discovered_streams_take_part_in_the_expected_versions() -> None:
+    history = history_of({A: ["link:b"], B: ["b1", "b2"]})
+    driver = Driver(history)
+    driver.run(pipeline(Follow(main=A)))
+    assert driver.appends[0].expected == {A: 1, B: 2}
+
+
+def test_a_discovered_stream_may_be_written() -> None:
+    driver = Driver(history_of({A: ["link:b"]}))
+    result = driver.run(pipeline(Follow(main=A, target="b")))
+    assert result.stream_versions == {B: 1}
+
+
+def test_discovery_that_keeps_naming_new_streams_stops_at_the_cap() -> None:
+    chain = {StreamId(f"s{n}"): [f"link:s{n + 1}"] for n in range(50)}
+    driver = Driver(history_of(chain))
+    with pytest.raises(TooManyStreams) as raised:
+        driver.run(pipeline(Follow(main=StreamId("s0")), max_streams=5))
+    assert raised.value.limit == 5
+    assert len(set().union(*map(streams_read, driver.reads))) <= 5
+    assert driver.appends == []
+
+
+# --- the state cache -------------------------------------------------------------------------
+
+
+def test_a_cached_state_is_brought_up_to_date_from_the_versions_it_was_folded_at() -> None:
+    cache = StateCache(8)
+    driver = Driver(history_of({A: ["a1", "a2"], B: ["b1"]}))
+    driver.run(pipeline(Note(main=A, also=(B,)), cache=cache))
+    driver.history.add(B, "b2")
+    driver.reads.clear()
+    driver.run(pipeline(Note(main=A, also=(B,)), cache=cache))
+    # The cache holds the state as read, before the run's own note ("saw 3") was written.
+    assert [read.streams for read in driver.reads] == [((A, 3), (B, 2))]
+    assert texts(driver.appends[-1].writes) == {"a": ["saw 5"]}
+
+
+def test_a_cached_state_gives_the_same_decision_as_a_full_fold() -> None:
+    cache = StateCache(8)
+    history = history_of({A: ["a1"], B: ["b1"]})
+    driver = Driver(history)
+    driver.run(pipeline(Quiet(main=A, also=(B,)), cache=cache))
+    history.add(B, "b2")
+    history.add(A, "a2")
+    cached = Driver(history).run(pipeline(Note(main=A, also=(B,)), cache=cache))
+    history.streams[A].pop()  # undo the cached run's note, then decide without a cache
+    full = Driver(history).run(pipeline(Note(main=A, also=(B,))))
+    assert cached.events == full.events
+
+
+def test_a_newly_discovered_stream_forces_a_full_refold() -> None:
+    cache = StateCache(8)
+    history = history_of({A: ["a1"], B: ["b1"]})
+    driver = Driver(history)
+    driver.run(pipeline(Follow(main=A), cache=cache))
+    history.add(A, "link:b")
+    driver.reads.clear()
+    driver.run(pipeline(Follow(main=A), cache=cache))
+    assert [read.streams for read in driver.reads] == [((A, 2),), ((A, 1),), ((B, 1),)]
+    assert driver.appends[-1].expected == {A: 3, B: 1}
+    assert texts(driver.appends[-1].writes) == {"a": ["saw 4"]}
+
+
+def test_a_stream_no_longer_discovered_is_not_folded_from_the_cache() -> None:
+    class Latest(Note, frozen=True):
+        """Follows the stream named by the newest ``link:`` note, none after ``unlink``."""
+
+        def discover(self, state: Seen) -> Iterable[StreamId]:
+            marks = [text for stream, text in state if stream == "a" and "link" in text]
+            if not marks or marks[-1] == "unlink":
+                return []
+            return [StreamId(marks[-1][5:])]
+
+    cache = StateCache(8)
+    history = history_of({A: ["link:b"], B: ["b1"]})
+    Driver(history).run(pipeline(Latest(main=A), cache=cache))
+    history.add(A, "unlink")
+    history.add(B, "b2")
+    driver = Driver(history)
+    driver.run(pipeline(Latest(main=A), cache=cache))
+    assert driver.appends[-1].expected == {A: 3}
+    assert texts(driver.appends[-1].writes) == {"a": ["saw 3"]}
+
+
+def test_a_conflict_with_a_cached_state_rereads_only_what_is_missing() -> None:
+    cache = StateCache(8)
+    writers = iter([lambda history: history.add(B, "b-late")])
+    driver = Driver(
+        history_of({A: ["a1"], B: ["b1"]}),
+        before_append=lambda history: next(writers, lambda _: None)(history),
+    )
+    driver.run(pipeline(Note(main=A, also=(B,)), cache=cache))
+    assert [read.streams for read in driver.reads] == [((A, 1), (B, 1)), ((A, 2), (B, 2))]
+    assert texts(driver.appends[-1].writes) == {"a": ["saw 3"]}
+
+
+def test_a_cached_state_missing_an_earlier_event_is_refolded_in_log_order() -> None:
+    # A read that saw b1 (position 3) but not a2 (position 2), as two separate stream
+    # reads can when a writer commits between them: the append conflicts, and the
+    # retry must fold a2 before b1 rather than after the state cached from that read.
+    seen: list[Seen] = []
+
+    class Spy(Note, frozen=True):
+        def handle(self, state: Seen) -> Writes:
+            seen.append(state)
+            return super().handle(state)
+
+    history = History()
+    history.add(A, "a1", position=1)
+    history.add(B, "b1", position=3)
+    late = iter([lambda history: history.add(A, "a2", position=2)])
+    driver = Driver(history, before_append=lambda h: next(late, lambda _: None)(h))
+    driver.run(pipeline(Spy(main=A, also=(B,)), cache=StateCache(8)))
+    assert seen[-1] == (("a", "a1"), ("a", "a2"), ("b", "b1"))
+
+
+def test_a_failing_apply_leaves_the_cached_state_usable() -> None:
+    cache = StateCache(8)
+    history = history_of({A: ["a1"]})
+    Driver(history).run(pipeline(Fragile(main=A), cache=cache))
+    history.add(A, "poison", "a4")
+    with pytest.raises(ValueError, match="poison"):
+        Driver(history).run(pipeline(Fragile(main=A, strict=True), cache=cache))
+    driver = Driver(history)
+    driver.run(pipeline(Fragile(main=A), cache=cache))
+    assert driver.reads[0].streams == ((A, 2),)
+    assert texts(driver.appends[-1].writes) == {"a": ["saw 4"]}
+
+
+def test_a_rejecting_handle_leaves_the_cached_state_usable() -> None:
+    class Picky(Note, frozen=True):
+        refuse: bool = False
+
+        def handle(self, state: Seen) -> Writes:
+            if self.refuse:
+                raise CommandRejected("no")
+            return super().handle(state)
+
+    cache = StateCache(8)
+    history = history_of({A: ["a1", "a2"]})
+    with pytest.raises(CommandRejected):
+        Driver(history).run(pipeline(Picky(main=A, refuse=True), cache=cache))
+    history.add(A, "a3")
+    driver = Driver(history)
+    driver.run(pipeline(Picky(main=A), cache=cache))
+    assert driver.reads[0].streams == ((A, 3),)
+    assert texts(driver.appends[-1].writes) == {"a": ["saw 3"]}
+
+
+# --- the retry policy ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"max_attempts": 0},
+        {"initial_delay": -0.1},
+        {"max_delay": -1.0},
+        {"multiplier": 0.5},
+        {"initial_delay": float("nan")},
+        {"max_delay": float("inf")},
+        {"multiplier": float("inf")},
+    ],
+    ids=lambda options: ",".join(f"{k}={v}" for k, v in options.items()),
+)
+def test_retry_policy_rejects_invalid_settings(options: dict[str, Any]) -> None:
+    with pytest.raises(InvalidInput):
+        RetryPolicy(**options)
+
+
+def exponential_ceiling(attempt: int, initial: float, maximum: float, multiplier: float) -> float:
+    """min(maximum, initial * multiplier ** (attempt - 1)), without overflowing."""
+    if initial == 0 or maximum == 0:
+        return 0.0
+    growth = (attempt - 1) * math.log(multiplier)
+    if math.log(initial) + growth > math.log(maximum) + 1:
+        return maximum
+    return min(maximum, initial * multiplier ** (attempt - 1))
+
+
+@given(
+    attempt=st.integers(min_value=1, max_value=100_000),
+    initial=st.floats(min_value=0, max_value=10),
+    maximum=st.floats(min_value=0, max_value=60),
+    multiplier=st.floats(min_value=1, max_value=100),
+    seed=st.integers(min_value=0, max_value=2**32),
+)
+def test_retry_delay_is_between_zero_and_the_capped_exponential_ceiling(
+    attempt: int, initial: float, maximum: float, multiplier: float, seed: int
+) -> None:
+    policy = RetryPolicy(initial_delay=initial, max_delay=maximum, multiplier=multiplier)
+    delay = policy.delay(attempt, random.Random(seed))
+    assert 0 <= delay <= exponential_ceiling(attempt, initial, maximum, multiplier)
