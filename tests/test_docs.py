@@ -28,7 +28,8 @@ def test_document_code_runs(
     monkeypatch.chdir(tmp_path)
     source = "\n\n".join(python_blocks(document))
     namespace: dict[str, object] = {"__name__": "__docs__"}
-    exec(compile(source, str(document), "exec"), namespace)
+    # dont_inherit: the blocks must not pick up this file's `from __future__` imports.
+    exec(compile(source, str(document), "exec", dont_inherit=True), namespace)
 
 
 def test_readme_quick_start_has_exactly_two_commands() -> None:
