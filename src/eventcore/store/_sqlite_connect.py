@@ -25,8 +25,12 @@ KNOWN_OPTIONS: Final = {"synchronous", "max_payload_bytes"}
 _SYNCHRONOUS: Final = ("FULL", "NORMAL", "OFF")
 #: Several processes may share a file; a writer waits this long for another's lock.
 DEFAULT_BUSY_TIMEOUT: Final = 5.0
-#: Page cache per connection, in KiB (negative ``cache_size`` means KiB to SQLite).
-_CACHE_KIB: Final = 32 * 1024
+#: Page cache per connection, in KiB (a negative ``cache_size`` means KiB to SQLite).
+#: The writer's keeps the hot parts of the indexes it updates (event ids, stream heads);
+#: a reader mostly streams through the log once, which the OS page cache serves, so a
+#: small one keeps memory flat while replaying a long log.
+_WRITER_CACHE_KIB: Final = 16 * 1024
+_READER_CACHE_KIB: Final = 4 * 1024
 
 
 class SqliteConfig(msgspec.Struct, frozen=True, kw_only=True):
@@ -63,7 +67,7 @@ def connect_writer(config: SqliteConfig) -> sqlite3.Connection:
         raise InvalidUrl(config.url, f"directory {directory} does not exist")
     if not config.create and not os.path.exists(config.path):
         raise InvalidUrl(config.url, f"no such file: {config.path}")
-    connection = _open(config, "rwc" if config.create else "rw")
+    connection = _open(config, "rwc" if config.create else "rw", _WRITER_CACHE_KIB)
     try:
         with _translated(config):
             mode = connection.execute("PRAGMA journal_mode = WAL").fetchone()[0]
@@ -81,7 +85,7 @@ def connect_writer(config: SqliteConfig) -> sqlite3.Connection:
 
 def connect_reader(config: SqliteConfig) -> sqlite3.Connection:
     """A read-only connection; WAL lets it read while the writer writes."""
-    connection = _open(config, "rw")
+    connection = _open(config, "rw", _READER_CACHE_KIB)
     try:
         with _translated(config):
             # Belt and braces: nothing on a reader's thread may ever write.
@@ -92,7 +96,7 @@ def connect_reader(config: SqliteConfig) -> sqlite3.Connection:
     return connection
 
 
-def _open(config: SqliteConfig, mode: str) -> sqlite3.Connection:
+def _open(config: SqliteConfig, mode: str, cache_kib: int) -> sqlite3.Connection:
     uri = f"{Path(config.path).as_uri()}?mode={mode}"
     try:
         connection = sqlite3.connect(
@@ -109,7 +113,7 @@ def _open(config: SqliteConfig, mode: str) -> sqlite3.Connection:
     try:
         with _translated(config):
             connection.execute(f"PRAGMA busy_timeout = {int(config.busy_timeout * 1000)}")
-            connection.execute(f"PRAGMA cache_size = -{_CACHE_KIB}")
+            connection.execute(f"PRAGMA cache_size = -{cache_kib}")
     except BaseException:
         connection.close()
         raise
