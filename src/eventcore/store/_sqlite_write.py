@@ -4,10 +4,12 @@ With ``synchronous=FULL`` each COMMIT costs an fsync, which is far slower than t
 of an append. The writer thread therefore takes all appends queued while it was busy
 (up to a cap) and commits them together: one fsync for the lot.
 
-Each append runs inside its own SAVEPOINT, so appends stay independent although they
-share a transaction: a conflicting or duplicate append rolls back to its savepoint and
-fails alone, and the others still commit. Appends later in the batch see the writes of
-earlier ones (same transaction), so conflict checks stay exact.
+Appends stay independent although they share a transaction: each one's rows go in
+as one unit (inside its own SAVEPOINT when it has several events), so a conflicting or
+duplicate append undoes only its own writes and fails alone, and the others still
+commit. Appends later in the batch see the writes of earlier ones (same transaction,
+and the batch's view of stream heads moves on with each success), so conflict checks
+stay exact.
 
 One writer per store, and ``BEGIN IMMEDIATE`` (the file's write lock) across processes,
 means positions are handed out and committed in the same order: a reader following the
@@ -213,21 +215,24 @@ class _Batch:
                 position += 1
             heads.append((stream_id, version, position - 1))
 
-        self._insert(rows, event_ids)
-
-        # Written: from here on nothing can fail, so the batch's state moves on.
-        self._next_position = position
-        for head in heads:
-            versions[head[0]] = head[1]
-            self._heads[head[0]] = head
         result = AppendResult(
             stream_versions={stream_id: version for stream_id, version, _ in heads},
             positions=tuple(range(first, position)),
             event_ids=tuple(event_ids),
         )
+        encoded = self._encode_result(result) if key is not None else b""
+
+        self._insert(rows, event_ids)
+
+        # Written. Only bookkeeping that cannot fail follows, so an append never fails
+        # after its rows went in.
+        self._next_position = position
+        for head in heads:
+            versions[head[0]] = head[1]
+            self._heads[head[0]] = head
         if key is not None:
             self._results[key] = result
-            self._new_results.append((key, self._encode_result(result)))
+            self._new_results.append((key, encoded))
         return result
 
     def _insert(self, rows: list[tuple[object, ...]], event_ids: list[EventId]) -> None:
