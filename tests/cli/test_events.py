@@ -56,6 +56,12 @@ def test_tail_from_position_and_limit(runner: CliRunner, populated: str) -> None
     assert [line[0] for line in lines(result.stdout)] == ["2", "3"]
 
 
+def test_follow_with_a_limit_stops_once_it_is_reached(runner: CliRunner, populated: str) -> None:
+    result = invoke(runner, "events", "tail", "--follow", "--limit", "3", "--store", populated)
+    assert result.exit_code == 0, result.output
+    assert [line[0] for line in lines(result.stdout)] == ["1", "2", "3"]
+
+
 def test_tail_of_an_empty_range_prints_nothing(runner: CliRunner, populated: str) -> None:
     result = invoke(runner, "events", "tail", "--store", populated, "--from", "99")
     assert result.exit_code == 0
