@@ -201,6 +201,22 @@ async def test_each_append_notifies_the_schema_channel_with_its_last_position(
     assert (notice.channel, notice.payload) == (store.channel, str(result.last_position))
 
 
+async def test_notify_off_appends_without_notifying(schemas: list[str]) -> None:
+    async with (
+        await PostgresStore.open(url_for(schemas[0], "&notify=off")) as quiet,
+        await PostgresStore.open(url_for(schemas[0])) as loud,
+        await psycopg.AsyncConnection.connect(POSTGRES_URL, autocommit=True) as conn,
+    ):
+        await conn.execute(f'LISTEN "{loud.channel}"')
+        await quiet.append({sid("s"): events(1)}, expected={sid("s"): 0})
+        result = await loud.append({sid("s"): events(1)}, expected={sid("s"): 1})
+        async with asyncio.timeout(10):
+            notice = await anext(aiter(conn.notifies()))
+
+    # Notifications arrive in commit order, so the first one heard is the loud append's.
+    assert notice.payload == str(result.last_position)
+
+
 # --- idempotency under racing retries ------------------------------------------------------
 
 
@@ -326,7 +342,14 @@ async def test_two_schemas_are_isolated(schemas: list[str]) -> None:
 
 @pytest.mark.parametrize(
     "options",
-    ["&colour=blue", "&pool_size=0", "&pool_timeout=soon", "&schema=Orders", "&schema=1x"],
+    [
+        "&colour=blue",
+        "&pool_size=0",
+        "&pool_timeout=soon",
+        "&schema=Orders",
+        "&schema=1x",
+        "&notify=maybe",
+    ],
 )
 def test_bad_url_options_are_rejected_before_connecting(options: str) -> None:
     from eventcore.store.postgres import PostgresConfig

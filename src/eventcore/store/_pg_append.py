@@ -63,7 +63,8 @@ APPEND_FUNCTION_SQL: Final = """
 --   * expected versions checked under per-stream locks held to commit;
 --   * the xid and the positions drawn together under the position mutex, so position
 --     order equals xid order (see eventcore/store/_pg_append.py);
---   * one idempotency row per key, written in the same transaction as the events.
+--   * one idempotency row per key, written in the same transaction as the events;
+--   * a notification on the schema's channel with the last position, sent on commit.
 CREATE OR REPLACE FUNCTION __schema__.append_events(
     p_expected_streams  text[],
     p_expected_versions bigint[],
@@ -76,7 +77,8 @@ CREATE OR REPLACE FUNCTION __schema__.append_events(
     p_metadata          jsonb[],
     p_written_streams   text[],
     p_written_versions  bigint[],
-    p_key               text
+    p_key               text,
+    p_notify            boolean
 ) RETURNS TABLE (
     outcome             text,
     first_position      bigint,
@@ -213,7 +215,12 @@ BEGIN
     ON CONFLICT (stream_id) DO UPDATE
        SET version = EXCLUDED.version, last_position = EXCLUDED.last_position;
 
-    __notify__
+    -- Tell live followers, once this commits. The cost is not small: PostgreSQL makes
+    -- notifying transactions commit one at a time (a cluster-wide lock held through the
+    -- commit's WAL flush), which is why a store may turn it off (?notify=off).
+    IF p_notify THEN
+        PERFORM pg_notify('__channel__', (first_position + n - 1)::text);
+    END IF;
 
     outcome := 'appended';
     RETURN NEXT;
@@ -225,7 +232,8 @@ $fn$;
 APPEND_STATEMENT: Final = (
     "SELECT * FROM __schema__.append_events("
     "%s::text[], %s::bigint[], %s::text[], %s::bigint[], %s::uuid[], %s::text[],"
-    " %s::integer[], %s::bytea[], %s::jsonb[], %s::text[], %s::bigint[], %s::text)"
+    " %s::integer[], %s::bytea[], %s::jsonb[], %s::text[], %s::bigint[], %s::text,"
+    " %s::boolean)"
 )
 
 _encode = msgspec.json.Encoder().encode
@@ -235,7 +243,7 @@ def _metadata_json(metadata: Metadata) -> str:
     return "{}" if metadata == EMPTY_METADATA else _encode(metadata).decode()
 
 
-def append_params(request: AppendRequest) -> tuple[Any, ...]:
+def append_params(request: AppendRequest, *, notify: bool = True) -> tuple[Any, ...]:
     """The arguments of ``APPEND_STATEMENT`` for a validated request."""
     expected = dict(request.expected)
     stream_ids: list[str] = []
@@ -272,6 +280,7 @@ def append_params(request: AppendRequest) -> tuple[Any, ...]:
         written_streams,
         written_versions,
         request.idempotency_key,
+        notify,
     )
 
 

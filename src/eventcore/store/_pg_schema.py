@@ -113,10 +113,6 @@ MIGRATIONS: Final[tuple[Migration, ...]] = (
 )
 
 
-# After the writes, in the same transaction: listeners hear of it only once it commits.
-_NOTIFY: Final = "PERFORM pg_notify('__channel__', (first_position + n - 1)::text);"
-
-
 def channel_name(schema: str) -> str:
     """The channel each append notifies with its last position (for live followers)."""
     return f"{schema}_events"
@@ -131,7 +127,6 @@ def render(template: str, schema: str) -> str:
     """
     return (
         template.replace("__position_lock__", f"{POSITION_LOCK_CLASS}, hashtext('{schema}')")
-        .replace("__notify__", _NOTIFY)
         .replace("__schema_text__", schema)
         .replace("__channel__", channel_name(schema))
         .replace("__schema__", sql.Identifier(schema).as_string())

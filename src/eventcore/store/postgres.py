@@ -15,6 +15,9 @@ URL options (anything else is rejected before connecting):
 * ``pool_size`` — most connections the store opens (default 10);
 * ``pool_timeout`` — seconds to wait for a connection before ``StoreUnavailable`` (10);
 * ``max_payload_bytes`` — the largest event payload accepted;
+* ``notify`` — ``on`` (default) or ``off``: whether each append notifies the channel
+  ``<schema>_events`` with its last position. PostgreSQL commits notifying transactions
+  one at a time, so a write-heavy store without live followers may turn it off;
 * ``connect_timeout``, ``sslmode``, ``application_name`` — passed to libpq, as is the rest
   of the URL (user, password, host, port, database).
 
@@ -56,7 +59,10 @@ DEFAULT_SCHEMA: Final = "eventcore"
 DEFAULT_POOL_SIZE: Final = 10
 DEFAULT_POOL_TIMEOUT: Final = 10.0
 _LIBPQ_OPTIONS: Final = frozenset({"connect_timeout", "sslmode", "application_name"})
-_OWN_OPTIONS: Final = frozenset({"schema", "pool_size", "pool_timeout", "max_payload_bytes"})
+_OWN_OPTIONS: Final = frozenset(
+    {"schema", "pool_size", "pool_timeout", "max_payload_bytes", "notify"}
+)
+_SWITCH: Final = {"on": True, "true": True, "1": True, "off": False, "false": False, "0": False}
 #: How a reader blocked behind an in-flight older transaction polls: first and longest pause.
 _FIRST_PAUSE: Final = 0.002
 _LONGEST_PAUSE: Final = 0.1
@@ -69,6 +75,7 @@ class PostgresConfig(msgspec.Struct, frozen=True):
     schema: str = DEFAULT_SCHEMA
     pool_size: int = DEFAULT_POOL_SIZE
     pool_timeout: float = DEFAULT_POOL_TIMEOUT
+    notify: bool = True
 
     @classmethod
     def from_url(cls, parsed: StoreUrl) -> PostgresConfig:
@@ -89,6 +96,10 @@ class PostgresConfig(msgspec.Struct, frozen=True):
             raise InvalidUrl(parsed.raw, f"pool_timeout={timeout_text!r} is not a number") from None
         if not pool_timeout > 0:
             raise InvalidUrl(parsed.raw, "pool_timeout must be a positive number of seconds")
+        notify_text = parsed.option("notify", "on")
+        notify = _SWITCH.get(notify_text.lower())
+        if notify is None:
+            raise InvalidUrl(parsed.raw, f"notify={notify_text!r} must be on or off")
         parts = urlsplit(parsed.raw)
         passed = {k: v for k, v in parsed.options.items() if k in _LIBPQ_OPTIONS}
         conninfo = urlunsplit(
@@ -99,6 +110,7 @@ class PostgresConfig(msgspec.Struct, frozen=True):
             schema=schema,
             pool_size=parsed.int_option("pool_size", DEFAULT_POOL_SIZE),
             pool_timeout=pool_timeout,
+            notify=notify,
         )
 
 
@@ -240,7 +252,7 @@ class PostgresStore:
     ) -> AppendResult:
         self._check_open()
         request = AppendRequest.build(writes, expected, idempotency_key, self._max_payload_bytes)
-        params = append_params(request)
+        params = append_params(request, notify=self._config.notify)
         # Not retried on a lost connection: the commit may or may not have happened, and only
         # the caller's idempotency key makes a second attempt safe.
         try:
