@@ -55,7 +55,7 @@ A, B, C, D = (StreamId(name) for name in ("a", "b", "c", "d"))
 Seen = tuple[tuple[str, str], ...]
 
 
-class Note(Command[Seen], frozen=True):
+class Note(Command[Seen]):
     """Reads ``main``, ``also`` and ``listed``; writes one note saying how much it saw."""
 
     main: StreamId
@@ -74,26 +74,26 @@ class Note(Command[Seen], frozen=True):
         return {StreamId(self.target or self.main): [Noted(text=f"saw {len(state)}")]}
 
 
-class Quiet(Note, frozen=True):
+class Quiet(Note):
     """Reads like ``Note`` but decides to write nothing."""
 
     def handle(self, state: Seen) -> Writes:
         return {}
 
 
-class Refuse(Note, frozen=True):
+class Refuse(Note):
     def handle(self, state: Seen) -> Writes:
         raise CommandRejected("no")
 
 
-class Follow(Note, frozen=True):
+class Follow(Note):
     """Also reads every stream named by a ``link:<stream>`` note it has seen."""
 
     def discover(self, state: Seen) -> Iterable[StreamId]:
         return [StreamId(text[5:]) for _, text in state if text.startswith("link:")]
 
 
-class Fragile(Note, frozen=True):
+class Fragile(Note):
     """Like ``Note``, but ``apply`` fails on a ``poison`` note when ``strict``."""
 
     strict: bool = False
@@ -105,7 +105,7 @@ class Fragile(Note, frozen=True):
         return super().apply(state, stream_id, event)
 
 
-class NoStreams(Command[int], frozen=True):
+class NoStreams(Command[int]):
     amount: int
 
     def initial_state(self) -> int:
@@ -307,7 +307,7 @@ def test_events_of_several_streams_are_folded_in_global_position_order() -> None
     history.add(A, "a2")
     seen: list[Seen] = []
 
-    class Spy(Note, frozen=True):
+    class Spy(Note):
         def handle(self, state: Seen) -> Writes:
             seen.append(state)
             return {}
@@ -357,7 +357,7 @@ def test_no_writes_returns_an_empty_result_without_appending() -> None:
 
 @pytest.mark.parametrize("returned", [[Noted(text="x")], None, "a"], ids=["list", "none", "string"])
 def test_handle_returning_a_non_mapping_is_invalid(returned: object) -> None:
-    class Odd(Note, frozen=True):
+    class Odd(Note):
         def handle(self, state: Seen) -> Writes:
             return returned  # type: ignore[return-value]
 
@@ -373,7 +373,7 @@ def test_handle_returning_a_non_mapping_is_invalid(returned: object) -> None:
     ids=["string", "int-after-event", "bare-event", "int"],
 )
 def test_handle_returning_something_other_than_events_is_invalid(events: object) -> None:
-    class Odd(Note, frozen=True):
+    class Odd(Note):
         def handle(self, state: Seen) -> Writes:
             return {self.main: events}  # type: ignore[dict-item]
 
@@ -523,7 +523,7 @@ def test_a_newly_discovered_stream_forces_a_full_refold() -> None:
 
 
 def test_a_stream_no_longer_discovered_is_not_folded_from_the_cache() -> None:
-    class Latest(Note, frozen=True):
+    class Latest(Note):
         """Follows the stream named by the newest ``link:`` note, none after ``unlink``."""
 
         def discover(self, state: Seen) -> Iterable[StreamId]:
@@ -561,7 +561,7 @@ def test_a_cached_state_missing_an_earlier_event_is_refolded_in_log_order() -> N
     # retry must fold a2 before b1 rather than after the state cached from that read.
     seen: list[Seen] = []
 
-    class Spy(Note, frozen=True):
+    class Spy(Note):
         def handle(self, state: Seen) -> Writes:
             seen.append(state)
             return super().handle(state)
@@ -589,7 +589,7 @@ def test_a_failing_apply_leaves_the_cached_state_usable() -> None:
 
 
 def test_a_rejecting_handle_leaves_the_cached_state_usable() -> None:
-    class Picky(Note, frozen=True):
+    class Picky(Note):
         refuse: bool = False
 
         def handle(self, state: Seen) -> Writes:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import typing
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 
 import msgspec
 
@@ -30,8 +30,10 @@ S = TypeVar("S")
 Writes = Mapping[StreamId, Sequence[Event]]
 
 
-class Command(msgspec.Struct, Generic[S], frozen=True, kw_only=True):
-    """Base class of commands. ``S`` is the type of the state folded from the streams."""
+class _CommandBase(Generic[S]):
+    """What every command defines; ``S`` is the type of the state folded from its streams."""
+
+    __slots__ = ()
 
     def initial_state(self) -> S:
         """The state before any event is applied."""
@@ -50,6 +52,25 @@ class Command(msgspec.Struct, Generic[S], frozen=True, kw_only=True):
         return ()
 
 
+if TYPE_CHECKING:
+    from typing import dataclass_transform
+
+    # As for events (see ``eventcore.events``): type checkers are told that every
+    # command class is frozen and keyword-only, as the msgspec runtime class makes it.
+    @dataclass_transform(
+        frozen_default=True, kw_only_default=True, field_specifiers=(msgspec.field,)
+    )
+    class Command(_CommandBase[S]):
+        """Base class of commands. ``S`` is the type of the state folded from the streams."""
+
+        __slots__ = ()
+
+else:
+
+    class Command(msgspec.Struct, _CommandBase[S], frozen=True, kw_only=True):
+        """Base class of commands. ``S`` is the type of the state folded from the streams."""
+
+
 _stream_fields: dict[type[Any], tuple[tuple[str, bool], ...]] = {}
 
 
@@ -58,7 +79,7 @@ def _stream_field_kinds(cls: type[Command[Any]]) -> tuple[tuple[str, bool], ...]
     kinds = _stream_fields.get(cls)
     if kinds is None:
         found: list[tuple[str, bool]] = []
-        for field in msgspec.structs.fields(cls):
+        for field in msgspec.structs.fields(cast(type[msgspec.Struct], cls)):
             annotation = field.type
             if annotation is StreamId:
                 found.append((field.name, False))

@@ -9,7 +9,7 @@ payload of the old version into the next one; stored events are upgraded on read
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from typing import Any, ClassVar, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 import msgspec
 
@@ -19,9 +19,10 @@ from eventcore.types import EMPTY_METADATA, Metadata, NewEvent, StoredEvent, new
 __all__ = ["Event", "EventRegistry", "Upcaster"]
 
 
-class Event(msgspec.Struct, frozen=True, kw_only=True):
-    """Base class of every event. Subclass it and declare the payload's fields."""
+class _EventBase:
+    """What every event class has: its type name and schema version."""
 
+    __slots__ = ()
     __event_type__: ClassVar[str] = "Event"
     __event_version__: ClassVar[int] = 1
 
@@ -32,6 +33,27 @@ class Event(msgspec.Struct, frozen=True, kw_only=True):
         version = cls.__event_version__
         if not isinstance(version, int) or version < 1:
             raise InvalidInput(f"{cls.__name__}.__event_version__ must be an int >= 1")
+
+
+if TYPE_CHECKING:
+    from typing import dataclass_transform
+
+    # msgspec tells type checkers that a Struct subclass is *not* frozen unless it says
+    # so again, which would make users write ``class Paid(Event, frozen=True)`` for every
+    # event. Type checkers see this declaration instead: every subclass frozen and
+    # keyword-only, which is exactly what the runtime class below gives.
+    @dataclass_transform(
+        frozen_default=True, kw_only_default=True, field_specifiers=(msgspec.field,)
+    )
+    class Event(_EventBase):
+        """Base class of every event. Subclass it and declare the payload's fields."""
+
+        __slots__ = ()
+
+else:
+
+    class Event(msgspec.Struct, _EventBase, frozen=True, kw_only=True):
+        """Base class of every event. Subclass it and declare the payload's fields."""
 
 
 E = TypeVar("E", bound=type[Event])

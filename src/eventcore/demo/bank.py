@@ -37,16 +37,16 @@ __all__ = [
 # --- events ------------------------------------------------------------------------------
 
 
-class AccountOpened(Event, frozen=True):
+class AccountOpened(Event):
     initial_balance: int
 
 
-class Deposited(Event, frozen=True):
+class Deposited(Event):
     amount: int
     transfer_id: str
 
 
-class Withdrawn(Event, frozen=True):
+class Withdrawn(Event):
     amount: int
     transfer_id: str
 
@@ -97,7 +97,7 @@ def _fold(balances: Balances, stream_id: StreamId, event: Event) -> Balances:
     return balances
 
 
-class OpenAccount(Command[Balances], frozen=True):
+class OpenAccount(Command[Balances]):
     account: StreamId
     initial_balance: int
 
@@ -117,7 +117,7 @@ class OpenAccount(Command[Balances], frozen=True):
         return {self.account: [AccountOpened(initial_balance=self.initial_balance)]}
 
 
-class Transfer(Command[Balances], frozen=True):
+class Transfer(Command[Balances]):
     """Move ``amount`` from ``source`` to ``target``; refused if ``source`` would go negative."""
 
     source: StreamId
