@@ -182,8 +182,9 @@ class SqliteStore:
 
     # --- reading -------------------------------------------------------------------------
 
-    async def _read(self, job: ReadJob) -> Any:
-        return await self._next_reader().submit(job)
+    def _read(self, job: ReadJob) -> asyncio.Future[Any]:
+        """Hand a read to the next reader thread, in turn."""
+        return self._next_reader().submit(job)
 
     async def read_stream(self, stream_id: StreamId, *, from_version: int = 1) -> list[StoredEvent]:
         self._check_open()
