@@ -8,6 +8,13 @@ argument is in ``_pg_append``; in short, a settled row's position can never be u
 a row that commits later. An unsettled row is committed but may still have an older
 transaction in flight ahead of it, so the reader waits for that transaction and asks
 again: a long open transaction delays readers, it never makes them skip.
+
+Transaction ids are cluster-wide, so the writing transaction that delays a reader may
+belong to another schema or database on the same server (a long migration, a
+``CREATE INDEX CONCURRENTLY``). ``xid8`` values never wrap around, so the comparison
+holds for the life of the cluster. A logical dump restored into another cluster carries
+transaction ids that mean nothing there: reset them (``UPDATE events SET transaction_id
+= '3'``, older than any live transaction) after such a restore.
 """
 
 from __future__ import annotations

@@ -33,7 +33,7 @@ from urllib.parse import urlencode, urlsplit, urlunsplit
 
 import msgspec
 import psycopg
-from psycopg_pool import AsyncConnectionPool, PoolClosed
+from psycopg_pool import AsyncConnectionPool, PoolClosed, PoolTimeout
 
 from eventcore.errors import (
     ConcurrencyConflict,
@@ -235,7 +235,9 @@ class PostgresStore:
                     cursor = await conn.execute(query, params, prepare=True)
                     return await cursor.fetchall()
             except psycopg.Error as error:
-                if attempt == 1 and is_connection_failure(error) and not self._closed:
+                # Retry only a connection that died under us, not a wait for one that ran out.
+                stale = is_connection_failure(error) and not isinstance(error, PoolTimeout)
+                if attempt == 1 and stale and not self._closed:
                     await self._pool.check()
                     continue
                 await self._fail(error, operation)
@@ -345,9 +347,7 @@ class PostgresStore:
 
     async def stream_version(self, stream_id: StreamId) -> int:
         self._check_open()
-        rows = await self._fetch(
-            "stream_version", self._sql.stream_version, (StreamId(stream_id),)
-        )
+        rows = await self._fetch("stream_version", self._sql.stream_version, (StreamId(stream_id),))
         return int(rows[0][0]) if rows else 0
 
     async def list_streams(
@@ -362,9 +362,7 @@ class PostgresStore:
                 "list_streams", self._sql.list_streams_after, (str(after), limit)
             )
         return [
-            StreamHead(
-                stream_id=StreamId._trusted(row[0]), version=row[1], last_position=row[2]
-            )
+            StreamHead(stream_id=StreamId._trusted(row[0]), version=row[1], last_position=row[2])
             for row in rows
         ]
 
@@ -381,9 +379,7 @@ async def migrate(url: str) -> list[int]:
     """
     config = PostgresConfig.from_url(StoreUrl.parse(url))
     try:
-        async with await psycopg.AsyncConnection.connect(
-            config.conninfo, autocommit=True
-        ) as conn:
+        async with await psycopg.AsyncConnection.connect(config.conninfo, autocommit=True) as conn:
             return await apply_migrations(conn, config.schema)
     except psycopg.Error as error:
         raise translate(error, "migrating the PostgreSQL store") from error
