@@ -16,9 +16,12 @@ async def read_log(store: EventStore, **options: Any) -> list[StoredEvent]:
 
 
 async def all_heads(store: EventStore) -> list[StreamHead]:
+    """Every stream head, paging through ``list_streams``."""
     heads: list[StreamHead] = []
     after = None
     while page := await store.list_streams(after=after, limit=100):
+        # A page that does not start past ``after`` would make this loop forever.
+        assert after is None or page[0].stream_id > after, f"list_streams repeated {after!r}"
         heads.extend(page)
         after = page[-1].stream_id
     return heads

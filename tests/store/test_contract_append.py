@@ -214,16 +214,21 @@ async def test_append_rejects_event_id_repeated_within_the_append(store: EventSt
     assert await snapshot(store) == before
 
 
-async def test_append_rejects_event_id_already_stored(store: EventStore) -> None:
+@pytest.mark.parametrize("duplicate_first", [True, False], ids=["first-stream", "last-stream"])
+async def test_append_rejects_event_id_already_stored(
+    store: EventStore, duplicate_first: bool
+) -> None:
     stored = new_event()
     await store.append({ORDER: [stored]}, expected={ORDER: 0})
     before = await snapshot(store)
+    duplicate = [new_event("Reserved", event_id=stored.event_id)]
+    fresh = events(2)
+    writes = (
+        {STOCK: duplicate, ORDER: fresh} if duplicate_first else {ORDER: fresh, STOCK: duplicate}
+    )
 
     with pytest.raises(DuplicateEventId) as caught:
-        await store.append(
-            {ORDER: events(1), STOCK: [new_event("Reserved", event_id=stored.event_id)]},
-            expected={ORDER: 1, STOCK: 0},
-        )
+        await store.append(writes, expected={ORDER: 1, STOCK: 0})
 
     assert caught.value.event_id == stored.event_id
     assert caught.value.already_stored is True

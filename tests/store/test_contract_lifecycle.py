@@ -1,0 +1,77 @@
+"""Contract: a closed store refuses every call; closing is idempotent (protocol ``aclose``)."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import pytest
+
+from eventcore.errors import StoreClosed, StoreError
+from eventcore.store import EventStore
+from eventcore.types import StreamId
+from tests.builders import events
+from tests.store.conftest import MakeStore
+from tests.store.reading import read_log
+
+A = StreamId("a")
+
+
+async def _read_all(store: EventStore) -> Any:
+    return await read_log(store)
+
+
+CALLS: list[Any] = [
+    pytest.param(lambda s: s.append({A: events(1)}, expected={A: 1}), id="append"),
+    pytest.param(lambda s: s.read_stream(A), id="read_stream"),
+    pytest.param(_read_all, id="read_all"),
+    pytest.param(lambda s: s.stream_version(A), id="stream_version"),
+    pytest.param(lambda s: s.list_streams(), id="list_streams"),
+    pytest.param(lambda s: s.last_position(), id="last_position"),
+]
+
+
+@pytest.mark.parametrize("call", CALLS)
+async def test_closed_store_raises_store_closed(
+    store: EventStore, call: Callable[[EventStore], Awaitable[Any]]
+) -> None:
+    await store.append({A: events(1)}, expected={A: 0})
+    await store.aclose()
+
+    with pytest.raises(StoreClosed) as caught:
+        await call(store)
+
+    assert isinstance(caught.value, StoreError)
+
+
+async def test_aclose_twice_is_a_no_op(store: EventStore) -> None:
+    await store.aclose()
+
+    await store.aclose()
+
+    with pytest.raises(StoreClosed):
+        await store.last_position()
+
+
+async def test_closing_one_store_leaves_another_open(make_store: MakeStore) -> None:
+    first = await make_store()
+    second = await make_store()
+
+    await first.aclose()
+    await second.append({A: events(1)}, expected={A: 0})
+
+    assert await second.stream_version(A) == 1
+
+
+async def test_fresh_stores_do_not_share_events(make_store: MakeStore) -> None:
+    first = await make_store()
+    second = await make_store()
+
+    await first.append({A: events(2)}, expected={A: 0})
+
+    assert await second.stream_version(A) == 0
+    assert await second.last_position() == 0
+
+
+async def test_store_satisfies_the_event_store_protocol(store: EventStore) -> None:
+    assert isinstance(store, EventStore)
