@@ -72,6 +72,8 @@ def measure_workload(
         "raw": workload.raw if backend.has_raw else None,
     }
     sides = [side for side in SIDES if measures[side] is not None]
+    if workload.max_repeat is not None:
+        repeat = min(repeat, workload.max_repeat)
     samples: dict[str, list[float]] = {side: [] for side in sides}
     facts: dict[str, list[str]] = {}
     cache_dir = root / "cache"
