@@ -5,11 +5,17 @@ lives on its own thread for its whole life (opened there, used only there, close
 there), which also keeps ``sqlite3``'s same-thread check meaningful.
 
 The loop hands jobs over through a queue and gets each answer back through an
-``asyncio.Future``. Crossing back into the loop (``call_soon_threadsafe``) costs a
-self-pipe write and a wake-up, so the thread takes *every* job waiting when it
-wakes (up to ``max_batch``), runs them as one batch, and settles all their futures
-with one call per loop. Under load that turns many round trips into one; the writer
-also uses the batch to commit many appends in one transaction (``_sqlite_write``).
+``asyncio.Future``. Crossing threads costs a wake-up each way, so both sides batch:
+
+* the loop collects the jobs submitted during one pass of the event loop and queues
+  them as one list (one wake-up of the thread, not one per job), so the many tasks
+  woken by one answer batch go back to the thread together;
+* the thread takes *every* job waiting when it wakes (up to ``max_batch``), runs them
+  as one batch, and settles all their futures with one ``call_soon_threadsafe`` per
+  loop.
+
+Under load that turns many round trips into one; the writer also uses the batch to
+commit many appends in one transaction (``_sqlite_write``).
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ import contextlib
 import queue
 import sqlite3
 import threading
+from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any, Final, Generic, TypeVar
 
@@ -50,6 +57,13 @@ class _Stop:
 
 _STOP: Final = _Stop()
 
+#: A submitted job and the future its outcome goes to.
+_Entry = tuple[asyncio.Future[Any], J]
+
+
+def _entries(item: list[_Entry[J]] | _Stop) -> Sequence[_Entry[J] | _Stop]:
+    return (item,) if isinstance(item, _Stop) else item
+
 
 class ConnectionThread(Generic[J]):
     """One daemon thread, one connection, a queue of jobs.
@@ -69,7 +83,9 @@ class ConnectionThread(Generic[J]):
         self._connect = connect
         self._run_batch = run_batch
         self._max_batch = max_batch
-        self._queue: queue.SimpleQueue[tuple[asyncio.Future[Any], J] | _Stop] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[list[_Entry[J]] | _Stop] = queue.SimpleQueue()
+        # Jobs submitted during the current pass of the loop, not yet handed over.
+        self._pending: list[_Entry[J]] = []
         self._thread = threading.Thread(target=self._main, name=name, daemon=True)
         self._accepting = False
         self._ready: asyncio.Future[None] | None = None
@@ -95,9 +111,19 @@ class ConnectionThread(Generic[J]):
         """Queue a job; the future resolves to its result on the caller's loop."""
         if not self._accepting:
             raise StoreClosed()
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._queue.put((future, job))
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
+        if not self._pending:
+            # Runs after every callback already ready in this pass (they are FIFO), so
+            # the jobs those callbacks submit travel with this one.
+            loop.call_soon(self._hand_over)
+        self._pending.append((future, job))
         return future
+
+    def _hand_over(self) -> None:
+        if self._pending:
+            entries, self._pending = self._pending, []
+            self._queue.put(entries)
 
     async def stop(self, *, within: float) -> None:
         """Let queued jobs finish, then close the connection; wait at most ``within`` s.
@@ -109,6 +135,7 @@ class ConnectionThread(Generic[J]):
             return
         if self._accepting:
             self._accepting = False
+            self._hand_over()
             self._queue.put(_STOP)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(asyncio.shield(self._finished), within)
@@ -133,27 +160,30 @@ class ConnectionThread(Generic[J]):
 
     def _serve(self, connection: sqlite3.Connection) -> None:
         get, get_nowait = self._queue.get, self._queue.get_nowait
+        # Entries taken off the queue but beyond the last batch's cap.
+        backlog: deque[_Entry[J] | _Stop] = deque()
         while True:
-            item = get()
+            if not backlog:
+                backlog.extend(_entries(get()))
+            while True:
+                try:
+                    backlog.extend(_entries(get_nowait()))
+                except queue.Empty:
+                    break
             futures: list[asyncio.Future[Any]] = []
             jobs: list[J] = []
             stopping = False
-            while True:
-                if isinstance(item, _Stop):
+            while backlog and len(jobs) < self._max_batch:
+                entry = backlog.popleft()
+                if isinstance(entry, _Stop):
                     stopping = True
                     break
-                future, job = item
+                future, job = entry
                 # A caller that gave up before its job started gets nothing done for it.
                 # (Reading the state from this thread is a plain attribute read.)
                 if not future.cancelled():
                     futures.append(future)
                     jobs.append(job)
-                if len(jobs) >= self._max_batch:
-                    break
-                try:
-                    item = get_nowait()
-                except queue.Empty:
-                    break
             if jobs:
                 try:
                     outcomes = self._run_batch(connection, jobs)
