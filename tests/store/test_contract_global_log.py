@@ -101,12 +101,16 @@ async def test_read_all_follower_sees_later_appends_from_its_checkpoint(
     assert [event.event_id for event in await read_log(store, after=checkpoint)] == [later.event_id]
 
 
-async def test_read_all_splits_the_log_into_batches_of_batch_size(store: EventStore) -> None:
+async def test_read_all_splits_the_log_into_batches_of_at_most_batch_size(
+    store: EventStore,
+) -> None:
     positions = await fill(store, 7)
 
     batches = [batch async for batch in store.read_all(batch_size=3)]
 
-    assert [len(batch) for batch in batches] == [3, 3, 1]
+    # A batch may come back short (a server backend stops below a transaction still in
+    # flight), but never empty and never over the size asked for.
+    assert all(1 <= len(batch) <= 3 for batch in batches)
     assert [event.position for batch in batches for event in batch] == positions
 
 
