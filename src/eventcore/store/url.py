@@ -52,7 +52,11 @@ class StoreUrl(msgspec.Struct, frozen=True):
         if backend == "memory" and location:
             raise InvalidUrl(url, "memory:// takes no path")
         if backend == "postgres":
-            parts = urlsplit(url)
+            try:
+                parts = urlsplit(url)
+                parts.port  # noqa: B018 -- raises ValueError for a port that is not a number
+            except ValueError as error:
+                raise InvalidUrl(url, f"malformed host or port: {error}") from None
             if not parts.hostname and not parts.path.strip("/"):
                 raise InvalidUrl(url, "expected postgresql://user@host:port/database")
         return cls(raw=url, backend=backend, path=location, options=options)
