@@ -15,6 +15,7 @@ import pytest
 from eventcore import (
     AppendResult,
     Command,
+    CommandRejected,
     CommandTimeout,
     ConcurrencyConflict,
     Event,
@@ -53,7 +54,7 @@ A, B = StreamId("account-a"), StreamId("account-b")
 FAST = RetryPolicy(max_attempts=10, initial_delay=0.0)
 
 
-class Deposit(Command[int], frozen=True):
+class Deposit(Command[int]):
     """Deposits ``amount`` into ``account`` as ``times`` separate events."""
 
     account: StreamId
@@ -71,7 +72,7 @@ class Deposit(Command[int], frozen=True):
         return {self.account: [Deposited(amount=self.amount) for _ in range(self.times)]}
 
 
-class Move(Command[int], frozen=True):
+class Move(Command[int]):
     """Withdraws from ``source`` twice and deposits the total into ``target``."""
 
     source: StreamId
@@ -108,6 +109,9 @@ class Delegating:
         idempotency_key: str | None = None,
     ) -> AppendResult:
         return await self.inner.append(writes, expected=expected, idempotency_key=idempotency_key)
+
+    async def find_append(self, idempotency_key: str) -> AppendResult | None:
+        return await self.inner.find_append(idempotency_key)
 
     async def read_stream(self, stream_id: StreamId, *, from_version: int = 1) -> list[StoredEvent]:
         return await self.inner.read_stream(stream_id, from_version=from_version)
@@ -275,6 +279,38 @@ async def test_a_repeated_idempotency_key_returns_the_first_write_as_deduplicate
     assert again.events == ()
     assert again.event_ids == first.event_ids
     assert again.positions == first.positions
+
+
+class OpenOnce(Command[int]):
+    """Opens ``account``; refuses when it is already open."""
+
+    account: StreamId
+
+    def initial_state(self) -> int:
+        return 0
+
+    def apply(self, state: int, stream_id: StreamId, event: Event) -> int:
+        return state + 1
+
+    def handle(self, state: int) -> Writes:
+        if state:
+            raise CommandRejected(f"{self.account} is already open")
+        return {self.account: [Deposited(amount=0)]}
+
+
+async def test_a_rerun_that_its_first_run_now_refuses_returns_the_first_result(
+    store: EventStore,
+) -> None:
+    # A redelivered message or a client retrying after a timeout meets the state its
+    # own first run created; the first run's result is the answer, not a rejection.
+    run = Executor(store, registry, retry=FAST)
+    first = await run.execute(OpenOnce(account=A), idempotency_key="open-a")
+    again = await run.execute(OpenOnce(account=A), idempotency_key="open-a")
+    assert again.deduplicated
+    assert (again.positions, again.event_ids) == (first.positions, first.event_ids)
+    with pytest.raises(CommandRejected):
+        await run.execute(OpenOnce(account=A), idempotency_key="open-a-later")
+    assert await store.stream_version(A) == 1
 
 
 async def test_different_idempotency_keys_both_write(store: EventStore) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import random
+import uuid
 from collections.abc import Callable, Generator, Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -36,7 +37,15 @@ from eventcore import (
     UndeclaredStream,
     Writes,
 )
-from eventcore.pipeline import Append, CommandResult, Effect, ReadStreams, Sleep, run_command
+from eventcore.pipeline import (
+    Append,
+    CommandResult,
+    Effect,
+    FindAppend,
+    ReadStreams,
+    Sleep,
+    run_command,
+)
 from eventcore.statecache import StateCache
 from eventcore.store.protocol import AppendResult
 
@@ -175,6 +184,9 @@ class Driver:
         self.appends: list[Append] = []
         self.sleeps: list[float] = []
         self.thrown: list[ConcurrencyConflict] = []
+        self.lookups: list[str] = []
+        #: Results of earlier appends, by idempotency key (answers ``FindAppend``).
+        self.earlier: dict[str, AppendResult] = {}
 
     def run(self, pipeline: Generator[Effect, Any, CommandResult]) -> CommandResult:
         outcome: Any = None
@@ -196,6 +208,9 @@ class Driver:
                 except ConcurrencyConflict as conflict:
                     self.thrown.append(conflict)
                     failure = conflict
+            elif isinstance(effect, FindAppend):
+                self.lookups.append(effect.idempotency_key)
+                outcome = self.earlier.get(effect.idempotency_key)
             else:
                 assert isinstance(effect, Sleep)
                 self.sleeps.append(effect.seconds)
@@ -235,6 +250,7 @@ def pipeline(
     max_streams: int = 16,
     cache: StateCache | None = None,
     rng: random.Random | None = None,
+    idempotency_key: str | None = None,
 ) -> Generator[Effect, Any, CommandResult]:
     return run_command(
         command,
@@ -242,6 +258,7 @@ def pipeline(
         retry=retry or RetryPolicy(max_attempts=5, initial_delay=0.0),
         max_streams=max_streams,
         metadata=Metadata(),
+        idempotency_key=idempotency_key,
         cache=cache,
         rng=rng or random.Random(0),
     )
@@ -393,6 +410,51 @@ def test_a_rejected_command_is_not_retried() -> None:
     assert len(driver.reads) == 1
     assert driver.sleeps == []
     assert driver.appends == []
+
+
+EARLIER = AppendResult(
+    stream_versions={A: 2}, positions=(7,), event_ids=(uuid.UUID(int=7),), deduplicated=True
+)
+
+
+def test_a_rejection_under_a_used_idempotency_key_returns_the_earlier_result() -> None:
+    driver = Driver(history_of({A: ["a1"]}))
+    driver.earlier["key-1"] = EARLIER
+    result = driver.run(pipeline(Refuse(main=A), idempotency_key="key-1"))
+    assert driver.lookups == ["key-1"]
+    assert result.deduplicated
+    assert (result.positions, result.event_ids, result.events) == ((7,), (uuid.UUID(int=7),), ())
+
+
+def test_a_rejection_under_an_unused_idempotency_key_is_raised() -> None:
+    driver = Driver(history_of({A: ["a1"]}))
+    with pytest.raises(CommandRejected):
+        driver.run(pipeline(Refuse(main=A), idempotency_key="key-1"))
+    assert driver.lookups == ["key-1"]
+
+
+def test_a_rejection_without_an_idempotency_key_looks_nothing_up() -> None:
+    driver = Driver(history_of({A: ["a1"]}))
+    with pytest.raises(CommandRejected):
+        driver.run(pipeline(Refuse(main=A)))
+    assert driver.lookups == []
+
+
+def test_nothing_to_write_under_a_used_idempotency_key_returns_the_earlier_result() -> None:
+    driver = Driver(history_of({A: ["a1"]}))
+    driver.earlier["key-1"] = EARLIER
+    result = driver.run(pipeline(Quiet(main=A), idempotency_key="key-1"))
+    assert result.deduplicated
+    assert result.positions == (7,)
+    assert driver.appends == []
+
+
+def test_a_decision_to_write_does_not_look_up_its_idempotency_key() -> None:
+    # The append itself deduplicates; looking the key up first would cost a round trip.
+    driver = Driver(history_of({A: ["a1"]}))
+    driver.run(pipeline(Note(main=A), idempotency_key="key-1"))
+    assert driver.lookups == []
+    assert [append.idempotency_key for append in driver.appends] == ["key-1"]
 
 
 def test_a_conflict_rereads_and_decides_again_on_the_new_state() -> None:

@@ -15,7 +15,14 @@ from typing import Any
 from eventcore.command import Command
 from eventcore.errors import CommandTimeout, ConcurrencyConflict, InvalidInput
 from eventcore.events import EventRegistry
-from eventcore.pipeline import Append, CommandResult, ReadStreams, Sleep, run_command
+from eventcore.pipeline import (
+    Append,
+    CommandResult,
+    FindAppend,
+    ReadStreams,
+    Sleep,
+    run_command,
+)
 from eventcore.retry import RetryPolicy
 from eventcore.statecache import StateCache
 from eventcore.store.protocol import EventStore
@@ -127,6 +134,8 @@ class Executor:
                     failure = conflict
             elif isinstance(effect, Sleep):
                 await asyncio.sleep(effect.seconds)
+            elif isinstance(effect, FindAppend):
+                outcome = await self.store.find_append(effect.idempotency_key)
 
     async def _read(self, effect: ReadStreams) -> Mapping[StreamId, list[StoredEvent]]:
         read = self.store.read_stream

@@ -1,8 +1,9 @@
 """The pure core of command execution: read, fold, discover, handle, append, retry.
 
 ``run_command`` is a generator that performs no I/O. It *yields* the effects it needs
-(``ReadStreams``, ``Append``, ``Sleep``) and is resumed with their outcome: the events
-read, the append's result, or the ``ConcurrencyConflict`` thrown into it. The executor
+(``ReadStreams``, ``Append``, ``Sleep``, ``FindAppend``) and is resumed with their
+outcome: the events read, the append's result, or the ``ConcurrencyConflict`` thrown
+into it. The executor
 is the thin shell that carries the effects out, so the whole decision logic — folding,
 the discovery cap, retry and backoff — is tested without a store or a clock.
 """
@@ -18,6 +19,7 @@ import msgspec
 
 from eventcore.command import Command, declared_streams
 from eventcore.errors import (
+    CommandRejected,
     ConcurrencyConflict,
     InvalidCommand,
     RetriesExhausted,
@@ -30,7 +32,15 @@ from eventcore.statecache import CachedState, StateCache
 from eventcore.store.protocol import AppendResult
 from eventcore.types import EventId, Metadata, NewEvent, StoredEvent, StreamId
 
-__all__ = ["Append", "CommandResult", "Effect", "ReadStreams", "Sleep", "run_command"]
+__all__ = [
+    "Append",
+    "CommandResult",
+    "Effect",
+    "FindAppend",
+    "ReadStreams",
+    "Sleep",
+    "run_command",
+]
 
 
 class ReadStreams(msgspec.Struct, frozen=True):
@@ -51,7 +61,13 @@ class Sleep(msgspec.Struct, frozen=True):
     seconds: float
 
 
-Effect = ReadStreams | Append | Sleep
+class FindAppend(msgspec.Struct, frozen=True):
+    """Look up the append made under an idempotency key; answer with its result or None."""
+
+    idempotency_key: str
+
+
+Effect = ReadStreams | Append | Sleep | FindAppend
 
 
 class CommandResult(msgspec.Struct, frozen=True, kw_only=True):
@@ -93,10 +109,20 @@ def run_command(
     while True:
         attempt += 1
         folded = yield from _read_and_fold(command, registry, declared, max_streams, cache)
-        writes = command.handle(folded.state)
+        try:
+            writes = command.handle(folded.state)
+        except CommandRejected:
+            # A command run again under its idempotency key (a redelivered message, a
+            # client retrying after a timeout) meets the state its first run created,
+            # which may now refuse it. The first run's result is the answer.
+            earlier = yield from _earlier_run(idempotency_key, attempt)
+            if earlier is None:
+                raise
+            return earlier
         decided, encoded = _encode(name, writes, registry, folded.versions, metadata)
         if not encoded:
-            return CommandResult(
+            earlier = yield from _earlier_run(idempotency_key, attempt)
+            return earlier or CommandResult(
                 events=(), event_ids=(), stream_versions={}, positions=(), attempts=attempt
             )
         try:
@@ -115,6 +141,25 @@ def run_command(
             attempts=attempt,
             deduplicated=result.deduplicated,
         )
+
+
+def _earlier_run(
+    idempotency_key: str | None, attempt: int
+) -> Generator[Effect, Any, CommandResult | None]:
+    """The result of an earlier run under the same key, if there was one."""
+    if idempotency_key is None:
+        return None
+    found: AppendResult | None = yield FindAppend(idempotency_key)
+    if found is None:
+        return None
+    return CommandResult(
+        events=(),
+        event_ids=found.event_ids,
+        stream_versions=found.stream_versions,
+        positions=found.positions,
+        attempts=attempt,
+        deduplicated=True,
+    )
 
 
 def _read_and_fold(

@@ -299,3 +299,32 @@ async def test_idempotency_key_is_remembered_after_later_appends(store: EventSto
     assert again.deduplicated is True
     assert again.positions == first.positions
     assert await store.stream_version(ORDER) == 4
+
+
+async def test_find_append_returns_the_result_of_the_append_with_that_key(
+    store: EventStore,
+) -> None:
+    first = await store.append(
+        {ORDER: events(2), STOCK: events(1)}, expected={ORDER: 0, STOCK: 0}, idempotency_key="k-1"
+    )
+
+    found = await store.find_append("k-1")
+
+    assert found is not None
+    assert found.deduplicated is True
+    assert (found.positions, found.event_ids) == (first.positions, first.event_ids)
+    assert found.stream_versions == first.stream_versions
+
+
+async def test_find_append_of_an_unused_key_is_none(store: EventStore) -> None:
+    await store.append({ORDER: events(1)}, expected={ORDER: 0}, idempotency_key="k-1")
+
+    assert await store.find_append("k-2") is None
+
+
+async def test_find_append_ignores_a_key_whose_append_failed(store: EventStore) -> None:
+    await seed(store)
+    with pytest.raises(ConcurrencyConflict):
+        await store.append({ORDER: events(1)}, expected={ORDER: 0}, idempotency_key="k-1")
+
+    assert await store.find_append("k-1") is None

@@ -67,7 +67,7 @@ class Overdraft(CommandRejected):
     pass
 
 
-class Open(Command[bool], frozen=True):
+class Open(Command[bool]):
     account: StreamId
     balance: int
 
@@ -83,7 +83,7 @@ class Open(Command[bool], frozen=True):
         return {self.account: [Opened(balance=self.balance)]}
 
 
-class Transfer(Command[tuple[int, int]], frozen=True):
+class Transfer(Command[tuple[int, int]]):
     """Moves ``amount`` from ``source`` to ``target``; state: (source, target) balances."""
 
     source: StreamId

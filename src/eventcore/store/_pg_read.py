@@ -90,6 +90,11 @@ LIST_STREAMS_AFTER: Final = (
     " WHERE stream_id > %s ORDER BY stream_id LIMIT %s"
 )
 
+APPEND_RESULT: Final = (
+    "SELECT stream_ids, stream_versions, positions, event_ids"
+    " FROM __schema__.idempotency_keys WHERE key = %s"
+)
+
 LAST_POSITION: Final = "SELECT coalesce(max(position), 0) FROM __schema__.events"
 
 _decode_metadata = msgspec.json.Decoder(Metadata).decode

@@ -17,6 +17,7 @@ import msgspec
 
 from eventcore.errors import StoreUnavailable
 from eventcore.store._sqlite_thread import Outcome, failure, success
+from eventcore.store.protocol import AppendResult
 from eventcore.types import EMPTY_METADATA, Metadata, StoredEvent, StreamHead, StreamId
 
 __all__ = ["ReadJob", "Reads", "run_each", "wanted_types"]
@@ -56,6 +57,7 @@ class Reads:
     def __init__(self) -> None:
         self._decode_metadata = msgspec.json.Decoder(Metadata).decode
         self._decode_event_ids = msgspec.msgpack.Decoder(list[uuid.UUID]).decode
+        self._decode_result = msgspec.json.Decoder(AppendResult).decode
 
     def stream(self, stream_id: StreamId, from_version: int) -> ReadJob:
         sql = f"SELECT {_COLUMNS} FROM events WHERE stream_id = ? AND version >= ? ORDER BY version"
@@ -95,6 +97,15 @@ class Reads:
     @staticmethod
     def stream_version(stream_id: StreamId) -> ReadJob:
         return partial(_scalar, "SELECT version FROM streams WHERE stream_id = ?", (stream_id,))
+
+    def append_result(self, key: str) -> ReadJob:
+        return partial(self._append_result, key)
+
+    def _append_result(self, key: str, connection: sqlite3.Connection) -> AppendResult | None:
+        row = connection.execute("SELECT result FROM idempotency WHERE key = ?", (key,)).fetchone()
+        if row is None:
+            return None
+        return msgspec.structs.replace(self._decode_result(row[0]), deduplicated=True)
 
     @staticmethod
     def last_position() -> ReadJob:

@@ -11,6 +11,8 @@ import bisect
 from collections.abc import AsyncIterator, Collection, Mapping, Sequence
 from datetime import UTC, datetime
 
+import msgspec
+
 from eventcore.errors import ConcurrencyConflict, DuplicateEventId, StoreClosed
 from eventcore.store.protocol import AppendResult
 from eventcore.store.request import DEFAULT_MAX_PAYLOAD_BYTES, AppendRequest
@@ -50,12 +52,7 @@ class MemoryStore:
         if request.idempotency_key is not None:
             earlier = self._idempotency.get(request.idempotency_key)
             if earlier is not None:
-                return AppendResult(
-                    stream_versions=earlier.stream_versions,
-                    positions=earlier.positions,
-                    event_ids=earlier.event_ids,
-                    deduplicated=True,
-                )
+                return earlier
         for stream_id, version in request.expected:
             actual = len(self._streams.get(stream_id, ()))
             if actual != version:
@@ -93,8 +90,14 @@ class MemoryStore:
             stream_versions=versions, positions=tuple(positions), event_ids=tuple(event_ids)
         )
         if request.idempotency_key is not None:
-            self._idempotency[request.idempotency_key] = result
+            self._idempotency[request.idempotency_key] = msgspec.structs.replace(
+                result, deduplicated=True
+            )
         return result
+
+    async def find_append(self, idempotency_key: str) -> AppendResult | None:
+        self._check_open()
+        return self._idempotency.get(idempotency_key)
 
     async def read_stream(self, stream_id: StreamId, *, from_version: int = 1) -> list[StoredEvent]:
         self._check_open()

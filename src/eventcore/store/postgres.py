@@ -128,6 +128,7 @@ class _Statements:
         self.list_streams = render(q.LIST_STREAMS, schema)
         self.list_streams_after = render(q.LIST_STREAMS_AFTER, schema)
         self.last_position = render(q.LAST_POSITION, schema)
+        self.append_result = render(q.APPEND_RESULT, schema)
 
 
 class PostgresStore:
@@ -365,6 +366,19 @@ class PostgresStore:
             StreamHead(stream_id=StreamId._trusted(row[0]), version=row[1], last_position=row[2])
             for row in rows
         ]
+
+    async def find_append(self, idempotency_key: str) -> AppendResult | None:
+        self._check_open()
+        rows = await self._fetch("find_append", self._sql.append_result, (idempotency_key,))
+        if not rows:
+            return None
+        streams, versions, positions, event_ids = rows[0]
+        return AppendResult(
+            stream_versions=dict(zip(streams, (int(v) for v in versions), strict=True)),
+            positions=tuple(int(p) for p in positions),
+            event_ids=tuple(event_ids),
+            deduplicated=True,
+        )
 
     async def last_position(self) -> int:
         self._check_open()

@@ -62,6 +62,11 @@ class EventStore(Protocol):
         """
         ...
 
+    async def find_append(self, idempotency_key: str) -> AppendResult | None:
+        """The result of the append that used ``idempotency_key`` (``deduplicated=True``),
+        or None if no append has used it."""
+        ...
+
     async def read_stream(self, stream_id: StreamId, *, from_version: int = 1) -> list[StoredEvent]:
         """The events of one stream from ``from_version`` on, oldest first; [] if none."""
         ...

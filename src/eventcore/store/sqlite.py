@@ -180,6 +180,11 @@ class SqliteStore:
         result: AppendResult = await self._writer.submit(request)
         return result
 
+    async def find_append(self, idempotency_key: str) -> AppendResult | None:
+        self._check_open()
+        result: AppendResult | None = await self._read(self._reads.append_result(idempotency_key))
+        return result
+
     # --- reading -------------------------------------------------------------------------
 
     def _read(self, job: ReadJob) -> asyncio.Future[Any]:
