@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Mapping, Sequence
 
 import msgspec
@@ -13,7 +14,7 @@ from eventcore.errors import (
     PayloadTooLarge,
     UndeclaredStream,
 )
-from eventcore.types import NewEvent, StreamId
+from eventcore.types import EMPTY_METADATA, Metadata, NewEvent, StreamId
 
 __all__ = ["DEFAULT_MAX_PAYLOAD_BYTES", "AppendRequest"]
 
@@ -67,6 +68,7 @@ class AppendRequest(msgspec.Struct, frozen=True):
             for event in events:
                 if not isinstance(event, NewEvent):
                     raise InvalidAppend(f"expected NewEvent, got {type(event).__name__}")
+                _check_fields(event)
                 if event.event_id in seen_ids:
                     raise DuplicateEventId(event.event_id, already_stored=False)
                 seen_ids.add(event.event_id)
@@ -89,3 +91,40 @@ class AppendRequest(msgspec.Struct, frozen=True):
             idempotency_key=idempotency_key,
             event_count=count,
         )
+
+
+_METADATA_FIELDS = ("correlation_id", "causation_id", "traceparent", "tracestate", "actor")
+
+
+def _check_fields(event: NewEvent) -> None:
+    """Check the field types of an event.
+
+    msgspec Structs do not check types when built. A backend that encodes the event
+    (SQLite, PostgreSQL) would store a wrong-typed field and then fail every later read
+    of the stream with a raw ValidationError, so the bad value is refused here instead.
+    """
+    if not isinstance(event.type, str):
+        raise InvalidAppend(f"an event's type must be a string, got {type(event.type).__name__}")
+    if not isinstance(event.data, bytes):
+        raise InvalidAppend(f"an event's data must be bytes, got {type(event.data).__name__}")
+    if not isinstance(event.event_id, uuid.UUID):
+        raise InvalidAppend(f"an event id must be a UUID, got {type(event.event_id).__name__}")
+    version = event.schema_version
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise InvalidAppend(f"an event's schema version must be an int >= 1, got {version!r}")
+    metadata = event.metadata
+    if metadata is EMPTY_METADATA:
+        return
+    if not isinstance(metadata, Metadata):
+        raise InvalidAppend(f"an event's metadata must be Metadata, got {type(metadata).__name__}")
+    for name in _METADATA_FIELDS:
+        value = getattr(metadata, name)
+        if value is not None and not isinstance(value, str):
+            raise InvalidAppend(
+                f"metadata field {name} must be a string or None, got {type(value).__name__}"
+            )
+    extra = metadata.extra
+    if not isinstance(extra, dict) or not all(
+        isinstance(key, str) and isinstance(value, str) for key, value in extra.items()
+    ):
+        raise InvalidAppend("metadata extra must map strings to strings")
