@@ -16,7 +16,7 @@ from eventcore.errors import (
 )
 from eventcore.store import EventStore
 from eventcore.store.request import DEFAULT_MAX_PAYLOAD_BYTES
-from eventcore.types import StreamId
+from eventcore.types import Metadata, NewEvent, StreamId
 from tests.builders import events, new_event
 from tests.store.conftest import MakeStore
 from tests.store.reading import snapshot
@@ -153,6 +153,29 @@ async def test_append_rejects_something_that_is_not_a_new_event(seeded: EventSto
 
 async def test_append_rejects_event_with_empty_type(seeded: EventStore) -> None:
     await assert_rejected(seeded, InvalidAppend, writes={A: [new_event(type="")]}, expected={A: 1})
+
+
+@pytest.mark.parametrize(
+    "event",
+    [
+        pytest.param(NewEvent(type=7, data=b"{}"), id="type-not-str"),  # type: ignore[arg-type]
+        pytest.param(NewEvent(type="A", data="{}"), id="data-str"),  # type: ignore[arg-type]
+        pytest.param(NewEvent(type="A", data=b"{}", event_id="x"), id="event-id-str"),  # type: ignore[arg-type]
+        pytest.param(NewEvent(type="A", data=b"{}", schema_version=0), id="schema-version-0"),
+        pytest.param(NewEvent(type="A", data=b"{}", schema_version="1"), id="schema-version-str"),  # type: ignore[arg-type]
+        pytest.param(NewEvent(type="A", data=b"{}", metadata={}), id="metadata-dict"),  # type: ignore[arg-type]
+        pytest.param(new_event(metadata=Metadata(actor=5)), id="metadata-actor-int"),  # type: ignore[arg-type]
+        pytest.param(new_event(metadata=Metadata(extra={"n": 1})), id="metadata-extra-int"),  # type: ignore[dict-item]
+        pytest.param(new_event(metadata=Metadata(extra={1: "n"})), id="metadata-extra-key"),  # type: ignore[dict-item]
+    ],
+)
+async def test_append_rejects_event_with_a_field_of_the_wrong_type(
+    seeded: EventStore, event: NewEvent
+) -> None:
+    # Stored as given, such a field would make every later read of the stream fail.
+    await assert_rejected(seeded, InvalidAppend, writes={A: [new_event(), event]}, expected={A: 1})
+
+    assert len(await seeded.read_stream(A)) == 1
 
 
 # --- payload size --------------------------------------------------------------------------
