@@ -264,6 +264,27 @@ def test_old_payload_that_cannot_be_read_is_decode_error(
         registry.decode(stored("Subscribed", data, schema_version=1))
 
 
+def test_upcaster_that_raises_is_decode_error_with_its_cause() -> None:
+    registry = EventRegistry([Subscribed])
+
+    @registry.upcaster("Subscribed", 1)
+    def needs_plan(payload: dict[str, Any]) -> dict[str, Any]:
+        return {"tier": payload["plan"]}
+
+    failing = "upcaster of 'Subscribed' from schema version 1"
+    with pytest.raises(DecodeError, match=failing) as caught:
+        registry.decode(stored("Subscribed", b'{"other":"x"}', schema_version=1))
+    assert isinstance(caught.value.__cause__, KeyError)
+
+
+def test_upcaster_returning_a_non_dict_is_decode_error() -> None:
+    registry = EventRegistry([Subscribed])
+    registry.upcaster("Subscribed", 1)(lambda payload: [payload])  # type: ignore[arg-type,return-value]
+
+    with pytest.raises(DecodeError, match="not a dict"):
+        registry.decode(stored("Subscribed", b'{"plan":"pro"}', schema_version=1))
+
+
 def test_upcast_payload_that_does_not_fit_the_class_is_decode_error() -> None:
     registry = EventRegistry([Subscribed])
     registry.upcaster("Subscribed", 1)(lambda payload: payload)

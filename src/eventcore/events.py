@@ -171,5 +171,15 @@ class EventRegistry:
                 raise DecodeError(
                     f"no upcaster for {name!r} from schema version {version} to {version + 1}"
                 )
-            payload = upcaster(payload)
+            try:
+                payload = upcaster(payload)
+            except Exception as error:
+                raise DecodeError(
+                    f"the upcaster of {name!r} from schema version {version} failed: {error!r}"
+                ) from error
+            if not isinstance(payload, dict):
+                raise DecodeError(
+                    f"the upcaster of {name!r} from schema version {version} "
+                    f"returned {type(payload).__name__}, not a dict"
+                )
         return msgspec.convert(payload, cls)

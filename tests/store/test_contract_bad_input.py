@@ -138,7 +138,11 @@ async def test_append_rejects_bad_expected_version_of_read_only_stream(
     await assert_rejected(seeded, InvalidAppend, writes={A: events(1)}, expected={A: 1, B: -1})
 
 
-@pytest.mark.parametrize("key", ["", "   ", 7], ids=["empty", "whitespace", "int"])
+@pytest.mark.parametrize(
+    "key",
+    ["", "   ", 7, "k\x00ey", "k" * 1025],
+    ids=["empty", "whitespace", "int", "nul", "too-long"],
+)
 async def test_append_rejects_invalid_idempotency_key(seeded: EventStore, key: Any) -> None:
     await assert_rejected(
         seeded, InvalidAppend, writes={A: events(1)}, expected={A: 1}, idempotency_key=key
@@ -151,8 +155,33 @@ async def test_append_rejects_something_that_is_not_a_new_event(seeded: EventSto
     )
 
 
-async def test_append_rejects_event_with_empty_type(seeded: EventStore) -> None:
-    await assert_rejected(seeded, InvalidAppend, writes={A: [new_event(type="")]}, expected={A: 1})
+@pytest.mark.parametrize(
+    "event_type", ["", "X" * 256, "Order\x00Placed", "Order\nPlaced"],
+    ids=["empty", "256-chars", "nul", "newline"],
+)
+async def test_append_rejects_event_with_an_invalid_type(
+    seeded: EventStore, event_type: str
+) -> None:
+    await assert_rejected(
+        seeded, InvalidAppend, writes={A: [new_event(type=event_type)]}, expected={A: 1}
+    )
+
+
+@pytest.mark.parametrize(
+    "metadata",
+    [
+        pytest.param(Metadata(actor="a\x00b"), id="field"),
+        pytest.param(Metadata(extra={"k": "a\x00b"}), id="extra-value"),
+        pytest.param(Metadata(extra={"k\x00": "v"}), id="extra-key"),
+    ],
+)
+async def test_append_rejects_metadata_holding_a_nul(
+    seeded: EventStore, metadata: Metadata
+) -> None:
+    # PostgreSQL text cannot hold NUL; every backend refuses it so a store can move.
+    await assert_rejected(
+        seeded, InvalidAppend, writes={A: [new_event(metadata=metadata)]}, expected={A: 1}
+    )
 
 
 @pytest.mark.parametrize(

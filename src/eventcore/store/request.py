@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Mapping, Sequence
 
@@ -19,6 +20,9 @@ from eventcore.types import EMPTY_METADATA, Metadata, NewEvent, StreamId
 __all__ = ["DEFAULT_MAX_PAYLOAD_BYTES", "AppendRequest"]
 
 DEFAULT_MAX_PAYLOAD_BYTES = 1024 * 1024
+MAX_TYPE_LENGTH = 255
+MAX_KEY_LENGTH = 1024
+_CONTROL_CHARACTER = re.compile("[\x00-\x1f\x7f-\x9f]")
 
 
 class AppendRequest(msgspec.Struct, frozen=True):
@@ -55,6 +59,8 @@ class AppendRequest(msgspec.Struct, frozen=True):
             checked_expected[stream_id] = version
         checked_writes: list[tuple[StreamId, tuple[NewEvent, ...]]] = []
         seen_ids: set[object] = set()
+        # Commands put one Metadata object on all their events: check each object once.
+        checked_metadata: set[int] = set()
         count = 0
         written: set[StreamId] = set()
         for stream_id, events in writes.items():
@@ -69,22 +75,37 @@ class AppendRequest(msgspec.Struct, frozen=True):
                 if not isinstance(event, NewEvent):
                     raise InvalidAppend(f"expected NewEvent, got {type(event).__name__}")
                 _check_fields(event)
+                if id(event.metadata) not in checked_metadata:
+                    _check_metadata(event.metadata)
+                    checked_metadata.add(id(event.metadata))
                 if event.event_id in seen_ids:
                     raise DuplicateEventId(event.event_id, already_stored=False)
                 seen_ids.add(event.event_id)
                 if len(event.data) > max_payload_bytes:
                     raise PayloadTooLarge(event.type, len(event.data), max_payload_bytes)
-                if not event.type:
-                    raise InvalidAppend("an event's type must not be empty")
+                if not event.type or len(event.type) > MAX_TYPE_LENGTH:
+                    raise InvalidAppend(
+                        f"an event's type must have 1 to {MAX_TYPE_LENGTH} characters"
+                    )
+                if _CONTROL_CHARACTER.search(event.type):
+                    raise InvalidAppend(
+                        f"event type {event.type!r} contains a control character"
+                    )
             if events:
                 checked_writes.append((stream_id, events))
                 count += len(events)
         if count == 0:
             raise EmptyAppend()
         if idempotency_key is not None and (
-            not isinstance(idempotency_key, str) or not idempotency_key.strip()
+            not isinstance(idempotency_key, str)
+            or not idempotency_key.strip()
+            or len(idempotency_key) > MAX_KEY_LENGTH
+            or "\x00" in idempotency_key
         ):
-            raise InvalidAppend("an idempotency key must be a non-empty string")
+            raise InvalidAppend(
+                f"an idempotency key must be a string of 1 to {MAX_KEY_LENGTH} characters"
+                " without NUL"
+            )
         return cls(
             writes=tuple(checked_writes),
             expected=tuple(checked_expected.items()),
@@ -112,7 +133,10 @@ def _check_fields(event: NewEvent) -> None:
     version = event.schema_version
     if isinstance(version, bool) or not isinstance(version, int) or version < 1:
         raise InvalidAppend(f"an event's schema version must be an int >= 1, got {version!r}")
-    metadata = event.metadata
+
+
+def _check_metadata(metadata: Metadata) -> None:
+    """Field types, and no NUL: PostgreSQL text cannot hold one, so no backend takes it."""
     if metadata is EMPTY_METADATA:
         return
     if not isinstance(metadata, Metadata):
@@ -123,8 +147,12 @@ def _check_fields(event: NewEvent) -> None:
             raise InvalidAppend(
                 f"metadata field {name} must be a string or None, got {type(value).__name__}"
             )
+        if value and "\x00" in value:
+            raise InvalidAppend(f"metadata field {name} contains a NUL character")
     extra = metadata.extra
     if not isinstance(extra, dict) or not all(
         isinstance(key, str) and isinstance(value, str) for key, value in extra.items()
     ):
         raise InvalidAppend("metadata extra must map strings to strings")
+    if any("\x00" in key or "\x00" in value for key, value in extra.items()):
+        raise InvalidAppend("metadata extra contains a NUL character")
