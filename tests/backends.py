@@ -13,7 +13,7 @@ from __future__ import annotations
 import importlib
 import os
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -113,3 +113,8 @@ BACKENDS: dict[str, Backend] = {
         "postgres", _postgres, requires=("psycopg", "psycopg_pool", "eventcore.store.postgres")
     ),
 }
+
+
+#: ``await make_store()`` opens one more fresh, empty store on the test's backend;
+#: ``await make_store(max_payload_bytes=10)`` opens one with a payload limit.
+MakeStore = Callable[..., Awaitable[EventStore]]

@@ -30,13 +30,7 @@ from eventcore import (
     Writes,
 )
 from eventcore.types import NewEvent
-from tests.store import conftest as store_fixtures
 from tests.store.reading import read_log
-
-# The ``store`` fixture (a fresh store on every backend) and the fixtures it needs.
-backend = store_fixtures.backend
-make_store = store_fixtures.make_store
-store = store_fixtures.store
 
 
 class Deposited(Event):

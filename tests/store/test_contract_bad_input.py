@@ -17,8 +17,8 @@ from eventcore.errors import (
 from eventcore.store import EventStore
 from eventcore.store.request import DEFAULT_MAX_PAYLOAD_BYTES
 from eventcore.types import Metadata, NewEvent, StreamId
+from tests.backends import MakeStore
 from tests.builders import events, new_event
-from tests.store.conftest import MakeStore
 from tests.store.reading import snapshot
 
 A = StreamId("a")

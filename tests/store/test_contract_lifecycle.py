@@ -10,8 +10,8 @@ import pytest
 from eventcore.errors import StoreClosed, StoreError
 from eventcore.store import EventStore
 from eventcore.types import StreamId
+from tests.backends import MakeStore
 from tests.builders import events
-from tests.store.conftest import MakeStore
 from tests.store.reading import read_log
 
 A = StreamId("a")

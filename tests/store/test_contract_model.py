@@ -13,8 +13,8 @@ from hypothesis import strategies as st
 from eventcore.errors import ConcurrencyConflict
 from eventcore.store import AppendResult, EventStore
 from eventcore.types import EventId, StreamId
+from tests.backends import MakeStore
 from tests.builders import new_event
-from tests.store.conftest import MakeStore
 from tests.store.reading import all_heads, read_log
 
 NAMES = ["a", "b", "c", "d"]

@@ -29,8 +29,7 @@ from eventcore import (
     StreamId,
     Writes,
 )
-from tests.backends import Backend
-from tests.store.conftest import MakeStore
+from tests.backends import Backend, MakeStore
 from tests.store.reading import read_log
 
 ACCOUNTS = tuple(StreamId(f"account-{n}") for n in range(5))

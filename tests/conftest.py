@@ -1,20 +1,16 @@
-"""Fixtures that run every store test on every backend in ``tests/backends.py``."""
+"""Fixtures shared by the whole suite: a fresh store on every backend in ``tests/backends.py``."""
 
 from __future__ import annotations
 
 import itertools
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
 from pathlib import Path
 
 import pytest
 
 from eventcore.store import EventStore
-from tests.backends import BACKENDS, Backend, running_in_ci, unavailable_reason
-
-#: ``await make_store()`` opens one more fresh, empty store on the test's backend;
-#: ``await make_store(max_payload_bytes=10)`` opens one with a payload limit.
-MakeStore = Callable[..., Awaitable[EventStore]]
+from tests.backends import BACKENDS, Backend, MakeStore, running_in_ci, unavailable_reason
 
 
 @pytest.fixture(params=list(BACKENDS), ids=list(BACKENDS))
