@@ -17,7 +17,7 @@ import psycopg
 import pytest
 
 from eventcore.errors import InvalidUrl, StoreUnavailable
-from eventcore.store._pg_append import APPEND_STATEMENT, append_params
+from eventcore.store._pg_append_batch import BATCH_STATEMENT, batch_params
 from eventcore.store._pg_schema import MIGRATIONS, render
 from eventcore.store.postgres import PostgresStore, migrate
 from eventcore.store.request import AppendRequest
@@ -139,10 +139,9 @@ async def _hold_append_open(
     held = events(3, "Held")
     request = AppendRequest.build({stream: held}, {stream: 0}, None, 1024)
     await conn.execute("BEGIN")
-    cursor = await conn.execute(render(APPEND_STATEMENT, store.schema), append_params(request))
-    row = await cursor.fetchone()
-    assert row is not None
-    assert row[0] == "appended"
+    cursor = await conn.execute(render(BATCH_STATEMENT, store.schema), batch_params([request]))
+    rows = await cursor.fetchall()
+    assert [row[:2] for row in rows] == [(0, "appended")]
     return held
 
 
@@ -185,7 +184,7 @@ async def test_append_refuses_a_transaction_that_already_has_an_xid(
     async with await psycopg.AsyncConnection.connect(POSTGRES_URL) as conn:
         await conn.execute("SELECT pg_current_xact_id()")
         with pytest.raises(psycopg.Error) as caught:
-            await conn.execute(render(APPEND_STATEMENT, store.schema), append_params(request))
+            await conn.execute(render(BATCH_STATEMENT, store.schema), batch_params([request]))
     assert caught.value.sqlstate == "EC001"
     assert await store.last_position() == 0
 
@@ -267,7 +266,7 @@ async def _backend_waiting_in_append(admin: psycopg.AsyncConnection[Any], schema
         cursor = await admin.execute(
             "SELECT pid FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
             " AND query LIKE %s AND pid <> pg_backend_pid()",
-            (f'%"{schema}".append_events%',),
+            (f'%"{schema}".append_batch%',),
         )
         row = await cursor.fetchone()
         if row is not None:

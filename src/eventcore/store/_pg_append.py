@@ -1,8 +1,11 @@
-"""The PostgreSQL write path: one server-side function, called in one round trip.
+"""The PostgreSQL write path's ordering proof, and the single-append function of migration 2.
 
-``append_events`` runs as a single statement in its own (implicit) transaction, so an
-append is all or nothing by construction: a dropped connection, a cancelled query or a
-failed insert rolls back everything, including the idempotency row.
+The store now writes through ``append_batch`` (migration 3, ``_pg_append_batch``): many
+appends in one transaction. ``append_events`` below, one append per transaction, stays
+installed because migrations are history and an older client may still call it; it
+takes the same stream locks in the same order, so the two can run side by side. The
+argument below is about transactions — one append or a batch of them alike — and is the
+one ``append_batch`` relies on.
 
 How the global log stays gap-free for readers (the key invariant, DESIGN.md §3)
 ------------------------------------------------------------------------------------
@@ -43,16 +46,9 @@ All checks run before anything is written, so a rejected append leaves no trace.
 
 from __future__ import annotations
 
-from typing import Any, Final
+from typing import Final
 
-import msgspec
-
-from eventcore.errors import ConcurrencyConflict, DuplicateEventId
-from eventcore.store.protocol import AppendResult
-from eventcore.store.request import AppendRequest
-from eventcore.types import EMPTY_METADATA, Metadata
-
-__all__ = ["APPEND_FUNCTION_SQL", "APPEND_STATEMENT", "append_params", "append_result"]
+__all__ = ["APPEND_FUNCTION_SQL", "WRONG_TRANSACTION_STATE"]
 
 #: Our own SQLSTATE for misuse of ``append_events`` (class "EC" is not used by PostgreSQL).
 WRONG_TRANSACTION_STATE: Final = "EC001"
@@ -227,85 +223,3 @@ BEGIN
 END
 $fn$;
 """
-
-#: The statement the store runs for every append (after ``render``).
-APPEND_STATEMENT: Final = (
-    "SELECT * FROM __schema__.append_events("
-    "%s::text[], %s::bigint[], %s::text[], %s::bigint[], %s::uuid[], %s::text[],"
-    " %s::integer[], %s::bytea[], %s::jsonb[], %s::text[], %s::bigint[], %s::text,"
-    " %s::boolean)"
-)
-
-_encode = msgspec.json.Encoder().encode
-
-
-def _metadata_json(metadata: Metadata) -> str:
-    return "{}" if metadata == EMPTY_METADATA else _encode(metadata).decode()
-
-
-def append_params(request: AppendRequest, *, notify: bool = True) -> tuple[Any, ...]:
-    """The arguments of ``APPEND_STATEMENT`` for a validated request."""
-    expected = dict(request.expected)
-    stream_ids: list[str] = []
-    versions: list[int] = []
-    event_ids: list[Any] = []
-    types: list[str] = []
-    schema_versions: list[int] = []
-    data: list[bytes] = []
-    metadata: list[str] = []
-    written_streams: list[str] = []
-    written_versions: list[int] = []
-    for stream_id, events in request.writes:
-        base = expected[stream_id]
-        for offset, event in enumerate(events, start=1):
-            stream_ids.append(stream_id)
-            versions.append(base + offset)
-            event_ids.append(event.event_id)
-            types.append(event.type)
-            schema_versions.append(event.schema_version)
-            data.append(event.data)
-            metadata.append(_metadata_json(event.metadata))
-        written_streams.append(stream_id)
-        written_versions.append(base + len(events))
-    return (
-        [stream for stream, _ in request.expected],
-        [version for _, version in request.expected],
-        stream_ids,
-        versions,
-        event_ids,
-        types,
-        schema_versions,
-        data,
-        metadata,
-        written_streams,
-        written_versions,
-        request.idempotency_key,
-        notify,
-    )
-
-
-def append_result(request: AppendRequest, row: tuple[Any, ...]) -> AppendResult:
-    """Turn the function's one result row into a result, or raise the typed error it reports."""
-    outcome = row[0]
-    if outcome == "appended":
-        first = int(row[1])
-        expected = dict(request.expected)
-        return AppendResult(
-            stream_versions={
-                stream: expected[stream] + len(events) for stream, events in request.writes
-            },
-            positions=tuple(range(first, first + request.event_count)),
-            event_ids=tuple(event.event_id for _, events in request.writes for event in events),
-        )
-    if outcome == "deduplicated":
-        return AppendResult(
-            stream_versions=dict(zip(row[6], (int(v) for v in row[7]), strict=True)),
-            positions=tuple(int(p) for p in row[8]),
-            event_ids=tuple(row[9]),
-            deduplicated=True,
-        )
-    if outcome == "conflict":
-        raise ConcurrencyConflict(row[2], int(row[3]), int(row[4]))
-    if outcome == "duplicate":
-        raise DuplicateEventId(row[5], already_stored=True)
-    raise RuntimeError(f"append_events returned an unknown outcome {outcome!r}")

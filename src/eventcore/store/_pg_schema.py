@@ -13,7 +13,8 @@ PostgreSQL keeps the two key spaces apart):
 
 * ``(MIGRATION_LOCK_CLASS, hashtext(schema))`` — held while migrating;
 * ``(POSITION_LOCK_CLASS, hashtext(schema))`` — the position mutex (see ``_pg_append``);
-* ``hashtextextended(schema || '/' || stream_id, 0)`` — one per stream an append names.
+* ``hashtextextended(schema || '/' || stream_id, 0)`` — one per stream an append names;
+* ``hashtextextended(schema || '#' || key, 0)`` — one per idempotency key a batch uses.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import psycopg
 from psycopg import sql
 
 from eventcore.store._pg_append import APPEND_FUNCTION_SQL
+from eventcore.store._pg_append_batch import APPEND_BATCH_FUNCTION_SQL
 
 __all__ = [
     "MIGRATIONS",
@@ -110,6 +112,7 @@ CREATE TABLE IF NOT EXISTS __schema__.idempotency_keys (
 MIGRATIONS: Final[tuple[Migration, ...]] = (
     Migration(1, "events, streams and idempotency keys", _EVENTS_TABLES),
     Migration(2, "append_events(): the one-round-trip write path", APPEND_FUNCTION_SQL),
+    Migration(3, "append_batch(): many appends in one transaction", APPEND_BATCH_FUNCTION_SQL),
 )
 
 

@@ -2,10 +2,11 @@
 
 Layout of the work::
 
-    append ──▶ one pooled connection ──▶ SELECT * FROM <schema>.append_events(...)
-                                         (one statement = one transaction = one round
-                                          trip; the write path and its ordering proof
-                                          live in _pg_append)
+    append ──▶ queue ──▶ one writer task ──▶ SELECT * FROM <schema>.append_batch(...)
+                         (group commit: every append queued while the last batch
+                          committed goes in one statement = one transaction = one round
+                          trip; _pg_batch runs it, _pg_append_batch decides each append,
+                          _pg_append holds the ordering proof)
     reads  ──▶ one pooled connection per statement (keyset pages, _pg_read)
 
 URL options (anything else is rejected before connecting):
@@ -15,9 +16,9 @@ URL options (anything else is rejected before connecting):
 * ``pool_size`` — most connections the store opens (default 10);
 * ``pool_timeout`` — seconds to wait for a connection before ``StoreUnavailable`` (10);
 * ``max_payload_bytes`` — the largest event payload accepted;
-* ``notify`` — ``on`` (default) or ``off``: whether each append notifies the channel
-  ``<schema>_events`` with its last position. PostgreSQL commits notifying transactions
-  one at a time, so a write-heavy store without live followers may turn it off;
+* ``notify`` — ``on`` (default) or ``off``: whether each committed batch of appends
+  notifies the channel ``<schema>_events`` with its last position. PostgreSQL commits
+  notifying transactions one at a time, so a store without live followers may turn it off;
 * ``connect_timeout``, ``sslmode``, ``application_name`` — passed to libpq, as is the rest
   of the URL (user, password, host, port, database).
 
@@ -35,17 +36,10 @@ import msgspec
 import psycopg
 from psycopg_pool import AsyncConnectionPool, PoolClosed, PoolTimeout
 
-from eventcore.errors import (
-    ConcurrencyConflict,
-    DuplicateEventId,
-    InvalidAppend,
-    InvalidInput,
-    InvalidUrl,
-    StoreClosed,
-    StoreError,
-)
+from eventcore.errors import InvalidInput, InvalidUrl, StoreClosed
 from eventcore.store import _pg_read as q
-from eventcore.store._pg_append import APPEND_STATEMENT, append_params, append_result
+from eventcore.store._pg_append_batch import BATCH_STATEMENT
+from eventcore.store._pg_batch import AppendBatcher, BatchRunner
 from eventcore.store._pg_errors import is_connection_failure, translate
 from eventcore.store._pg_schema import apply_migrations, channel_name, render, valid_schema_name
 from eventcore.store.protocol import AppendResult
@@ -118,7 +112,7 @@ class _Statements:
     """Every statement the store runs, rendered once for its schema."""
 
     def __init__(self, schema: str) -> None:
-        self.append = render(APPEND_STATEMENT, schema)
+        self.append_batch = render(BATCH_STATEMENT, schema)
         self.read_stream = render(q.READ_STREAM, schema)
         self.log_page = render(q.LOG_PAGE, schema)
         self.log_page_of_types = render(q.LOG_PAGE_OF_TYPES, schema)
@@ -146,6 +140,15 @@ class PostgresStore:
         self._max_payload_bytes = max_payload_bytes
         self._sql = _Statements(config.schema)
         self._closed = False
+        self._writer = BatchRunner(
+            pool,
+            self._sql.append_batch,
+            notify=config.notify,
+            fetch=self._fetch,
+            stored_event_ids=self._sql.stored_event_ids,
+            stream_versions=self._sql.stream_versions,
+        )
+        self._batcher = AppendBatcher(self._writer.run, name=f"eventcore-{config.schema}-writer")
 
     # --- opening and closing -------------------------------------------------------------
 
@@ -196,7 +199,10 @@ class PostgresStore:
         if self._closed:
             return
         self._closed = True
-        await self._pool.close()
+        try:
+            await self._batcher.aclose()  # appends already queued are written first
+        finally:
+            await self._pool.close()
 
     @property
     def schema(self) -> str:
@@ -255,45 +261,10 @@ class PostgresStore:
     ) -> AppendResult:
         self._check_open()
         request = AppendRequest.build(writes, expected, idempotency_key, self._max_payload_bytes)
-        params = append_params(request, notify=self._config.notify)
-        # Not retried on a lost connection: the commit may or may not have happened, and only
-        # the caller's idempotency key makes a second attempt safe.
-        try:
-            async with self._pool.connection() as conn:
-                cursor = await conn.execute(self._sql.append, params, prepare=True)
-                row = await cursor.fetchone()
-        except psycopg.errors.UniqueViolation as error:
-            raise await self._explain_unique_violation(request, error) from error
-        except psycopg.Error as error:
-            await self._fail(error, "append", InvalidAppend)
-        if row is None:
-            raise StoreError("append: append_events returned no row")
-        return append_result(request, row)
-
-    async def _explain_unique_violation(
-        self, request: AppendRequest, error: psycopg.errors.UniqueViolation
-    ) -> Exception:
-        """The typed error for a unique violation, from what the store holds now.
-
-        The violating row belongs to a transaction that has committed (PostgreSQL waits
-        for it before reporting), so reading again finds the evidence.
-        """
-        constraint = error.diag.constraint_name
-        if constraint == "events_event_id_key":
-            ours = [event.event_id for _, events in request.writes for event in events]
-            rows = await self._fetch("append", self._sql.stored_event_ids, (ours,))
-            stored = {row[0] for row in rows}
-            for event_id in ours:
-                if event_id in stored:
-                    return DuplicateEventId(event_id, already_stored=True)
-        elif constraint in {"events_stream_version_key", "streams_pkey"}:
-            streams = [stream for stream, _ in request.expected]
-            rows = await self._fetch("append", self._sql.stream_versions, (streams,))
-            actual = {row[0]: int(row[1]) for row in rows}
-            for stream, version in request.expected:
-                if actual.get(stream, 0) != version:
-                    return ConcurrencyConflict(stream, version, actual.get(stream, 0))
-        return translate(error, "append")
+        # Queued for the writer's next batch; never retried after a lost connection (the
+        # commit may or may not have happened: only the caller's idempotency key makes a
+        # second attempt safe).
+        return await self._batcher.submit(request)
 
     # --- reading -------------------------------------------------------------------------
 
