@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 import msgspec
 
 from eventcore.errors import ConcurrencyConflict, DuplicateEventId, StoreClosed
+from eventcore.store._head_signal import HeadSignal
 from eventcore.store.protocol import AppendResult
 from eventcore.store.request import DEFAULT_MAX_PAYLOAD_BYTES, AppendRequest
 from eventcore.types import EventId, NewEvent, StoredEvent, StreamHead, StreamId
@@ -28,6 +29,7 @@ class MemoryStore:
         self._streams: dict[StreamId, list[StoredEvent]] = {}
         self._event_ids: set[EventId] = set()
         self._idempotency: dict[str, AppendResult] = {}
+        self._head = HeadSignal()
         self._closed = False
 
     async def __aenter__(self) -> MemoryStore:
@@ -93,6 +95,7 @@ class MemoryStore:
             self._idempotency[request.idempotency_key] = msgspec.structs.replace(
                 result, deduplicated=True
             )
+        self._head.advance(len(self._log))
         return result
 
     async def find_append(self, idempotency_key: str) -> AppendResult | None:
@@ -155,5 +158,10 @@ class MemoryStore:
         self._check_open()
         return len(self._log)
 
+    async def wait_for_events(self, after: int, timeout: float) -> bool:  # noqa: ASYNC109
+        self._check_open()
+        return await self._head.wait(after, timeout)
+
     async def aclose(self) -> None:
         self._closed = True
+        self._head.close()

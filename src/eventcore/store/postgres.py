@@ -38,9 +38,11 @@ from psycopg_pool import AsyncConnectionPool, PoolClosed, PoolTimeout
 
 from eventcore.errors import InvalidInput, InvalidUrl, StoreClosed
 from eventcore.store import _pg_read as q
+from eventcore.store._head_signal import HeadSignal
 from eventcore.store._pg_append_batch import BATCH_STATEMENT
 from eventcore.store._pg_batch import AppendBatcher, BatchRunner
 from eventcore.store._pg_errors import is_connection_failure, translate
+from eventcore.store._pg_listen import Listener
 from eventcore.store._pg_schema import apply_migrations, channel_name, render, valid_schema_name
 from eventcore.store.protocol import AppendResult
 from eventcore.store.request import DEFAULT_MAX_PAYLOAD_BYTES, AppendRequest
@@ -149,6 +151,12 @@ class PostgresStore:
             stream_versions=self._sql.stream_versions,
         )
         self._batcher = AppendBatcher(self._writer.run, name=f"eventcore-{config.schema}-writer")
+        # wait_for_events: our own appends advance the head at once; other processes'
+        # reach it through LISTEN on a connection of its own, opened on the first wait.
+        self._head = HeadSignal()
+        self._listener = Listener(
+            config.conninfo, channel_name(config.schema), self._sql.last_position, self._head
+        )
 
     # --- opening and closing -------------------------------------------------------------
 
@@ -199,10 +207,14 @@ class PostgresStore:
         if self._closed:
             return
         self._closed = True
+        self._head.close()
         try:
             await self._batcher.aclose()  # appends already queued are written first
         finally:
-            await self._pool.close()
+            try:
+                await self._listener.aclose()
+            finally:
+                await self._pool.close()
 
     @property
     def schema(self) -> str:
@@ -264,7 +276,9 @@ class PostgresStore:
         # Queued for the writer's next batch; never retried after a lost connection (the
         # commit may or may not have happened: only the caller's idempotency key makes a
         # second attempt safe).
-        return await self._batcher.submit(request)
+        result = await self._batcher.submit(request)
+        self._head.advance(result.last_position)
+        return result
 
     # --- reading -------------------------------------------------------------------------
 
@@ -355,6 +369,11 @@ class PostgresStore:
         self._check_open()
         rows = await self._fetch("last_position", self._sql.last_position, ())
         return int(rows[0][0])
+
+    async def wait_for_events(self, after: int, timeout: float) -> bool:  # noqa: ASYNC109
+        self._check_open()
+        self._listener.ensure_started()
+        return await self._head.wait(after, timeout)
 
 
 async def migrate(url: str) -> list[int]:

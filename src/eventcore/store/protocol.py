@@ -101,6 +101,20 @@ class EventStore(Protocol):
         """The position of the newest event in the global log; 0 when empty."""
         ...
 
+    async def wait_for_events(self, after: int, timeout: float) -> bool:  # noqa: ASYNC109
+        """Wait until the store knows of a committed event with a position above ``after``.
+
+        True as soon as it does (at once if it already does); False when ``timeout``
+        seconds pass first. It never spins: it sleeps until an append through this store,
+        a notification from the server, or the timeout. Appends made by other processes
+        may be seen only at the timeout, so a follower reads the log after either answer
+        (False means "poll now"). Raises ``StoreClosed`` once the store is closed.
+
+        (A ``timeout`` argument rather than ``asyncio.timeout``: running out is the
+        normal answer here, not a failure, and the backend may need the bound itself.)
+        """
+        ...
+
     async def aclose(self) -> None:
         """Release every resource. Idempotent; later calls raise ``StoreClosed``."""
         ...

@@ -23,6 +23,7 @@ from typing import Any, Final
 import msgspec
 
 from eventcore.errors import StoreClosed
+from eventcore.store._head_signal import HeadSignal
 from eventcore.store._sqlite_connect import (
     DEFAULT_BUSY_TIMEOUT,
     SqliteConfig,
@@ -67,6 +68,9 @@ class SqliteStore:
         self._next_reader = itertools.cycle(readers).__next__
         self._reads = reads
         self._max_payload_bytes = max_payload_bytes
+        # Appends through this store wake followers at once; appends by other processes
+        # sharing the file are found by the follower's poll when a wait times out.
+        self._head = HeadSignal()
         self._closed = False
 
     # --- opening and closing -------------------------------------------------------------
@@ -143,6 +147,7 @@ class SqliteStore:
         if self._closed:
             return
         self._closed = True
+        self._head.close()
         await asyncio.gather(
             self._writer.stop(within=_CLOSE_WITHIN),
             *(reader.stop(within=_CLOSE_WITHIN) for reader in self._readers),
@@ -178,6 +183,7 @@ class SqliteStore:
         self._check_open()
         request = AppendRequest.build(writes, expected, idempotency_key, self._max_payload_bytes)
         result: AppendResult = await self._writer.submit(request)
+        self._head.advance(result.last_position)
         return result
 
     async def find_append(self, idempotency_key: str) -> AppendResult | None:
@@ -255,7 +261,12 @@ class SqliteStore:
     async def last_position(self) -> int:
         self._check_open()
         position: int = await self._read(self._reads.last_position())
+        self._head.advance(position)
         return position
+
+    async def wait_for_events(self, after: int, timeout: float) -> bool:  # noqa: ASYNC109
+        self._check_open()
+        return await self._head.wait(after, timeout)
 
 
 def _discard(future: asyncio.Future[Any]) -> None:
