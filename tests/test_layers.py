@@ -24,6 +24,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "eventcore.executor",
         ),
     ),
+    ("read side", ("eventcore.projection",)),
     ("runtime", ("eventcore.cli", "eventcore.demo")),
 ]
 RANK = {name: rank for rank, (name, _) in enumerate(LAYERS)}

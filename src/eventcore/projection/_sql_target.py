@@ -1,0 +1,337 @@
+"""A ``Target`` in a SQL database, on its own thread: the part SQLite and PostgreSQL share.
+
+All database work runs on one thread that owns the connection (the drivers block, and
+a batch's handlers are synchronous). Each operation is one job and one transaction.
+The bookkeeping tables:
+
+* ``eventcore_projections (name, version, state, tables, created_at)`` — one row per
+  version; ``state`` is building, live or retired; ``tables`` (JSON) lets reset and
+  the CLI drop or inspect a version without the projection's code;
+* ``eventcore_checkpoints (name, version, source, position, events, events_per_second,
+  updated_at)`` — one row per source of a version.
+
+``commit`` reads its version's row inside the batch's transaction (locked against a
+concurrent switch on PostgreSQL), so a batch either lands before a switch or fails with
+``VersionRetired`` after it: a retired version never gains writes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Generic, TypeVar
+
+from eventcore.errors import StoreClosed
+from eventcore.projection.errors import ProjectionNotFound, VersionRetired
+from eventcore.projection.projection import Projection
+from eventcore.projection.target import (
+    BUILDING,
+    LIVE,
+    RETIRED,
+    Batch,
+    SourceProgress,
+    VersionInfo,
+    apply_batch,
+)
+from eventcore.projection.transaction import SqlTransaction
+
+__all__ = ["Dialect", "SqlTarget", "physical_tables"]
+
+C = TypeVar("C")
+T = TypeVar("T")
+
+_BOOKKEEPING = (
+    "CREATE TABLE IF NOT EXISTS eventcore_projections ("
+    " name TEXT NOT NULL, version INTEGER NOT NULL, state TEXT NOT NULL,"
+    " tables TEXT NOT NULL, created_at DOUBLE PRECISION NOT NULL,"
+    " PRIMARY KEY (name, version))",
+    "CREATE TABLE IF NOT EXISTS eventcore_checkpoints ("
+    " name TEXT NOT NULL, version INTEGER NOT NULL, source TEXT NOT NULL,"
+    " position BIGINT NOT NULL, events BIGINT NOT NULL,"
+    " events_per_second DOUBLE PRECISION NOT NULL, updated_at DOUBLE PRECISION NOT NULL,"
+    " PRIMARY KEY (name, version, source))",
+)
+_UPSERT_CHECKPOINT = (
+    "INSERT INTO eventcore_checkpoints"
+    " (name, version, source, position, events, events_per_second, updated_at)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (name, version, source) DO UPDATE SET"
+    " position = excluded.position,"
+    " events = eventcore_checkpoints.events + excluded.events,"
+    " events_per_second = excluded.events_per_second, updated_at = excluded.updated_at"
+)
+
+
+def physical_tables(tables: Sequence[str], version: int) -> dict[str, str]:
+    """Declared table name → this version's table."""
+    return {table: f"{table}_v{version}" for table in tables}
+
+
+class Dialect(Generic[C]):
+    """What differs between databases. Every method runs on the target's thread."""
+
+    #: Statement that opens a write transaction.
+    begin = "BEGIN"
+    #: Appended to the version check in ``commit``: holds a switch off until commit.
+    share_lock = ""
+
+    def connect(self) -> C:
+        raise NotImplementedError
+
+    def run(self, conn: C, sql: str, params: Any = ()) -> Any:
+        raise NotImplementedError
+
+    def rewrite(self, sql: str) -> str:
+        return sql
+
+    def serialize(self, conn: C, name: str) -> None:
+        """Inside a transaction: wait out other processes changing ``name``'s versions."""
+
+    def close(self, conn: C) -> None:
+        raise NotImplementedError
+
+
+class SqlTarget(Generic[C]):
+    """A ``Target`` whose state and checkpoints share one database (see module doc)."""
+
+    def __init__(self, dialect: Dialect[C], thread_name: str) -> None:
+        self._dialect = dialect
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=thread_name)
+        self._conn: C | None = None
+        self._closed = False
+
+    async def _start(self) -> None:
+        await self._call(self._open)
+
+    def _open(self) -> None:
+        self._conn = self._dialect.connect()
+        # Serialised: two processes creating the tables at once must not collide.
+        self._transaction(
+            lambda run: [run(statement) for statement in _BOOKKEEPING], "eventcore_bookkeeping"
+        )
+
+    async def _call(self, job: Callable[[], T]) -> T:
+        if self._closed:
+            raise StoreClosed()
+        return await asyncio.get_running_loop().run_in_executor(self._executor, job)
+
+    async def aclose(self) -> None:
+        """Close the connection (after jobs already queued). Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            loop = asyncio.get_running_loop()
+            await loop.run_in_executor(self._executor, self._dialect.close, conn)
+        self._executor.shutdown(wait=False)
+
+    # --- transactions, on the thread ---------------------------------------------------
+
+    def _transaction(self, body: Callable[[Callable[..., Any]], T], serialize: str | None) -> T:
+        conn = self._conn
+        if conn is None:
+            raise StoreClosed()
+        dialect = self._dialect
+
+        def run(sql: str, params: Any = ()) -> Any:
+            return dialect.run(conn, dialect.rewrite(sql), params)
+
+        dialect.run(conn, dialect.begin)
+        try:
+            if serialize is not None:
+                dialect.serialize(conn, serialize)
+            result = body(run)
+        except BaseException:
+            dialect.run(conn, "ROLLBACK")
+            raise
+        dialect.run(conn, "COMMIT")
+        return result
+
+    def _tx_for(self, tables: Sequence[str], version: int) -> SqlTransaction:
+        conn = self._conn
+        if conn is None:
+            raise StoreClosed()
+        dialect = self._dialect
+        return SqlTransaction(
+            lambda sql, params: dialect.run(conn, sql, params),
+            physical_tables(tables, version),
+            version,
+            dialect.rewrite,
+        )
+
+    def _create_version(self, run: Callable[..., Any], projection: Projection, state: str) -> int:
+        row = run(
+            "SELECT coalesce(max(version), 0) FROM eventcore_projections WHERE name = ?",
+            (projection.name,),
+        ).fetchone()
+        version = int(row[0]) + 1
+        projection.setup(self._tx_for(projection.tables, version))
+        run(
+            "INSERT INTO eventcore_projections (name, version, state, tables, created_at)"
+            " VALUES (?, ?, ?, ?, ?)",
+            (projection.name, version, state, json.dumps(list(projection.tables)), time.time()),
+        )
+        if state == LIVE:
+            self._point_views(run, projection.tables, version)
+        return version
+
+    def _point_views(self, run: Callable[..., Any], tables: Sequence[str], version: int) -> None:
+        # The plain name always shows the live version, so queries never name a version.
+        for table, physical in physical_tables(tables, version).items():
+            run(f"DROP VIEW IF EXISTS {table}")
+            run(f"CREATE VIEW {table} AS SELECT * FROM {physical}")
+
+    def _drop_version(self, run: Callable[..., Any], name: str, version: int, tables: str) -> None:
+        for physical in physical_tables(json.loads(tables), version).values():
+            run(f"DROP TABLE IF EXISTS {physical}")
+        run("DELETE FROM eventcore_checkpoints WHERE name = ? AND version = ?", (name, version))
+        run("DELETE FROM eventcore_projections WHERE name = ? AND version = ?", (name, version))
+
+    # --- the Target protocol -----------------------------------------------------------
+
+    async def live_version(self, projection: Projection) -> int:
+        def body(run: Callable[..., Any]) -> int:
+            row = run(
+                "SELECT version FROM eventcore_projections WHERE name = ? AND state = ?",
+                (projection.name, LIVE),
+            ).fetchone()
+            return int(row[0]) if row is not None else self._create_version(run, projection, LIVE)
+
+        return await self._call(lambda: self._transaction(body, projection.name))
+
+    async def new_version(self, projection: Projection) -> int:
+        return await self._call(
+            lambda: self._transaction(
+                lambda run: self._create_version(run, projection, BUILDING), projection.name
+            )
+        )
+
+    async def checkpoints(self, name: str, version: int) -> dict[str, int]:
+        def body(run: Callable[..., Any]) -> dict[str, int]:
+            rows = run(
+                "SELECT source, position FROM eventcore_checkpoints WHERE name = ? AND version = ?",
+                (name, version),
+            ).fetchall()
+            return {str(source): int(position) for source, position in rows}
+
+        return await self._call(lambda: self._transaction(body, None))
+
+    async def commit(self, projection: Projection, version: int, batch: Batch) -> None:
+        name = projection.name
+        check = (
+            "SELECT state FROM eventcore_projections WHERE name = ? AND version = ?"
+            + self._dialect.share_lock
+        )
+
+        def body(run: Callable[..., Any]) -> None:
+            row = run(check, (name, version)).fetchone()
+            if row is None or row[0] == RETIRED:
+                raise VersionRetired(name, version)
+            apply_batch(self._tx_for(projection.tables, version), batch)
+            run(
+                _UPSERT_CHECKPOINT,
+                (
+                    name,
+                    version,
+                    batch.source,
+                    batch.position,
+                    len(batch.events),
+                    batch.events_per_second,
+                    time.time(),
+                ),
+            )
+
+        await self._call(lambda: self._transaction(body, None))
+
+    async def switch(self, projection: Projection, version: int, *, keep_old: bool) -> None:
+        name = projection.name
+
+        def body(run: Callable[..., Any]) -> None:
+            rows = run(
+                "SELECT version, state, tables FROM eventcore_projections WHERE name = ?",
+                (name,),
+            ).fetchall()
+            states = {int(v): (str(s), str(t)) for v, s, t in rows}
+            if version not in states or states[version][0] == RETIRED:
+                raise ProjectionNotFound(name, version)
+            run(
+                "UPDATE eventcore_projections SET state = ? WHERE name = ? AND state = ?",
+                (RETIRED, name, LIVE),
+            )
+            run(
+                "UPDATE eventcore_projections SET state = ? WHERE name = ? AND version = ?",
+                (LIVE, name, version),
+            )
+            self._point_views(run, projection.tables, version)
+            if not keep_old:
+                for old, (state, tables) in states.items():
+                    if old != version and state != BUILDING:
+                        self._drop_version(run, name, old, tables)
+
+        await self._call(lambda: self._transaction(body, name))
+
+    async def reset(self, name: str) -> None:
+        def body(run: Callable[..., Any]) -> None:
+            rows = run(
+                "SELECT version, state, tables FROM eventcore_projections WHERE name = ?",
+                (name,),
+            ).fetchall()
+            if not rows:
+                raise ProjectionNotFound(name)
+            for version, state, tables in rows:
+                if state == LIVE:
+                    for table in json.loads(tables):
+                        run(f"DROP VIEW IF EXISTS {table}")
+                self._drop_version(run, name, int(version), tables)
+
+        await self._call(lambda: self._transaction(body, name))
+
+    async def versions(self, name: str | None = None) -> list[VersionInfo]:
+        def body(run: Callable[..., Any]) -> list[VersionInfo]:
+            sql = "SELECT name, version, state, tables, created_at FROM eventcore_projections"
+            rows = (
+                run(sql + " WHERE name = ? ORDER BY name, version", (name,))
+                if name is not None
+                else run(sql + " ORDER BY name, version")
+            ).fetchall()
+            return [
+                VersionInfo(
+                    name=n,
+                    version=int(v),
+                    state=s,
+                    tables=tuple(json.loads(t)),
+                    created_at=float(c),
+                )
+                for n, v, s, t, c in rows
+            ]
+
+        return await self._call(lambda: self._transaction(body, None))
+
+    async def progress(self, name: str | None = None) -> list[SourceProgress]:
+        def body(run: Callable[..., Any]) -> list[SourceProgress]:
+            sql = (
+                "SELECT name, version, source, position, events, events_per_second, updated_at"
+                " FROM eventcore_checkpoints"
+            )
+            rows = (
+                run(sql + " WHERE name = ? ORDER BY name, version, source", (name,))
+                if name is not None
+                else run(sql + " ORDER BY name, version, source")
+            ).fetchall()
+            return [
+                SourceProgress(
+                    name=n,
+                    version=int(v),
+                    source=s,
+                    position=int(p),
+                    events=int(e),
+                    events_per_second=float(r),
+                    updated_at=float(u),
+                )
+                for n, v, s, p, e, r, u in rows
+            ]
+
+        return await self._call(lambda: self._transaction(body, None))

@@ -1,0 +1,110 @@
+"""``PostgresTarget``: a projection's tables and checkpoints in one PostgreSQL schema.
+
+``postgresql://user@host/db?schema=views`` — the tables go in ``schema`` (created if
+missing; default ``public``). Like the SQLite target, each batch is one transaction
+with its checkpoint. Handler SQL uses ``?`` placeholders on both targets; here they
+become psycopg's ``%s`` (and a literal ``%`` becomes ``%%``) outside quoted text.
+
+Versions of one projection change under a transaction-scoped advisory lock keyed by its
+name, so two processes starting the same projection create its first version once.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Final
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import psycopg
+from psycopg import sql
+
+from eventcore.errors import InvalidUrl, StoreUnavailable
+from eventcore.projection._sql_target import Dialect, SqlTarget
+from eventcore.projection.projection import valid_identifier
+
+__all__ = ["PostgresTarget", "qmark_to_format"]
+
+#: First key of the advisory locks this module takes (the second is hashtext(name)).
+_LOCK_CLASS: Final = 0x45430010
+_QUOTED_OR_MARK: Final = re.compile(r"'(?:[^']|'')*'|\"(?:[^\"]|\"\")*\"|[?%]")
+
+
+def qmark_to_format(text: str) -> str:
+    """``?`` → ``%s`` and ``%`` → ``%%``, except inside '…' strings and "…" names."""
+
+    def swap(match: re.Match[str]) -> str:
+        token = match.group(0)
+        return "%s" if token == "?" else "%%" if token == "%" else token
+
+    return _QUOTED_OR_MARK.sub(swap, text)
+
+
+class _Postgres(Dialect[psycopg.Connection[Any]]):
+    share_lock = " FOR SHARE"
+
+    def __init__(self, conninfo: str, schema: str) -> None:
+        self._conninfo = conninfo
+        self._schema = schema
+
+    def connect(self) -> psycopg.Connection[Any]:
+        conn = psycopg.connect(self._conninfo, autocommit=True)
+        try:
+            ident = sql.Identifier(self._schema)
+            with conn.transaction():
+                conn.execute(
+                    "SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (_LOCK_CLASS, self._schema)
+                )
+                conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(ident))
+            conn.execute(sql.SQL("SET search_path TO {}").format(ident))
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def run(self, conn: psycopg.Connection[Any], text: str, params: Any = ()) -> Any:
+        # Always with params (even none): psycopg then turns the ``%%`` of ``rewrite`` back.
+        return conn.execute(text.encode(), params)
+
+    def rewrite(self, text: str) -> str:
+        return qmark_to_format(text)
+
+    def serialize(self, conn: psycopg.Connection[Any], name: str) -> None:
+        conn.execute("SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (_LOCK_CLASS, name))
+
+    def close(self, conn: psycopg.Connection[Any]) -> None:
+        conn.close()
+
+
+class PostgresTarget(SqlTarget[psycopg.Connection[Any]]):
+    """Open with ``await PostgresTarget.open(url)``; close with ``aclose()``."""
+
+    def __init__(self, conninfo: str, schema: str) -> None:
+        super().__init__(_Postgres(conninfo, schema), "eventcore-projection-pg")
+        self.schema = schema
+
+    @classmethod
+    async def open(cls, url: str) -> PostgresTarget:
+        parts = urlsplit(url)
+        if parts.scheme not in {"postgresql", "postgres"}:
+            raise InvalidUrl(url, "expected a postgresql:// URL")
+        options = dict(parse_qsl(parts.query))
+        schema = options.pop("schema", "public")
+        if not valid_identifier(schema):
+            raise InvalidUrl(url, f"schema {schema!r} must be a plain lower-case name")
+        conninfo = urlunsplit(("postgresql", parts.netloc, parts.path, urlencode(options), ""))
+        target = cls(conninfo, schema)
+        try:
+            await target._start()
+        except psycopg.Error as error:
+            await target.aclose()
+            raise StoreUnavailable(f"cannot open the projection target: {error}") from error
+        except BaseException:
+            await target.aclose()
+            raise
+        return target
+
+    async def __aenter__(self) -> PostgresTarget:
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        await self.aclose()

@@ -1,0 +1,223 @@
+"""``ProjectionRunner``: keep one projection up to date from one or more sources.
+
+One ``LogFollower`` per source, each in its own task of one ``TaskGroup``; each batch
+goes to the target with that source's checkpoint. A view over several services has one
+source per service (one follower, one checkpoint each); events of one source are
+applied in log order, while batches of different sources interleave as they come.
+
+The runner works on the live version unless given one (a rebuild gives the version it
+builds). When the target says its version was retired — a rebuild switched — it loads
+the new live version and its checkpoints and carries on there, so a switch never
+loses or repeats an event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import msgspec
+
+from eventcore.events import EventRegistry
+from eventcore.projection.errors import InvalidProjection, VersionRetired
+from eventcore.projection.follower import DEFAULT_POLL_INTERVAL, LogFollower
+from eventcore.projection.projection import Projection
+from eventcore.projection.target import Batch, Target
+from eventcore.store.protocol import EventStore
+
+__all__ = ["ProjectionRunner", "ProjectionStatus", "Source", "SourceStatus"]
+
+#: Weight of the newest batch in the events/s figure (an exponential moving average).
+_RATE_WEIGHT = 0.2
+
+
+@dataclass(frozen=True)
+class Source:
+    """A service's store, read by a projection: its name keys the checkpoint."""
+
+    name: str
+    store: EventStore
+    registry: EventRegistry
+
+
+class SourceStatus(msgspec.Struct, frozen=True, kw_only=True):
+    source: str
+    position: int
+    head: int
+    lag_events: int
+    lag_seconds: float
+    events_per_second: float
+
+
+class ProjectionStatus(msgspec.Struct, frozen=True, kw_only=True):
+    name: str
+    version: int | None
+    sources: tuple[SourceStatus, ...]
+
+    @property
+    def lag_events(self) -> int:
+        return sum(source.lag_events for source in self.sources)
+
+
+class _Rate:
+    def __init__(self) -> None:
+        self.value = 0.0
+        self._since = time.monotonic()
+
+    def update(self, events: int) -> float:
+        now = time.monotonic()
+        elapsed, self._since = max(now - self._since, 1e-6), now
+        current = events / elapsed
+        self.value = (
+            current
+            if self.value == 0.0
+            else (_RATE_WEIGHT * current + (1 - _RATE_WEIGHT) * self.value)
+        )
+        return self.value
+
+
+class ProjectionRunner:
+    """``await runner.run()`` until ``runner.stop()``; or ``await runner.catch_up()``."""
+
+    def __init__(
+        self,
+        projection: Projection,
+        target: Target,
+        sources: Source | Sequence[Source],
+        *,
+        version: int | None = None,
+        batch_size: int = 1000,
+        poll_interval: float = DEFAULT_POLL_INTERVAL,
+    ) -> None:
+        self._sources = (sources,) if isinstance(sources, Source) else tuple(sources)
+        names = [source.name for source in self._sources]
+        if not names or len(set(names)) != len(names):
+            raise InvalidProjection("a runner needs one or more sources with distinct names")
+        self._projection = projection
+        self._target = target
+        self._fixed_version = version
+        self._batch_size = batch_size
+        self._poll_interval = poll_interval
+        self._version: int | None = None
+        self._followers: dict[str, LogFollower] = {}
+        self._rates = {name: _Rate() for name in names}
+        self._following = asyncio.Event()
+        self._stopping = False
+
+    @property
+    def version(self) -> int | None:
+        """The version being written (None until ``run`` has loaded it)."""
+        return self._version
+
+    def stop(self) -> None:
+        """Let ``run`` return once each source's batch in hand is committed."""
+        self._stopping = True
+        for follower in self._followers.values():
+            follower.stop()
+
+    async def run(self) -> None:
+        while not self._stopping:
+            switched = False
+            try:
+                await self._run_version()
+            except* VersionRetired:
+                if self._fixed_version is not None:
+                    raise  # the version being built was reset or replaced: nothing to follow
+                switched = True
+            if not switched:
+                return
+
+    async def _run_version(self) -> None:
+        projection, target = self._projection, self._target
+        version = self._fixed_version
+        if version is None:
+            version = await target.live_version(projection)
+        start = await target.checkpoints(projection.name, version)
+        self._version = version
+        self._followers = {
+            source.name: LogFollower(
+                source.store,
+                after=start.get(source.name, 0),
+                types=projection.handled_types(source.name),
+                batch_size=self._batch_size,
+                poll_interval=self._poll_interval,
+            )
+            for source in self._sources
+        }
+        if self._stopping:
+            return
+        self._following.set()
+        try:
+            async with asyncio.TaskGroup() as group:
+                for source in self._sources:
+                    group.create_task(self._follow(source, version, self._followers[source.name]))
+        finally:
+            # These followers are done: wake whoever waits on them (``caught_up``).
+            self._following.clear()
+            for follower in self._followers.values():
+                follower.stop()
+
+    async def _follow(self, source: Source, version: int, follower: LogFollower) -> None:
+        handlers = self._projection.handlers_for(source.name)
+        rate = self._rates[source.name]
+        async for events in follower.batches():
+            batch = Batch(source.name, events, handlers, source.registry, rate.update(len(events)))
+            await self._target.commit(self._projection, version, batch)
+
+    async def caught_up(self) -> None:
+        """Return once every source has processed its log up to the head it has now
+        (on whichever version the runner is on by then), or the runner has stopped."""
+        heads = [await source.store.last_position() for source in self._sources]
+        while not self._stopping:
+            await self._following.wait()
+            followers = self._followers
+            reached = [
+                await followers[source.name].reached(head)
+                for source, head in zip(self._sources, heads, strict=True)
+            ]
+            if all(reached):
+                return
+            # A follower stopped short: the runner moved to another version. Wait on the
+            # new followers, which start from that version's checkpoints.
+
+    async def catch_up(self) -> None:
+        """Run until caught up with the log as it is now, then stop."""
+        async with asyncio.TaskGroup() as group:
+            running = group.create_task(self.run())
+            waiting = group.create_task(self.caught_up())
+            # Whichever ends first: run() only ends early by failing, which cancels us.
+            await asyncio.wait({running, waiting}, return_when=asyncio.FIRST_COMPLETED)
+            self.stop()
+
+    def status(self) -> ProjectionStatus:
+        sources = []
+        for source in self._sources:
+            follower = self._followers.get(source.name)
+            if follower is None:
+                sources.append(
+                    SourceStatus(
+                        source=source.name,
+                        position=0,
+                        head=0,
+                        lag_events=0,
+                        lag_seconds=0.0,
+                        events_per_second=0.0,
+                    )
+                )
+                continue
+            lag = follower.lag()
+            sources.append(
+                SourceStatus(
+                    source=source.name,
+                    position=follower.position,
+                    head=follower.head,
+                    lag_events=lag.events,
+                    lag_seconds=lag.seconds,
+                    events_per_second=self._rates[source.name].value,
+                )
+            )
+        return ProjectionStatus(
+            name=self._projection.name, version=self._version, sources=tuple(sources)
+        )
