@@ -30,6 +30,23 @@ from eventcore.errors import (
 from eventcore.events import Event, EventRegistry
 from eventcore.executor import Executor
 from eventcore.pipeline import CommandResult
+from eventcore.projection import (
+    InvalidProjection,
+    Lag,
+    LogFollower,
+    MemoryTarget,
+    MemoryTransaction,
+    Projection,
+    ProjectionNotFound,
+    ProjectionRunner,
+    ProjectionStatus,
+    Source,
+    SqliteTarget,
+    SqlTransaction,
+    VersionRetired,
+    handles,
+    rebuild,
+)
 from eventcore.retry import RetryPolicy
 from eventcore.store import AppendResult, EventStore, open_store
 from eventcore.types import Metadata, NewEvent, StoredEvent, StreamHead, StreamId
@@ -53,14 +70,26 @@ __all__ = [
     "InvalidAppend",
     "InvalidCommand",
     "InvalidInput",
+    "InvalidProjection",
     "InvalidStreamId",
     "InvalidUrl",
+    "Lag",
+    "LogFollower",
+    "MemoryTarget",
+    "MemoryTransaction",
     "Metadata",
     "NewEvent",
     "NotFound",
     "PayloadTooLarge",
+    "Projection",
+    "ProjectionNotFound",
+    "ProjectionRunner",
+    "ProjectionStatus",
     "RetriesExhausted",
     "RetryPolicy",
+    "Source",
+    "SqlTransaction",
+    "SqliteTarget",
     "StoreClosed",
     "StoreError",
     "StoreUnavailable",
@@ -71,7 +100,10 @@ __all__ = [
     "TooManyStreams",
     "UndeclaredStream",
     "UnknownEventType",
+    "VersionRetired",
     "Writes",
     "__version__",
+    "handles",
     "open_store",
+    "rebuild",
 ]

@@ -105,3 +105,7 @@ async def append_all(store: EventStore, events: list[Event], per_append: int = 1
         chunk = [registry.encode(e) for e in events[start : start + per_append]]
         await store.append({StreamId("orders"): chunk}, expected={StreamId("orders"): version})
         version += len(chunk)
+
+
+#: For ``eventcore projections rebuild --app tests.projection.orders:projections``.
+projections = [OrderSummary()]

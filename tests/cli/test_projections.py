@@ -1,0 +1,109 @@
+"""``eventcore projections list|status|rebuild`` on a SQLite store and target."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from eventcore import open_store
+from eventcore.projection import ProjectionRunner, Source, SqliteTarget
+from tests.cli.conftest import invoke, sqlite_url
+from tests.projection.orders import OrderSummary, append_all, random_events, registry
+
+
+async def project(store_url: str, target_path: Path) -> None:
+    async with await open_store(store_url) as store:
+        await append_all(store, random_events(random.Random(1), 300))
+        async with await SqliteTarget.open(target_path) as target:
+            await ProjectionRunner(
+                OrderSummary(), target, Source("main", store, registry)
+            ).catch_up()
+            await append_all(store, random_events(random.Random(2), 10))
+
+
+@pytest.fixture
+def urls(tmp_path: Path) -> tuple[str, str]:
+    store_url = sqlite_url(tmp_path / "events.db")
+    asyncio.run(project(store_url, tmp_path / "views.db"))
+    return store_url, sqlite_url(tmp_path / "views.db")
+
+
+def test_list_shows_each_version_with_its_state_and_checkpoints(
+    runner: CliRunner, urls: tuple[str, str]
+) -> None:
+    result = invoke(runner, "projections", "list", "--target", urls[1])
+
+    assert result.exit_code == 0, result.output
+    assert "order_summary" in result.output
+    assert "live" in result.output
+    assert "main@300" in result.output
+
+
+def test_status_reports_position_and_lag_against_the_store(
+    runner: CliRunner, urls: tuple[str, str]
+) -> None:
+    result = invoke(
+        runner, "projections", "status", "order_summary", "--target", urls[1], "--store", urls[0]
+    )
+
+    assert result.exit_code == 0, result.output
+    assert "300" in result.output
+    assert " 10 " in result.output  # ten appended after the catch-up
+
+
+def test_status_of_an_unknown_projection_fails_with_not_found(
+    runner: CliRunner, urls: tuple[str, str]
+) -> None:
+    result = invoke(runner, "projections", "status", "nope", "--target", urls[1])
+
+    assert result.exit_code == 1
+    assert "nope" in result.output
+
+
+def test_rebuild_builds_a_new_version_and_makes_it_live(
+    runner: CliRunner, urls: tuple[str, str]
+) -> None:
+    result = invoke(
+        runner,
+        "projections",
+        "rebuild",
+        "order_summary",
+        "--app",
+        "tests.projection.orders:projections",
+        "--registry",
+        "tests.projection.orders:registry",
+        "--store",
+        urls[0],
+        "--target",
+        urls[1],
+    )
+
+    assert result.exit_code == 0, result.output
+    assert "version 2 is live" in result.output
+    listed = invoke(runner, "projections", "list", "--target", urls[1]).output
+    assert "main@310" in listed
+
+
+def test_rebuild_with_a_bad_app_reference_is_a_usage_error(
+    runner: CliRunner, urls: tuple[str, str]
+) -> None:
+    result = invoke(
+        runner,
+        "projections",
+        "rebuild",
+        "order_summary",
+        "--app",
+        "no_such_module:x",
+        "--registry",
+        "tests.projection.orders:registry",
+        "--store",
+        urls[0],
+        "--target",
+        urls[1],
+    )
+
+    assert result.exit_code == 2
