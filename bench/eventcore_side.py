@@ -66,7 +66,13 @@ def balance_after(balance: int, event: Event) -> int:
 
 
 class OpenAccount(Command[bool]):
-    """Reads its (new) stream and writes one ``Opened``."""
+    """Opens a new account stream with one ``Opened``.
+
+    Like ``eventsourcing``'s save of a new aggregate, it does not read first: it
+    decides on the empty stream and the append's version check (expected 0) proves it.
+    """
+
+    creates_streams = True
 
     account: StreamId
     owner: str

@@ -553,8 +553,10 @@ def test_a_cached_state_is_brought_up_to_date_from_the_versions_it_was_folded_at
     driver.history.add(B, "b2")
     driver.reads.clear()
     driver.run(pipeline(Note(main=A, also=(B,)), cache=cache))
-    # The cache holds the state as read, before the run's own note ("saw 3") was written.
-    assert [read.streams for read in driver.reads] == [((A, 3), (B, 2))]
+    # The cache holds the state after the run's own note ("saw 3"): the second run first
+    # decides on it unread, conflicts on b2, and reads only what came after.
+    assert driver.appends[-2].expected == {A: 3, B: 1}
+    assert [read.streams for read in driver.reads] == [((A, 4), (B, 2))]
     assert texts(driver.appends[-1].writes) == {"a": ["saw 5"]}
 
 
@@ -579,7 +581,7 @@ def test_a_newly_discovered_stream_forces_a_full_refold() -> None:
     history.add(A, "link:b")
     driver.reads.clear()
     driver.run(pipeline(Follow(main=A), cache=cache))
-    assert [read.streams for read in driver.reads] == [((A, 2),), ((A, 1),), ((B, 1),)]
+    assert [read.streams for read in driver.reads] == [((A, 3),), ((A, 1),), ((B, 1),)]
     assert driver.appends[-1].expected == {A: 3, B: 1}
     assert texts(driver.appends[-1].writes) == {"a": ["saw 4"]}
 
@@ -646,7 +648,7 @@ def test_a_failing_apply_leaves_the_cached_state_usable() -> None:
         Driver(history).run(pipeline(Fragile(main=A, strict=True), cache=cache))
     driver = Driver(history)
     driver.run(pipeline(Fragile(main=A), cache=cache))
-    assert driver.reads[0].streams == ((A, 2),)
+    assert driver.reads[0].streams == ((A, 3),)
     assert texts(driver.appends[-1].writes) == {"a": ["saw 4"]}
 
 
@@ -714,3 +716,99 @@ def test_retry_delay_is_between_zero_and_the_capped_exponential_ceiling(
     policy = RetryPolicy(initial_delay=initial, max_delay=maximum, multiplier=multiplier)
     delay = policy.delay(attempt, random.Random(seed))
     assert 0 <= delay <= exponential_ceiling(attempt, initial, maximum, multiplier)
+
+
+# --- deciding before reading (a guessed state) ---------------------------------------------
+
+
+class Create(Note):
+    """A ``Note`` that usually meets empty streams."""
+
+    creates_streams = True
+
+
+class CreateUnlessEmpty(Create):
+    """Refuses on empty streams: a guess of empty streams must not be believed."""
+
+    def handle(self, state: Seen) -> Writes:
+        if not state:
+            raise CommandRejected("nothing to note")
+        return super().handle(state)
+
+
+class QuietWhenEmpty(Create):
+    def handle(self, state: Seen) -> Writes:
+        return {} if not state else super().handle(state)
+
+
+def test_a_command_that_creates_streams_appends_without_reading() -> None:
+    driver = Driver()
+    result = driver.run(pipeline(Create(main=A, also=(B,))))
+    assert driver.reads == []
+    assert driver.appends[0].expected == {A: 0, B: 0}
+    assert result.attempts == 1
+
+
+def test_a_created_stream_that_exists_after_all_is_read_and_decided_again() -> None:
+    driver = Driver(history_of({A: ["a1"]}))
+    driver.run(pipeline(Create(main=A)))
+    assert [append.expected for append in driver.appends] == [{A: 0}, {A: 1}]
+    assert texts(driver.appends[-1].writes) == {"a": ["saw 1"]}
+    assert driver.sleeps == []  # a wrong guess is not contention: no backoff
+
+
+def test_a_refusal_on_a_guessed_state_is_decided_again_on_a_read_state() -> None:
+    driver = Driver(history_of({A: ["a1"]}))
+    driver.run(pipeline(CreateUnlessEmpty(main=A)))
+    assert len(driver.reads) == 1
+    assert texts(driver.appends[0].writes) == {"a": ["saw 1"]}
+
+
+def test_nothing_to_write_on_a_guessed_state_is_decided_again_on_a_read_state() -> None:
+    driver = Driver(history_of({A: ["a1"]}))
+    driver.run(pipeline(QuietWhenEmpty(main=A)))
+    assert len(driver.reads) == 1
+    assert texts(driver.appends[0].writes) == {"a": ["saw 1"]}
+
+
+def test_a_refusal_on_a_read_state_still_stands_after_a_guess() -> None:
+    driver = Driver()
+    with pytest.raises(CommandRejected):
+        driver.run(pipeline(CreateUnlessEmpty(main=A)))
+    assert len(driver.reads) == 1
+    assert driver.appends == []
+
+
+def test_a_command_that_creates_streams_but_discovers_more_reads_first() -> None:
+    class CreateAndFollow(Create):
+        def discover(self, state: Seen) -> Iterable[StreamId]:
+            return [B]
+
+    driver = Driver()
+    driver.run(pipeline(CreateAndFollow(main=A)))
+    assert [streams_read(read) for read in driver.reads] == [{A}, {B}]
+
+
+def test_the_next_run_decides_on_the_cached_state_after_its_own_write_without_reading() -> None:
+    cache = StateCache(8)
+    driver = Driver(history_of({A: ["a1"]}))
+    driver.run(pipeline(Note(main=A), cache=cache))
+    driver.reads.clear()
+    result = driver.run(pipeline(Note(main=A), cache=cache))
+    assert driver.reads == []
+    assert driver.appends[-1].expected == {A: 2}
+    assert texts(driver.appends[-1].writes) == {"a": ["saw 2"]}
+    assert result.attempts == 1
+
+
+def test_a_cached_state_after_own_writes_matches_a_full_fold() -> None:
+    cache = StateCache(8)
+    history = history_of({A: ["a1"], B: ["b1"]})
+    for _ in range(3):
+        Driver(history).run(pipeline(Note(main=A, also=(B,)), cache=cache))
+    cached = Driver(history)
+    cached.run(pipeline(Note(main=A, also=(B,)), cache=cache))
+    fresh = Driver(history_of({A: ["a1"], B: ["b1"]}))
+    for _ in range(4):
+        fresh.run(pipeline(Note(main=A, also=(B,))))
+    assert texts(cached.appends[-1].writes) == texts(fresh.appends[-1].writes) == {"a": ["saw 5"]}

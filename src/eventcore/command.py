@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import typing
 from collections.abc import Iterable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar, cast
 
 import msgspec
 
@@ -34,6 +34,11 @@ class _CommandBase(Generic[S]):
     """What every command defines; ``S`` is the type of the state folded from its streams."""
 
     __slots__ = ()
+
+    #: Set to True on a command that usually creates its streams (registering a user,
+    #: placing an order under a fresh id): the executor first decides on empty streams
+    #: without reading them, and reads only if the append finds they exist after all.
+    creates_streams: ClassVar[bool] = False
 
     def initial_state(self) -> S:
         """The state before any event is applied."""

@@ -106,12 +106,24 @@ def run_command(
     if len(declared) > max_streams:
         raise TooManyStreams(name, max_streams)
     attempt = 0
+    guess = _guess(command, declared, cache)
     while True:
+        # A guessed state (see ``_guess``) is decided on without reading. Its decision
+        # can only be committed through the append's version check, so a wrong guess
+        # costs a conflict and a read, never a wrong write. A guess that leads anywhere
+        # but to an append (a refusal, nothing to write) proves nothing: read, decide again.
         attempt += 1
-        folded = yield from _read_and_fold(command, registry, declared, max_streams, cache)
+        guessed = guess is not None
+        if guess is not None:
+            folded, guess = guess, None
+        else:
+            folded = yield from _read_and_fold(command, registry, declared, max_streams, cache)
         try:
             writes = command.handle(folded.state)
         except CommandRejected:
+            if guessed:
+                attempt -= 1  # a guess proved nothing; the decision on a read state counts
+                continue
             # A command run again under its idempotency key (a redelivered message, a
             # client retrying after a timeout) meets the state its first run created,
             # which may now refuse it. The first run's result is the answer.
@@ -121,6 +133,9 @@ def run_command(
             return earlier
         decided, encoded = _encode(name, writes, registry, folded.versions, metadata)
         if not encoded:
+            if guessed:
+                attempt -= 1  # a guess proved nothing; the decision on a read state counts
+                continue
             earlier = yield from _earlier_run(idempotency_key, attempt)
             return earlier or CommandResult(
                 events=(), event_ids=(), stream_versions={}, positions=(), attempts=attempt
@@ -131,16 +146,73 @@ def run_command(
             # A cached state stays valid: the next attempt reads what it is missing.
             if attempt >= retry.max_attempts:
                 raise RetriesExhausted(name, attempt, conflict) from conflict
-            yield Sleep(retry.delay(attempt, rng))
+            if not guessed:
+                # Another writer won the race: back off so we do not collide again.
+                # A wrong guess met no contention, so it reads again at once.
+                yield Sleep(retry.delay(attempt, rng))
             continue
+        if cache is not None and not result.deduplicated:
+            _remember_own_write(cache, command, declared, folded, decided, result)
         return CommandResult(
-            events=() if result.deduplicated else decided,
+            events=() if result.deduplicated else tuple(event for _, event in decided),
             event_ids=result.event_ids,
             stream_versions=result.stream_versions,
             positions=result.positions,
             attempts=attempt,
             deduplicated=result.deduplicated,
         )
+
+
+def _guess(
+    command: Command[Any], declared: list[StreamId], cache: StateCache | None
+) -> CachedState | None:
+    """A state to decide on before reading anything, or None to read first.
+
+    A cached state is the best guess: for a stream only this process writes, it is
+    exact. A command that says it ``creates_streams`` is guessed to meet empty streams
+    — unless it would then discover more streams, which must be read.
+    """
+    if cache is not None:
+        cached = cache.get(command, declared)
+        if cached is not None:
+            return cached
+    if type(command).creates_streams:
+        state = command.initial_state()
+        if not _discover(command, state):
+            return CachedState(state=state, versions=dict.fromkeys(declared, 0))
+    return None
+
+
+def _remember_own_write(
+    cache: StateCache,
+    command: Command[Any],
+    declared: list[StreamId],
+    folded: CachedState,
+    decided: tuple[tuple[StreamId, Event], ...],
+    result: AppendResult,
+) -> None:
+    """Cache the state after this run's own write, so the next run need not read it back.
+
+    The append succeeded at the versions read, so nothing was written to these streams
+    in between: folding our own events, in the order they were appended, onto the state
+    they were decided on gives exactly what a full fold would.
+    """
+    try:
+        state = folded.state
+        for stream, event in decided:
+            state = command.apply(state, stream, event)
+    except Exception:
+        # The events are written; a bug in ``apply`` must not turn that into a failure.
+        cache.forget(command, declared)
+        return
+    versions = dict(folded.versions)
+    for stream, version in result.stream_versions.items():
+        versions[StreamId(stream)] = version
+    cache.put(
+        command,
+        declared,
+        CachedState(state=state, versions=versions, last_position=max(result.positions)),
+    )
 
 
 def _earlier_run(
@@ -261,13 +333,13 @@ def _encode(
     registry: EventRegistry,
     read_versions: Mapping[StreamId, int],
     metadata: Metadata,
-) -> tuple[tuple[Event, ...], dict[StreamId, list[NewEvent]]]:
+) -> tuple[tuple[tuple[StreamId, Event], ...], dict[StreamId, list[NewEvent]]]:
     if not isinstance(writes, Mapping):
         raise InvalidCommand(
             f"{name}.handle() must return a mapping of stream to events, "
             f"got {type(writes).__name__}"
         )
-    decided: list[Event] = []
+    decided: list[tuple[StreamId, Event]] = []
     encoded: dict[StreamId, list[NewEvent]] = {}
     for stream, events in writes.items():
         stream = StreamId(stream)
@@ -282,5 +354,5 @@ def _encode(
             if not isinstance(event, Event):
                 raise InvalidCommand(f"{name}.handle() returned {event!r}, which is not an Event")
             encoded.setdefault(stream, []).append(registry.encode(event, metadata=metadata))
-            decided.append(event)
+            decided.append((stream, event))
     return tuple(decided), encoded
