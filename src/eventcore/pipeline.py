@@ -206,8 +206,8 @@ def _remember_own_write(
         cache.forget(command, declared)
         return
     versions = dict(folded.versions)
-    for stream, version in result.stream_versions.items():
-        versions[StreamId(stream)] = version
+    for name, version in result.stream_versions.items():
+        versions[StreamId(name)] = version
     cache.put(
         command,
         declared,
