@@ -292,3 +292,22 @@ def test_upcast_payload_that_does_not_fit_the_class_is_decode_error() -> None:
 
     with pytest.raises(DecodeError, match="does not match its class"):
         registry.decode(stored("Subscribed", b'{"plan":"pro"}', schema_version=1))
+
+
+class Shipped(Event):
+    order: StreamId
+
+
+def test_stream_id_fields_round_trip_as_stream_ids() -> None:
+    registry = EventRegistry([Shipped])
+    encoded = registry.encode(Shipped(order=StreamId("order-7")))
+    assert encoded.data == b'{"order":"order-7"}'
+    decoded = registry.decode_payload("Shipped", 1, encoded.data)
+    assert isinstance(decoded, Shipped)
+    assert type(decoded.order) is StreamId
+
+
+def test_an_invalid_stream_id_field_is_decode_error() -> None:
+    registry = EventRegistry([Shipped])
+    with pytest.raises(DecodeError, match="invalid stream id"):
+        registry.decode_payload("Shipped", 1, b'{"order":"  "}')

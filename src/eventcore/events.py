@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 import msgspec
 
 from eventcore.errors import DecodeError, InvalidInput, UnknownEventType
-from eventcore.types import EMPTY_METADATA, Metadata, NewEvent, StoredEvent, new_event_id
+from eventcore.types import EMPTY_METADATA, Metadata, NewEvent, StoredEvent, StreamId, new_event_id
 
 __all__ = ["Event", "EventRegistry", "Upcaster"]
 
@@ -75,7 +75,7 @@ class EventRegistry:
         self._types: dict[str, type[Event]] = {}
         self._decoders: dict[str, msgspec.json.Decoder[Any]] = {}
         self._upcasters: dict[tuple[str, int], Upcaster] = {}
-        self._encoder = msgspec.json.Encoder()
+        self._encoder = msgspec.json.Encoder(enc_hook=_encode_value)
         for event_type in types:
             self.register(event_type)
 
@@ -90,7 +90,7 @@ class EventRegistry:
                 f"event type {name!r} is already registered to {known.__qualname__}"
             )
         self._types[name] = event_type
-        self._decoders[name] = msgspec.json.Decoder(event_type)
+        self._decoders[name] = msgspec.json.Decoder(event_type, dec_hook=_decode_value)
         return event_type
 
     def upcaster(self, event_type: str, from_version: int) -> Callable[[Upcaster], Upcaster]:
@@ -182,4 +182,18 @@ class EventRegistry:
                     f"the upcaster of {name!r} from schema version {version} "
                     f"returned {type(payload).__name__}, not a dict"
                 )
-        return msgspec.convert(payload, cls)
+        return msgspec.convert(payload, cls, dec_hook=_decode_value)
+
+
+def _encode_value(value: Any) -> Any:
+    # StreamId is a str subclass; msgspec only encodes str itself.
+    if isinstance(value, str):
+        return str(value)
+    raise NotImplementedError(f"cannot encode {type(value).__name__} in an event")
+
+
+def _decode_value(kind: type[Any], value: Any) -> Any:
+    # A field typed StreamId is validated on the way in, like any other StreamId.
+    if kind is StreamId and isinstance(value, str):
+        return StreamId(value)
+    raise NotImplementedError(f"cannot decode {type(value).__name__} as {kind}")
