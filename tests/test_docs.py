@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.backends import POSTGRES_URL, running_in_ci
+
 ROOT = Path(__file__).resolve().parent.parent
 DOCUMENTS = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
 BLOCK = re.compile(r"^```python\n(.*?)^```", re.DOTALL | re.MULTILINE)
@@ -27,9 +29,41 @@ def test_document_code_runs(
     # The blocks of one document build on each other, so they run in one namespace.
     monkeypatch.chdir(tmp_path)
     source = "\n\n".join(python_blocks(document))
+    schemas = POSTGRES_SCHEMA.findall(source)
+    if schemas:
+        require_postgres()
     namespace: dict[str, object] = {"__name__": "__docs__"}
-    # dont_inherit: the blocks must not pick up this file's `from __future__` imports.
-    exec(compile(source, str(document), "exec", dont_inherit=True), namespace)
+    try:
+        # dont_inherit: the blocks must not pick up this file's `from __future__` imports.
+        exec(compile(source, str(document), "exec", dont_inherit=True), namespace)
+    finally:
+        drop_schemas(schemas)
+
+
+# A document that shows PostgreSQL names its schema in the URL; the test drops it after.
+POSTGRES_SCHEMA = re.compile(r"postgresql://[^\s\"']*[?&]schema=(\w+)")
+
+
+def require_postgres() -> None:
+    import psycopg
+
+    try:
+        psycopg.connect(POSTGRES_URL, connect_timeout=5).close()
+    except psycopg.OperationalError as error:
+        reason = f"this document needs PostgreSQL at {POSTGRES_URL}: {error}"
+        if running_in_ci():
+            pytest.fail(reason, pytrace=False)
+        pytest.skip(reason)
+
+
+def drop_schemas(schemas: list[str]) -> None:
+    if not schemas:
+        return
+    import psycopg
+
+    with psycopg.connect(POSTGRES_URL, autocommit=True) as admin:
+        for schema in set(schemas):
+            admin.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
 
 
 def test_readme_quick_start_has_exactly_two_commands() -> None:
