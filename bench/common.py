@@ -40,6 +40,8 @@ class Sizes:
     stream_events: int = 10_000  # e
     log_events: int = 100_000  # f
     replay_events: int = 1_000_000  # g
+    projection_events: int = 1_000_000  # h
+    latency_samples: int = 1_000  # i
     #: Events per append (or per save) when populating a store for a read workload.
     populate_batch: int = 1_000
 
@@ -57,6 +59,8 @@ class Sizes:
             stream_events=10_000,
             log_events=20_000,
             replay_events=200_000,
+            projection_events=100_000,
+            latency_samples=300,
         )
 
     def scaled(self, factor: float) -> Sizes:
@@ -74,6 +78,8 @@ class Sizes:
             stream_events=scale(self.stream_events, 10),
             log_events=scale(self.log_events, 100),
             replay_events=scale(self.replay_events, 1_000),
+            projection_events=scale(self.projection_events, 1_000),
+            latency_samples=scale(self.latency_samples, 20),
         )
 
 

@@ -83,6 +83,10 @@ class Dialect(Generic[C]):
     def run(self, conn: C, sql: str, params: Any = ()) -> Any:
         raise NotImplementedError
 
+    def bind(self, conn: C) -> Callable[[str, Any], Any]:
+        """``run`` with the connection bound: handlers call it once per statement."""
+        return lambda sql, params: self.run(conn, sql, params)
+
     def rewrite(self, sql: str) -> str:
         return sql
 
@@ -156,7 +160,7 @@ class SqlTarget(Generic[C]):
             raise StoreClosed()
         dialect = self._dialect
         return SqlTransaction(
-            lambda sql, params: dialect.run(conn, sql, params),
+            dialect.bind(conn),
             physical_tables(tables, version),
             version,
             dialect.rewrite,
