@@ -120,8 +120,11 @@ class NewEvent(msgspec.Struct, frozen=True, kw_only=True):
     metadata: Metadata = EMPTY_METADATA
 
 
-class StoredEvent(msgspec.Struct, frozen=True, kw_only=True):
-    """An event as a store returns it: encoded payload plus where and when it was written."""
+class StoredEvent(msgspec.Struct, frozen=True):
+    """An event as a store returns it: encoded payload plus where and when it was written.
+
+    Backends build it positionally in their read loops, so the field order is fixed.
+    """
 
     position: int
     stream_id: StreamId

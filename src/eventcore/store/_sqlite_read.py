@@ -132,29 +132,35 @@ class Reads:
         )
         # Neighbouring rows mostly share a stream and, committed in one group, a time:
         # build each of those values once per batch.
+        # The events of one command share their metadata: decode each distinct blob once.
         stream_ids: dict[str, StreamId] = {}
         times: dict[int, datetime] = {}
+        metadatas: dict[bytes | None, Metadata] = {None: EMPTY_METADATA}
         events: list[StoredEvent] = []
         append = events.append
         for row, event_id in zip(rows, event_ids, strict=True):
-            position, stream, version, _, type_, schema, data, metadata, at = row
+            position, stream, version, _, type_, schema, data, blob, at = row
             stream_id = stream_ids.get(stream)
             if stream_id is None:
                 stream_id = stream_ids[stream] = trusted(stream)
             recorded_at = times.get(at)
             if recorded_at is None:
                 recorded_at = times[at] = _EPOCH + timedelta(microseconds=at)
+            metadata = metadatas.get(blob)
+            if metadata is None:
+                metadata = metadatas[blob] = decode_metadata(blob)
+            # Positional: measurably cheaper than keywords in the hottest loop of a read.
             append(
                 StoredEvent(
-                    position=position,
-                    stream_id=stream_id,
-                    version=version,
-                    event_id=event_id,
-                    type=type_,
-                    schema_version=schema,
-                    data=data,
-                    metadata=EMPTY_METADATA if metadata is None else decode_metadata(metadata),
-                    recorded_at=recorded_at,
+                    position,
+                    stream_id,
+                    version,
+                    event_id,
+                    type_,
+                    schema,
+                    data,
+                    metadata,
+                    recorded_at,
                 )
             )
         return events
