@@ -1,8 +1,8 @@
 """The PostgreSQL read path: queries and turning rows into ``StoredEvent``s.
 
 The global log is read in position order with keyset pagination (``position > cursor``),
-one short statement per batch, so no connection or snapshot is held while the caller
-works through a batch. Each row comes with ``settled``: whether its transaction is below
+one short statement per page (``_pg_log``), so no connection or snapshot is held while
+the caller works through a batch. Each row comes with ``settled``: whether its transaction is below
 the statement's snapshot xmin. Only a leading run of settled rows may be returned — the
 argument is in ``_pg_append``; in short, a settled row's position can never be undercut by
 a row that commits later. An unsettled row is committed but may still have an older
@@ -19,8 +19,9 @@ transaction ids that mean nothing there: reset them (``UPDATE events SET transac
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Any, Final
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any, Final, Protocol
 from uuid import UUID
 
 import msgspec
@@ -34,20 +35,37 @@ __all__ = [
     "LOG_PAGE",
     "LOG_PAGE_OF_TYPES",
     "READ_STREAM",
+    "READ_STREAMS",
     "STORED_EVENT_IDS",
     "STREAM_VERSION",
     "STREAM_VERSIONS",
-    "settled_events",
+    "Fetch",
+    "settled_count",
+    "to_events",
 ]
 
+# Every event read fetches these columns, then one more (settled, or which read it answers).
+# The event id and the time travel as their binary wire form (bytea), which ``to_events``
+# turns into values for a whole batch at once, far cheaper than the driver's per-row
+# loaders; metadata as text, decoded by msgspec (once per distinct value in a batch).
 _COLUMNS: Final = (
-    "e.position, e.stream_id, e.version, e.event_id, e.type, e.schema_version, e.data,"
-    " e.metadata::text, e.recorded_at"
+    "e.position, e.stream_id, e.version, uuid_send(e.event_id), e.type, e.schema_version,"
+    " e.data, e.metadata::text, timestamptz_send(e.recorded_at)"
 )
 
 READ_STREAM: Final = (
-    f"SELECT {_COLUMNS}, true FROM __schema__.events AS e"
+    f"SELECT {_COLUMNS}, 1 FROM __schema__.events AS e"
     " WHERE e.stream_id = %s AND e.version >= %s ORDER BY e.version"
+)
+
+# Several stream reads in one statement: one index range per read (the LATERAL walk of
+# (stream_id, version)), each row tagged with the read's 1-based number.
+READ_STREAMS: Final = (
+    f"SELECT {_COLUMNS}, r.ord"
+    " FROM unnest(%s::text[], %s::bigint[]) WITH ORDINALITY AS r(stream_id, from_version, ord),"
+    " LATERAL (SELECT * FROM __schema__.events AS t"
+    "          WHERE t.stream_id = r.stream_id AND t.version >= r.from_version) AS e"
+    " ORDER BY r.ord, e.version"
 )
 
 # The horizon is computed once per statement (an InitPlan), from the same snapshot that
@@ -97,31 +115,63 @@ APPEND_RESULT: Final = (
 
 LAST_POSITION: Final = "SELECT coalesce(max(position), 0) FROM __schema__.events"
 
+
+class Fetch(Protocol):
+    """The store's read: run ``query`` on a pooled connection, every row."""
+
+    async def __call__(
+        self, operation: str, query: str, params: Sequence[Any], *, binary: bool = False
+    ) -> list[Any]: ...
+
+
 _decode_metadata = msgspec.json.Decoder(Metadata).decode
+_decode_event_ids = msgspec.msgpack.Decoder(list[UUID]).decode
+#: MessagePack header of a 16-byte ``bin 8`` value (one event id).
+_BIN16: Final = b"\xc4\x10"
+#: PostgreSQL's timestamps count microseconds from here.
+_PG_EPOCH: Final = datetime(2000, 1, 1, tzinfo=UTC)
 
-Row = tuple[int, str, int, UUID, str, int, bytes, str, datetime, bool]
 
-
-def _stored(row: Row) -> StoredEvent:
-    metadata = row[7]
-    return StoredEvent(
-        position=row[0],
-        stream_id=StreamId._trusted(row[1]),
-        version=row[2],
-        event_id=row[3],
-        type=row[4],
-        schema_version=row[5],
-        data=row[6],
-        metadata=EMPTY_METADATA if metadata == "{}" else _decode_metadata(metadata),
-        recorded_at=row[8],
+def to_events(rows: Sequence[Any]) -> list[StoredEvent]:
+    """Rows of ``_COLUMNS`` (fetched in binary) as events: the hot loop of every read."""
+    if not rows:
+        return []
+    # ``UUID(bytes=...)`` per row costs more than the rest of the row; msgspec builds the
+    # same UUIDs in C from one MessagePack array of 16-byte bins.
+    event_ids = _decode_event_ids(
+        b"\xdd%b%b" % (len(rows).to_bytes(4, "big"), b"".join([_BIN16 + row[3] for row in rows]))
     )
-
-
-def settled_events(rows: list[Any]) -> tuple[list[StoredEvent], bool]:
-    """The leading settled rows as events, and whether an unsettled row stopped the run."""
+    trusted = StreamId._trusted
+    # Neighbouring rows mostly share a stream, a commit time (one batch, one now()) and
+    # metadata (one command's events): build each of those once per batch.
+    stream_ids: dict[str, StreamId] = {}
+    times: dict[bytes, datetime] = {}
+    metadatas: dict[str, Metadata] = {"{}": EMPTY_METADATA}
     events: list[StoredEvent] = []
-    for row in rows:
+    append = events.append
+    for row, event_id in zip(rows, event_ids, strict=True):
+        position, stream, version, _, type_, schema, data, text, at, _ = row
+        stream_id = stream_ids.get(stream)
+        if stream_id is None:
+            stream_id = stream_ids[stream] = trusted(stream)
+        recorded_at = times.get(at)
+        if recorded_at is None:
+            micros = int.from_bytes(at, "big", signed=True)
+            recorded_at = times[at] = _PG_EPOCH + timedelta(microseconds=micros)
+        metadata = metadatas.get(text)
+        if metadata is None:
+            metadata = metadatas[text] = _decode_metadata(text)
+        append(
+            StoredEvent(
+                position, stream_id, version, event_id, type_, schema, data, metadata, recorded_at
+            )
+        )
+    return events
+
+
+def settled_count(rows: Sequence[Any]) -> int:
+    """How many leading rows of a log page are settled (their last column is true)."""
+    for index, row in enumerate(rows):
         if not row[9]:
-            return events, True
-        events.append(_stored(row))
-    return events, False
+            return index
+    return len(rows)

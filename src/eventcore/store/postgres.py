@@ -7,7 +7,10 @@ Layout of the work::
                           committed goes in one statement = one transaction = one round
                           trip; _pg_batch runs it, _pg_append_batch decides each append,
                           _pg_append holds the ordering proof)
-    reads  ──▶ one pooled connection per statement (keyset pages, _pg_read)
+    read_stream ──▶ queue ──▶ one statement per loop pass for every stream read queued
+                              (_pg_stream_reads: READ_STREAMS, rows split per read)
+    read_all ──▶ keyset pages of PAGE_ROWS, one fetched ahead, cut at the xmin
+                 horizon (_pg_log; queries and row decoding in _pg_read)
 
 URL options (anything else is rejected before connecting):
 
@@ -43,7 +46,9 @@ from eventcore.store._pg_append_batch import BATCH_STATEMENT
 from eventcore.store._pg_batch import AppendBatcher, BatchRunner
 from eventcore.store._pg_errors import is_connection_failure, translate
 from eventcore.store._pg_listen import Listener
+from eventcore.store._pg_log import LogQueries, read_log
 from eventcore.store._pg_schema import apply_migrations, channel_name, render, valid_schema_name
+from eventcore.store._pg_stream_reads import ReadBatcher, stream_reads
 from eventcore.store.protocol import AppendResult
 from eventcore.store.request import DEFAULT_MAX_PAYLOAD_BYTES, AppendRequest
 from eventcore.store.url import StoreUrl
@@ -59,9 +64,6 @@ _OWN_OPTIONS: Final = frozenset(
     {"schema", "pool_size", "pool_timeout", "max_payload_bytes", "notify"}
 )
 _SWITCH: Final = {"on": True, "true": True, "1": True, "off": False, "false": False, "0": False}
-#: How a reader blocked behind an in-flight older transaction polls: first and longest pause.
-_FIRST_PAUSE: Final = 0.002
-_LONGEST_PAUSE: Final = 0.1
 
 
 class PostgresConfig(msgspec.Struct, frozen=True):
@@ -116,6 +118,7 @@ class _Statements:
     def __init__(self, schema: str) -> None:
         self.append_batch = render(BATCH_STATEMENT, schema)
         self.read_stream = render(q.READ_STREAM, schema)
+        self.read_streams = render(q.READ_STREAMS, schema)
         self.log_page = render(q.LOG_PAGE, schema)
         self.log_page_of_types = render(q.LOG_PAGE_OF_TYPES, schema)
         self.stream_version = render(q.STREAM_VERSION, schema)
@@ -151,6 +154,12 @@ class PostgresStore:
             stream_versions=self._sql.stream_versions,
         )
         self._batcher = AppendBatcher(self._writer.run, name=f"eventcore-{config.schema}-writer")
+        self._reads = ReadBatcher(
+            stream_reads(self._fetch, self._sql.read_stream, self._sql.read_streams)
+        )
+        self._log = LogQueries(self._sql.log_page, self._sql.log_page_of_types)
+        # Log pages a reader stopped waiting for, left to finish (see _pg_log).
+        self._background: set[asyncio.Task[Any]] = set()
         # wait_for_events: our own appends advance the head at once; other processes'
         # reach it through LISTEN on a connection of its own, opened on the first wait.
         self._head = HeadSignal()
@@ -245,13 +254,18 @@ class PostgresStore:
             await self._pool.check()
         raise translate(error, operation, invalid) from error
 
-    async def _fetch(self, operation: str, query: str, params: Sequence[Any]) -> list[Any]:
-        """Run a read. A read is safe to repeat, so a dead pooled connection is retried once."""
+    async def _fetch(
+        self, operation: str, query: str, params: Sequence[Any], *, binary: bool = False
+    ) -> list[Any]:
+        """Run a read. A read is safe to repeat, so a dead pooled connection is retried once.
+
+        ``binary`` asks for results in binary form (the event reads: bytea as it is).
+        """
         self._check_open()
         for attempt in (1, 2):
             try:
                 async with self._pool.connection() as conn:
-                    cursor = await conn.execute(query, params, prepare=True)
+                    cursor = await conn.execute(query, params, prepare=True, binary=binary)
                     return await cursor.fetchall()
             except psycopg.Error as error:
                 # Retry only a connection that died under us, not a wait for one that ran out.
@@ -284,10 +298,9 @@ class PostgresStore:
 
     async def read_stream(self, stream_id: StreamId, *, from_version: int = 1) -> list[StoredEvent]:
         self._check_open()
+        # Validated here, before queueing: a bad id fails its caller, never a batch.
         stream_id = StreamId(stream_id)
-        rows = await self._fetch("read_stream", self._sql.read_stream, (stream_id, from_version))
-        events, _ = q.settled_events(rows)
-        return events
+        return await self._reads.read(stream_id, from_version)
 
     async def read_all(
         self,
@@ -298,38 +311,16 @@ class PostgresStore:
         limit: int | None = None,
     ) -> AsyncIterator[list[StoredEvent]]:
         self._check_open()
-        wanted = sorted(set(types)) if types is not None else None
-        if wanted == []:
-            return
-        cursor = max(after, 0)
-        remaining = limit
-        pause = _FIRST_PAUSE
-        while remaining is None or remaining > 0:
-            size = batch_size if remaining is None else min(batch_size, remaining)
-            if size <= 0:
-                return
-            if wanted is None:
-                rows = await self._fetch("read_all", self._sql.log_page, (cursor, size))
-            else:
-                rows = await self._fetch(
-                    "read_all", self._sql.log_page_of_types, (wanted, cursor, size, size)
-                )
-            batch, blocked = q.settled_events(rows)
-            if batch:
-                cursor = batch[-1].position
-                if remaining is not None:
-                    remaining -= len(batch)
-                pause = _FIRST_PAUSE
-                yield batch
-                if not blocked and len(rows) < size:
-                    return  # the head of the log as this page saw it
-                continue
-            if not blocked:
-                return
-            # The next row is committed, but an older transaction that may still commit
-            # rows below it is in flight: wait for it rather than skip past it.
-            await asyncio.sleep(pause)
-            pause = min(pause * 2, _LONGEST_PAUSE)
+        async for batch in read_log(
+            self._fetch,
+            self._log,
+            after=after,
+            types=types,
+            batch_size=batch_size,
+            limit=limit,
+            background=self._background,
+        ):
+            yield batch
 
     async def stream_version(self, stream_id: StreamId) -> int:
         self._check_open()
