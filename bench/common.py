@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 import importlib.util
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
@@ -88,7 +89,7 @@ class Backend:
     """Where the stores of one benchmark run live. Subclasses say how each side opens one."""
 
     name: str
-    #: Does the raw driver column make sense here (stdlib ``sqlite3``)?
+    #: Does the raw driver column make sense here (stdlib ``sqlite3``, ``psycopg``)?
     has_raw: bool = False
 
     def unavailable(self) -> str | None:
@@ -103,6 +104,15 @@ class Backend:
 
     def raw_path(self, workdir: Path) -> Path:
         raise NotImplementedError(f"{self.name} has no raw driver side")
+
+    def prepare(self, workdir: Path) -> None:
+        """Before a measurement: create what its sides expect to exist."""
+
+    def cleanup(self, workdir: Path) -> None:
+        """After a measurement: remove what it created outside ``workdir``."""
+
+    def finish(self) -> None:
+        """After the run: remove whatever is left (stores shared by repetitions, leftovers)."""
 
     def describe(self) -> str:
         return self.name
@@ -157,34 +167,105 @@ class SqliteBackend(Backend):
         return f"sqlite (fresh file per repetition, WAL, synchronous={self.synchronous})"
 
 
+def _run_token() -> str:
+    return uuid.uuid4().hex[:8]
+
+
 @dataclass(frozen=True)
 class PostgresBackend(Backend):
+    """Every side on the shared server, each measurement in a fresh schema, dropped after.
+
+    Schema names carry a random token per run (``bench_<token>_<workdir>``), so runs by
+    several people on one server never meet, and ``finish`` drops whatever a crashed
+    measurement left behind.
+    """
+
     name: str = "postgres"
+    has_raw: bool = True
     url: str = "postgresql://postgres@127.0.0.1:5432/test"
+    host: str = "127.0.0.1"
+    port: int = 5432
+    user: str = "postgres"
+    dbname: str = "test"
+    token: str = field(default_factory=_run_token)
 
     def unavailable(self) -> str | None:
-        if importlib.util.find_spec("eventcore.store.postgres") is None:
-            return (
-                "not yet: eventcore has no PostgreSQL backend yet (eventcore.store.postgres is "
-                "missing); the postgres benchmark will run once it lands"
-            )
-        # TODO(postgres): fresh schema per repetition for both sides (eventsourcing takes
-        # POSTGRES_SCHEMA; eventcore's store needs an equivalent option) — then drop this.
-        return "not yet: the postgres side of the harness is waiting for eventcore's store"
+        for module in ("psycopg", "psycopg_pool", "eventcore.store.postgres"):
+            if importlib.util.find_spec(module) is None:
+                return f"cannot import {module}"
+        import psycopg
+
+        try:
+            with psycopg.connect(self.url, connect_timeout=5) as conn:
+                conn.execute("SELECT 1")
+        except psycopg.Error as error:
+            return f"PostgreSQL unreachable at {self.url}: {error}"
+        return None
+
+    @property
+    def prefix(self) -> str:
+        return f"bench_{self.token}_"
+
+    def schema(self, workdir: Path | str) -> str:
+        """The schema of one measurement (or of a named store shared by a run)."""
+        name = workdir.name if isinstance(workdir, Path) else workdir
+        return self.prefix + "".join(c if c.isalnum() else "_" for c in name.lower())
 
     def eventcore_url(self, workdir: Path) -> str:
-        return self.url
+        return self.schema_url(self.schema(workdir))
+
+    def schema_url(self, schema: str, **options: str) -> str:
+        query = "&".join(f"{key}={value}" for key, value in {"schema": schema, **options}.items())
+        return f"{self.url}?{query}"
 
     def eventsourcing_env(self, workdir: Path) -> dict[str, str]:
+        return self.eventsourcing_env_for(self.schema(workdir))
+
+    def eventsourcing_env_for(self, schema: str) -> dict[str, str]:
+        # The names the installed library reads (eventsourcing.postgres.PostgresFactory);
+        # it creates its tables, not the schema: ``prepare`` does that.
         return {
             "PERSISTENCE_MODULE": "eventsourcing.postgres",
-            "POSTGRES_DBNAME": "test",
-            "POSTGRES_HOST": "127.0.0.1",
-            "POSTGRES_PORT": "5432",
-            "POSTGRES_USER": "postgres",
+            "POSTGRES_DBNAME": self.dbname,
+            "POSTGRES_HOST": self.host,
+            "POSTGRES_PORT": str(self.port),
+            "POSTGRES_USER": self.user,
             "POSTGRES_PASSWORD": "",
-            "POSTGRES_SCHEMA": f"bench_{workdir.name}".replace("-", "_"),
+            "POSTGRES_SCHEMA": schema,
+            "CREATE_TABLE": "y",
         }
+
+    def _admin(self, statement: str) -> None:
+        import psycopg
+
+        with psycopg.connect(self.url, autocommit=True, connect_timeout=5) as conn:
+            conn.execute(statement)
+
+    def create_schema(self, schema: str) -> None:
+        self._admin(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
+
+    def prepare(self, workdir: Path) -> None:
+        self.create_schema(self.schema(workdir))
+
+    def cleanup(self, workdir: Path) -> None:
+        self._admin(f'DROP SCHEMA IF EXISTS "{self.schema(workdir)}" CASCADE')
+
+    def finish(self) -> None:
+        import psycopg
+
+        with psycopg.connect(self.url, autocommit=True, connect_timeout=5) as conn:
+            rows = conn.execute(
+                "SELECT nspname FROM pg_namespace WHERE starts_with(nspname, %s)",
+                (self.prefix,),
+            ).fetchall()
+            for (schema,) in rows:
+                conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+
+    def describe(self) -> str:
+        return (
+            f"postgres ({self.host}:{self.port}/{self.dbname}, fresh schema per repetition "
+            "for every side; eventsourcing.postgres)"
+        )
 
 
 BACKENDS: dict[str, Callable[[], Backend]] = {

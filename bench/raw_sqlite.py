@@ -16,7 +16,16 @@ from pathlib import Path
 
 from bench.common import Context, Stopwatch
 
-__all__ = ["WORKLOADS", "run"]
+__all__ = ["DESCRIPTIONS", "WORKLOADS", "run"]
+
+DESCRIPTIONS: dict[str, str] = {
+    "a_new_streams_sequential": (
+        "SELECT the stream, then BEGIN IMMEDIATE, head check, INSERT, head UPSERT, COMMIT"
+    ),
+    "c_append_one_stream": "SELECT newer, then one transaction as in a",
+    "e_read_fold_stream": "SELECT + fetchall, no decoding",
+    "f_read_global_log": "paged SELECT + fetchall, no decoding",
+}
 
 #: eventcore's SQLite schema (store/_sqlite_schema.py, migration 1), so the raw side does
 #: the same index maintenance: the events table, its type index, the stream heads.

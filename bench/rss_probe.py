@@ -4,7 +4,8 @@
 --events N --per-stream K`` prints one JSON object: ``growth_mb`` (peak RSS during the
 replay minus RSS just before it), ``baseline_mb``, ``peak_mb``, ``events``, ``seconds``.
 
-``--target`` is the populated store (an eventcore URL, or an eventsourcing SQLite file);
+``--target`` is the populated store (an eventcore URL, or an eventsourcing SQLite file or,
+on PostgreSQL, schema);
 for the memory backend the process populates its own store first, before the baseline.
 """
 
@@ -96,6 +97,10 @@ def _eventsourcing(args: Args) -> dict[str, float | int | bool]:
 
     if args.backend == "memory":
         env = {"PERSISTENCE_MODULE": "eventsourcing.popo"}
+    elif args.backend == "postgres":
+        from bench.common import PostgresBackend
+
+        env = {**PostgresBackend().eventsourcing_env_for(args.target), "CREATE_TABLE": "n"}
     else:
         env = {"PERSISTENCE_MODULE": "eventsourcing.sqlite", "SQLITE_DBNAME": args.target}
     with opened(env) as app:

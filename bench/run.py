@@ -88,9 +88,13 @@ def measure_workload(
             workdir.mkdir()
             ctx = Context(backend=backend, sizes=sizes, workdir=workdir, cache_dir=cache_dir)
             started = time.perf_counter()
-            value = measure(ctx)
+            backend.prepare(workdir)
+            try:
+                value = measure(ctx)
+            finally:
+                backend.cleanup(workdir)
+                shutil.rmtree(workdir, ignore_errors=True)
             elapsed = time.perf_counter() - started
-            shutil.rmtree(workdir, ignore_errors=True)
             samples[side].append(value)
             for key, fact in ctx.facts.items():
                 facts.setdefault(f"{side}.{key}", []).append(fact)
@@ -102,8 +106,8 @@ def measure_workload(
     eventcore = medians.get("eventcore")
     eventsourcing = medians.get("eventsourcing")
     ratio = workload.ratio(eventcore, eventsourcing)
-    target = workload.target
-    notes = workload.note(sizes)
+    target = workload.target_for(backend)
+    notes = workload.describe(sizes, backend)
     if facts:
         notes += "; " + "; ".join(f"{key}: {', '.join(values)}" for key, values in facts.items())
     if workload.raw is not None and not backend.has_raw:
@@ -207,6 +211,7 @@ def main(argv: list[str] | None = None) -> int:
             if args.json:
                 print(json.dumps(asdict(row)), flush=True)
     finally:
+        backend.finish()
         if args.keep:
             progress(f"kept {root}")
         else:
