@@ -18,6 +18,7 @@ concurrent switch on PostgreSQL), so a batch either lands before a switch or fai
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from collections.abc import Callable, Sequence
@@ -87,8 +88,22 @@ class Dialect(Generic[C]):
         """``run`` with the connection bound: handlers call it once per statement."""
         return lambda sql, params: self.run(conn, sql, params)
 
+    def bind_many(self, conn: C) -> Callable[[str, list[Any]], object] | None:
+        """One statement for many parameter sets (``SqlTransaction`` groups runs of one
+        statement into it); None runs them one at a time."""
+        return None
+
     def rewrite(self, sql: str) -> str:
         return sql
+
+    def pipeline(self, conn: C) -> contextlib.AbstractContextManager[object]:
+        """Around a whole batch: statements may be sent without waiting for each answer
+        (a read still waits for its own); errors surface by the end of the block."""
+        return contextlib.nullcontext()
+
+    def in_transaction(self, conn: C) -> bool:
+        """Whether a transaction is open (and so needs a ROLLBACK after an error)."""
+        return True
 
     def serialize(self, conn: C, name: str) -> None:
         """Inside a transaction: wait out other processes changing ``name``'s versions."""
@@ -134,7 +149,13 @@ class SqlTarget(Generic[C]):
 
     # --- transactions, on the thread ---------------------------------------------------
 
-    def _transaction(self, body: Callable[[Callable[..., Any]], T], serialize: str | None) -> T:
+    def _transaction(
+        self,
+        body: Callable[[Callable[..., Any]], T],
+        serialize: str | None,
+        *,
+        pipelined: bool = False,
+    ) -> T:
         conn = self._conn
         if conn is None:
             raise StoreClosed()
@@ -143,15 +164,22 @@ class SqlTarget(Generic[C]):
         def run(sql: str, params: Any = ()) -> Any:
             return dialect.run(conn, dialect.rewrite(sql), params)
 
-        dialect.run(conn, dialect.begin)
         try:
-            if serialize is not None:
-                dialect.serialize(conn, serialize)
-            result = body(run)
+            # Pipelined (PostgreSQL, a batch's commit): BEGIN goes out with the version
+            # check, which waits for its answer; the handlers' statements, the checkpoint
+            # and COMMIT then go out together — two round trips a batch, not one each.
+            with dialect.pipeline(conn) if pipelined else contextlib.nullcontext():
+                dialect.run(conn, dialect.begin)
+                if serialize is not None:
+                    dialect.serialize(conn, serialize)
+                result = body(run)
+                dialect.run(conn, "COMMIT")
         except BaseException:
-            dialect.run(conn, "ROLLBACK")
+            # A pipelined statement's error can surface after COMMIT was queued (which the
+            # server then skipped), so ask the connection whether a transaction is open.
+            if dialect.in_transaction(conn):
+                dialect.run(conn, "ROLLBACK")
             raise
-        dialect.run(conn, "COMMIT")
         return result
 
     def _tx_for(self, tables: Sequence[str], version: int) -> SqlTransaction:
@@ -164,6 +192,7 @@ class SqlTarget(Generic[C]):
             physical_tables(tables, version),
             version,
             dialect.rewrite,
+            dialect.bind_many(conn),
         )
 
     def _create_version(self, run: Callable[..., Any], projection: Projection, state: str) -> int:
@@ -172,7 +201,9 @@ class SqlTarget(Generic[C]):
             (projection.name,),
         ).fetchone()
         version = int(row[0]) + 1
-        projection.setup(self._tx_for(projection.tables, version))
+        tx = self._tx_for(projection.tables, version)
+        projection.setup(tx)
+        tx.flush()
         run(
             "INSERT INTO eventcore_projections (name, version, state, tables, created_at)"
             " VALUES (?, ?, ?, ?, ?)",
@@ -234,7 +265,9 @@ class SqlTarget(Generic[C]):
             row = run(check, (name, version)).fetchone()
             if row is None or row[0] == RETIRED:
                 raise VersionRetired(name, version)
-            apply_batch(self._tx_for(projection.tables, version), batch)
+            tx = self._tx_for(projection.tables, version)
+            apply_batch(tx, batch)
+            tx.flush()  # the handlers' last grouped statements, before the checkpoint
             run(
                 _UPSERT_CHECKPOINT,
                 (
@@ -248,7 +281,7 @@ class SqlTarget(Generic[C]):
                 ),
             )
 
-        await self._call(lambda: self._transaction(body, None))
+        await self._call(lambda: self._transaction(body, None, pipelined=True))
 
     async def switch(self, projection: Projection, version: int, *, keep_old: bool) -> None:
         name = projection.name

@@ -7,11 +7,19 @@ become psycopg's ``%s`` (and a literal ``%`` becomes ``%%``) outside quoted text
 
 Versions of one projection change under a transaction-scoped advisory lock keyed by its
 name, so two processes starting the same projection create its first version once.
+
+``synchronous_commit=off`` by default (``?synchronous_commit=on`` to change it): a commit
+then does not wait for its WAL flush (about half of a live batch's time on the server).
+Like the SQLite target's ``synchronous=NORMAL``: a killed process loses nothing
+committed; a server crash can lose the last commits, state and checkpoint *together*, so
+those batches are simply applied again.
 """
 
 from __future__ import annotations
 
+import contextlib
 import re
+from collections.abc import Callable
 from typing import Any, Final
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -26,6 +34,7 @@ __all__ = ["PostgresTarget", "qmark_to_format"]
 
 #: First key of the advisory locks this module takes (the second is hashtext(name)).
 _LOCK_CLASS: Final = 0x45430010
+_SYNCHRONOUS_COMMIT: Final = ("on", "off", "local", "remote_write", "remote_apply")
 _QUOTED_OR_MARK: Final = re.compile(r"'(?:[^']|'')*'|\"(?:[^\"]|\"\")*\"|[?%]")
 
 
@@ -42,9 +51,10 @@ def qmark_to_format(text: str) -> str:
 class _Postgres(Dialect[psycopg.Connection[Any]]):
     share_lock = " FOR SHARE"
 
-    def __init__(self, conninfo: str, schema: str) -> None:
+    def __init__(self, conninfo: str, schema: str, synchronous_commit: str) -> None:
         self._conninfo = conninfo
         self._schema = schema
+        self._synchronous_commit = synchronous_commit
 
     def connect(self) -> psycopg.Connection[Any]:
         conn = psycopg.connect(self._conninfo, autocommit=True)
@@ -56,6 +66,9 @@ class _Postgres(Dialect[psycopg.Connection[Any]]):
                 )
                 conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(ident))
             conn.execute(sql.SQL("SET search_path TO {}").format(ident))
+            conn.execute(
+                "SELECT set_config('synchronous_commit', %s, false)", (self._synchronous_commit,)
+            )
         except BaseException:
             conn.close()
             raise
@@ -64,6 +77,19 @@ class _Postgres(Dialect[psycopg.Connection[Any]]):
     def run(self, conn: psycopg.Connection[Any], text: str, params: Any = ()) -> Any:
         # Always with params (even none): psycopg then turns the ``%%`` of ``rewrite`` back.
         return conn.execute(text.encode(), params)
+
+    def bind_many(self, conn: psycopg.Connection[Any]) -> Callable[[str, list[Any]], object]:
+        def run_many(text: str, params: list[Any]) -> None:
+            # Inside the batch's pipeline the rows go out back to back, no wait for each.
+            conn.cursor().executemany(text.encode(), params)
+
+        return run_many
+
+    def pipeline(self, conn: psycopg.Connection[Any]) -> contextlib.AbstractContextManager[object]:
+        return conn.pipeline()
+
+    def in_transaction(self, conn: psycopg.Connection[Any]) -> bool:
+        return conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE
 
     def rewrite(self, text: str) -> str:
         return qmark_to_format(text)
@@ -78,8 +104,8 @@ class _Postgres(Dialect[psycopg.Connection[Any]]):
 class PostgresTarget(SqlTarget[psycopg.Connection[Any]]):
     """Open with ``await PostgresTarget.open(url)``; close with ``aclose()``."""
 
-    def __init__(self, conninfo: str, schema: str) -> None:
-        super().__init__(_Postgres(conninfo, schema), "eventcore-projection-pg")
+    def __init__(self, conninfo: str, schema: str, synchronous_commit: str = "off") -> None:
+        super().__init__(_Postgres(conninfo, schema, synchronous_commit), "eventcore-projection-pg")
         self.schema = schema
 
     @classmethod
@@ -91,8 +117,11 @@ class PostgresTarget(SqlTarget[psycopg.Connection[Any]]):
         schema = options.pop("schema", "public")
         if not valid_identifier(schema):
             raise InvalidUrl(url, f"schema {schema!r} must be a plain lower-case name")
+        synchronous_commit = options.pop("synchronous_commit", "off").lower()
+        if synchronous_commit not in _SYNCHRONOUS_COMMIT:
+            raise InvalidUrl(url, f"synchronous_commit must be one of {_SYNCHRONOUS_COMMIT}")
         conninfo = urlunsplit(("postgresql", parts.netloc, parts.path, urlencode(options), ""))
-        target = cls(conninfo, schema)
+        target = cls(conninfo, schema, synchronous_commit)
         try:
             await target._start()
         except psycopg.Error as error:

@@ -53,6 +53,12 @@ class _Sqlite(Dialect[sqlite3.Connection]):
     def bind(self, conn: sqlite3.Connection) -> Callable[[str, Any], Any]:
         return conn.execute  # the hot path: no wrapper per statement
 
+    def bind_many(self, conn: sqlite3.Connection) -> Callable[[str, list[Any]], object]:
+        return conn.executemany
+
+    def in_transaction(self, conn: sqlite3.Connection) -> bool:
+        return conn.in_transaction
+
     def close(self, conn: sqlite3.Connection) -> None:
         conn.close()
 

@@ -34,6 +34,18 @@ class SqlTransaction:
 
     ``{table}`` in SQL becomes this version's table (``orders`` → ``orders_v3``);
     other braces are left alone. ``version`` is the version being written.
+
+    Runs of one statement are grouped: ``execute`` with the same SQL as the statement
+    before it only notes its parameters, and the run goes to the driver as one
+    ``executemany`` when a different statement comes, before any read (``fetchone``,
+    ``fetchall``) and before the batch's checkpoint. A handler issuing one upsert per
+    event then costs one driver call per batch instead of one per event (about a
+    quarter of the per-event cost on SQLite, and on PostgreSQL the rows travel
+    pipelined). Statements still run in the order issued and every read sees every
+    write before it, so the state is the same as one at a time. What differs: an
+    error of a grouped statement surfaces at the next read or at the end of the batch
+    (failing the batch all the same), not inside the handler that issued it; and the
+    parameters are read then, so pass values the handler does not mutate afterwards.
     """
 
     def __init__(
@@ -42,12 +54,17 @@ class SqlTransaction:
         tables: Mapping[str, str],
         version: int,
         rewrite: Callable[[str], str] | None = None,
+        run_many: Callable[[str, list[Params]], object] | None = None,
     ) -> None:
         self._run = run
+        self._run_many = run_many
         self._tables = tables
         self._rewrite = rewrite
         # Handlers run the same few statements for every event: translate each once.
         self._translated: dict[str, str] = {}
+        # The run being grouped: its SQL as the handler wrote it, and its parameters.
+        self._pending_sql: str | None = None
+        self._pending: list[Params] = []
         self.version = version
 
     def _sql(self, sql: str) -> str:
@@ -60,13 +77,35 @@ class SqlTransaction:
         return done
 
     def execute(self, sql: str, params: Params = ()) -> None:
-        self._run(self._sql(sql), params)
+        if self._run_many is None:
+            self._run(self._sql(sql), params)
+        elif sql == self._pending_sql:
+            self._pending.append(params)
+        else:
+            self.flush()
+            self._pending_sql = sql
+            self._pending = [params]
+
+    def flush(self) -> None:
+        """Send the grouped run to the database (reads and commits call it first)."""
+        sql, pending = self._pending_sql, self._pending
+        if sql is None:
+            return
+        # Cleared first: a failing run is not sent again by a later flush.
+        self._pending_sql, self._pending = None, []
+        if len(pending) == 1 or self._run_many is None:
+            for params in pending:
+                self._run(self._sql(sql), params)
+        else:
+            self._run_many(self._sql(sql), pending)
 
     def fetchone(self, sql: str, params: Params = ()) -> tuple[Any, ...] | None:
+        self.flush()
         row = self._run(self._sql(sql), params).fetchone()
         return None if row is None else tuple(row)
 
     def fetchall(self, sql: str, params: Params = ()) -> list[tuple[Any, ...]]:
+        self.flush()
         return [tuple(row) for row in self._run(self._sql(sql), params).fetchall()]
 
 
