@@ -96,3 +96,23 @@ async def test_lag_counts_events_behind_and_is_zero_when_caught_up(store: EventS
     assert all(lag.seconds >= 0 for lag in lags)
     assert follower.lag().events == 0
     assert follower.lag().seconds == 0.0
+
+
+async def test_a_live_filtered_follower_scans_past_other_types_appended_later(
+    store: EventStore,
+) -> None:
+    # The head is looked at beside each read, not before it: the pass after a wake-up
+    # must still bring ``scanned`` to the new head without waiting for the poll.
+    await store.append({A: events(2, "Kept")}, expected={A: 0})
+    follower = LogFollower(store, types=["Kept"], poll_interval=60.0)
+    received = asyncio.create_task(collect(follower, 3))
+    await follower.reached(2)
+
+    await store.append({A: events(3, "Other")}, expected={A: 2})
+    await follower.reached(5)
+    assert follower.lag().events == 0
+    await store.append({A: events(1, "Kept")}, expected={A: 5})
+
+    batches = await received
+    assert [e.position for b in batches for e in b] == [1, 2, 6]
+    assert follower.scanned == 6

@@ -129,14 +129,23 @@ class LogFollower:
     async def batches(self) -> AsyncIterator[list[StoredEvent]]:
         """Batches of new events, oldest first, until ``stop()``; never ends by itself."""
         while not self._stopping.is_set():
-            await self._look_at_head()
+            # A head looked at before this read starts: the read covers everything up to
+            # it. The next look goes on beside the read rather than before it, which keeps
+            # a round trip off the path from a wake-up to the batch (live latency); it
+            # serves the next pass, and a head it finds past what we scanned makes that
+            # pass come at once instead of sleeping (``_sleep``).
+            if self._head_looked_at == 0.0:
+                await self._look_at_head()  # the first pass: lag is right from its start
             head = self._head
+            looking = asyncio.ensure_future(self._look_at_head())
             reader = self._store.read_all(
                 after=self._position, types=self._types, batch_size=self._batch_size
             )
             try:
                 async for batch in reader:
                     self._in_hand = batch[0].recorded_at
+                    # The log reaches at least this far, whatever the look beside finds.
+                    self._head = max(self._head, batch[-1].position)
                     yield batch
                     self._position = batch[-1].position
                     self._last_done = batch[-1].recorded_at
@@ -144,14 +153,17 @@ class LogFollower:
                     self._announce()
                     if self._stopping.is_set():
                         return
-                    if time.monotonic() - self._head_looked_at > _HEAD_REFRESH:
-                        await self._look_at_head()
+                    if looking.done() and time.monotonic() - self._head_looked_at > _HEAD_REFRESH:
+                        looking.result()  # a failed look fails the follower, as before
+                        looking = asyncio.ensure_future(self._look_at_head())
             finally:
                 await _close(reader)
+                await _settle(looking)
             # The read reached the head it started from: nothing more for us up to there.
             self._scanned = max(self._scanned, head)
             self._announce()
-            await self._sleep()
+            if self._head <= self.scanned:
+                await self._sleep()
 
     async def _look_at_head(self) -> None:
         self._head = max(self._head, await self._store.last_position())
@@ -177,6 +189,23 @@ class LogFollower:
             await asyncio.wait({waiting, stopping})
         if not waiting.cancelled() and waiting.exception() is not None:
             raise waiting.exception()  # type: ignore[misc]
+
+
+async def _settle(task: asyncio.Future[None]) -> None:
+    """Let a head look end before going on, and surface its error; never leave it behind.
+
+    Awaited in a ``finally``: when we are being cancelled, the look is cancelled too
+    and our own cancellation goes on propagating.
+    """
+    if not task.done():
+        try:
+            await asyncio.shield(task)
+        except asyncio.CancelledError:
+            task.cancel()
+            await asyncio.wait({task})
+            raise
+    if not task.cancelled():
+        task.result()
 
 
 async def _close(reader: AsyncIterator[Any]) -> None:
