@@ -4,10 +4,11 @@ an equivalent measured here).
 h: catch-up of a populated log into a SQLite projection table (events/s).
 i: live latency, append → projection commit, p99 in ms, one append at a time.
 
+On ``--backend postgres`` i uses a PostgreSQL target beside the store. Directly:
+
     python bench/projection_side.py i postgresql://postgres@127.0.0.1:5432/test
 
-measures i on PostgreSQL directly (store and target in fresh schemas, dropped after),
-while the harness's postgres backend is not yet wired.
+measures i on PostgreSQL five times (store and target in fresh schemas, dropped after).
 """
 
 from __future__ import annotations
@@ -153,6 +154,11 @@ async def measure_latency(store: EventStore, target: Target, samples: int) -> fl
 
 async def i_live_latency_p99(ctx: Context) -> float:
     samples = ctx.sizes.latency_samples
+    if ctx.backend.name == "postgres":
+        # The target in the same database as the store, as a service on PostgreSQL would
+        # have it: its own schema under the run's prefix (``finish`` drops what is left).
+        views = ctx.backend.schema(f"{ctx.workdir.name}-views")  # type: ignore[attr-defined]
+        return await i_on_postgres(ctx.backend.eventcore_url(ctx.workdir), views, samples)
     async with (
         await open_store(ctx.backend.eventcore_url(ctx.workdir)) as store,
         await SqliteTarget.open(ctx.workdir / "views.db") as target,
@@ -160,22 +166,33 @@ async def i_live_latency_p99(ctx: Context) -> float:
         return await measure_latency(store, target, samples)
 
 
-async def i_on_postgres(url: str, samples: int) -> float:
+async def i_on_postgres(store_url: str, views: str, samples: int) -> float:
+    """i with the store at ``store_url`` and the target in schema ``views`` (dropped after)."""
     import psycopg
 
     from eventcore.projection.postgres import PostgresTarget
 
-    schema = f"bench_i_{uuid.uuid4().hex[:10]}"
+    server = store_url.split("?", 1)[0]
     try:
         async with (
-            await open_store(f"{url}?schema={schema}") as store,
-            await PostgresTarget.open(f"{url}?schema={schema}_views") as target,
+            await open_store(store_url) as store,
+            await PostgresTarget.open(f"{server}?schema={views}") as target,
         ):
             return await measure_latency(store, target, samples)
     finally:
+        async with await psycopg.AsyncConnection.connect(server, autocommit=True) as admin:
+            await admin.execute(f'DROP SCHEMA IF EXISTS "{views}" CASCADE')
+
+
+async def _i_standalone(url: str, samples: int) -> float:
+    import psycopg
+
+    schema = f"bench_i_{uuid.uuid4().hex[:10]}"
+    try:
+        return await i_on_postgres(f"{url}?schema={schema}", f"{schema}_views", samples)
+    finally:
         async with await psycopg.AsyncConnection.connect(url, autocommit=True) as admin:
-            for name in (schema, f"{schema}_views"):
-                await admin.execute(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
+            await admin.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
 
 
 WORKLOADS = {
@@ -189,7 +206,7 @@ def run(name: str, ctx: Context) -> float:
 
 
 if __name__ == "__main__":
-    figures = [asyncio.run(i_on_postgres(sys.argv[2], 1_000)) for _ in range(5)]
+    figures = [asyncio.run(_i_standalone(sys.argv[2], 1_000)) for _ in range(5)]
     print(
         f"i_live_latency_p99 postgres: median {statistics.median(figures):.2f} ms "
         f"of {[round(f, 2) for f in figures]}"

@@ -229,9 +229,11 @@ WORKLOADS: tuple[Workload, ...] = (
         None,
         lambda s: (
             f"{s.latency_samples:,} appends one at a time while a runner follows live: time from "
-            "append call to the projection's commit returning, p99; SQLite target; eventcore only"
+            "append call to the projection's commit returning, p99; target in the backend's "
+            "database (SQLite file; PostgreSQL schema on --backend postgres); eventcore only"
         ),
-        Target("≤20 ms on SQLite (≤10 ms on PostgreSQL)", maximum=20.0),
+        Target("≤20 ms on SQLite", maximum=20.0),
+        Target("≤10 ms on PostgreSQL", maximum=10.0),
     ),
 )
 
