@@ -7,7 +7,6 @@ so the writer takes them as one batch.
 from __future__ import annotations
 
 import asyncio
-import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -19,26 +18,8 @@ from eventcore.store._pg_schema import render
 from eventcore.store.postgres import PostgresStore
 from eventcore.store.protocol import AppendResult
 from eventcore.types import StreamId
-from tests.backends import POSTGRES_URL, running_in_ci
+from tests.backends import POSTGRES_URL
 from tests.builders import events, new_event, sid
-
-
-@pytest.fixture
-async def schema() -> AsyncIterator[str]:
-    """A fresh schema name, dropped after the test."""
-    try:
-        admin = await psycopg.AsyncConnection.connect(
-            POSTGRES_URL, autocommit=True, connect_timeout=5
-        )
-    except psycopg.OperationalError as error:
-        reason = f"PostgreSQL unavailable at {POSTGRES_URL}: {error}"
-        if running_in_ci():
-            pytest.fail(f"{reason} (CI=true: the postgres tests must run)", pytrace=False)
-        pytest.skip(reason)
-    name = f"test_{uuid.uuid4().hex[:16]}"
-    async with admin:
-        yield name
-        await admin.execute(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
 
 
 @pytest.fixture
