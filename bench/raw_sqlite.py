@@ -15,6 +15,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from bench.common import Context, Stopwatch
+from eventcore.store._sqlite_schema import migrate
 
 __all__ = ["DESCRIPTIONS", "WORKLOADS", "run"]
 
@@ -27,32 +28,6 @@ DESCRIPTIONS: dict[str, str] = {
     "f_read_global_log": "paged SELECT + fetchall, no decoding",
 }
 
-#: eventcore's SQLite schema (store/_sqlite_schema.py, migration 1), so the raw side does
-#: the same index maintenance: the events table, its type index, the stream heads.
-SCHEMA = (
-    """
-    CREATE TABLE IF NOT EXISTS events (
-        position       INTEGER PRIMARY KEY,
-        stream_id      TEXT    NOT NULL,
-        version        INTEGER NOT NULL,
-        event_id       BLOB    NOT NULL UNIQUE,
-        type           TEXT    NOT NULL,
-        schema_version INTEGER NOT NULL,
-        data           BLOB    NOT NULL,
-        metadata       BLOB,
-        recorded_at    INTEGER NOT NULL,
-        UNIQUE (stream_id, version)
-    )
-    """,
-    "CREATE INDEX IF NOT EXISTS events_type_position ON events (type, position)",
-    """
-    CREATE TABLE IF NOT EXISTS streams (
-        stream_id     TEXT    PRIMARY KEY,
-        version       INTEGER NOT NULL,
-        last_position INTEGER NOT NULL
-    ) WITHOUT ROWID
-    """,
-)
 COLUMNS = (
     "position, stream_id, version, event_id, type, schema_version, data, metadata, recorded_at"
 )
@@ -76,8 +51,9 @@ def connected(path: Path, synchronous: str) -> Iterator[sqlite3.Connection]:
     try:
         connection.execute("PRAGMA journal_mode=WAL")
         connection.execute(f"PRAGMA synchronous={synchronous}")
-        for statement in SCHEMA:
-            connection.execute(statement)
+        # eventcore's own migrations, so the raw side maintains exactly the same tables
+        # and indexes (a copy of the DDL here could drift from the store's).
+        migrate(connection)
         yield connection
     finally:
         connection.close()
