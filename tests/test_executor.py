@@ -358,3 +358,37 @@ async def test_ids_differ_between_runs(store: EventStore) -> None:
     second = await run.execute(Deposit(account=A))
     assert isinstance(first.event_ids[0], uuid.UUID)
     assert first.event_ids != second.event_ids
+
+
+class OpenFresh(OpenOnce):
+    """``OpenOnce`` that expects its stream to be new and decides before reading."""
+
+    creates_streams = True
+
+
+async def test_a_command_that_creates_streams_still_refuses_an_existing_one(
+    store: EventStore,
+) -> None:
+    # The guess of an empty stream is appended at version 0; the store's check refuses
+    # it, and the decision on the real state (already open) stands.
+    run = Executor(store, registry, retry=FAST)
+    await run.execute(OpenFresh(account=A))
+    with pytest.raises(CommandRejected):
+        await run.execute(OpenFresh(account=A))
+    assert await store.stream_version(A) == 1
+
+
+async def test_a_cached_state_that_went_stale_is_read_again_before_writing(
+    store: EventStore,
+) -> None:
+    # Another writer moves the stream behind the cache's back: the guessed decision
+    # conflicts, and the retried one is taken on the real balance.
+    cached = Executor(store, registry, retry=FAST, cache_size=8)
+    other = Executor(store, registry, retry=FAST)
+    await cached.execute(Deposit(account=A, amount=5))
+    await other.execute(Deposit(account=A, amount=7))
+    result = await cached.execute(Deposit(account=A, amount=1))
+    assert result.attempts == 2
+    assert result.stream_versions == {A: 3}
+    folded = [registry.decode(event) for event in await store.read_stream(A)]
+    assert sum(event.amount for event in folded if isinstance(event, Deposited)) == 13
