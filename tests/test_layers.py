@@ -25,6 +25,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
         ),
     ),
     ("read side", ("eventcore.projection",)),
+    ("messaging", ("eventcore.messaging",)),
     ("runtime", ("eventcore.cli", "eventcore.demo")),
 ]
 RANK = {name: rank for rank, (name, _) in enumerate(LAYERS)}

@@ -11,7 +11,8 @@
     │   │   ├── DuplicateEventId
     │   │   └── PayloadTooLarge
     │   ├── InvalidUrl
-    │   └── InvalidCommand
+    │   ├── InvalidCommand
+    │   └── InvalidName              a topic, consumer group or service name
     ├── ConcurrencyConflict          re-read and try again (the executor does)
     ├── CommandFailed                the command did not take effect
     │   ├── CommandRejected          a business rule said no; never retried
@@ -19,12 +20,18 @@
     │   ├── CommandTimeout           the deadline passed (also a TimeoutError)
     │   └── TooManyStreams           stream discovery went past its cap
     ├── DecodeError                  stored or received bytes could not be read
-    │   └── UnknownEventType
+    │   ├── UnknownEventType
+    │   └── InvalidMessage           a bus message that is not a valid envelope
+    │       └── MessageTooLarge
     ├── NotFound
-    │   └── StreamNotFound
-    └── StoreError                   the backend failed; the operation may be retried
-        ├── StoreUnavailable
-        └── StoreClosed
+    │   ├── StreamNotFound
+    │   └── DeadLetterNotFound
+    ├── StoreError                   the backend failed; the operation may be retried
+    │   ├── StoreUnavailable
+    │   └── StoreClosed
+    └── BusError                     the message bus failed; the operation may be retried
+        ├── BusUnavailable
+        └── BusClosed
 
 Each error is complete when raised: it carries the values a caller needs
 (``ConcurrencyConflict.stream_id`` / ``expected`` / ``actual``) and its message
@@ -44,7 +51,14 @@ __all__ = [
     "EventcoreError",
     "InvalidAppend",
     "InvalidCommand",
+    "BusClosed",
+    "BusError",
+    "BusUnavailable",
+    "DeadLetterNotFound",
     "InvalidInput",
+    "InvalidMessage",
+    "InvalidName",
+    "MessageTooLarge",
     "InvalidStreamId",
     "InvalidUrl",
     "NotFound",
@@ -126,6 +140,16 @@ class InvalidCommand(InvalidInput):
     """A command class or instance that the executor cannot run (a programming error)."""
 
 
+class InvalidName(InvalidInput):
+    """A topic, consumer group or service name that a bus cannot use."""
+
+    def __init__(self, kind: str, value: object, reason: str) -> None:
+        self.kind = kind
+        self.value = value
+        self.reason = reason
+        super().__init__(f"invalid {kind} {value!r}: {reason}")
+
+
 # --- concurrency ---------------------------------------------------------------------------
 
 
@@ -198,6 +222,24 @@ class UnknownEventType(DecodeError):
         )
 
 
+class InvalidMessage(DecodeError):
+    """A message received from a bus that is not a valid eventcore envelope.
+
+    ``reason`` says what is wrong; the subscriber dead-letters such a message.
+    """
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(f"invalid message: {reason}")
+
+
+class MessageTooLarge(InvalidMessage):
+    def __init__(self, size: int, limit: int) -> None:
+        self.size = size
+        self.limit = limit
+        super().__init__(f"it is {size} bytes; at most {limit} are accepted")
+
+
 class NotFound(EventcoreError):
     """The thing asked for does not exist."""
 
@@ -206,6 +248,12 @@ class StreamNotFound(NotFound):
     def __init__(self, stream_id: str) -> None:
         self.stream_id = stream_id
         super().__init__(f"stream {stream_id!r} does not exist")
+
+
+class DeadLetterNotFound(NotFound):
+    def __init__(self, letter_id: str) -> None:
+        self.letter_id = letter_id
+        super().__init__(f"dead letter {letter_id!r} does not exist")
 
 
 # --- infrastructure ------------------------------------------------------------------------
@@ -222,3 +270,16 @@ class StoreUnavailable(StoreError):
 class StoreClosed(StoreError):
     def __init__(self) -> None:
         super().__init__("the store is closed")
+
+
+class BusError(EventcoreError):
+    """The message bus failed. The operation may succeed if retried later."""
+
+
+class BusUnavailable(BusError):
+    """The bus could not be reached or gave up mid-operation."""
+
+
+class BusClosed(BusError):
+    def __init__(self) -> None:
+        super().__init__("the bus is closed")

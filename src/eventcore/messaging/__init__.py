@@ -1,0 +1,31 @@
+"""Messaging between services (DESIGN.md §5): the envelope, the bus and its backends,
+the outbox relay, and durable subscriptions with an inbox and dead letters."""
+
+from __future__ import annotations
+
+from eventcore.messaging.bus import (
+    Bus,
+    Consumer,
+    DeadLetter,
+    DeadLetterBox,
+    Delivery,
+    OutgoingMessage,
+)
+from eventcore.messaging.envelope import DistributedEvent, decode_envelope, encode_envelope
+from eventcore.messaging.topics import TopicMap
+from eventcore.messaging.url import BusUrl, open_bus
+
+__all__ = [
+    "Bus",
+    "BusUrl",
+    "Consumer",
+    "DeadLetter",
+    "DeadLetterBox",
+    "Delivery",
+    "DistributedEvent",
+    "OutgoingMessage",
+    "TopicMap",
+    "decode_envelope",
+    "encode_envelope",
+    "open_bus",
+]

@@ -1,0 +1,254 @@
+"""The bus contract (DESIGN.md §5), written as Protocols.
+
+A bus carries messages on **topics**. Every topic is split into a fixed number of
+**partitions**; a message's partition is picked from its **key** (eventcore uses the
+stream id), so all messages of one stream land in one partition, in publish order.
+
+A **consumer group** (one per subscribing service and topic) reads a topic once
+between all its members: each partition is owned by one member at a time (leases,
+rebalanced as members come and go, see ``assignment``), and the member reads it in
+order. That is how several instances share the work while each stream's events stay
+in order.
+
+Delivery is at least once: a message fetched and not acknowledged within the
+consumer's ``ack_wait`` — the member died, hung, or lost its lease — is delivered
+again, with ``attempt`` counting the deliveries. Publishing is idempotent per
+(topic, message id): a message published twice is stored once.
+
+Every backend passes one conformance suite (``tests/messaging/conformance``).
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Literal, Protocol, runtime_checkable
+
+import msgspec
+
+__all__ = [
+    "DEFAULT_ACK_WAIT",
+    "DEFAULT_PARTITIONS",
+    "Bus",
+    "Consumer",
+    "DeadLetter",
+    "DeadLetterBox",
+    "Delivery",
+    "Leases",
+    "OutgoingMessage",
+    "partition_of",
+]
+
+#: Partitions per topic unless the bus URL says otherwise (``?partitions=N``).
+DEFAULT_PARTITIONS = 8
+#: Seconds a delivery may stay unacknowledged before the bus delivers it again.
+DEFAULT_ACK_WAIT = 30.0
+
+
+def partition_of(key: str, partitions: int) -> int:
+    """The partition of ``key``: the same on every process and every run (CRC-32)."""
+    return zlib.crc32(key.encode()) % partitions
+
+
+class OutgoingMessage(msgspec.Struct, frozen=True):
+    """A message to publish. ``message_id`` de-duplicates; ``key`` picks the partition."""
+
+    topic: str
+    message_id: str
+    key: str
+    body: bytes
+
+
+class Delivery(msgspec.Struct, frozen=True):
+    """A message handed to a consumer.
+
+    ``sequence`` grows with publish order within a partition; ``attempt`` is 1 on the
+    first delivery to this group and grows with each redelivery.
+    """
+
+    topic: str
+    message_id: str
+    key: str
+    body: bytes
+    partition: int
+    sequence: int
+    attempt: int
+    published_at: datetime
+
+
+class DeadLetter(msgspec.Struct, frozen=True, kw_only=True):
+    """A message a consumer group gave up on, with why.
+
+    ``letter_id`` is ``"{group}:{topic}:{message_id}"``: one letter per message and group.
+    ``status`` is ``"dead"`` until someone asks for a retry (``"retry"``); the group's
+    subscriber then takes it back (``claim_retries``) and runs it through its handler.
+    """
+
+    letter_id: str
+    group: str
+    topic: str
+    message_id: str
+    key: str
+    body: bytes
+    reason: str
+    error_type: str
+    attempts: int
+    failed_at: datetime
+    status: Literal["dead", "retry"] = "dead"
+
+    @staticmethod
+    def id_for(group: str, topic: str, message_id: str) -> str:
+        return f"{group}:{topic}:{message_id}"
+
+
+@runtime_checkable
+class Consumer(Protocol):
+    """One member of a consumer group on one topic.
+
+    The subscriber's loop is: ``fetch``, handle, then ``ack`` (or ``nak``) *every*
+    delivery of that fetch, then ``fetch`` again. Between fetches the member holds no
+    unsettled delivery, which is when it takes on or gives up partitions.
+    """
+
+    @property
+    def member(self) -> str:
+        """This member's id (unique within its group)."""
+        ...
+
+    @property
+    def partitions(self) -> frozenset[int]:
+        """The partitions this member owns right now."""
+        ...
+
+    async def fetch(self, max_messages: int, timeout: float) -> list[Delivery]:  # noqa: ASYNC109
+        """Up to ``max_messages`` deliveries from owned partitions, each partition's in
+        order; waits up to ``timeout`` seconds for the first one, [] if none came.
+
+        A partition whose earlier delivery is still unsettled (or was nak'ed and its
+        delay has not passed) gives nothing, so a key's messages are never handled out
+        of order by this group."""
+        ...
+
+    async def ack(self, deliveries: Sequence[Delivery]) -> None:
+        """The group is done with these messages: they are not delivered again."""
+        ...
+
+    async def nak(self, delivery: Delivery, delay: float = 0.0) -> None:
+        """Deliver ``delivery`` again after ``delay`` seconds, with ``attempt`` + 1.
+
+        Deliveries of the same partition fetched after it and not acknowledged come
+        again after it, in order."""
+        ...
+
+    async def aclose(self) -> None:
+        """Leave the group: give up this member's partitions so others take them over.
+        Unsettled deliveries are delivered again to whoever takes over."""
+        ...
+
+
+@runtime_checkable
+class DeadLetterBox(Protocol):
+    """Where consumer groups park the messages they gave up on."""
+
+    async def put(self, letter: DeadLetter) -> None:
+        """Keep ``letter`` (replacing an earlier letter of the same id)."""
+        ...
+
+    async def list(
+        self, *, group: str | None = None, topic: str | None = None, limit: int = 100
+    ) -> list[DeadLetter]:
+        """Letters, oldest first, optionally only one group's or one topic's."""
+        ...
+
+    async def get(self, letter_id: str) -> DeadLetter:
+        """One letter; ``DeadLetterNotFound`` if there is none of that id."""
+        ...
+
+    async def drop(self, letter_id: str) -> None:
+        """Delete a letter for good; ``DeadLetterNotFound`` if there is none."""
+        ...
+
+    async def request_retry(self, letter_id: str) -> None:
+        """Mark a letter for its group to run again; ``DeadLetterNotFound`` if none."""
+        ...
+
+    async def claim_retries(self, group: str, topic: str, limit: int = 100) -> list[DeadLetter]:
+        """Take the group's letters marked for retry out of the box (they are deleted).
+        A claimed letter that fails again is ``put`` back by the subscriber."""
+        ...
+
+    async def count(self, *, group: str | None = None) -> int:
+        ...
+
+
+@runtime_checkable
+class Leases(Protocol):
+    """Time-limited exclusive claims, the primitive that partition ownership rests on.
+
+    ``scope`` names a consumer group on a topic; members and partitions live in it.
+    Every call that takes a ``ttl`` (seconds) makes its claim live that long from now.
+    """
+
+    async def heartbeat(self, scope: str, member: str, ttl: float) -> list[str]:
+        """Say ``member`` is alive; return the live members of ``scope``, sorted."""
+        ...
+
+    async def acquire(self, scope: str, partition: int, member: str, ttl: float) -> bool:
+        """Claim (or renew) ``partition`` for ``member``; False if another member
+        holds a live claim on it."""
+        ...
+
+    async def release(self, scope: str, partition: int, member: str) -> None:
+        """Give up ``member``'s claim on ``partition`` (nothing if it holds none)."""
+        ...
+
+    async def leave(self, scope: str, member: str) -> None:
+        """Remove ``member`` from the live members (its partition claims stay until
+        released or expired)."""
+        ...
+
+
+@runtime_checkable
+class Bus(Protocol):
+    """A message bus: publish to topics, consume as groups, park dead letters."""
+
+    @property
+    def url(self) -> str:
+        """The URL the bus was opened with (no password)."""
+        ...
+
+    @property
+    def dead_letters(self) -> DeadLetterBox: ...
+
+    async def publish(self, messages: Sequence[OutgoingMessage]) -> None:
+        """Publish messages; return once the bus has durably accepted all of them.
+
+        A message whose (topic, message id) the bus has already accepted is not
+        stored again. Raises ``BusUnavailable`` if the bus could not take them, in
+        which case any of them may or may not have been accepted: publish them again.
+        """
+        ...
+
+    async def consumer(
+        self,
+        topic: str,
+        group: str,
+        *,
+        member: str | None = None,
+        ack_wait: float = DEFAULT_ACK_WAIT,
+    ) -> Consumer:
+        """Join ``group`` on ``topic`` (both created on demand) as ``member`` (a fresh
+        id when None). A new group starts at the beginning of the topic."""
+        ...
+
+    async def load_checkpoint(self, name: str) -> int:
+        """A relay's checkpoint: the store position it has published up to (0 = none)."""
+        ...
+
+    async def save_checkpoint(self, name: str, position: int) -> None:
+        ...
+
+    async def aclose(self) -> None:
+        """Release every resource. Idempotent; later calls raise ``BusClosed``."""
+        ...

@@ -1,0 +1,111 @@
+"""Bus URLs and ``open_bus``.
+
+* ``memory://`` — in-process; every ``open_bus("memory://")`` is a new, empty bus.
+* ``sqlite:///abs/path/bus.db`` (or ``sqlite://relative/bus.db``) — the embedded
+  default, one file shared by every process on the machine.
+* ``nats://host:port`` — NATS JetStream.
+
+Options (query string): ``partitions`` (per topic, default 8; a topic keeps the count
+it was created with); for NATS, ``namespace`` (default ``eventcore``): the prefix of
+every JetStream stream and key-value bucket the bus creates, so several systems (or
+test runs) can share one server without seeing each other.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from urllib.parse import parse_qsl, urlsplit
+
+import msgspec
+
+from eventcore.errors import InvalidName, InvalidUrl
+from eventcore.messaging.bus import DEFAULT_PARTITIONS, Bus
+from eventcore.messaging.names import check_name
+
+__all__ = ["BusUrl", "open_bus"]
+
+_SCHEMES = {"memory": "memory", "sqlite": "sqlite", "nats": "nats"}
+_OPTIONS = {"partitions", "namespace"}
+_MAX_PARTITIONS = 256
+
+
+class BusUrl(msgspec.Struct, frozen=True):
+    raw: str
+    backend: str
+    #: The file (sqlite) or ``host:port`` (nats); empty for memory.
+    location: str
+    options: Mapping[str, str]
+
+    @classmethod
+    def parse(cls, url: str) -> BusUrl:
+        if not isinstance(url, str) or "://" not in url:
+            raise InvalidUrl(str(url), "expected scheme://..., e.g. sqlite:///tmp/bus.db")
+        scheme, _, rest = url.partition("://")
+        backend = _SCHEMES.get(scheme.lower())
+        if backend is None:
+            known = ", ".join(sorted(f"{name}://" for name in _SCHEMES))
+            raise InvalidUrl(url, f"unknown bus scheme {scheme!r}; known: {known}")
+        location, _, query = rest.partition("?")
+        try:
+            options = dict(parse_qsl(query, keep_blank_values=True, strict_parsing=bool(query)))
+        except ValueError as error:
+            raise InvalidUrl(url, f"malformed query string: {error}") from None
+        unknown = sorted(set(options) - _OPTIONS)
+        if unknown:
+            known = ", ".join(sorted(_OPTIONS))
+            raise InvalidUrl(url, f"unknown option(s) {', '.join(unknown)}; known: {known}")
+        if "namespace" in options:
+            if backend != "nats":
+                raise InvalidUrl(url, "only nats:// takes a namespace")
+            try:
+                check_name("namespace", options["namespace"])
+            except InvalidName as error:
+                raise InvalidUrl(url, error.reason) from None
+        if backend == "memory" and location:
+            raise InvalidUrl(url, "memory:// takes no path")
+        if backend == "sqlite" and not location:
+            raise InvalidUrl(url, "no file path; e.g. sqlite:///tmp/bus.db")
+        if backend == "nats":
+            try:
+                parts = urlsplit(url)
+                port = parts.port
+            except ValueError as error:
+                raise InvalidUrl(url, f"malformed host or port: {error}") from None
+            if not parts.hostname:
+                raise InvalidUrl(url, "no host; e.g. nats://127.0.0.1:4222")
+            location = f"{parts.hostname}:{port or 4222}"
+        parsed = cls(raw=url, backend=backend, location=location, options=options)
+        parsed.partitions  # noqa: B018 -- validates the option now, not at first use
+        return parsed
+
+    @property
+    def partitions(self) -> int:
+        raw = self.options.get("partitions")
+        if raw is None:
+            return DEFAULT_PARTITIONS
+        if not raw.isdigit() or not 1 <= int(raw) <= _MAX_PARTITIONS:
+            raise InvalidUrl(
+                self.raw, f"partitions must be a whole number from 1 to {_MAX_PARTITIONS}"
+            )
+        return int(raw)
+
+    @property
+    def namespace(self) -> str:
+        return self.options.get("namespace", "eventcore")
+
+
+async def open_bus(url: str, *, create: bool = True) -> Bus:
+    """Open the bus a URL names. ``create=False`` refuses to create a SQLite bus file
+    that does not exist yet (for tools that only inspect, like ``eventcore dlq``)."""
+    parsed = BusUrl.parse(url)
+    if parsed.backend == "memory":
+        from eventcore.messaging.memory import MemoryBus
+
+        return MemoryBus(partitions=parsed.partitions)
+    if parsed.backend == "sqlite":
+        from eventcore.messaging.sqlite import SqliteBus
+
+        return await SqliteBus.open(parsed, create=create)
+    from eventcore.messaging.nats import NatsBus
+
+    return await NatsBus.connect(parsed)
