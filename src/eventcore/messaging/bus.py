@@ -155,10 +155,16 @@ class DeadLetterBox(Protocol):
         """Keep ``letter`` (replacing an earlier letter of the same id)."""
         ...
 
-    async def list(
-        self, *, group: str | None = None, topic: str | None = None, limit: int = 100
+    async def letters(
+        self,
+        *,
+        group: str | None = None,
+        topic: str | None = None,
+        after: str | None = None,
+        limit: int = 100,
     ) -> list[DeadLetter]:
-        """Letters, oldest first, optionally only one group's or one topic's."""
+        """Letters, oldest first (by ``failed_at``, then id), optionally only one
+        group's or one topic's; ``after`` (a letter id) pages on."""
         ...
 
     async def get(self, letter_id: str) -> DeadLetter:
