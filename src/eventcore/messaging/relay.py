@@ -1,0 +1,290 @@
+"""``Relay``: the transactional outbox's second half.
+
+The store is the outbox. A command's events commit once, in the service's own
+store; the relay follows the store's global log (``LogFollower``) and publishes each
+event whose type the service's ``TopicMap`` names, as a ``DistributedEvent`` with the
+event id as message id and the stream id as key. There is no dual write to lose.
+
+Publishing is pipelined: each batch the follower yields goes to the bus at once, and
+up to ``window`` messages may be waiting for the bus's acknowledgement. Batches are
+settled strictly in log order, and the checkpoint (kept in the bus, named after the
+service) moves only past batches the bus has acknowledged. Killed anywhere, the relay
+starts again from its checkpoint: it may publish a message twice (the bus drops
+duplicates by message id; the subscriber's inbox drops what gets through), and it
+never skips one.
+
+A batch the bus refuses (``BusError``: the server is down, a timeout) is published
+again, with backoff, until the bus takes it; batches behind it wait. The relay never
+gives up and never moves past an event it could not publish: a stuck relay shows in
+its lag and ``last_error``, not as a lost event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections import deque
+from datetime import UTC, datetime
+from typing import Final
+
+import msgspec
+
+from eventcore.errors import BusError, InvalidInput
+from eventcore.messaging.bus import Bus, OutgoingMessage
+from eventcore.messaging.envelope import encode_envelope, envelope_of
+from eventcore.messaging.names import check_name
+from eventcore.messaging.topics import TopicMap
+from eventcore.projection.follower import DEFAULT_POLL_INTERVAL, LogFollower
+from eventcore.retry import RetryPolicy
+from eventcore.store.protocol import EventStore
+from eventcore.types import StoredEvent
+
+__all__ = ["Relay", "RelayStatus"]
+
+#: How often, at most, the checkpoint is written while events keep coming. A crash
+#: republishes at most this much (the bus and the inbox drop the repeats).
+_CHECKPOINT_INTERVAL: Final = 0.25
+#: Backoff between attempts to publish a batch the bus refused.
+_REPUBLISH = RetryPolicy(max_attempts=1, initial_delay=0.05, max_delay=2.0)
+
+
+class RelayStatus(msgspec.Struct, frozen=True, kw_only=True):
+    """What a relay has done. ``position``: the store position published and
+    acknowledged up to; ``lag_events``: log positions past it that it has seen."""
+
+    service: str
+    position: int
+    checkpoint: int
+    head: int
+    lag_events: int
+    published: int
+    skipped: int
+    in_flight: int
+    republished_batches: int
+    last_error: str | None
+
+
+class _Pending(msgspec.Struct):
+    messages: list[OutgoingMessage]
+    last_position: int
+    publishing: asyncio.Task[None]
+
+
+class Relay:
+    """``await relay.run()`` until ``relay.stop()``.
+
+    ``window``: the most messages waiting for the bus's acknowledgement at once;
+    ``batch_size``: events read from the log per batch (and published per call).
+    """
+
+    def __init__(
+        self,
+        store: EventStore,
+        bus: Bus,
+        topics: TopicMap,
+        *,
+        service: str,
+        window: int = 4096,
+        batch_size: int = 512,
+        poll_interval: float = DEFAULT_POLL_INTERVAL,
+    ) -> None:
+        check_name("service", service)
+        if window < 1 or batch_size < 1:
+            raise InvalidInput("window and batch_size must be at least 1")
+        if not poll_interval > 0:
+            raise InvalidInput("poll_interval must be positive")
+        self._store = store
+        self._bus = bus
+        self._topics = topics
+        self._service = service
+        self._window = window
+        self._batch_size = batch_size
+        self._poll_interval = poll_interval
+        self._follower: LogFollower | None = None
+        self._pending: deque[_Pending] = deque()
+        self._in_flight = 0
+        self._room = asyncio.Event()
+        self._work = asyncio.Event()  # a batch was sent, or stopping
+        self._moved = asyncio.Event()  # the position moved, or the run ended
+        self._position = 0
+        self._checkpoint = 0
+        self._checkpointed_at = 0.0
+        self._published = 0
+        self._skipped = 0
+        self._republished = 0
+        self._last_error: str | None = None
+        self._stopping = False
+        self._rng = random.Random()
+
+    @property
+    def service(self) -> str:
+        return self._service
+
+    @property
+    def position(self) -> int:
+        """The store position up to which every event is published and acknowledged."""
+        return self._position
+
+    def stop(self) -> None:
+        """Let ``run`` return after settling what is in flight (and saving the checkpoint)."""
+        self._stopping = True
+        if self._follower is not None:
+            self._follower.stop()
+
+    def status(self) -> RelayStatus:
+        head = self._follower.head if self._follower is not None else self._position
+        return RelayStatus(
+            service=self._service,
+            position=self._position,
+            checkpoint=self._checkpoint,
+            head=head,
+            lag_events=max(head - self._position, 0),
+            published=self._published,
+            skipped=self._skipped,
+            in_flight=self._in_flight,
+            republished_batches=self._republished,
+            last_error=self._last_error,
+        )
+
+    async def published(self, position: int) -> None:
+        """Return once every event up to store ``position`` is published and acknowledged."""
+        while self._position < position:
+            if self._stopping and not self._pending:
+                raise BusError(f"the relay stopped at position {self._position}")
+            self._moved.clear()
+            await self._moved.wait()
+
+    async def run(self) -> None:
+        start = await self._bus.load_checkpoint(self._service)
+        self._position = self._checkpoint = start
+        follower = LogFollower(
+            self._store,
+            after=start,
+            batch_size=self._batch_size,
+            poll_interval=self._poll_interval,
+        )
+        self._follower = follower
+        if self._stopping:
+            follower.stop()
+        try:
+            async with asyncio.TaskGroup() as group:
+                settling = group.create_task(self._settle_in_order())
+                try:
+                    async for events in follower.batches():
+                        await self._send(events)
+                finally:
+                    self._stopping = True
+                    self._room.set()
+                    self._work.set()
+                await settling
+        finally:
+            # Publishes never settled (stopped while the bus refused them, or cancelled):
+            # the position did not move past them, so the next run sends them again.
+            for pending in self._pending:
+                pending.publishing.cancel()
+            if self._pending:
+                await asyncio.wait([pending.publishing for pending in self._pending])
+            self._pending.clear()
+            self._in_flight = 0
+            self._moved.set()
+
+    async def _send(self, events: list[StoredEvent]) -> None:
+        """Start publishing one batch; wait first while the window is full."""
+        messages = self._messages_of(events)
+        while self._in_flight > 0 and self._in_flight + len(messages) > self._window:
+            self._room.clear()
+            await self._room.wait()
+        self._in_flight += len(messages)
+        publishing = asyncio.ensure_future(self._publish(messages))
+        self._pending.append(_Pending(messages, events[-1].position, publishing))
+        self._work.set()
+
+    def _messages_of(self, events: list[StoredEvent]) -> list[OutgoingMessage]:
+        published_at = datetime.now(UTC)
+        topic_for = self._topics.topic_for
+        messages = []
+        for event in events:
+            topic = topic_for(event.type)
+            if topic is None:
+                self._skipped += 1
+                continue
+            body = encode_envelope(
+                envelope_of(event, source=self._service, published_at=published_at)
+            )
+            messages.append(OutgoingMessage(topic, str(event.event_id), str(event.stream_id), body))
+        return messages
+
+    async def _publish(self, messages: list[OutgoingMessage]) -> None:
+        if messages:
+            await self._bus.publish(messages)
+
+    async def _settle_in_order(self) -> None:
+        """Wait for each batch's acknowledgement in log order; republish refused ones;
+        move the position and (every so often, and when idle) the checkpoint."""
+        while True:
+            if not self._pending:
+                if self._position > self._checkpoint:
+                    await self._save_checkpoint()
+                if self._stopping:
+                    return
+                self._work.clear()
+                await self._work.wait()
+                continue
+            head = self._pending[0]
+            try:
+                await self._until_acknowledged(head)
+            except _Abandoned:
+                if self._position > self._checkpoint:
+                    await self._save_checkpoint()
+                return
+            self._pending.popleft()
+            self._in_flight -= len(head.messages)
+            self._published += len(head.messages)
+            self._position = head.last_position
+            self._room.set()
+            self._moved.set()
+            if time.monotonic() - self._checkpointed_at >= _CHECKPOINT_INTERVAL:
+                await self._save_checkpoint()
+
+    async def _until_acknowledged(self, pending: _Pending) -> None:
+        attempt = 0
+        publishing = pending.publishing
+        while True:
+            try:
+                await publishing
+            except BusError as error:
+                attempt += 1
+                self._last_error = f"{type(error).__name__}: {error}"
+                if self._stopping:
+                    raise _Abandoned from error
+                if attempt == 1:
+                    self._republished += 1
+                await asyncio.sleep(_REPUBLISH.delay(min(attempt, 16), self._rng))
+                publishing = asyncio.ensure_future(self._publish(pending.messages))
+                continue
+            if attempt:
+                self._last_error = None
+            return
+
+    async def _save_checkpoint(self) -> None:
+        position = self._position
+        attempt = 0
+        while True:
+            try:
+                await self._bus.save_checkpoint(self._service, position)
+                break
+            except BusError as error:
+                # The position is still right in memory; only a crash now would make
+                # the next run republish from the older checkpoint.
+                attempt += 1
+                self._last_error = f"saving the checkpoint: {type(error).__name__}: {error}"
+                if self._stopping and attempt >= 3:
+                    return
+                await asyncio.sleep(_REPUBLISH.delay(min(attempt, 16), self._rng))
+        self._checkpoint = position
+        self._checkpointed_at = time.monotonic()
+
+
+class _Abandoned(Exception):
+    """Stopping while the bus refuses a batch: leave it for the next run."""
