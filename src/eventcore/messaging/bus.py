@@ -184,8 +184,7 @@ class DeadLetterBox(Protocol):
         A claimed letter that fails again is ``put`` back by the subscriber."""
         ...
 
-    async def count(self, *, group: str | None = None) -> int:
-        ...
+    async def count(self, *, group: str | None = None) -> int: ...
 
 
 @runtime_checkable
@@ -252,8 +251,7 @@ class Bus(Protocol):
         """A relay's checkpoint: the store position it has published up to (0 = none)."""
         ...
 
-    async def save_checkpoint(self, name: str, position: int) -> None:
-        ...
+    async def save_checkpoint(self, name: str, position: int) -> None: ...
 
     async def aclose(self) -> None:
         """Release every resource. Idempotent; later calls raise ``BusClosed``."""

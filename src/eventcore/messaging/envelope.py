@@ -133,9 +133,7 @@ def encode_envelope(envelope: DistributedEvent) -> bytes:
     return _encoder.encode(envelope)
 
 
-def decode_envelope(
-    body: bytes, *, max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
-) -> DistributedEvent:
+def decode_envelope(body: bytes, *, max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> DistributedEvent:
     """Read and check one message; ``InvalidMessage`` (or ``MessageTooLarge``) if it is
     not a valid envelope. Never anything else: whatever the bytes, this does not crash."""
     if not isinstance(body, bytes | bytearray | memoryview):
@@ -173,5 +171,3 @@ def _check(envelope: DistributedEvent) -> None:
             msgspec.json.decode(envelope.metaextra, type=dict[str, str])
         except (msgspec.ValidationError, msgspec.DecodeError):
             raise InvalidMessage("metaextra is not a JSON object of strings") from None
-
-
