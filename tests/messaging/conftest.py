@@ -1,0 +1,65 @@
+"""Fixtures of the bus conformance suite: a fresh bus on every backend in ``buses.py``.
+
+``bus`` is one handle on a fresh bus; ``await make_bus()`` opens another handle on the
+same bus (as a second process would). ``await make_site(partitions=.., lease_ttl=..)``
+makes another fresh bus with other settings and returns its ``connect``.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AsyncExitStack
+from pathlib import Path
+
+import pytest
+
+from eventcore.messaging.bus import Bus
+from tests.backends import running_in_ci
+from tests.messaging.buses import BUSES, BusBackend, Connect, unavailable_reason
+
+#: Short enough that members take over from each other quickly, long enough that a
+#: busy test machine does not let a live member's lease run out.
+TEST_LEASE_TTL = 1.0
+TEST_PARTITIONS = 4
+
+MakeSite = Callable[..., Awaitable[Connect]]
+
+
+@pytest.fixture(params=list(BUSES), ids=list(BUSES))
+def bus_backend(request: pytest.FixtureRequest) -> BusBackend:
+    backend = BUSES[request.param]
+    reason = unavailable_reason(backend)
+    if reason is not None:
+        if running_in_ci():
+            pytest.fail(f"{reason} (CI=true: every bus must run)", pytrace=False)
+        pytest.skip(reason)
+    return backend
+
+
+@pytest.fixture
+async def make_site(bus_backend: BusBackend, tmp_path: Path) -> AsyncIterator[MakeSite]:
+    counter = itertools.count(1)
+    async with AsyncExitStack() as stack:
+
+        async def make(
+            *, partitions: int = TEST_PARTITIONS, lease_ttl: float = TEST_LEASE_TTL
+        ) -> Connect:
+            workdir = tmp_path / f"bus-{next(counter)}"
+            workdir.mkdir()
+            return await stack.enter_async_context(
+                bus_backend.site(workdir, partitions=partitions, lease_ttl=lease_ttl)
+            )
+
+        yield make
+
+
+@pytest.fixture
+async def make_bus(make_site: MakeSite) -> Connect:
+    """Opens one more handle on the test's bus; all are closed after the test."""
+    return await make_site()
+
+
+@pytest.fixture
+async def bus(make_bus: Connect) -> Bus:
+    return await make_bus()
