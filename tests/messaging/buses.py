@@ -114,7 +114,7 @@ async def _sqlite(workdir: Path, *, partitions: int, lease_ttl: float) -> AsyncI
     from eventcore.messaging.sqlite import SqliteBus  # type: ignore[import-not-found,unused-ignore]
 
     # ``workdir`` is absolute, so this is sqlite:///abs/path/bus.db.
-    url = BusUrl.parse(f"sqlite://{workdir.resolve().as_posix()}/bus.db?partitions={partitions}")
+    url = BusUrl.parse(f"sqlite://{workdir.as_posix()}/bus.db?partitions={partitions}")
 
     async def open_one() -> Bus:
         bus: Bus = await SqliteBus.open(url, create=True, lease_ttl=lease_ttl)
