@@ -1,0 +1,182 @@
+"""Handling one message for a subscriber: decode it, call its handler, retry, or give up.
+
+Nothing here touches the consumer or the dead-letter box: the outcome says what to do
+(ack, ack after parking a letter, or leave unsettled), and the subscriber does it.
+
+What is retried: only failures that may go away. A message that cannot be read, an
+event type the subscriber's registry does not know, a payload that does not match its
+class, and a handler's ``CommandRejected`` or ``InvalidInput`` give the same answer
+every time, so they become dead letters at once. Anything else a handler raises is
+retried here, in process, with backoff, so that later messages of the same partition
+(the same streams) wait behind it and per-stream order holds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from datetime import UTC, datetime
+from typing import Literal
+
+import msgspec
+
+from eventcore.errors import CommandRejected, DecodeError, InvalidInput, UnknownEventType
+from eventcore.events import Event, EventRegistry
+from eventcore.messaging.bus import DeadLetter, Delivery
+from eventcore.messaging.envelope import DistributedEvent, decode_envelope
+from eventcore.messaging.inbox import Handler, Received
+from eventcore.retry import RetryPolicy
+
+__all__ = ["Handling", "Outcome"]
+
+#: What ``error_type`` says when a message was delivered too often to be tried again.
+TOO_MANY_DELIVERIES = "TooManyDeliveries"
+
+
+class Outcome(msgspec.Struct, frozen=True, kw_only=True):
+    """What became of one message.
+
+    ``handled`` / ``ignored`` (no handler for its type) / ``dead`` (park ``letter``):
+    the message is done and may be acked. ``abandoned``: the subscriber is stopping and
+    the message was not finished; it must stay unsettled so it comes again.
+    """
+
+    kind: Literal["handled", "ignored", "dead", "abandoned"]
+    retries: int = 0
+    letter: DeadLetter | None = None
+    error: str | None = None
+
+
+class Handling:
+    """Runs messages of one topic through one group's handlers."""
+
+    def __init__(
+        self,
+        *,
+        topic: str,
+        group: str,
+        handlers: dict[str, Handler],
+        registry: EventRegistry,
+        policy: RetryPolicy,
+        max_message_bytes: int,
+        stopping: asyncio.Event,
+        rng: random.Random,
+    ) -> None:
+        self._topic = topic
+        self._group = group
+        self._handlers = handlers
+        self._registry = registry
+        self._policy = policy
+        self._max_bytes = max_message_bytes
+        self._stopping = stopping
+        self._rng = rng
+
+    @property
+    def max_deliveries(self) -> int:
+        return self._policy.max_attempts
+
+    async def delivery(self, delivery: Delivery) -> Outcome:
+        """Handle a message fetched from the bus."""
+        before = delivery.attempt - 1
+        if before >= self.max_deliveries:
+            # Delivered that often yet never settled: handling it may be what kills or
+            # hangs the process. Trying once more could do it again.
+            reason = (
+                f"{TOO_MANY_DELIVERIES}: delivered {delivery.attempt} times without being "
+                f"settled; max_deliveries is {self.max_deliveries}"
+            )
+            return self._dead(delivery, reason, TOO_MANY_DELIVERIES, delivery.attempt, 0)
+        return await self._handle(delivery, before, self.max_deliveries - before, None)
+
+    async def letter(self, letter: DeadLetter) -> Outcome:
+        """Handle a dead letter someone asked to retry: a full round of tries again,
+        with ``attempts`` counting on from the letter's."""
+        delivery = Delivery(
+            topic=letter.topic,
+            message_id=letter.message_id,
+            key=letter.key,
+            body=letter.body,
+            partition=-1,
+            sequence=0,
+            attempt=letter.attempts + 1,
+            published_at=letter.failed_at,
+        )
+        return await self._handle(delivery, letter.attempts, self.max_deliveries, letter)
+
+    async def _handle(
+        self, delivery: Delivery, before: int, tries: int, letter: DeadLetter | None
+    ) -> Outcome:
+        """``before``: invocations already made by earlier deliveries; ``tries``: how
+        many this call may make."""
+        try:
+            envelope = decode_envelope(delivery.body, max_bytes=self._max_bytes)
+            if envelope.type not in self._registry:
+                # The topic carries a type this service does not know: its contract
+                # drifted. Parking it keeps it visible instead of silently skipped.
+                raise UnknownEventType(envelope.type)
+        except DecodeError as error:
+            return self._failed(delivery, error, before + 1, 0)
+        handler = self._handlers.get(envelope.type)
+        if handler is None:
+            return Outcome(kind="ignored")
+        try:
+            event = self._decode(envelope)
+        except Exception as error:
+            return self._failed(delivery, error, before + 1, 0)
+        received = Received(
+            envelope=envelope, event=event, delivery=delivery, group=self._group, letter=letter
+        )
+        tried = 0
+        while True:
+            tried += 1
+            try:
+                await handler(received)
+            except (CommandRejected, InvalidInput) as error:
+                return self._failed(delivery, error, before + tried, tried - 1)
+            except Exception as error:
+                if tried >= tries:
+                    return self._failed(delivery, error, before + tried, tried - 1)
+                if await self._stopped_within(self._policy.delay(tried, self._rng)):
+                    return Outcome(kind="abandoned", retries=tried - 1, error=_describe(error))
+            else:
+                return Outcome(kind="handled", retries=tried - 1)
+
+    def _decode(self, envelope: DistributedEvent) -> Event:
+        return self._registry.decode_payload(
+            envelope.type, envelope.schema_version, envelope.payload
+        )
+
+    def _failed(self, delivery: Delivery, error: Exception, attempts: int, retries: int) -> Outcome:
+        return self._dead(delivery, _describe(error), type(error).__name__, attempts, retries)
+
+    def _dead(
+        self, delivery: Delivery, reason: str, error_type: str, attempts: int, retries: int
+    ) -> Outcome:
+        letter = DeadLetter(
+            letter_id=DeadLetter.id_for(self._group, self._topic, delivery.message_id),
+            group=self._group,
+            topic=self._topic,
+            message_id=delivery.message_id,
+            key=delivery.key,
+            body=delivery.body,
+            reason=reason,
+            error_type=error_type,
+            attempts=attempts,
+            failed_at=datetime.now(UTC),
+        )
+        return Outcome(kind="dead", retries=retries, letter=letter, error=reason)
+
+    async def _stopped_within(self, seconds: float) -> bool:
+        """Wait ``seconds``, or less if the subscriber is told to stop; True if it was."""
+        if self._stopping.is_set():
+            return True
+        try:
+            async with asyncio.timeout(seconds):
+                await self._stopping.wait()
+        except TimeoutError:
+            return False
+        return True
+
+
+def _describe(error: BaseException) -> str:
+    return f"{type(error).__name__}: {error}"

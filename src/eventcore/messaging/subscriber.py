@@ -1,0 +1,347 @@
+"""``Subscriber``: a durable consumer group member that runs handlers by event type.
+
+The loop: fetch a batch, handle each partition's deliveries in order (partitions side
+by side), then settle the whole batch — ack what was handled, ignored or parked as a
+dead letter, nak what was not finished. Every ``retry_poll`` seconds it also takes
+back the group's dead letters marked for retry and runs them through the same path.
+
+Handling is at least once; the inbox (``Received.run``) makes a command run once per
+event and group. What is retried and what is parked at once: see
+``_subscriber_handling``.
+
+A batch must be settled before the bus's ``ack_wait`` runs out, or the bus delivers it
+again. So the retries of one message may wait at most half of ``ack_wait`` in all
+(checked when the subscriber is built), and a partition starts no new delivery once
+half of ``ack_wait`` has passed since the fetch: what is left is nak'ed and comes
+again at once (counting one more delivery). A handler that may hang should bound its
+own time (``Executor.execute(timeout=...)``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import random
+import time
+from collections import deque
+from collections.abc import Mapping, Sequence
+
+import msgspec
+
+from eventcore.errors import BusClosed, BusError, InvalidInput
+from eventcore.events import Event, EventRegistry
+from eventcore.messaging._subscriber_handling import Handling, Outcome
+from eventcore.messaging.bus import (
+    DEFAULT_ACK_WAIT,
+    Bus,
+    Consumer,
+    DeadLetter,
+    DeadLetterBox,
+    Delivery,
+)
+from eventcore.messaging.envelope import DEFAULT_MAX_MESSAGE_BYTES
+from eventcore.messaging.inbox import Handler, Received
+from eventcore.messaging.names import check_name
+from eventcore.retry import RetryPolicy
+
+__all__ = ["Handler", "Received", "Subscriber", "SubscriberStatus"]
+
+#: The longest a fetch waits for a first message before the loop looks around again.
+_FETCH_WAIT = 1.0
+
+
+class SubscriberStatus(msgspec.Struct, frozen=True, kw_only=True):
+    """What a subscriber has done since it started.
+
+    ``retried`` counts handler calls repeated after a failure; ``last_error`` is the
+    latest failure (a handler's, or the bus's) as ``"ErrorType: message"``.
+    """
+
+    topic: str
+    group: str
+    member: str | None
+    partitions: tuple[int, ...]
+    handled: int
+    ignored: int
+    retried: int
+    dead_lettered: int
+    last_error: str | None
+
+
+class Subscriber:
+    """Runs ``handlers`` (event type name or class → handler) on ``topic`` as a member of
+    consumer ``group``; see the module docs for the loop and its guarantees."""
+
+    def __init__(
+        self,
+        bus: Bus,
+        topic: str,
+        handlers: Mapping[str | type[Event], Handler],
+        *,
+        group: str,
+        registry: EventRegistry,
+        max_deliveries: int = 5,
+        retry_backoff: tuple[float, float] = (0.05, 2.0),
+        batch_size: int = 256,
+        ack_wait: float = DEFAULT_ACK_WAIT,
+        member: str | None = None,
+        max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+        retry_poll: float = 2.0,
+    ) -> None:
+        self._bus = bus
+        self._topic = check_name("topic", topic)
+        self._group = check_name("group", group)
+        self._member = member
+        _check_whole("max_deliveries", max_deliveries)
+        _check_whole("batch_size", batch_size)
+        _check_whole("max_message_bytes", max_message_bytes)
+        _check_seconds("ack_wait", ack_wait)
+        _check_seconds("retry_poll", retry_poll)
+        self._batch_size = batch_size
+        self._ack_wait = float(ack_wait)
+        self._retry_poll = float(retry_poll)
+        policy = _policy(max_deliveries, retry_backoff, ack_wait)
+        self._stopping = asyncio.Event()
+        self._handling = Handling(
+            topic=topic,
+            group=group,
+            handlers=_handlers_by_type(handlers, registry),
+            registry=registry,
+            policy=policy,
+            max_message_bytes=max_message_bytes,
+            stopping=self._stopping,
+            rng=random.Random(),
+        )
+        self._consumer: Consumer | None = None
+        self._handled = self._ignored = self._retried = self._dead_lettered = 0
+        self._last_error: str | None = None
+
+    @property
+    def topic(self) -> str:
+        return self._topic
+
+    @property
+    def group(self) -> str:
+        return self._group
+
+    def status(self) -> SubscriberStatus:
+        consumer = self._consumer
+        return SubscriberStatus(
+            topic=self._topic,
+            group=self._group,
+            member=consumer.member if consumer is not None else self._member,
+            partitions=tuple(sorted(consumer.partitions)) if consumer is not None else (),
+            handled=self._handled,
+            ignored=self._ignored,
+            retried=self._retried,
+            dead_lettered=self._dead_lettered,
+            last_error=self._last_error,
+        )
+
+    def stop(self) -> None:
+        """Ask ``run`` to return: it finishes (or gives back) the batch in hand and
+        leaves the group."""
+        self._stopping.set()
+
+    async def run(self) -> None:
+        """Join the group and handle messages until ``stop``. Raises ``BusClosed`` if the
+        bus is closed under it; other bus failures are waited out and retried."""
+        if self._stopping.is_set():
+            return
+        consumer = await self._bus.consumer(
+            self._topic, self._group, member=self._member, ack_wait=self._ack_wait
+        )
+        self._consumer = consumer
+        try:
+            await self._loop(consumer)
+        finally:
+            # Leaving hands this member's partitions (and anything unsettled) to the
+            # others; it must happen even when run() is cancelled.
+            await asyncio.shield(consumer.aclose())
+
+    async def _loop(self, consumer: Consumer) -> None:
+        next_retry_poll = time.monotonic()
+        while not self._stopping.is_set():
+            try:
+                if time.monotonic() >= next_retry_poll:
+                    await self._run_retries()
+                    next_retry_poll = time.monotonic() + self._retry_poll
+                wait = min(_FETCH_WAIT, max(0.0, next_retry_poll - time.monotonic()))
+                deliveries = await self._fetch(consumer, wait)
+                if deliveries:
+                    await self._settle(consumer, deliveries)
+            except BusClosed:
+                raise
+            except BusError as error:
+                # The bus is down or failed mid-call: anything unsettled comes again
+                # after ack_wait, and the inbox absorbs what was already done.
+                self._last_error = _describe(error)
+                if await self._stopped_within(self._retry_poll):
+                    return
+
+    async def _fetch(self, consumer: Consumer, wait: float) -> list[Delivery]:
+        """A fetch that ``stop`` cuts short. A fetch cut short may have taken deliveries
+        out; leaving the group (``aclose``) gives them back."""
+        fetching = asyncio.ensure_future(consumer.fetch(self._batch_size, wait))
+        stopping = asyncio.ensure_future(self._stopping.wait())
+        try:
+            await asyncio.wait({fetching, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopping.cancel()
+            if not fetching.done():
+                fetching.cancel()
+                # Wait for the cancelled fetch so it does not outlive the consumer.
+                await asyncio.gather(fetching, return_exceptions=True)
+        if fetching.cancelled():
+            return []
+        return fetching.result()
+
+    async def _settle(self, consumer: Consumer, deliveries: Sequence[Delivery]) -> None:
+        """Handle one fetched batch and settle every delivery of it."""
+        partitions: dict[int, list[Delivery]] = {}
+        for delivery in deliveries:
+            partitions.setdefault(delivery.partition, []).append(delivery)
+        finished: set[tuple[int, int]] = set()
+        deadline = time.monotonic() + self._ack_wait / 2
+        try:
+            async with asyncio.TaskGroup() as tasks:
+                for batch in partitions.values():
+                    tasks.create_task(self._partition(batch, finished, deadline))
+        except asyncio.CancelledError:
+            # Ack only what was finished; the rest stays unsettled and is given back
+            # when run() leaves the group.
+            done = [d for d in deliveries if (d.partition, d.sequence) in finished]
+            if done:
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(consumer.ack(done))
+            raise
+        done = [d for d in deliveries if (d.partition, d.sequence) in finished]
+        if done:
+            await consumer.ack(done)
+        for delivery in deliveries:
+            if (delivery.partition, delivery.sequence) not in finished:
+                await consumer.nak(delivery)
+
+    async def _partition(
+        self, deliveries: list[Delivery], finished: set[tuple[int, int]], deadline: float
+    ) -> None:
+        """One partition's deliveries, in order, stopping at the first not finished."""
+        for delivery in deliveries:
+            if self._stopping.is_set() or time.monotonic() > deadline:
+                return
+            outcome = await self._handling.delivery(delivery)
+            if not await self._conclude(outcome):
+                return
+            finished.add((delivery.partition, delivery.sequence))
+
+    async def _run_retries(self) -> None:
+        """Run the group's dead letters marked for retry; a claimed letter is never lost:
+        what is not finished goes back to the box as it was."""
+        box = self._bus.dead_letters
+        pending = deque(await box.claim_retries(self._group, self._topic, self._batch_size))
+        try:
+            while pending and not self._stopping.is_set():
+                if not await self._conclude(await self._handling.letter(pending[0])):
+                    break
+                pending.popleft()
+        finally:
+            if pending:
+                await asyncio.shield(_put_back(box, list(pending)))
+
+    async def _conclude(self, outcome: Outcome) -> bool:
+        """Count ``outcome`` and park its letter; False if the message is not finished."""
+        self._retried += outcome.retries
+        if outcome.error is not None:
+            self._last_error = outcome.error
+        if outcome.kind == "abandoned":
+            return False
+        if outcome.letter is not None:
+            try:
+                await self._bus.dead_letters.put(outcome.letter)
+            except BusError as error:
+                self._last_error = _describe(error)
+                return False
+            self._dead_lettered += 1
+        elif outcome.kind == "ignored":
+            self._ignored += 1
+        else:
+            self._handled += 1
+        return True
+
+    async def _stopped_within(self, seconds: float) -> bool:
+        try:
+            async with asyncio.timeout(seconds):
+                await self._stopping.wait()
+        except TimeoutError:
+            return False
+        return True
+
+
+async def _put_back(box: DeadLetterBox, letters: list[DeadLetter]) -> None:
+    for letter in letters:
+        await box.put(msgspec.structs.replace(letter, status="retry"))
+
+
+def _handlers_by_type(
+    handlers: Mapping[str | type[Event], Handler], registry: EventRegistry
+) -> dict[str, Handler]:
+    if not isinstance(handlers, Mapping) or not handlers:
+        raise InvalidInput("a subscriber needs at least one handler (event type → handler)")
+    by_type: dict[str, Handler] = {}
+    for key, handler in handlers.items():
+        if isinstance(key, str) and key:
+            name = key
+        elif isinstance(key, type) and issubclass(key, Event):
+            name = key.__event_type__
+        else:
+            raise InvalidInput(f"{key!r} is neither an event type name nor an Event class")
+        if name not in registry:
+            # Its messages would all become dead letters as an unknown type.
+            raise InvalidInput(f"a handler for {name!r}, which the registry does not know")
+        if name in by_type:
+            raise InvalidInput(f"two handlers for event type {name!r}")
+        if not callable(handler):
+            raise InvalidInput(f"the handler for {name!r} is not callable: {handler!r}")
+        by_type[name] = handler
+    return by_type
+
+
+def _policy(max_deliveries: int, backoff: tuple[float, float], ack_wait: float) -> RetryPolicy:
+    try:
+        initial, cap = backoff
+    except (TypeError, ValueError):
+        raise InvalidInput(
+            f"retry_backoff must be (initial, cap) seconds, got {backoff!r}"
+        ) from None
+    for value in (initial, cap):
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise InvalidInput(f"retry_backoff must be (initial, cap) seconds, got {backoff!r}")
+    policy = RetryPolicy(max_attempts=max_deliveries, initial_delay=initial, max_delay=cap)
+    longest = sum(policy.ceiling(attempt) for attempt in range(1, max_deliveries))
+    if longest > ack_wait / 2:
+        raise InvalidInput(
+            f"the retries of one message could wait {longest:g} s in all, more than half "
+            f"of ack_wait ({ack_wait:g} s): the bus would deliver it again meanwhile; "
+            "lower max_deliveries or retry_backoff, or raise ack_wait"
+        )
+    return policy
+
+
+def _check_whole(name: str, value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise InvalidInput(f"{name} must be a whole number of at least 1, got {value!r}")
+
+
+def _check_seconds(name: str, value: object) -> None:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not math.isfinite(value)
+        or value <= 0
+    ):
+        raise InvalidInput(f"{name} must be a positive number of seconds, got {value!r}")
+
+
+def _describe(error: BaseException) -> str:
+    return f"{type(error).__name__}: {error}"

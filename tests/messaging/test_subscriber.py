@@ -1,0 +1,563 @@
+"""The subscriber on a real bus (memory; SQLite where it is cheap): handlers in per-stream
+order, the inbox, poison messages parked next to valid ones, in-process retries, dead
+letters run again, two members sharing a group, and stopping or cancelling mid-batch."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections import Counter
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import pytest
+
+from eventcore import (
+    Command,
+    CommandRejected,
+    Event,
+    EventRegistry,
+    EventStore,
+    Executor,
+    Metadata,
+    StoredEvent,
+    StreamId,
+    Writes,
+    open_store,
+)
+from eventcore.messaging import Bus, DeadLetter, OutgoingMessage
+from eventcore.messaging.bus import partition_of
+from eventcore.messaging.envelope import encode_envelope, envelope_of
+from eventcore.messaging.memory import MemoryBus
+from eventcore.messaging.subscriber import Received, Subscriber
+from tests.backends import running_in_ci
+from tests.messaging.buses import BUSES, unavailable_reason
+
+TOPIC = "deposits"
+GROUP = "ledger"
+PARTITIONS = 4
+#: Bounds waits for things that happen in milliseconds; only a hang reaches it.
+PATIENCE = 10.0
+FAST = (0.001, 0.005)
+
+
+class Deposited(Event):
+    account: str
+    amount: int
+
+
+class Flagged(Event):
+    """Known to the subscriber, but it has no handler for it: acked and ignored."""
+
+    note: str
+
+
+class Closed(Event):
+    """Published by the producer, unknown to the subscriber's registry."""
+
+    account: str
+
+
+producer_registry = EventRegistry([Deposited, Flagged, Closed])
+registry = EventRegistry([Deposited, Flagged])
+
+
+# --- building messages -------------------------------------------------------------------
+
+
+class Producer:
+    """A service's store whose events become messages, as the relay would publish them."""
+
+    def __init__(self, store: EventStore) -> None:
+        self.store = store
+        self._ids = itertools.count(1)
+
+    async def record(
+        self, stream: str, *events: Event, metadata: Metadata | None = None
+    ) -> list[StoredEvent]:
+        stream_id = StreamId(stream)
+        version = await self.store.stream_version(stream_id)
+        new = [producer_registry.encode(event, metadata=metadata or Metadata()) for event in events]
+        await self.store.append({stream_id: new}, expected={stream_id: version})
+        return (await self.store.read_stream(stream_id, from_version=version + 1))[: len(new)]
+
+    async def message(self, stream: str, event: Event) -> OutgoingMessage:
+        (stored,) = await self.record(stream, event)
+        return as_message(stored)
+
+
+def as_message(stored: StoredEvent, *, message_id: str | None = None) -> OutgoingMessage:
+    body = encode_envelope(envelope_of(stored, source="bank"))
+    return OutgoingMessage(TOPIC, message_id or str(stored.event_id), stored.stream_id, body)
+
+
+def raw(key: str, body: bytes, message_id: str) -> OutgoingMessage:
+    return OutgoingMessage(TOPIC, message_id, key, body)
+
+
+@pytest.fixture
+async def producer() -> AsyncIterator[Producer]:
+    store = await open_store("memory://")
+    try:
+        yield Producer(store)
+    finally:
+        await store.aclose()
+
+
+# --- buses -------------------------------------------------------------------------------
+
+
+@asynccontextmanager
+async def _bus_on(name: str, workdir: Path) -> AsyncIterator[Bus]:
+    backend = BUSES[name]
+    reason = unavailable_reason(backend)
+    if reason is not None:
+        if running_in_ci():
+            pytest.fail(f"{reason} (CI=true: every bus must run)", pytrace=False)
+        pytest.skip(reason)
+    async with backend.site(workdir, partitions=PARTITIONS, lease_ttl=1.0) as connect:
+        yield await connect()
+
+
+@pytest.fixture(params=["memory", "sqlite"])
+async def any_bus(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Bus]:
+    """A fresh bus on each backend that is cheap to run the subscriber on."""
+    async with _bus_on(request.param, tmp_path) as bus:
+        yield bus
+
+
+@pytest.fixture
+async def bus() -> AsyncIterator[Bus]:
+    memory = MemoryBus(partitions=PARTITIONS, lease_ttl=1.0)
+    try:
+        yield memory
+    finally:
+        await memory.aclose()
+
+
+# --- running -----------------------------------------------------------------------------
+
+
+async def until(condition: Callable[[], bool], what: str) -> None:
+    async with asyncio.timeout(PATIENCE):
+        # The subscriber's status has no event to wait on; polling it is the point.
+        while not condition():  # noqa: ASYNC110
+            await asyncio.sleep(0.005)
+    assert condition(), what
+
+
+@asynccontextmanager
+async def running(*subscribers: Subscriber) -> AsyncIterator[list[asyncio.Task[None]]]:
+    tasks = [asyncio.create_task(subscriber.run()) for subscriber in subscribers]
+    try:
+        yield tasks
+    finally:
+        for subscriber in subscribers:
+            subscriber.stop()
+        async with asyncio.timeout(PATIENCE):
+            await asyncio.gather(*tasks)
+
+
+def subscriber(bus: Bus, handlers: dict[Any, Any], **options: Any) -> Subscriber:
+    settings: dict[str, Any] = {
+        "group": GROUP,
+        "registry": registry,
+        "retry_backoff": FAST,
+        "retry_poll": 0.02,
+        **options,
+    }
+    return Subscriber(bus, TOPIC, handlers, **settings)
+
+
+class Recorder:
+    """A handler that records (stream, version, amount) of every event it is given."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, int, int]] = []
+        self.message_ids: list[str] = []
+
+    async def __call__(self, received: Received) -> None:
+        assert isinstance(received.event, Deposited)
+        envelope = received.envelope
+        self.seen.append((envelope.subject, envelope.stream_version, received.event.amount))
+        self.message_ids.append(received.delivery.message_id)
+
+    def amounts(self) -> list[int]:
+        return [amount for _, _, amount in self.seen]
+
+
+# --- order and the inbox -----------------------------------------------------------------
+
+
+async def test_handlers_see_each_stream_in_order(any_bus: Bus, producer: Producer) -> None:
+    messages = []
+    for round_ in range(1, 6):
+        for name in ("a", "b", "c", "d", "e", "f"):
+            messages.append(
+                await producer.message(f"account-{name}", Deposited(account=name, amount=round_))
+            )
+    await any_bus.publish(messages)
+    recorder = Recorder()
+    flagged = await producer.message("account-a", Flagged(note="ignored"))
+    await any_bus.publish([flagged])
+    sub = subscriber(any_bus, {Deposited: recorder})
+
+    async with running(sub):
+        await until(lambda: sub.status().handled + sub.status().ignored == 31, "all handled")
+
+    by_stream: dict[str, list[int]] = {}
+    for stream, version, _ in recorder.seen:
+        by_stream.setdefault(stream, []).append(version)
+    assert by_stream == {f"account-{name}": [1, 2, 3, 4, 5] for name in "abcdef"}
+    status = sub.status()
+    assert (status.handled, status.ignored, status.dead_lettered) == (30, 1, 0)
+    assert await any_bus.dead_letters.count() == 0
+
+
+class Credit(Command[int]):
+    ledger: StreamId
+    amount: int
+
+    def initial_state(self) -> int:
+        return 0
+
+    def apply(self, state: int, stream_id: StreamId, event: Event) -> int:
+        return state + 1
+
+    def handle(self, state: int) -> Writes:
+        return {self.ledger: [Deposited(account=str(self.ledger), amount=self.amount)]}
+
+
+async def test_a_republished_event_runs_its_command_once(bus: Bus, producer: Producer) -> None:
+    store = await open_store("memory://")
+    executor = Executor(store, registry)
+    results = []
+
+    async def credit(received: Received) -> None:
+        assert isinstance(received.event, Deposited)
+        command = Credit(
+            ledger=StreamId(f"ledger-{received.event.account}"), amount=received.event.amount
+        )
+        results.append(await received.run(executor, command))
+
+    (stored,) = await producer.record(
+        "account-a", Deposited(account="a", amount=7), metadata=Metadata(correlation_id="c-1")
+    )
+    first = as_message(stored)
+    # The relay published it again past the bus's dedupe window: a new message id,
+    # the same envelope.
+    again = as_message(stored, message_id="republished-1")
+    await bus.publish([first, again])
+    sub = subscriber(bus, {Deposited: credit})
+    async with running(sub):
+        await until(lambda: sub.status().handled == 2, "both messages handled")
+
+    written = await store.read_stream(StreamId("ledger-a"))
+    assert [registry.decode(event) for event in written] == [
+        Deposited(account="ledger-a", amount=7)
+    ]
+    assert [result.deduplicated for result in results] == [False, True]
+    metadata = written[0].metadata
+    assert metadata.causation_id == str(stored.event_id)
+    assert metadata.correlation_id == "c-1"
+    await store.aclose()
+
+
+# --- poison messages ---------------------------------------------------------------------
+
+
+async def test_poison_messages_are_parked_and_their_neighbours_handled(
+    any_bus: Bus, producer: Producer
+) -> None:
+    key = "account-p"
+    recorder = Recorder()
+
+    async def handle(received: Received) -> None:
+        assert isinstance(received.event, Deposited)
+        if received.event.amount == -1:
+            raise RuntimeError("the ledger service is on fire")
+        if received.event.amount == -2:
+            raise CommandRejected("amount must be positive")
+        await recorder(received)
+
+    before = await producer.message(key, Deposited(account="p", amount=1))
+    (stored,) = await producer.record(key, Deposited(account="p", amount=2))
+    envelope = envelope_of(stored, source="bank")
+    bad_payload = encode_envelope(
+        msgspec.structs.replace(envelope, data=msgspec.Raw(b'{"amount":"x"}'))
+    )
+    poison = [
+        raw(key, b"{not json", "not-json"),
+        raw(key, b'{"hello":"world"}', "not-an-envelope"),
+        raw(key, b" " * 5000 + encode_envelope(envelope), "too-large"),
+        await producer.message(key, Closed(account="p")),
+        raw(key, bad_payload, "bad-payload"),
+        await producer.message(key, Deposited(account="p", amount=-1)),
+        await producer.message(key, Deposited(account="p", amount=-2)),
+    ]
+    after = await producer.message(key, Deposited(account="p", amount=3))
+    await any_bus.publish([before, *poison, after])
+    sub = subscriber(any_bus, {Deposited: handle}, max_deliveries=3, max_message_bytes=4096)
+
+    async with running(sub):
+        await until(lambda: sub.status().dead_lettered == 7 and sub.status().handled == 2, "done")
+
+    assert recorder.amounts() == [1, 3]
+    letters = {letter.message_id: letter for letter in await any_bus.dead_letters.letters()}
+    unknown, always_fails, rejected = (poison[i].message_id for i in (3, 5, 6))
+    expected = {
+        "not-json": ("InvalidMessage", "not valid JSON", 1),
+        "not-an-envelope": ("InvalidMessage", "not a valid envelope", 1),
+        "too-large": ("MessageTooLarge", "at most 4096", 1),
+        unknown: ("UnknownEventType", "'Closed'", 1),
+        "bad-payload": ("DecodeError", "does not match its class", 1),
+        always_fails: ("RuntimeError", "on fire", 3),
+        rejected: ("CommandRejected", "must be positive", 1),
+    }
+    assert set(letters) == set(expected)
+    for message_id, (error_type, words, attempts) in expected.items():
+        letter = letters[message_id]
+        assert letter.error_type == error_type, message_id
+        assert letter.reason.startswith(f"{error_type}: "), letter.reason
+        assert words in letter.reason, letter.reason
+        assert letter.attempts == attempts, message_id
+        assert letter.letter_id == DeadLetter.id_for(GROUP, TOPIC, message_id)
+        assert (letter.group, letter.topic, letter.key, letter.status) == (
+            GROUP,
+            TOPIC,
+            key,
+            "dead",
+        )
+    assert letters["not-json"].body == b"{not json"
+    status = sub.status()
+    assert status.retried == 2
+    assert status.last_error is not None
+
+
+async def test_a_failure_that_clears_on_the_third_try_is_not_parked(
+    any_bus: Bus, producer: Producer
+) -> None:
+    calls = Counter[str]()
+    recorder = Recorder()
+
+    async def flaky(received: Received) -> None:
+        calls[received.envelope.id] += 1
+        if calls[received.envelope.id] < 3:
+            raise ConnectionError("the database blinked")
+        await recorder(received)
+
+    await any_bus.publish(
+        [
+            await producer.message("account-t", Deposited(account="t", amount=1)),
+            await producer.message("account-t", Deposited(account="t", amount=2)),
+        ]
+    )
+    sub = subscriber(any_bus, {Deposited: flaky}, max_deliveries=3)
+    async with running(sub):
+        await until(lambda: sub.status().handled == 2, "both handled")
+
+    assert recorder.amounts() == [1, 2]
+    assert sub.status().retried == 4
+    assert sub.status().dead_lettered == 0
+    assert await any_bus.dead_letters.count() == 0
+
+
+async def test_a_message_delivered_too_often_is_parked_without_a_call(
+    bus: Bus, producer: Producer
+) -> None:
+    recorder = Recorder()
+    await bus.publish([await producer.message("account-x", Deposited(account="x", amount=1))])
+    # Two deliveries that were never settled (as if the handler killed the process).
+    consumer = await bus.consumer(TOPIC, GROUP, ack_wait=30)
+    for _ in range(2):
+        (delivery,) = await consumer.fetch(10, timeout=1)
+        await consumer.nak(delivery)
+    await consumer.aclose()
+
+    sub = subscriber(bus, {Deposited: recorder}, max_deliveries=2)
+    async with running(sub):
+        await until(lambda: sub.status().dead_lettered == 1, "parked")
+    (letter,) = await bus.dead_letters.letters()
+    assert letter.error_type == "TooManyDeliveries"
+    assert letter.attempts == 3
+    assert recorder.seen == []
+
+
+# --- dead letters run again --------------------------------------------------------------
+
+
+async def test_a_letter_marked_for_retry_is_handled_again(any_bus: Bus, producer: Producer) -> None:
+    fixed = False
+    recorder = Recorder()
+
+    async def handle(received: Received) -> None:
+        if not fixed:
+            raise RuntimeError("bug 42")
+        await recorder(received)
+
+    message = await producer.message("account-r", Deposited(account="r", amount=5))
+    await any_bus.publish([message])
+    box = any_bus.dead_letters
+    sub = subscriber(any_bus, {Deposited: handle}, max_deliveries=2)
+    letter_id = DeadLetter.id_for(GROUP, TOPIC, message.message_id)
+    async with running(sub):
+        await until(lambda: sub.status().dead_lettered == 1, "parked")
+        assert (await box.get(letter_id)).attempts == 2
+
+        # Retried before the fix: it fails a full round again and comes back dead.
+        await box.request_retry(letter_id)
+        await until(lambda: sub.status().dead_lettered == 2, "parked again")
+        again = await box.get(letter_id)
+        assert (again.status, again.attempts, again.reason) == ("dead", 4, "RuntimeError: bug 42")
+
+        fixed = True
+        await box.request_retry(letter_id)
+        await until(lambda: sub.status().handled == 1, "handled after the fix")
+        assert await box.count() == 0
+
+    assert recorder.amounts() == [5]
+    assert recorder.message_ids == [message.message_id]
+
+
+# --- members, stopping, cancelling -------------------------------------------------------
+
+
+async def test_two_members_share_the_work_and_handle_each_message_once(
+    bus: Bus, producer: Producer
+) -> None:
+    first, second = Recorder(), Recorder()
+    one = subscriber(bus, {Deposited: first}, member="one")
+    two = subscriber(bus, {Deposited: second}, member="two")
+    async with running(one, two):
+        await until(
+            lambda: len(one.status().partitions) == len(two.status().partitions) == 2,
+            "partitions split",
+        )
+        names = [f"s{n}" for n in range(24)]
+        # Streams in every partition, so both members have work.
+        assert {partition_of(f"account-{name}", PARTITIONS) for name in names} == set(
+            range(PARTITIONS)
+        )
+        messages = []
+        for round_ in range(1, 4):
+            for name in names:
+                messages.append(
+                    await producer.message(
+                        f"account-{name}", Deposited(account=name, amount=round_)
+                    )
+                )
+        await bus.publish(messages)
+        await until(lambda: len(first.seen) + len(second.seen) == len(messages), "all handled")
+
+    assert first.seen
+    assert second.seen
+    handled = first.message_ids + second.message_ids
+    assert sorted(handled) == sorted(m.message_id for m in messages)
+    mine = {stream for stream, _, _ in first.seen}
+    theirs = {stream for stream, _, _ in second.seen}
+    assert mine.isdisjoint(theirs)
+
+
+async def test_stop_ends_run_and_it_leaves_the_group(bus: Bus, producer: Producer) -> None:
+    sub = subscriber(bus, {Deposited: Recorder()}, member="leaving")
+    task = asyncio.create_task(sub.run())
+    await until(lambda: len(sub.status().partitions) == PARTITIONS, "joined")
+    status = sub.status()
+    assert (status.topic, status.group, status.member) == (TOPIC, GROUP, "leaving")
+    sub.stop()
+    async with asyncio.timeout(PATIENCE):
+        await task
+    assert sub.status().partitions == ()
+    # Stopped before it ran: run returns at once.
+    await sub.run()
+
+
+async def test_stop_during_backoff_leaves_the_message_for_later(
+    bus: Bus, producer: Producer
+) -> None:
+    failing = asyncio.Event()
+
+    async def slow_failure(received: Received) -> None:
+        failing.set()
+        raise RuntimeError("down")
+
+    await bus.publish([await producer.message("account-s", Deposited(account="s", amount=1))])
+    sub = subscriber(bus, {Deposited: slow_failure}, retry_backoff=(5.0, 5.0), max_deliveries=2)
+    async with running(sub):
+        await failing.wait()
+    assert sub.status().dead_lettered == 0
+
+    recorder = Recorder()
+    later = subscriber(bus, {Deposited: recorder})
+    async with running(later):
+        await until(lambda: later.status().handled == 1, "handled by the next member")
+    assert recorder.amounts() == [1]
+
+
+async def test_cancelled_mid_batch_acks_only_what_was_handled(bus: Bus, producer: Producer) -> None:
+    release = asyncio.Event()
+    entered = asyncio.Event()
+    recorder = Recorder()
+
+    async def blocks_on_second(received: Received) -> None:
+        assert isinstance(received.event, Deposited)
+        if received.event.amount == 2:
+            entered.set()
+            await release.wait()
+        await recorder(received)
+
+    await bus.publish(
+        [await producer.message("account-c", Deposited(account="c", amount=n)) for n in (1, 2, 3)]
+    )
+    sub = subscriber(bus, {Deposited: blocks_on_second})
+    task = asyncio.create_task(sub.run())
+    async with asyncio.timeout(PATIENCE):
+        await entered.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert recorder.amounts() == [1]
+
+    release.set()
+    again = Recorder()
+    later = subscriber(bus, {Deposited: again})
+    async with running(later):
+        await until(lambda: later.status().handled == 2, "the rest handled")
+    assert again.amounts() == [2, 3]
+
+
+async def test_a_retry_claimed_when_stopping_goes_back_to_the_box(
+    bus: Bus, producer: Producer
+) -> None:
+    message = await producer.message("account-k", Deposited(account="k", amount=1))
+    letter = DeadLetter(
+        letter_id=DeadLetter.id_for(GROUP, TOPIC, message.message_id),
+        group=GROUP,
+        topic=TOPIC,
+        message_id=message.message_id,
+        key=message.key,
+        body=message.body,
+        reason="RuntimeError: earlier",
+        error_type="RuntimeError",
+        attempts=5,
+        failed_at=(await producer.store.read_stream(StreamId("account-k")))[0].recorded_at,
+        status="retry",
+    )
+    await bus.dead_letters.put(letter)
+    entered = asyncio.Event()
+
+    async def hangs(received: Received) -> None:
+        entered.set()
+        await asyncio.Event().wait()
+
+    sub = subscriber(bus, {Deposited: hangs})
+    task = asyncio.create_task(sub.run())
+    async with asyncio.timeout(PATIENCE):
+        await entered.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert await bus.dead_letters.get(letter.letter_id) == letter
