@@ -1,0 +1,215 @@
+"""``SqliteDeadLetterBox``: the ``DeadLetterBox`` protocol in the bus file.
+
+Letters sort by ``failed_at`` then id. The sort position of every id ever put is
+kept (``bus_dead_letter_marks``), so ``after`` still pages on when the letter it names
+was dropped or claimed in the meantime.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any, Final
+
+from eventcore.errors import DeadLetterNotFound, InvalidInput
+from eventcore.messaging._sqlite_bus_thread import Worker, write
+from eventcore.messaging.bus import DeadLetter
+from eventcore.messaging.names import check_name
+
+__all__ = ["SqliteDeadLetterBox"]
+
+_COLUMNS: Final = (
+    "letter_id, grp, topic, message_id, key, body, reason, error_type, attempts, failed_at, status"
+)
+_AWARE_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
+_NAIVE_EPOCH: Final = datetime(1970, 1, 1)
+_MICROSECOND: Final = timedelta(microseconds=1)
+
+
+def _order_of(failed_at: datetime) -> int:
+    """Whole microseconds since the epoch: exact, unlike a float timestamp."""
+    epoch = _NAIVE_EPOCH if failed_at.tzinfo is None else _AWARE_EPOCH
+    return (failed_at - epoch) // _MICROSECOND
+
+
+def _letter(row: tuple[Any, ...]) -> DeadLetter:
+    (letter_id, group, topic, message_id, key, body, reason, error_type, attempts) = row[:9]
+    return DeadLetter(
+        letter_id=letter_id,
+        group=group,
+        topic=topic,
+        message_id=message_id,
+        key=key,
+        body=bytes(body),
+        reason=reason,
+        error_type=error_type,
+        attempts=int(attempts),
+        failed_at=datetime.fromisoformat(row[9]),
+        status=row[10],
+    )
+
+
+def _check_limit(limit: object) -> int:
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+        raise InvalidInput(f"limit must be a positive whole number, got {limit!r}")
+    return limit
+
+
+class SqliteDeadLetterBox:
+    """Dead letters in the ``bus_dead_letters`` table."""
+
+    def __init__(self, worker: Worker) -> None:
+        self._worker = worker
+
+    async def _write(self, body: Callable[[sqlite3.Connection], Any]) -> Any:
+        return await self._worker.run(lambda connection: write(connection, body))
+
+    async def put(self, letter: DeadLetter) -> None:
+        if not isinstance(letter, DeadLetter):
+            raise InvalidInput(f"expected a DeadLetter, got {type(letter).__name__}")
+        check_name("group", letter.group)
+        check_name("topic", letter.topic)
+        expected = DeadLetter.id_for(letter.group, letter.topic, letter.message_id)
+        if letter.letter_id != expected:
+            raise InvalidInput(f"letter id {letter.letter_id!r} should be {expected!r}")
+        order = _order_of(letter.failed_at)
+        values = (
+            letter.letter_id,
+            letter.group,
+            letter.topic,
+            letter.message_id,
+            letter.key,
+            bytes(letter.body),
+            letter.reason,
+            letter.error_type,
+            letter.attempts,
+            letter.failed_at.isoformat(),
+            letter.status,
+            order,
+        )
+
+        def body(connection: sqlite3.Connection) -> None:
+            connection.execute(
+                f"INSERT OR REPLACE INTO bus_dead_letters ({_COLUMNS}, failed_order)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                values,
+            )
+            connection.execute(
+                "INSERT OR REPLACE INTO bus_dead_letter_marks (letter_id, failed_order)"
+                " VALUES (?, ?)",
+                (letter.letter_id, order),
+            )
+
+        await self._write(body)
+
+    async def letters(
+        self,
+        *,
+        group: str | None = None,
+        topic: str | None = None,
+        after: str | None = None,
+        limit: int = 100,
+    ) -> list[DeadLetter]:
+        if group is not None:
+            check_name("group", group)
+        if topic is not None:
+            check_name("topic", topic)
+        _check_limit(limit)
+
+        def body(connection: sqlite3.Connection) -> list[DeadLetter]:
+            clauses: list[str] = []
+            values: list[object] = []
+            if group is not None:
+                clauses.append("grp = ?")
+                values.append(group)
+            if topic is not None:
+                clauses.append("topic = ?")
+                values.append(topic)
+            if after is not None:
+                mark = connection.execute(
+                    "SELECT failed_order FROM bus_dead_letter_marks WHERE letter_id = ?",
+                    (after,),
+                ).fetchone()
+                if mark is None:
+                    raise DeadLetterNotFound(after)
+                clauses.append("(failed_order, letter_id) > (?, ?)")
+                values.extend((mark[0], after))
+            where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
+            rows = connection.execute(
+                f"SELECT {_COLUMNS} FROM bus_dead_letters{where}"
+                " ORDER BY failed_order, letter_id LIMIT ?",
+                (*values, limit),
+            ).fetchall()
+            return [_letter(row) for row in rows]
+
+        result: list[DeadLetter] = await self._worker.run(body)
+        return result
+
+    async def get(self, letter_id: str) -> DeadLetter:
+        def body(connection: sqlite3.Connection) -> DeadLetter:
+            row = connection.execute(
+                f"SELECT {_COLUMNS} FROM bus_dead_letters WHERE letter_id = ?", (letter_id,)
+            ).fetchone()
+            if row is None:
+                raise DeadLetterNotFound(letter_id)
+            return _letter(row)
+
+        result: DeadLetter = await self._worker.run(body)
+        return result
+
+    async def drop(self, letter_id: str) -> None:
+        def body(connection: sqlite3.Connection) -> None:
+            cursor = connection.execute(
+                "DELETE FROM bus_dead_letters WHERE letter_id = ?", (letter_id,)
+            )
+            if cursor.rowcount == 0:
+                raise DeadLetterNotFound(letter_id)
+
+        await self._write(body)
+
+    async def request_retry(self, letter_id: str) -> None:
+        def body(connection: sqlite3.Connection) -> None:
+            cursor = connection.execute(
+                "UPDATE bus_dead_letters SET status = 'retry' WHERE letter_id = ?", (letter_id,)
+            )
+            if cursor.rowcount == 0:
+                raise DeadLetterNotFound(letter_id)
+
+        await self._write(body)
+
+    async def claim_retries(self, group: str, topic: str, limit: int = 100) -> list[DeadLetter]:
+        check_name("group", group)
+        check_name("topic", topic)
+        _check_limit(limit)
+
+        def body(connection: sqlite3.Connection) -> list[DeadLetter]:
+            rows = connection.execute(
+                f"SELECT {_COLUMNS} FROM bus_dead_letters"
+                " WHERE grp = ? AND topic = ? AND status = 'retry'"
+                " ORDER BY failed_order, letter_id LIMIT ?",
+                (group, topic, limit),
+            ).fetchall()
+            connection.executemany(
+                "DELETE FROM bus_dead_letters WHERE letter_id = ?", [(row[0],) for row in rows]
+            )
+            return [_letter(row) for row in rows]
+
+        result: list[DeadLetter] = await self._write(body)
+        return result
+
+    async def count(self, *, group: str | None = None) -> int:
+        if group is not None:
+            check_name("group", group)
+
+        def body(connection: sqlite3.Connection) -> int:
+            if group is None:
+                row = connection.execute("SELECT count(*) FROM bus_dead_letters").fetchone()
+            else:
+                row = connection.execute(
+                    "SELECT count(*) FROM bus_dead_letters WHERE grp = ?", (group,)
+                ).fetchone()
+            return int(row[0])
+
+        result: int = await self._worker.run(body)
+        return result

@@ -1,0 +1,199 @@
+"""The SQLite bus file: how it is opened, and the numbered migrations of its tables.
+
+The schema version lives in ``PRAGMA user_version``. Each migration runs in its own
+``BEGIN IMMEDIATE`` transaction that also bumps the version, so several processes
+opening one new file at once queue on the write lock and the later ones find the work
+done. Every table is prefixed ``bus_`` so a bus may share a file with other data.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from pathlib import Path
+from typing import Final
+
+from eventcore.errors import BusUnavailable, InvalidUrl
+
+__all__ = ["BUSY_TIMEOUT", "LATEST_VERSION", "connect", "migrate", "schema_version"]
+
+#: Seconds a writer waits for another process's write lock before SQLite says busy.
+BUSY_TIMEOUT: Final = 5.0
+
+#: (version, statements). Append new migrations; never edit one that has shipped.
+_MIGRATIONS: Final[tuple[tuple[int, tuple[str, ...]], ...]] = (
+    (
+        1,
+        (
+            # A topic keeps the partition count it was created with, whatever later
+            # URLs say, or keys would move between partitions and lose their order.
+            """
+            CREATE TABLE bus_topics (
+                name       TEXT    PRIMARY KEY,
+                partitions INTEGER NOT NULL
+            ) WITHOUT ROWID
+            """,
+            # ``seq`` counts 1, 2, 3... per (topic, partition) without gaps: publishers
+            # hand out max + 1 under the write lock, so "contiguous" is well defined when
+            # a group's acknowledgements are folded into its committed offset.
+            """
+            CREATE TABLE bus_messages (
+                id           INTEGER PRIMARY KEY,
+                topic        TEXT    NOT NULL,
+                partition    INTEGER NOT NULL,
+                seq          INTEGER NOT NULL,
+                message_id   TEXT    NOT NULL,
+                key          TEXT    NOT NULL,
+                body         BLOB    NOT NULL,
+                published_at REAL    NOT NULL,
+                UNIQUE (topic, partition, seq),
+                UNIQUE (topic, message_id)
+            )
+            """,
+            # Everything up to ``committed`` is done for the group.
+            """
+            CREATE TABLE bus_offsets (
+                grp       TEXT    NOT NULL,
+                topic     TEXT    NOT NULL,
+                partition INTEGER NOT NULL,
+                committed INTEGER NOT NULL,
+                PRIMARY KEY (grp, topic, partition)
+            ) WITHOUT ROWID
+            """,
+            # One row per message past the offset that the group has seen: how often it
+            # was delivered (so ``attempt`` survives restarts), when it may be delivered
+            # again (wall clock: the visibility timeout or a nak's delay), and whether it
+            # was acknowledged ahead of an earlier message still open.
+            """
+            CREATE TABLE bus_deliveries (
+                grp        TEXT    NOT NULL,
+                topic      TEXT    NOT NULL,
+                partition  INTEGER NOT NULL,
+                seq        INTEGER NOT NULL,
+                attempts   INTEGER NOT NULL,
+                visible_at REAL    NOT NULL,
+                acked      INTEGER NOT NULL DEFAULT 0,
+                PRIMARY KEY (grp, topic, partition, seq)
+            ) WITHOUT ROWID
+            """,
+            """
+            CREATE TABLE bus_members (
+                scope      TEXT NOT NULL,
+                member     TEXT NOT NULL,
+                expires_at REAL NOT NULL,
+                PRIMARY KEY (scope, member)
+            ) WITHOUT ROWID
+            """,
+            """
+            CREATE TABLE bus_leases (
+                scope      TEXT    NOT NULL,
+                partition  INTEGER NOT NULL,
+                member     TEXT    NOT NULL,
+                expires_at REAL    NOT NULL,
+                PRIMARY KEY (scope, partition)
+            ) WITHOUT ROWID
+            """,
+            # ``failed_at`` keeps the datetime as given (ISO text, with its zone);
+            # ``failed_order`` is it in whole microseconds since the epoch, the sort key.
+            """
+            CREATE TABLE bus_dead_letters (
+                letter_id    TEXT    PRIMARY KEY,
+                grp          TEXT    NOT NULL,
+                topic        TEXT    NOT NULL,
+                message_id   TEXT    NOT NULL,
+                key          TEXT    NOT NULL,
+                body         BLOB    NOT NULL,
+                reason       TEXT    NOT NULL,
+                error_type   TEXT    NOT NULL,
+                attempts     INTEGER NOT NULL,
+                failed_at    TEXT    NOT NULL,
+                status       TEXT    NOT NULL,
+                failed_order INTEGER NOT NULL
+            )
+            """,
+            # The sort key of every letter id ever put, so paging ``after`` a letter
+            # that was dropped or claimed meanwhile still knows where to go on.
+            """
+            CREATE TABLE bus_dead_letter_marks (
+                letter_id    TEXT    PRIMARY KEY,
+                failed_order INTEGER NOT NULL
+            ) WITHOUT ROWID
+            """,
+            "CREATE INDEX bus_dead_letters_order ON bus_dead_letters (failed_order, letter_id)",
+            """
+            CREATE TABLE bus_checkpoints (
+                name     TEXT    PRIMARY KEY,
+                position INTEGER NOT NULL
+            ) WITHOUT ROWID
+            """,
+        ),
+    ),
+)
+
+LATEST_VERSION: Final = _MIGRATIONS[-1][0]
+
+
+def connect(url: str, path: str, *, create: bool) -> sqlite3.Connection:
+    """Open (and, if allowed, create) the bus file and bring its schema up to date.
+
+    Runs on the bus's worker thread: it blocks.
+    """
+    directory = os.path.dirname(path)
+    if not os.path.isdir(directory):
+        raise InvalidUrl(url, f"directory {directory} does not exist")
+    if not create and not os.path.exists(path):
+        raise InvalidUrl(url, f"no such file: {path} (and create=False)")
+    uri = f"{Path(path).as_uri()}?mode={'rwc' if create else 'rw'}"
+    try:
+        # Autocommit: the bus issues BEGIN IMMEDIATE / COMMIT itself.
+        connection = sqlite3.connect(
+            uri, uri=True, timeout=BUSY_TIMEOUT, isolation_level=None, cached_statements=128
+        )
+    except sqlite3.Error as error:
+        raise InvalidUrl(url, f"cannot open {path}: {error}") from error
+    try:
+        connection.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT * 1000)}")
+        mode = connection.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        if str(mode).lower() != "wal":
+            raise BusUnavailable(f"{path}: SQLite refused write-ahead logging ({mode})")
+        # An acknowledged publish must survive a power cut, not only a crash.
+        connection.execute("PRAGMA synchronous = FULL")
+        migrate(connection)
+    except sqlite3.Error as error:
+        connection.close()
+        if getattr(error, "sqlite_errorcode", None) == sqlite3.SQLITE_NOTADB:
+            raise InvalidUrl(url, f"{path} is not an SQLite database") from error
+        raise BusUnavailable(f"{path}: {error}") from error
+    except BaseException:
+        connection.close()
+        raise
+    return connection
+
+
+def schema_version(connection: sqlite3.Connection) -> int:
+    return int(connection.execute("PRAGMA user_version").fetchone()[0])
+
+
+def migrate(connection: sqlite3.Connection) -> None:
+    """Apply the migrations the file lacks; refuse a file from a newer eventcore."""
+    for version, statements in _MIGRATIONS:
+        if schema_version(connection) >= version:
+            continue
+        connection.execute("BEGIN IMMEDIATE")
+        try:
+            # Re-check under the write lock: another process may have just applied it.
+            if schema_version(connection) < version:
+                for statement in statements:
+                    connection.execute(statement)
+                connection.execute(f"PRAGMA user_version = {version}")
+            connection.execute("COMMIT")
+        except BaseException:
+            if connection.in_transaction:
+                connection.execute("ROLLBACK")
+            raise
+    found = schema_version(connection)
+    if found > LATEST_VERSION:
+        raise BusUnavailable(
+            f"the bus file's schema version is {found}, newer than this eventcore "
+            f"understands ({LATEST_VERSION}); upgrade eventcore to open it"
+        )

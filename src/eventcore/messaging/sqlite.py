@@ -1,0 +1,226 @@
+"""``SqliteBus``: the embedded default bus, one SQLite file per machine.
+
+``sqlite:///path/bus.db`` is shared safely by every process on the machine: the
+file is in WAL mode with ``synchronous=FULL`` (an accepted publish survives a power
+cut), every write is one ``BEGIN IMMEDIATE`` transaction that waits out another
+process's lock, and leases expire by the wall clock all processes share.
+
+No ``sqlite3`` call runs on the event loop: each bus has one worker thread that owns
+its connection (``_sqlite_bus_thread``). Tables and migrations: ``_sqlite_bus_schema``;
+publishing and group progress: ``_sqlite_bus_log``; consumers:
+``_sqlite_bus_consumer``; leases and dead letters: ``_sqlite_bus_leases`` and
+``_sqlite_bus_letters``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sqlite3
+import uuid
+from collections.abc import Sequence
+
+from eventcore.errors import BusClosed, InvalidInput, InvalidUrl
+from eventcore.messaging import _sqlite_bus_log as log
+from eventcore.messaging._sqlite_bus_consumer import SqliteConsumer, Wakeup
+from eventcore.messaging._sqlite_bus_leases import SqliteLeases
+from eventcore.messaging._sqlite_bus_letters import SqliteDeadLetterBox
+from eventcore.messaging._sqlite_bus_schema import connect
+from eventcore.messaging._sqlite_bus_thread import Worker, write
+from eventcore.messaging.assignment import PartitionAssignment
+from eventcore.messaging.bus import DEFAULT_ACK_WAIT, OutgoingMessage
+from eventcore.messaging.names import check_name
+from eventcore.messaging.url import BusUrl
+
+__all__ = ["DEFAULT_LEASE_TTL", "SqliteBus", "SqliteConsumer"]
+
+#: Seconds a member's claim on a partition lives without renewal.
+DEFAULT_LEASE_TTL = 10.0
+
+
+class SqliteBus:
+    """Open with ``await SqliteBus.open(BusUrl.parse("sqlite:///path/bus.db"))`` (or
+    ``open_bus``). ``lease_ttl`` is how long a member's claim on a partition lives
+    without renewal: how soon others take over from a member that died."""
+
+    def __init__(self, url: BusUrl, worker: Worker, *, lease_ttl: float) -> None:
+        self._url = url
+        self._worker = worker
+        self._partitions = url.partitions
+        self._lease_ttl = lease_ttl
+        self._wakeup = Wakeup()
+        self._leases = SqliteLeases(worker, on_change=self._wakeup.fire)
+        self._dead_letters = SqliteDeadLetterBox(worker)
+        self._consumers: set[SqliteConsumer] = set()
+        self._closed = False
+
+    @classmethod
+    async def open(
+        cls, url: BusUrl, *, create: bool = True, lease_ttl: float = DEFAULT_LEASE_TTL
+    ) -> SqliteBus:
+        """Open the bus file, creating it unless ``create`` is False (then a missing
+        file is ``InvalidUrl``). A file that is no SQLite database is ``InvalidUrl``
+        too; a schema newer than this eventcore is ``BusUnavailable``."""
+        if url.backend != "sqlite":
+            raise InvalidUrl(url.raw, "not a sqlite:// URL")
+        if not isinstance(lease_ttl, int | float) or not lease_ttl > 0:
+            raise InvalidInput(f"lease_ttl must be positive, got {lease_ttl!r}")
+        path = _bus_path(url)
+        worker = Worker(
+            f"eventcore-sqlite-bus:{os.path.basename(path)}",
+            lambda: connect(url.raw, path, create=create),
+        )
+        await worker.start()
+        return cls(url, worker, lease_ttl=float(lease_ttl))
+
+    @property
+    def url(self) -> str:
+        return self._url.raw
+
+    @property
+    def dead_letters(self) -> SqliteDeadLetterBox:
+        return self._dead_letters
+
+    @property
+    def leases(self) -> SqliteLeases:
+        return self._leases
+
+    @property
+    def lease_ttl(self) -> float:
+        return self._lease_ttl
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise BusClosed()
+
+    async def publish(self, messages: Sequence[OutgoingMessage]) -> None:
+        self._check_open()
+        batch = list(messages)
+        for message in batch:
+            _check_message(message)
+        if not batch:
+            return
+        partitions = self._partitions
+        await self._worker.run(
+            lambda connection: write(
+                connection, lambda connection: log.publish(connection, batch, partitions)
+            )
+        )
+        self._wakeup.fire()
+
+    async def consumer(
+        self,
+        topic: str,
+        group: str,
+        *,
+        member: str | None = None,
+        ack_wait: float = DEFAULT_ACK_WAIT,
+    ) -> SqliteConsumer:
+        self._check_open()
+        check_name("topic", topic)
+        check_name("group", group)
+        member = check_name("member", member) if member is not None else uuid.uuid4().hex[:16]
+        if not isinstance(ack_wait, int | float) or not ack_wait > 0:
+            raise InvalidInput(f"ack_wait must be a positive number of seconds, got {ack_wait!r}")
+        default = self._partitions
+        count: int = await self._worker.run(
+            lambda connection: write(
+                connection, lambda connection: log.ensure_topic(connection, topic, default)
+            )
+        )
+        assignment = PartitionAssignment(
+            self._leases,
+            scope=f"{group}:{topic}",
+            member=member,
+            partitions=count,
+            ttl=self._lease_ttl,
+        )
+        consumer = SqliteConsumer(
+            worker=self._worker,
+            wakeup=self._wakeup,
+            check_bus_open=self._check_open,
+            on_close=self._consumers.discard,
+            topic=topic,
+            group=group,
+            partition_count=count,
+            assignment=assignment,
+            ack_wait=float(ack_wait),
+        )
+        self._consumers.add(consumer)
+        try:
+            await consumer._join()
+        except BaseException:
+            self._consumers.discard(consumer)
+            raise
+        return consumer
+
+    async def load_checkpoint(self, name: str) -> int:
+        self._check_open()
+        name = _checkpoint_name(name)
+
+        def body(connection: sqlite3.Connection) -> int:
+            row = connection.execute(
+                "SELECT position FROM bus_checkpoints WHERE name = ?", (name,)
+            ).fetchone()
+            return 0 if row is None else int(row[0])
+
+        position: int = await self._worker.run(body)
+        return position
+
+    async def save_checkpoint(self, name: str, position: int) -> None:
+        self._check_open()
+        name = _checkpoint_name(name)
+        if isinstance(position, bool) or not isinstance(position, int) or position < 0:
+            raise InvalidInput(f"a checkpoint is a whole number >= 0, got {position!r}")
+
+        def body(connection: sqlite3.Connection) -> None:
+            connection.execute(
+                "INSERT INTO bus_checkpoints (name, position) VALUES (?, ?)"
+                " ON CONFLICT (name) DO UPDATE SET position = excluded.position",
+                (name, position),
+            )
+
+        await self._worker.run(lambda connection: write(connection, body))
+
+    async def aclose(self) -> None:
+        if self._closed:
+            return
+        for consumer in list(self._consumers):
+            # Closing goes on whatever one consumer's goodbye did; its leases expire anyway.
+            with contextlib.suppress(Exception):
+                await consumer.aclose()
+        self._closed = True
+        self._wakeup.fire()
+        await self._worker.stop()
+
+    async def __aenter__(self) -> SqliteBus:
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        await self.aclose()
+
+
+def _bus_path(url: BusUrl) -> str:
+    if url.location == ":memory:" or url.location.startswith("file:"):
+        # Every process (and every bus object) would see a different database.
+        raise InvalidUrl(url.raw, "expected a file path; for a throwaway bus use memory://")
+    # Relative paths are taken against the current directory, once, at open time.
+    return os.path.abspath(url.location)
+
+
+def _check_message(message: object) -> None:
+    if not isinstance(message, OutgoingMessage):
+        raise InvalidInput(f"expected an OutgoingMessage, got {type(message).__name__}")
+    check_name("topic", message.topic)
+    if not isinstance(message.message_id, str) or not message.message_id:
+        raise InvalidInput("a message id must be a non-empty string")
+    if not isinstance(message.key, str):
+        raise InvalidInput("a message key must be a string")
+    if not isinstance(message.body, bytes | bytearray | memoryview):
+        raise InvalidInput(f"a message body must be bytes, got {type(message.body).__name__}")
+
+
+def _checkpoint_name(name: object) -> str:
+    if not isinstance(name, str) or not name:
+        raise InvalidInput("a checkpoint name must be a non-empty string")
+    return name
