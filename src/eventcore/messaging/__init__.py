@@ -12,6 +12,7 @@ from eventcore.messaging.bus import (
     OutgoingMessage,
 )
 from eventcore.messaging.envelope import DistributedEvent, decode_envelope, encode_envelope
+from eventcore.messaging.subscriber import Received, Subscriber, SubscriberStatus
 from eventcore.messaging.topics import TopicMap
 from eventcore.messaging.url import BusUrl, open_bus
 
@@ -24,6 +25,9 @@ __all__ = [
     "Delivery",
     "DistributedEvent",
     "OutgoingMessage",
+    "Received",
+    "Subscriber",
+    "SubscriberStatus",
     "TopicMap",
     "decode_envelope",
     "encode_envelope",
