@@ -1,0 +1,228 @@
+"""``NatsConsumer``: one member of a consumer group on a topic of a ``NatsBus``.
+
+Ownership of partitions comes from ``PartitionAssignment`` over the KV leases; each
+owned partition is read by a ``PartitionReader`` on the durable pull consumer
+``{group}-{p}``. Readers are added and removed only at the start of a fetch, when the
+member holds no unsettled delivery (the ``Consumer`` contract), so an ack always finds
+the reader of its delivery.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Sequence
+
+from nats.aio.client import Client
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from nats.js.client import JetStreamContext
+from nats.js.errors import BadRequestError
+
+from eventcore.errors import BusClosed, BusError, InvalidInput
+from eventcore.messaging._nats_errors import translated
+from eventcore.messaging._nats_partition import PartitionReader
+from eventcore.messaging.assignment import PartitionAssignment
+from eventcore.messaging.bus import Delivery
+
+__all__ = ["NatsConsumer"]
+
+#: How many deliveries a partition's consumer lets be out unacknowledged at once.
+_MAX_ACK_PENDING = 10_000
+_FLUSH_TIMEOUT = 5
+
+
+class NatsConsumer:
+    def __init__(
+        self,
+        nc: Client,
+        js: JetStreamContext,
+        *,
+        topic: str,
+        group: str,
+        stream: str,
+        namespace: str,
+        assignment: PartitionAssignment,
+        ack_wait: float,
+    ) -> None:
+        self._nc = nc
+        self._js = js
+        self._topic = topic
+        self._group = group
+        self._stream = stream
+        self._namespace = namespace
+        self._assignment = assignment
+        self._ack_wait = ack_wait
+        self._readers: dict[int, PartitionReader] = {}
+        self._lock = asyncio.Lock()
+        self._arrival = asyncio.Event()
+        self._renewer: asyncio.Task[None] | None = None
+        self._rebalanced_at = 0.0
+        ttl = assignment.ttl
+        # Often enough that a partition given up by a leaving member is taken over soon.
+        self._rebalance_every = min(max(ttl / 10, 0.05), 1.0)
+        self._closed = False
+
+    @property
+    def member(self) -> str:
+        return self._assignment.member
+
+    @property
+    def partitions(self) -> frozenset[int]:
+        return self._assignment.owned
+
+    async def start(self) -> None:
+        async with self._lock:
+            await self._assignment.renew()
+        self._renewer = asyncio.create_task(
+            self._renew_forever(), name=f"eventcore-nats-lease-{self.member}"
+        )
+
+    async def _renew_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self._assignment.ttl / 3)
+            # A failed renewal (server away) is tried again next round; the leases run
+            # out meanwhile, which is what should happen to a member that cannot be seen.
+            with contextlib.suppress(BusError):
+                async with self._lock:
+                    await self._assignment.renew()
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise BusClosed()
+
+    async def _rebalance(self, now: float) -> None:
+        if now - self._rebalanced_at < self._rebalance_every:
+            return
+        self._rebalanced_at = now
+        async with self._lock:
+            await self._assignment.rebalance()
+        owned = self._assignment.owned
+        for partition in sorted(set(self._readers) - owned):
+            reader = self._readers.pop(partition)
+            with translated("giving up a partition"):
+                await reader.stop()
+        for partition in sorted(owned - set(self._readers)):
+            self._readers[partition] = await self._reader(partition)
+
+    async def _reader(self, partition: int) -> PartitionReader:
+        durable = f"{self._group}-{partition}"
+        config = ConsumerConfig(
+            durable_name=durable,
+            filter_subject=f"{self._namespace}.{self._topic}.{partition}",
+            ack_policy=AckPolicy.EXPLICIT,
+            deliver_policy=DeliverPolicy.ALL,
+            ack_wait=self._ack_wait,
+            max_deliver=-1,
+            max_ack_pending=_MAX_ACK_PENDING,
+        )
+        with translated("opening a partition's consumer"):
+            try:
+                await self._js.add_consumer(self._stream, config)
+            except BadRequestError:
+                # It exists with other settings (another member's ack_wait): read it as is.
+                await self._js.consumer_info(self._stream, durable)
+            reader = PartitionReader(
+                self._nc,
+                topic=self._topic,
+                partition=partition,
+                stream=self._stream,
+                durable=durable,
+                ack_wait=self._ack_wait,
+                wake=self._arrival.set,
+            )
+            await reader.start()
+        return reader
+
+    async def fetch(self, max_messages: int, timeout: float) -> list[Delivery]:  # noqa: ASYNC109
+        self._check_open()
+        if isinstance(max_messages, bool) or not isinstance(max_messages, int) or max_messages < 1:
+            raise InvalidInput(
+                f"max_messages must be a positive whole number, got {max_messages!r}"
+            )
+        if not isinstance(timeout, int | float) or not timeout >= 0:
+            raise InvalidInput(f"timeout must be >= 0 seconds, got {timeout!r}")
+        deadline = time.monotonic() + timeout
+        while True:
+            now = time.monotonic()
+            await self._rebalance(now)
+            self._arrival.clear()
+            ready = [
+                reader
+                for partition, reader in sorted(self._readers.items())
+                if partition in self._assignment.owned and reader.ready(now)
+            ]
+            taken: list[Delivery] = []
+            with translated("fetching"):
+                for reader in ready:
+                    taken += await reader.take(max_messages - len(taken), now)
+                    if len(taken) == max_messages:
+                        break
+            if taken:
+                return taken
+            now = time.monotonic()
+            if now >= deadline:
+                return []
+            with translated("fetching"):
+                for reader in ready:
+                    await reader.pull(max_messages, deadline - now, now)
+            wait = min(deadline, now + self._rebalance_every) - now
+            held = [r.hold_until() for r in self._readers.values() if r.hold_until() > now]
+            if held:
+                wait = min(wait, min(held) - now)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(max(wait, 0.001)):
+                    await self._arrival.wait()
+            self._check_open()
+
+    def _reader_of(self, delivery: Delivery) -> PartitionReader | None:
+        if not isinstance(delivery, Delivery):
+            raise InvalidInput(f"expected a Delivery, got {type(delivery).__name__}")
+        if delivery.topic != self._topic:
+            raise InvalidInput(
+                f"delivery of topic {delivery.topic!r} given to a consumer of {self._topic!r}"
+            )
+        if not 0 <= delivery.partition < self._assignment.partition_count:
+            raise InvalidInput(f"no partition {delivery.partition} in topic {self._topic!r}")
+        return self._readers.get(delivery.partition)
+
+    async def ack(self, deliveries: Sequence[Delivery]) -> None:
+        self._check_open()
+        readers = [self._reader_of(delivery) for delivery in deliveries]
+        with translated("acknowledging"):
+            for delivery, reader in zip(deliveries, readers, strict=True):
+                if reader is not None:
+                    await reader.ack(delivery.sequence)
+            # One round trip makes the server have every ack before we return, so the
+            # next fetch (of any member, on any connection) sees them.
+            if deliveries:
+                await self._nc.flush(timeout=_FLUSH_TIMEOUT)
+
+    async def nak(self, delivery: Delivery, delay: float = 0.0) -> None:
+        self._check_open()
+        reader = self._reader_of(delivery)
+        if not isinstance(delay, int | float) or not delay >= 0:
+            raise InvalidInput(f"delay must be >= 0 seconds, got {delay!r}")
+        if reader is None:
+            return  # no longer ours: the new owner gets it again anyway
+        with translated("sending a message back"):
+            await reader.nak(delivery.sequence, float(delay), time.monotonic())
+            await self._nc.flush(timeout=_FLUSH_TIMEOUT)
+
+    async def aclose(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._arrival.set()
+        if self._renewer is not None:
+            self._renewer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._renewer
+        with contextlib.suppress(BusError):
+            with translated("leaving a group"):
+                for partition in sorted(self._readers):
+                    await self._readers[partition].stop()
+                self._readers.clear()
+                await self._nc.flush(timeout=_FLUSH_TIMEOUT)
+            async with self._lock:
+                await self._assignment.leave()

@@ -1,0 +1,270 @@
+"""``NatsBus``: the bus on NATS JetStream (``nats://host:port``), for several machines.
+
+* A topic is a file-backed stream with one subject per partition (``_nats_topics``).
+* ``publish`` is pipelined: every message goes out at once with its id in the
+  ``Nats-Msg-Id`` header (JetStream's de-duplication, within a ten-minute window), then
+  the call waits for all the acknowledgements together.
+* A consumer group reads each partition through a durable pull consumer
+  (``_nats_consumer``); partition leases, dead letters and relay checkpoints live in
+  key-value buckets ``{namespace}_leases``, ``{namespace}_deadletters`` and
+  ``{namespace}_checkpoints``.
+* The connection reconnects for ever; while the server is away, a call gives up after
+  a few seconds with ``BusUnavailable`` and the same bus works again once it is back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+import uuid
+import zlib
+from collections.abc import Sequence
+
+import nats
+from nats.aio.client import Client
+from nats.js.api import PubAck
+from nats.js.errors import KeyNotFoundError
+
+from eventcore.errors import BusClosed, BusUnavailable, InvalidInput
+from eventcore.messaging._nats_consumer import NatsConsumer
+from eventcore.messaging._nats_deadletters import KvDeadLetterBox
+from eventcore.messaging._nats_errors import translated
+from eventcore.messaging._nats_kv import key_token, open_bucket
+from eventcore.messaging._nats_leases import KvLeases
+from eventcore.messaging._nats_topics import TopicStreams
+from eventcore.messaging.assignment import PartitionAssignment
+from eventcore.messaging.bus import DEFAULT_ACK_WAIT, OutgoingMessage
+from eventcore.messaging.names import check_name
+from eventcore.messaging.url import BusUrl
+
+__all__ = ["NatsBus"]
+
+#: Seconds a publish (or any call) waits for the server before ``BusUnavailable``.
+_CALL_TIMEOUT = 5.0
+_CONNECT_TIMEOUT = 5.0
+#: Publishes in flight at once; a larger batch waits for acks to make room.
+_MAX_IN_FLIGHT = 20_000
+_PASSWORD = re.compile(r"//([^:/@]*):[^@/]*@")
+
+
+class NatsBus:
+    """The ``Bus`` protocol on NATS JetStream. Open it with ``await NatsBus.connect(url)``.
+
+    ``lease_ttl`` is how long a member's claim on a partition lives without renewal
+    (tests shorten it so that members take over from each other quickly)."""
+
+    def __init__(
+        self,
+        url: BusUrl,
+        nc: Client,
+        *,
+        lease_ttl: float,
+        leases: KvLeases,
+        dead_letters: KvDeadLetterBox,
+        checkpoints: nats.js.kv.KeyValue,
+    ) -> None:
+        self._url = url
+        self._nc = nc
+        self._js = nc.jetstream(timeout=_CALL_TIMEOUT, publish_async_max_pending=_MAX_IN_FLIGHT)
+        self._namespace = url.namespace
+        self._topics = TopicStreams(self._js, url.namespace, url.partitions)
+        self._lease_ttl = lease_ttl
+        self._leases = leases
+        self._dead_letters = dead_letters
+        self._checkpoints = checkpoints
+        self._consumers: set[NatsConsumer] = set()
+        self._closed = False
+
+    @classmethod
+    async def connect(cls, url: BusUrl, *, lease_ttl: float = 10.0) -> NatsBus:
+        if not isinstance(lease_ttl, int | float) or not lease_ttl > 0:
+            raise InvalidInput(f"lease_ttl must be positive, got {lease_ttl!r}")
+        server = url.raw.partition("?")[0]
+        try:
+            async with asyncio.timeout(_CONNECT_TIMEOUT):
+                nc = await nats.connect(
+                    servers=[server],
+                    name="eventcore",
+                    connect_timeout=2.0,
+                    allow_reconnect=True,
+                    max_reconnect_attempts=-1,
+                    reconnect_time_wait=0.25,
+                    error_cb=_ignore_error,
+                )
+        except (TimeoutError, OSError, nats.errors.Error) as error:
+            raise BusUnavailable(f"cannot reach NATS at {url.location}: {error!r}") from error
+        try:
+            js = nc.jetstream(timeout=_CALL_TIMEOUT)
+            namespace = url.namespace
+            bus: NatsBus | None = None
+
+            def check_open() -> None:
+                if bus is None or bus._closed:
+                    raise BusClosed()
+
+            with translated("opening the bus's key-value buckets"):
+                leases = await open_bucket(
+                    js, f"{namespace}_leases", max_age=max(3600.0, 10 * lease_ttl)
+                )
+                letters = await open_bucket(js, f"{namespace}_deadletters")
+                checkpoints = await open_bucket(js, f"{namespace}_checkpoints")
+            bus = cls(
+                url,
+                nc,
+                lease_ttl=float(lease_ttl),
+                leases=KvLeases(leases),
+                dead_letters=KvDeadLetterBox(letters, check_open),
+                checkpoints=checkpoints,
+            )
+        except BaseException:
+            await nc.close()
+            raise
+        return bus
+
+    @property
+    def url(self) -> str:
+        return _PASSWORD.sub(r"//\1@", self._url.raw)
+
+    @property
+    def dead_letters(self) -> KvDeadLetterBox:
+        return self._dead_letters
+
+    @property
+    def lease_ttl(self) -> float:
+        return self._lease_ttl
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise BusClosed()
+
+    async def publish(self, messages: Sequence[OutgoingMessage]) -> None:
+        self._check_open()
+        for message in messages:
+            _check_message(message)
+        if not messages:
+            return
+        counts: dict[str, int] = {}
+        with translated("creating a topic"):
+            for topic in {message.topic for message in messages}:
+                counts[topic] = await self._topics.partitions(topic)
+        prefix = self._namespace + "."
+        publish_async = self._js.publish_async
+        futures: list[asyncio.Future[PubAck]] = []
+        try:
+            with translated("publishing"):
+                async with asyncio.timeout(_CALL_TIMEOUT):
+                    # Everything goes out before the first ack is awaited: one round trip
+                    # for the batch, not one per message.
+                    for message in messages:
+                        key = message.key
+                        partition = zlib.crc32(key.encode()) % counts[message.topic]
+                        futures.append(
+                            await publish_async(
+                                f"{prefix}{message.topic}.{partition}",
+                                message.body,
+                                headers={"Nats-Msg-Id": message.message_id, "Eventcore-Key": key},
+                            )
+                        )
+                    await asyncio.gather(*futures)
+        finally:
+            for future in futures:
+                # Frees the client's in-flight slots of acks that will never come.
+                future.cancel()
+
+    async def consumer(
+        self,
+        topic: str,
+        group: str,
+        *,
+        member: str | None = None,
+        ack_wait: float = DEFAULT_ACK_WAIT,
+    ) -> NatsConsumer:
+        self._check_open()
+        check_name("topic", topic)
+        check_name("group", group)
+        member = check_name("member", member) if member is not None else uuid.uuid4().hex[:16]
+        if isinstance(ack_wait, bool) or not isinstance(ack_wait, int | float) or not ack_wait > 0:
+            raise InvalidInput(f"ack_wait must be a positive number of seconds, got {ack_wait!r}")
+        with translated("creating a topic"):
+            partitions = await self._topics.partitions(topic)
+        assignment = PartitionAssignment(
+            self._leases,
+            scope=f"{topic}.{group}",
+            member=member,
+            partitions=partitions,
+            ttl=self._lease_ttl,
+        )
+        consumer = NatsConsumer(
+            self._nc,
+            self._js,
+            topic=topic,
+            group=group,
+            stream=self._topics.stream(topic),
+            namespace=self._namespace,
+            assignment=assignment,
+            ack_wait=float(ack_wait),
+        )
+        await consumer.start()
+        self._consumers.add(consumer)
+        return consumer
+
+    async def load_checkpoint(self, name: str) -> int:
+        self._check_open()
+        key = key_token(_checkpoint_name(name))
+        with translated("reading a checkpoint"):
+            try:
+                entry = await self._checkpoints.get(key)
+            except KeyNotFoundError:
+                return 0
+        return int(entry.value or b"0")
+
+    async def save_checkpoint(self, name: str, position: int) -> None:
+        self._check_open()
+        key = key_token(_checkpoint_name(name))
+        if isinstance(position, bool) or not isinstance(position, int) or position < 0:
+            raise InvalidInput(f"a checkpoint is a whole number >= 0, got {position!r}")
+        with translated("saving a checkpoint"):
+            await self._checkpoints.put(key, str(position).encode())
+
+    async def aclose(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        for consumer in list(self._consumers):
+            await consumer.aclose()
+        self._consumers.clear()
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(_CALL_TIMEOUT):
+                await self._nc.drain()
+        if not self._nc.is_closed:
+            with contextlib.suppress(Exception):
+                await self._nc.close()
+
+    async def __aenter__(self) -> NatsBus:
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        await self.aclose()
+
+
+async def _ignore_error(error: Exception) -> None:
+    """Connection trouble surfaces as ``BusUnavailable`` on the calls it affects."""
+
+
+def _check_message(message: OutgoingMessage) -> None:
+    if not isinstance(message, OutgoingMessage):
+        raise InvalidInput(f"expected an OutgoingMessage, got {type(message).__name__}")
+    check_name("topic", message.topic)
+    if not isinstance(message.message_id, str) or not message.message_id:
+        raise InvalidInput("a message id must be a non-empty string")
+    if not isinstance(message.key, str):
+        raise InvalidInput("a message key must be a string")
+    if not isinstance(message.body, bytes | bytearray | memoryview):
+        raise InvalidInput(f"a message body must be bytes, got {type(message.body).__name__}")
+
+
+def _checkpoint_name(name: str) -> str:
+    if not isinstance(name, str) or not name:
+        raise InvalidInput("a checkpoint name must be a non-empty string")
+    return name
