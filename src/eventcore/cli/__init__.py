@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from eventcore._version import __version__
-from eventcore.cli import db, demo, events, projections, streams
+from eventcore.cli import db, demo, dlq, events, projections, streams
 
 __all__ = ["app", "main"]
 
@@ -23,6 +23,7 @@ app.add_typer(streams.app, name="streams")
 app.add_typer(events.app, name="events")
 app.add_typer(db.app, name="db")
 app.add_typer(projections.app, name="projections")
+app.add_typer(dlq.app, name="dlq")
 app.command("demo")(demo.demo)
 
 

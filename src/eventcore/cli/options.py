@@ -1,4 +1,5 @@
-"""The store a command works on: the ``--store`` option and opening it."""
+"""The store (or bus) a command works on: the ``--store`` and ``--bus`` options and
+opening them."""
 
 from __future__ import annotations
 
@@ -9,9 +10,20 @@ from typing import Annotated
 import typer
 
 from eventcore.cli.errors import EXIT_USAGE, fail
+from eventcore.messaging.bus import Bus
+from eventcore.messaging.url import open_bus
 from eventcore.store import EventStore, open_store
 
-__all__ = ["ENVVAR", "StoreUrl", "inspected_store", "required"]
+__all__ = [
+    "BUS_ENVVAR",
+    "ENVVAR",
+    "BusOption",
+    "StoreUrl",
+    "inspected_bus",
+    "inspected_store",
+    "required",
+    "required_bus",
+]
 
 ENVVAR = "EVENTCORE_STORE"
 
@@ -51,3 +63,39 @@ async def inspected_store(url: str) -> AsyncIterator[EventStore]:
         yield store
     finally:
         await store.aclose()
+
+
+BUS_ENVVAR = "EVENTCORE_BUS"
+
+#: The bus to inspect; optional to typer for the same reason as ``StoreUrl``.
+BusOption = Annotated[
+    str | None,
+    typer.Option(
+        "--bus",
+        envvar=BUS_ENVVAR,
+        metavar="URL",
+        show_envvar=True,
+        help="The message bus, e.g. sqlite:///tmp/bus.db or nats://127.0.0.1:4222.",
+    ),
+]
+
+
+def required_bus(url: str | None) -> str:
+    """The bus URL given, or leave with a message that says how to give one."""
+    if not url:
+        fail(
+            f"no bus given: pass --bus URL or set {BUS_ENVVAR} (e.g. sqlite:///tmp/bus.db)",
+            EXIT_USAGE,
+        )
+    return url
+
+
+@asynccontextmanager
+async def inspected_bus(url: str) -> AsyncIterator[Bus]:
+    """Open the bus at ``url`` and close it however the block ends; like a store, a
+    mistyped SQLite path is an error, never a new empty bus file."""
+    bus = await open_bus(url, create=False)
+    try:
+        yield bus
+    finally:
+        await bus.aclose()

@@ -1,0 +1,273 @@
+"""``eventcore dlq``: list, show, retry and drop the messages consumer groups gave up on.
+
+``retry`` only marks a letter: the group's running subscriber takes it back within its
+``retry_poll`` and handles it again (and parks it anew if it fails again).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from typing import Annotated
+
+import typer
+from rich.table import Table
+from rich.text import Text
+
+from eventcore.cli import render
+from eventcore.cli.errors import EXIT_FAILURE, EXIT_USAGE, fail, reported
+from eventcore.cli.options import BusOption, inspected_bus, required_bus
+from eventcore.errors import InvalidMessage
+from eventcore.messaging.bus import DeadLetter, DeadLetterBox
+from eventcore.messaging.envelope import DistributedEvent, decode_envelope
+from eventcore.messaging.names import check_name
+
+__all__ = ["app"]
+
+app = typer.Typer(help="Inspect, retry and drop dead letters.", no_args_is_help=True)
+
+#: Reason characters shown in a table cell.
+TABLE_REASON = 60
+#: Letters read per call when going through all of a group's.
+_PAGE = 500
+
+Group = Annotated[
+    str | None, typer.Option("--group", metavar="GROUP", help="Only this consumer group's.")
+]
+Topic = Annotated[str | None, typer.Option("--topic", metavar="TOPIC", help="Only this topic's.")]
+LetterId = Annotated[
+    str | None, typer.Argument(metavar="[ID]", help="The letter (group:topic:message id).")
+]
+All = Annotated[bool, typer.Option("--all", help="Every letter of --group (and --topic).")]
+
+
+@app.command("list")
+def list_letters(
+    bus: BusOption = None,
+    group: Group = None,
+    topic: Topic = None,
+    after: Annotated[
+        str | None, typer.Option("--after", metavar="ID", help="Start after this letter (to page).")
+    ] = None,
+    limit: Annotated[
+        int, typer.Option("--limit", min=1, help="Show at most this many letters.")
+    ] = 100,
+) -> None:
+    """Dead letters, oldest first: id, group, topic, type, stream, attempts, when, why."""
+    url = required_bus(bus)
+    with reported():
+        _check_filters(group, topic)
+        asyncio.run(_list(url, group, topic, after, limit))
+
+
+async def _list(
+    url: str, group: str | None, topic: str | None, after: str | None, limit: int
+) -> None:
+    async with inspected_bus(url) as opened:
+        letters = await opened.dead_letters.letters(
+            group=group, topic=topic, after=after, limit=limit
+        )
+    if not letters:
+        render.note("no dead letters" if after is None else f"no dead letters after {after!r}")
+        return
+    render.stdout().print(_letters_table(letters))
+    if len(letters) == limit:
+        render.note(f"more may follow: --after {letters[-1].letter_id!r}")
+
+
+@app.command("show")
+def show_letter(
+    letter_id: Annotated[str, typer.Argument(metavar="ID", help="The letter to show.")],
+    bus: BusOption = None,
+) -> None:
+    """Everything about one letter, with its message body (pretty-printed if JSON)."""
+    url = required_bus(bus)
+    with reported():
+        asyncio.run(_show(url, letter_id))
+
+
+async def _show(url: str, letter_id: str) -> None:
+    async with inspected_bus(url) as opened:
+        letter = await opened.dead_letters.get(letter_id)
+    envelope = _envelope(letter)
+    fields: list[tuple[str, str]] = [
+        ("letter", letter.letter_id),
+        ("group", letter.group),
+        ("topic", letter.topic),
+        ("message id", letter.message_id),
+        ("stream", letter.key),
+        ("status", letter.status),
+        ("attempts", str(letter.attempts)),
+        ("failed at", render.timestamp(letter.failed_at)),
+        ("error type", letter.error_type),
+        ("reason", letter.reason),
+    ]
+    if envelope is not None:
+        fields += [
+            ("event type", envelope.type),
+            ("event id", envelope.id),
+            ("source", envelope.source),
+            ("stream version", envelope.streamversion),
+            ("schema version", envelope.schemaversion),
+            ("correlation id", envelope.correlationid or ""),
+        ]
+    table = Table(show_header=False, box=None, pad_edge=False)
+    table.add_column(style="bold", no_wrap=True)
+    table.add_column(overflow="fold")
+    for name, value in fields:
+        table.add_row(name, Text(value))
+    console = render.stdout()
+    console.print(table)
+    console.print(Text(f"body ({len(letter.body)} bytes):", style="bold"))
+    console.print(Text(_pretty(letter.body)), soft_wrap=True)
+
+
+@app.command("retry")
+def retry_letters(
+    letter_id: LetterId = None,
+    bus: BusOption = None,
+    every: All = False,
+    group: Group = None,
+    topic: Topic = None,
+) -> None:
+    """Mark a letter (or --all of a group's) for its group's subscriber to run again."""
+    url = required_bus(bus)
+    with reported():
+        asyncio.run(_apply(url, _target(letter_id, every, group, topic), retry=True))
+
+
+@app.command("drop")
+def drop_letters(
+    letter_id: LetterId = None,
+    bus: BusOption = None,
+    every: All = False,
+    group: Group = None,
+    topic: Topic = None,
+    yes: Annotated[bool, typer.Option("--yes", help="Drop --all without asking.")] = False,
+) -> None:
+    """Delete a letter (or --all of a group's, with --yes or a confirmation) for good."""
+    url = required_bus(bus)
+    with reported():
+        target = _target(letter_id, every, group, topic)
+        if isinstance(target, tuple) and not yes:
+            scope = f"group {target[0]!r}" + (f", topic {target[1]!r}" if target[1] else "")
+            if not _confirmed(f"Drop every dead letter of {scope} for good?"):
+                fail("nothing dropped (pass --yes to drop without asking)", EXIT_FAILURE)
+        asyncio.run(_apply(url, target, retry=False))
+
+
+def _confirmed(question: str) -> bool:
+    try:
+        return typer.confirm(question, default=False)
+    except typer.Abort:  # no answer at all (stdin closed)
+        return False
+
+
+def _target(
+    letter_id: str | None, every: bool, group: str | None, topic: str | None
+) -> str | tuple[str, str | None]:
+    """One letter id, or (group, topic) for --all."""
+    if every:
+        if letter_id is not None:
+            fail("give a letter id or --all, not both", EXIT_USAGE)
+        if group is None:
+            fail("--all needs --group GROUP", EXIT_USAGE)
+        _check_filters(group, topic)
+        return (group, topic)
+    if letter_id is None:
+        fail("give a letter id, or --all --group GROUP", EXIT_USAGE)
+    if group is not None or topic is not None:
+        fail("--group and --topic go with --all, not with a letter id", EXIT_USAGE)
+    return letter_id
+
+
+async def _apply(url: str, target: str | tuple[str, str | None], *, retry: bool) -> None:
+    done = "marked for retry" if retry else "dropped"
+    count = 0
+    async with inspected_bus(url) as opened:
+        box = opened.dead_letters
+        async for letter_id in _ids(box, target):
+            if retry:
+                await box.request_retry(letter_id)
+            else:
+                await box.drop(letter_id)
+            render.stdout().print(Text(f"{done}: {letter_id}"), soft_wrap=True)
+            count += 1
+    if isinstance(target, tuple):
+        render.note(f"{count} dead letter{'' if count == 1 else 's'} {done}")
+    if retry and count:
+        render.note("the group's running subscriber takes them back within its retry_poll")
+
+
+async def _ids(box: DeadLetterBox, target: str | tuple[str, str | None]) -> AsyncIterator[str]:
+    if isinstance(target, str):
+        yield target
+        return
+    group, topic = target
+    # Collected before changing any: a changed letter may move in the box's order.
+    found: list[str] = []
+    after: str | None = None
+    while True:
+        page = await box.letters(group=group, topic=topic, after=after, limit=_PAGE)
+        found += [letter.letter_id for letter in page]
+        if len(page) < _PAGE:
+            break
+        after = page[-1].letter_id
+    for letter_id in found:
+        yield letter_id
+
+
+def _check_filters(group: str | None, topic: str | None) -> None:
+    if group is not None:
+        check_name("group", group)
+    if topic is not None:
+        check_name("topic", topic)
+
+
+def _envelope(letter: DeadLetter) -> DistributedEvent | None:
+    try:
+        return decode_envelope(letter.body)
+    except InvalidMessage:
+        return None
+
+
+def _pretty(body: bytes) -> str:
+    """The body as indented JSON when it is JSON, else as text with odd bytes escaped."""
+    try:
+        return json.dumps(json.loads(body), indent=2, ensure_ascii=False)
+    except ValueError:
+        text = body.decode("utf-8", errors="backslashreplace")
+        return "".join(
+            ch if ch.isprintable() or ch in "\n\t" else ch.encode("unicode_escape").decode()
+            for ch in text
+        )
+
+
+def _letters_table(letters: list[DeadLetter]) -> Table:
+    table = Table(header_style="bold")
+    # What identifies a letter is never cut; on a narrow terminal the time and the
+    # reason (already shortened) wrap instead.
+    table.add_column("id", no_wrap=True)
+    table.add_column("group", no_wrap=True)
+    table.add_column("topic", no_wrap=True)
+    table.add_column("type", style="magenta", no_wrap=True)
+    table.add_column("stream", no_wrap=True)
+    table.add_column("attempts", justify="right", no_wrap=True)
+    table.add_column("status", no_wrap=True)
+    table.add_column("failed at")
+    table.add_column("reason")
+    for letter in letters:
+        envelope = _envelope(letter)
+        table.add_row(
+            letter.letter_id,
+            letter.group,
+            letter.topic,
+            envelope.type if envelope is not None else "?",
+            letter.key,
+            str(letter.attempts),
+            letter.status,
+            render.timestamp(letter.failed_at),
+            Text(render.abbreviate(letter.reason.encode(), TABLE_REASON)),
+        )
+    return table

@@ -1,0 +1,270 @@
+"""``eventcore dlq list|show|retry|drop`` against a SQLite bus file with known letters."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import json
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from eventcore.cli import app
+from eventcore.messaging import DeadLetter, open_bus
+from eventcore.messaging.envelope import encode_envelope, envelope_of
+from eventcore.types import Metadata, StoredEvent, StreamId, new_event_id
+from tests.backends import running_in_ci
+from tests.cli.conftest import invoke, sqlite_url
+from tests.cli.test_streams import rows
+
+FAILED_AT = datetime(2026, 11, 26, 12, 0, 0, tzinfo=UTC)
+
+
+@pytest.fixture(autouse=True)
+def _sqlite_bus() -> None:
+    try:
+        importlib.import_module("eventcore.messaging.sqlite")
+    except ImportError as error:
+        reason = f"the SQLite bus is needed across CLI invocations: {error}"
+        if running_in_ci():
+            pytest.fail(f"{reason} (CI=true: every bus must run)", pytrace=False)
+        pytest.skip(reason)
+
+
+def envelope_body(stream: str, event_type: str, data: bytes) -> bytes:
+    stored = StoredEvent(
+        position=1,
+        stream_id=StreamId(stream),
+        version=1,
+        event_id=new_event_id(),
+        type=event_type,
+        schema_version=1,
+        data=data,
+        metadata=Metadata(correlation_id="corr-7"),
+        recorded_at=FAILED_AT,
+    )
+    return encode_envelope(envelope_of(stored, source="bank"))
+
+
+def letter(group: str, topic: str, message_id: str, body: bytes, minutes: int) -> DeadLetter:
+    return DeadLetter(
+        letter_id=DeadLetter.id_for(group, topic, message_id),
+        group=group,
+        topic=topic,
+        message_id=message_id,
+        key="account-alice",
+        body=body,
+        reason="RuntimeError: " + "the ledger is on fire " * 10,
+        error_type="RuntimeError",
+        attempts=5,
+        failed_at=FAILED_AT + timedelta(minutes=minutes),
+    )
+
+
+LETTERS = [
+    letter("ledger", "deposits", "m-1", envelope_body("account-alice", "Deposited", b'{"a":1}'), 1),
+    letter("ledger", "deposits", "m-2", b"{not json", 2),
+    letter("ledger", "withdrawals", "m-3", b'{"hello":"world"}', 3),
+    letter("audit", "deposits", "m-4", b"\x00\xffbinary", 4),
+]
+
+
+async def _fill(url: str) -> None:
+    bus = await open_bus(url)
+    try:
+        for each in LETTERS:
+            await bus.dead_letters.put(each)
+    finally:
+        await bus.aclose()
+
+
+async def _letters(url: str) -> dict[str, DeadLetter]:
+    bus = await open_bus(url, create=False)
+    try:
+        return {each.letter_id: each for each in await bus.dead_letters.letters()}
+    finally:
+        await bus.aclose()
+
+
+@pytest.fixture
+def bus_url(tmp_path: Path) -> str:
+    url = sqlite_url(tmp_path / "bus.db")
+    asyncio.run(_fill(url))
+    return url
+
+
+def test_list_shows_every_letter_oldest_first(runner: CliRunner, bus_url: str) -> None:
+    result = invoke(runner, "dlq", "list", "--bus", bus_url)
+    assert result.exit_code == 0, result.output
+    table = rows(result.stdout)
+    assert [row[:7] for row in table] == [
+        ["ledger:deposits:m-1", "ledger", "deposits", "Deposited", "account-alice", "5", "dead"],
+        ["ledger:deposits:m-2", "ledger", "deposits", "?", "account-alice", "5", "dead"],
+        ["ledger:withdrawals:m-3", "ledger", "withdrawals", "?", "account-alice", "5", "dead"],
+        ["audit:deposits:m-4", "audit", "deposits", "?", "account-alice", "5", "dead"],
+    ]
+    assert table[0][7] == "2026-11-26 12:01:00.000Z"
+    reason = table[0][8]
+    assert reason.startswith("RuntimeError: the ledger is on fire")
+    assert reason.endswith("…")
+
+
+def test_list_filters_by_group_and_topic_and_pages(runner: CliRunner, bus_url: str) -> None:
+    ledger = invoke(runner, "dlq", "list", "--bus", bus_url, "--group", "ledger")
+    assert [row[0] for row in rows(ledger.stdout)] == [
+        "ledger:deposits:m-1",
+        "ledger:deposits:m-2",
+        "ledger:withdrawals:m-3",
+    ]
+    deposits = invoke(runner, "dlq", "list", "--bus", bus_url, "--topic", "deposits")
+    assert len(rows(deposits.stdout)) == 3
+
+    first = invoke(runner, "dlq", "list", "--bus", bus_url, "--limit", "2")
+    assert len(rows(first.stdout)) == 2
+    assert "--after 'ledger:deposits:m-2'" in first.stderr
+    rest = invoke(runner, "dlq", "list", "--bus", bus_url, "--after", "ledger:deposits:m-2")
+    assert [row[0] for row in rows(rest.stdout)] == [
+        "ledger:withdrawals:m-3",
+        "audit:deposits:m-4",
+    ]
+
+
+def test_list_of_nothing_says_so(runner: CliRunner, bus_url: str) -> None:
+    result = invoke(runner, "dlq", "list", "--bus", bus_url, "--group", "nobody")
+    assert result.exit_code == 0
+    assert rows(result.stdout) == []
+    assert "no dead letters" in result.stderr
+
+
+def test_show_prints_everything_and_the_body_as_json(runner: CliRunner, bus_url: str) -> None:
+    result = invoke(runner, "dlq", "show", "ledger:deposits:m-1", "--bus", bus_url)
+    assert result.exit_code == 0, result.output
+    out = result.stdout
+    for words in (
+        "ledger:deposits:m-1",
+        "account-alice",
+        "RuntimeError",
+        "2026-11-26 12:01:00.000Z",
+        "Deposited",
+        "corr-7",
+        "the ledger is on fire the ledger is on fire",
+    ):
+        assert words in out, words
+    body = out[out.index("bytes):") + len("bytes):") :]
+    assert json.loads(body)["type"] == "Deposited"
+    assert '\n  "type": "Deposited"' in body
+
+
+def test_show_a_body_that_is_not_json(runner: CliRunner, bus_url: str) -> None:
+    result = invoke(runner, "dlq", "show", "audit:deposits:m-4", "--bus", bus_url)
+    assert result.exit_code == 0, result.output
+    assert "\\x00\\xffbinary" in result.stdout
+
+
+def test_retry_marks_one_letter(runner: CliRunner, bus_url: str) -> None:
+    result = invoke(runner, "dlq", "retry", "ledger:deposits:m-2", "--bus", bus_url)
+    assert result.exit_code == 0, result.output
+    assert result.stdout.strip() == "marked for retry: ledger:deposits:m-2"
+    statuses = {key: each.status for key, each in asyncio.run(_letters(bus_url)).items()}
+    assert statuses == {
+        "ledger:deposits:m-1": "dead",
+        "ledger:deposits:m-2": "retry",
+        "ledger:withdrawals:m-3": "dead",
+        "audit:deposits:m-4": "dead",
+    }
+
+
+def test_retry_all_of_a_group(runner: CliRunner, bus_url: str) -> None:
+    result = invoke(
+        runner,
+        "dlq",
+        "retry",
+        "--all",
+        "--group",
+        "ledger",
+        "--topic",
+        "deposits",
+        "--bus",
+        bus_url,
+    )
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines() == [
+        "marked for retry: ledger:deposits:m-1",
+        "marked for retry: ledger:deposits:m-2",
+    ]
+    assert "2 dead letters marked for retry" in result.stderr
+    retrying = {
+        key for key, each in asyncio.run(_letters(bus_url)).items() if each.status == "retry"
+    }
+    assert retrying == {"ledger:deposits:m-1", "ledger:deposits:m-2"}
+
+
+def test_drop_one_letter(runner: CliRunner, bus_url: str) -> None:
+    result = invoke(runner, "dlq", "drop", "ledger:withdrawals:m-3", "--bus", bus_url)
+    assert result.exit_code == 0, result.output
+    assert result.stdout.strip() == "dropped: ledger:withdrawals:m-3"
+    assert "ledger:withdrawals:m-3" not in asyncio.run(_letters(bus_url))
+
+
+def test_drop_all_asks_first(runner: CliRunner, bus_url: str) -> None:
+    refused = runner.invoke(
+        app, ["dlq", "drop", "--all", "--group", "ledger", "--bus", bus_url], input="n\n"
+    )
+    assert refused.exit_code == 1
+    assert "nothing dropped" in refused.stderr
+    assert len(asyncio.run(_letters(bus_url))) == 4
+
+    result = invoke(runner, "dlq", "drop", "--all", "--group", "ledger", "--yes", "--bus", bus_url)
+    assert result.exit_code == 0, result.output
+    assert "3 dead letters dropped" in result.stderr
+    assert set(asyncio.run(_letters(bus_url))) == {"audit:deposits:m-4"}
+
+
+@pytest.mark.parametrize("command", ["show", "retry", "drop"])
+def test_an_unknown_letter_is_one_line_and_exit_1(
+    runner: CliRunner, bus_url: str, command: str
+) -> None:
+    result = invoke(runner, "dlq", command, "ledger:deposits:nope", "--bus", bus_url)
+    assert result.exit_code == 1
+    assert result.stderr.strip() == "error: dead letter 'ledger:deposits:nope' does not exist"
+    assert "Traceback" not in result.output
+
+
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        (["retry"], "give a letter id, or --all --group GROUP"),
+        (["retry", "--all"], "--all needs --group"),
+        (["drop", "x:y:z", "--all", "--group", "g"], "not both"),
+        (["drop", "x:y:z", "--group", "g"], "go with --all"),
+        (["list", "--group", "bad group"], "invalid group"),
+    ],
+)
+def test_bad_usage_is_exit_2(runner: CliRunner, bus_url: str, args: list[str], words: str) -> None:
+    result = invoke(runner, "dlq", *args, "--bus", bus_url)
+    assert result.exit_code == 2
+    assert words in result.stderr
+    assert "Traceback" not in result.output
+
+
+def test_the_bus_comes_from_the_environment_or_is_asked_for(
+    runner: CliRunner, bus_url: str
+) -> None:
+    missing = invoke(runner, "dlq", "list", env={"EVENTCORE_BUS": ""})
+    assert missing.exit_code == 2
+    assert "--bus" in missing.stderr
+    assert "EVENTCORE_BUS" in missing.stderr
+    found = invoke(runner, "dlq", "list", env={"EVENTCORE_BUS": bus_url})
+    assert found.exit_code == 0, found.output
+    assert len(rows(found.stdout)) == 4
+
+
+def test_a_missing_bus_file_is_an_error_and_not_created(runner: CliRunner, tmp_path: Path) -> None:
+    missing = tmp_path / "nowhere.db"
+    result = invoke(runner, "dlq", "list", "--bus", sqlite_url(missing))
+    assert result.exit_code == 2
+    assert "no such file" in result.stderr
+    assert "Traceback" not in result.output
+    assert not missing.exists()
