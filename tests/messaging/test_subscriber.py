@@ -28,6 +28,7 @@ from eventcore import (
     Writes,
     open_store,
 )
+from eventcore.errors import BusUnavailable
 from eventcore.messaging import Bus, DeadLetter, OutgoingMessage
 from eventcore.messaging.bus import partition_of
 from eventcore.messaging.envelope import encode_envelope, envelope_of
@@ -561,3 +562,55 @@ async def test_a_retry_claimed_when_stopping_goes_back_to_the_box(
     with pytest.raises(asyncio.CancelledError):
         await task
     assert await bus.dead_letters.get(letter.letter_id) == letter
+
+
+class _RefusingBox:
+    """A dead-letter box whose first ``refuse`` puts fail as a bus outage would (a
+    failure-injection double: the puts after it really store)."""
+
+    def __init__(self, inner: Any, refuse: int) -> None:
+        self._inner = inner
+        self._refuse = refuse
+
+    async def put(self, letter: DeadLetter) -> None:
+        if self._refuse > 0:
+            self._refuse -= 1
+            raise BusUnavailable("the dead-letter table is locked")
+        await self._inner.put(letter)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+
+class _RefusingBus:
+    def __init__(self, inner: Bus, refuse: int) -> None:
+        self._inner = inner
+        self.dead_letters = _RefusingBox(inner.dead_letters, refuse)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+
+async def test_a_letter_that_cannot_be_parked_is_not_acked(bus: Bus, producer: Producer) -> None:
+    recorder = Recorder()
+
+    async def handle(received: Received) -> None:
+        assert isinstance(received.event, Deposited)
+        if received.event.amount == 1:
+            raise RuntimeError("always")
+        await recorder(received)
+
+    await bus.publish(
+        [await producer.message("account-u", Deposited(account="u", amount=n)) for n in (1, 2)]
+    )
+    refusing: Any = _RefusingBus(bus, refuse=1)
+    sub = subscriber(refusing, {Deposited: handle}, max_deliveries=3)
+    async with running(sub):
+        await until(lambda: sub.status().dead_lettered == 1, "parked on the second delivery")
+        await until(lambda: sub.status().handled == 1, "the next message handled")
+
+    (letter,) = await bus.dead_letters.letters()
+    # The first delivery used its three calls but its letter was refused, so it was
+    # nak'ed; the second delivery (the first counts as one call) had two calls left.
+    assert (letter.error_type, letter.attempts) == ("RuntimeError", 3)
+    assert recorder.amounts() == [2]

@@ -13,8 +13,13 @@ A batch must be settled before the bus's ``ack_wait`` runs out, or the bus deliv
 again. So the retries of one message may wait at most half of ``ack_wait`` in all
 (checked when the subscriber is built), and a partition starts no new delivery once
 half of ``ack_wait`` has passed since the fetch: what is left is nak'ed and comes
-again at once (counting one more delivery). A handler that may hang should bound its
-own time (``Executor.execute(timeout=...)``).
+again at once. A handler that may hang should bound its own time
+(``Executor.execute(timeout=...)``).
+
+The bus counts deliveries, not handler calls, so a message given back unfinished (at
+that half-time mark, or on ``stop``) uses up one of its ``max_deliveries`` without
+having been tried; a message delivered more than ``max_deliveries`` times is parked
+without another call (it may be what keeps killing the process).
 """
 
 from __future__ import annotations
@@ -145,8 +150,11 @@ class Subscriber:
         self._stopping.set()
 
     async def run(self) -> None:
-        """Join the group and handle messages until ``stop``. Raises ``BusClosed`` if the
-        bus is closed under it; other bus failures are waited out and retried."""
+        """Join the group and handle messages until ``stop``.
+
+        Raises the bus's error if it cannot join, and ``BusClosed`` if the bus is closed
+        under it; once joined, other bus failures are waited out (``retry_poll``) and
+        ``status().last_error`` shows them."""
         if self._stopping.is_set():
             return
         consumer = await self._bus.consumer(
