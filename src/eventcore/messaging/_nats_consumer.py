@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 from nats.aio.client import Client
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
@@ -21,6 +21,7 @@ from nats.js.errors import BadRequestError
 
 from eventcore.errors import BusClosed, BusError, InvalidInput
 from eventcore.messaging._nats_errors import translated
+from eventcore.messaging._nats_leases import KvLeases
 from eventcore.messaging._nats_partition import PartitionReader
 from eventcore.messaging.assignment import PartitionAssignment
 from eventcore.messaging.bus import Delivery
@@ -40,9 +41,12 @@ class NatsConsumer:
         *,
         topic: str,
         group: str,
+        member: str,
         stream: str,
         namespace: str,
-        assignment: PartitionAssignment,
+        partitions: int,
+        leases: KvLeases,
+        lease_ttl: float,
         ack_wait: float,
     ) -> None:
         self._nc = nc
@@ -51,16 +55,23 @@ class NatsConsumer:
         self._group = group
         self._stream = stream
         self._namespace = namespace
-        self._assignment = assignment
+        self._leases = leases
+        self._scope = f"{topic}.{group}"
+        self._assignment = PartitionAssignment(
+            _HandoverLeases(leases, self._hand_over),
+            scope=self._scope,
+            member=member,
+            partitions=partitions,
+            ttl=lease_ttl,
+        )
         self._ack_wait = ack_wait
         self._readers: dict[int, PartitionReader] = {}
         self._lock = asyncio.Lock()
         self._arrival = asyncio.Event()
         self._renewer: asyncio.Task[None] | None = None
         self._rebalanced_at = 0.0
-        ttl = assignment.ttl
         # Often enough that a partition given up by a leaving member is taken over soon.
-        self._rebalance_every = min(max(ttl / 10, 0.05), 1.0)
+        self._rebalance_every = min(max(lease_ttl / 10, 0.05), 1.0)
         self._closed = False
 
     @property
@@ -98,12 +109,23 @@ class NatsConsumer:
         async with self._lock:
             await self._assignment.rebalance()
         owned = self._assignment.owned
+        # Partitions whose lease ran out under us (renewal failed): stop reading them.
         for partition in sorted(set(self._readers) - owned):
-            reader = self._readers.pop(partition)
-            with translated("giving up a partition"):
-                await reader.stop()
+            await self._hand_over(partition)
         for partition in sorted(owned - set(self._readers)):
             self._readers[partition] = await self._reader(partition)
+
+    async def _hand_over(self, partition: int) -> None:
+        """Before a partition's lease is released: send back what this member holds of it
+        and leave the next owner the unseen-delivery counts. Done first so that the next
+        owner can never read past messages still held here."""
+        reader = self._readers.pop(partition, None)
+        if reader is None:
+            return
+        with translated("giving up a partition"):
+            await reader.stop()
+            await self._nc.flush(timeout=_FLUSH_TIMEOUT)
+        await self._leases.save_unseen(self._scope, partition, reader.unseen)
 
     async def _reader(self, partition: int) -> PartitionReader:
         durable = f"{self._group}-{partition}"
@@ -131,7 +153,7 @@ class NatsConsumer:
                 ack_wait=self._ack_wait,
                 wake=self._arrival.set,
             )
-            await reader.start()
+            await reader.start(await self._leases.load_unseen(self._scope, partition))
         return reader
 
     async def fetch(self, max_messages: int, timeout: float) -> list[Delivery]:  # noqa: ASYNC109
@@ -155,7 +177,8 @@ class NatsConsumer:
             taken: list[Delivery] = []
             with translated("fetching"):
                 for reader in ready:
-                    taken += await reader.take(max_messages - len(taken), now)
+                    await reader.fill(max_messages - len(taken))
+                    taken += await reader.take(max_messages - len(taken), time.monotonic())
                     if len(taken) == max_messages:
                         break
             if taken:
@@ -165,7 +188,7 @@ class NatsConsumer:
                 return []
             with translated("fetching"):
                 for reader in ready:
-                    await reader.pull(max_messages, deadline - now, now)
+                    await reader.wait_for_one(deadline - now)
             wait = min(deadline, now + self._rebalance_every) - now
             held = [r.hold_until() for r in self._readers.values() if r.hold_until() > now]
             if held:
@@ -219,10 +242,30 @@ class NatsConsumer:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._renewer
         with contextlib.suppress(BusError):
-            with translated("leaving a group"):
-                for partition in sorted(self._readers):
-                    await self._readers[partition].stop()
-                self._readers.clear()
-                await self._nc.flush(timeout=_FLUSH_TIMEOUT)
             async with self._lock:
+                # Hands every partition over (``_hand_over``) before releasing its lease.
                 await self._assignment.leave()
+        for partition in sorted(self._readers):
+            with contextlib.suppress(BusError):
+                await self._hand_over(partition)
+
+
+class _HandoverLeases:
+    """The consumer's leases: a partition is handed over before its lease is released."""
+
+    def __init__(self, leases: KvLeases, hand_over: Callable[[int], Awaitable[None]]) -> None:
+        self._leases = leases
+        self._hand_over = hand_over
+
+    async def heartbeat(self, scope: str, member: str, ttl: float) -> list[str]:
+        return await self._leases.heartbeat(scope, member, ttl)
+
+    async def acquire(self, scope: str, partition: int, member: str, ttl: float) -> bool:
+        return await self._leases.acquire(scope, partition, member, ttl)
+
+    async def release(self, scope: str, partition: int, member: str) -> None:
+        await self._hand_over(partition)
+        await self._leases.release(scope, partition, member)
+
+    async def leave(self, scope: str, member: str) -> None:
+        await self._leases.leave(scope, member)

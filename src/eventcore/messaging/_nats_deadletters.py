@@ -91,9 +91,7 @@ class KvDeadLetterBox:
         if letter.letter_id != expected:
             raise InvalidInput(f"letter id {letter.letter_id!r} should be {expected!r}")
         with translated("keeping a dead letter"):
-            await self._kv.put(
-                _key(letter.group, letter.topic, letter.message_id), _encode(letter)
-            )
+            await self._kv.put(_key(letter.group, letter.topic, letter.message_id), _encode(letter))
 
     async def _all(self, pattern: str) -> list[DeadLetter]:
         """The letters (not tombstones) whose keys match ``pattern``."""

@@ -33,6 +33,7 @@ class _Claim(msgspec.Struct, frozen=True):
 
 _claim_decoder = msgspec.json.Decoder(_Claim)
 _members_decoder = msgspec.json.Decoder(dict[str, float])
+_unseen_decoder = msgspec.json.Decoder(dict[int, int])
 
 
 class KvLeases:
@@ -113,3 +114,17 @@ class KvLeases:
                 del members[member]
                 if await self._write(key, msgspec.json.encode(members), revision):
                     return
+
+    async def save_unseen(self, scope: str, partition: int, counts: dict[int, int]) -> None:
+        """Keep, for the partition's next owner, how many deliveries of each sequence no
+        application saw (they were sent back unread), so its ``attempt`` stays right."""
+        with translated("handing a partition over"):
+            await self._kv.put(f"{scope}.u.{partition}", msgspec.json.encode(counts))
+
+    async def load_unseen(self, scope: str, partition: int) -> dict[int, int]:
+        with translated("taking a partition over"):
+            try:
+                entry = await self._kv.get(f"{scope}.u.{partition}")
+            except KeyNotFoundError:
+                return {}
+        return _unseen_decoder.decode(entry.value) if entry.value else {}

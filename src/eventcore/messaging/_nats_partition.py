@@ -14,6 +14,8 @@ counts only the deliveries the application saw.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import time
 from collections import deque
@@ -33,6 +35,11 @@ __all__ = ["PartitionReader"]
 _DUE_GRACE = 5.0
 #: Seconds a message that overtook a due one waits before it is delivered again.
 _OVERTAKEN_DELAY = 0.05
+#: Seconds to wait for a ``no_wait`` request's answer.
+_REQUEST_TIMEOUT = 2.0
+#: Longest a request waiting for a message stays open (a member giving the partition up
+#: waits that long at most for it to end).
+_LONGEST_WAIT = 0.5
 _KEY_HEADER = "Eventcore-Key"
 _ID_HEADER = "Nats-Msg-Id"
 
@@ -68,25 +75,42 @@ class PartitionReader:
         #: Ack subjects of deliveries whose ack deadline passed, for a late ack.
         self._late: dict[int, str] = {}
         self._hold_until = 0.0
-        self._pull_until = 0.0
+        #: Until when (monotonic) the open request may still answer; 0.0 when none is open.
+        self._open_until = 0.0
         self._pull_left = 0
+        #: The last request found the partition empty.
+        self._drained = False
+        self._done = asyncio.Event()
 
-    async def start(self) -> None:
+    async def start(self, unseen: dict[int, int]) -> None:
+        """Subscribe the inbox; ``unseen`` are the counts the previous owner left."""
+        self._unseen.update(unseen)
         self._inbox = self._nc.new_inbox()
         self._sub = await self._nc.subscribe(self._inbox, cb=self._arrived)
+
+    @property
+    def unseen(self) -> dict[int, int]:
+        return dict(self._unseen)
 
     async def _arrived(self, msg: Msg) -> None:
         headers = msg.headers
         if headers is not None and "Status" in headers:
-            if headers["Status"] != "100":  # 404/408/409: the pull request is over
-                self._pull_until = 0.0
-                self._pull_left = 0
-                self._wake()
+            status = headers["Status"]
+            if status != "100":  # 404/408/409: the request is over
+                if status == "404":
+                    self._drained = True
+                self._end_request()
             return
+        self._drained = False
         self._buffer.append((msg, time.monotonic()))
         self._pull_left -= 1
         if self._pull_left <= 0:
-            self._pull_until = 0.0
+            self._end_request()
+
+    def _end_request(self) -> None:
+        self._open_until = 0.0
+        self._pull_left = 0
+        self._done.set()
         self._wake()
 
     def ready(self, now: float) -> bool:
@@ -98,15 +122,36 @@ class PartitionReader:
     def hold_until(self) -> float:
         return self._hold_until
 
-    async def pull(self, batch: int, expires: float, now: float) -> None:
-        """Ask for up to ``batch`` messages unless the buffer has some or a request is open."""
-        if self._buffer or now < self._pull_until:
-            return
-        request = {"batch": batch, "expires": int(max(expires, 0.01) * 1e9)}
-        self._pull_left = batch
-        # A request whose end (408) got lost in a reconnect is given up a little later.
-        self._pull_until = now + expires + 1.0
+    async def _request(self, request: dict[str, object], count: int, lasts: float) -> None:
+        self._pull_left = count
+        # A request whose end (a status) got lost in a reconnect is given up a bit later.
+        self._open_until = time.monotonic() + lasts + 2.0
+        self._done.clear()
         await self._nc.publish(self._next_subject, json.dumps(request).encode(), reply=self._inbox)
+
+    async def fill(self, want: int) -> None:
+        """Have up to ``want`` messages in the buffer if the partition has them now:
+        one ``no_wait`` request (the server answers at once), awaited. Only what the
+        fetch can hand out is asked for, so little waits in the buffer unseen."""
+        if len(self._buffer) >= want or time.monotonic() < self._open_until:
+            return
+        if self._drained and not self._buffer:
+            return  # found empty last time: ``wait_for_one`` watches it
+        await self._request({"batch": want - len(self._buffer), "no_wait": True}, want, 0.0)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(_REQUEST_TIMEOUT):
+                await self._done.wait()
+
+    async def wait_for_one(self, expires: float) -> None:
+        """Ask the server to send the next message when it comes, within ``expires``.
+
+        For one message only: a request never stays open on the server holding room for
+        more, where it would catch messages this member sends back (a nak, giving the
+        partition up) for an inbox nobody reads any more."""
+        if self._buffer or time.monotonic() < self._open_until:
+            return
+        expires = min(max(expires, 0.01), _LONGEST_WAIT)
+        await self._request({"batch": 1, "expires": int(expires * 1e9)}, 1, expires)
 
     def _expire(self, now: float) -> None:
         """Deliveries past their ack deadline will come again: they are due back."""
@@ -195,15 +240,22 @@ class PartitionReader:
             await self._nc.publish(msg.reply, payload)
 
     async def stop(self) -> None:
-        """Give everything unsettled or buffered back for the next owner, in order."""
+        """Give everything unsettled or buffered back for the next owner, in order.
+
+        An open request is let run out first (it may still bring a message, which is
+        then given back too); after it, nothing more comes to this inbox."""
+        if time.monotonic() < self._open_until:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(_LONGEST_WAIT + _REQUEST_TIMEOUT):
+                    await self._done.wait()
+        if self._sub is not None:
+            sub, self._sub = self._sub, None
+            await sub.unsubscribe()
         payload = _nak_payload(0.0)
         for sequence in sorted(self._unsettled):
             reply, _ = self._unsettled.pop(sequence)
             await self._nc.publish(reply, payload)
         await self._return_buffer(payload, time.monotonic(), 0.0)
-        if self._sub is not None:
-            sub, self._sub = self._sub, None
-            await sub.unsubscribe()
 
 
 def _nak_payload(delay: float) -> bytes:

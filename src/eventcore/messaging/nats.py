@@ -33,7 +33,6 @@ from eventcore.messaging._nats_errors import translated
 from eventcore.messaging._nats_kv import key_token, open_bucket
 from eventcore.messaging._nats_leases import KvLeases
 from eventcore.messaging._nats_topics import TopicStreams
-from eventcore.messaging.assignment import PartitionAssignment
 from eventcore.messaging.bus import DEFAULT_ACK_WAIT, OutgoingMessage
 from eventcore.messaging.names import check_name
 from eventcore.messaging.url import BusUrl
@@ -188,21 +187,17 @@ class NatsBus:
             raise InvalidInput(f"ack_wait must be a positive number of seconds, got {ack_wait!r}")
         with translated("creating a topic"):
             partitions = await self._topics.partitions(topic)
-        assignment = PartitionAssignment(
-            self._leases,
-            scope=f"{topic}.{group}",
-            member=member,
-            partitions=partitions,
-            ttl=self._lease_ttl,
-        )
         consumer = NatsConsumer(
             self._nc,
             self._js,
             topic=topic,
             group=group,
+            member=member,
             stream=self._topics.stream(topic),
             namespace=self._namespace,
-            assignment=assignment,
+            partitions=partitions,
+            leases=self._leases,
+            lease_ttl=self._lease_ttl,
             ack_wait=float(ack_wait),
         )
         await consumer.start()
