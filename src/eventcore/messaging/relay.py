@@ -178,6 +178,12 @@ class Relay:
                     self._room.set()
                     self._work.set()
                 await settling
+        except BaseExceptionGroup as failures:
+            # Almost always one failure (the store or the bus): raise it as itself, so
+            # callers can catch StoreError rather than unpack a group.
+            if len(failures.exceptions) == 1:
+                raise failures.exceptions[0] from None
+            raise
         finally:
             # Publishes never settled (stopped while the bus refused them, or cancelled):
             # the position did not move past them, so the next run sends them again.
