@@ -7,7 +7,7 @@ import asyncio
 import time
 from collections import defaultdict
 
-from eventcore.messaging.bus import Bus, Consumer, Delivery, partition_of
+from eventcore.messaging.bus import Bus, Consumer, Delivery
 from tests.messaging.buses import Connect
 from tests.messaging.conftest import TEST_PARTITIONS
 from tests.messaging.helpers import PATIENCE, TOPIC, consume, ids, outgoing, settle
@@ -82,14 +82,23 @@ async def test_two_members_split_the_partitions_and_each_message_goes_to_one(
     assert log.by("b")
 
 
+async def _everything_without_acking(consumer: Consumer) -> list[Delivery]:
+    """What ``consumer`` hands out before it wants acks (a bus may give only the first
+    message of each partition until it is settled)."""
+    got = await consume(consumer, 1, ack=False)
+    while batch := await consumer.fetch(100, timeout=0.3):
+        got.extend(batch)
+    return got
+
+
 async def test_when_a_member_leaves_another_takes_over_its_unacknowledged_rest(
     bus: Bus, make_bus: Connect
 ) -> None:
     a, b = await _two_members(bus, make_bus)
     sent = outgoing(40, keys=10)
     await bus.publish(sent)
-    a_share = [m for m in sent if partition_of(m.key, TEST_PARTITIONS) in a.partitions]
-    fetched_by_a = await consume(a, len(a_share), ack=False)
+    fetched_by_a = await _everything_without_acking(a)
+    assert len(fetched_by_a) >= 2
     acked_by_a = fetched_by_a[: len(fetched_by_a) // 2]
     await a.ack(acked_by_a)
 
