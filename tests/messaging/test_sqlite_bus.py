@@ -4,6 +4,7 @@ a versioned schema. (Everything every bus promises is in the conformance suite.)
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -259,3 +260,25 @@ async def test_a_closed_bus_refuses_everything_and_closes_again_quietly(url: str
         await consumer.fetch(1, 0)
     with pytest.raises(BusClosed):
         await bus.dead_letters.count()
+
+
+async def test_a_cancelled_fetch_gives_back_what_it_was_handed(url: str) -> None:
+    bus = await _open(url)
+    try:
+        await bus.publish(outgoing(5, keys=1))
+        consumer = await bus.consumer(TOPIC, "g", ack_wait=60.0)
+        # Cancel at many different points of a fetch; whatever it took from the file
+        # must come again now, not after the minute-long ack wait.
+        for yields in range(40):
+            fetching = asyncio.create_task(consumer.fetch(10, PATIENCE))
+            for _ in range(yields):
+                await asyncio.sleep(0)
+            fetching.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                handed = await fetching
+                await consumer.nak(handed[0])
+            again = await consumer.fetch(10, PATIENCE)
+            assert ids(again) == [f"m{i}" for i in range(5)], yields
+            await consumer.nak(again[0])
+    finally:
+        await bus.aclose()

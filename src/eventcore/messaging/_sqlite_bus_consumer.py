@@ -5,7 +5,8 @@ a background task. A fetch takes one write transaction: it checks the leases are
 still ours, reads each owned partition past its committed offset and counts the
 attempts of what it hands out.
 
-Waiting for messages: a publish in this process wakes fetchers at once (``Wakeup``);
+Waiting for messages: a publish in this process wakes the fetchers of its topics at
+once (each consumer's ``Wakeup``), as does settling a delivery or a lease given up;
 a publish by another process is seen by polling the newest message id, a cheap read,
 every few milliseconds at first and less often while nothing comes.
 """
@@ -64,7 +65,6 @@ class SqliteConsumer:
         self,
         *,
         worker: Worker,
-        wakeup: Wakeup,
         check_bus_open: Callable[[], None],
         on_close: Callable[[SqliteConsumer], None],
         topic: str,
@@ -74,7 +74,7 @@ class SqliteConsumer:
         ack_wait: float,
     ) -> None:
         self._worker = worker
-        self._wakeup = wakeup
+        self._wakeup = Wakeup()
         self._check_bus_open = check_bus_open
         self._on_close = on_close
         self._topic = topic
@@ -93,6 +93,7 @@ class SqliteConsumer:
         self._unsettled: dict[int, dict[int, int]] = {}
         self._start_at = 0
         self._renewer: asyncio.Task[None] | None = None
+        self._background: set[asyncio.Future[None]] = set()
         self._closed = False
 
     @property
@@ -102,6 +103,14 @@ class SqliteConsumer:
     @property
     def partitions(self) -> frozenset[int]:
         return self._assignment.owned
+
+    @property
+    def topic(self) -> str:
+        return self._topic
+
+    def wake(self) -> None:
+        """Make a waiting ``fetch`` look again now."""
+        self._wakeup.fire()
 
     # --- lifecycle -----------------------------------------------------------------------
 
@@ -134,6 +143,7 @@ class SqliteConsumer:
             return
         self._closed = True
         self._on_close(self)
+        self._wakeup.fire()
         if self._renewer is not None:
             self._renewer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -158,7 +168,6 @@ class SqliteConsumer:
             if open_deliveries:
                 await self._worker.run(lambda connection: write(connection, expire))
             await self._assignment.leave()
-        self._wakeup.fire()
 
     # --- fetching ------------------------------------------------------------------------
 
@@ -243,12 +252,46 @@ class SqliteConsumer:
             )
             return result, log.newest_message(connection), time.time()
 
-        result, newest, now = await self._worker.run(lambda connection: write(connection, body))
+        job = asyncio.ensure_future(self._worker.run(lambda connection: write(connection, body)))
+        try:
+            result, newest, now = await asyncio.shield(job)
+        except asyncio.CancelledError:
+            # The transaction goes on without us: what it hands out nobody will see, so
+            # give it back at once rather than leave its partitions blocked for ack_wait.
+            job.add_done_callback(self._give_back)
+            raise
         self._gained -= gained
         for delivery in result.deliveries:
             self._unsettled.setdefault(delivery.partition, {})[delivery.sequence] = delivery.attempt
         next_due = None if result.next_due is None else max(result.next_due - now, 0.0)
         return result.deliveries, next_due, newest
+
+    def _give_back(self, job: asyncio.Future[tuple[log.FetchResult, int, float]]) -> None:
+        if job.cancelled() or job.exception() is not None or self._worker.closed:
+            return
+        lost = [
+            (self._group, self._topic, d.partition, d.sequence, d.attempt)
+            for d in job.result()[0].deliveries
+        ]
+        if not lost:
+            return
+
+        def expire(connection: sqlite3.Connection) -> None:
+            connection.executemany(
+                "UPDATE bus_deliveries SET visible_at = 0 WHERE grp = ? AND topic = ?"
+                " AND partition = ? AND seq = ? AND attempts = ? AND acked = 0",
+                lost,
+            )
+
+        task = asyncio.ensure_future(self._worker.run(lambda c: write(c, expire)))
+        self._background.add(task)
+        task.add_done_callback(self._settled_in_background)
+
+    def _settled_in_background(self, task: asyncio.Future[None]) -> None:
+        self._background.discard(task)
+        self._wakeup.fire()
+        if not task.cancelled() and task.exception() is not None:
+            _logger.warning("giving back a cancelled fetch failed: %s", task.exception())
 
     # --- settling ------------------------------------------------------------------------
 
@@ -284,6 +327,8 @@ class SqliteConsumer:
             if open_ones is not None:
                 for seq in sequences:
                     open_ones.pop(seq, None)
+        # A fetch of this member waiting meanwhile may find its partitions unblocked.
+        self._wakeup.fire()
 
     async def nak(self, delivery: Delivery, delay: float = 0.0) -> None:
         self._check_open()
@@ -305,3 +350,4 @@ class SqliteConsumer:
         )
         for seq in [s for s in open_ones if s >= sequence]:
             del open_ones[seq]
+        self._wakeup.fire()

@@ -22,7 +22,7 @@ from collections.abc import Sequence
 
 from eventcore.errors import BusClosed, InvalidInput, InvalidUrl
 from eventcore.messaging import _sqlite_bus_log as log
-from eventcore.messaging._sqlite_bus_consumer import SqliteConsumer, Wakeup
+from eventcore.messaging._sqlite_bus_consumer import SqliteConsumer
 from eventcore.messaging._sqlite_bus_leases import SqliteLeases
 from eventcore.messaging._sqlite_bus_letters import SqliteDeadLetterBox
 from eventcore.messaging._sqlite_bus_schema import connect
@@ -48,8 +48,7 @@ class SqliteBus:
         self._worker = worker
         self._partitions = url.partitions
         self._lease_ttl = lease_ttl
-        self._wakeup = Wakeup()
-        self._leases = SqliteLeases(worker, on_change=self._wakeup.fire)
+        self._leases = SqliteLeases(worker, on_change=self._wake)
         self._dead_letters = SqliteDeadLetterBox(worker)
         self._consumers: set[SqliteConsumer] = set()
         self._closed = False
@@ -106,7 +105,13 @@ class SqliteBus:
                 connection, lambda connection: log.publish(connection, batch, partitions)
             )
         )
-        self._wakeup.fire()
+        self._wake({message.topic for message in batch})
+
+    def _wake(self, topics: set[str] | None = None) -> None:
+        """Wake this process's waiting fetchers (of ``topics``, or all)."""
+        for consumer in self._consumers:
+            if topics is None or consumer.topic in topics:
+                consumer.wake()
 
     async def consumer(
         self,
@@ -137,7 +142,6 @@ class SqliteBus:
         )
         consumer = SqliteConsumer(
             worker=self._worker,
-            wakeup=self._wakeup,
             check_bus_open=self._check_open,
             on_close=self._consumers.discard,
             topic=topic,
@@ -190,7 +194,6 @@ class SqliteBus:
             with contextlib.suppress(Exception):
                 await consumer.aclose()
         self._closed = True
-        self._wakeup.fire()
         await self._worker.stop()
 
     async def __aenter__(self) -> SqliteBus:
