@@ -11,14 +11,16 @@ import signal
 import sqlite3
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
+import msgspec
 import pytest
 
 from eventcore.errors import BusClosed, BusUnavailable, InvalidUrl
 from eventcore.messaging import open_bus
 from eventcore.messaging._sqlite_bus_schema import LATEST_VERSION
-from eventcore.messaging.bus import Delivery
+from eventcore.messaging.bus import DeadLetter, Delivery
 from eventcore.messaging.sqlite import SqliteBus
 from eventcore.messaging.url import BusUrl
 from tests.messaging.helpers import PATIENCE, TOPIC, ids, outgoing
@@ -280,5 +282,33 @@ async def test_a_cancelled_fetch_gives_back_what_it_was_handed(url: str) -> None
             again = await consumer.fetch(10, PATIENCE)
             assert ids(again) == [f"m{i}" for i in range(5)], yields
             await consumer.nak(again[0])
+    finally:
+        await bus.aclose()
+
+
+async def test_dead_letters_outlive_the_process_that_put_them(url: str) -> None:
+    failed_at = datetime(2026, 1, 2, 3, 4, 5, 678901, tzinfo=timezone(timedelta(hours=2)))
+    letter = DeadLetter(
+        letter_id=DeadLetter.id_for("g", TOPIC, "m1"),
+        group="g",
+        topic=TOPIC,
+        message_id="m1",
+        key="k1",
+        body=b"\x00body",
+        reason="boom",
+        error_type="ValueError",
+        attempts=5,
+        failed_at=failed_at,
+    )
+    bus = await _open(url)
+    await bus.dead_letters.put(letter)
+    await bus.aclose()
+    bus = await _open(url)
+    try:
+        assert await bus.dead_letters.letters() == [letter]
+        await bus.dead_letters.request_retry(letter.letter_id)
+        claimed = await bus.dead_letters.claim_retries("g", TOPIC)
+        assert claimed == [msgspec.structs.replace(letter, status="retry")]
+        assert await bus.dead_letters.count() == 0
     finally:
         await bus.aclose()
