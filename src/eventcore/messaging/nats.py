@@ -87,12 +87,16 @@ class NatsBus:
                     name="eventcore",
                     connect_timeout=2.0,
                     allow_reconnect=True,
-                    max_reconnect_attempts=-1,
+                    # nats-py applies this to the first connection too, where "for ever"
+                    # would hide a wrong address behind a timeout; it becomes -1 below.
+                    max_reconnect_attempts=2,
                     reconnect_time_wait=0.25,
                     error_cb=_ignore_error,
                 )
         except (TimeoutError, OSError, nats.errors.Error) as error:
             raise BusUnavailable(f"cannot reach NATS at {url.location}: {error!r}") from error
+        # Once connected, reconnect for ever: a server restart must not end the bus.
+        nc.options["max_reconnect_attempts"] = -1
         try:
             js = nc.jetstream(timeout=_CALL_TIMEOUT)
             namespace = url.namespace
