@@ -25,8 +25,8 @@ from eventcore.messaging.bus import (
     OutgoingMessage,
     partition_of,
 )
-from eventcore.messaging.memory_deadletters import MemoryDeadLetterBox
-from eventcore.messaging.memory_leases import MemoryLeases
+from eventcore.messaging._memory_deadletters import MemoryDeadLetterBox
+from eventcore.messaging._memory_leases import MemoryLeases
 from eventcore.messaging.names import check_name
 
 __all__ = ["DEFAULT_LEASE_TTL", "MemoryBus", "MemoryConsumer"]
