@@ -13,6 +13,7 @@ inbox makes the second delivery harmless.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 
 from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
 from nats.js.client import JetStreamContext
@@ -45,6 +46,11 @@ class TopicStreams:
     def known(self, topic: str) -> int | None:
         """The partition count of ``topic`` if this bus has seen it, else None."""
         return self._known.get(topic)
+
+    def forget(self, topics: Iterable[str]) -> None:
+        """Look these topics' streams up again next time."""
+        for topic in topics:
+            self._known.pop(topic, None)
 
     async def partitions(self, topic: str) -> int:
         """``topic``'s partition count, creating its stream when it has none yet."""

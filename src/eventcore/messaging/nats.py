@@ -23,7 +23,6 @@ from collections.abc import Sequence
 
 import nats
 from nats.aio.client import Client
-from nats.js.api import PubAck
 from nats.js.errors import KeyNotFoundError
 
 from eventcore.errors import BusClosed, BusUnavailable, InvalidInput
@@ -32,6 +31,7 @@ from eventcore.messaging._nats_deadletters import KvDeadLetterBox
 from eventcore.messaging._nats_errors import translated
 from eventcore.messaging._nats_kv import key_token, open_bucket
 from eventcore.messaging._nats_leases import KvLeases
+from eventcore.messaging._nats_publisher import Publisher
 from eventcore.messaging._nats_topics import TopicStreams
 from eventcore.messaging.bus import DEFAULT_ACK_WAIT, OutgoingMessage
 from eventcore.messaging.names import check_name
@@ -42,8 +42,6 @@ __all__ = ["NatsBus"]
 #: Seconds a publish (or any call) waits for the server before ``BusUnavailable``.
 _CALL_TIMEOUT = 5.0
 _CONNECT_TIMEOUT = 5.0
-#: Publishes in flight at once; a larger batch waits for acks to make room.
-_MAX_IN_FLIGHT = 20_000
 _PASSWORD = re.compile(r"//([^:/@]*):[^@/]*@")
 
 
@@ -65,7 +63,8 @@ class NatsBus:
     ) -> None:
         self._url = url
         self._nc = nc
-        self._js = nc.jetstream(timeout=_CALL_TIMEOUT, publish_async_max_pending=_MAX_IN_FLIGHT)
+        self._js = nc.jetstream(timeout=_CALL_TIMEOUT)
+        self._publisher = Publisher(nc)
         self._namespace = url.namespace
         self._topics = TopicStreams(self._js, url.namespace, url.partitions)
         self._lease_ttl = lease_ttl
@@ -152,28 +151,24 @@ class NatsBus:
             for topic in {message.topic for message in messages}:
                 counts[topic] = await self._topics.partitions(topic)
         prefix = self._namespace + "."
-        publish_async = self._js.publish_async
-        futures: list[asyncio.Future[PubAck]] = []
+        crc32 = zlib.crc32
+        outgoing = [
+            (
+                f"{prefix}{message.topic}.{crc32(message.key.encode()) % counts[message.topic]}",
+                message.body,
+                {"Nats-Msg-Id": message.message_id, "Eventcore-Key": message.key},
+            )
+            for message in messages
+        ]
         try:
             with translated("publishing"):
                 async with asyncio.timeout(_CALL_TIMEOUT):
-                    # Everything goes out before the first ack is awaited: one round trip
-                    # for the batch, not one per message.
-                    for message in messages:
-                        key = message.key
-                        partition = zlib.crc32(key.encode()) % counts[message.topic]
-                        futures.append(
-                            await publish_async(
-                                f"{prefix}{message.topic}.{partition}",
-                                message.body,
-                                headers={"Nats-Msg-Id": message.message_id, "Eventcore-Key": key},
-                            )
-                        )
-                    await asyncio.gather(*futures)
-        finally:
-            for future in futures:
-                # Frees the client's in-flight slots of acks that will never come.
-                future.cancel()
+                    await self._publisher.publish(outgoing)
+        except BusUnavailable:
+            # A stream deleted behind our back answers "no responders" for ever unless
+            # the next publish looks it up (and creates it) again.
+            self._topics.forget(counts)
+            raise
 
     async def consumer(
         self,
