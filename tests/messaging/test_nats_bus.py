@@ -16,7 +16,7 @@ import pytest
 from nats.js.api import StorageType
 
 from eventcore.errors import BusUnavailable
-from eventcore.messaging.bus import DeadLetter
+from eventcore.messaging.bus import DeadLetter, Delivery, OutgoingMessage
 from eventcore.messaging.nats import NatsBus
 from eventcore.messaging.url import BusUrl
 from tests.backends import running_in_ci
@@ -110,11 +110,11 @@ async def test_connecting_to_no_server_raises_bus_unavailable(tmp_path: Path) ->
         await NatsBus.connect(BusUrl.parse(server.url))
 
 
-async def _publish_when_back(bus: NatsBus, messages: list[object]) -> None:
+async def _publish_when_back(bus: NatsBus, messages: list[OutgoingMessage]) -> None:
     deadline = time.monotonic() + PATIENCE
     while True:
         try:
-            await bus.publish(messages)  # type: ignore[arg-type]
+            await bus.publish(messages)
             return
         except BusUnavailable:
             if time.monotonic() > deadline:
@@ -134,7 +134,7 @@ async def test_a_bus_survives_a_server_restart(tmp_path: Path) -> None:
 
             server.start()
             after = outgoing(5, start=10)
-            await _publish_when_back(bus, after)  # type: ignore[arg-type]
+            await _publish_when_back(bus, after)
 
             consumer = await bus.consumer(TOPIC, "billing")
             got = await consume(consumer, len(before) + len(after))
@@ -145,3 +145,28 @@ async def test_a_bus_survives_a_server_restart(tmp_path: Path) -> None:
     # The client buffers what it could not send; it may reach the server after the
     # reconnect, which is why a failed publish is "may or may not have been accepted".
     assert set(ids(got)) - published <= {"lost0"}
+
+
+async def test_after_a_delayed_nak_later_messages_wait_for_it_and_keep_their_attempt(
+    namespace: str,
+) -> None:
+    # JetStream itself would go on with m2.. while m0 waits out its delay; the bus must not.
+    bus = await _connect(namespace, partitions=1)
+    try:
+        await bus.publish(outgoing(10, keys=1))
+        consumer = await bus.consumer(TOPIC, "billing")
+        first = await consumer.fetch(2, timeout=2.0)
+        assert ids(first) == ["m0", "m1"]
+        await consumer.nak(first[0], delay=0.3)
+
+        handled: list[Delivery] = []
+        deadline = time.monotonic() + PATIENCE
+        while len(handled) < 10:
+            assert time.monotonic() < deadline, f"only {ids(handled)}"
+            batch = await consumer.fetch(3, timeout=0.5)
+            handled += batch
+            await consumer.ack(batch)
+    finally:
+        await bus.aclose()
+    assert ids(handled) == [f"m{i}" for i in range(10)]
+    assert [d.attempt for d in handled] == [2, 2] + [1] * 8
