@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from eventcore.errors import BusClosed, InvalidInput
+from eventcore.messaging._memory_deadletters import MemoryDeadLetterBox
+from eventcore.messaging._memory_leases import MemoryLeases
 from eventcore.messaging.assignment import PartitionAssignment
 from eventcore.messaging.bus import (
     DEFAULT_ACK_WAIT,
@@ -25,8 +27,6 @@ from eventcore.messaging.bus import (
     OutgoingMessage,
     partition_of,
 )
-from eventcore.messaging._memory_deadletters import MemoryDeadLetterBox
-from eventcore.messaging._memory_leases import MemoryLeases
 from eventcore.messaging.names import check_name
 
 __all__ = ["DEFAULT_LEASE_TTL", "MemoryBus", "MemoryConsumer"]
