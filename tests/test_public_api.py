@@ -24,6 +24,14 @@ MODULES = [
     "eventcore.store.request",
     "eventcore.store.url",
     "eventcore.store.memory",
+    "eventcore.messaging",
+    "eventcore.messaging.bus",
+    "eventcore.messaging.envelope",
+    "eventcore.messaging.relay",
+    "eventcore.messaging.subscriber",
+    "eventcore.messaging.topics",
+    "eventcore.messaging.url",
+    "eventcore.messaging.memory",
 ]
 
 

@@ -12,6 +12,7 @@ from eventcore.messaging.bus import (
     OutgoingMessage,
 )
 from eventcore.messaging.envelope import DistributedEvent, decode_envelope, encode_envelope
+from eventcore.messaging.relay import Relay, RelayStatus
 from eventcore.messaging.subscriber import Received, Subscriber, SubscriberStatus
 from eventcore.messaging.topics import TopicMap
 from eventcore.messaging.url import BusUrl, open_bus
@@ -26,6 +27,8 @@ __all__ = [
     "DistributedEvent",
     "OutgoingMessage",
     "Received",
+    "Relay",
+    "RelayStatus",
     "Subscriber",
     "SubscriberStatus",
     "TopicMap",
