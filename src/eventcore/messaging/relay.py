@@ -158,6 +158,8 @@ class Relay:
     async def run(self) -> None:
         start = await self._bus.load_checkpoint(self._service)
         self._position = self._checkpoint = start
+        # Wake ``published`` callers already waiting for a position the checkpoint covers.
+        self._moved.set()
         follower = LogFollower(
             self._store,
             after=start,

@@ -1,0 +1,402 @@
+"""The outbox relay in one process, on the memory store and ``MemoryBus``: what it
+publishes, what it skips, where it checkpoints, how it rides out a bus that refuses,
+how many messages it keeps in flight, and how it stops."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+import pytest
+
+from eventcore import (
+    Event,
+    EventRegistry,
+    EventStore,
+    NewEvent,
+    StoredEvent,
+    StreamId,
+    open_store,
+)
+from eventcore.errors import BusError, BusUnavailable
+from eventcore.messaging import Bus, OutgoingMessage, TopicMap, decode_envelope
+from eventcore.messaging.bus import Consumer, DeadLetterBox
+from eventcore.messaging.memory import MemoryBus
+from eventcore.messaging.relay import Relay
+
+SERVICE = "accounts"
+#: Bounds waits for things that happen in milliseconds; only a hang reaches it.
+PATIENCE = 10.0
+
+
+class Deposited(Event):
+    account: str
+    amount: int
+
+
+class Withdrawn(Event):
+    account: str
+    amount: int
+
+
+class NoteAdded(Event):
+    """Internal to the service: not in the topic map, never published."""
+
+    text: str
+
+
+registry = EventRegistry([Deposited, Withdrawn, NoteAdded])
+TOPICS = TopicMap({Deposited: "deposits", Withdrawn: "withdrawals"})
+
+
+class _TestBus:
+    """A ``MemoryBus`` behind a wrapper that records every publish call, can refuse the
+    first few (a failure-injection double: the messages behind it are really stored), can
+    hold publishes until released, and tracks how many messages are in flight at once."""
+
+    def __init__(self, inner: MemoryBus, *, refuse: int = 0, publish_delay: float = 0.0) -> None:
+        self.inner = inner
+        self.refuse = refuse
+        self.publish_delay = publish_delay
+        self.released = asyncio.Event()
+        self.released.set()
+        self.acknowledged: list[OutgoingMessage] = []
+        self.refused_calls = 0
+        self.in_flight = 0
+        self.max_in_flight = 0
+        self.saved: list[int] = []
+        #: Called with each position the relay saves, before it is saved.
+        self.on_save: Any = None
+
+    @property
+    def url(self) -> str:
+        return self.inner.url
+
+    @property
+    def dead_letters(self) -> DeadLetterBox:
+        return self.inner.dead_letters
+
+    async def publish(self, messages: Sequence[OutgoingMessage]) -> None:
+        self.in_flight += len(messages)
+        self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        try:
+            if self.refuse > 0:
+                self.refuse -= 1
+                self.refused_calls += 1
+                raise BusUnavailable("refused by the test")
+            await self.released.wait()
+            if self.publish_delay:
+                await asyncio.sleep(self.publish_delay)
+            await self.inner.publish(messages)
+            self.acknowledged.extend(messages)
+        finally:
+            self.in_flight -= len(messages)
+
+    async def consumer(self, topic: str, group: str, **options: Any) -> Consumer:
+        return await self.inner.consumer(topic, group, **options)
+
+    async def load_checkpoint(self, name: str) -> int:
+        return await self.inner.load_checkpoint(name)
+
+    async def save_checkpoint(self, name: str, position: int) -> None:
+        if self.on_save is not None:
+            self.on_save(position)
+        self.saved.append(position)
+        await self.inner.save_checkpoint(name, position)
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+@pytest.fixture
+async def store() -> AsyncIterator[EventStore]:
+    store = await open_store("memory://")
+    try:
+        yield store
+    finally:
+        await store.aclose()
+
+
+@pytest.fixture
+async def memory_bus() -> AsyncIterator[MemoryBus]:
+    bus = MemoryBus()
+    try:
+        yield bus
+    finally:
+        await bus.aclose()
+
+
+def random_events(
+    rng: random.Random, count: int, accounts: int = 20
+) -> list[tuple[StreamId, Event]]:
+    """(stream, event) pairs over ``accounts`` streams; about 15 % are internal notes."""
+    events: list[tuple[StreamId, Event]] = []
+    for _ in range(count):
+        account = f"acc-{rng.randrange(accounts)}"
+        kind = rng.random()
+        event: Event
+        if kind < 0.6:
+            event = Deposited(account=account, amount=rng.randrange(1, 1000))
+        elif kind < 0.85:
+            event = Withdrawn(account=account, amount=rng.randrange(1, 1000))
+        else:
+            event = NoteAdded(text=f"about {account}")
+        events.append((StreamId(f"account-{account}"), event))
+    return events
+
+
+async def append_events(
+    store: EventStore, events: list[tuple[StreamId, Event]], per_append: int = 25
+) -> int:
+    """Append in chunks of several streams each; returns the last position."""
+    last = 0
+    for start in range(0, len(events), per_append):
+        writes: dict[StreamId, list[NewEvent]] = {}
+        for stream, event in events[start : start + per_append]:
+            writes.setdefault(stream, []).append(registry.encode(event))
+        expected = {stream: await store.stream_version(stream) for stream in writes}
+        result = await store.append(writes, expected=expected)
+        last = max(last, result.last_position)
+    return last
+
+
+async def stored_events(store: EventStore) -> list[StoredEvent]:
+    return [event async for batch in store.read_all() for event in batch]
+
+
+async def run_until_published(relay: Relay, position: int) -> None:
+    task = asyncio.create_task(relay.run())
+    try:
+        async with asyncio.timeout(PATIENCE):
+            await relay.published(position)
+    finally:
+        relay.stop()
+        async with asyncio.timeout(PATIENCE):
+            await task
+
+
+async def wait_until(condition: Any) -> None:
+    async with asyncio.timeout(PATIENCE):
+        # Polling: the conditions are a relay's status fields, which signal nothing.
+        while not condition():  # noqa: ASYNC110
+            await asyncio.sleep(0.005)
+
+
+async def bus_contents(bus: Bus, topic: str) -> list[OutgoingMessage]:
+    """Every message stored on ``topic``, read by a fresh group (bodies included)."""
+    consumer = await bus.consumer(topic, f"check-{random.randrange(10**9)}")
+    seen: list[OutgoingMessage] = []
+    try:
+        while True:
+            deliveries = await consumer.fetch(1000, timeout=0.05)
+            if not deliveries:
+                return seen
+            seen.extend(OutgoingMessage(d.topic, d.message_id, d.key, d.body) for d in deliveries)
+            await consumer.ack(deliveries)
+    finally:
+        await consumer.aclose()
+
+
+async def test_every_mapped_event_is_published_once_as_its_envelope_and_others_are_skipped(
+    store: EventStore, memory_bus: MemoryBus
+) -> None:
+    last = await append_events(store, random_events(random.Random(1), 600))
+    bus = _TestBus(memory_bus)
+    relay = Relay(store, bus, TOPICS, service=SERVICE, batch_size=64)
+
+    await run_until_published(relay, last)
+
+    events = await stored_events(store)
+    mapped = [e for e in events if e.type != "NoteAdded"]
+    ids = [message.message_id for message in bus.acknowledged]
+    assert sorted(ids) == sorted(str(e.event_id) for e in mapped)  # each exactly once
+    by_id = {message.message_id: message for message in bus.acknowledged}
+    for event in mapped:
+        message = by_id[str(event.event_id)]
+        assert message.topic == TOPICS.topic_for(event.type)
+        assert message.key == str(event.stream_id)
+        envelope = decode_envelope(message.body)
+        assert envelope.id == str(event.event_id)
+        assert envelope.source == SERVICE
+        assert envelope.type == event.type
+        assert envelope.subject == str(event.stream_id)
+        assert envelope.stream_version == event.version
+        assert envelope.time == event.recorded_at
+        assert envelope.payload == event.data
+        assert registry.decode_payload(envelope.type, envelope.schema_version, envelope.payload)
+    status = relay.status()
+    assert status.skipped == len(events) - len(mapped) > 0
+    assert status.published == len(mapped)
+    assert status.position == status.checkpoint == last
+    assert status.last_error is None
+    assert status.republished_batches == 0
+    # What the bus holds, read back as a consumer would: the same messages, once each.
+    held = await bus_contents(memory_bus, "deposits") + await bus_contents(
+        memory_bus, "withdrawals"
+    )
+    assert sorted(m.message_id for m in held) == sorted(ids)
+
+
+async def test_a_new_relay_starts_after_the_checkpoint_and_publishes_only_what_is_new(
+    store: EventStore, memory_bus: MemoryBus
+) -> None:
+    rng = random.Random(2)
+    first_last = await append_events(store, random_events(rng, 200))
+    await run_until_published(Relay(store, memory_bus, TOPICS, service=SERVICE), first_last)
+    assert await memory_bus.load_checkpoint(SERVICE) == first_last
+
+    bus = _TestBus(memory_bus)
+    relay = Relay(store, bus, TOPICS, service=SERVICE)
+    task = asyncio.create_task(relay.run())
+    try:
+        async with asyncio.timeout(PATIENCE):
+            await relay.published(first_last)
+        await wait_until(lambda: relay.status().head >= first_last)
+        assert relay.status().position == first_last
+        second_last = await append_events(store, random_events(rng, 150))
+        async with asyncio.timeout(PATIENCE):
+            await relay.published(second_last)
+    finally:
+        relay.stop()
+        async with asyncio.timeout(PATIENCE):
+            await task
+
+    new = [e for e in await stored_events(store) if e.position > first_last]
+    expected = sorted(str(e.event_id) for e in new if e.type != "NoteAdded")
+    assert sorted(m.message_id for m in bus.acknowledged) == expected
+    assert await memory_bus.load_checkpoint(SERVICE) == second_last
+    # Started again with nothing new, a relay publishes nothing at all.
+    idle = _TestBus(memory_bus)
+    await run_until_published(Relay(store, idle, TOPICS, service=SERVICE), second_last)
+    assert idle.acknowledged == []
+    assert idle.refused_calls == 0
+
+
+async def test_a_refused_publish_is_retried_and_the_checkpoint_never_passes_it(
+    store: EventStore, memory_bus: MemoryBus
+) -> None:
+    last = await append_events(store, random_events(random.Random(3), 500))
+    events = await stored_events(store)
+    bus = _TestBus(memory_bus, refuse=4)
+    bus.released.clear()
+
+    def check_checkpoint(position: int) -> None:
+        acknowledged = {m.message_id for m in bus.acknowledged}
+        for event in events:
+            if event.position <= position and event.type != "NoteAdded":
+                assert str(event.event_id) in acknowledged, (position, event.position)
+
+    bus.on_save = check_checkpoint
+    relay = Relay(store, bus, TOPICS, service=SERVICE, batch_size=50, window=200)
+    task = asyncio.create_task(relay.run())
+    try:
+        await wait_until(lambda: bus.refused_calls == 4)
+        await wait_until(lambda: relay.status().last_error is not None)
+        failing = relay.status()
+        assert "refused by the test" in (failing.last_error or "")
+        assert failing.republished_batches >= 1
+        assert failing.position == 0
+        assert failing.checkpoint == 0
+        bus.released.set()
+        async with asyncio.timeout(PATIENCE):
+            await relay.published(last)
+    finally:
+        relay.stop()
+        async with asyncio.timeout(PATIENCE):
+            await task
+
+    status = relay.status()
+    assert status.last_error is None
+    assert status.republished_batches >= 1
+    assert status.checkpoint == last
+    mapped = {str(e.event_id) for e in events if e.type != "NoteAdded"}
+    assert {m.message_id for m in bus.acknowledged} == mapped
+    assert bus.saved == sorted(bus.saved)  # the checkpoint only moves forward
+    held = await bus_contents(memory_bus, "deposits") + await bus_contents(
+        memory_bus, "withdrawals"
+    )
+    assert sorted(m.message_id for m in held) == sorted(mapped)
+
+
+@pytest.mark.parametrize("window", [1, 40, 120])
+async def test_no_more_messages_than_the_window_are_in_flight(
+    store: EventStore, memory_bus: MemoryBus, window: int
+) -> None:
+    last = await append_events(store, random_events(random.Random(4), 800))
+    bus = _TestBus(memory_bus, publish_delay=0.002)
+    batch_size = 30
+    relay = Relay(store, bus, TOPICS, service=SERVICE, window=window, batch_size=batch_size)
+
+    await run_until_published(relay, last)
+
+    # A batch larger than the window goes alone; otherwise the window bounds it.
+    assert bus.max_in_flight <= max(window, batch_size)
+    if window > 2 * batch_size:
+        # The relay did pipeline: more than one batch was waiting at once.
+        assert bus.max_in_flight > batch_size
+    mapped = [e for e in await stored_events(store) if e.type != "NoteAdded"]
+    assert len(bus.acknowledged) == len(mapped)
+
+
+async def test_stop_returns_promptly_and_saves_the_checkpoint(
+    store: EventStore, memory_bus: MemoryBus
+) -> None:
+    rng = random.Random(5)
+    bus = _TestBus(memory_bus, publish_delay=0.001)
+    relay = Relay(store, bus, TOPICS, service=SERVICE, batch_size=20)
+    task = asyncio.create_task(relay.run())
+    for _ in range(10):
+        await append_events(store, random_events(rng, 40))
+    # Stop mid-flight: some batches acknowledged, more on their way or not read yet.
+    await wait_until(lambda: relay.status().published > 0)
+    relay.stop()
+    async with asyncio.timeout(PATIENCE):
+        await task
+    status = relay.status()
+    assert status.in_flight == 0
+    assert status.position > 0
+    assert status.checkpoint == status.position == await memory_bus.load_checkpoint(SERVICE)
+    # Everything up to the checkpoint is on the bus; nothing past it was acknowledged
+    # without being counted.
+    published = {m.message_id for m in bus.acknowledged}
+    for event in await stored_events(store):
+        if event.position <= status.position and event.type != "NoteAdded":
+            assert str(event.event_id) in published
+    with pytest.raises(BusError):
+        await relay.published(await store.last_position() + 1)
+
+
+async def test_stop_while_the_bus_refuses_leaves_the_checkpoint_where_it_was(
+    store: EventStore, memory_bus: MemoryBus
+) -> None:
+    last = await append_events(store, random_events(random.Random(6), 100))
+    await memory_bus.save_checkpoint(SERVICE, 0)
+    bus = _TestBus(memory_bus, refuse=1000)
+    relay = Relay(store, bus, TOPICS, service=SERVICE)
+    task = asyncio.create_task(relay.run())
+    await wait_until(lambda: relay.status().last_error is not None)
+    relay.stop()
+    async with asyncio.timeout(PATIENCE):
+        await task
+    assert await memory_bus.load_checkpoint(SERVICE) == 0
+    assert relay.status().position == 0
+    # The next run, on a bus that takes them, publishes every one.
+    healthy = _TestBus(memory_bus)
+    await run_until_published(Relay(store, healthy, TOPICS, service=SERVICE), last)
+    mapped = [e for e in await stored_events(store) if e.type != "NoteAdded"]
+    assert sorted(m.message_id for m in healthy.acknowledged) == sorted(
+        str(e.event_id) for e in mapped
+    )
+
+
+async def test_a_relay_stopped_before_it_runs_returns_at_once(
+    store: EventStore, memory_bus: MemoryBus
+) -> None:
+    await append_events(store, random_events(random.Random(7), 10))
+    relay = Relay(store, memory_bus, TOPICS, service=SERVICE)
+    relay.stop()
+    async with asyncio.timeout(PATIENCE):
+        await relay.run()
+    assert relay.status().published == 0
