@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import importlib.util
 import time
@@ -16,6 +17,7 @@ __all__ = [
     "Backend",
     "Context",
     "MemoryBackend",
+    "NatsBackend",
     "PostgresBackend",
     "Sizes",
     "SqliteBackend",
@@ -43,6 +45,11 @@ class Sizes:
     replay_events: int = 1_000_000  # g
     projection_events: int = 1_000_000  # h
     latency_samples: int = 1_000  # i
+    relay_events: int = 50_000  # j
+    #: k appends this many events, paced at ``paced_rate`` per second (10 s at full scale).
+    paced_events: int = 10_000  # k
+    paced_rate: int = 1_000  # k
+    bus_messages: int = 50_000  # l
     #: Events per append (or per save) when populating a store for a read workload.
     populate_batch: int = 1_000
 
@@ -62,6 +69,9 @@ class Sizes:
             replay_events=200_000,
             projection_events=100_000,
             latency_samples=300,
+            relay_events=10_000,
+            paced_events=3_000,
+            bus_messages=10_000,
         )
 
     def scaled(self, factor: float) -> Sizes:
@@ -81,6 +91,9 @@ class Sizes:
             replay_events=scale(self.replay_events, 1_000),
             projection_events=scale(self.projection_events, 1_000),
             latency_samples=scale(self.latency_samples, 20),
+            relay_events=scale(self.relay_events, 100),
+            paced_events=scale(self.paced_events, 50),
+            bus_messages=scale(self.bus_messages, 100),
         )
 
 
@@ -105,6 +118,10 @@ class Backend:
     def raw_path(self, workdir: Path) -> Path:
         raise NotImplementedError(f"{self.name} has no raw driver side")
 
+    def bus_url(self, workdir: Path) -> str:
+        """The message bus of one measurement (workloads j, k, l)."""
+        raise NotImplementedError(f"{self.name} has no message bus")
+
     def prepare(self, workdir: Path) -> None:
         """Before a measurement: create what its sides expect to exist."""
 
@@ -127,6 +144,9 @@ class MemoryBackend(Backend):
 
     def eventsourcing_env(self, workdir: Path) -> dict[str, str]:
         return {"PERSISTENCE_MODULE": "eventsourcing.popo"}
+
+    def bus_url(self, workdir: Path) -> str:
+        return "memory://"
 
     def describe(self) -> str:
         return "memory (eventcore memory://, eventsourcing POPO)"
@@ -162,6 +182,9 @@ class SqliteBackend(Backend):
 
     def raw_path(self, workdir: Path) -> Path:
         return (workdir / "raw.db").resolve()
+
+    def bus_url(self, workdir: Path) -> str:
+        return f"sqlite://{(workdir / 'bus.db').resolve()}"
 
     def describe(self) -> str:
         return f"sqlite (fresh file per repetition, WAL, synchronous={self.synchronous})"
@@ -268,10 +291,78 @@ class PostgresBackend(Backend):
         )
 
 
+@dataclass(frozen=True)
+class NatsBackend(SqliteBackend):
+    """The bus on the NATS server, the stores in SQLite files as on ``--backend sqlite``.
+
+    Each measurement gets its own bus namespace (``bench<token>_<workdir>``); ``cleanup``
+    deletes the JetStream streams (and so the key-value buckets) whose names carry it, and
+    ``finish`` whatever a crashed measurement of this run left behind.
+    """
+
+    name: str = "nats"
+    server: str = "nats://127.0.0.1:4222"
+    token: str = field(default_factory=_run_token)
+
+    def unavailable(self) -> str | None:
+        for module in ("nats", "eventcore.store.sqlite", "eventcore.messaging.nats"):
+            if importlib.util.find_spec(module) is None:
+                return f"cannot import {module}"
+        try:
+            asyncio.run(_delete_streams(self.server, "\0never a stream name"))
+        except Exception as error:  # any failure means "cannot run here"
+            return f"NATS JetStream unreachable at {self.server}: {error!r}"
+        return None
+
+    @property
+    def prefix(self) -> str:
+        return f"bench{self.token}"
+
+    def namespace(self, workdir: Path) -> str:
+        return f"{self.prefix}_" + "".join(c if c.isalnum() else "_" for c in workdir.name)
+
+    def bus_url(self, workdir: Path) -> str:
+        return f"{self.server}?namespace={self.namespace(workdir)}"
+
+    def cleanup(self, workdir: Path) -> None:
+        asyncio.run(_delete_streams(self.server, self.namespace(workdir)))
+
+    def finish(self) -> None:
+        asyncio.run(_delete_streams(self.server, self.prefix))
+
+    def describe(self) -> str:
+        return (
+            f"nats ({self.server}, a namespace per repetition; stores: SQLite files, WAL, "
+            f"synchronous={self.synchronous})"
+        )
+
+
+async def _delete_streams(server: str, marker: str) -> None:
+    """Delete every JetStream stream whose name contains ``marker`` (case-insensitive):
+    a namespace's topics, and its key-value buckets (streams named ``KV_<bucket>``)."""
+    import nats
+
+    conn = await nats.connect(server, connect_timeout=3, max_reconnect_attempts=0)
+    try:
+        js = conn.jetstream(timeout=5)
+        names: list[str] = []
+        while True:  # the server lists streams a page at a time
+            page = await js.streams_info(offset=len(names))
+            names.extend(info.config.name or "" for info in page)
+            if not page:
+                break
+        for name in names:
+            if marker.lower() in name.lower():
+                await js.delete_stream(name)
+    finally:
+        await conn.close()
+
+
 BACKENDS: dict[str, Callable[[], Backend]] = {
     "sqlite": SqliteBackend,
     "memory": MemoryBackend,
     "postgres": PostgresBackend,
+    "nats": NatsBackend,
 }
 
 

@@ -1,7 +1,10 @@
 """Benchmark eventcore side by side with the ``eventsourcing`` library and the raw driver.
 
-    python bench/run.py [--backend sqlite|memory|postgres] [--quick] [--json]
+    python bench/run.py [--backend sqlite|memory|postgres|nats] [--quick] [--json]
                         [--repeat N] [--only a,b,...] [--scale F]
+
+``--backend nats`` runs the messaging workloads (j, k, l) with the bus on the NATS server
+at 127.0.0.1:4222; the other backends run every workload that has a side for them.
 
 Every workload runs on every side in each repetition, on fresh databases, timing only the
 workload. Medians are reported: with ``--json`` one JSON object per workload on stdout,
@@ -43,6 +46,8 @@ class Row:
     eventsourcing: float | None
     raw: float | None
     ratio_vs_eventsourcing: float | None
+    #: eventcore / raw for throughput, raw / eventcore for ms and MB (1.0 = as fast as raw).
+    ratio_vs_raw: float | None
     target: str | None
     target_met: bool | None
     repeat: int
@@ -105,7 +110,9 @@ def measure_workload(
     medians = {side: statistics.median(values) for side, values in samples.items()}
     eventcore = medians.get("eventcore")
     eventsourcing = medians.get("eventsourcing")
+    raw = medians.get("raw")
     ratio = workload.ratio(eventcore, eventsourcing)
+    ratio_vs_raw = None if raw is None else workload.ratio(eventcore, raw)
     target = workload.target_for(backend)
     notes = workload.describe(sizes, backend)
     if facts:
@@ -118,10 +125,11 @@ def measure_workload(
         unit=workload.unit,
         eventcore=eventcore,
         eventsourcing=eventsourcing,
-        raw=medians.get("raw"),
+        raw=raw,
         ratio_vs_eventsourcing=ratio,
+        ratio_vs_raw=ratio_vs_raw,
         target=target.text if target else None,
-        target_met=target.met(eventcore, ratio) if target else None,
+        target_met=target.met(eventcore, ratio, raw) if target else None,
         repeat=repeat,
         samples=samples,
         notes=notes,
@@ -192,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.scale != 1.0:
         sizes = sizes.scaled(args.scale)
     repeat = args.repeat or (3 if args.quick else 5)
-    workloads = select(args.only)
+    workloads = select(args.only, backend.name)
     load_before = os.getloadavg()
     header = (
         f"eventcore vs eventsourcing — {backend.describe()}; median of {repeat}; "

@@ -1,34 +1,55 @@
 """The workloads: what each measures, in which unit, on which sides, and their targets.
 
-Issue 2's targets apply to the SQLite and memory backends, issue 3's to PostgreSQL.
+Issue 2's targets apply to the SQLite and memory backends, issue 3's to PostgreSQL; the
+messaging workloads (j, k, l: issue 5) carry their own per backend, and run on the backends
+that have a bus (``--backend nats`` runs only them).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 
-from bench import eventcore_side, eventsourcing_side, projection_side, raw_sqlite, replay_memory
+from bench import (
+    eventcore_side,
+    eventsourcing_side,
+    messaging_side,
+    projection_side,
+    raw_sqlite,
+    replay_memory,
+)
 from bench.common import Backend, Context, Sizes
 
 __all__ = ["WORKLOADS", "Target", "Workload", "select"]
 
 Measure = Callable[[Context], float]
+#: Measures return None where a side has nothing to measure on this backend.
+STORE_BACKENDS = frozenset({"sqlite", "memory", "postgres"})
+BUS_BACKENDS = frozenset({"sqlite", "memory", "nats"})
 
 
 @dataclass(frozen=True)
 class Target:
-    """A target: a floor on eventcore's figure and/or on the ratio, or a ceiling in MB."""
+    """A target: a floor on eventcore's figure, on the ratio to eventsourcing and/or on the
+    share of the raw side's figure it reaches, or a ceiling (MB, ms)."""
 
     text: str
     minimum: float | None = None
     min_ratio: float | None = None
     maximum: float | None = None
+    #: eventcore's figure divided by the raw side's (throughput) must reach this.
+    min_raw_share: float | None = None
 
-    def met(self, eventcore: float | None, ratio: float | None) -> bool | None:
+    def met(
+        self, eventcore: float | None, ratio: float | None, raw: float | None = None
+    ) -> bool | None:
         if eventcore is None:
             return None
         checks: list[bool] = []
+        if self.min_raw_share is not None:
+            if not raw:
+                return None
+            checks.append(eventcore / raw >= self.min_raw_share)
         if self.minimum is not None:
             checks.append(eventcore >= self.minimum)
         if self.maximum is not None:
@@ -53,16 +74,24 @@ class Workload:
     postgres_target: Target | None = None
     #: Fewer repetitions for a workload whose figure hardly varies but takes long.
     max_repeat: int | None = None
+    #: The backends it runs on.
+    backends: frozenset[str] = STORE_BACKENDS
+    #: When given, the only targets: one per backend name (none on the others).
+    backend_targets: Mapping[str, Target] = field(default_factory=dict)
 
     @property
     def letter(self) -> str:
         return self.name[0]
 
     def target_for(self, backend: Backend) -> Target | None:
+        if self.backend_targets:
+            return self.backend_targets.get(backend.name)
         return self.postgres_target if backend.name == "postgres" else self.target
 
     def describe(self, sizes: Sizes, backend: Backend) -> str:
         """The note, with what the raw side does on ``backend`` (when it runs there)."""
+        if self.name in messaging_side.WORKLOADS:
+            return messaging_side.describe(self.name, sizes, backend, raw=self.raw is not None)
         raw = _raw_descriptions(backend).get(self.name)
         if self.raw is None or raw is None or not backend.has_raw:
             return self.note(sizes)
@@ -235,13 +264,50 @@ WORKLOADS: tuple[Workload, ...] = (
         Target("≤20 ms on SQLite", maximum=20.0),
         Target("≤10 ms on PostgreSQL", maximum=10.0),
     ),
+    Workload(
+        "j_relay_throughput",
+        "events/s",
+        messaging_side.measure("j_relay_throughput"),
+        None,
+        messaging_side.measure_raw("j_relay_throughput"),
+        lambda s: "",  # messaging_side.describe
+        backends=BUS_BACKENDS,
+        backend_targets={
+            "nats": Target("≥30,000 events/s and ≥50% of raw", minimum=30_000, min_raw_share=0.5)
+        },
+    ),
+    Workload(
+        "k_end_to_end_latency_p99",
+        "ms",
+        messaging_side.measure("k_end_to_end_latency_p99"),
+        None,
+        None,
+        lambda s: "",
+        backends=BUS_BACKENDS,
+        backend_targets={
+            "nats": Target("≤15 ms on NATS", maximum=15.0),
+            "sqlite": Target("≤50 ms on the SQLite bus", maximum=50.0),
+        },
+    ),
+    Workload(
+        "l_bus_throughput",
+        "messages/s",
+        messaging_side.measure("l_bus_throughput"),
+        None,
+        messaging_side.measure_raw("l_bus_throughput"),
+        lambda s: "",
+        backends=BUS_BACKENDS,
+        backend_targets={"sqlite": Target("≥10,000 messages/s", minimum=10_000)},
+    ),
 )
 
 
-def select(only: str | None) -> list[Workload]:
-    """The workloads named by ``--only`` (letters or full names, comma-separated), or all."""
+def select(only: str | None, backend: str = "sqlite") -> list[Workload]:
+    """The workloads named by ``--only`` (letters or full names, comma-separated), or all
+    that run on ``backend``."""
+    runnable = [w for w in WORKLOADS if backend in w.backends]
     if not only:
-        return list(WORKLOADS)
+        return runnable
     wanted = [item.strip() for item in only.split(",") if item.strip()]
     chosen: list[Workload] = []
     for item in wanted:
@@ -249,5 +315,8 @@ def select(only: str | None) -> list[Workload]:
         if not matches:
             known = ", ".join(w.name for w in WORKLOADS)
             raise SystemExit(f"unknown workload {item!r}; known: {known}")
+        elsewhere = [w.name for w in matches if w not in runnable]
+        if elsewhere:
+            raise SystemExit(f"{', '.join(elsewhere)} does not run on --backend {backend}")
         chosen.extend(m for m in matches if m not in chosen)
     return sorted(chosen, key=lambda w: w.name)

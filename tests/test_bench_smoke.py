@@ -99,3 +99,62 @@ def test_bench_runs_on_postgres_with_every_side() -> None:
         assert isinstance(row["ratio_vs_eventsourcing"], float)
         assert isinstance(row["target"], str)  # issue 3's targets are printed for postgres
         assert isinstance(row["target_met"], bool)
+
+
+MESSAGING = ["j_relay_throughput", "k_end_to_end_latency_p99", "l_bus_throughput"]
+
+
+def _run_messaging(backend: str, with_targets: set[str]) -> None:
+    """Run j, k and l tiny on ``backend``; ``with_targets``: the workloads that have one there."""
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "bench" / "run.py"),
+            f"--backend={backend}",
+            "--json",
+            "--repeat=1",
+            "--only=j,k,l",
+            "--scale=0.01",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    rows = [json.loads(line) for line in done.stdout.splitlines() if line.strip()]
+    assert [row["workload"] for row in rows] == MESSAGING
+    for row in rows:
+        assert row.keys() >= REQUIRED
+        assert row["backend"] == backend
+        assert isinstance(row["eventcore"], float)
+        assert row["eventsourcing"] is None  # the eventsourcing library has no relay or bus
+        assert "eventsourcing has no" in row["notes"]
+        if row["workload"] in with_targets:
+            assert isinstance(row["target"], str)
+            assert isinstance(row["target_met"], bool)
+        else:
+            assert row["target"] is None
+    by_name = {row["workload"]: row for row in rows}
+    for throughput in ("j_relay_throughput", "l_bus_throughput"):
+        assert isinstance(by_name[throughput]["raw"], float), throughput
+        assert isinstance(by_name[throughput]["ratio_vs_raw"], float), throughput
+    latency = by_name["k_end_to_end_latency_p99"]
+    assert latency["raw"] is None
+    assert float(latency["facts"]["eventcore.p50_ms"][0]) <= latency["eventcore"]
+
+
+def test_bench_messaging_workloads_run_on_the_sqlite_bus() -> None:
+    _run_messaging("sqlite", {"k_end_to_end_latency_p99", "l_bus_throughput"})
+
+
+def test_bench_messaging_workloads_run_on_nats() -> None:
+    from bench.common import NatsBackend
+
+    reason = NatsBackend().unavailable()
+    if reason is not None:
+        if running_in_ci():
+            pytest.fail(f"{reason} (CI=true: the NATS benchmark must run)", pytrace=False)
+        pytest.skip(reason)
+    _run_messaging("nats", {"j_relay_throughput", "k_end_to_end_latency_p99"})
