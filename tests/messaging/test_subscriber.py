@@ -28,7 +28,7 @@ from eventcore import (
     Writes,
     open_store,
 )
-from eventcore.errors import BusUnavailable
+from eventcore.errors import BusUnavailable, StoreUnavailable
 from eventcore.messaging import Bus, DeadLetter, OutgoingMessage
 from eventcore.messaging.bus import partition_of
 from eventcore.messaging.envelope import encode_envelope, envelope_of
@@ -364,6 +364,44 @@ async def test_a_failure_that_clears_on_the_third_try_is_not_parked(
     assert sub.status().retried == 4
     assert sub.status().dead_lettered == 0
     assert await any_bus.dead_letters.count() == 0
+
+
+@pytest.mark.parametrize(
+    "outage",
+    [StoreUnavailable("the billing database is restarting"), BusUnavailable("no route")],
+    ids=["store down", "bus down"],
+)
+async def test_an_outage_pauses_the_stream_and_parks_nothing(
+    bus: Bus, producer: Producer, outage: Exception
+) -> None:
+    # Far more failures than max_deliveries allows: an outage is not the message's fault.
+    failures = 6
+    calls = Counter[str]()
+    recorder = Recorder()
+    seen_during_outage: list[str | None] = []
+
+    async def needs_the_store(received: Received) -> None:
+        calls[received.envelope.id] += 1
+        if received.event.amount == 1 and calls[received.envelope.id] <= failures:
+            seen_during_outage.append(sub.status().last_error)
+            raise outage
+        await recorder(received)
+
+    await bus.publish(
+        [
+            await producer.message("account-o", Deposited(account="o", amount=1)),
+            await producer.message("account-o", Deposited(account="o", amount=2)),
+        ]
+    )
+    sub = subscriber(bus, {Deposited: needs_the_store}, max_deliveries=2)
+    async with running(sub):
+        await until(lambda: sub.status().handled == 2, "both handled after the outage")
+
+    assert recorder.amounts() == [1, 2]  # the later event waited behind the paused one
+    assert await bus.dead_letters.count() == 0
+    assert sub.status().dead_lettered == 0
+    assert type(outage).__name__ in str(seen_during_outage[-1])
+    assert sub.status().last_error is None or type(outage).__name__ not in sub.status().last_error
 
 
 async def test_a_message_delivered_too_often_is_parked_without_a_call(

@@ -9,6 +9,11 @@ class, and a handler's ``CommandRejected`` or ``InvalidInput`` give the same ans
 every time, so they become dead letters at once. Anything else a handler raises is
 retried here, in process, with backoff, so that later messages of the same partition
 (the same streams) wait behind it and per-stream order holds.
+
+An outage is not the message's fault: a ``StoreError`` or ``BusError`` from the
+handler (the service's own store or bus is down) pauses the partition — the call is
+repeated with backoff for as long as it takes, without counting against
+``max_deliveries`` — so an outage of any length parks nothing.
 """
 
 from __future__ import annotations
@@ -20,7 +25,14 @@ from typing import Literal
 
 import msgspec
 
-from eventcore.errors import CommandRejected, DecodeError, InvalidInput, UnknownEventType
+from eventcore.errors import (
+    BusError,
+    CommandRejected,
+    DecodeError,
+    InvalidInput,
+    StoreError,
+    UnknownEventType,
+)
 from eventcore.events import Event, EventRegistry
 from eventcore.messaging.bus import DeadLetter, Delivery
 from eventcore.messaging.envelope import DistributedEvent, decode_envelope
@@ -28,6 +40,9 @@ from eventcore.messaging.inbox import Handler, Received
 from eventcore.retry import RetryPolicy
 
 __all__ = ["Handling", "Outcome"]
+
+#: Backoff while the handler's store or bus is down: from the first to the longest wait.
+_OUTAGE_BACKOFF = RetryPolicy(max_attempts=1, initial_delay=0.05, max_delay=2.0)
 
 #: What ``error_type`` says when a message was delivered too often to be tried again.
 TOO_MANY_DELIVERIES = "TooManyDeliveries"
@@ -70,6 +85,8 @@ class Handling:
         self._max_bytes = max_message_bytes
         self._stopping = stopping
         self._rng = rng
+        #: The outage a handler is waiting out right now, if any.
+        self.outage: str | None = None
 
     @property
     def max_deliveries(self) -> int:
@@ -126,11 +143,18 @@ class Handling:
         received = Received(
             envelope=envelope, event=event, delivery=delivery, group=self._group, letter=letter
         )
-        tried = 0
+        tried = outages = 0
         while True:
             tried += 1
             try:
                 await handler(received)
+            except (StoreError, BusError) as error:
+                tried -= 1
+                outages += 1
+                self.outage = _describe(error)
+                if await self._stopped_within(_OUTAGE_BACKOFF.delay(min(outages, 16), self._rng)):
+                    return Outcome(kind="abandoned", retries=tried, error=self.outage)
+                continue
             except (CommandRejected, InvalidInput) as error:
                 return self._failed(delivery, error, before + tried, tried - 1)
             except Exception as error:
@@ -139,6 +163,7 @@ class Handling:
                 if await self._stopped_within(self._policy.delay(tried, self._rng)):
                     return Outcome(kind="abandoned", retries=tried - 1, error=_describe(error))
             else:
+                self.outage = None
                 return Outcome(kind="handled", retries=tried - 1)
 
     def _decode(self, envelope: DistributedEvent) -> Event:

@@ -141,7 +141,7 @@ class Subscriber:
             ignored=self._ignored,
             retried=self._retried,
             dead_lettered=self._dead_lettered,
-            last_error=self._last_error,
+            last_error=self._handling.outage or self._last_error,
         )
 
     def stop(self) -> None:
