@@ -5,7 +5,7 @@ never shows a traceback. Anything that is not an eventcore error is a bug and ke
 its traceback.
 
 Exit codes: 0 success; 1 the thing asked for failed or does not exist (also: the demo's
-checks failed); 2 bad input, as for a usage error; 3 the store failed; 130 interrupted.
+checks failed); 2 bad input, as for a usage error; 3 the store or the bus failed; 130 interrupted.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from typing import NoReturn
 import typer
 
 from eventcore.cli import render
-from eventcore.errors import EventcoreError, InvalidInput, StoreError
+from eventcore.errors import BusError, EventcoreError, InvalidInput, StoreError
 
 __all__ = [
     "EXIT_FAILURE",
@@ -38,7 +38,7 @@ EXIT_INTERRUPTED = 130
 def exit_code(error: EventcoreError) -> int:
     if isinstance(error, InvalidInput):
         return EXIT_USAGE
-    if isinstance(error, StoreError):
+    if isinstance(error, StoreError | BusError):
         return EXIT_STORE
     return EXIT_FAILURE
 
