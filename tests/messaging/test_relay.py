@@ -67,6 +67,7 @@ class _TestBus:
         self.in_flight = 0
         self.max_in_flight = 0
         self.saved: list[int] = []
+        self.refuse_saves = 0
         #: Called with each position the relay saves, before it is saved.
         self.on_save: Any = None
 
@@ -101,6 +102,9 @@ class _TestBus:
         return await self.inner.load_checkpoint(name)
 
     async def save_checkpoint(self, name: str, position: int) -> None:
+        if self.refuse_saves > 0:
+            self.refuse_saves -= 1
+            raise BusUnavailable("checkpoint refused by the test")
         if self.on_save is not None:
             self.on_save(position)
         self.saved.append(position)
@@ -318,6 +322,27 @@ async def test_a_refused_publish_is_retried_and_the_checkpoint_never_passes_it(
         memory_bus, "withdrawals"
     )
     assert sorted(m.message_id for m in held) == sorted(mapped)
+
+
+async def test_a_checkpoint_the_bus_refused_is_saved_again_and_the_error_cleared(
+    store: EventStore, memory_bus: MemoryBus
+) -> None:
+    last = await append_events(store, random_events(random.Random(8), 100))
+    bus = _TestBus(memory_bus)
+    bus.refuse_saves = 3
+    relay = Relay(store, bus, TOPICS, service=SERVICE)
+    task = asyncio.create_task(relay.run())
+    try:
+        await wait_until(lambda: relay.status().last_error is not None)
+        assert "checkpoint refused by the test" in (relay.status().last_error or "")
+        await wait_until(lambda: relay.status().checkpoint == last)
+        assert await memory_bus.load_checkpoint(SERVICE) == last
+        # The bus took the checkpoint: the error is over.
+        assert relay.status().last_error is None
+    finally:
+        relay.stop()
+        async with asyncio.timeout(PATIENCE):
+            await task
 
 
 @pytest.mark.parametrize("window", [1, 40, 120])

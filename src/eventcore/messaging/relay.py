@@ -290,6 +290,10 @@ class Relay:
                 if self._stopping and attempt >= 3:
                     return
                 await asyncio.sleep(_REPUBLISH.delay(min(attempt, 16), self._rng))
+        if attempt:
+            # Settling is one loop: any publish error before this save was cleared when
+            # its batch went through, so the error shown is this save's, and it is over.
+            self._last_error = None
         self._checkpoint = position
         self._checkpointed_at = time.monotonic()
 
