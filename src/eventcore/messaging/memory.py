@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from eventcore.errors import BusClosed, InvalidInput
+from eventcore.messaging._input import check_outgoing, checkpoint_name
 from eventcore.messaging._memory_deadletters import MemoryDeadLetterBox
 from eventcore.messaging._memory_leases import MemoryLeases
 from eventcore.messaging.assignment import PartitionAssignment
@@ -143,8 +144,7 @@ class MemoryBus:
 
     async def publish(self, messages: Sequence[OutgoingMessage]) -> None:
         self._check_open()
-        for message in messages:
-            _check_message(message)
+        check_outgoing(messages)
         published_at = datetime.now(UTC)
         for message in messages:
             topic = self._topic(message.topic)
@@ -198,13 +198,13 @@ class MemoryBus:
 
     async def load_checkpoint(self, name: str) -> int:
         self._check_open()
-        return self._checkpoints.get(_checkpoint_name(name), 0)
+        return self._checkpoints.get(checkpoint_name(name), 0)
 
     async def save_checkpoint(self, name: str, position: int) -> None:
         self._check_open()
         if isinstance(position, bool) or not isinstance(position, int) or position < 0:
             raise InvalidInput(f"a checkpoint is a whole number >= 0, got {position!r}")
-        self._checkpoints[_checkpoint_name(name)] = position
+        self._checkpoints[checkpoint_name(name)] = position
 
     async def aclose(self) -> None:
         if self._closed:
@@ -425,21 +425,3 @@ class MemoryConsumer:
         await self._assignment.leave()
         self._bus._consumers.discard(self)
         self._bus._wakeup.fire()
-
-
-def _check_message(message: OutgoingMessage) -> None:
-    if not isinstance(message, OutgoingMessage):
-        raise InvalidInput(f"expected an OutgoingMessage, got {type(message).__name__}")
-    check_name("topic", message.topic)
-    if not isinstance(message.message_id, str) or not message.message_id:
-        raise InvalidInput("a message id must be a non-empty string")
-    if not isinstance(message.key, str):
-        raise InvalidInput("a message key must be a string")
-    if not isinstance(message.body, bytes | bytearray | memoryview):
-        raise InvalidInput(f"a message body must be bytes, got {type(message.body).__name__}")
-
-
-def _checkpoint_name(name: str) -> str:
-    if not isinstance(name, str) or not name:
-        raise InvalidInput("a checkpoint name must be a non-empty string")
-    return name

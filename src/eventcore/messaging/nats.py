@@ -26,6 +26,7 @@ from nats.aio.client import Client
 from nats.js.errors import KeyNotFoundError
 
 from eventcore.errors import BusClosed, BusUnavailable, InvalidInput
+from eventcore.messaging._input import check_outgoing, checkpoint_name
 from eventcore.messaging._nats_consumer import NatsConsumer
 from eventcore.messaging._nats_deadletters import KvDeadLetterBox
 from eventcore.messaging._nats_errors import translated
@@ -142,8 +143,7 @@ class NatsBus:
 
     async def publish(self, messages: Sequence[OutgoingMessage]) -> None:
         self._check_open()
-        for message in messages:
-            _check_message(message)
+        check_outgoing(messages)
         if not messages:
             return
         counts: dict[str, int] = {}
@@ -205,7 +205,7 @@ class NatsBus:
 
     async def load_checkpoint(self, name: str) -> int:
         self._check_open()
-        key = key_token(_checkpoint_name(name))
+        key = key_token(checkpoint_name(name))
         with translated("reading a checkpoint"):
             try:
                 entry = await self._checkpoints.get(key)
@@ -215,7 +215,7 @@ class NatsBus:
 
     async def save_checkpoint(self, name: str, position: int) -> None:
         self._check_open()
-        key = key_token(_checkpoint_name(name))
+        key = key_token(checkpoint_name(name))
         if isinstance(position, bool) or not isinstance(position, int) or position < 0:
             raise InvalidInput(f"a checkpoint is a whole number >= 0, got {position!r}")
         with translated("saving a checkpoint"):
@@ -244,21 +244,3 @@ class NatsBus:
 
 async def _ignore_error(error: Exception) -> None:
     """Connection trouble surfaces as ``BusUnavailable`` on the calls it affects."""
-
-
-def _check_message(message: OutgoingMessage) -> None:
-    if not isinstance(message, OutgoingMessage):
-        raise InvalidInput(f"expected an OutgoingMessage, got {type(message).__name__}")
-    check_name("topic", message.topic)
-    if not isinstance(message.message_id, str) or not message.message_id:
-        raise InvalidInput("a message id must be a non-empty string")
-    if not isinstance(message.key, str):
-        raise InvalidInput("a message key must be a string")
-    if not isinstance(message.body, bytes | bytearray | memoryview):
-        raise InvalidInput(f"a message body must be bytes, got {type(message.body).__name__}")
-
-
-def _checkpoint_name(name: str) -> str:
-    if not isinstance(name, str) or not name:
-        raise InvalidInput("a checkpoint name must be a non-empty string")
-    return name

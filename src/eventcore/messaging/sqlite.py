@@ -22,6 +22,7 @@ from collections.abc import Sequence
 
 from eventcore.errors import BusClosed, InvalidInput, InvalidUrl
 from eventcore.messaging import _sqlite_bus_log as log
+from eventcore.messaging._input import check_outgoing, checkpoint_name
 from eventcore.messaging._sqlite_bus_consumer import SqliteConsumer
 from eventcore.messaging._sqlite_bus_leases import SqliteLeases
 from eventcore.messaging._sqlite_bus_letters import SqliteDeadLetterBox
@@ -95,8 +96,7 @@ class SqliteBus:
     async def publish(self, messages: Sequence[OutgoingMessage]) -> None:
         self._check_open()
         batch = list(messages)
-        for message in batch:
-            _check_message(message)
+        check_outgoing(batch)
         if not batch:
             return
         partitions = self._partitions
@@ -160,7 +160,7 @@ class SqliteBus:
 
     async def load_checkpoint(self, name: str) -> int:
         self._check_open()
-        name = _checkpoint_name(name)
+        name = checkpoint_name(name)
 
         def body(connection: sqlite3.Connection) -> int:
             row = connection.execute(
@@ -173,7 +173,7 @@ class SqliteBus:
 
     async def save_checkpoint(self, name: str, position: int) -> None:
         self._check_open()
-        name = _checkpoint_name(name)
+        name = checkpoint_name(name)
         if isinstance(position, bool) or not isinstance(position, int) or position < 0:
             raise InvalidInput(f"a checkpoint is a whole number >= 0, got {position!r}")
 
@@ -209,21 +209,3 @@ def _bus_path(url: BusUrl) -> str:
         raise InvalidUrl(url.raw, "expected a file path; for a throwaway bus use memory://")
     # Relative paths are taken against the current directory, once, at open time.
     return os.path.abspath(url.location)
-
-
-def _check_message(message: object) -> None:
-    if not isinstance(message, OutgoingMessage):
-        raise InvalidInput(f"expected an OutgoingMessage, got {type(message).__name__}")
-    check_name("topic", message.topic)
-    if not isinstance(message.message_id, str) or not message.message_id:
-        raise InvalidInput("a message id must be a non-empty string")
-    if not isinstance(message.key, str):
-        raise InvalidInput("a message key must be a string")
-    if not isinstance(message.body, bytes | bytearray | memoryview):
-        raise InvalidInput(f"a message body must be bytes, got {type(message.body).__name__}")
-
-
-def _checkpoint_name(name: object) -> str:
-    if not isinstance(name, str) or not name:
-        raise InvalidInput("a checkpoint name must be a non-empty string")
-    return name
