@@ -6,10 +6,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from eventcore.errors import InvalidInput
-from eventcore.messaging.bus import OutgoingMessage
+from eventcore.messaging.bus import DeadLetter, OutgoingMessage
 from eventcore.messaging.names import check_name
 
-__all__ = ["check_outgoing", "checkpoint_name"]
+__all__ = ["check_letter", "check_letter_filter", "check_outgoing", "checkpoint_name"]
 
 
 def check_outgoing(messages: Sequence[OutgoingMessage]) -> None:
@@ -31,3 +31,24 @@ def checkpoint_name(name: object) -> str:
     if not isinstance(name, str) or not name:
         raise InvalidInput("a checkpoint name must be a non-empty string")
     return name
+
+
+def check_letter_filter(group: str | None, topic: str | None, limit: int) -> None:
+    """The arguments of ``DeadLetterBox.letters`` (and ``claim_retries``)."""
+    if group is not None:
+        check_name("group", group)
+    if topic is not None:
+        check_name("topic", topic)
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+        raise InvalidInput(f"limit must be a positive whole number, got {limit!r}")
+
+
+def check_letter(letter: DeadLetter) -> None:
+    """A letter a box may keep: valid names, and the id its group, topic and message give."""
+    if not isinstance(letter, DeadLetter):
+        raise InvalidInput(f"expected a DeadLetter, got {type(letter).__name__}")
+    check_name("group", letter.group)
+    check_name("topic", letter.topic)
+    expected = DeadLetter.id_for(letter.group, letter.topic, letter.message_id)
+    if letter.letter_id != expected:
+        raise InvalidInput(f"letter id {letter.letter_id!r} should be {expected!r}")

@@ -7,7 +7,8 @@ from datetime import datetime
 
 import msgspec
 
-from eventcore.errors import DeadLetterNotFound, InvalidInput
+from eventcore.errors import DeadLetterNotFound
+from eventcore.messaging._input import check_letter, check_letter_filter
 from eventcore.messaging.bus import DeadLetter
 from eventcore.messaging.names import check_name
 
@@ -26,13 +27,7 @@ class MemoryDeadLetterBox:
 
     async def put(self, letter: DeadLetter) -> None:
         self._check_open()
-        if not isinstance(letter, DeadLetter):
-            raise InvalidInput(f"expected a DeadLetter, got {type(letter).__name__}")
-        check_name("group", letter.group)
-        check_name("topic", letter.topic)
-        expected = DeadLetter.id_for(letter.group, letter.topic, letter.message_id)
-        if letter.letter_id != expected:
-            raise InvalidInput(f"letter id {letter.letter_id!r} should be {expected!r}")
+        check_letter(letter)
         self._letters[letter.letter_id] = letter
         self._keys[letter.letter_id] = (letter.failed_at, letter.letter_id)
 
@@ -45,12 +40,7 @@ class MemoryDeadLetterBox:
         limit: int = 100,
     ) -> list[DeadLetter]:
         self._check_open()
-        if group is not None:
-            check_name("group", group)
-        if topic is not None:
-            check_name("topic", topic)
-        if not isinstance(limit, int) or limit < 1:
-            raise InvalidInput(f"limit must be a positive whole number, got {limit!r}")
+        check_letter_filter(group, topic, limit)
         chosen = [
             letter
             for letter in self._letters.values()
@@ -82,10 +72,7 @@ class MemoryDeadLetterBox:
 
     async def claim_retries(self, group: str, topic: str, limit: int = 100) -> list[DeadLetter]:
         self._check_open()
-        check_name("group", group)
-        check_name("topic", topic)
-        if not isinstance(limit, int) or limit < 1:
-            raise InvalidInput(f"limit must be a positive whole number, got {limit!r}")
+        check_letter_filter(group, topic, limit)
         due = sorted(
             (
                 letter

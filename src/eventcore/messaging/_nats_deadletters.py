@@ -19,6 +19,7 @@ from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
 from eventcore.errors import DeadLetterNotFound, InvalidInput
+from eventcore.messaging._input import check_letter, check_letter_filter
 from eventcore.messaging._nats_errors import translated
 from eventcore.messaging._nats_kv import entries, key_token
 from eventcore.messaging.bus import DeadLetter
@@ -69,11 +70,6 @@ def _sort_key(letter: DeadLetter) -> tuple[datetime, str]:
     return (letter.failed_at, letter.letter_id)
 
 
-def _check_limit(limit: int) -> None:
-    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
-        raise InvalidInput(f"limit must be a positive whole number, got {limit!r}")
-
-
 class KvDeadLetterBox:
     """The ``DeadLetterBox`` protocol over one KV bucket."""
 
@@ -83,13 +79,7 @@ class KvDeadLetterBox:
 
     async def put(self, letter: DeadLetter) -> None:
         self._open()
-        if not isinstance(letter, DeadLetter):
-            raise InvalidInput(f"expected a DeadLetter, got {type(letter).__name__}")
-        check_name("group", letter.group)
-        check_name("topic", letter.topic)
-        expected = DeadLetter.id_for(letter.group, letter.topic, letter.message_id)
-        if letter.letter_id != expected:
-            raise InvalidInput(f"letter id {letter.letter_id!r} should be {expected!r}")
+        check_letter(letter)
         with translated("keeping a dead letter"):
             await self._kv.put(_key(letter.group, letter.topic, letter.message_id), _encode(letter))
 
@@ -115,11 +105,7 @@ class KvDeadLetterBox:
         limit: int = 100,
     ) -> list[DeadLetter]:
         self._open()
-        if group is not None:
-            check_name("group", group)
-        if topic is not None:
-            check_name("topic", topic)
-        _check_limit(limit)
+        check_letter_filter(group, topic, limit)
         mark: tuple[datetime, str] | None = None
         if after is not None:
             mark = await self._mark_of(after)
@@ -199,9 +185,7 @@ class KvDeadLetterBox:
 
     async def claim_retries(self, group: str, topic: str, limit: int = 100) -> list[DeadLetter]:
         self._open()
-        check_name("group", group)
-        check_name("topic", topic)
-        _check_limit(limit)
+        check_letter_filter(group, topic, limit)
         with translated("listing dead letters"):
             found = await entries(self._kv, f"{group}.{topic}.*")
         due: list[tuple[DeadLetter, int]] = []

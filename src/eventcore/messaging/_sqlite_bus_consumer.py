@@ -24,10 +24,11 @@ from typing import Final
 from eventcore.errors import BusClosed, BusError, InvalidInput
 from eventcore.messaging import _sqlite_bus_log as log
 from eventcore.messaging._sqlite_bus_thread import Worker, write
+from eventcore.messaging._wakeup import Wakeup
 from eventcore.messaging.assignment import PartitionAssignment
 from eventcore.messaging.bus import Delivery
 
-__all__ = ["SqliteConsumer", "Wakeup"]
+__all__ = ["SqliteConsumer"]
 
 _logger = logging.getLogger(__name__)
 
@@ -39,23 +40,6 @@ _POLL_MAX: Final = 0.025
 _POLL_GROWTH: Final = 1.5
 #: How often a waiting fetch looks at the assignment again (cheap unless it changes).
 _REBALANCE_EVERY: Final = 0.1
-
-
-class Wakeup:
-    """An ``asyncio.Event`` set and replaced on every change, so waiters never spin."""
-
-    def __init__(self) -> None:
-        self._event: asyncio.Event | None = None
-
-    def current(self) -> asyncio.Event:
-        if self._event is None:
-            self._event = asyncio.Event()
-        return self._event
-
-    def fire(self) -> None:
-        if self._event is not None:
-            self._event.set()
-            self._event = None
 
 
 class SqliteConsumer:

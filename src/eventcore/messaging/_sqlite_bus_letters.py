@@ -12,7 +12,8 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
-from eventcore.errors import DeadLetterNotFound, InvalidInput
+from eventcore.errors import DeadLetterNotFound
+from eventcore.messaging._input import check_letter, check_letter_filter
 from eventcore.messaging._sqlite_bus_thread import Worker, write
 from eventcore.messaging.bus import DeadLetter
 from eventcore.messaging.names import check_name
@@ -50,12 +51,6 @@ def _letter(row: tuple[Any, ...]) -> DeadLetter:
     )
 
 
-def _check_limit(limit: object) -> int:
-    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
-        raise InvalidInput(f"limit must be a positive whole number, got {limit!r}")
-    return limit
-
-
 class SqliteDeadLetterBox:
     """Dead letters in the ``bus_dead_letters`` table."""
 
@@ -66,13 +61,7 @@ class SqliteDeadLetterBox:
         return await self._worker.run(lambda connection: write(connection, body))
 
     async def put(self, letter: DeadLetter) -> None:
-        if not isinstance(letter, DeadLetter):
-            raise InvalidInput(f"expected a DeadLetter, got {type(letter).__name__}")
-        check_name("group", letter.group)
-        check_name("topic", letter.topic)
-        expected = DeadLetter.id_for(letter.group, letter.topic, letter.message_id)
-        if letter.letter_id != expected:
-            raise InvalidInput(f"letter id {letter.letter_id!r} should be {expected!r}")
+        check_letter(letter)
         order = _order_of(letter.failed_at)
         values = (
             letter.letter_id,
@@ -111,11 +100,7 @@ class SqliteDeadLetterBox:
         after: str | None = None,
         limit: int = 100,
     ) -> list[DeadLetter]:
-        if group is not None:
-            check_name("group", group)
-        if topic is not None:
-            check_name("topic", topic)
-        _check_limit(limit)
+        check_letter_filter(group, topic, limit)
 
         def body(connection: sqlite3.Connection) -> list[DeadLetter]:
             clauses: list[str] = []
@@ -179,9 +164,7 @@ class SqliteDeadLetterBox:
         await self._write(body)
 
     async def claim_retries(self, group: str, topic: str, limit: int = 100) -> list[DeadLetter]:
-        check_name("group", group)
-        check_name("topic", topic)
-        _check_limit(limit)
+        check_letter_filter(group, topic, limit)
 
         def body(connection: sqlite3.Connection) -> list[DeadLetter]:
             rows = connection.execute(

@@ -20,6 +20,7 @@ from eventcore.errors import BusClosed, InvalidInput
 from eventcore.messaging._input import check_outgoing, checkpoint_name
 from eventcore.messaging._memory_deadletters import MemoryDeadLetterBox
 from eventcore.messaging._memory_leases import MemoryLeases
+from eventcore.messaging._wakeup import Wakeup
 from eventcore.messaging.assignment import PartitionAssignment
 from eventcore.messaging.bus import (
     DEFAULT_ACK_WAIT,
@@ -82,23 +83,6 @@ class _Cursor:
     resume_at: float = 0.0
 
 
-class _Wakeup:
-    """An ``asyncio.Event`` set and replaced on every change, so waiters never spin."""
-
-    def __init__(self) -> None:
-        self._event: asyncio.Event | None = None
-
-    def current(self) -> asyncio.Event:
-        if self._event is None:
-            self._event = asyncio.Event()
-        return self._event
-
-    def fire(self) -> None:
-        if self._event is not None:
-            self._event.set()
-            self._event = None
-
-
 class MemoryBus:
     """Topics, groups, dead letters and checkpoints in dicts; gone when the process ends.
 
@@ -119,7 +103,7 @@ class MemoryBus:
         self._groups: dict[tuple[str, str], list[_GroupPartition]] = {}
         self._checkpoints: dict[str, int] = {}
         self._consumers: set[MemoryConsumer] = set()
-        self._wakeup = _Wakeup()
+        self._wakeup = Wakeup()
         self._leases = MemoryLeases(on_change=self._wakeup.fire)
         self._dead_letters = MemoryDeadLetterBox(self._check_open)
         self._closed = False
