@@ -14,7 +14,10 @@ again. So the retries of one message may wait at most half of ``ack_wait`` in al
 (checked when the subscriber is built), and a partition starts no new delivery once
 half of ``ack_wait`` has passed since the fetch: what is left is nak'ed and comes
 again at once. A handler that may hang should bound its own time
-(``Executor.execute(timeout=...)``).
+(``Executor.execute(timeout=...)``). An outage of the service's own store or bus is
+the exception: the partition waits it out, however long (``_subscriber_handling``);
+if that outlasts ``ack_wait``, the bus may deliver the batch again, and the inbox
+absorbs the repeat.
 
 The bus counts deliveries, not handler calls, so a message given back unfinished (at
 that half-time mark, or on ``stop``) uses up one of its ``max_deliveries`` without
