@@ -9,24 +9,27 @@ l: bus throughput — publish in batches while one consumer fetches batches and 
 
 On the SQLite and NATS buses, service B of k runs in a process of its own, started as
 
-    python bench/messaging_side.py k-subscriber <bus url> <store url> <warm-up> <count>
+    python bench/messaging_side.py k-subscriber <bus url> <store url> <warm-up> <count> <out>
 
-It prints ``warm`` once it has handled the warm-up events, then one JSON object (event
-number → ``time.monotonic()`` when its command committed; the clock is system-wide) and
-exits. On the memory bus, which lives in one process, B runs beside A.
+It prints ``warm`` once it has handled the warm-up events; once it has handled the others
+it writes to file ``out`` one JSON object (for each event number, the ``time.monotonic()``
+its handler was called and its command committed; the clock is system-wide), prints
+``done`` and exits. On the memory bus, which lives in one process, B runs
+beside A. Besides the p99, k's facts break the latency down: A's append → the relay's
+publish acknowledged → B's handler called → B's command committed.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import statistics
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import msgspec
 
@@ -192,14 +195,16 @@ async def j_relay_throughput(ctx: Context) -> float:
 
 
 class _ServiceB:
-    """Handles each ``OrderPlaced`` with a command on its own store, noting when it
-    committed. Event numbers below zero are the warm-up."""
+    """Handles each ``OrderPlaced`` with a command on its own store, noting when the
+    handler was called and when the command committed. Event numbers below zero are the
+    warm-up."""
 
     def __init__(self, bus: Bus, store: EventStore, warm_up: int, count: int) -> None:
         self.executor = Executor(store, registry, cache_size=1_000)
         self.subscriber = Subscriber(
             bus, TOPIC, {OrderPlaced: self._handle}, group=GROUP, registry=registry
         )
+        self.received: dict[int, float] = {}
         self.committed: dict[int, float] = {}
         self._warm_up_left = warm_up
         self._left = count
@@ -209,6 +214,7 @@ class _ServiceB:
             self.warm.set()
 
     async def _handle(self, received: Received) -> None:
+        called = time.monotonic()
         event = received.event
         assert isinstance(event, OrderPlaced)
         command = RequestShipment(
@@ -221,13 +227,14 @@ class _ServiceB:
             if self._warm_up_left <= 0:
                 self.warm.set()
         elif event.number not in self.committed:  # a redelivery keeps the first commit
+            self.received[event.number] = called
             self.committed[event.number] = committed
             self._left -= 1
             if self._left <= 0:
                 self.done.set()
 
 
-async def _serve_b(bus_url: str, store_url: str, warm_up: int, count: int) -> None:
+async def _serve_b(bus_url: str, store_url: str, warm_up: int, count: int, out: Path) -> None:
     """Service B in a process of its own (see the module docs)."""
     async with await open_store(store_url) as store:
         bus = await open_bus(bus_url)
@@ -239,7 +246,9 @@ async def _serve_b(bus_url: str, store_url: str, warm_up: int, count: int) -> No
                 print("warm", flush=True)
                 await service.done.wait()
                 service.subscriber.stop()
-            print(json.dumps(service.committed), flush=True)
+            moments = {"received": service.received, "committed": service.committed}
+            out.write_bytes(msgspec.json.encode(moments))  # noqa: ASYNC240 (after the clock)
+            print("done", flush=True)
         finally:
             await bus.aclose()
 
@@ -251,7 +260,9 @@ class _RemoteB:
         self.process = process
 
     @classmethod
-    async def start(cls, bus_url: str, store_url: str, warm_up: int, count: int) -> _RemoteB:
+    async def start(
+        cls, bus_url: str, store_url: str, warm_up: int, count: int, out: Path
+    ) -> _RemoteB:
         process = await asyncio.create_subprocess_exec(
             sys.executable,
             str(_SCRIPT),
@@ -260,6 +271,7 @@ class _RemoteB:
             store_url,
             str(warm_up),
             str(count),
+            str(out),
             stdout=asyncio.subprocess.PIPE,
         )
         return cls(process)
@@ -281,8 +293,39 @@ class _RemoteB:
                 await self.process.wait()
 
 
+class _Moments(msgspec.Struct):
+    """When each measured event (by number) passed each point on its way."""
+
+    appended: dict[int, float] = msgspec.field(default_factory=dict)
+    published: dict[int, float] = msgspec.field(default_factory=dict)
+    received: dict[int, float] = msgspec.field(default_factory=dict)
+    committed: dict[int, float] = msgspec.field(default_factory=dict)
+    #: Event id → number, to know which event a published message carries.
+    numbers: dict[str, int] = msgspec.field(default_factory=dict)
+
+
+class _PublishClock:
+    """A's bus, noting when the publish of each measured event was acknowledged."""
+
+    def __init__(self, bus: Bus, moments: _Moments) -> None:
+        self._bus = bus
+        self._moments = moments
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._bus, name)
+
+    async def publish(self, messages: Sequence[OutgoingMessage]) -> None:
+        await self._bus.publish(messages)
+        now = time.monotonic()
+        numbers, published = self._moments.numbers, self._moments.published
+        for message in messages:
+            number = numbers.get(message.message_id)
+            if number is not None:
+                published.setdefault(number, now)
+
+
 async def _append_paced(
-    store: EventStore, numbers: range, rate: float, appended: dict[int, float]
+    store: EventStore, numbers: range, rate: float, moments: _Moments | None
 ) -> None:
     """Append one event per number, each on its own, starting one every ``1/rate`` s
     (at once when behind); note when each append returned."""
@@ -295,8 +338,11 @@ async def _append_paced(
         stream = StreamId(f"customer-{number % K_STREAMS}" if number >= 0 else "warm-up")
         version = versions.get(stream, 0)
         event = registry.encode(_order(number))
+        if moments is not None:
+            moments.numbers[str(event.event_id)] = number
         await store.append({stream: [event]}, expected={stream: version})
-        appended[number] = time.monotonic()
+        if moments is not None:
+            moments.appended[number] = time.monotonic()
         versions[stream] = version + 1
 
 
@@ -305,29 +351,45 @@ async def k_end_to_end_latency(ctx: Context) -> float:
     backend = ctx.backend
     in_process = backend.name == "memory"
     store_b_url = "memory://" if in_process else _file_url(backend, ctx.workdir / "b.db")
-    appended: dict[int, float] = {}
+    moments = _Moments()
     async with await open_store(backend.eventcore_url(ctx.workdir)) as store_a:
         bus = await open_bus(backend.bus_url(ctx.workdir))
-        relay = Relay(store_a, bus, TOPICS, service=SERVICE)
+        relay = Relay(store_a, _PublishClock(bus, moments), TOPICS, service=SERVICE)  # type: ignore[arg-type]
         running = asyncio.create_task(relay.run())
         try:
             if in_process:
-                committed = await _k_in_process(store_a, bus, store_b_url, count, rate, appended)
+                await _k_in_process(store_a, bus, store_b_url, count, rate, moments)
             else:
-                committed = await _k_with_remote_b(
-                    store_a, backend.bus_url(ctx.workdir), store_b_url, count, rate, appended
-                )
+                bus_url, out = backend.bus_url(ctx.workdir), ctx.workdir / "b.json"
+                await _k_with_remote_b(store_a, bus_url, store_b_url, count, rate, moments, out)
             await _stop(relay, running)
         finally:
             running.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await running
             await bus.aclose()
-    latencies = [(committed[n] - appended[n]) * 1_000 for n in range(count)]
-    cuts = statistics.quantiles(latencies, n=100)
-    ctx.facts["p50_ms"] = f"{cuts[49]:.2f}"
-    ctx.facts["max_ms"] = f"{max(latencies):.2f}"
-    return cuts[98]
+    return _latency_facts(ctx, moments, count)
+
+
+def _latency_facts(ctx: Context, moments: _Moments, count: int) -> float:
+    """The p99 from append to commit; p50, the worst, and p50/p99 of each leg as facts."""
+    legs = (
+        ("total", moments.appended, moments.committed),
+        ("append_to_published", moments.appended, moments.published),
+        ("published_to_handler", moments.published, moments.received),
+        ("handler_to_commit", moments.received, moments.committed),
+    )
+    p99 = 0.0
+    for name, since, until in legs:
+        latencies = [(until[n] - since[n]) * 1_000 for n in range(count)]
+        cuts = statistics.quantiles(latencies, n=100)
+        if name == "total":
+            p99 = cuts[98]
+            ctx.facts["p50_ms"] = f"{cuts[49]:.2f}"
+            ctx.facts["max_ms"] = f"{max(latencies):.2f}"
+        else:
+            ctx.facts[f"{name}_p50_p99_ms"] = f"{cuts[49]:.2f}/{cuts[98]:.2f}"
+    return p99
 
 
 async def _k_in_process(
@@ -336,18 +398,18 @@ async def _k_in_process(
     store_b_url: str,
     count: int,
     rate: float,
-    appended: dict[int, float],
-) -> dict[int, float]:
+    moments: _Moments,
+) -> None:
     async with await open_store(store_b_url) as store_b:
         service = _ServiceB(bus, store_b, K_WARM_UP, count)
         async with asyncio.TaskGroup() as group:
             group.create_task(service.subscriber.run())
-            await _append_paced(store_a, range(-K_WARM_UP, 0), 100.0, {})
+            await _append_paced(store_a, range(-K_WARM_UP, 0), 100.0, None)
             await service.warm.wait()
-            await _append_paced(store_a, range(count), rate, appended)
+            await _append_paced(store_a, range(count), rate, moments)
             await service.done.wait()
             service.subscriber.stop()
-        return service.committed
+        moments.received, moments.committed = service.received, service.committed
 
 
 async def _k_with_remote_b(
@@ -356,16 +418,19 @@ async def _k_with_remote_b(
     store_b_url: str,
     count: int,
     rate: float,
-    appended: dict[int, float],
-) -> dict[int, float]:
-    remote = await _RemoteB.start(bus_url, store_b_url, K_WARM_UP, count)
+    moments: _Moments,
+    out: Path,
+) -> None:
+    remote = await _RemoteB.start(bus_url, store_b_url, K_WARM_UP, count, out)
     try:
-        await _append_paced(store_a, range(-K_WARM_UP, 0), 100.0, {})
+        await _append_paced(store_a, range(-K_WARM_UP, 0), 100.0, None)
         if (said := await remote.line(timeout=60)) != "warm":
             raise RuntimeError(f"service B said {said!r}, not 'warm'")
-        await _append_paced(store_a, range(count), rate, appended)
-        committed = json.loads(await remote.line(timeout=60 + count / rate))
-        return {int(number): float(moment) for number, moment in committed.items()}
+        await _append_paced(store_a, range(count), rate, moments)
+        if (said := await remote.line(timeout=60 + count / rate)) != "done":
+            raise RuntimeError(f"service B said {said!r}, not 'done'")
+        b_side = msgspec.json.decode(out.read_bytes(), type=dict[str, dict[int, float]])  # noqa: ASYNC240
+        moments.received, moments.committed = b_side["received"], b_side["committed"]
     finally:
         await remote.close()
 
@@ -563,7 +628,7 @@ def describe(name: str, sizes: Sizes, backend: Backend, *, raw: bool) -> str:
 
 
 if __name__ == "__main__":
-    if sys.argv[1:2] != ["k-subscriber"] or len(sys.argv) != 6:
+    if sys.argv[1:2] != ["k-subscriber"] or len(sys.argv) != 7:
         raise SystemExit(__doc__)
-    bus_url, store_url, warm_up, count = sys.argv[2:]
-    asyncio.run(_serve_b(bus_url, store_url, int(warm_up), int(count)))
+    bus_url, store_url, warm_up, count, out = sys.argv[2:]
+    asyncio.run(_serve_b(bus_url, store_url, int(warm_up), int(count), Path(out)))
