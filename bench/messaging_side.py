@@ -246,7 +246,11 @@ async def _serve_b(bus_url: str, store_url: str, warm_up: int, count: int, out: 
                 print("warm", flush=True)
                 await service.done.wait()
                 service.subscriber.stop()
-            moments = {"received": service.received, "committed": service.committed}
+            moments = {
+                "received": service.received,
+                "committed": service.committed,
+                "status": msgspec.to_builtins(service.subscriber.status()),
+            }
             out.write_bytes(msgspec.json.encode(moments))  # noqa: ASYNC240 (after the clock)
             print("done", flush=True)
         finally:
@@ -302,6 +306,14 @@ class _Moments(msgspec.Struct):
     committed: dict[int, float] = msgspec.field(default_factory=dict)
     #: Event id → number, to know which event a published message carries.
     numbers: dict[str, int] = msgspec.field(default_factory=dict)
+    #: B's ``Subscriber.status()`` at the end.
+    subscriber: dict[str, Any] = msgspec.field(default_factory=dict)
+
+
+class _BSide(msgspec.Struct):
+    received: dict[int, float]
+    committed: dict[int, float]
+    status: dict[str, Any]
 
 
 class _PublishClock:
@@ -389,6 +401,12 @@ def _latency_facts(ctx: Context, moments: _Moments, count: int) -> float:
             ctx.facts["max_ms"] = f"{max(latencies):.2f}"
         else:
             ctx.facts[f"{name}_p50_p99_ms"] = f"{cuts[49]:.2f}/{cuts[98]:.2f}"
+    status = moments.subscriber
+    ctx.facts["b_handled_retried_dead"] = (
+        f"{status.get('handled')}/{status.get('retried')}/{status.get('dead_lettered')}"
+    )
+    if status.get("last_error"):
+        ctx.facts["b_last_error"] = str(status["last_error"])
     return p99
 
 
@@ -410,6 +428,7 @@ async def _k_in_process(
             await service.done.wait()
             service.subscriber.stop()
         moments.received, moments.committed = service.received, service.committed
+        moments.subscriber = msgspec.to_builtins(service.subscriber.status())
 
 
 async def _k_with_remote_b(
@@ -429,8 +448,9 @@ async def _k_with_remote_b(
         await _append_paced(store_a, range(count), rate, moments)
         if (said := await remote.line(timeout=60 + count / rate)) != "done":
             raise RuntimeError(f"service B said {said!r}, not 'done'")
-        b_side = msgspec.json.decode(out.read_bytes(), type=dict[str, dict[int, float]])  # noqa: ASYNC240
-        moments.received, moments.committed = b_side["received"], b_side["committed"]
+        b_side = msgspec.json.decode(out.read_bytes(), type=_BSide)  # noqa: ASYNC240
+        moments.received, moments.committed = b_side.received, b_side.committed
+        moments.subscriber = b_side.status
     finally:
         await remote.close()
 
