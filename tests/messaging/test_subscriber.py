@@ -267,6 +267,29 @@ async def test_a_republished_event_runs_its_command_once(bus: Bus, producer: Pro
     await store.aclose()
 
 
+async def test_named_steps_run_several_commands_for_one_event_each_once(
+    bus: Bus, producer: Producer
+) -> None:
+    store = await open_store("memory://")
+    executor = Executor(store, registry)
+
+    async def credit_twice(received: Received) -> None:
+        assert isinstance(received.event, Deposited)
+        for ledger in ("main", "audit"):
+            command = Credit(ledger=StreamId(f"{ledger}-{received.event.account}"), amount=1)
+            await received.run(executor, command, step=ledger)
+
+    (stored,) = await producer.record("account-s", Deposited(account="s", amount=1))
+    await bus.publish([as_message(stored), as_message(stored, message_id="republished-2")])
+    sub = subscriber(bus, {Deposited: credit_twice})
+    async with running(sub):
+        await until(lambda: sub.status().handled == 2, "both messages handled")
+
+    assert await store.stream_version(StreamId("main-s")) == 1
+    assert await store.stream_version(StreamId("audit-s")) == 1
+    await store.aclose()
+
+
 # --- poison messages ---------------------------------------------------------------------
 
 

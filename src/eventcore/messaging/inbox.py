@@ -17,6 +17,7 @@ from typing import Any
 import msgspec
 
 from eventcore.command import Command
+from eventcore.errors import InvalidInput
 from eventcore.events import Event
 from eventcore.executor import Executor
 from eventcore.messaging.bus import DeadLetter, Delivery
@@ -57,11 +58,23 @@ class Received(msgspec.Struct, frozen=True, kw_only=True):
             tracestate=envelope.tracestate,
         )
 
-    async def run(self, executor: Executor, command: Command[Any], **kwargs: Any) -> CommandResult:
+    async def run(
+        self, executor: Executor, command: Command[Any], *, step: str | None = None, **kwargs: Any
+    ) -> CommandResult:
         """Execute ``command`` once per event and group: a repeat returns the first result
-        (``deduplicated``) and writes nothing. ``kwargs`` go to ``Executor.execute``."""
+        (``deduplicated``) and writes nothing. ``kwargs`` go to ``Executor.execute``.
+
+        A handler that runs more than one command for an event names each with its own
+        ``step`` (``"open-wallet"``, ``"send-welcome"``): each step is then done once.
+        Without it, a second command would share the first one's key and be taken for a
+        repeat."""
+        key = self.idempotency_key
+        if step is not None:
+            if not isinstance(step, str) or not step:
+                raise InvalidInput("step must be a non-empty string")
+            key = f"{key}:{step}"
         return await executor.execute(
-            command, idempotency_key=self.idempotency_key, metadata=self.metadata, **kwargs
+            command, idempotency_key=key, metadata=self.metadata, **kwargs
         )
 
 
