@@ -232,11 +232,13 @@ class Relay:
         move the position and (every so often, and when idle) the checkpoint."""
         while True:
             if not self._pending:
+                # Cleared before the checkpoint's await, not after: a batch sent while the
+                # checkpoint is saved sets it again instead of being slept through.
+                self._work.clear()
                 if self._position > self._checkpoint:
                     await self._save_checkpoint()
                 if self._stopping:
                     return
-                self._work.clear()
                 await self._work.wait()
                 continue
             head = self._pending[0]
