@@ -181,7 +181,9 @@ async def j_relay_throughput(ctx: Context) -> float:
             relay = Relay(store, bus, TOPICS, service=SERVICE)
             with stopwatch.running():
                 running = asyncio.create_task(relay.run())
-                await _until_published(relay, running, last)
+                # A stuck relay fails the measurement instead of hanging the run.
+                async with asyncio.timeout(60 + count / 1_000):
+                    await _until_published(relay, running, last)
             await _stop(relay, running)
             status = relay.status()
             if status.published != count:
@@ -401,6 +403,9 @@ def _latency_facts(ctx: Context, moments: _Moments, count: int) -> float:
             ctx.facts["max_ms"] = f"{max(latencies):.2f}"
         else:
             ctx.facts[f"{name}_p50_p99_ms"] = f"{cuts[49]:.2f}/{cuts[98]:.2f}"
+    appending = moments.appended[count - 1] - moments.appended[0]
+    if appending > 0:
+        ctx.facts["a_appends_per_s"] = f"{(count - 1) / appending:,.0f}"
     status = moments.subscriber
     ctx.facts["b_handled_retried_dead"] = (
         f"{status.get('handled')}/{status.get('retried')}/{status.get('dead_lettered')}"
@@ -423,9 +428,11 @@ async def _k_in_process(
         async with asyncio.TaskGroup() as group:
             group.create_task(service.subscriber.run())
             await _append_paced(store_a, range(-K_WARM_UP, 0), 100.0, None)
-            await service.warm.wait()
+            async with asyncio.timeout(60):
+                await service.warm.wait()
             await _append_paced(store_a, range(count), rate, moments)
-            await service.done.wait()
+            async with asyncio.timeout(60):
+                await service.done.wait()
             service.subscriber.stop()
         moments.received, moments.committed = service.received, service.committed
         moments.subscriber = msgspec.to_builtins(service.subscriber.status())
