@@ -22,6 +22,7 @@ from eventcore import (
 )
 from eventcore.errors import BusError, BusUnavailable
 from eventcore.messaging import Bus, OutgoingMessage, TopicMap, decode_envelope
+from eventcore.messaging import relay as relay_module
 from eventcore.messaging.bus import Consumer, DeadLetterBox
 from eventcore.messaging.memory import MemoryBus
 from eventcore.messaging.relay import Relay
@@ -70,6 +71,9 @@ class _TestBus:
         self.refuse_saves = 0
         #: Called with each position the relay saves, before it is saved.
         self.on_save: Any = None
+        #: When set, a checkpoint save waits for this gate (after setting ``save_entered``).
+        self.save_gate: asyncio.Event | None = None
+        self.save_entered = asyncio.Event()
 
     @property
     def url(self) -> str:
@@ -107,6 +111,9 @@ class _TestBus:
             raise BusUnavailable("checkpoint refused by the test")
         if self.on_save is not None:
             self.on_save(position)
+        if self.save_gate is not None:
+            self.save_entered.set()
+            await self.save_gate.wait()
         self.saved.append(position)
         await self.inner.save_checkpoint(name, position)
 
@@ -363,6 +370,40 @@ async def test_no_more_messages_than_the_window_are_in_flight(
         assert bus.max_in_flight > batch_size
     mapped = [e for e in await stored_events(store) if e.type != "NoteAdded"]
     assert len(bus.acknowledged) == len(mapped)
+
+
+async def test_a_batch_sent_while_an_idle_checkpoint_is_saved_is_still_settled(
+    store: EventStore, memory_bus: MemoryBus, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Only idle saves: the relay saves when it has nothing in flight.
+    monkeypatch.setattr(relay_module, "_CHECKPOINT_INTERVAL", 1e9)
+    rng = random.Random(11)
+    bus = _TestBus(memory_bus)
+    relay = Relay(store, bus, TOPICS, service=SERVICE)
+    task = asyncio.create_task(relay.run())
+    try:
+        first = await append_events(store, random_events(rng, 5))
+        async with asyncio.timeout(PATIENCE):
+            await relay.published(first)
+        await wait_until(lambda: bus.saved and bus.saved[-1] == first)
+        bus.save_gate = asyncio.Event()
+        second = await append_events(store, random_events(rng, 5))
+        async with asyncio.timeout(PATIENCE):
+            await bus.save_entered.wait()  # the idle save of ``second`` is under way
+        third = await append_events(store, random_events(rng, 5))
+        mapped = [e for e in await stored_events(store) if e.type != "NoteAdded"]
+        # The third batch is on the bus, its settling held up behind the save.
+        await wait_until(lambda: len(bus.acknowledged) == len(mapped))
+        bus.save_gate.set()
+
+        async with asyncio.timeout(PATIENCE):
+            await relay.published(third)
+        await wait_until(lambda: bus.saved[-1] == third)
+        assert second < third
+    finally:
+        relay.stop()
+        async with asyncio.timeout(PATIENCE):
+            await task
 
 
 async def test_stop_returns_promptly_and_saves_the_checkpoint(
