@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator
 from typing import Annotated
 
 import typer
+from rich.console import Group as Lines
 from rich.table import Table
 from rich.text import Text
 
@@ -71,7 +72,8 @@ async def _list(
     if not letters:
         render.note("no dead letters" if after is None else f"no dead letters after {after!r}")
         return
-    render.stdout().print(_letters_table(letters))
+    # One line per letter whatever the width, so the output stays easy to grep.
+    render.stdout().print(_letters_list(letters), soft_wrap=True)
     if len(letters) == limit:
         render.note(f"more may follow: --after {letters[-1].letter_id!r}")
 
@@ -244,30 +246,17 @@ def _pretty(body: bytes) -> str:
         )
 
 
-def _letters_table(letters: list[DeadLetter]) -> Table:
-    table = Table(header_style="bold")
-    # What identifies a letter is never cut; on a narrow terminal the time and the
-    # reason (already shortened) wrap instead.
-    table.add_column("id", no_wrap=True)
-    table.add_column("group", no_wrap=True)
-    table.add_column("topic", no_wrap=True)
-    table.add_column("type", style="magenta", no_wrap=True)
-    table.add_column("stream", no_wrap=True)
-    table.add_column("attempts", justify="right", no_wrap=True)
-    table.add_column("status", no_wrap=True)
-    table.add_column("failed at")
-    table.add_column("reason")
+def _letters_list(letters: list[DeadLetter]) -> Lines:
+    """Two lines per letter rather than a table: a letter's id alone (group, topic and
+    a 36-character message id) fills most of a terminal, and a table squeezed to fit
+    cut the very columns that say what went wrong."""
+    lines: list[Text] = []
     for letter in letters:
         envelope = _envelope(letter)
-        table.add_row(
-            letter.letter_id,
-            letter.group,
-            letter.topic,
-            envelope.type if envelope is not None else "?",
-            letter.key,
-            str(letter.attempts),
-            letter.status,
-            render.timestamp(letter.failed_at),
-            Text(render.abbreviate(letter.reason.encode(), TABLE_REASON)),
-        )
-    return table
+        head = Text(letter.letter_id, style="bold")
+        head.append(f"  {envelope.type if envelope is not None else '?'}", style="magenta")
+        head.append(f"  stream {letter.key}  attempts {letter.attempts}  {letter.status}")
+        head.append(f"  {render.timestamp(letter.failed_at)}", style="dim")
+        lines.append(head)
+        lines.append(Text("  " + render.abbreviate(letter.reason.encode(), TABLE_REASON)))
+    return Lines(*lines)
