@@ -91,7 +91,9 @@ class NatsConsumer:
 
     async def _renew_forever(self) -> None:
         while True:
-            await asyncio.sleep(self._assignment.ttl / 3)
+            # A little under the ttl / 3 after which ``rebalance`` renews by itself, on the
+            # fetch path, should this task be late.
+            await asyncio.sleep(self._assignment.ttl / 4)
             # A failed renewal (server away) is tried again next round; the leases run
             # out meanwhile, which is what should happen to a member that cannot be seen.
             with contextlib.suppress(BusError):
@@ -104,6 +106,10 @@ class NatsConsumer:
 
     async def _rebalance(self, now: float) -> None:
         if now - self._rebalanced_at < self._rebalance_every:
+            return
+        if self._lock.locked():
+            # A renewal (a dozen KV round trips) is running: rebalance at the next fetch
+            # rather than make this one wait for it.
             return
         self._rebalanced_at = now
         async with self._lock:
@@ -182,6 +188,13 @@ class NatsConsumer:
                     if len(taken) == max_messages:
                         break
             if taken:
+                # A partition found empty is read only through ``wait_for_one``: watch the
+                # ones that gave nothing now too, or while the others keep this member
+                # busy (no fetch comes back empty), it would stay unread.
+                with translated("fetching"):
+                    for reader in ready:
+                        if reader.ready(now):
+                            await reader.wait_for_one()
                 return taken
             now = time.monotonic()
             if now >= deadline:

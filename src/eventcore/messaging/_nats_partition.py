@@ -101,7 +101,10 @@ class PartitionReader:
                     self._drained = True
                 self._end_request()
             return
-        self._drained = False
+        # The server says how many of the partition's messages wait behind this one: if
+        # none, the next fetch need not ask (a round trip that would find it empty) and
+        # ``wait_for_one`` watches it instead, which brings whatever comes meanwhile.
+        self._drained = _pending(msg) == 0
         self._buffer.append((msg, time.monotonic()))
         self._pull_left -= 1
         if self._pull_left <= 0:
@@ -133,16 +136,19 @@ class PartitionReader:
         """Have up to ``want`` messages in the buffer if the partition has them now:
         one ``no_wait`` request (the server answers at once), awaited. Only what the
         fetch can hand out is asked for, so little waits in the buffer unseen."""
-        if len(self._buffer) >= want or time.monotonic() < self._open_until:
+        if self._buffer or time.monotonic() < self._open_until:
+            # Whatever is buffered (typically what a ``wait_for_one`` just brought) is
+            # handed out at once: asking for more first would put a round trip on the way
+            # of every message that comes to an idle partition. The next fetch asks.
             return
-        if self._drained and not self._buffer:
+        if self._drained:
             return  # found empty last time: ``wait_for_one`` watches it
-        await self._request({"batch": want - len(self._buffer), "no_wait": True}, want, 0.0)
+        await self._request({"batch": want, "no_wait": True}, want, 0.0)
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(_REQUEST_TIMEOUT):
                 await self._done.wait()
 
-    async def wait_for_one(self, expires: float) -> None:
+    async def wait_for_one(self, expires: float = _LONGEST_WAIT) -> None:
         """Ask the server to send the next message when it comes, within ``expires``.
 
         For one message only: a request never stays open on the server holding room for
@@ -256,6 +262,14 @@ class PartitionReader:
             reply, _ = self._unsettled.pop(sequence)
             await self._nc.publish(reply, payload)
         await self._return_buffer(payload, time.monotonic(), 0.0)
+
+
+def _pending(msg: Msg) -> int:
+    """How many messages of the consumer wait behind ``msg`` (1 if unknown)."""
+    try:
+        return msg.metadata.num_pending
+    except (ValueError, IndexError, TypeError):
+        return 1
 
 
 def _nak_payload(delay: float) -> bytes:
