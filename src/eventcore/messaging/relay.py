@@ -45,6 +45,8 @@ __all__ = ["Relay", "RelayStatus"]
 #: How often, at most, the checkpoint is written while events keep coming. A crash
 #: republishes at most this much (the bus and the inbox drop the repeats).
 _CHECKPOINT_INTERVAL: Final = 0.25
+#: Seconds without a new batch before an idle relay saves its checkpoint.
+_IDLE_SAVE_DELAY: Final = 0.05
 #: Backoff between attempts to publish a batch the bus refused.
 _REPUBLISH = RetryPolicy(max_attempts=1, initial_delay=0.05, max_delay=2.0)
 
@@ -235,6 +237,13 @@ class Relay:
                 # Cleared before the checkpoint's await, not after: a batch sent while the
                 # checkpoint is saved sets it again instead of being slept through.
                 self._work.clear()
+                if self._position > self._checkpoint and not self._stopping:
+                    # Idle only if no batch follows soon: events appended one at a time
+                    # leave the relay "idle" after each, and a save each time would add a
+                    # bus write per event (the interval save above covers a steady flow).
+                    await self._work_within(_IDLE_SAVE_DELAY)
+                    if self._work.is_set():
+                        continue
                 if self._position > self._checkpoint:
                     await self._save_checkpoint()
                 if self._stopping:
@@ -256,6 +265,13 @@ class Relay:
             self._moved.set()
             if time.monotonic() - self._checkpointed_at >= _CHECKPOINT_INTERVAL:
                 await self._save_checkpoint()
+
+    async def _work_within(self, seconds: float) -> None:
+        try:
+            async with asyncio.timeout(seconds):
+                await self._work.wait()
+        except TimeoutError:
+            pass
 
     async def _until_acknowledged(self, pending: _Pending) -> None:
         attempt = 0
