@@ -15,6 +15,7 @@ from collections.abc import Callable
 from datetime import datetime
 
 import msgspec
+from nats.js.client import JetStreamContext
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
@@ -73,9 +74,13 @@ def _sort_key(letter: DeadLetter) -> tuple[datetime, str]:
 class KvDeadLetterBox:
     """The ``DeadLetterBox`` protocol over one KV bucket."""
 
-    def __init__(self, kv: KeyValue, check_open: Callable[[], None]) -> None:
+    def __init__(
+        self, kv: KeyValue, check_open: Callable[[], None], *, js: JetStreamContext, bucket: str
+    ) -> None:
         self._kv = kv
         self._open = check_open
+        self._js = js
+        self._bucket = bucket
 
     async def put(self, letter: DeadLetter) -> None:
         self._open()
@@ -87,7 +92,7 @@ class KvDeadLetterBox:
         """The letters (not tombstones) whose keys match ``pattern``."""
         letters: list[DeadLetter] = []
         with translated("listing dead letters"):
-            found = await entries(self._kv, pattern)
+            found = await entries(self._js, self._bucket, pattern)
         for entry in found:
             if entry.value is None:
                 continue
@@ -187,7 +192,7 @@ class KvDeadLetterBox:
         self._open()
         check_letter_filter(group, topic, limit)
         with translated("listing dead letters"):
-            found = await entries(self._kv, f"{group}.{topic}.*")
+            found = await entries(self._js, self._bucket, f"{group}.{topic}.*")
         due: list[tuple[DeadLetter, int]] = []
         for entry in found:
             value = _decode(entry.value)

@@ -8,10 +8,14 @@ behind ``=``, a character no eventcore name contains (so the two never collide).
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import contextlib
 import re
+from typing import Final
 
-from nats.js.api import KeyValueConfig, StorageType
+from nats.aio.msg import Msg
+from nats.js.api import DeliverPolicy, KeyValueConfig, StorageType
 from nats.js.client import JetStreamContext
 from nats.js.errors import BucketNotFoundError, NotFoundError
 from nats.js.kv import KeyValue
@@ -19,6 +23,9 @@ from nats.js.kv import KeyValue
 __all__ = ["entries", "key_token", "open_bucket"]
 
 _SAFE = re.compile(r"[A-Za-z0-9_-]+")
+_OPERATION: Final = "KV-Operation"
+_REMOVED: Final = frozenset({"DEL", "PURGE"})
+_LISTING_TIMEOUT: Final = 5.0
 
 
 def key_token(value: str) -> str:
@@ -48,17 +55,52 @@ async def open_bucket(js: JetStreamContext, name: str, *, max_age: float | None 
     return kv
 
 
-async def entries(kv: KeyValue, pattern: str) -> list[KeyValue.Entry]:
-    """Every live entry whose key matches ``pattern`` (``*``/``>`` wildcards)."""
-    watcher = await kv.watch(pattern, ignore_deletes=True)
+async def entries(js: JetStreamContext, bucket: str, pattern: str) -> list[KeyValue.Entry]:
+    """Every live entry of ``bucket`` whose key matches ``pattern`` (``*``/``>``).
+
+    Not ``KeyValue.watch``: nats-py decides that a watch has seen everything from a
+    consumer-info reply, which counts messages already sent to us but not yet read as
+    done — so a listing right after a put could come back empty. Here the stream says
+    first whether any key matches, and the reading ends at the message the server
+    marks as the last one pending.
+    """
+    stream, prefix = f"KV_{bucket}", f"$KV.{bucket}."
+    info = await js.stream_info(stream, subjects_filter=prefix + pattern)
+    if not info.state.subjects:
+        return []
     found: list[KeyValue.Entry] = []
+    done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    async def arrived(msg: Msg) -> None:
+        meta = msg.metadata
+        operation = msg.headers.get(_OPERATION) if msg.headers else None
+        if operation not in _REMOVED:
+            found.append(
+                KeyValue.Entry(
+                    bucket=bucket,
+                    key=msg.subject[len(prefix) :],
+                    value=msg.data,
+                    revision=meta.sequence.stream,
+                    delta=meta.num_pending,
+                    created=None,
+                    operation=operation,
+                )
+            )
+        if meta.num_pending == 0 and not done.done():
+            done.set_result(None)
+
+    subscription = await js.subscribe(
+        prefix + pattern,
+        stream=stream,
+        cb=arrived,
+        ordered_consumer=True,
+        deliver_policy=DeliverPolicy.LAST_PER_SUBJECT,
+    )
     try:
-        while True:
-            entry = await watcher.updates(timeout=5.0)  # type: ignore[no-untyped-call]
-            if entry is None:
-                return found
-            found.append(entry)
-            if entry.delta == 0:
-                return found
+        # Only a purge between the look and the subscription leaves nothing to read.
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(_LISTING_TIMEOUT):
+                await done
     finally:
-        await watcher.stop()  # type: ignore[no-untyped-call]
+        await subscription.unsubscribe()
+    return found

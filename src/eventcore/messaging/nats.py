@@ -117,7 +117,9 @@ class NatsBus:
                 nc,
                 lease_ttl=float(lease_ttl),
                 leases=KvLeases(leases),
-                dead_letters=KvDeadLetterBox(letters, check_open),
+                dead_letters=KvDeadLetterBox(
+                    letters, check_open, js=js, bucket=f"{namespace}_deadletters"
+                ),
                 checkpoints=checkpoints,
             )
         except BaseException:
