@@ -225,13 +225,20 @@ class NatsConsumer:
     async def ack(self, deliveries: Sequence[Delivery]) -> None:
         self._check_open()
         readers = [self._reader_of(delivery) for delivery in deliveries]
+        pairs = [(d, r) for d, r in zip(deliveries, readers, strict=True) if r is not None]
         with translated("acknowledging"):
-            for delivery, reader in zip(deliveries, readers, strict=True):
-                if reader is not None:
-                    await reader.ack(delivery.sequence)
+            for delivery, reader in pairs[:-1]:
+                await reader.ack(delivery.sequence)
             # One round trip makes the server have every ack before we return, so the
-            # next fetch (of any member, on any connection) sees them.
-            if deliveries:
+            # next fetch (of any member, on any connection) sees them. The last ack asks
+            # for the server's answer, which comes after the acks sent before it; not
+            # ``nc.flush()``: nats-py writes its PING ahead of publishes still buffered,
+            # so the PONG can come back before the server has seen the acks.
+            confirmed = False
+            if pairs:
+                last, reader = pairs[-1]
+                confirmed = await reader.ack(last.sequence, confirm=True)
+            if deliveries and not confirmed:
                 await self._nc.flush(timeout=_FLUSH_TIMEOUT)
 
     async def nak(self, delivery: Delivery, delay: float = 0.0) -> None:

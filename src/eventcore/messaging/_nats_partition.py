@@ -211,11 +211,19 @@ class PartitionReader:
         self._unseen[sequence] = self._unseen.get(sequence, 0) + 1
         await self._nc.publish(msg.reply, _nak_payload(delay))
 
-    async def ack(self, sequence: int) -> None:
+    async def ack(self, sequence: int, *, confirm: bool = False) -> bool:
+        """Acknowledge ``sequence``. With ``confirm``, wait for the server's answer to
+        this ack, which comes after every earlier message of the connection (the other
+        acks) has been processed. False when there was nothing to acknowledge."""
         reply = self._settle(sequence)
-        if reply is not None:
-            self._unseen.pop(sequence, None)
+        if reply is None:
+            return False
+        self._unseen.pop(sequence, None)
+        if confirm:
+            await self._nc.request(reply, b"+ACK", timeout=_REQUEST_TIMEOUT)
+        else:
             await self._nc.publish(reply, b"+ACK")
+        return True
 
     def _settle(self, sequence: int) -> str | None:
         held = self._unsettled.pop(sequence, None)
