@@ -90,7 +90,10 @@ class NatsConsumer:
         )
 
     async def _renew_forever(self) -> None:
-        while True:
+        # ``while not closed`` rather than ``while True``: nats-py swallows a
+        # CancelledError that lands inside some of its calls (``_flush_pending``), so a
+        # renewal cancelled mid-call carries on, and only this flag ends the loop.
+        while not self._closed:
             # A little under the ttl / 3 after which ``rebalance`` renews by itself, on the
             # fetch path, should this task be late.
             await asyncio.sleep(self._assignment.ttl / 4)
@@ -259,8 +262,9 @@ class NatsConsumer:
         self._arrival.set()
         if self._renewer is not None:
             self._renewer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._renewer
+            # Bounded: see ``_renew_forever`` — a swallowed cancel ends it at its next
+            # round instead, within one sleep.
+            await asyncio.wait({self._renewer}, timeout=self._assignment.ttl)
         with contextlib.suppress(BusError):
             async with self._lock:
                 # Hands every partition over (``_hand_over``) before releasing its lease.
