@@ -14,13 +14,14 @@ test runs) can share one server without seeing each other.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import urlsplit
 
 import msgspec
 
 from eventcore.errors import InvalidName, InvalidUrl
 from eventcore.messaging.bus import DEFAULT_PARTITIONS, Bus
 from eventcore.messaging.names import check_name
+from eventcore.store.url import split_url
 
 __all__ = ["BusUrl", "open_bus"]
 
@@ -38,18 +39,9 @@ class BusUrl(msgspec.Struct, frozen=True):
 
     @classmethod
     def parse(cls, url: str) -> BusUrl:
-        if not isinstance(url, str) or "://" not in url:
-            raise InvalidUrl(str(url), "expected scheme://..., e.g. sqlite:///tmp/bus.db")
-        scheme, _, rest = url.partition("://")
-        backend = _SCHEMES.get(scheme.lower())
-        if backend is None:
-            known = ", ".join(sorted(f"{name}://" for name in _SCHEMES))
-            raise InvalidUrl(url, f"unknown bus scheme {scheme!r}; known: {known}")
-        location, _, query = rest.partition("?")
-        try:
-            options = dict(parse_qsl(query, keep_blank_values=True, strict_parsing=bool(query)))
-        except ValueError as error:
-            raise InvalidUrl(url, f"malformed query string: {error}") from None
+        backend, location, options = split_url(
+            url, _SCHEMES, example="sqlite:///tmp/bus.db", noun="bus scheme"
+        )
         unknown = sorted(set(options) - _OPTIONS)
         if unknown:
             known = ", ".join(sorted(_OPTIONS))
@@ -61,10 +53,6 @@ class BusUrl(msgspec.Struct, frozen=True):
                 check_name("namespace", options["namespace"])
             except InvalidName as error:
                 raise InvalidUrl(url, error.reason) from None
-        if backend == "memory" and location:
-            raise InvalidUrl(url, "memory:// takes no path")
-        if backend == "sqlite" and not location:
-            raise InvalidUrl(url, "no file path; e.g. sqlite:///tmp/bus.db")
         if backend == "nats":
             try:
                 parts = urlsplit(url)

@@ -9,7 +9,7 @@ import msgspec
 
 from eventcore.errors import InvalidUrl
 
-__all__ = ["StoreUrl"]
+__all__ = ["StoreUrl", "split_url"]
 
 _SCHEMES = {
     "memory": "memory",
@@ -17,6 +17,31 @@ _SCHEMES = {
     "postgresql": "postgres",
     "postgres": "postgres",
 }
+
+
+def split_url(
+    url: str, schemes: Mapping[str, str], *, example: str, noun: str = "scheme"
+) -> tuple[str, str, dict[str, str]]:
+    """``scheme://location?options`` → (backend, location, options), with the checks
+    every eventcore URL shares (store and bus alike): a known scheme, a well-formed
+    query, a path for ``sqlite``, none for ``memory``. ``example`` is shown in errors."""
+    if not isinstance(url, str) or "://" not in url:
+        raise InvalidUrl(str(url), f"expected scheme://..., e.g. {example}")
+    scheme, _, rest = url.partition("://")
+    backend = schemes.get(scheme.lower())
+    if backend is None:
+        known = ", ".join(sorted(f"{name}://" for name in schemes))
+        raise InvalidUrl(url, f"unknown {noun} {scheme!r}; known: {known}")
+    location, _, query = rest.partition("?")
+    try:
+        options = dict(parse_qsl(query, keep_blank_values=True, strict_parsing=bool(query)))
+    except ValueError as error:
+        raise InvalidUrl(url, f"malformed query string: {error}") from None
+    if backend == "sqlite" and not location:
+        raise InvalidUrl(url, f"no file path; e.g. {example}")
+    if backend == "memory" and location:
+        raise InvalidUrl(url, "memory:// takes no path")
+    return backend, location, options
 
 
 class StoreUrl(msgspec.Struct, frozen=True):
@@ -35,22 +60,7 @@ class StoreUrl(msgspec.Struct, frozen=True):
 
     @classmethod
     def parse(cls, url: str) -> StoreUrl:
-        if not isinstance(url, str) or "://" not in url:
-            raise InvalidUrl(str(url), "expected scheme://..., e.g. sqlite:///tmp/events.db")
-        scheme, _, rest = url.partition("://")
-        backend = _SCHEMES.get(scheme.lower())
-        if backend is None:
-            known = ", ".join(sorted(f"{name}://" for name in _SCHEMES))
-            raise InvalidUrl(url, f"unknown scheme {scheme!r}; known: {known}")
-        location, _, query = rest.partition("?")
-        try:
-            options = dict(parse_qsl(query, keep_blank_values=True, strict_parsing=bool(query)))
-        except ValueError as error:
-            raise InvalidUrl(url, f"malformed query string: {error}") from None
-        if backend == "sqlite" and not location:
-            raise InvalidUrl(url, "no file path; e.g. sqlite:///tmp/events.db")
-        if backend == "memory" and location:
-            raise InvalidUrl(url, "memory:// takes no path")
+        backend, location, options = split_url(url, _SCHEMES, example="sqlite:///tmp/events.db")
         if backend == "postgres":
             try:
                 parts = urlsplit(url)
