@@ -17,10 +17,13 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NoReturn
+
+import pytest
 
 from eventcore.store import EventStore, open_store
 
-__all__ = ["BACKENDS", "Backend", "StoreFactory", "unavailable_reason"]
+__all__ = ["BACKENDS", "Backend", "StoreFactory", "skip_or_fail", "unavailable_reason"]
 
 #: ``factory(workdir, max_payload_bytes=None)`` → an async context manager of a fresh store.
 #: ``workdir`` is an empty directory the factory may use; ``None`` keeps the store's default.
@@ -47,6 +50,14 @@ def unavailable_reason(backend: Backend) -> str | None:
 
 def running_in_ci() -> bool:
     return os.environ.get("CI", "").lower() in {"1", "true", "yes"}
+
+
+def skip_or_fail(reason: str, why: str = "every server-backed test must run") -> NoReturn:
+    """Skip the test with ``reason``; under ``CI=true`` fail it instead, so CI never
+    passes by skipping what it is there to run."""
+    if running_in_ci():
+        pytest.fail(f"{reason} (CI=true: {why})", pytrace=False)
+    pytest.skip(reason)
 
 
 @asynccontextmanager
@@ -86,7 +97,6 @@ async def _postgres(
     An unreachable server skips the test with the reason; under ``CI=true`` it fails.
     """
     import psycopg
-    import pytest
 
     try:
         admin = await psycopg.AsyncConnection.connect(
@@ -94,9 +104,7 @@ async def _postgres(
         )
     except psycopg.OperationalError as error:
         reason = f"postgres backend unavailable: cannot reach {POSTGRES_URL} ({error})"
-        if running_in_ci():
-            pytest.fail(f"{reason} (CI=true: every backend must run)", pytrace=False)
-        pytest.skip(reason)
+        skip_or_fail(reason, "every backend must run")
     schema = f"test_{uuid.uuid4().hex[:16]}"
     async with admin:
         try:

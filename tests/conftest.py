@@ -10,7 +10,13 @@ from pathlib import Path
 import pytest
 
 from eventcore.store import EventStore
-from tests.backends import BACKENDS, Backend, MakeStore, running_in_ci, unavailable_reason
+from tests.backends import (
+    BACKENDS,
+    Backend,
+    MakeStore,
+    skip_or_fail,
+    unavailable_reason,
+)
 
 
 @pytest.fixture(params=list(BACKENDS), ids=list(BACKENDS))
@@ -18,9 +24,7 @@ def backend(request: pytest.FixtureRequest) -> Backend:
     backend = BACKENDS[request.param]
     reason = unavailable_reason(backend)
     if reason is not None:
-        if running_in_ci():
-            pytest.fail(f"{reason} (CI=true: every backend must run)", pytrace=False)
-        pytest.skip(reason)
+        skip_or_fail(reason, "every backend must run")
     return backend
 
 

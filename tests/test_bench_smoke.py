@@ -7,9 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
-from tests.backends import POSTGRES_URL, running_in_ci
+from tests.backends import POSTGRES_URL, skip_or_fail
 
 REPO = Path(__file__).resolve().parent.parent
 REQUIRED = {
@@ -69,9 +67,7 @@ def _postgres_unreachable() -> str | None:
 def test_bench_runs_on_postgres_with_every_side() -> None:
     reason = _postgres_unreachable()
     if reason is not None:
-        if running_in_ci():
-            pytest.fail(f"{reason} (CI=true: the postgres benchmark must run)", pytrace=False)
-        pytest.skip(reason)
+        skip_or_fail(reason, "the postgres benchmark must run")
     done = subprocess.run(
         [
             sys.executable,
@@ -154,7 +150,5 @@ def test_bench_messaging_workloads_run_on_nats() -> None:
 
     reason = NatsBackend().unavailable()
     if reason is not None:
-        if running_in_ci():
-            pytest.fail(f"{reason} (CI=true: the NATS benchmark must run)", pytrace=False)
-        pytest.skip(reason)
+        skip_or_fail(reason, "the NATS benchmark must run")
     _run_messaging("nats", {"j_relay_throughput", "k_end_to_end_latency_p99"})

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.backends import POSTGRES_URL, running_in_ci
+from tests.backends import POSTGRES_URL, skip_or_fail
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCUMENTS = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
@@ -51,9 +51,7 @@ def require_postgres() -> None:
         psycopg.connect(POSTGRES_URL, connect_timeout=5).close()
     except psycopg.OperationalError as error:
         reason = f"this document needs PostgreSQL at {POSTGRES_URL}: {error}"
-        if running_in_ci():
-            pytest.fail(reason, pytrace=False)
-        pytest.skip(reason)
+        skip_or_fail(reason)
 
 
 def drop_schemas(schemas: list[str]) -> None:

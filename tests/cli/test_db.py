@@ -10,7 +10,7 @@ import psycopg
 import pytest
 from typer.testing import CliRunner
 
-from tests.backends import POSTGRES_URL, running_in_ci
+from tests.backends import POSTGRES_URL, skip_or_fail
 from tests.cli.conftest import invoke, sqlite_url
 
 
@@ -21,9 +21,7 @@ def schema_url() -> Iterator[str]:
         admin = psycopg.connect(POSTGRES_URL, autocommit=True, connect_timeout=5)
     except psycopg.OperationalError as error:
         reason = f"PostgreSQL unavailable at {POSTGRES_URL}: {error}"
-        if running_in_ci():
-            pytest.fail(f"{reason} (CI=true: the postgres tests must run)", pytrace=False)
-        pytest.skip(reason)
+        skip_or_fail(reason, "the postgres tests must run")
     schema = f"test_{uuid.uuid4().hex[:16]}"
     with admin:
         try:

@@ -15,7 +15,7 @@ from eventcore.cli import app
 from eventcore.messaging import DeadLetter, open_bus
 from eventcore.messaging.envelope import encode_envelope, envelope_of
 from eventcore.types import Metadata, StoredEvent, StreamId, new_event_id
-from tests.backends import running_in_ci
+from tests.backends import skip_or_fail
 from tests.cli.conftest import invoke, sqlite_url
 
 FAILED_AT = datetime(2026, 11, 26, 12, 0, 0, tzinfo=UTC)
@@ -27,9 +27,7 @@ def _sqlite_bus() -> None:
         importlib.import_module("eventcore.messaging.sqlite")
     except ImportError as error:
         reason = f"the SQLite bus is needed across CLI invocations: {error}"
-        if running_in_ci():
-            pytest.fail(f"{reason} (CI=true: every bus must run)", pytrace=False)
-        pytest.skip(reason)
+        skip_or_fail(reason, "every bus must run")
 
 
 def envelope_body(stream: str, event_type: str, data: bytes) -> bytes:

@@ -29,11 +29,9 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-import pytest
-
 from eventcore.messaging.bus import Bus
 from eventcore.messaging.url import BusUrl
-from tests.backends import running_in_ci
+from tests.backends import skip_or_fail
 
 __all__ = [
     "BUSES",
@@ -69,12 +67,6 @@ def unavailable_reason(backend: BusBackend) -> str | None:
         except ImportError as error:
             return f"{backend.name} bus unavailable: cannot import {module} ({error})"
     return None
-
-
-def _skip_or_fail(reason: str) -> None:
-    if running_in_ci():
-        pytest.fail(f"{reason} (CI=true: every bus must run)", pytrace=False)
-    pytest.skip(reason)
 
 
 @asynccontextmanager
@@ -161,7 +153,7 @@ async def _nats(workdir: Path, *, partitions: int, lease_ttl: float) -> AsyncIte
 
     reason = await _nats_reachable(NATS_URL)
     if reason is not None:
-        _skip_or_fail(reason)
+        skip_or_fail(reason, "every bus must run")
     namespace = f"t{uuid.uuid4().hex[:10]}"
     url = BusUrl.parse(f"{NATS_URL}?namespace={namespace}&partitions={partitions}")
 

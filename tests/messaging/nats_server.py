@@ -23,9 +23,7 @@ import time
 from pathlib import Path
 from types import TracebackType
 
-import pytest
-
-from tests.backends import running_in_ci
+from tests.backends import skip_or_fail
 
 __all__ = ["ThrowawayNats", "nats_server_binary"]
 
@@ -55,9 +53,7 @@ class ThrowawayNats:
         binary = nats_server_binary()
         if binary is None:
             reason = "no nats-server binary on this machine"
-            if running_in_ci():
-                pytest.fail(reason)
-            pytest.skip(reason)
+            skip_or_fail(reason)
         self._binary = binary
         self._store = Path(store_dir) / "jetstream"
         self._store.mkdir(parents=True, exist_ok=True)

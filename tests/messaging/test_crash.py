@@ -25,7 +25,7 @@ import pytest
 
 from eventcore import EventStore, NewEvent, StreamId, open_store
 from eventcore.messaging import open_bus
-from tests.backends import running_in_ci
+from tests.backends import skip_or_fail
 from tests.messaging.buses import NATS_URL, drop_nats_namespace
 from tests.messaging.crash_child import (
     GROUP_B,
@@ -220,9 +220,7 @@ async def nats_namespace() -> AsyncIterator[str]:
         client = await nats.connect(NATS_URL, connect_timeout=3, allow_reconnect=False)
     except Exception as error:  # any failure to connect means: no server to test against
         reason = f"cannot reach NATS at {NATS_URL}: {type(error).__name__}: {error}"
-        if running_in_ci():
-            pytest.fail(reason)
-        pytest.skip(reason)
+        skip_or_fail(reason)
     await client.close()
     namespace = f"crash{uuid.uuid4().hex[:10]}"
     try:

@@ -19,7 +19,7 @@ from eventcore.errors import BusUnavailable
 from eventcore.messaging.bus import DeadLetter, Delivery, OutgoingMessage
 from eventcore.messaging.nats import NatsBus
 from eventcore.messaging.url import BusUrl
-from tests.backends import running_in_ci
+from tests.backends import skip_or_fail
 from tests.messaging.buses import NATS_URL, drop_nats_namespace
 from tests.messaging.helpers import PATIENCE, consume, ids, outgoing
 from tests.messaging.nats_server import ThrowawayNats
@@ -34,9 +34,7 @@ async def namespace() -> AsyncIterator[str]:
         client = await nats.connect(NATS_URL, connect_timeout=3, allow_reconnect=False)
     except Exception as error:
         reason = f"NATS unreachable at {NATS_URL}: {error!r}"
-        if running_in_ci():
-            pytest.fail(reason)
-        pytest.skip(reason)
+        skip_or_fail(reason)
     await client.close()
     name = f"t{uuid.uuid4().hex[:10]}"
     yield name

@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 import psycopg
 import pytest
 
-from tests.backends import POSTGRES_URL, running_in_ci
+from tests.backends import POSTGRES_URL, skip_or_fail
 
 
 @pytest.fixture
@@ -20,9 +20,7 @@ async def schema() -> AsyncIterator[str]:
         )
     except psycopg.OperationalError as error:
         reason = f"PostgreSQL unavailable at {POSTGRES_URL}: {error}"
-        if running_in_ci():
-            pytest.fail(f"{reason} (CI=true: the postgres tests must run)", pytrace=False)
-        pytest.skip(reason)
+        skip_or_fail(reason, "the postgres tests must run")
     name = f"test_{uuid.uuid4().hex[:16]}"
     async with admin:
         yield name

@@ -23,7 +23,7 @@ from eventcore.store.postgres import PostgresStore, migrate
 from eventcore.store.request import AppendRequest
 from eventcore.store.url import StoreUrl
 from eventcore.types import NewEvent, StoredEvent, StreamId
-from tests.backends import POSTGRES_URL, running_in_ci
+from tests.backends import POSTGRES_URL, skip_or_fail
 from tests.builders import events, new_event, sid
 
 
@@ -34,9 +34,7 @@ async def _admin_connection() -> psycopg.AsyncConnection[Any]:
         )
     except psycopg.OperationalError as error:
         reason = f"PostgreSQL unavailable at {POSTGRES_URL}: {error}"
-        if running_in_ci():
-            pytest.fail(f"{reason} (CI=true: the postgres tests must run)", pytrace=False)
-        pytest.skip(reason)
+        skip_or_fail(reason, "the postgres tests must run")
 
 
 @pytest.fixture
