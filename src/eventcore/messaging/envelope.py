@@ -14,6 +14,7 @@ classes (and upcasters), like a store read.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Final
 
@@ -28,6 +29,7 @@ __all__ = [
     "decode_envelope",
     "encode_envelope",
     "envelope_of",
+    "envelopes_of",
 ]
 
 #: The largest message a subscriber accepts (the store's payload limit plus room for
@@ -102,6 +104,19 @@ def envelope_of(
     event: StoredEvent, *, source: str, published_at: datetime | None = None
 ) -> DistributedEvent:
     """The envelope a service (``source``) publishes for one of its stored events."""
+    return _envelope(event, source, _timestamp(published_at or datetime.now(UTC)))
+
+
+def envelopes_of(
+    events: Iterable[StoredEvent], *, source: str, published_at: datetime | None = None
+) -> list[DistributedEvent]:
+    """The envelopes of a batch published together: one ``publishedat`` for all of it,
+    formatted once (on the relay's path that is a third of the cost of an envelope)."""
+    stamp = _timestamp(published_at or datetime.now(UTC))
+    return [_envelope(event, source, stamp) for event in events]
+
+
+def _envelope(event: StoredEvent, source: str, published_at: str) -> DistributedEvent:
     metadata = event.metadata
     return DistributedEvent(
         specversion="1.0",
@@ -114,7 +129,7 @@ def envelope_of(
         data=msgspec.Raw(event.data),
         streamversion=str(event.version),
         schemaversion=str(event.schema_version),
-        publishedat=_timestamp(published_at or datetime.now(UTC)),
+        publishedat=published_at,
         correlationid=metadata.correlation_id,
         causationid=metadata.causation_id,
         traceparent=metadata.traceparent,

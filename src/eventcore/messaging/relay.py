@@ -25,14 +25,13 @@ import asyncio
 import random
 import time
 from collections import deque
-from datetime import UTC, datetime
 from typing import Final
 
 import msgspec
 
 from eventcore.errors import BusError, InvalidInput
 from eventcore.messaging.bus import Bus, OutgoingMessage
-from eventcore.messaging.envelope import encode_envelope, envelope_of
+from eventcore.messaging.envelope import encode_envelope, envelopes_of
 from eventcore.messaging.names import check_name
 from eventcore.messaging.topics import TopicMap
 from eventcore.projection.follower import DEFAULT_POLL_INTERVAL, LogFollower
@@ -211,19 +210,14 @@ class Relay:
         self._work.set()
 
     def _messages_of(self, events: list[StoredEvent]) -> list[OutgoingMessage]:
-        published_at = datetime.now(UTC)
         topic_for = self._topics.topic_for
-        messages = []
-        for event in events:
-            topic = topic_for(event.type)
-            if topic is None:
-                self._skipped += 1
-                continue
-            body = encode_envelope(
-                envelope_of(event, source=self._service, published_at=published_at)
-            )
-            messages.append(OutgoingMessage(topic, str(event.event_id), str(event.stream_id), body))
-        return messages
+        routed = [(event, topic) for event in events if (topic := topic_for(event.type))]
+        self._skipped += len(events) - len(routed)
+        envelopes = envelopes_of((event for event, _ in routed), source=self._service)
+        return [
+            OutgoingMessage(topic, envelope.id, envelope.subject, encode_envelope(envelope))
+            for (_, topic), envelope in zip(routed, envelopes, strict=True)
+        ]
 
     async def _publish(self, messages: list[OutgoingMessage]) -> None:
         if messages:
