@@ -6,10 +6,18 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from eventcore.errors import InvalidInput
-from eventcore.messaging.bus import DeadLetter, OutgoingMessage
+from eventcore.messaging.bus import DeadLetter, Delivery, OutgoingMessage
 from eventcore.messaging.names import check_name
 
-__all__ = ["check_letter", "check_letter_filter", "check_outgoing", "checkpoint_name"]
+__all__ = [
+    "check_delay",
+    "check_delivery",
+    "check_fetch",
+    "check_letter",
+    "check_letter_filter",
+    "check_outgoing",
+    "checkpoint_name",
+]
 
 
 def check_outgoing(messages: Sequence[OutgoingMessage]) -> None:
@@ -52,3 +60,27 @@ def check_letter(letter: DeadLetter) -> None:
     expected = DeadLetter.id_for(letter.group, letter.topic, letter.message_id)
     if letter.letter_id != expected:
         raise InvalidInput(f"letter id {letter.letter_id!r} should be {expected!r}")
+
+
+def check_fetch(max_messages: int, timeout: float) -> None:
+    """The arguments of ``Consumer.fetch``."""
+    if isinstance(max_messages, bool) or not isinstance(max_messages, int) or max_messages < 1:
+        raise InvalidInput(f"max_messages must be a positive whole number, got {max_messages!r}")
+    check_delay(timeout, "timeout")
+
+
+def check_delay(seconds: float, name: str = "delay") -> None:
+    if isinstance(seconds, bool) or not isinstance(seconds, int | float) or not seconds >= 0:
+        raise InvalidInput(f"{name} must be >= 0 seconds, got {seconds!r}")
+
+
+def check_delivery(delivery: object, topic: str, partitions: int) -> Delivery:
+    """A delivery handed back to the consumer of ``topic`` (with ``partitions``) that
+    could have come from it."""
+    if not isinstance(delivery, Delivery):
+        raise InvalidInput(f"expected a Delivery, got {type(delivery).__name__}")
+    if delivery.topic != topic:
+        raise InvalidInput(f"delivery of topic {delivery.topic!r} given to a consumer of {topic!r}")
+    if not 0 <= delivery.partition < partitions:
+        raise InvalidInput(f"no partition {delivery.partition} in topic {topic!r}")
+    return delivery

@@ -19,7 +19,8 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.client import JetStreamContext
 from nats.js.errors import BadRequestError
 
-from eventcore.errors import BusClosed, BusError, InvalidInput
+from eventcore.errors import BusClosed, BusError
+from eventcore.messaging._input import check_delay, check_delivery, check_fetch
 from eventcore.messaging._nats_errors import translated
 from eventcore.messaging._nats_leases import KvLeases
 from eventcore.messaging._nats_partition import PartitionReader
@@ -167,12 +168,7 @@ class NatsConsumer:
 
     async def fetch(self, max_messages: int, timeout: float) -> list[Delivery]:  # noqa: ASYNC109
         self._check_open()
-        if isinstance(max_messages, bool) or not isinstance(max_messages, int) or max_messages < 1:
-            raise InvalidInput(
-                f"max_messages must be a positive whole number, got {max_messages!r}"
-            )
-        if not isinstance(timeout, int | float) or not timeout >= 0:
-            raise InvalidInput(f"timeout must be >= 0 seconds, got {timeout!r}")
+        check_fetch(max_messages, timeout)
         deadline = time.monotonic() + timeout
         while True:
             now = time.monotonic()
@@ -215,14 +211,7 @@ class NatsConsumer:
             self._check_open()
 
     def _reader_of(self, delivery: Delivery) -> PartitionReader | None:
-        if not isinstance(delivery, Delivery):
-            raise InvalidInput(f"expected a Delivery, got {type(delivery).__name__}")
-        if delivery.topic != self._topic:
-            raise InvalidInput(
-                f"delivery of topic {delivery.topic!r} given to a consumer of {self._topic!r}"
-            )
-        if not 0 <= delivery.partition < self._assignment.partition_count:
-            raise InvalidInput(f"no partition {delivery.partition} in topic {self._topic!r}")
+        check_delivery(delivery, self._topic, self._assignment.partition_count)
         return self._readers.get(delivery.partition)
 
     async def ack(self, deliveries: Sequence[Delivery]) -> None:
@@ -247,8 +236,7 @@ class NatsConsumer:
     async def nak(self, delivery: Delivery, delay: float = 0.0) -> None:
         self._check_open()
         reader = self._reader_of(delivery)
-        if not isinstance(delay, int | float) or not delay >= 0:
-            raise InvalidInput(f"delay must be >= 0 seconds, got {delay!r}")
+        check_delay(delay)
         if reader is None:
             return  # no longer ours: the new owner gets it again anyway
         with translated("sending a message back"):

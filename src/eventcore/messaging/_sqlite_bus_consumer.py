@@ -23,6 +23,7 @@ from typing import Final
 
 from eventcore.errors import BusClosed, BusError, InvalidInput
 from eventcore.messaging import _sqlite_bus_log as log
+from eventcore.messaging._input import check_delay, check_delivery, check_fetch
 from eventcore.messaging._sqlite_bus_thread import Worker, write
 from eventcore.messaging._wakeup import Wakeup
 from eventcore.messaging.assignment import PartitionAssignment
@@ -157,12 +158,7 @@ class SqliteConsumer:
 
     async def fetch(self, max_messages: int, timeout: float) -> list[Delivery]:  # noqa: ASYNC109
         self._check_open()
-        if isinstance(max_messages, bool) or not isinstance(max_messages, int) or max_messages < 1:
-            raise InvalidInput(
-                f"max_messages must be a positive whole number, got {max_messages!r}"
-            )
-        if not isinstance(timeout, int | float) or not timeout >= 0:
-            raise InvalidInput(f"timeout must be >= 0 seconds, got {timeout!r}")
+        check_fetch(max_messages, timeout)
         deadline = time.monotonic() + timeout
         poll = _POLL_MIN
         look = True
@@ -279,14 +275,9 @@ class SqliteConsumer:
 
     # --- settling ------------------------------------------------------------------------
 
-    def _check_delivery(self, delivery: object) -> Delivery:
-        if not isinstance(delivery, Delivery):
-            raise InvalidInput(f"expected a Delivery, got {type(delivery).__name__}")
-        if delivery.topic != self._topic:
-            raise InvalidInput(
-                f"delivery of topic {delivery.topic!r} given to a consumer of {self._topic!r}"
-            )
-        if not 0 <= delivery.partition < self._partition_count or delivery.sequence < 1:
+    def _check_delivery(self, given: object) -> Delivery:
+        delivery = check_delivery(given, self._topic, self._partition_count)
+        if delivery.sequence < 1:
             raise InvalidInput(
                 f"no message at partition {delivery.partition}, sequence {delivery.sequence}"
             )
@@ -317,8 +308,7 @@ class SqliteConsumer:
     async def nak(self, delivery: Delivery, delay: float = 0.0) -> None:
         self._check_open()
         self._check_delivery(delivery)
-        if not isinstance(delay, int | float) or not delay >= 0:
-            raise InvalidInput(f"delay must be >= 0 seconds, got {delay!r}")
+        check_delay(delay)
         if delivery.partition not in self._assignment.owned:
             return  # no longer ours: the new owner delivers it again anyway
         open_ones = self._unsettled.get(delivery.partition, {})

@@ -17,7 +17,13 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from eventcore.errors import BusClosed, InvalidInput
-from eventcore.messaging._input import check_outgoing, checkpoint_name
+from eventcore.messaging._input import (
+    check_delay,
+    check_delivery,
+    check_fetch,
+    check_outgoing,
+    checkpoint_name,
+)
 from eventcore.messaging._memory_deadletters import MemoryDeadLetterBox
 from eventcore.messaging._memory_leases import MemoryLeases
 from eventcore.messaging._wakeup import Wakeup
@@ -255,12 +261,7 @@ class MemoryConsumer:
 
     async def fetch(self, max_messages: int, timeout: float) -> list[Delivery]:  # noqa: ASYNC109
         self._check_open()
-        if isinstance(max_messages, bool) or not isinstance(max_messages, int) or max_messages < 1:
-            raise InvalidInput(
-                f"max_messages must be a positive whole number, got {max_messages!r}"
-            )
-        if not timeout >= 0:
-            raise InvalidInput(f"timeout must be >= 0 seconds, got {timeout!r}")
+        check_fetch(max_messages, timeout)
         deadline = time.monotonic() + timeout
         while True:
             # Taken before looking, so a change made after the look still wakes us.
@@ -367,8 +368,7 @@ class MemoryConsumer:
     async def nak(self, delivery: Delivery, delay: float = 0.0) -> None:
         self._check_open()
         self._check_delivery(delivery)
-        if not delay >= 0:
-            raise InvalidInput(f"delay must be >= 0 seconds, got {delay!r}")
+        check_delay(delay)
         cursor = self._cursors.get(delivery.partition)
         if cursor is None:
             return  # no longer ours: the new owner delivers it again anyway
@@ -382,17 +382,9 @@ class MemoryConsumer:
         self._bus._wakeup.fire()
 
     def _check_delivery(self, delivery: Delivery) -> None:
-        if not isinstance(delivery, Delivery):
-            raise InvalidInput(f"expected a Delivery, got {type(delivery).__name__}")
-        if delivery.topic != self._topic_name:
-            raise InvalidInput(
-                f"delivery of topic {delivery.topic!r} given to a consumer of {self._topic_name!r}"
-            )
         partitions = self._stored.partitions
-        if not (
-            0 <= delivery.partition < len(partitions)
-            and 1 <= delivery.sequence <= len(partitions[delivery.partition])
-        ):
+        check_delivery(delivery, self._topic_name, len(partitions))
+        if not 1 <= delivery.sequence <= len(partitions[delivery.partition]):
             raise InvalidInput(
                 f"no message at partition {delivery.partition}, sequence {delivery.sequence}"
             )
