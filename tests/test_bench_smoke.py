@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 from tests.backends import POSTGRES_URL, skip_or_fail
 
@@ -21,18 +22,11 @@ REQUIRED = {
 }
 
 
-def test_bench_prints_one_json_line_per_workload() -> None:
+def run_bench(*options: str) -> list[dict[str, Any]]:
+    """Run ``bench/run.py --json --repeat=1 --scale=0.01 *options``; its JSON lines."""
+    command = [sys.executable, str(REPO / "bench" / "run.py"), "--json", "--repeat=1"]
     done = subprocess.run(
-        [
-            sys.executable,
-            str(REPO / "bench" / "run.py"),
-            "--backend=memory",
-            "--quick",
-            "--json",
-            "--repeat=1",
-            "--only=a,e",
-            "--scale=0.01",
-        ],
+        [*command, "--scale=0.01", *options],
         cwd=REPO,
         capture_output=True,
         text=True,
@@ -40,8 +34,11 @@ def test_bench_prints_one_json_line_per_workload() -> None:
         check=False,
     )
     assert done.returncode == 0, done.stderr
-    lines = [line for line in done.stdout.splitlines() if line.strip()]
-    rows = [json.loads(line) for line in lines]
+    return [json.loads(line) for line in done.stdout.splitlines() if line.strip()]
+
+
+def test_bench_prints_one_json_line_per_workload() -> None:
+    rows = run_bench("--backend=memory", "--quick", "--only=a,e")
     assert [row["workload"] for row in rows] == ["a_new_streams_sequential", "e_read_fold_stream"]
     for row in rows:
         assert row.keys() >= REQUIRED
@@ -68,24 +65,7 @@ def test_bench_runs_on_postgres_with_every_side() -> None:
     reason = _postgres_unreachable()
     if reason is not None:
         skip_or_fail(reason, "the postgres benchmark must run")
-    done = subprocess.run(
-        [
-            sys.executable,
-            str(REPO / "bench" / "run.py"),
-            "--backend=postgres",
-            "--json",
-            "--repeat=1",
-            "--only=a,f",
-            "--scale=0.01",
-        ],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
-    rows = [json.loads(line) for line in done.stdout.splitlines() if line.strip()]
+    rows = run_bench("--backend=postgres", "--only=a,f")
     assert [row["workload"] for row in rows] == ["a_new_streams_sequential", "f_read_global_log"]
     for row in rows:
         assert row.keys() >= REQUIRED
@@ -102,24 +82,7 @@ MESSAGING = ["j_relay_throughput", "k_end_to_end_latency_p99", "l_bus_throughput
 
 def _run_messaging(backend: str, with_targets: set[str]) -> None:
     """Run j, k and l tiny on ``backend``; ``with_targets``: the workloads that have one there."""
-    done = subprocess.run(
-        [
-            sys.executable,
-            str(REPO / "bench" / "run.py"),
-            f"--backend={backend}",
-            "--json",
-            "--repeat=1",
-            "--only=j,k,l",
-            "--scale=0.01",
-        ],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
-    rows = [json.loads(line) for line in done.stdout.splitlines() if line.strip()]
+    rows = run_bench(f"--backend={backend}", "--only=j,k,l")
     assert [row["workload"] for row in rows] == MESSAGING
     for row in rows:
         assert row.keys() >= REQUIRED
