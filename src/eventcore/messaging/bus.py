@@ -23,7 +23,8 @@ from __future__ import annotations
 import zlib
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Literal, Protocol, runtime_checkable
+from types import TracebackType
+from typing import Literal, Protocol, Self, runtime_checkable
 
 import msgspec
 
@@ -255,4 +256,17 @@ class Bus(Protocol):
 
     async def aclose(self) -> None:
         """Release every resource. Idempotent; later calls raise ``BusClosed``."""
+        ...
+
+    async def __aenter__(self) -> Self:
+        """``async with await open_bus(url) as bus:`` — the bus itself."""
+        ...
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        """``aclose``, however the block ends."""
         ...

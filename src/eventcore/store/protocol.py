@@ -7,7 +7,8 @@ suite (``tests/store/contract``).
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Collection, Mapping, Sequence
-from typing import Protocol, runtime_checkable
+from types import TracebackType
+from typing import Protocol, Self, runtime_checkable
 
 import msgspec
 
@@ -117,4 +118,17 @@ class EventStore(Protocol):
 
     async def aclose(self) -> None:
         """Release every resource. Idempotent; later calls raise ``StoreClosed``."""
+        ...
+
+    async def __aenter__(self) -> Self:
+        """``async with await open_store(url) as store:`` — the store itself."""
+        ...
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        """``aclose``, however the block ends."""
         ...
