@@ -1,4 +1,4 @@
-"""The bus contract (DESIGN.md §5), written as Protocols.
+"""The bus contract (docs/architecture.md#messaging), written as Protocols.
 
 A bus carries messages on **topics**. Every topic is split into a fixed number of
 **partitions**; a message's partition is picked from its **key** (eventcore uses the

@@ -1,4 +1,5 @@
-"""The contract every event store keeps (DESIGN.md §3), written as a Protocol.
+"""The contract every event store keeps (docs/architecture.md#the-store-contract), written
+as a Protocol.
 
 The guarantees each method states are proven for every backend by one shared test
 suite (``tests/store/contract``).
