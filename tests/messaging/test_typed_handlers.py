@@ -92,11 +92,8 @@ def _local_event_handler() -> Handler:
 
 @pytest.fixture
 async def bus() -> AsyncIterator[Bus]:
-    memory = MemoryBus()
-    try:
+    async with MemoryBus() as memory:
         yield memory
-    finally:
-        await memory.aclose()
 
 
 async def _publish(bus: Bus, events: Sequence[Event]) -> None:

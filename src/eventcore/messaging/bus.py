@@ -22,9 +22,9 @@ from __future__ import annotations
 
 import zlib
 from collections.abc import Sequence
+from contextlib import AbstractAsyncContextManager
 from datetime import datetime
-from types import TracebackType
-from typing import Literal, Protocol, Self, runtime_checkable
+from typing import Literal, Protocol, runtime_checkable
 
 import msgspec
 
@@ -216,8 +216,11 @@ class Leases(Protocol):
 
 
 @runtime_checkable
-class Bus(Protocol):
-    """A message bus: publish to topics, consume as groups, park dead letters."""
+class Bus(AbstractAsyncContextManager["Bus", None], Protocol):
+    """A message bus: publish to topics, consume as groups, park dead letters.
+
+    ``async with await open_bus(url) as bus:`` closes it (``aclose``) however the block
+    ends."""
 
     @property
     def url(self) -> str:
@@ -256,17 +259,4 @@ class Bus(Protocol):
 
     async def aclose(self) -> None:
         """Release every resource. Idempotent; later calls raise ``BusClosed``."""
-        ...
-
-    async def __aenter__(self) -> Self:
-        """``async with await open_bus(url) as bus:`` — the bus itself."""
-        ...
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        """``aclose``, however the block ends."""
         ...

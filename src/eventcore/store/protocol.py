@@ -8,8 +8,8 @@ suite (``tests/store/contract``).
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Collection, Mapping, Sequence
-from types import TracebackType
-from typing import Protocol, Self, runtime_checkable
+from contextlib import AbstractAsyncContextManager
+from typing import Protocol, runtime_checkable
 
 import msgspec
 
@@ -38,13 +38,16 @@ class AppendResult(msgspec.Struct, frozen=True, kw_only=True):
 
 
 @runtime_checkable
-class EventStore(Protocol):
+class EventStore(AbstractAsyncContextManager["EventStore", None], Protocol):
     """Streams of events with a global log.
 
     * A stream's versions start at 1 and are contiguous.
     * ``append`` is all or nothing across every stream it names.
     * Positions in the global log are unique; a reader that follows the log from a
       position never misses an event committed after it read.
+
+    ``async with await open_store(url) as store:`` closes it (``aclose``) however the
+    block ends.
     """
 
     async def append(
@@ -119,17 +122,4 @@ class EventStore(Protocol):
 
     async def aclose(self) -> None:
         """Release every resource. Idempotent; later calls raise ``StoreClosed``."""
-        ...
-
-    async def __aenter__(self) -> Self:
-        """``async with await open_store(url) as store:`` — the store itself."""
-        ...
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        """``aclose``, however the block ends."""
         ...
