@@ -37,6 +37,22 @@ async def test_closing_twice_is_fine(bus: Bus) -> None:
     await bus.aclose()
 
 
+async def test_async_with_gives_the_bus_and_closes_it_however_the_block_ends(bus: Bus) -> None:
+    async with bus as entered:
+        assert entered is bus
+        await bus.save_checkpoint("relay-orders", 1)
+    with pytest.raises(BusClosed):
+        await bus.load_checkpoint("relay-orders")
+
+
+async def test_async_with_closes_the_bus_when_the_block_raises(bus: Bus) -> None:
+    with pytest.raises(LookupError):
+        async with bus:
+            raise LookupError("the caller's own failure")
+    with pytest.raises(BusClosed):
+        await bus.load_checkpoint("relay-orders")
+
+
 def _publish(bus: Bus) -> Awaitable[object]:
     return bus.publish(outgoing(1))
 

@@ -1,4 +1,5 @@
-"""Contract: a closed store refuses every call; closing is idempotent (protocol ``aclose``)."""
+"""Contract: a closed store refuses every call; closing is idempotent (protocol ``aclose``),
+and ``async with`` closes it."""
 
 from __future__ import annotations
 
@@ -49,6 +50,24 @@ async def test_aclose_twice_is_a_no_op(store: EventStore) -> None:
 
     await store.aclose()
 
+    with pytest.raises(StoreClosed):
+        await store.last_position()
+
+
+async def test_async_with_gives_the_store_and_closes_it_however_the_block_ends(
+    store: EventStore,
+) -> None:
+    async with store as entered:
+        assert entered is store
+        await store.append({A: events(1)}, expected={A: 0})
+    with pytest.raises(StoreClosed):
+        await store.last_position()
+
+
+async def test_async_with_closes_the_store_when_the_block_raises(store: EventStore) -> None:
+    with pytest.raises(LookupError):
+        async with store:
+            raise LookupError("the caller's own failure")
     with pytest.raises(StoreClosed):
         await store.last_position()
 

@@ -1,4 +1,5 @@
-"""Contract: streams, their versions and heads (DESIGN.md §3, first bullet)."""
+"""Contract: streams, their versions and heads (docs/architecture.md#the-store-contract,
+first bullet)."""
 
 from __future__ import annotations
 

@@ -23,7 +23,7 @@ from rich.table import Table
 from eventcore.cli import render
 from eventcore.cli.errors import EXIT_USAGE, fail, reported
 from eventcore.cli.options import StoreUrl, inspected_store, required
-from eventcore.errors import InvalidUrl
+from eventcore.errors import InvalidInput, InvalidUrl
 from eventcore.events import EventRegistry
 from eventcore.projection import (
     Projection,
@@ -33,7 +33,7 @@ from eventcore.projection import (
     SqliteTarget,
     rebuild,
 )
-from eventcore.projection.target import Target
+from eventcore.projection.target import LIVE, Target
 
 __all__ = ["app", "load_reference"]
 
@@ -190,8 +190,13 @@ def rebuild_command(
     store: StoreUrl = None,
     target: TargetUrl = None,
     source: Annotated[
-        str, typer.Option("--source", help="The source name the checkpoints are kept under.")
-    ] = "main",
+        str | None,
+        typer.Option(
+            "--source",
+            help="The source name the checkpoints are kept under, as in your runner's"
+            " Source(NAME, ...); by default the live version's.",
+        ),
+    ] = None,
     keep_old: Annotated[
         bool, typer.Option("--keep-old/--drop-old", help="Keep the old version's tables.")
     ] = False,
@@ -222,15 +227,41 @@ def _find(found: Any, name: str) -> Projection:
     fail(f"no projection named {name!r} in the given --app", EXIT_USAGE)
 
 
+async def _source_name(target: Target, name: str, given: str | None) -> str:
+    """The source to rebuild from: the one the live version follows. Another name would
+    leave the service's runner, which follows the live version under its own name, a
+    checkpoint of 0: it would apply the whole log again on top of the rebuilt state."""
+    live = [info.version for info in await target.versions(name) if info.state == LIVE]
+    followed = sorted(await target.checkpoints(name, live[0])) if live else []
+    if len(followed) > 1:
+        raise InvalidInput(
+            f"the live version of {name!r} follows several sources ({', '.join(followed)});"
+            " the command line rebuilds from one: use rebuild() in Python"
+        )
+    if given is None and not followed:
+        raise InvalidInput(
+            f"name the source {name!r} is built from, as your runner does:"
+            " --source NAME for Source(NAME, ...)"
+        )
+    if given is not None and followed and followed != [given]:
+        raise InvalidInput(
+            f"the live version of {name!r} follows source {followed[0]!r}, not {given!r}:"
+            f" your runner would replay {followed[0]!r} from the start on the rebuilt version"
+            f" (pass --source {followed[0]})"
+        )
+    return given if given is not None else followed[0]
+
+
 async def _rebuild(
     projection: Projection,
     registry: EventRegistry,
     store_url: str,
     target_url: str,
-    source: str,
+    source: str | None,
     keep_old: bool,
 ) -> int:
     async with inspected_store(store_url) as store, opened_target(target_url) as target:
+        source = await _source_name(target, projection.name, source)
         head = await store.last_position()
         columns = (
             TextColumn("[bold]{task.description}"),

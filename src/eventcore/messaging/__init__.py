@@ -1,5 +1,5 @@
-"""Messaging between services (DESIGN.md §5): the envelope, the bus and its backends,
-the outbox relay, and durable subscriptions with an inbox and dead letters."""
+"""Messaging between services (docs/architecture.md#messaging): the envelope, the bus and
+its backends, the outbox relay, and durable subscriptions with an inbox and dead letters."""
 
 from __future__ import annotations
 

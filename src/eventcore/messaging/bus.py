@@ -1,4 +1,4 @@
-"""The bus contract (DESIGN.md §5), written as Protocols.
+"""The bus contract (docs/architecture.md#messaging), written as Protocols.
 
 A bus carries messages on **topics**. Every topic is split into a fixed number of
 **partitions**; a message's partition is picked from its **key** (eventcore uses the
@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import zlib
 from collections.abc import Sequence
+from contextlib import AbstractAsyncContextManager
 from datetime import datetime
 from typing import Literal, Protocol, runtime_checkable
 
@@ -215,8 +216,11 @@ class Leases(Protocol):
 
 
 @runtime_checkable
-class Bus(Protocol):
-    """A message bus: publish to topics, consume as groups, park dead letters."""
+class Bus(AbstractAsyncContextManager["Bus", None], Protocol):
+    """A message bus: publish to topics, consume as groups, park dead letters.
+
+    ``async with await open_bus(url) as bus:`` closes it (``aclose``) however the block
+    ends."""
 
     @property
     def url(self) -> str:

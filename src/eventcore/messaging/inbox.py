@@ -7,12 +7,19 @@ store's idempotency key: ``Received.run`` executes a command with the key
 ``"{group}:{event id}"``, which commits in the same transaction as the command's
 events, so a second run of the same event by the same group writes nothing and
 returns the first run's result.
+
+``Received`` is generic in its event: a handler that declares ``received:
+Received[UserRegistered]`` gets ``received.event`` typed as a ``UserRegistered``, and a
+subscriber can read the event type it handles from that annotation
+(``event_type_of``).
 """
 
 from __future__ import annotations
 
+import inspect
+import typing
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import msgspec
 
@@ -25,11 +32,15 @@ from eventcore.messaging.envelope import DistributedEvent
 from eventcore.pipeline import CommandResult
 from eventcore.types import Metadata
 
-__all__ = ["Handler", "Received"]
+__all__ = ["Handler", "Received", "event_type_of"]
+
+#: The event class a ``Received`` carries (covariant: a ``Received[UserRegistered]`` is
+#: a ``Received[Event]``).
+E = TypeVar("E", bound=Event, covariant=True)
 
 
-class Received(msgspec.Struct, frozen=True, kw_only=True):
-    """One event as a subscriber's handler sees it.
+class Received(msgspec.Struct, Generic[E], frozen=True, kw_only=True):
+    """One event as a subscriber's handler sees it: ``event`` is an ``E``.
 
     ``letter`` is the dead letter being run again after ``eventcore dlq retry``, else
     None; such a run's ``delivery`` is rebuilt from the letter (``partition`` -1,
@@ -37,7 +48,7 @@ class Received(msgspec.Struct, frozen=True, kw_only=True):
     """
 
     envelope: DistributedEvent
-    event: Event
+    event: E
     delivery: Delivery
     group: str
     letter: DeadLetter | None = None
@@ -79,4 +90,35 @@ class Received(msgspec.Struct, frozen=True, kw_only=True):
 
 
 #: A handler: called with each received event of its type; raising means "not handled".
-Handler = Callable[[Received], Awaitable[object]]
+Handler = Callable[[Received[Any]], Awaitable[object]]
+
+
+def event_type_of(handler: Handler) -> type[Event]:
+    """The event class ``handler`` is for, read from the annotation of its first
+    parameter: ``async def on_user_registered(received: Received[UserRegistered])``.
+
+    Raises ``InvalidInput`` naming the handler when the annotation says no event class
+    (missing, bare ``Received``, or a name that cannot be resolved where the handler
+    was defined); such a handler is given in a dict, ``{UserRegistered: handler}``.
+    """
+    name = getattr(handler, "__qualname__", None) or repr(handler)
+    if not callable(handler):
+        raise InvalidInput(f"a handler must be callable, got {handler!r}")
+    try:
+        parameters = list(inspect.signature(handler).parameters.values())
+        annotated = handler if inspect.isroutine(handler) else type(handler).__call__
+        hints = typing.get_type_hints(annotated)
+    except (NameError, TypeError, ValueError) as error:
+        raise InvalidInput(
+            f"cannot read the event type of handler {name} from its annotations ({error}); "
+            "give it in a dict instead: {EventClass: handler}"
+        ) from None
+    annotation = hints.get(parameters[0].name) if parameters else None
+    if typing.get_origin(annotation) is Received:
+        (event_type,) = typing.get_args(annotation)
+        if isinstance(event_type, type) and issubclass(event_type, Event):
+            return event_type
+    raise InvalidInput(
+        f"handler {name} does not say which event it handles: annotate its first "
+        "parameter as Received[EventClass], or give it in a dict {EventClass: handler}"
+    )

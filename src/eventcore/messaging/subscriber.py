@@ -49,7 +49,7 @@ from eventcore.messaging.bus import (
     Delivery,
 )
 from eventcore.messaging.envelope import DEFAULT_MAX_MESSAGE_BYTES
-from eventcore.messaging.inbox import Handler, Received
+from eventcore.messaging.inbox import Handler, Received, event_type_of
 from eventcore.messaging.names import check_name
 from eventcore.retry import RetryPolicy
 
@@ -78,14 +78,18 @@ class SubscriberStatus(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class Subscriber:
-    """Runs ``handlers`` (event type name or class → handler) on ``topic`` as a member of
-    consumer ``group``; see the module docs for the loop and its guarantees."""
+    """Runs ``handlers`` on ``topic`` as a member of consumer ``group``; see the module
+    docs for the loop and its guarantees.
+
+    ``handlers`` is a list of handlers, each for the event class its parameter is
+    annotated with (``received: Received[UserRegistered]``), or a dict of event type
+    name or class → handler."""
 
     def __init__(
         self,
         bus: Bus,
         topic: str,
-        handlers: Mapping[str | type[Event], Handler],
+        handlers: Mapping[str | type[Event], Handler] | Sequence[Handler],
         *,
         group: str,
         registry: EventRegistry,
@@ -295,12 +299,20 @@ async def _put_back(box: DeadLetterBox, letters: list[DeadLetter]) -> None:
 
 
 def _handlers_by_type(
-    handlers: Mapping[str | type[Event], Handler], registry: EventRegistry
+    handlers: Mapping[str | type[Event], Handler] | Sequence[Handler], registry: EventRegistry
 ) -> dict[str, Handler]:
-    if not isinstance(handlers, Mapping) or not handlers:
-        raise InvalidInput("a subscriber needs at least one handler (event type → handler)")
+    pairs: list[tuple[str | type[Event], Handler]] = []
+    if isinstance(handlers, Mapping):
+        pairs = list(handlers.items())
+    elif isinstance(handlers, Sequence) and not isinstance(handlers, str):
+        pairs = [(event_type_of(handler), handler) for handler in handlers]
+    if not pairs:
+        raise InvalidInput(
+            "a subscriber needs at least one handler: a list of handlers taking "
+            "Received[EventClass], or a dict {EventClass: handler}"
+        )
     by_type: dict[str, Handler] = {}
-    for key, handler in handlers.items():
+    for key, handler in pairs:
         if isinstance(key, str) and key:
             name = key
         elif isinstance(key, type) and issubclass(key, Event):

@@ -7,8 +7,8 @@ takes the same stream locks in the same order, so the two can run side by side. 
 argument below is about transactions — one append or a batch of them alike — and is the
 one ``append_batch`` relies on.
 
-How the global log stays gap-free for readers (the key invariant, DESIGN.md §3)
-------------------------------------------------------------------------------------
+How the global log stays gap-free for readers (docs/architecture.md#postgres-to-scale)
+--------------------------------------------------------------------------------------
 
 Sequence values commit out of order, so "position < p is committed" cannot be read off the
 sequence. Readers instead return only rows whose ``transaction_id`` is below

@@ -1,4 +1,5 @@
-"""The contract every event store keeps (DESIGN.md §3), written as a Protocol.
+"""The contract every event store keeps (docs/architecture.md#the-store-contract), written
+as a Protocol.
 
 The guarantees each method states are proven for every backend by one shared test
 suite (``tests/store/contract``).
@@ -7,6 +8,7 @@ suite (``tests/store/contract``).
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Collection, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
 from typing import Protocol, runtime_checkable
 
 import msgspec
@@ -36,13 +38,16 @@ class AppendResult(msgspec.Struct, frozen=True, kw_only=True):
 
 
 @runtime_checkable
-class EventStore(Protocol):
+class EventStore(AbstractAsyncContextManager["EventStore", None], Protocol):
     """Streams of events with a global log.
 
     * A stream's versions start at 1 and are contiguous.
     * ``append`` is all or nothing across every stream it names.
     * Positions in the global log are unique; a reader that follows the log from a
       position never misses an event committed after it read.
+
+    ``async with await open_store(url) as store:`` closes it (``aclose``) however the
+    block ends.
     """
 
     async def append(
