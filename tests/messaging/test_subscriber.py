@@ -359,6 +359,94 @@ async def test_poison_messages_are_parked_and_their_neighbours_handled(
     assert status.last_error is not None
 
 
+@pytest.fixture(params=["memory", "sqlite", "nats"])
+async def every_bus(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Bus]:
+    """A fresh bus on every backend, NATS included."""
+    async with _bus_on(request.param, tmp_path) as bus:
+        yield bus
+
+
+async def test_deeply_nested_data_is_parked_and_the_message_behind_it_handled(
+    every_bus: Bus, producer: Producer
+) -> None:
+    # The issue's scenario: a valid envelope whose data is a thousand nested arrays, then a
+    # valid message of the same stream (the same partition).
+    key = "account-n"
+    (stored,) = await producer.record(key, Deposited(account="n", amount=1))
+    envelope = envelope_of(stored, source="bank")
+    nested = msgspec.structs.replace(envelope, data=msgspec.Raw(b"[" * 1000 + b"]" * 1000))
+    after = await producer.message(key, Deposited(account="n", amount=2))
+    await every_bus.publish([raw(key, encode_envelope(nested), "deep"), after])
+    recorder = Recorder()
+    sub = subscriber(every_bus, {Deposited: recorder}, max_deliveries=2)
+
+    async with running(sub) as (task,):
+        await until(lambda: sub.status().handled == 1 or task.done(), "the neighbour handled")
+        assert not task.done(), task.exception()
+
+    assert recorder.amounts() == [2]
+    (letter,) = await every_bus.dead_letters.letters()
+    assert (letter.message_id, letter.error_type, letter.attempts) == ("deep", "InvalidMessage", 1)
+    assert "deeper than" in letter.reason
+
+
+class _ProcessDeath(BaseException):
+    """What no subscriber can contain: the process dies in a handler (killed, aborted)."""
+
+
+async def test_a_message_that_kills_the_process_is_parked_alone(
+    any_bus: Bus, producer: Producer
+) -> None:
+    key = "account-k"
+    before = await producer.message(key, Deposited(account="k", amount=0))
+    killer = await producer.message(key, Deposited(account="k", amount=-9))
+    behind = [await producer.message(key, Deposited(account="k", amount=n)) for n in (1, 2)]
+    await any_bus.publish([before, killer, *behind])
+    recorder = Recorder()
+
+    async def handle(received: Received) -> None:
+        assert isinstance(received.event, Deposited)
+        if received.event.amount == -9:
+            raise _ProcessDeath()
+        await recorder(received)
+
+    async def one_life() -> bool:
+        """Run a subscriber until its process dies (True) or it has handled the last
+        message or parked more than the killer (False)."""
+        sub = subscriber(any_bus, {Deposited: handle}, max_deliveries=2, member="m")
+        task = asyncio.create_task(sub.run())
+        await until(
+            lambda: (
+                task.done() or recorder.amounts()[-1:] == [2] or sub.status().dead_lettered > 1
+            ),  # more than the killer: the defect
+            "died, or done",
+        )
+        if not task.done():
+            sub.stop()
+            await task
+            return False
+        with pytest.raises(BaseException) as died:
+            await task
+        error = died.value
+        if isinstance(error, BaseExceptionGroup):  # raised inside the batch's TaskGroup
+            assert error.subgroup(_ProcessDeath) is not None, error
+        else:
+            assert isinstance(error, _ProcessDeath), error
+        return True
+
+    deaths = 0
+    while deaths < 6 and await one_life():  # restarted after each death, as by a supervisor
+        deaths += 1
+
+    # Killed twice (max_deliveries), then parked unread; the messages around it, which
+    # were delivered as often but never failed, are handled and never parked.
+    assert deaths == 2
+    (letter,) = await any_bus.dead_letters.letters()
+    assert (letter.message_id, letter.error_type) == (killer.message_id, "TooManyDeliveries")
+    assert sorted(set(recorder.amounts())) == [0, 1, 2]
+    assert recorder.amounts()[-2:] == [1, 2]
+
+
 async def test_a_failure_that_clears_on_the_third_try_is_not_parked(
     any_bus: Bus, producer: Producer
 ) -> None:
