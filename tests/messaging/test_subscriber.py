@@ -390,6 +390,36 @@ async def test_deeply_nested_data_is_parked_and_the_message_behind_it_handled(
     assert "deeper than" in letter.reason
 
 
+@pytest.mark.parametrize("backend", ["memory", "sqlite", "nats"])
+async def test_unreadable_messages_from_another_producer_each_get_their_own_letter(
+    backend: str, tmp_path: Path, producer: Producer
+) -> None:
+    # On NATS they come without a Nats-Msg-Id: their three letters were one, overwritten
+    # twice, and could not be fetched, retried or dropped.
+    bodies = [b"garbage 1", b"garbage 2", b"garbage 3"]
+    async with _bus_on(backend, tmp_path) as bus:
+        await BUSES[backend].foreign(bus, TOPIC, "account-f", bodies)
+        await bus.publish([await producer.message("account-f", Deposited(account="f", amount=1))])
+        recorder = Recorder()
+        sub = subscriber(bus, {Deposited: recorder})
+        box = bus.dead_letters
+        async with running(sub):
+            await until(lambda: sub.status().dead_lettered == 3, "three parked")
+            await until(lambda: sub.status().handled == 1, "the valid one handled")
+            letters = await box.letters()
+            assert sorted(letter.body for letter in letters) == bodies
+            assert len({letter.letter_id for letter in letters}) == 3
+            for letter in letters:
+                assert await box.get(letter.letter_id) == letter
+            await box.request_retry(letters[0].letter_id)
+            await until(lambda: sub.status().dead_lettered == 4, "retried, parked again")
+            await box.drop(letters[1].letter_id)
+        assert sorted(letter.body for letter in await box.letters()) == sorted(
+            letter.body for letter in (letters[0], letters[2])
+        )
+        assert recorder.amounts() == [1]
+
+
 class _Unprintable(Exception):
     def __str__(self) -> str:
         raise RuntimeError("cannot print this")
