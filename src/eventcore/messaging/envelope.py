@@ -161,9 +161,17 @@ def decode_envelope(body: bytes, *, max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) 
         raise MessageTooLarge(len(body), max_bytes)
     # Before any parsing: msgspec reads nesting by recursion, in ``data`` and in fields it
     # skips alike, and a thousand levels exhaust Python's recursion limit.
-    problem = nesting_problem(bytes(body), _MAX_DEPTH)
+    body = bytes(body)
+    problem = nesting_problem(body, _MAX_DEPTH)
     if problem is not None:
         raise InvalidMessage(f"not readable: {problem}")
+    if not body.isascii():
+        # msgspec checks UTF-8 only in what it decodes: not in the names of attributes
+        # it skips, nor in ``data`` (kept raw), where other readers would fail on it.
+        try:
+            body.decode()
+        except UnicodeDecodeError as error:
+            raise InvalidMessage(f"not valid UTF-8 at byte {error.start}") from None
     try:
         envelope = _decoder.decode(body)
     except msgspec.ValidationError as error:

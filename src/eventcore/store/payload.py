@@ -36,6 +36,7 @@ MAX_NUMBER_DIGITS: Final = 4300
 #: building it; it does not check that strings are UTF-8, which is done apart.
 _skip = msgspec.json.Decoder(msgspec.Raw)
 _NOT_BRACKETS: Final = bytes(set(range(256)) - set(b"[]{}"))
+_ONE_KIND: Final = bytes.maketrans(b"[]{}", b"()()")
 _DIGITS_AS_ZERO: Final = bytes.maketrans(b"123456789", b"000000000")
 _LONG_NUMBER: Final = b"0" * (MAX_NUMBER_DIGITS + 1)
 
@@ -49,12 +50,15 @@ def nesting_problem(text: bytes, limit: int) -> str | None:
     before any nesting this did not count."""
     if text.count(b"[") + text.count(b"{") <= limit:
         return None  # not even that many brackets, in strings or not
-    brackets = _outside_strings(text).translate(None, _NOT_BRACKETS)
-    # Each round takes away the innermost pairs: as many rounds as levels.
+    # Arrays and objects alike: a reader descends one level for either. (An array closed
+    # by a brace stops the reader there, no deeper than this counts.)
+    brackets = _outside_strings(text).translate(_ONE_KIND, _NOT_BRACKETS)
+    # Each round takes away the innermost pairs — one pass, so pairs that meet only once
+    # those are gone wait for the next round: as many rounds as levels.
     for _ in range(limit):
         if not brackets:
             return None
-        shorter = brackets.replace(b"[]", b"").replace(b"{}", b"")
+        shorter = brackets.replace(b"()", b"")
         if len(shorter) == len(brackets):
             return "its brackets do not match (it is not JSON)"
         brackets = shorter
