@@ -27,7 +27,14 @@ from eventcore.events import Event, EventRegistry
 from eventcore.messaging.envelope import DistributedEvent, encode_envelope, envelope_of
 from eventcore.types import Metadata, StoredEvent, StreamId
 
-__all__ = ["Deposited", "hostile_bodies", "registry", "valid_body"]
+__all__ = [
+    "KNOWN_HOSTILE",
+    "Deposited",
+    "hostile_bodies",
+    "registry",
+    "valid_body",
+    "with_deep_data",
+]
 
 
 class Deposited(Event):
@@ -66,7 +73,9 @@ def _nested(depth: int, bracket: str) -> bytes:
     return b'{"a":' * depth + b"1" + b"}" * depth
 
 
-_deep = st.builds(_nested, st.integers(0, 3000), st.sampled_from("[{"))
+#: Depths around the limit and around Python's recursion limit, and anything between.
+_depths = st.one_of(st.sampled_from([1, 63, 64, 65, 66, 900, 1000, 3000]), st.integers(0, 3000))
+_deep = st.builds(_nested, _depths, st.sampled_from("[{"))
 
 _wrong_values = st.one_of(
     st.none(),
@@ -102,7 +111,10 @@ def _wrong_attribute(draw: st.DrawFn) -> bytes:
 @st.composite
 def _deep_attribute(draw: st.DrawFn) -> bytes:
     fields = dict(_TEMPLATE)
-    fields[draw(st.sampled_from([*_ATTRIBUTES, "unknownext"]))] = _SPLICE
+    # Where a reader skips rather than checks a type (``data``, an unknown attribute)
+    # is where nesting reaches its recursion, so those come up most.
+    name = draw(st.one_of(st.sampled_from(["data", "unknownext"]), st.sampled_from(_ATTRIBUTES)))
+    fields[name] = _SPLICE
     return msgspec.json.encode(fields).replace(_SPLICED, draw(_deep))
 
 
@@ -121,6 +133,19 @@ def _corrupted(draw: st.DrawFn) -> bytes:
     index = min(at, len(body) - 1)
     return body[:index] + bytes([draw(st.integers(0, 255))]) + body[index + 1 :]
 
+
+def with_deep_data(depth: int) -> bytes:
+    """The issue's message: a valid envelope whose ``data`` is ``depth`` arrays deep."""
+    return valid_body(1).replace(b'{"amount":1}', _nested(depth, "["))
+
+
+#: Cases every run tries, besides what hypothesis draws: each once crashed a reader.
+KNOWN_HOSTILE = [
+    with_deep_data(1000),
+    msgspec.json.encode({**_TEMPLATE, "unknownext": _SPLICE}).replace(_SPLICED, _nested(3000, "{")),
+    valid_body(1).replace(b'"schemaversion"', b'"\xffschemaversion"'),
+    valid_body(1).replace(b'{"amount":1}', b'["\xff"]'),
+]
 
 hostile_bodies = st.one_of(
     st.binary(max_size=512),

@@ -14,13 +14,13 @@ import msgspec
 import pytest
 from cloudevents.core.formats.json import JSONFormat
 from cloudevents.core.v1.event import CloudEvent
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from eventcore.errors import InvalidMessage
 from eventcore.messaging.envelope import DistributedEvent, decode_envelope
 from eventcore.store.payload import payload_problem
-from tests.adversarial.messages import hostile_bodies, valid_body
+from tests.adversarial.messages import KNOWN_HOSTILE, hostile_bodies, valid_body
 
 #: Bounded so that the suite stays quick; the seeds differ on every run, so over many
 #: runs the families are covered far more widely than one run's count.
@@ -47,6 +47,10 @@ def _check_whole(envelope: DistributedEvent, body: bytes) -> None:
 
 @FUZZ
 @given(hostile_bodies)
+@example(KNOWN_HOSTILE[0])
+@example(KNOWN_HOSTILE[1])
+@example(KNOWN_HOSTILE[2])
+@example(KNOWN_HOSTILE[3])
 def test_no_hostile_message_makes_the_reader_raise_anything_but_invalid_message(
     body: bytes,
 ) -> None:

@@ -18,14 +18,20 @@ from pathlib import Path
 
 import nats
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from eventcore.messaging.bus import Bus, OutgoingMessage, partition_of
 from eventcore.messaging.envelope import decode_envelope
 from eventcore.messaging.subscriber import Received, Subscriber
 from eventcore.messaging.url import BusUrl
-from tests.adversarial.messages import Deposited, hostile_bodies, registry, valid_body
+from tests.adversarial.messages import (
+    KNOWN_HOSTILE,
+    Deposited,
+    hostile_bodies,
+    registry,
+    valid_body,
+)
 from tests.backends import skip_or_fail
 from tests.messaging.buses import BUSES, NATS_URL, unavailable_reason
 
@@ -118,6 +124,7 @@ async def _run_until(subscriber: Subscriber, handled: int, parked: int) -> None:
 @given(
     st.lists(st.tuples(unreadable_bodies, st.booleans()), min_size=1, max_size=HOSTILE_PER_EXAMPLE)
 )
+@example([(body, True) for body in KNOWN_HOSTILE])  # a valid message before each
 async def test_hostile_messages_are_parked_and_the_valid_ones_between_them_handled_in_order(
     bus: Bus, drawn: list[tuple[bytes, bool]]
 ) -> None:
