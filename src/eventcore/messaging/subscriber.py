@@ -19,10 +19,17 @@ the exception: the partition waits it out, however long (``_subscriber_handling`
 if that outlasts ``ack_wait``, the bus may deliver the batch again, and the inbox
 absorbs the repeat.
 
-The bus counts deliveries, not handler calls, so a message given back unfinished (at
-that half-time mark, or on ``stop``) uses up one of its ``max_deliveries`` without
-having been tried; a message delivered more than ``max_deliveries`` times is parked
-without another call (it may be what keeps killing the process).
+The bus counts deliveries, not handler calls. A message delivered more than
+``max_deliveries`` times without being settled is parked without another call: it may
+be what keeps killing the process. But only it: a batch holding a repeat is handled one
+message at a time, each acked once done, so the message in hand when the process died
+is the first of the next such batch, and only the first may be parked for its
+deliveries (``_settle_carefully``). Deliveries this subscriber gave back untried (at the
+half-time mark, or on ``stop``) are remembered and not counted.
+
+No message ends ``run``: whatever reading or handling one raises is that message's
+outcome (``_subscriber_handling``), and a dead-letter box that fails to keep a letter
+leaves the message unsettled, to come again.
 """
 
 from __future__ import annotations
