@@ -24,7 +24,7 @@ from typing import Final
 import msgspec
 
 from eventcore.errors import InvalidMessage, InvalidStreamId, MessageTooLarge
-from eventcore.store.payload import MAX_PAYLOAD_DEPTH, nesting_problem, payload_problem
+from eventcore.store.payload import MAX_PAYLOAD_DEPTH, nesting_problem, number_problem
 from eventcore.types import Metadata, StoredEvent, StreamId
 
 __all__ = [
@@ -206,7 +206,9 @@ def _check(envelope: DistributedEvent) -> None:
         value: str = getattr(envelope, name)
         if not (value.isascii() and value.isdigit() and int(value) >= 1):
             raise InvalidMessage(f"{name} {value!r} is not a positive integer")
-    problem = payload_problem(envelope.payload)
+    # The rest of the store's terms hold already: the whole message is UTF-8 JSON
+    # nested within bounds.
+    problem = number_problem(envelope.payload)
     if problem is not None:
         raise InvalidMessage(f"data is not a payload a store would keep: {problem}")
     if envelope.metaextra is not None:

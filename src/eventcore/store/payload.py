@@ -25,7 +25,13 @@ from typing import Final
 
 import msgspec
 
-__all__ = ["MAX_NUMBER_DIGITS", "MAX_PAYLOAD_DEPTH", "nesting_problem", "payload_problem"]
+__all__ = [
+    "MAX_NUMBER_DIGITS",
+    "MAX_PAYLOAD_DEPTH",
+    "nesting_problem",
+    "number_problem",
+    "payload_problem",
+]
 
 #: The deepest nesting of arrays and objects a payload may have.
 MAX_PAYLOAD_DEPTH: Final = 64
@@ -81,7 +87,12 @@ def payload_problem(data: bytes) -> str | None:
             data.decode()
         except UnicodeDecodeError as error:
             return f"it is not valid UTF-8: {error.reason} at byte {error.start}"
-    if len(data) > MAX_NUMBER_DIGITS and _has_long_number(data):
+    return number_problem(data)
+
+
+def number_problem(text: bytes) -> str | None:
+    """Why the JSON ``text`` has a number no reader reads, or None."""
+    if len(text) > MAX_NUMBER_DIGITS and _has_long_number(text):
         return f"it has a number of more than {MAX_NUMBER_DIGITS} digits"
     return None
 
