@@ -21,6 +21,7 @@ MODULES = [
     "eventcore.command",
     "eventcore.store",
     "eventcore.store.protocol",
+    "eventcore.store.payload",
     "eventcore.store.request",
     "eventcore.store.url",
     "eventcore.store.memory",

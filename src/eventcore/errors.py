@@ -9,7 +9,8 @@
     │   │   ├── EmptyAppend
     │   │   ├── UndeclaredStream
     │   │   ├── DuplicateEventId
-    │   │   └── PayloadTooLarge
+    │   │   ├── PayloadTooLarge
+    │   │   └── InvalidPayload       not JSON every reader can read
     │   ├── InvalidUrl
     │   ├── InvalidCommand
     │   └── InvalidName              a topic, consumer group or service name
@@ -58,6 +59,7 @@ __all__ = [
     "InvalidInput",
     "InvalidMessage",
     "InvalidName",
+    "InvalidPayload",
     "InvalidStreamId",
     "InvalidUrl",
     "MessageTooLarge",
@@ -127,6 +129,15 @@ class PayloadTooLarge(InvalidAppend):
         super().__init__(
             f"payload of {event_type!r} is {size} bytes; the store accepts at most {limit}"
         )
+
+
+class InvalidPayload(InvalidAppend):
+    """A payload the store does not keep: what is allowed is in ``eventcore.store.payload``."""
+
+    def __init__(self, event_type: str, reason: str) -> None:
+        self.event_type = event_type
+        self.reason = reason
+        super().__init__(f"payload of {event_type!r} is refused: {reason}")
 
 
 class InvalidUrl(InvalidInput):

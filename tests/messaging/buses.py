@@ -17,6 +17,11 @@ the URL cannot carry; ``lease_ttl`` is seconds, default 10.0 everywhere):
 
 A backend whose module cannot be imported, or whose server cannot be reached, is
 skipped with the reason; under ``CI=true`` it fails instead.
+
+``backend.foreign(bus, topic, key, bodies)`` publishes as a producer other than
+eventcore would, with whatever that backend lets it leave out: on NATS a plain
+JetStream publish with no ``Nats-Msg-Id``; the memory and SQLite buses take messages
+through ``publish`` only, which needs an id, so there it is a fresh one each.
 """
 
 from __future__ import annotations
@@ -24,12 +29,12 @@ from __future__ import annotations
 import importlib
 import os
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from eventcore.messaging.bus import Bus
+from eventcore.messaging.bus import Bus, OutgoingMessage, partition_of
 from eventcore.messaging.url import BusUrl
 from tests.backends import skip_or_fail
 
@@ -46,6 +51,32 @@ __all__ = [
 Connect = Callable[[], Awaitable[Bus]]
 #: ``site(workdir, *, partitions, lease_ttl)`` → an async context manager of ``connect``.
 SiteFactory = Callable[..., AbstractAsyncContextManager[Connect]]
+#: ``await foreign(bus, topic, key, bodies)``: publish as another producer would.
+Foreign = Callable[[Bus, str, str, Sequence[bytes]], Awaitable[None]]
+
+
+async def _with_fresh_ids(bus: Bus, topic: str, key: str, bodies: Sequence[bytes]) -> None:
+    await bus.publish(
+        [OutgoingMessage(topic, f"foreign-{uuid.uuid4().hex}", key, body) for body in bodies]
+    )
+
+
+async def _without_ids(bus: Bus, topic: str, key: str, bodies: Sequence[bytes]) -> None:
+    """Plain JetStream publishes, no ``Nats-Msg-Id``, to the partition ``key`` picks."""
+    import nats
+
+    url = BusUrl.parse(bus.url)
+    # Joining a group creates the topic's stream, as eventcore would for its own publish.
+    await (await bus.consumer(topic, "foreign-producer")).aclose()
+    subject = f"{url.namespace}.{topic}.{partition_of(key, url.partitions)}"
+    client = await nats.connect(NATS_URL, connect_timeout=5, allow_reconnect=False)
+    try:
+        js = client.jetstream()
+        for body in bodies:
+            await js.publish(subject, body)
+    finally:
+        await client.close()
+
 
 #: The NATS server the nats bus runs against (``host:port``).
 NATS_URL = os.environ.get("EVENTCORE_TEST_NATS_URL", "nats://127.0.0.1:4222")
@@ -57,6 +88,7 @@ class BusBackend:
     site: SiteFactory
     #: Modules that must import for this backend to run.
     requires: tuple[str, ...] = ()
+    foreign: Foreign = _with_fresh_ids
 
 
 def unavailable_reason(backend: BusBackend) -> str | None:
@@ -171,5 +203,7 @@ async def _nats(workdir: Path, *, partitions: int, lease_ttl: float) -> AsyncIte
 BUSES: dict[str, BusBackend] = {
     "memory": BusBackend("memory", _memory),
     "sqlite": BusBackend("sqlite", _sqlite, requires=("eventcore.messaging.sqlite",)),
-    "nats": BusBackend("nats", _nats, requires=("nats", "eventcore.messaging.nats")),
+    "nats": BusBackend(
+        "nats", _nats, requires=("nats", "eventcore.messaging.nats"), foreign=_without_ids
+    ),
 }

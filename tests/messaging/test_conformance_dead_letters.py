@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import msgspec
 import pytest
 
 from eventcore.errors import DeadLetterNotFound
 from eventcore.messaging.bus import Bus, DeadLetter, DeadLetterBox
+from eventcore.messaging.envelope import DEFAULT_MAX_MESSAGE_BYTES
 from tests.messaging.buses import Connect
 
 _T0 = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
@@ -146,3 +148,29 @@ async def test_letters_are_shared_by_every_handle_on_the_bus(bus: Bus, make_bus:
     other = await make_bus()
 
     assert _ids(await other.dead_letters.letters()) == ["m1"]
+
+
+async def test_a_letter_for_the_largest_message_a_subscriber_reads_is_kept_whole(
+    bus: Bus,
+) -> None:
+    # On NATS such a letter is larger than one key-value entry may be (the server's
+    # max_payload): it was refused, so its message was sent back for ever.
+    body = bytes(range(256)) * (DEFAULT_MAX_MESSAGE_BYTES // 256)
+    letter = msgspec.structs.replace(_letter("big"), body=body, reason="r" * 2000)
+    small = _letter("small", minute=1)
+    box = await _box_with(bus, letter, small)
+
+    assert await box.get(letter.letter_id) == letter
+    assert await box.letters() == [letter, small]
+    await box.request_retry(letter.letter_id)
+    assert (await box.get(letter.letter_id)).body == body
+    (claimed,) = await box.claim_retries("billing", "orders")
+    assert claimed == msgspec.structs.replace(letter, status="retry")
+
+    # Replaced by a small letter of the same id, and dropped: no trace of the body left.
+    await box.put(letter)
+    await box.put(msgspec.structs.replace(letter, body=b"{}"))
+    assert (await box.get(letter.letter_id)).body == b"{}"
+    await box.put(letter)
+    await box.drop(letter.letter_id)
+    assert await box.letters() == [small]

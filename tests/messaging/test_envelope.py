@@ -4,6 +4,7 @@ stored event whole, and no bytes off the wire crash the reader."""
 from __future__ import annotations
 
 import contextlib
+import json
 import uuid
 from datetime import UTC, datetime
 
@@ -21,6 +22,7 @@ from eventcore.messaging.envelope import (
     encode_envelope,
     envelope_of,
 )
+from eventcore.store.payload import payload_problem
 from eventcore.types import Metadata, StoredEvent, StreamId
 
 RECORDED = datetime(2026, 11, 26, 12, 30, 5, 123456, tzinfo=UTC)
@@ -230,3 +232,42 @@ def test_no_json_object_crashes_the_reader(changes: dict[str, object]) -> None:
     assert envelope.stream_version >= 1
     assert envelope.stream_id
     envelope.metadata  # noqa: B018
+
+
+KEPT_PAYLOADS = [
+    b' {"b": [1, {"c": null}], "a": "z"} ',
+    '{"name":"naïve ✓ 🎉","esc":"\\u0000\\"\\\\\\ud83c\\udf89"}'.encode(),
+    b"[" * 64 + b"]" * 64,
+    b'"%s"' % (b"[" * 1000),
+    b"-1.5e300",
+    b"null",
+]
+
+
+@pytest.mark.parametrize("data", KEPT_PAYLOADS, ids=lambda data: repr(data[:16]))
+def test_any_payload_a_store_keeps_goes_on_the_wire_as_json_the_sdk_reads(data: bytes) -> None:
+    assert payload_problem(data) is None  # the store keeps it
+    body = encode_envelope(envelope_of(stored(data=data), source="users"))
+
+    # The same bytes (whitespace around the value is not part of it).
+    assert decode_envelope(body).payload == data.strip(b" \t\r\n")
+    assert JSONFormat().read(CloudEvent, body).get_data() == json.loads(data)
+
+
+@pytest.mark.parametrize(
+    ("data", "words"),
+    [
+        (b'["\xff"]', "not valid UTF-8"),
+        (b"[" * 65 + b"]" * 65, "deeper than"),
+        (b"9" * 4301, "digits"),
+    ],
+    ids=["not-utf8", "65-deep", "long-number"],
+)
+def test_data_a_store_would_refuse_is_an_invalid_message(data: bytes, words: str) -> None:
+    # Another producer may publish what our store would never have kept.
+    fields = _fields()
+    fields["data"] = "\x00raw\x00"
+    body = msgspec.json.encode(fields).replace(b'"\\u0000raw\\u0000"', data)
+
+    with pytest.raises(InvalidMessage, match=words):
+        decode_envelope(body)

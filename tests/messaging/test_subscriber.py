@@ -359,6 +359,169 @@ async def test_poison_messages_are_parked_and_their_neighbours_handled(
     assert status.last_error is not None
 
 
+@pytest.fixture(params=["memory", "sqlite", "nats"])
+async def every_bus(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Bus]:
+    """A fresh bus on every backend, NATS included."""
+    async with _bus_on(request.param, tmp_path) as bus:
+        yield bus
+
+
+async def test_deeply_nested_data_is_parked_and_the_message_behind_it_handled(
+    every_bus: Bus, producer: Producer
+) -> None:
+    # The issue's scenario: a valid envelope whose data is a thousand nested arrays, then a
+    # valid message of the same stream (the same partition).
+    key = "account-n"
+    (stored,) = await producer.record(key, Deposited(account="n", amount=1))
+    envelope = envelope_of(stored, source="bank")
+    nested = msgspec.structs.replace(envelope, data=msgspec.Raw(b"[" * 1000 + b"]" * 1000))
+    after = await producer.message(key, Deposited(account="n", amount=2))
+    await every_bus.publish([raw(key, encode_envelope(nested), "deep"), after])
+    recorder = Recorder()
+    sub = subscriber(every_bus, {Deposited: recorder}, max_deliveries=2)
+
+    async with running(sub) as (task,):
+        await until(lambda: sub.status().handled == 1 or task.done(), "the neighbour handled")
+        assert not task.done(), task.exception()
+
+    assert recorder.amounts() == [2]
+    (letter,) = await every_bus.dead_letters.letters()
+    assert (letter.message_id, letter.error_type, letter.attempts) == ("deep", "InvalidMessage", 1)
+    assert "deeper than" in letter.reason
+
+
+@pytest.mark.parametrize("backend", ["memory", "sqlite", "nats"])
+async def test_unreadable_messages_from_another_producer_each_get_their_own_letter(
+    backend: str, tmp_path: Path, producer: Producer
+) -> None:
+    # On NATS they come without a Nats-Msg-Id: their three letters were one, overwritten
+    # twice, and could not be fetched, retried or dropped.
+    bodies = [b"garbage 1", b"garbage 2", b"garbage 3"]
+    async with _bus_on(backend, tmp_path) as bus:
+        await BUSES[backend].foreign(bus, TOPIC, "account-f", bodies)
+        await bus.publish([await producer.message("account-f", Deposited(account="f", amount=1))])
+        recorder = Recorder()
+        sub = subscriber(bus, {Deposited: recorder})
+        box = bus.dead_letters
+        async with running(sub):
+            await until(lambda: sub.status().dead_lettered == 3, "three parked")
+            await until(lambda: sub.status().handled == 1, "the valid one handled")
+            letters = await box.letters()
+            assert sorted(letter.body for letter in letters) == bodies
+            assert len({letter.letter_id for letter in letters}) == 3
+            for letter in letters:
+                assert await box.get(letter.letter_id) == letter
+            await box.request_retry(letters[0].letter_id)
+            await until(lambda: sub.status().dead_lettered == 4, "retried, parked again")
+            await box.drop(letters[1].letter_id)
+        assert sorted(letter.body for letter in await box.letters()) == sorted(
+            letter.body for letter in (letters[0], letters[2])
+        )
+        assert recorder.amounts() == [1]
+
+
+class _Unprintable(Exception):
+    def __str__(self) -> str:
+        raise RuntimeError("cannot print this")
+
+
+async def test_any_exception_from_a_handler_parks_only_its_message(
+    any_bus: Bus, producer: Producer
+) -> None:
+    failures: dict[int, Exception] = {
+        -1: RecursionError("maximum recursion depth exceeded"),
+        -2: _Unprintable(),
+        -3: ValueError("x" * 1_000_000),
+        -4: MemoryError(),
+    }
+    recorder = Recorder()
+
+    async def handle(received: Received) -> None:
+        assert isinstance(received.event, Deposited)
+        failure = failures.get(received.event.amount)
+        if failure is not None:
+            raise failure
+        await recorder(received)
+
+    key = "account-e"
+    messages = [
+        await producer.message(key, Deposited(account="e", amount=n))
+        for n in (1, -1, -2, -3, -4, 2)
+    ]
+    await any_bus.publish(messages)
+    sub = subscriber(any_bus, {Deposited: handle}, max_deliveries=2)
+    async with running(sub) as (task,):
+        await until(lambda: sub.status().handled == 2 or task.done(), "the valid ones handled")
+        assert not task.done(), task.exception()
+
+    assert recorder.amounts() == [1, 2]
+    letters = {letter.message_id: letter for letter in await any_bus.dead_letters.letters()}
+    types = [letters[m.message_id].error_type for m in messages[1:5]]
+    assert types == ["RecursionError", "_Unprintable", "ValueError", "MemoryError"]
+    unprintable, huge = (letters[m.message_id] for m in messages[2:4])
+    assert unprintable.reason == "_Unprintable: (its message could not be shown)"
+    assert huge.reason.startswith("ValueError: xxx")
+    # A letter keeps a bounded reason: every bus must be able to store it.
+    assert len(huge.reason) <= 2000
+    assert huge.reason.endswith("more characters)")
+
+
+class _ProcessDeath(BaseException):
+    """What no subscriber can contain: the process dies in a handler (killed, aborted)."""
+
+
+async def test_a_message_that_kills_the_process_is_parked_alone(
+    any_bus: Bus, producer: Producer
+) -> None:
+    key = "account-k"
+    before = await producer.message(key, Deposited(account="k", amount=0))
+    killer = await producer.message(key, Deposited(account="k", amount=-9))
+    behind = [await producer.message(key, Deposited(account="k", amount=n)) for n in (1, 2)]
+    await any_bus.publish([before, killer, *behind])
+    recorder = Recorder()
+
+    async def handle(received: Received) -> None:
+        assert isinstance(received.event, Deposited)
+        if received.event.amount == -9:
+            raise _ProcessDeath()
+        await recorder(received)
+
+    async def one_life() -> bool:
+        """Run a subscriber until its process dies (True) or it has handled the last
+        message or parked more than the killer (False)."""
+        sub = subscriber(any_bus, {Deposited: handle}, max_deliveries=2, member="m")
+        task = asyncio.create_task(sub.run())
+        await until(
+            lambda: (
+                task.done() or recorder.amounts()[-1:] == [2] or sub.status().dead_lettered > 1
+            ),  # more than the killer: the defect
+            "died, or done",
+        )
+        if not task.done():
+            sub.stop()
+            await task
+            return False
+        try:
+            await task
+        except BaseExceptionGroup as died:  # raised inside the batch's TaskGroup
+            return died.subgroup(_ProcessDeath) is not None
+        except _ProcessDeath:
+            return True
+        pytest.fail("run() returned by itself")
+
+    deaths = 0
+    while deaths < 6 and await one_life():  # restarted after each death, as by a supervisor
+        deaths += 1
+
+    # Killed twice (max_deliveries), then parked unread; the messages around it, which
+    # were delivered as often but never failed, are handled and never parked.
+    assert deaths == 2
+    (letter,) = await any_bus.dead_letters.letters()
+    assert (letter.message_id, letter.error_type) == (killer.message_id, "TooManyDeliveries")
+    assert sorted(set(recorder.amounts())) == [0, 1, 2]
+    assert recorder.amounts()[-2:] == [1, 2]
+
+
 async def test_a_failure_that_clears_on_the_third_try_is_not_parked(
     any_bus: Bus, producer: Producer
 ) -> None:
@@ -624,17 +787,18 @@ async def test_a_retry_claimed_when_stopping_goes_back_to_the_box(
 
 
 class _RefusingBox:
-    """A dead-letter box whose first ``refuse`` puts fail as a bus outage would (a
+    """A dead-letter box whose first ``refuse`` puts fail with ``error`` (a
     failure-injection double: the puts after it really store)."""
 
-    def __init__(self, inner: Any, refuse: int) -> None:
+    def __init__(self, inner: Any, refuse: int, error: Exception) -> None:
         self._inner = inner
         self._refuse = refuse
+        self._error = error
 
     async def put(self, letter: DeadLetter) -> None:
         if self._refuse > 0:
             self._refuse -= 1
-            raise BusUnavailable("the dead-letter table is locked")
+            raise self._error
         await self._inner.put(letter)
 
     def __getattr__(self, name: str) -> Any:
@@ -642,15 +806,22 @@ class _RefusingBox:
 
 
 class _RefusingBus:
-    def __init__(self, inner: Bus, refuse: int) -> None:
+    def __init__(self, inner: Bus, refuse: int, error: Exception) -> None:
         self._inner = inner
-        self.dead_letters = _RefusingBox(inner.dead_letters, refuse)
+        self.dead_letters = _RefusingBox(inner.dead_letters, refuse, error)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._inner, name)
 
 
-async def test_a_letter_that_cannot_be_parked_is_not_acked(bus: Bus, producer: Producer) -> None:
+@pytest.mark.parametrize(
+    "error",
+    [BusUnavailable("the dead-letter table is locked"), KeyError("a defect in the box")],
+    ids=["outage", "defect"],
+)
+async def test_a_letter_that_cannot_be_parked_is_not_acked(
+    bus: Bus, producer: Producer, error: Exception
+) -> None:
     recorder = Recorder()
 
     async def handle(received: Received) -> None:
@@ -662,7 +833,7 @@ async def test_a_letter_that_cannot_be_parked_is_not_acked(bus: Bus, producer: P
     await bus.publish(
         [await producer.message("account-u", Deposited(account="u", amount=n)) for n in (1, 2)]
     )
-    refusing: Any = _RefusingBus(bus, refuse=1)
+    refusing: Any = _RefusingBus(bus, refuse=1, error=error)
     sub = subscriber(refusing, {Deposited: handle}, max_deliveries=3)
     async with running(sub):
         await until(lambda: sub.status().dead_lettered == 1, "parked on the second delivery")

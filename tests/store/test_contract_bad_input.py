@@ -10,11 +10,13 @@ from eventcore.errors import (
     EmptyAppend,
     InvalidAppend,
     InvalidInput,
+    InvalidPayload,
     InvalidStreamId,
     PayloadTooLarge,
     UndeclaredStream,
 )
 from eventcore.store import EventStore
+from eventcore.store.payload import MAX_NUMBER_DIGITS, MAX_PAYLOAD_DEPTH
 from eventcore.store.request import DEFAULT_MAX_PAYLOAD_BYTES
 from eventcore.types import Metadata, NewEvent, StreamId
 from tests.backends import MakeStore
@@ -156,7 +158,8 @@ async def test_append_rejects_something_that_is_not_a_new_event(seeded: EventSto
 
 
 @pytest.mark.parametrize(
-    "event_type", ["", "X" * 256, "Order\x00Placed", "Order\nPlaced"],
+    "event_type",
+    ["", "X" * 256, "Order\x00Placed", "Order\nPlaced"],
     ids=["empty", "256-chars", "nul", "newline"],
 )
 async def test_append_rejects_event_with_an_invalid_type(
@@ -213,19 +216,20 @@ async def test_append_rejects_event_with_a_field_of_the_wrong_type(
 async def test_payload_at_the_configured_limit_is_accepted(make_store: MakeStore) -> None:
     store = await make_store(max_payload_bytes=10)
 
-    await store.append({A: [new_event(data=b"x" * 10)]}, expected={A: 0})
+    data = b'"%s"' % (b"x" * 8)
+    await store.append({A: [new_event(data=data)]}, expected={A: 0})
 
-    assert [event.data for event in await store.read_stream(A)] == [b"x" * 10]
+    assert [event.data for event in await store.read_stream(A)] == [data]
 
 
 async def test_payload_over_the_configured_limit_is_too_large(make_store: MakeStore) -> None:
     store = await make_store(max_payload_bytes=10)
-    await store.append({A: [new_event(data=b"ok")]}, expected={A: 0})
+    await store.append({A: [new_event(data=b'"ok"')]}, expected={A: 0})
 
     error = await assert_rejected(
         store,
         PayloadTooLarge,
-        writes={A: [new_event(data=b"small")], B: [new_event("Big", data=b"x" * 11)]},
+        writes={A: [new_event(data=b"1")], B: [new_event("Big", data=b"[%s]" % (b"1" * 9))]},
         expected={A: 1, B: 0},
     )
 
@@ -239,3 +243,64 @@ async def test_payload_over_the_default_limit_is_too_large(seeded: EventStore) -
     await assert_rejected(
         seeded, PayloadTooLarge, writes={A: [new_event(data=data)]}, expected={A: 1}
     )
+
+
+# --- payload form --------------------------------------------------------------------------
+
+
+def _nested(depth: int) -> bytes:
+    return b"[" * depth + b"]" * depth
+
+
+@pytest.mark.parametrize(
+    ("data", "words"),
+    [
+        pytest.param(b"", "not valid JSON", id="empty"),
+        pytest.param(b"plain text", "not valid JSON", id="text"),
+        pytest.param(bytes(range(256)), "not valid JSON", id="all-bytes"),
+        pytest.param(b'{"a":1} trailing', "not valid JSON", id="trailing"),
+        pytest.param(b'{"a":NaN}', "not valid JSON", id="nan"),
+        pytest.param(b'"\x00"', "not valid JSON", id="raw-nul-in-string"),
+        pytest.param(b'{"name":"\xff"}', "not valid UTF-8", id="invalid-utf8"),
+        pytest.param(b'"\xed\xa0\x80"', "not valid UTF-8", id="utf8-surrogate"),
+        pytest.param(_nested(MAX_PAYLOAD_DEPTH + 1), "deeper than", id="too-deep"),
+        pytest.param(_nested(1000), "deeper than", id="a-thousand-deep"),
+        pytest.param(b"[" + b"[]," * 99 + b"[]", "brackets do not match", id="unclosed"),
+        pytest.param(b"1" * (MAX_NUMBER_DIGITS + 1), "digits", id="long-number"),
+    ],
+)
+async def test_append_rejects_a_payload_that_is_not_json_every_reader_can_read(
+    seeded: EventStore, data: bytes, words: str
+) -> None:
+    # The relay would publish it verbatim as the envelope's data, where no reader could
+    # read it (or, nested a thousand deep, a reader would crash on it).
+    error = await assert_rejected(
+        seeded,
+        InvalidPayload,
+        writes={A: [new_event(), new_event("Odd", data=data)]},
+        expected={A: 1},
+    )
+
+    assert isinstance(error, InvalidPayload)
+    assert error.event_type == "Odd"
+    assert words in error.reason
+    assert "'Odd'" in str(error)
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        pytest.param(b"null", id="null"),
+        pytest.param(b"-1.5e3", id="number"),
+        pytest.param(b' \n{"b": [1, {"c": null}], "a": "z"}\t', id="spacing-kept"),
+        pytest.param('{"name":"naïve ✓ 🎉","esc":"\\u0000\\"\\\\"}'.encode(), id="unicode"),
+        pytest.param(_nested(MAX_PAYLOAD_DEPTH), id="deepest-allowed"),
+        pytest.param(b'"%s"' % (b"[" * 1000), id="brackets-in-a-string"),
+        pytest.param(b'"%s"' % (b"7" * (MAX_NUMBER_DIGITS + 1)), id="digits-in-a-string"),
+        pytest.param(b"[%s]" % b",".join([b"{}"] * 1000), id="wide"),
+    ],
+)
+async def test_append_keeps_any_json_payload_byte_for_byte(seeded: EventStore, data: bytes) -> None:
+    await seeded.append({A: [new_event(data=data)]}, expected={A: 1})
+
+    assert (await seeded.read_stream(A))[-1].data == data

@@ -7,12 +7,23 @@ a later ``put`` of the same id replaces the tombstone.
 
 Letters are few (a group parks only what it gave up on), so listing reads them all and
 sorts them here.
+
+A letter must always fit, or its message could never be parked and would come again for
+ever, holding up its partition. A KV value is one NATS message, at most the server's
+``max_payload``, and a letter keeps its message's body whole (base64 in JSON, a third
+larger), so a letter whose message was near that size cannot be one value. Then its
+body goes to the bucket ``{ns}_deadletter_bodies`` in parts that each fit, under
+``{letter key}.{part}``, written before the letter that counts them
+(``_Stored.body_parts``); reading the letter joins them again. Parts a replaced or
+removed letter leaves behind are deleted after it; should that fail, they are only
+garbage, never read (the letter says how many parts are its own).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import datetime
+from typing import NamedTuple
 
 import msgspec
 from nats.js.client import JetStreamContext
@@ -30,24 +41,38 @@ __all__ = ["KvDeadLetterBox"]
 
 
 class _Stored(msgspec.Struct, frozen=True):
-    """A letter, or (``letter`` None) the tombstone of one, with its ``failed_at``."""
+    """A letter, or (``letter`` None) the tombstone of one, with its ``failed_at``.
+    ``body_parts`` > 0: the letter's body is kept apart, in that many parts."""
 
     failed_at: datetime
     letter: DeadLetter | None = None
+    body_parts: int = 0
+
+
+class _Live(NamedTuple):
+    """A letter as read from the bucket: its key, the letter (its body left out when
+    kept apart), how many body parts it has, and the revision it was read at."""
+
+    key: str
+    letter: DeadLetter
+    body_parts: int
+    revision: int
 
 
 _encoder = msgspec.json.Encoder()
 _stored = msgspec.json.Decoder(_Stored)
+#: Room kept in a value for what travels with it (subject, headers).
+_MARGIN = 8 * 1024
+#: The least room a part gets, whatever the server says.
+_LEAST_PART = 4 * 1024
 
 
-def _decode(raw: bytes | None) -> DeadLetter | datetime:
-    """The letter in ``raw``, or the ``failed_at`` of its tombstone."""
-    stored = _stored.decode(raw or b"")
-    return stored.failed_at if stored.letter is None else stored.letter
+def _decode(raw: bytes | None) -> _Stored:
+    return _stored.decode(raw or b"")
 
 
-def _encode(letter: DeadLetter) -> bytes:
-    return _encoder.encode(_Stored(letter.failed_at, letter))
+def _encode(letter: DeadLetter, body_parts: int = 0) -> bytes:
+    return _encoder.encode(_Stored(letter.failed_at, letter, body_parts))
 
 
 def _key(group: str, topic: str, message_id: str) -> str:
@@ -75,18 +100,51 @@ class KvDeadLetterBox:
     """The ``DeadLetterBox`` protocol over one KV bucket."""
 
     def __init__(
-        self, kv: KeyValue, check_open: Callable[[], None], *, js: JetStreamContext, bucket: str
+        self,
+        kv: KeyValue,
+        bodies: KeyValue,
+        check_open: Callable[[], None],
+        *,
+        js: JetStreamContext,
+        bucket: str,
+        max_payload: Callable[[], int],
     ) -> None:
         self._kv = kv
+        self._bodies = bodies
         self._open = check_open
         self._js = js
         self._bucket = bucket
+        self._max_payload = max_payload
 
     async def put(self, letter: DeadLetter) -> None:
         self._open()
         check_letter(letter)
+        key = _key(letter.group, letter.topic, letter.message_id)
+        room = max(self._max_payload() - _MARGIN, _LEAST_PART)
+        value = _encode(letter)
         with translated("keeping a dead letter"):
-            await self._kv.put(_key(letter.group, letter.topic, letter.message_id), _encode(letter))
+            before = await self._parts_of(key)
+            parts = 0
+            if len(value) > room:
+                body = bytes(letter.body)
+                parts = max(1, -(-len(body) // room))
+                for part in range(parts):
+                    await self._bodies.put(f"{key}.{part}", body[part * room : (part + 1) * room])
+                value = _encode(msgspec.structs.replace(letter, body=b""), parts)
+            await self._kv.put(key, value)
+            await self._delete_parts(key, range(parts, before))
+
+    async def _parts_of(self, key: str) -> int:
+        """How many body parts the letter (or tombstone) now at ``key`` counts."""
+        try:
+            entry = await self._kv.get(key)
+        except KeyNotFoundError:
+            return 0
+        return _decode(entry.value).body_parts
+
+    async def _delete_parts(self, key: str, parts: range) -> None:
+        for part in parts:
+            await self._bodies.delete(f"{key}.{part}")
 
     async def _all(self, pattern: str) -> list[DeadLetter]:
         """The letters (not tombstones) whose keys match ``pattern``."""
@@ -96,9 +154,10 @@ class KvDeadLetterBox:
         for entry in found:
             if entry.value is None:
                 continue
-            value = _decode(entry.value)
-            if isinstance(value, DeadLetter):
-                letters.append(value)
+            stored = _decode(entry.value)
+            if stored.letter is not None:
+                live = _Live(entry.key, stored.letter, stored.body_parts, entry.revision or 0)
+                letters.append(await self._with_body(live))
         return letters
 
     async def letters(
@@ -133,12 +192,13 @@ class KvDeadLetterBox:
                 entry = await self._kv.get(key)
             except KeyNotFoundError:
                 raise DeadLetterNotFound(letter_id) from None
-        value = _decode(entry.value)
-        if isinstance(value, DeadLetter):
-            return _sort_key(value)
-        return (value, letter_id)
+        stored = _decode(entry.value)
+        if stored.letter is not None:
+            return _sort_key(stored.letter)
+        return (stored.failed_at, letter_id)
 
-    async def _entry(self, letter_id: str) -> tuple[DeadLetter, int]:
+    async def _entry(self, letter_id: str) -> _Live:
+        """The live letter of ``letter_id`` as stored (its body maybe apart)."""
         key = _key_of(letter_id) if isinstance(letter_id, str) else None
         if key is None:
             raise DeadLetterNotFound(str(letter_id))
@@ -147,43 +207,53 @@ class KvDeadLetterBox:
                 entry = await self._kv.get(key)
             except KeyNotFoundError:
                 raise DeadLetterNotFound(letter_id) from None
-        value = _decode(entry.value)
-        if not isinstance(value, DeadLetter):
+        stored = _decode(entry.value)
+        if stored.letter is None:
             raise DeadLetterNotFound(letter_id)
-        return value, entry.revision or 0
+        return _Live(key, stored.letter, stored.body_parts, entry.revision or 0)
 
     async def get(self, letter_id: str) -> DeadLetter:
         self._open()
-        letter, _ = await self._entry(letter_id)
-        return letter
+        return await self._with_body(await self._entry(letter_id))
 
-    async def _bury(self, letter: DeadLetter, revision: int) -> bool:
-        """Replace ``letter`` by its tombstone unless it changed since ``revision``."""
-        key = _key(letter.group, letter.topic, letter.message_id)
-        tombstone = _encoder.encode(_Stored(letter.failed_at))
+    async def _with_body(self, live: _Live) -> DeadLetter:
+        """``live``'s letter with its body, joined from its parts when kept apart."""
+        if not live.body_parts:
+            return live.letter
+        body = bytearray()
+        with translated("reading a dead letter's body"):
+            for part in range(live.body_parts):
+                entry = await self._bodies.get(f"{live.key}.{part}")
+                body += entry.value or b""
+        return msgspec.structs.replace(live.letter, body=bytes(body))
+
+    async def _bury(self, live: _Live) -> bool:
+        """Replace ``live``'s letter by its tombstone unless it changed since it was
+        read; then delete its body parts."""
+        tombstone = _encoder.encode(_Stored(live.letter.failed_at))
         with translated("removing a dead letter"):
             try:
-                await self._kv.update(key, tombstone, last=revision)
+                await self._kv.update(live.key, tombstone, last=live.revision)
             except KeyWrongLastSequenceError:
                 return False
+            await self._delete_parts(live.key, range(live.body_parts))
         return True
 
     async def drop(self, letter_id: str) -> None:
         self._open()
-        while True:
-            letter, revision = await self._entry(letter_id)
-            if await self._bury(letter, revision):
-                return
+        while not await self._bury(await self._entry(letter_id)):
+            pass
 
     async def request_retry(self, letter_id: str) -> None:
         self._open()
         while True:
-            letter, revision = await self._entry(letter_id)
-            retry = msgspec.structs.replace(letter, status="retry")
-            key = _key(letter.group, letter.topic, letter.message_id)
+            live = await self._entry(letter_id)
+            retry = msgspec.structs.replace(live.letter, status="retry")
             with translated("marking a dead letter for retry"):
                 try:
-                    await self._kv.update(key, _encode(retry), last=revision)
+                    await self._kv.update(
+                        live.key, _encode(retry, live.body_parts), last=live.revision
+                    )
                 except KeyWrongLastSequenceError:
                     continue
             return
@@ -193,18 +263,18 @@ class KvDeadLetterBox:
         check_letter_filter(group, topic, limit)
         with translated("listing dead letters"):
             found = await entries(self._js, self._bucket, f"{group}.{topic}.*")
-        due: list[tuple[DeadLetter, int]] = []
+        due: list[_Live] = []
         for entry in found:
-            value = _decode(entry.value)
-            if isinstance(value, DeadLetter) and value.status == "retry":
-                due.append((value, entry.revision or 0))
-        due.sort(key=lambda pair: _sort_key(pair[0]))
+            stored = _decode(entry.value)
+            if stored.letter is not None and stored.letter.status == "retry":
+                due.append(_Live(entry.key, stored.letter, stored.body_parts, entry.revision or 0))
+        due.sort(key=lambda live: _sort_key(live.letter))
         claimed: list[DeadLetter] = []
-        for letter, revision in due:
-            if len(claimed) == limit:
-                break
+        for live in due[:limit]:
+            # Read whole before it is buried: its body parts go with it.
+            letter = await self._with_body(live)
             # The compare-and-set makes a letter claimed by exactly one of two racing claimers.
-            if await self._bury(letter, revision):
+            if await self._bury(live):
                 claimed.append(letter)
         return claimed
 

@@ -3,7 +3,9 @@
 KV keys allow only letters, digits and ``-/_=.``; eventcore names (topics, groups,
 members) already fit, but free-form strings (message ids, checkpoint names) may not, so
 those go through ``key_token``: kept as they are when safe, else base64url-encoded
-behind ``=``, a character no eventcore name contains (so the two never collide).
+behind ``=``, a character no eventcore name contains (so the two never collide). A
+value too long for a key (a key is a subject, and the server bounds the line that
+carries it) becomes ``==`` and its SHA-256: no base64url text starts with ``=``.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import hashlib
 import re
 from typing import Final
 
@@ -23,16 +26,24 @@ from nats.js.kv import KeyValue
 __all__ = ["entries", "key_token", "open_bucket"]
 
 _SAFE = re.compile(r"[A-Za-z0-9_-]+")
+#: The longest token a key is given; the whole key (bucket, group, topic and token)
+#: stays well inside the server's 4 KiB control line.
+_MAX_TOKEN: Final = 512
 _OPERATION: Final = "KV-Operation"
 _REMOVED: Final = frozenset({"DEL", "PURGE"})
 _LISTING_TIMEOUT: Final = 5.0
 
 
 def key_token(value: str) -> str:
-    """``value`` as one KV key token (no dots): itself if safe, else ``=`` + base64url."""
-    if _SAFE.fullmatch(value):
+    """``value`` as one KV key token (no dots): itself if safe, else ``=`` + base64url,
+    or ``==`` + its SHA-256 when that would be longer than ``_MAX_TOKEN``."""
+    if len(value) <= _MAX_TOKEN and _SAFE.fullmatch(value):
         return value
-    return "=" + base64.urlsafe_b64encode(value.encode()).decode().rstrip("=")
+    raw = value.encode("utf-8", "surrogatepass")
+    token = "=" + base64.urlsafe_b64encode(raw).decode().rstrip("=")
+    if len(token) <= _MAX_TOKEN:
+        return token
+    return "==" + hashlib.sha256(raw).hexdigest()
 
 
 async def open_bucket(js: JetStreamContext, name: str, *, max_age: float | None = None) -> KeyValue:

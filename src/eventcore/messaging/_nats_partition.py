@@ -10,6 +10,13 @@ delay, the consumer goes on with the next ones. So the reader remembers which
 sequences must come back first (``_due``); a later message that overtakes them is
 nak'ed again at once, unseen, and counted (``_unseen``) so that ``attempt`` still
 counts only the deliveries the application saw.
+
+A delivery's ``message_id`` is its ``Nats-Msg-Id`` when the producer gave a usable one
+(eventcore's relay always does: the event id). A message from another producer may
+have none, or one that no two messages can be told apart by (a header NATS received
+as invalid UTF-8, a control character, a kilobyte of text): it is named by its stream
+sequence instead, ``seq-{n}``, unique within the topic and the same on every delivery,
+so that its dead letter is its own and can be fetched, retried and dropped.
 """
 
 from __future__ import annotations
@@ -17,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import re
 import time
 from collections import deque
 from collections.abc import Callable
@@ -42,6 +50,11 @@ _REQUEST_TIMEOUT = 2.0
 _LONGEST_WAIT = 0.5
 _KEY_HEADER = "Eventcore-Key"
 _ID_HEADER = "Nats-Msg-Id"
+#: The longest message id or key taken from a header (a stream id is at most 255).
+_MAX_HEADER_CHARS = 1024
+#: Control characters, and the replacement character nats-py reads invalid UTF-8 as
+#: (two different invalid ids would read the same).
+_UNUSABLE = re.compile("[\x00-\x1f\x7f-\x9f\ufffd]")
 
 
 class PartitionReader:
@@ -194,8 +207,8 @@ class PartitionReader:
             taken.append(
                 Delivery(
                     topic=self.topic,
-                    message_id=headers.get(_ID_HEADER, ""),
-                    key=headers.get(_KEY_HEADER, ""),
+                    message_id=_usable(headers.get(_ID_HEADER)) or f"seq-{sequence}",
+                    key=_usable(headers.get(_KEY_HEADER)) or "",
                     body=msg.data,
                     partition=self.partition,
                     sequence=sequence,
@@ -270,6 +283,13 @@ class PartitionReader:
             reply, _ = self._unsettled.pop(sequence)
             await self._nc.publish(reply, payload)
         await self._return_buffer(payload, time.monotonic(), 0.0)
+
+
+def _usable(header: str | None) -> str | None:
+    """A header's value if it can name a message (or a key), else None."""
+    if not header or len(header) > _MAX_HEADER_CHARS or _UNUSABLE.search(header):
+        return None
+    return header
 
 
 def _pending(msg: Msg) -> int:

@@ -14,6 +14,12 @@ An outage is not the message's fault: a ``StoreError`` or ``BusError`` from the
 handler (the service's own store or bus is down) pauses the partition — the call is
 repeated with backoff for as long as it takes, without counting against
 ``max_deliveries`` — so an outage of any length parks nothing.
+
+Whatever a message does, it fails alone: any exception out of reading it or out of its
+handler (``RecursionError``, ``MemoryError``, an exception whose ``str()`` raises) ends
+as an outcome for that message, never as an exception out of ``Handling``. Only
+``BaseException``s that are not ``Exception``s pass: cancellation, and what is meant to
+end the process (``KeyboardInterrupt``, ``SystemExit``).
 """
 
 from __future__ import annotations
@@ -28,7 +34,6 @@ import msgspec
 from eventcore.errors import (
     BusError,
     CommandRejected,
-    DecodeError,
     InvalidInput,
     StoreError,
     UnknownEventType,
@@ -39,13 +44,18 @@ from eventcore.messaging.envelope import DistributedEvent, decode_envelope
 from eventcore.messaging.inbox import Handler, Received
 from eventcore.retry import RetryPolicy
 
-__all__ = ["Handling", "Outcome"]
+__all__ = ["Handling", "Outcome", "describe"]
 
 #: Backoff while the handler's store or bus is down: from the first to the longest wait.
 _OUTAGE_BACKOFF = RetryPolicy(max_attempts=1, initial_delay=0.05, max_delay=2.0)
 
 #: What ``error_type`` says when a message was delivered too often to be tried again.
 TOO_MANY_DELIVERIES = "TooManyDeliveries"
+#: The longest ``reason`` a letter keeps (an exception's message can be any size; the
+#: letter must stay small enough for every bus to keep).
+MAX_REASON_CHARS = 2000
+#: The longest ``error_type`` a letter keeps.
+MAX_ERROR_TYPE_CHARS = 200
 
 
 class Outcome(msgspec.Struct, frozen=True, kw_only=True):
@@ -92,10 +102,17 @@ class Handling:
     def max_deliveries(self) -> int:
         return self._policy.max_attempts
 
-    async def delivery(self, delivery: Delivery) -> Outcome:
-        """Handle a message fetched from the bus."""
-        before = delivery.attempt - 1
-        if before >= self.max_deliveries:
+    async def delivery(
+        self, delivery: Delivery, *, untried: int = 0, blame: bool = False
+    ) -> Outcome:
+        """Handle a message fetched from the bus.
+
+        ``untried``: deliveries of it this subscriber gave back without trying it (they
+        do not count). ``blame``: if the process died while it was in hand, it was the
+        only message in hand (the subscriber's careful round, see ``subscriber``), so a
+        message delivered too often is parked without another call only then."""
+        before = delivery.attempt - 1 - untried
+        if before >= self.max_deliveries and blame:
             # Delivered that often yet never settled: handling it may be what kills or
             # hangs the process. Trying once more could do it again.
             reason = (
@@ -103,7 +120,9 @@ class Handling:
                 f"settled; max_deliveries is {self.max_deliveries}"
             )
             return self._dead(delivery, reason, TOO_MANY_DELIVERIES, delivery.attempt, 0)
-        return await self._handle(delivery, before, self.max_deliveries - before, None)
+        # Not to blame, it waited behind the message that was: one call at least.
+        tries = max(self.max_deliveries - before, 1)
+        return await self._handle(delivery, before, tries, None)
 
     async def letter(self, letter: DeadLetter) -> Outcome:
         """Handle a dead letter someone asked to retry: a full round of tries again,
@@ -131,7 +150,9 @@ class Handling:
                 # The topic carries a type this service does not know: its contract
                 # drifted. Parking it keeps it visible instead of silently skipped.
                 raise UnknownEventType(envelope.type)
-        except DecodeError as error:
+        except Exception as error:
+            # A ``DecodeError`` by contract; anything else would be a reader's bug, and
+            # reading the same bytes again would meet it again.
             return self._failed(delivery, error, before + 1, 0)
         handler = self._handlers.get(envelope.type)
         if handler is None:
@@ -151,7 +172,7 @@ class Handling:
             except (StoreError, BusError) as error:
                 tried -= 1
                 outages += 1
-                self.outage = _describe(error)
+                self.outage = describe(error)
                 if await self._stopped_within(_OUTAGE_BACKOFF.delay(min(outages, 16), self._rng)):
                     return Outcome(kind="abandoned", retries=tried, error=self.outage)
                 continue
@@ -161,7 +182,7 @@ class Handling:
                 if tried >= tries:
                     return self._failed(delivery, error, before + tried, tried - 1)
                 if await self._stopped_within(self._policy.delay(tried, self._rng)):
-                    return Outcome(kind="abandoned", retries=tried - 1, error=_describe(error))
+                    return Outcome(kind="abandoned", retries=tried - 1, error=describe(error))
             else:
                 self.outage = None
                 return Outcome(kind="handled", retries=tried - 1)
@@ -172,7 +193,7 @@ class Handling:
         )
 
     def _failed(self, delivery: Delivery, error: Exception, attempts: int, retries: int) -> Outcome:
-        return self._dead(delivery, _describe(error), type(error).__name__, attempts, retries)
+        return self._dead(delivery, describe(error), _type_name(error), attempts, retries)
 
     def _dead(
         self, delivery: Delivery, reason: str, error_type: str, attempts: int, retries: int
@@ -203,5 +224,21 @@ class Handling:
         return True
 
 
-def _describe(error: BaseException) -> str:
-    return f"{type(error).__name__}: {error}"
+def describe(error: BaseException) -> str:
+    """``"ErrorType: message"``, bounded, for any exception (its ``str()`` may raise)."""
+    try:
+        text = str(error)
+    except Exception:
+        text = "(its message could not be shown)"
+    return _bounded(f"{_type_name(error)}: {text}", MAX_REASON_CHARS)
+
+
+def _type_name(error: BaseException) -> str:
+    return _bounded(type(error).__name__, MAX_ERROR_TYPE_CHARS)
+
+
+def _bounded(text: str, limit: int) -> str:
+    if len(text) <= limit:
+        return text
+    cut = f"… ({len(text) - limit} more characters)"
+    return text[: limit - len(cut)] + cut

@@ -9,7 +9,10 @@ their values travel as strings, hence ``streamversion="3"``.
 
 ``data`` is held as raw JSON: the relay copies the stored payload bytes into the
 envelope without decoding them, and the subscriber decodes them with its own event
-classes (and upcasters), like a store read.
+classes (and upcasters), like a store read. A store keeps only payloads every reader can
+read (``eventcore.store.payload``: JSON, UTF-8, nested at most ``MAX_PAYLOAD_DEPTH``
+deep), and ``decode_envelope`` accepts ``data`` on the same terms, so a message from
+another producer cannot crash a reader that eventcore's own messages would not.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from typing import Final
 import msgspec
 
 from eventcore.errors import InvalidMessage, InvalidStreamId, MessageTooLarge
+from eventcore.store.payload import MAX_PAYLOAD_DEPTH, nesting_problem, number_problem
 from eventcore.types import Metadata, StoredEvent, StreamId
 
 __all__ = [
@@ -155,14 +159,35 @@ def decode_envelope(body: bytes, *, max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) 
         raise InvalidMessage(f"expected bytes, got {type(body).__name__}")
     if len(body) > max_bytes:
         raise MessageTooLarge(len(body), max_bytes)
+    # Before any parsing: msgspec reads nesting by recursion, in ``data`` and in fields it
+    # skips alike, and a thousand levels exhaust Python's recursion limit.
+    body = bytes(body)
+    problem = nesting_problem(body, _MAX_DEPTH)
+    if problem is not None:
+        raise InvalidMessage(f"not readable: {problem}")
+    if not body.isascii():
+        # msgspec checks UTF-8 only in what it decodes: not in the names of attributes
+        # it skips, nor in ``data`` (kept raw), where other readers would fail on it.
+        try:
+            body.decode()
+        except UnicodeDecodeError as error:
+            raise InvalidMessage(f"not valid UTF-8 at byte {error.start}") from None
     try:
         envelope = _decoder.decode(body)
     except msgspec.ValidationError as error:
         raise InvalidMessage(f"not a valid envelope: {error}") from None
     except msgspec.DecodeError as error:
         raise InvalidMessage(f"not valid JSON: {error}") from None
+    except RecursionError:
+        # Not reached after the check above; kept so no input can raise it whatever
+        # the caller's own depth of calls.
+        raise InvalidMessage("not readable: nested too deep for this reader") from None
     _check(envelope)
     return envelope
+
+
+#: The envelope's object, then its data (or an extension's value) inside it.
+_MAX_DEPTH: Final = MAX_PAYLOAD_DEPTH + 1
 
 
 def _check(envelope: DistributedEvent) -> None:
@@ -181,6 +206,11 @@ def _check(envelope: DistributedEvent) -> None:
         value: str = getattr(envelope, name)
         if not (value.isascii() and value.isdigit() and int(value) >= 1):
             raise InvalidMessage(f"{name} {value!r} is not a positive integer")
+    # The rest of the store's terms hold already: the whole message is UTF-8 JSON
+    # nested within bounds.
+    problem = number_problem(envelope.payload)
+    if problem is not None:
+        raise InvalidMessage(f"data is not a payload a store would keep: {problem}")
     if envelope.metaextra is not None:
         try:
             msgspec.json.decode(envelope.metaextra, type=dict[str, str])

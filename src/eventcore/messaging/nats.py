@@ -6,8 +6,9 @@
   the call waits for all the acknowledgements together.
 * A consumer group reads each partition through a durable pull consumer
   (``_nats_consumer``); partition leases, dead letters and relay checkpoints live in
-  key-value buckets ``{namespace}_leases``, ``{namespace}_deadletters`` and
-  ``{namespace}_checkpoints``.
+  key-value buckets ``{namespace}_leases``, ``{namespace}_deadletters`` (with
+  ``{namespace}_deadletter_bodies`` for the bodies of letters too large for one value)
+  and ``{namespace}_checkpoints``.
 * The connection reconnects for ever; while the server is away, a call gives up after
   a few seconds with ``BusUnavailable`` and the same bus works again once it is back.
 """
@@ -111,6 +112,7 @@ class NatsBus:
                     js, f"{namespace}_leases", max_age=max(3600.0, 10 * lease_ttl)
                 )
                 letters = await open_bucket(js, f"{namespace}_deadletters")
+                bodies = await open_bucket(js, f"{namespace}_deadletter_bodies")
                 checkpoints = await open_bucket(js, f"{namespace}_checkpoints")
             bus = cls(
                 url,
@@ -118,7 +120,12 @@ class NatsBus:
                 lease_ttl=float(lease_ttl),
                 leases=KvLeases(leases),
                 dead_letters=KvDeadLetterBox(
-                    letters, check_open, js=js, bucket=f"{namespace}_deadletters"
+                    letters,
+                    bodies,
+                    check_open,
+                    js=js,
+                    bucket=f"{namespace}_deadletters",
+                    max_payload=lambda: nc.max_payload,
                 ),
                 checkpoints=checkpoints,
             )

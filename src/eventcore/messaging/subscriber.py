@@ -19,10 +19,17 @@ the exception: the partition waits it out, however long (``_subscriber_handling`
 if that outlasts ``ack_wait``, the bus may deliver the batch again, and the inbox
 absorbs the repeat.
 
-The bus counts deliveries, not handler calls, so a message given back unfinished (at
-that half-time mark, or on ``stop``) uses up one of its ``max_deliveries`` without
-having been tried; a message delivered more than ``max_deliveries`` times is parked
-without another call (it may be what keeps killing the process).
+The bus counts deliveries, not handler calls. A message delivered more than
+``max_deliveries`` times without being settled is parked without another call: it may
+be what keeps killing the process. But only it: a batch holding a repeat is handled one
+message at a time, each acked once done, so the message in hand when the process died
+is the first of the next such batch, and only the first may be parked for its
+deliveries (``_settle_carefully``). Deliveries this subscriber gave back untried (at the
+half-time mark, or on ``stop``) are remembered and not counted.
+
+No message ends ``run``: whatever reading or handling one raises is that message's
+outcome (``_subscriber_handling``), and a dead-letter box that fails to keep a letter
+leaves the message unsettled, to come again.
 """
 
 from __future__ import annotations
@@ -39,7 +46,7 @@ import msgspec
 
 from eventcore.errors import BusClosed, BusError, InvalidInput
 from eventcore.events import Event, EventRegistry
-from eventcore.messaging._subscriber_handling import Handling, Outcome
+from eventcore.messaging._subscriber_handling import Handling, Outcome, describe
 from eventcore.messaging.bus import (
     DEFAULT_ACK_WAIT,
     Bus,
@@ -57,6 +64,15 @@ __all__ = ["Handler", "Received", "Subscriber", "SubscriberStatus"]
 
 #: The longest a fetch waits for a first message before the loop looks around again.
 _FETCH_WAIT = 1.0
+#: The most deliveries given back untried that a subscriber remembers.
+_MAX_UNTRIED = 100_000
+
+#: A delivery's place: (partition, sequence).
+_Key = tuple[int, int]
+
+
+def _key(delivery: Delivery) -> _Key:
+    return (delivery.partition, delivery.sequence)
 
 
 class SubscriberStatus(msgspec.Struct, frozen=True, kw_only=True):
@@ -126,6 +142,8 @@ class Subscriber:
             rng=random.Random(),
         )
         self._consumer: Consumer | None = None
+        #: Deliveries given back without being tried, per (partition, sequence).
+        self._untried: dict[_Key, int] = {}
         self._handled = self._ignored = self._retried = self._dead_lettered = 0
         self._last_error: str | None = None
 
@@ -191,7 +209,7 @@ class Subscriber:
             except BusError as error:
                 # The bus is down or failed mid-call: anything unsettled comes again
                 # after ack_wait, and the inbox absorbs what was already done.
-                self._last_error = _describe(error)
+                self._last_error = describe(error)
                 if await self._stopped_within(self._retry_poll):
                     return
 
@@ -214,41 +232,111 @@ class Subscriber:
 
     async def _settle(self, consumer: Consumer, deliveries: Sequence[Delivery]) -> None:
         """Handle one fetched batch and settle every delivery of it."""
+        if any(self._attempts(delivery) > 1 for delivery in deliveries):
+            await self._settle_carefully(consumer, deliveries)
+            return
         partitions: dict[int, list[Delivery]] = {}
         for delivery in deliveries:
             partitions.setdefault(delivery.partition, []).append(delivery)
-        finished: set[tuple[int, int]] = set()
+        tried: set[_Key] = set()
+        finished: set[_Key] = set()
         deadline = time.monotonic() + self._ack_wait / 2
         try:
             async with asyncio.TaskGroup() as tasks:
                 for batch in partitions.values():
-                    tasks.create_task(self._partition(batch, finished, deadline))
+                    tasks.create_task(self._partition(batch, tried, finished, deadline))
         except asyncio.CancelledError:
             # Ack only what was finished; the rest stays unsettled and is given back
             # when run() leaves the group.
-            done = [d for d in deliveries if (d.partition, d.sequence) in finished]
+            done = [d for d in deliveries if _key(d) in finished]
             if done:
                 with contextlib.suppress(Exception):
                     await asyncio.shield(consumer.ack(done))
             raise
-        done = [d for d in deliveries if (d.partition, d.sequence) in finished]
+        done = [d for d in deliveries if _key(d) in finished]
         if done:
             await consumer.ack(done)
-        for delivery in deliveries:
-            if (delivery.partition, delivery.sequence) not in finished:
-                await consumer.nak(delivery)
+            self._forget(done)
+        await self._give_back(consumer, [d for d in deliveries if _key(d) not in finished], tried)
 
     async def _partition(
-        self, deliveries: list[Delivery], finished: set[tuple[int, int]], deadline: float
+        self,
+        deliveries: list[Delivery],
+        tried: set[_Key],
+        finished: set[_Key],
+        deadline: float,
     ) -> None:
         """One partition's deliveries, in order, stopping at the first not finished."""
         for delivery in deliveries:
             if self._stopping.is_set() or time.monotonic() > deadline:
                 return
-            outcome = await self._handling.delivery(delivery)
+            tried.add(_key(delivery))
+            outcome = await self._handling.delivery(delivery, untried=self._untried_of(delivery))
             if not await self._conclude(outcome):
                 return
-            finished.add((delivery.partition, delivery.sequence))
+            finished.add(_key(delivery))
+
+    async def _settle_carefully(self, consumer: Consumer, deliveries: Sequence[Delivery]) -> None:
+        """A batch that holds a repeat: a message delivered before and never settled,
+        perhaps because the process died while handling it (or it was handed over from a
+        member that died). Its deliveries are handled one at a time, the partition whose
+        first message was delivered most often first, and each is acked as soon as it is
+        done. Should the process die again, the message in hand is then the only one to
+        blame: it comes first in the next careful round, and only the first message of a
+        round may be parked as delivered too often. A message that waited behind it was
+        delivered as often but is never parked for that."""
+        partitions: dict[int, list[Delivery]] = {}
+        for delivery in deliveries:
+            partitions.setdefault(delivery.partition, []).append(delivery)
+        order = sorted(
+            partitions.values(), key=lambda batch: (-self._attempts(batch[0]), batch[0].partition)
+        )
+        deadline = time.monotonic() + self._ack_wait / 2
+        tried: set[_Key] = set()
+        left: list[Delivery] = []
+        for batch in order:
+            for index, delivery in enumerate(batch):
+                if self._stopping.is_set() or time.monotonic() > deadline:
+                    left += batch[index:]
+                    break
+                blame = not tried
+                tried.add(_key(delivery))
+                outcome = await self._handling.delivery(
+                    delivery, untried=self._untried_of(delivery), blame=blame
+                )
+                if not await self._conclude(outcome):
+                    left += batch[index:]
+                    break
+                await consumer.ack([delivery])
+                self._forget([delivery])
+        await self._give_back(consumer, left, tried)
+
+    async def _give_back(
+        self, consumer: Consumer, deliveries: Sequence[Delivery], tried: set[_Key]
+    ) -> None:
+        """Nak what was not finished, and remember which of it was never tried: the bus
+        counts those deliveries, but the message had no chance to fail in them."""
+        for delivery in deliveries:
+            await consumer.nak(delivery)
+            key = _key(delivery)
+            if key not in tried:
+                if len(self._untried) >= _MAX_UNTRIED:
+                    # Only partitions handed to other members leave entries behind; when
+                    # too many piled up, forgetting them costs at most one careful round.
+                    self._untried.clear()
+                self._untried[key] = self._untried.get(key, 0) + 1
+
+    def _untried_of(self, delivery: Delivery) -> int:
+        return self._untried.get(_key(delivery), 0)
+
+    def _attempts(self, delivery: Delivery) -> int:
+        """Deliveries of the message in which it was, or may have been, handled."""
+        return delivery.attempt - self._untried_of(delivery)
+
+    def _forget(self, deliveries: Sequence[Delivery]) -> None:
+        if self._untried:
+            for delivery in deliveries:
+                self._untried.pop(_key(delivery), None)
 
     async def _run_retries(self) -> None:
         """Run the group's dead letters marked for retry; a claimed letter is never lost:
@@ -274,8 +362,11 @@ class Subscriber:
         if outcome.letter is not None:
             try:
                 await self._bus.dead_letters.put(outcome.letter)
-            except BusError as error:
-                self._last_error = _describe(error)
+            except Exception as error:
+                # A BusError: the bus is down, the message comes again. Anything else is
+                # the box's defect, contained like a handler's: the message is left
+                # unsettled rather than lost, and run() goes on.
+                self._last_error = describe(error)
                 return False
             self._dead_lettered += 1
         elif outcome.kind == "ignored":
@@ -364,7 +455,3 @@ def _check_seconds(name: str, value: object) -> None:
         or value <= 0
     ):
         raise InvalidInput(f"{name} must be a positive number of seconds, got {value!r}")
-
-
-def _describe(error: BaseException) -> str:
-    return f"{type(error).__name__}: {error}"

@@ -12,9 +12,11 @@ from eventcore.errors import (
     DuplicateEventId,
     EmptyAppend,
     InvalidAppend,
+    InvalidPayload,
     PayloadTooLarge,
     UndeclaredStream,
 )
+from eventcore.store.payload import payload_problem
 from eventcore.types import EMPTY_METADATA, Metadata, NewEvent, StreamId
 
 __all__ = ["DEFAULT_MAX_PAYLOAD_BYTES", "AppendRequest"]
@@ -26,7 +28,8 @@ _CONTROL_CHARACTER = re.compile("[\x00-\x1f\x7f-\x9f]")
 
 
 class AppendRequest(msgspec.Struct, frozen=True):
-    """A validated append: every write declared, ids unique, payloads within the limit.
+    """A validated append: every write declared, ids unique, payloads JSON within the limits
+    (``eventcore.store.payload``).
 
     ``writes`` keeps the caller's order of streams and events; that order decides the
     global positions the events receive.
@@ -83,14 +86,15 @@ class AppendRequest(msgspec.Struct, frozen=True):
                 seen_ids.add(event.event_id)
                 if len(event.data) > max_payload_bytes:
                     raise PayloadTooLarge(event.type, len(event.data), max_payload_bytes)
+                problem = payload_problem(event.data)
+                if problem is not None:
+                    raise InvalidPayload(event.type, problem)
                 if not event.type or len(event.type) > MAX_TYPE_LENGTH:
                     raise InvalidAppend(
                         f"an event's type must have 1 to {MAX_TYPE_LENGTH} characters"
                     )
                 if _CONTROL_CHARACTER.search(event.type):
-                    raise InvalidAppend(
-                        f"event type {event.type!r} contains a control character"
-                    )
+                    raise InvalidAppend(f"event type {event.type!r} contains a control character")
             if events:
                 checked_writes.append((stream_id, events))
                 count += len(events)
