@@ -19,6 +19,7 @@ from eventcore.errors import BusUnavailable
 from eventcore.messaging.bus import DeadLetter, Delivery, OutgoingMessage
 from eventcore.messaging.nats import NatsBus
 from eventcore.messaging.url import BusUrl
+from eventcore.store.checkpoint import Checkpoint
 from tests.backends import skip_or_fail
 from tests.messaging.buses import NATS_URL, drop_nats_namespace
 from tests.messaging.helpers import PATIENCE, consume, ids, outgoing
@@ -95,9 +96,9 @@ async def test_ids_that_kv_keys_cannot_hold_still_name_letters_and_checkpoints(
             failed_at=datetime.now(UTC),
         )
         await bus.dead_letters.put(letter)
-        await bus.save_checkpoint(odd, 7)
+        await bus.save_checkpoint(odd, Checkpoint(position=7, store_id="s"))
         assert await bus.dead_letters.get(letter.letter_id) == letter
-        assert await bus.load_checkpoint(odd) == 7
+        assert await bus.load_checkpoint(odd) == Checkpoint(position=7, store_id="s")
     finally:
         await bus.aclose()
 

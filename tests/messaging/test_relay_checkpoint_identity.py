@@ -1,0 +1,293 @@
+"""The relay's checkpoint is bound to the store it counts, on every bus (issue 9, defect 13).
+
+A service keeps its bus while its store is replaced — a wiped SQLite file, a move to a
+PostgreSQL schema. The checkpoint the bus holds counted the old store's log; taken as a
+position in the new one it would skip that store's first events. The relay starts over
+from the beginning of the new log instead, reports it, and never shows a lag of 0 while
+the store holds events it has not published.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from contextlib import AsyncExitStack
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from eventcore import Event, EventRegistry, EventStore, StreamId, open_store
+from eventcore.messaging import Bus, OutgoingMessage, TopicMap
+from eventcore.messaging.bus import Consumer, DeadLetterBox
+from eventcore.messaging.relay import Relay
+from eventcore.store.checkpoint import Checkpoint
+from tests.backends import POSTGRES_URL, skip_or_fail
+from tests.messaging.buses import Connect
+from tests.messaging.helpers import PATIENCE, consume, ids
+
+SERVICE = "accounts"
+TOPIC = "deposits"
+
+
+class Deposited(Event):
+    account: str
+    amount: int
+
+
+registry = EventRegistry([Deposited])
+TOPICS = TopicMap({Deposited: TOPIC})
+
+
+class Stores:
+    """The service's stores, opened and replaced as an operator would; all closed (and
+    PostgreSQL schemas dropped) at the end of the test."""
+
+    def __init__(self, directory: Path, stack: AsyncExitStack) -> None:
+        self._directory = directory
+        self._stack = stack
+
+    async def sqlite(self) -> EventStore:
+        store = await open_store(f"sqlite://{self._directory.as_posix()}/events.db")
+        self._stack.push_async_callback(store.aclose)
+        return store
+
+    async def wiped(self, old: EventStore) -> EventStore:
+        """The SQLite file deleted and the service started again on the same path."""
+        await old.aclose()
+        for suffix in ("", "-wal", "-shm"):
+            (self._directory / f"events.db{suffix}").unlink(missing_ok=True)
+        return await self.sqlite()
+
+    async def postgres(self) -> EventStore:
+        import psycopg
+
+        try:
+            admin = await psycopg.AsyncConnection.connect(
+                POSTGRES_URL, autocommit=True, connect_timeout=5
+            )
+        except psycopg.OperationalError as error:
+            skip_or_fail(f"PostgreSQL unavailable at {POSTGRES_URL}: {error}")
+        schema = f"test_{uuid.uuid4().hex[:16]}"
+
+        async def drop() -> None:
+            async with admin:
+                await admin.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+
+        self._stack.push_async_callback(drop)
+        store = await open_store(f"{POSTGRES_URL}?schema={schema}")
+        self._stack.push_async_callback(store.aclose)
+        return store
+
+    async def replacement(self, kind: str, old: EventStore) -> EventStore:
+        if kind == "wiped-sqlite-file":
+            return await self.wiped(old)
+        await old.aclose()
+        return await self.postgres()
+
+
+@pytest.fixture
+async def stores(tmp_path: Path) -> AsyncIterator[Stores]:
+    async with AsyncExitStack() as stack:
+        yield Stores(tmp_path, stack)
+
+
+class HeldBus:
+    """A bus whose publishes wait until ``release`` is set (a gate, not a fake: what is
+    published then is really stored by ``inner``)."""
+
+    def __init__(self, inner: Bus) -> None:
+        self.inner = inner
+        self.release = asyncio.Event()
+
+    @property
+    def url(self) -> str:
+        return self.inner.url
+
+    @property
+    def dead_letters(self) -> DeadLetterBox:
+        return self.inner.dead_letters
+
+    async def publish(self, messages: Sequence[OutgoingMessage]) -> None:
+        await self.release.wait()
+        await self.inner.publish(messages)
+
+    async def consumer(self, topic: str, group: str, **options: Any) -> Consumer:
+        return await self.inner.consumer(topic, group, **options)
+
+    async def load_checkpoint(self, name: str) -> Checkpoint | None:
+        return await self.inner.load_checkpoint(name)
+
+    async def save_checkpoint(self, name: str, checkpoint: Checkpoint) -> None:
+        await self.inner.save_checkpoint(name, checkpoint)
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+async def deposit(store: EventStore, count: int) -> list[str]:
+    """Append ``count`` deposits over a few streams; their event ids, in log order."""
+    ids: list[str] = []
+    for n in range(count):
+        stream = StreamId(f"account-{n % 7}")
+        version = await store.stream_version(stream)
+        event = registry.encode(Deposited(account=str(stream), amount=n + 1))
+        await store.append({stream: [event]}, expected={stream: version})
+        ids.append(str(event.event_id))
+    return ids
+
+
+async def publish_all(store: EventStore, bus: Bus | HeldBus) -> Relay:
+    """Run a relay until everything in ``store`` now is published; the stopped relay."""
+    relay = Relay(store, bus, TOPICS, service=SERVICE)  # type: ignore[arg-type]
+    task = asyncio.create_task(relay.run())
+    try:
+        async with asyncio.timeout(PATIENCE):
+            await relay.published(await store.last_position())
+    finally:
+        relay.stop()
+        async with asyncio.timeout(PATIENCE):
+            await task
+    return relay
+
+
+async def on_the_bus(bus: Bus, count: int) -> list[str]:
+    """The ids of the ``count`` messages the topic holds, read by a fresh group (which
+    then finds nothing more)."""
+    consumer = await bus.consumer(TOPIC, f"check{uuid.uuid4().hex[:8]}")
+    try:
+        seen = ids(await consume(consumer, count))
+        seen += ids(await consumer.fetch(1000, timeout=0.3))
+    finally:
+        await consumer.aclose()
+    return seen
+
+
+async def wait_until(condition: Any) -> None:
+    async with asyncio.timeout(PATIENCE):
+        # Polling: the condition is a relay's status, which signals nothing.
+        while not condition():  # noqa: ASYNC110
+            await asyncio.sleep(0.005)
+
+
+@pytest.mark.parametrize("replacement", ["wiped-sqlite-file", "sqlite-to-postgres"])
+async def test_a_relay_on_a_replaced_store_publishes_every_event_of_the_new_store(
+    stores: Stores, make_bus: Connect, replacement: str
+) -> None:
+    old = await stores.sqlite()
+    old_id = await old.store_id()
+    first = await deposit(old, 120)
+    await publish_all(old, await make_bus())
+
+    new = await stores.replacement(replacement, old)
+    # More events than the old checkpoint: no look at positions alone can tell.
+    second = await deposit(new, 200)
+    bus = await make_bus()  # the service restarted: same bus, new store
+    relay = await publish_all(new, bus)
+
+    assert sorted(await on_the_bus(bus, 320)) == sorted(first + second)
+    status = relay.status()
+    new_id = await new.store_id()
+    assert new_id != old_id
+    assert status.store_id == new_id
+    assert status.foreign_checkpoint == Checkpoint(position=120, store_id=old_id)
+    assert status.position == status.checkpoint == 200
+    assert status.lag_events == 0
+    assert await bus.load_checkpoint(SERVICE) == Checkpoint(position=200, store_id=new_id)
+
+
+async def test_a_relay_on_a_store_holding_fewer_events_than_the_checkpoint_reports_the_lag(
+    stores: Stores, make_bus: Connect
+) -> None:
+    old = await stores.sqlite()
+    first = await deposit(old, 120)
+    await publish_all(old, await make_bus())
+    new = await stores.wiped(old)
+    second = await deposit(new, 40)
+    bus = HeldBus(await make_bus())
+    relay = Relay(new, bus, TOPICS, service=SERVICE)  # type: ignore[arg-type]
+    task = asyncio.create_task(relay.run())
+    try:
+        await wait_until(lambda: relay.status().head >= 40)
+        # Publishes are held: nothing of the new store is on the bus yet.
+        held = relay.status()
+        assert held.position == held.checkpoint == 0
+        assert held.lag_events == 40
+        bus.release.set()
+        async with asyncio.timeout(PATIENCE):
+            await relay.published(40)
+    finally:
+        bus.release.set()
+        relay.stop()
+        async with asyncio.timeout(PATIENCE):
+            await task
+
+    assert sorted(await on_the_bus(bus.inner, 160)) == sorted(first + second)
+
+
+async def test_a_legacy_checkpoint_above_the_head_is_another_log_and_the_relay_starts_over(
+    stores: Stores, bus: Bus
+) -> None:
+    store = await stores.sqlite()
+    written = await deposit(store, 30)
+    # Saved by an eventcore that did not keep the store: 500 events of some other log.
+    await bus.save_checkpoint(SERVICE, Checkpoint(position=500))
+
+    relay = await publish_all(store, bus)
+
+    assert sorted(await on_the_bus(bus, 30)) == sorted(written)
+    assert relay.status().foreign_checkpoint == Checkpoint(position=500)
+    assert await bus.load_checkpoint(SERVICE) == Checkpoint(
+        position=30, store_id=await store.store_id()
+    )
+
+
+async def test_a_legacy_checkpoint_within_the_log_is_continued_from_and_bound_to_the_store(
+    stores: Stores, bus: Bus
+) -> None:
+    store = await stores.sqlite()
+    written = await deposit(store, 100)
+    # Published up to 60 by an eventcore that did not keep the store.
+    await bus.save_checkpoint(SERVICE, Checkpoint(position=60))
+
+    relay = await publish_all(store, bus)
+
+    assert sorted(await on_the_bus(bus, 40)) == sorted(written[60:])
+    assert relay.status().foreign_checkpoint is None
+    assert await bus.load_checkpoint(SERVICE) == Checkpoint(
+        position=100, store_id=await store.store_id()
+    )
+
+
+async def test_a_legacy_checkpoint_is_bound_at_once_even_when_nothing_is_left_to_publish(
+    stores: Stores, bus: Bus
+) -> None:
+    store = await stores.sqlite()
+    await deposit(store, 50)
+    await bus.save_checkpoint(SERVICE, Checkpoint(position=50))
+
+    await publish_all(store, bus)
+
+    # Bound now: had the store been replaced before the next event, the next run would
+    # see a checkpoint of another store instead of a position to trust.
+    assert await bus.load_checkpoint(SERVICE) == Checkpoint(
+        position=50, store_id=await store.store_id()
+    )
+    assert await on_the_bus(bus, 0) == []
+
+
+async def test_a_checkpoint_of_this_store_is_continued_from_without_a_word(
+    stores: Stores, bus: Bus
+) -> None:
+    store = await stores.sqlite()
+    before = await deposit(store, 40)
+    await publish_all(store, bus)
+    more = await deposit(store, 25)
+
+    relay = await publish_all(store, bus)
+
+    assert sorted(await on_the_bus(bus, 65)) == sorted(before + more)
+    status = relay.status()
+    assert status.foreign_checkpoint is None
+    assert status.published == 25  # the second run sent only what was new
