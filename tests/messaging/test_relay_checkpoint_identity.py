@@ -18,7 +18,8 @@ from typing import Any
 
 import pytest
 
-from eventcore import Event, EventRegistry, EventStore, StreamId, open_store
+from eventcore import Event, EventRegistry, EventStore, StoredEvent, StreamId, open_store
+from eventcore.errors import BusUnavailable
 from eventcore.messaging import Bus, OutgoingMessage, TopicMap
 from eventcore.messaging.bus import Consumer, DeadLetterBox
 from eventcore.messaging.relay import Relay
@@ -93,13 +94,39 @@ async def stores(tmp_path: Path) -> AsyncIterator[Stores]:
         yield Stores(tmp_path, stack)
 
 
-class HeldBus:
-    """A bus whose publishes wait until ``release`` is set (a gate, not a fake: what is
-    published then is really stored by ``inner``)."""
+class HeldReads:
+    """A store whose log reads wait until ``release`` is set (a gate on a real store:
+    what is read then is the store's own log). ``reading`` is set at the first read."""
+
+    def __init__(self, inner: EventStore) -> None:
+        self.inner = inner
+        self.reading = asyncio.Event()
+        self.release = asyncio.Event()
+
+    async def store_id(self) -> str:
+        return await self.inner.store_id()
+
+    async def last_position(self) -> int:
+        return await self.inner.last_position()
+
+    async def wait_for_events(self, after: int, timeout: float) -> bool:  # noqa: ASYNC109
+        return await self.inner.wait_for_events(after, timeout)
+
+    async def read_all(self, **options: Any) -> AsyncIterator[list[StoredEvent]]:
+        self.reading.set()
+        await self.release.wait()
+        async for batch in self.inner.read_all(**options):
+            yield batch
+
+
+class RefusedSaves:
+    """A bus that refuses to save checkpoints (``BusUnavailable``, as a bus that is down
+    would) until ``accept`` is set; everything else goes to ``inner``."""
 
     def __init__(self, inner: Bus) -> None:
         self.inner = inner
-        self.release = asyncio.Event()
+        self.accept = asyncio.Event()
+        self.refused = 0
 
     @property
     def url(self) -> str:
@@ -110,7 +137,6 @@ class HeldBus:
         return self.inner.dead_letters
 
     async def publish(self, messages: Sequence[OutgoingMessage]) -> None:
-        await self.release.wait()
         await self.inner.publish(messages)
 
     async def consumer(self, topic: str, group: str, **options: Any) -> Consumer:
@@ -120,6 +146,9 @@ class HeldBus:
         return await self.inner.load_checkpoint(name)
 
     async def save_checkpoint(self, name: str, checkpoint: Checkpoint) -> None:
+        if not self.accept.is_set():
+            self.refused += 1
+            raise BusUnavailable("refused by the test")
         await self.inner.save_checkpoint(name, checkpoint)
 
     async def aclose(self) -> None:
@@ -138,9 +167,9 @@ async def deposit(store: EventStore, count: int) -> list[str]:
     return ids
 
 
-async def publish_all(store: EventStore, bus: Bus | HeldBus) -> Relay:
+async def publish_all(store: EventStore, bus: Bus) -> Relay:
     """Run a relay until everything in ``store`` now is published; the stopped relay."""
-    relay = Relay(store, bus, TOPICS, service=SERVICE)  # type: ignore[arg-type]
+    relay = Relay(store, bus, TOPICS, service=SERVICE)
     task = asyncio.create_task(relay.run())
     try:
         async with asyncio.timeout(PATIENCE):
@@ -162,13 +191,6 @@ async def on_the_bus(bus: Bus, count: int) -> list[str]:
     finally:
         await consumer.aclose()
     return seen
-
-
-async def wait_until(condition: Any) -> None:
-    async with asyncio.timeout(PATIENCE):
-        # Polling: the condition is a relay's status, which signals nothing.
-        while not condition():  # noqa: ASYNC110
-            await asyncio.sleep(0.005)
 
 
 @pytest.mark.parametrize("replacement", ["wiped-sqlite-file", "sqlite-to-postgres"])
@@ -205,25 +227,59 @@ async def test_a_relay_on_a_store_holding_fewer_events_than_the_checkpoint_repor
     await publish_all(old, await make_bus())
     new = await stores.wiped(old)
     second = await deposit(new, 40)
-    bus = HeldBus(await make_bus())
-    relay = Relay(new, bus, TOPICS, service=SERVICE)  # type: ignore[arg-type]
+    held = HeldReads(new)
+    bus = await make_bus()
+    relay = Relay(held, bus, TOPICS, service=SERVICE)  # type: ignore[arg-type]
     task = asyncio.create_task(relay.run())
     try:
-        await wait_until(lambda: relay.status().head >= 40)
-        # Publishes are held: nothing of the new store is on the bus yet.
-        held = relay.status()
-        assert held.position == held.checkpoint == 0
-        assert held.lag_events == 40
-        bus.release.set()
+        async with asyncio.timeout(PATIENCE):
+            await held.reading.wait()
+        # Started, and nothing of the new store read yet: all 40 events are behind.
+        status = relay.status()
+        assert status.position == status.checkpoint == 0
+        assert status.head == 40
+        assert status.lag_events == 40
+        held.release.set()
         async with asyncio.timeout(PATIENCE):
             await relay.published(40)
     finally:
-        bus.release.set()
+        held.release.set()
         relay.stop()
         async with asyncio.timeout(PATIENCE):
             await task
 
-    assert sorted(await on_the_bus(bus.inner, 160)) == sorted(first + second)
+    assert sorted(await on_the_bus(bus, 160)) == sorted(first + second)
+
+
+async def test_while_the_bus_refuses_the_new_checkpoint_the_lag_already_counts_the_new_log(
+    stores: Stores, make_bus: Connect
+) -> None:
+    old = await stores.sqlite()
+    await deposit(old, 120)
+    await publish_all(old, await make_bus())
+    new = await stores.wiped(old)
+    await deposit(new, 40)
+    bus = RefusedSaves(await make_bus())
+    relay = Relay(new, bus, TOPICS, service=SERVICE)  # type: ignore[arg-type]
+    task = asyncio.create_task(relay.run())
+    try:
+        async with asyncio.timeout(PATIENCE):
+            # Polling: the count is a plain attribute, which signals nothing.
+            while bus.refused < 2:  # noqa: ASYNC110
+                await asyncio.sleep(0.005)
+        # The relay set the old checkpoint aside and is trying to save its new start.
+        status = relay.status()
+        assert status.position == 0
+        assert status.lag_events == 40
+        assert "refused by the test" in (status.last_error or "")
+        bus.accept.set()
+        async with asyncio.timeout(PATIENCE):
+            await relay.published(40)
+    finally:
+        bus.accept.set()
+        relay.stop()
+        async with asyncio.timeout(PATIENCE):
+            await task
 
 
 async def test_a_legacy_checkpoint_above_the_head_is_another_log_and_the_relay_starts_over(
