@@ -12,21 +12,20 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator, Sequence
-from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from eventcore import Event, EventRegistry, EventStore, StoredEvent, StreamId, open_store
+from eventcore import Event, EventRegistry, EventStore, StoredEvent, StreamId
 from eventcore.errors import BusUnavailable
 from eventcore.messaging import Bus, OutgoingMessage, TopicMap
 from eventcore.messaging.bus import Consumer, DeadLetterBox
 from eventcore.messaging.relay import Relay
 from eventcore.store.checkpoint import Checkpoint
-from tests.backends import POSTGRES_URL, skip_or_fail
 from tests.messaging.buses import Connect
 from tests.messaging.helpers import PATIENCE, consume, ids
+from tests.service_stores import ServiceStores
 
 SERVICE = "accounts"
 TOPIC = "deposits"
@@ -41,57 +40,10 @@ registry = EventRegistry([Deposited])
 TOPICS = TopicMap({Deposited: TOPIC})
 
 
-class Stores:
-    """The service's stores, opened and replaced as an operator would; all closed (and
-    PostgreSQL schemas dropped) at the end of the test."""
-
-    def __init__(self, directory: Path, stack: AsyncExitStack) -> None:
-        self._directory = directory
-        self._stack = stack
-
-    async def sqlite(self) -> EventStore:
-        store = await open_store(f"sqlite://{self._directory.as_posix()}/events.db")
-        self._stack.push_async_callback(store.aclose)
-        return store
-
-    async def wiped(self, old: EventStore) -> EventStore:
-        """The SQLite file deleted and the service started again on the same path."""
-        await old.aclose()
-        for suffix in ("", "-wal", "-shm"):
-            (self._directory / f"events.db{suffix}").unlink(missing_ok=True)
-        return await self.sqlite()
-
-    async def postgres(self) -> EventStore:
-        import psycopg
-
-        try:
-            admin = await psycopg.AsyncConnection.connect(
-                POSTGRES_URL, autocommit=True, connect_timeout=5
-            )
-        except psycopg.OperationalError as error:
-            skip_or_fail(f"PostgreSQL unavailable at {POSTGRES_URL}: {error}")
-        schema = f"test_{uuid.uuid4().hex[:16]}"
-
-        async def drop() -> None:
-            async with admin:
-                await admin.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
-
-        self._stack.push_async_callback(drop)
-        store = await open_store(f"{POSTGRES_URL}?schema={schema}")
-        self._stack.push_async_callback(store.aclose)
-        return store
-
-    async def replacement(self, kind: str, old: EventStore) -> EventStore:
-        if kind == "wiped-sqlite-file":
-            return await self.wiped(old)
-        await old.aclose()
-        return await self.postgres()
-
-
 @pytest.fixture
-async def stores(tmp_path: Path) -> AsyncIterator[Stores]:
-    async with AsyncExitStack() as stack:
-        yield Stores(tmp_path, stack)
+async def stores(tmp_path: Path) -> AsyncIterator[ServiceStores]:
+    async with ServiceStores.in_directory(tmp_path) as opened:
+        yield opened
 
 
 class HeldReads:
@@ -195,7 +147,7 @@ async def on_the_bus(bus: Bus, count: int) -> list[str]:
 
 @pytest.mark.parametrize("replacement", ["wiped-sqlite-file", "sqlite-to-postgres"])
 async def test_a_relay_on_a_replaced_store_publishes_every_event_of_the_new_store(
-    stores: Stores, make_bus: Connect, replacement: str
+    stores: ServiceStores, make_bus: Connect, replacement: str
 ) -> None:
     old = await stores.sqlite()
     old_id = await old.store_id()
@@ -220,7 +172,7 @@ async def test_a_relay_on_a_replaced_store_publishes_every_event_of_the_new_stor
 
 
 async def test_a_relay_on_a_store_holding_fewer_events_than_the_checkpoint_reports_the_lag(
-    stores: Stores, make_bus: Connect
+    stores: ServiceStores, make_bus: Connect
 ) -> None:
     old = await stores.sqlite()
     first = await deposit(old, 120)
@@ -252,7 +204,7 @@ async def test_a_relay_on_a_store_holding_fewer_events_than_the_checkpoint_repor
 
 
 async def test_while_the_bus_refuses_the_new_checkpoint_the_lag_already_counts_the_new_log(
-    stores: Stores, make_bus: Connect
+    stores: ServiceStores, make_bus: Connect
 ) -> None:
     old = await stores.sqlite()
     await deposit(old, 120)
@@ -283,7 +235,7 @@ async def test_while_the_bus_refuses_the_new_checkpoint_the_lag_already_counts_t
 
 
 async def test_a_legacy_checkpoint_above_the_head_is_another_log_and_the_relay_starts_over(
-    stores: Stores, bus: Bus
+    stores: ServiceStores, bus: Bus
 ) -> None:
     store = await stores.sqlite()
     written = await deposit(store, 30)
@@ -300,7 +252,7 @@ async def test_a_legacy_checkpoint_above_the_head_is_another_log_and_the_relay_s
 
 
 async def test_a_legacy_checkpoint_within_the_log_is_continued_from_and_bound_to_the_store(
-    stores: Stores, bus: Bus
+    stores: ServiceStores, bus: Bus
 ) -> None:
     store = await stores.sqlite()
     written = await deposit(store, 100)
@@ -317,7 +269,7 @@ async def test_a_legacy_checkpoint_within_the_log_is_continued_from_and_bound_to
 
 
 async def test_a_legacy_checkpoint_is_bound_at_once_even_when_nothing_is_left_to_publish(
-    stores: Stores, bus: Bus
+    stores: ServiceStores, bus: Bus
 ) -> None:
     store = await stores.sqlite()
     await deposit(store, 50)
@@ -334,7 +286,7 @@ async def test_a_legacy_checkpoint_is_bound_at_once_even_when_nothing_is_left_to
 
 
 async def test_a_checkpoint_of_this_store_is_continued_from_without_a_word(
-    stores: Stores, bus: Bus
+    stores: ServiceStores, bus: Bus
 ) -> None:
     store = await stores.sqlite()
     before = await deposit(store, 40)

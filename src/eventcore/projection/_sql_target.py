@@ -8,7 +8,9 @@ The bookkeeping tables:
   version; ``state`` is building, live or retired; ``tables`` (JSON) lets reset and
   the CLI drop or inspect a version without the projection's code;
 * ``eventcore_checkpoints (name, version, source, position, events, events_per_second,
-  updated_at)`` — one row per source of a version.
+  updated_at, store_id)`` — one row per source of a version; ``store_id`` is the store
+  whose log ``position`` counts (NULL in rows saved before it was kept);
+* ``eventcore_target_schema (version, applied_at)`` — the migrations applied (``migrate``).
 
 ``commit`` reads its version's row inside the batch's transaction (locked against a
 concurrent switch on PostgreSQL), so a batch either lands before a switch or fails with
@@ -25,7 +27,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Generic, TypeVar
 
-from eventcore.errors import StoreClosed
+from eventcore.errors import StoreClosed, StoreUnavailable
 from eventcore.projection.errors import ProjectionNotFound, VersionRetired
 from eventcore.projection.projection import Projection
 from eventcore.projection.target import (
@@ -38,8 +40,9 @@ from eventcore.projection.target import (
     apply_batch,
 )
 from eventcore.projection.transaction import SqlTransaction
+from eventcore.store.checkpoint import Checkpoint
 
-__all__ = ["Dialect", "SqlTarget", "physical_tables"]
+__all__ = ["LATEST_VERSION", "Dialect", "SqlTarget", "migrate", "physical_tables"]
 
 C = TypeVar("C")
 T = TypeVar("T")
@@ -55,14 +58,49 @@ _BOOKKEEPING = (
     " events_per_second DOUBLE PRECISION NOT NULL, updated_at DOUBLE PRECISION NOT NULL,"
     " PRIMARY KEY (name, version, source))",
 )
+#: (version, statements) of the bookkeeping tables. Append new ones; never edit one that
+#: has shipped. Version 1 creates only what is missing: targets made before versions were
+#: kept hold its tables already.
+_MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = (
+    (1, _BOOKKEEPING),
+    (2, ("ALTER TABLE eventcore_checkpoints ADD COLUMN store_id TEXT",)),
+)
+LATEST_VERSION = _MIGRATIONS[-1][0]
+
 _UPSERT_CHECKPOINT = (
     "INSERT INTO eventcore_checkpoints"
-    " (name, version, source, position, events, events_per_second, updated_at)"
-    " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (name, version, source) DO UPDATE SET"
+    " (name, version, source, position, events, events_per_second, updated_at, store_id)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (name, version, source) DO UPDATE SET"
     " position = excluded.position,"
     " events = eventcore_checkpoints.events + excluded.events,"
-    " events_per_second = excluded.events_per_second, updated_at = excluded.updated_at"
+    " events_per_second = excluded.events_per_second, updated_at = excluded.updated_at,"
+    " store_id = excluded.store_id"
 )
+
+
+def migrate(run: Callable[..., Any]) -> None:
+    """Bring the bookkeeping tables up to ``LATEST_VERSION``, inside the caller's
+    transaction (serialised against other processes opening the same target)."""
+    run(
+        "CREATE TABLE IF NOT EXISTS eventcore_target_schema ("
+        " version INTEGER PRIMARY KEY, applied_at DOUBLE PRECISION NOT NULL)"
+    )
+    applied = int(
+        run("SELECT coalesce(max(version), 0) FROM eventcore_target_schema").fetchone()[0]
+    )
+    if applied > LATEST_VERSION:
+        raise StoreUnavailable(
+            f"the projection target's schema version is {applied}, newer than this eventcore"
+            f" understands ({LATEST_VERSION}); upgrade eventcore to open it"
+        )
+    for version, statements in _MIGRATIONS:
+        if version > applied:
+            for statement in statements:
+                run(statement)
+            run(
+                "INSERT INTO eventcore_target_schema (version, applied_at) VALUES (?, ?)",
+                (version, time.time()),
+            )
 
 
 def physical_tables(tables: Sequence[str], version: int) -> dict[str, str]:
@@ -127,9 +165,7 @@ class SqlTarget(Generic[C]):
     def _open(self) -> None:
         self._conn = self._dialect.connect()
         # Serialised: two processes creating the tables at once must not collide.
-        self._transaction(
-            lambda run: [run(statement) for statement in _BOOKKEEPING], "eventcore_bookkeeping"
-        )
+        self._transaction(migrate, "eventcore_bookkeeping")
 
     async def _call(self, job: Callable[[], T]) -> T:
         if self._closed:
@@ -244,15 +280,29 @@ class SqlTarget(Generic[C]):
             )
         )
 
-    async def checkpoints(self, name: str, version: int) -> dict[str, int]:
-        def body(run: Callable[..., Any]) -> dict[str, int]:
+    async def checkpoints(self, name: str, version: int) -> dict[str, Checkpoint]:
+        def body(run: Callable[..., Any]) -> dict[str, Checkpoint]:
             rows = run(
-                "SELECT source, position FROM eventcore_checkpoints WHERE name = ? AND version = ?",
+                "SELECT source, position, store_id FROM eventcore_checkpoints"
+                " WHERE name = ? AND version = ?",
                 (name, version),
             ).fetchall()
-            return {str(source): int(position) for source, position in rows}
+            return {
+                str(source): Checkpoint(position=int(position), store_id=store_id)
+                for source, position, store_id in rows
+            }
 
         return await self._call(lambda: self._transaction(body, None))
+
+    async def bind_checkpoint(self, name: str, version: int, source: str, store_id: str) -> None:
+        def body(run: Callable[..., Any]) -> None:
+            run(
+                "UPDATE eventcore_checkpoints SET store_id = ?"
+                " WHERE name = ? AND version = ? AND source = ? AND store_id IS NULL",
+                (store_id, name, version, source),
+            )
+
+        await self._call(lambda: self._transaction(body, None))
 
     async def commit(self, projection: Projection, version: int, batch: Batch) -> None:
         name = projection.name
@@ -278,6 +328,7 @@ class SqlTarget(Generic[C]):
                     len(batch.events),
                     batch.events_per_second,
                     time.time(),
+                    batch.store_id,
                 ),
             )
 
@@ -350,8 +401,8 @@ class SqlTarget(Generic[C]):
     async def progress(self, name: str | None = None) -> list[SourceProgress]:
         def body(run: Callable[..., Any]) -> list[SourceProgress]:
             sql = (
-                "SELECT name, version, source, position, events, events_per_second, updated_at"
-                " FROM eventcore_checkpoints"
+                "SELECT name, version, source, position, events, events_per_second, updated_at,"
+                " store_id FROM eventcore_checkpoints"
             )
             rows = (
                 run(sql + " WHERE name = ? ORDER BY name, version, source", (name,))
@@ -367,8 +418,9 @@ class SqlTarget(Generic[C]):
                     events=int(e),
                     events_per_second=float(r),
                     updated_at=float(u),
+                    store_id=i,
                 )
-                for n, v, s, p, e, r, u in rows
+                for n, v, s, p, e, r, u, i in rows
             ]
 
         return await self._call(lambda: self._transaction(body, None))
