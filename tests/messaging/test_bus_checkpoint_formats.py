@@ -4,8 +4,6 @@ and read the checkpoints that earlier versions saved without one."""
 from __future__ import annotations
 
 import sqlite3
-import uuid
-from collections.abc import AsyncIterator
 from contextlib import closing
 from pathlib import Path
 
@@ -18,9 +16,9 @@ from eventcore.messaging.nats import NatsBus
 from eventcore.messaging.sqlite import SqliteBus
 from eventcore.messaging.url import BusUrl
 from eventcore.store.checkpoint import Checkpoint
-from tests.backends import skip_or_fail
-from tests.messaging.buses import NATS_URL, drop_nats_namespace
+from tests.messaging.buses import NATS_URL
 from tests.messaging.helpers import TOPIC, consume, ids, outgoing
+from tests.schema_history import as_of_version
 
 STORE = "5b8e0c1a-2d3f-4e5a-8b6c-7d8e9f0a1b2c"
 
@@ -34,9 +32,8 @@ async def test_a_sqlite_bus_file_of_schema_version_1_keeps_everything_and_its_ch
 ) -> None:
     path = tmp_path / "bus.db"
     with monkeypatch.context() as previous:
-        # The bus as it was before checkpoints kept their store: migration 1 only.
-        previous.setattr(_sqlite_bus_schema, "_MIGRATIONS", _sqlite_bus_schema._MIGRATIONS[:1])
-        previous.setattr(_sqlite_bus_schema, "LATEST_VERSION", 1)
+        # The bus as it was before checkpoints kept their store.
+        as_of_version(previous, _sqlite_bus_schema, 1)
         bus = await _open(path)
         try:
             await bus.publish(outgoing(5, keys=1))
@@ -62,18 +59,6 @@ async def test_a_sqlite_bus_file_of_schema_version_1_keeps_everything_and_its_ch
         await bus.aclose()
     with closing(sqlite3.connect(path)) as connection:
         assert connection.execute("PRAGMA user_version").fetchone()[0] == 2
-
-
-@pytest.fixture
-async def namespace() -> AsyncIterator[str]:
-    try:
-        client = await nats.connect(NATS_URL, connect_timeout=3, allow_reconnect=False)
-    except Exception as error:
-        skip_or_fail(f"NATS unreachable at {NATS_URL}: {error!r}")
-    await client.close()
-    name = f"t{uuid.uuid4().hex[:10]}"
-    yield name
-    await drop_nats_namespace(name)
 
 
 async def _put_raw(namespace: str, key: str, value: bytes) -> None:

@@ -19,18 +19,14 @@ messages than the group had acknowledged, and checks that the group gets every o
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-
-import pytest
 
 from eventcore.messaging.bus import Bus
 from eventcore.messaging.memory import MemoryBus
 from eventcore.messaging.sqlite import SqliteBus
 from eventcore.messaging.url import BusUrl
-from tests.backends import skip_or_fail
-from tests.messaging.buses import NATS_URL, drop_nats_namespace
+from tests.messaging.buses import NATS_URL
 from tests.messaging.helpers import PATIENCE, TOPIC, consume, ids, outgoing
 
 GROUP = "billing"
@@ -88,20 +84,6 @@ async def test_a_wiped_sqlite_bus_file_takes_the_offsets_with_it(tmp_path: Path)
         return await SqliteBus.open(url, lease_ttl=1.0)
 
     await _check(await SqliteBus.open(url, lease_ttl=1.0), replace)
-
-
-@pytest.fixture
-async def namespace() -> AsyncIterator[str]:
-    import nats
-
-    try:
-        client = await nats.connect(NATS_URL, connect_timeout=3, allow_reconnect=False)
-    except Exception as error:
-        skip_or_fail(f"NATS unreachable at {NATS_URL}: {error!r}")
-    await client.close()
-    name = f"t{uuid.uuid4().hex[:10]}"
-    yield name
-    await drop_nats_namespace(name)
 
 
 async def test_a_deleted_nats_topic_stream_takes_the_offsets_with_it(namespace: str) -> None:

@@ -6,8 +6,6 @@ The shared behaviour is proven by the conformance suite (``-k nats``)."""
 from __future__ import annotations
 
 import time
-import uuid
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -20,26 +18,11 @@ from eventcore.messaging.bus import DeadLetter, Delivery, OutgoingMessage
 from eventcore.messaging.nats import NatsBus
 from eventcore.messaging.url import BusUrl
 from eventcore.store.checkpoint import Checkpoint
-from tests.backends import skip_or_fail
-from tests.messaging.buses import NATS_URL, drop_nats_namespace
+from tests.messaging.buses import NATS_URL
 from tests.messaging.helpers import PATIENCE, consume, ids, outgoing
 from tests.messaging.nats_server import ThrowawayNats
 
 TOPIC = "orders"
-
-
-@pytest.fixture
-async def namespace() -> AsyncIterator[str]:
-    """A fresh namespace on the shared server, dropped after the test."""
-    try:
-        client = await nats.connect(NATS_URL, connect_timeout=3, allow_reconnect=False)
-    except Exception as error:
-        reason = f"NATS unreachable at {NATS_URL}: {error!r}"
-        skip_or_fail(reason)
-    await client.close()
-    name = f"t{uuid.uuid4().hex[:10]}"
-    yield name
-    await drop_nats_namespace(name)
 
 
 async def _connect(namespace: str, partitions: int = 4) -> NatsBus:

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -19,8 +20,7 @@ import pytest
 
 from eventcore import Event, EventRegistry, EventStore, StoredEvent, StreamId
 from eventcore.errors import BusUnavailable
-from eventcore.messaging import Bus, OutgoingMessage, TopicMap
-from eventcore.messaging.bus import Consumer, DeadLetterBox
+from eventcore.messaging import Bus, TopicMap
 from eventcore.messaging.relay import Relay
 from eventcore.store.checkpoint import Checkpoint
 from tests.messaging.buses import Connect
@@ -73,38 +73,21 @@ class HeldReads:
 
 class RefusedSaves:
     """A bus that refuses to save checkpoints (``BusUnavailable``, as a bus that is down
-    would) until ``accept`` is set; everything else goes to ``inner``."""
+    would) until ``accept`` is set; everything else is ``inner``'s own."""
 
     def __init__(self, inner: Bus) -> None:
         self.inner = inner
         self.accept = asyncio.Event()
         self.refused = 0
 
-    @property
-    def url(self) -> str:
-        return self.inner.url
-
-    @property
-    def dead_letters(self) -> DeadLetterBox:
-        return self.inner.dead_letters
-
-    async def publish(self, messages: Sequence[OutgoingMessage]) -> None:
-        await self.inner.publish(messages)
-
-    async def consumer(self, topic: str, group: str, **options: Any) -> Consumer:
-        return await self.inner.consumer(topic, group, **options)
-
-    async def load_checkpoint(self, name: str) -> Checkpoint | None:
-        return await self.inner.load_checkpoint(name)
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
 
     async def save_checkpoint(self, name: str, checkpoint: Checkpoint) -> None:
         if not self.accept.is_set():
             self.refused += 1
             raise BusUnavailable("refused by the test")
         await self.inner.save_checkpoint(name, checkpoint)
-
-    async def aclose(self) -> None:
-        await self.inner.aclose()
 
 
 async def deposit(store: EventStore, count: int) -> list[str]:
@@ -119,18 +102,39 @@ async def deposit(store: EventStore, count: int) -> list[str]:
     return ids
 
 
-async def publish_all(store: EventStore, bus: Bus) -> Relay:
-    """Run a relay until everything in ``store`` now is published; the stopped relay."""
-    relay = Relay(store, bus, TOPICS, service=SERVICE)
+@asynccontextmanager
+async def running(relay: Relay, *gates: asyncio.Event) -> AsyncIterator[None]:
+    """``relay`` runs inside the block; on leaving, ``gates`` are opened (so nothing
+    stays held) and the relay is stopped and its run awaited."""
     task = asyncio.create_task(relay.run())
     try:
-        async with asyncio.timeout(PATIENCE):
-            await relay.published(await store.last_position())
+        yield
     finally:
+        for gate in gates:
+            gate.set()
         relay.stop()
         async with asyncio.timeout(PATIENCE):
             await task
+
+
+async def publish_all(store: EventStore, bus: Bus) -> Relay:
+    """Run a relay until everything in ``store`` now is published; the stopped relay."""
+    relay = Relay(store, bus, TOPICS, service=SERVICE)
+    async with running(relay), asyncio.timeout(PATIENCE):
+        await relay.published(await store.last_position())
     return relay
+
+
+async def a_smaller_log_replaces_a_published_one(
+    stores: ServiceStores, make_bus: Connect
+) -> tuple[list[str], EventStore, list[str]]:
+    """120 events published from a SQLite file, which is then wiped and given 40 new
+    ones: the ids of both, and the new store."""
+    old = await stores.sqlite()
+    first = await deposit(old, 120)
+    await publish_all(old, await make_bus())
+    new = await stores.wiped(old)
+    return first, new, await deposit(new, 40)
 
 
 async def on_the_bus(bus: Bus, count: int) -> list[str]:
@@ -174,31 +178,19 @@ async def test_a_relay_on_a_replaced_store_publishes_every_event_of_the_new_stor
 async def test_a_relay_on_a_store_holding_fewer_events_than_the_checkpoint_reports_the_lag(
     stores: ServiceStores, make_bus: Connect
 ) -> None:
-    old = await stores.sqlite()
-    first = await deposit(old, 120)
-    await publish_all(old, await make_bus())
-    new = await stores.wiped(old)
-    second = await deposit(new, 40)
+    first, new, second = await a_smaller_log_replaces_a_published_one(stores, make_bus)
     held = HeldReads(new)
     bus = await make_bus()
     relay = Relay(held, bus, TOPICS, service=SERVICE)  # type: ignore[arg-type]
-    task = asyncio.create_task(relay.run())
-    try:
-        async with asyncio.timeout(PATIENCE):
-            await held.reading.wait()
+    async with running(relay, held.release), asyncio.timeout(PATIENCE):
+        await held.reading.wait()
         # Started, and nothing of the new store read yet: all 40 events are behind.
         status = relay.status()
         assert status.position == status.checkpoint == 0
         assert status.head == 40
         assert status.lag_events == 40
         held.release.set()
-        async with asyncio.timeout(PATIENCE):
-            await relay.published(40)
-    finally:
-        held.release.set()
-        relay.stop()
-        async with asyncio.timeout(PATIENCE):
-            await task
+        await relay.published(40)
 
     assert sorted(await on_the_bus(bus, 160)) == sorted(first + second)
 
@@ -206,83 +198,51 @@ async def test_a_relay_on_a_store_holding_fewer_events_than_the_checkpoint_repor
 async def test_while_the_bus_refuses_the_new_checkpoint_the_lag_already_counts_the_new_log(
     stores: ServiceStores, make_bus: Connect
 ) -> None:
-    old = await stores.sqlite()
-    await deposit(old, 120)
-    await publish_all(old, await make_bus())
-    new = await stores.wiped(old)
-    await deposit(new, 40)
+    _, new, _ = await a_smaller_log_replaces_a_published_one(stores, make_bus)
     bus = RefusedSaves(await make_bus())
     relay = Relay(new, bus, TOPICS, service=SERVICE)  # type: ignore[arg-type]
-    task = asyncio.create_task(relay.run())
-    try:
-        async with asyncio.timeout(PATIENCE):
-            # Polling: the count is a plain attribute, which signals nothing.
-            while bus.refused < 2:  # noqa: ASYNC110
-                await asyncio.sleep(0.005)
+    async with running(relay, bus.accept), asyncio.timeout(PATIENCE):
+        # Polling: the count is a plain attribute, which signals nothing.
+        while bus.refused < 2:  # noqa: ASYNC110
+            await asyncio.sleep(0.005)
         # The relay set the old checkpoint aside and is trying to save its new start.
         status = relay.status()
         assert status.position == 0
         assert status.lag_events == 40
         assert "refused by the test" in (status.last_error or "")
         bus.accept.set()
-        async with asyncio.timeout(PATIENCE):
-            await relay.published(40)
-    finally:
-        bus.accept.set()
-        relay.stop()
-        async with asyncio.timeout(PATIENCE):
-            await task
+        await relay.published(40)
 
 
-async def test_a_legacy_checkpoint_above_the_head_is_another_log_and_the_relay_starts_over(
-    stores: ServiceStores, bus: Bus
+@pytest.mark.parametrize(
+    ("events", "legacy", "published_from"),
+    [
+        # 500 events of some other log: past the head, so proof of another log.
+        pytest.param(30, 500, 0, id="above-the-head-starts-over"),
+        # Published up to 60 from this log: taken, continued from.
+        pytest.param(100, 60, 60, id="within-the-log-is-continued"),
+        # Nothing left to publish: bound all the same, so that a store replaced before
+        # the next event is seen for what it is.
+        pytest.param(50, 50, 50, id="at-the-head-is-bound-at-once"),
+    ],
+)
+async def test_a_legacy_checkpoint_is_judged_by_the_head_and_bound_to_the_store(
+    stores: ServiceStores, bus: Bus, events: int, legacy: int, published_from: int
 ) -> None:
     store = await stores.sqlite()
-    written = await deposit(store, 30)
-    # Saved by an eventcore that did not keep the store: 500 events of some other log.
-    await bus.save_checkpoint(SERVICE, Checkpoint(position=500))
+    written = await deposit(store, events)
+    # Saved by an eventcore that did not keep the store.
+    await bus.save_checkpoint(SERVICE, Checkpoint(position=legacy))
 
     relay = await publish_all(store, bus)
 
-    assert sorted(await on_the_bus(bus, 30)) == sorted(written)
-    assert relay.status().foreign_checkpoint == Checkpoint(position=500)
+    expected = written[published_from:]
+    assert sorted(await on_the_bus(bus, len(expected))) == sorted(expected)
+    set_aside = Checkpoint(position=legacy) if published_from == 0 else None
+    assert relay.status().foreign_checkpoint == set_aside
     assert await bus.load_checkpoint(SERVICE) == Checkpoint(
-        position=30, store_id=await store.store_id()
+        position=events, store_id=await store.store_id()
     )
-
-
-async def test_a_legacy_checkpoint_within_the_log_is_continued_from_and_bound_to_the_store(
-    stores: ServiceStores, bus: Bus
-) -> None:
-    store = await stores.sqlite()
-    written = await deposit(store, 100)
-    # Published up to 60 by an eventcore that did not keep the store.
-    await bus.save_checkpoint(SERVICE, Checkpoint(position=60))
-
-    relay = await publish_all(store, bus)
-
-    assert sorted(await on_the_bus(bus, 40)) == sorted(written[60:])
-    assert relay.status().foreign_checkpoint is None
-    assert await bus.load_checkpoint(SERVICE) == Checkpoint(
-        position=100, store_id=await store.store_id()
-    )
-
-
-async def test_a_legacy_checkpoint_is_bound_at_once_even_when_nothing_is_left_to_publish(
-    stores: ServiceStores, bus: Bus
-) -> None:
-    store = await stores.sqlite()
-    await deposit(store, 50)
-    await bus.save_checkpoint(SERVICE, Checkpoint(position=50))
-
-    await publish_all(store, bus)
-
-    # Bound now: had the store been replaced before the next event, the next run would
-    # see a checkpoint of another store instead of a position to trust.
-    assert await bus.load_checkpoint(SERVICE) == Checkpoint(
-        position=50, store_id=await store.store_id()
-    )
-    assert await on_the_bus(bus, 0) == []
 
 
 async def test_a_checkpoint_of_this_store_is_continued_from_without_a_word(

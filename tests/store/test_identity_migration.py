@@ -17,6 +17,7 @@ from eventcore.store import _pg_schema, _sqlite_schema, open_store
 from eventcore.store.sqlite import SqliteStore
 from tests.backends import POSTGRES_URL
 from tests.builders import events, sid
+from tests.schema_history import as_of_version
 
 
 async def _append_and_read(path: Path, count: int) -> list[Any]:
@@ -67,9 +68,8 @@ async def test_a_sqlite_file_of_schema_version_1_gains_an_id_and_keeps_its_event
 ) -> None:
     path = tmp_path / "events.db"
     with monkeypatch.context() as previous:
-        # The store as it was before the identity: migration 1 only.
-        previous.setattr(_sqlite_schema, "_MIGRATIONS", _sqlite_schema._MIGRATIONS[:1])
-        previous.setattr(_sqlite_schema, "LATEST_VERSION", 1)
+        # The store as it was before the identity.
+        as_of_version(previous, _sqlite_schema, 1)
         written = await _append_and_read(path, 5)
     with closing(sqlite3.connect(path)) as connection:
         tables = {row[0] for row in connection.execute("SELECT name FROM sqlite_master")}
