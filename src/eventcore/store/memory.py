@@ -157,13 +157,13 @@ class MemoryStore:
             for name in names[start : start + limit]
         ]
 
-    async def last_position(self) -> int:
-        self._check_open()
-        return len(self._log)
-
     async def store_id(self) -> str:
         self._check_open()
         return self._store_id
+
+    async def last_position(self) -> int:
+        self._check_open()
+        return len(self._log)
 
     async def wait_for_events(self, after: int, timeout: float) -> bool:  # noqa: ASYNC109
         self._check_open()

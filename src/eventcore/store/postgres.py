@@ -363,15 +363,15 @@ class PostgresStore:
             deduplicated=True,
         )
 
-    async def last_position(self) -> int:
-        self._check_open()
-        rows = await self._fetch("last_position", self._sql.last_position, ())
-        return int(rows[0][0])
-
     async def store_id(self) -> str:
         self._check_open()
         rows = await self._fetch("store_id", self._sql.store_id, ())
         return str(rows[0][0])
+
+    async def last_position(self) -> int:
+        self._check_open()
+        rows = await self._fetch("last_position", self._sql.last_position, ())
+        return int(rows[0][0])
 
     async def wait_for_events(self, after: int, timeout: float) -> bool:  # noqa: ASYNC109
         self._check_open()

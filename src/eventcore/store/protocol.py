@@ -97,10 +97,6 @@ class EventStore(Protocol):
         """Stream heads in name order, starting after ``after``."""
         ...
 
-    async def last_position(self) -> int:
-        """The position of the newest event in the global log; 0 when empty."""
-        ...
-
     async def store_id(self) -> str:
         """The identity of this store's log: a UUID made with the store (its SQLite file,
         its PostgreSQL schema, the ``MemoryStore`` object) and kept for its lifetime.
@@ -110,6 +106,10 @@ class EventStore(Protocol):
         never taken for a position in this one. A copy of the store (a file copied, a
         database restored) keeps the id: it is the same log.
         """
+        ...
+
+    async def last_position(self) -> int:
+        """The position of the newest event in the global log; 0 when empty."""
         ...
 
     async def wait_for_events(self, after: int, timeout: float) -> bool:  # noqa: ASYNC109

@@ -259,16 +259,16 @@ class SqliteStore:
         heads: list[StreamHead] = await self._read(self._reads.streams(start, limit))
         return heads
 
+    async def store_id(self) -> str:
+        self._check_open()
+        store_id: str = await self._read(read_store_id)
+        return store_id
+
     async def last_position(self) -> int:
         self._check_open()
         position: int = await self._read(self._reads.last_position())
         self._head.advance(position)
         return position
-
-    async def store_id(self) -> str:
-        self._check_open()
-        store_id: str = await self._read(read_store_id)
-        return store_id
 
     async def wait_for_events(self, after: int, timeout: float) -> bool:  # noqa: ASYNC109
         self._check_open()
