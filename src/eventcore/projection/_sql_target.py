@@ -10,7 +10,8 @@ The bookkeeping tables:
 * ``eventcore_checkpoints (name, version, source, position, events, events_per_second,
   updated_at, store_id)`` — one row per source of a version; ``store_id`` is the store
   whose log ``position`` counts (NULL in rows saved before it was kept);
-* ``eventcore_target_schema (version, applied_at)`` — the migrations applied (``migrate``).
+* ``eventcore_target_schema (version, applied_at)`` — the migrations applied
+  (``_target_schema``).
 
 ``commit`` reads its version's row inside the batch's transaction (locked against a
 concurrent switch on PostgreSQL), so a batch either lands before a switch or fails with
@@ -27,7 +28,8 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Generic, TypeVar
 
-from eventcore.errors import StoreClosed, StoreUnavailable
+from eventcore.errors import StoreClosed
+from eventcore.projection._target_schema import migrate
 from eventcore.projection.errors import ProjectionNotFound, VersionRetired
 from eventcore.projection.projection import Projection
 from eventcore.projection.target import (
@@ -42,30 +44,10 @@ from eventcore.projection.target import (
 from eventcore.projection.transaction import SqlTransaction
 from eventcore.store.checkpoint import Checkpoint
 
-__all__ = ["LATEST_VERSION", "Dialect", "SqlTarget", "migrate", "physical_tables"]
+__all__ = ["Dialect", "SqlTarget", "physical_tables"]
 
 C = TypeVar("C")
 T = TypeVar("T")
-
-_BOOKKEEPING = (
-    "CREATE TABLE IF NOT EXISTS eventcore_projections ("
-    " name TEXT NOT NULL, version INTEGER NOT NULL, state TEXT NOT NULL,"
-    " tables TEXT NOT NULL, created_at DOUBLE PRECISION NOT NULL,"
-    " PRIMARY KEY (name, version))",
-    "CREATE TABLE IF NOT EXISTS eventcore_checkpoints ("
-    " name TEXT NOT NULL, version INTEGER NOT NULL, source TEXT NOT NULL,"
-    " position BIGINT NOT NULL, events BIGINT NOT NULL,"
-    " events_per_second DOUBLE PRECISION NOT NULL, updated_at DOUBLE PRECISION NOT NULL,"
-    " PRIMARY KEY (name, version, source))",
-)
-#: (version, statements) of the bookkeeping tables. Append new ones; never edit one that
-#: has shipped. Version 1 creates only what is missing: targets made before versions were
-#: kept hold its tables already.
-_MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = (
-    (1, _BOOKKEEPING),
-    (2, ("ALTER TABLE eventcore_checkpoints ADD COLUMN store_id TEXT",)),
-)
-LATEST_VERSION = _MIGRATIONS[-1][0]
 
 _UPSERT_CHECKPOINT = (
     "INSERT INTO eventcore_checkpoints"
@@ -76,31 +58,6 @@ _UPSERT_CHECKPOINT = (
     " events_per_second = excluded.events_per_second, updated_at = excluded.updated_at,"
     " store_id = excluded.store_id"
 )
-
-
-def migrate(run: Callable[..., Any]) -> None:
-    """Bring the bookkeeping tables up to ``LATEST_VERSION``, inside the caller's
-    transaction (serialised against other processes opening the same target)."""
-    run(
-        "CREATE TABLE IF NOT EXISTS eventcore_target_schema ("
-        " version INTEGER PRIMARY KEY, applied_at DOUBLE PRECISION NOT NULL)"
-    )
-    applied = int(
-        run("SELECT coalesce(max(version), 0) FROM eventcore_target_schema").fetchone()[0]
-    )
-    if applied > LATEST_VERSION:
-        raise StoreUnavailable(
-            f"the projection target's schema version is {applied}, newer than this eventcore"
-            f" understands ({LATEST_VERSION}); upgrade eventcore to open it"
-        )
-    for version, statements in _MIGRATIONS:
-        if version > applied:
-            for statement in statements:
-                run(statement)
-            run(
-                "INSERT INTO eventcore_target_schema (version, applied_at) VALUES (?, ?)",
-                (version, time.time()),
-            )
 
 
 def physical_tables(tables: Sequence[str], version: int) -> dict[str, str]:
