@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from eventcore import Checkpoint, EventStore, StoredEvent
+from eventcore import Checkpoint, EventStore, StoredEvent, StoreUnavailable
 from eventcore.projection import (
     CheckpointMismatch,
     MemoryTarget,
@@ -262,3 +262,17 @@ async def test_a_target_of_the_previous_schema_keeps_its_view_and_checkpoint(
     )
     versions = await table(reopened, "SELECT version FROM eventcore_target_schema")  # type: ignore[arg-type]
     assert versions == [(1,), (2,)]
+
+
+@pytest.mark.parametrize("targets", ["sqlite", "postgres"], indirect=True)
+async def test_a_target_of_a_newer_schema_is_refused(targets: Targets) -> None:
+    target = await targets.open()
+
+    def from_the_future(run_sql: Any) -> None:
+        run_sql("INSERT INTO eventcore_target_schema (version, applied_at) VALUES (99, 0)")
+
+    await target._call(lambda: target._transaction(from_the_future, None))  # type: ignore[attr-defined]
+    await target.aclose()
+
+    with pytest.raises(StoreUnavailable, match="newer"):
+        await targets.open()
