@@ -51,6 +51,7 @@ from eventcore.messaging import (
 )
 from eventcore.pipeline import CommandResult
 from eventcore.projection import (
+    CheckpointMismatch,
     InvalidProjection,
     Lag,
     LogFollower,
@@ -68,7 +69,7 @@ from eventcore.projection import (
     rebuild,
 )
 from eventcore.retry import RetryPolicy
-from eventcore.store import AppendResult, EventStore, open_store
+from eventcore.store import AppendResult, Checkpoint, EventStore, open_store
 from eventcore.types import Metadata, NewEvent, StoredEvent, StreamHead, StreamId
 
 __all__ = [
@@ -77,6 +78,8 @@ __all__ = [
     "BusClosed",
     "BusError",
     "BusUnavailable",
+    "Checkpoint",
+    "CheckpointMismatch",
     "Command",
     "CommandFailed",
     "CommandRejected",

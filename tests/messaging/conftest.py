@@ -8,6 +8,7 @@ makes another fresh bus with other settings and returns its ``connect``.
 from __future__ import annotations
 
 import itertools
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack
 from pathlib import Path
@@ -16,7 +17,14 @@ import pytest
 
 from eventcore.messaging.bus import Bus
 from tests.backends import skip_or_fail
-from tests.messaging.buses import BUSES, BusBackend, Connect, unavailable_reason
+from tests.messaging.buses import (
+    BUSES,
+    NATS_URL,
+    BusBackend,
+    Connect,
+    drop_nats_namespace,
+    unavailable_reason,
+)
 
 #: Short enough that members take over from each other quickly, long enough that a
 #: busy test machine does not let a live member's lease run out.
@@ -61,3 +69,19 @@ async def make_bus(make_site: MakeSite) -> Connect:
 @pytest.fixture
 async def bus(make_bus: Connect) -> Bus:
     return await make_bus()
+
+
+@pytest.fixture
+async def namespace() -> AsyncIterator[str]:
+    """A fresh namespace on the shared NATS server, dropped (every stream and bucket of
+    it) after the test; an unreachable server skips (fails under ``CI=true``)."""
+    import nats
+
+    try:
+        client = await nats.connect(NATS_URL, connect_timeout=3, allow_reconnect=False)
+    except Exception as error:
+        skip_or_fail(f"NATS unreachable at {NATS_URL}: {error!r}")
+    await client.close()
+    name = f"t{uuid.uuid4().hex[:10]}"
+    yield name
+    await drop_nats_namespace(name)

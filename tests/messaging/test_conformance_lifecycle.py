@@ -6,30 +6,54 @@ from collections.abc import Awaitable, Callable
 
 import pytest
 
-from eventcore.errors import BusClosed, InvalidName
+from eventcore.errors import BusClosed, InvalidInput, InvalidName
 from eventcore.messaging.bus import Bus, OutgoingMessage
+from eventcore.store.checkpoint import Checkpoint
 from tests.messaging.buses import Connect
 from tests.messaging.helpers import TOPIC, outgoing
 
 BAD_NAMES = ["", "has space", "dot.ted", "sub>ject", "x" * 65, "é"]
 
 
-async def test_a_checkpoint_starts_at_zero_and_keeps_what_was_saved(bus: Bus) -> None:
-    assert await bus.load_checkpoint("relay-orders") == 0
+STORE_A = "0d3c6a52-5f7e-4d3a-9b7c-2f1e8a4b6c01"
+STORE_B = "7a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d"
 
-    await bus.save_checkpoint("relay-orders", 42)
-    await bus.save_checkpoint("relay-users", 7)
-    await bus.save_checkpoint("relay-orders", 43)
 
-    assert await bus.load_checkpoint("relay-orders") == 43
-    assert await bus.load_checkpoint("relay-users") == 7
+async def test_a_checkpoint_is_none_until_saved_and_keeps_its_position_and_store(
+    bus: Bus,
+) -> None:
+    assert await bus.load_checkpoint("relay-orders") is None
+
+    await bus.save_checkpoint("relay-orders", Checkpoint(position=42, store_id=STORE_A))
+    await bus.save_checkpoint("relay-users", Checkpoint(position=7, store_id=STORE_B))
+    await bus.save_checkpoint("relay-orders", Checkpoint(position=43, store_id=STORE_A))
+
+    assert await bus.load_checkpoint("relay-orders") == Checkpoint(position=43, store_id=STORE_A)
+    assert await bus.load_checkpoint("relay-users") == Checkpoint(position=7, store_id=STORE_B)
+
+
+async def test_a_checkpoint_saved_for_another_store_replaces_the_store_too(bus: Bus) -> None:
+    await bus.save_checkpoint("relay-orders", Checkpoint(position=900, store_id=STORE_A))
+    await bus.save_checkpoint("relay-orders", Checkpoint(position=3, store_id=STORE_B))
+
+    assert await bus.load_checkpoint("relay-orders") == Checkpoint(position=3, store_id=STORE_B)
 
 
 async def test_a_checkpoint_is_seen_by_another_handle(bus: Bus, make_bus: Connect) -> None:
-    await bus.save_checkpoint("relay-orders", 42)
+    await bus.save_checkpoint("relay-orders", Checkpoint(position=42, store_id=STORE_A))
     other = await make_bus()
 
-    assert await other.load_checkpoint("relay-orders") == 42
+    assert await other.load_checkpoint("relay-orders") == Checkpoint(position=42, store_id=STORE_A)
+
+
+@pytest.mark.parametrize("checkpoint", [42, None, (42, STORE_A)], ids=["int", "none", "tuple"])
+async def test_a_checkpoint_that_is_not_one_is_refused_and_nothing_saved(
+    bus: Bus, checkpoint: object
+) -> None:
+    with pytest.raises(InvalidInput):
+        await bus.save_checkpoint("relay-orders", checkpoint)  # type: ignore[arg-type]
+
+    assert await bus.load_checkpoint("relay-orders") is None
 
 
 async def test_closing_twice_is_fine(bus: Bus) -> None:
@@ -40,7 +64,7 @@ async def test_closing_twice_is_fine(bus: Bus) -> None:
 async def test_async_with_gives_the_bus_and_closes_it_however_the_block_ends(bus: Bus) -> None:
     async with bus as entered:
         assert entered is bus
-        await bus.save_checkpoint("relay-orders", 1)
+        await bus.save_checkpoint("relay-orders", Checkpoint(position=1, store_id=STORE_A))
     with pytest.raises(BusClosed):
         await bus.load_checkpoint("relay-orders")
 
@@ -66,7 +90,7 @@ def _load_checkpoint(bus: Bus) -> Awaitable[object]:
 
 
 def _save_checkpoint(bus: Bus) -> Awaitable[object]:
-    return bus.save_checkpoint("relay", 1)
+    return bus.save_checkpoint("relay", Checkpoint(position=1, store_id=STORE_A))
 
 
 def _count_letters(bus: Bus) -> Awaitable[object]:

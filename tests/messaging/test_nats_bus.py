@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -24,27 +23,13 @@ from eventcore.messaging.envelope import encode_envelope, envelope_of
 from eventcore.messaging.nats import NatsBus
 from eventcore.messaging.subscriber import Received, Subscriber
 from eventcore.messaging.url import BusUrl
+from eventcore.store.checkpoint import Checkpoint
 from eventcore.types import Metadata, StoredEvent, StreamId
-from tests.backends import skip_or_fail
-from tests.messaging.buses import NATS_URL, drop_nats_namespace
+from tests.messaging.buses import NATS_URL
 from tests.messaging.helpers import PATIENCE, consume, ids, outgoing
 from tests.messaging.nats_server import ThrowawayNats
 
 TOPIC = "orders"
-
-
-@pytest.fixture
-async def namespace() -> AsyncIterator[str]:
-    """A fresh namespace on the shared server, dropped after the test."""
-    try:
-        client = await nats.connect(NATS_URL, connect_timeout=3, allow_reconnect=False)
-    except Exception as error:
-        reason = f"NATS unreachable at {NATS_URL}: {error!r}"
-        skip_or_fail(reason)
-    await client.close()
-    name = f"t{uuid.uuid4().hex[:10]}"
-    yield name
-    await drop_nats_namespace(name)
 
 
 async def _connect(namespace: str, partitions: int = 4) -> NatsBus:
@@ -103,9 +88,9 @@ async def test_ids_that_kv_keys_cannot_hold_still_name_letters_and_checkpoints(
             failed_at=datetime.now(UTC),
         )
         await bus.dead_letters.put(letter)
-        await bus.save_checkpoint(odd, 7)
+        await bus.save_checkpoint(odd, Checkpoint(position=7, store_id="s"))
         assert await bus.dead_letters.get(letter.letter_id) == letter
-        assert await bus.load_checkpoint(odd) == 7
+        assert await bus.load_checkpoint(odd) == Checkpoint(position=7, store_id="s")
     finally:
         await bus.aclose()
 

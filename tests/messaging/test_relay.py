@@ -26,6 +26,7 @@ from eventcore.messaging import relay as relay_module
 from eventcore.messaging.bus import Consumer, DeadLetterBox
 from eventcore.messaging.memory import MemoryBus
 from eventcore.messaging.relay import Relay
+from eventcore.store.checkpoint import Checkpoint
 
 SERVICE = "accounts"
 #: Bounds waits for things that happen in milliseconds; only a hang reaches it.
@@ -102,10 +103,11 @@ class _TestBus:
     async def consumer(self, topic: str, group: str, **options: Any) -> Consumer:
         return await self.inner.consumer(topic, group, **options)
 
-    async def load_checkpoint(self, name: str) -> int:
+    async def load_checkpoint(self, name: str) -> Checkpoint | None:
         return await self.inner.load_checkpoint(name)
 
-    async def save_checkpoint(self, name: str, position: int) -> None:
+    async def save_checkpoint(self, name: str, checkpoint: Checkpoint) -> None:
+        position = checkpoint.position
         if self.refuse_saves > 0:
             self.refuse_saves -= 1
             raise BusUnavailable("checkpoint refused by the test")
@@ -115,7 +117,7 @@ class _TestBus:
             self.save_entered.set()
             await self.save_gate.wait()
         self.saved.append(position)
-        await self.inner.save_checkpoint(name, position)
+        await self.inner.save_checkpoint(name, checkpoint)
 
     async def aclose(self) -> None:
         await self.inner.aclose()
@@ -171,6 +173,11 @@ async def append_events(
         result = await store.append(writes, expected=expected)
         last = max(last, result.last_position)
     return last
+
+
+async def saved_position(bus: MemoryBus) -> int | None:
+    checkpoint = await bus.load_checkpoint(SERVICE)
+    return None if checkpoint is None else checkpoint.position
 
 
 async def stored_events(store: EventStore) -> list[StoredEvent]:
@@ -256,7 +263,7 @@ async def test_a_new_relay_starts_after_the_checkpoint_and_publishes_only_what_i
     rng = random.Random(2)
     first_last = await append_events(store, random_events(rng, 200))
     await run_until_published(Relay(store, memory_bus, TOPICS, service=SERVICE), first_last)
-    assert await memory_bus.load_checkpoint(SERVICE) == first_last
+    assert await saved_position(memory_bus) == first_last
 
     bus = _TestBus(memory_bus)
     relay = Relay(store, bus, TOPICS, service=SERVICE)
@@ -277,7 +284,7 @@ async def test_a_new_relay_starts_after_the_checkpoint_and_publishes_only_what_i
     new = [e for e in await stored_events(store) if e.position > first_last]
     expected = sorted(str(e.event_id) for e in new if e.type != "NoteAdded")
     assert sorted(m.message_id for m in bus.acknowledged) == expected
-    assert await memory_bus.load_checkpoint(SERVICE) == second_last
+    assert await saved_position(memory_bus) == second_last
     # Started again with nothing new, a relay publishes nothing at all.
     idle = _TestBus(memory_bus)
     await run_until_published(Relay(store, idle, TOPICS, service=SERVICE), second_last)
@@ -343,7 +350,7 @@ async def test_a_checkpoint_the_bus_refused_is_saved_again_and_the_error_cleared
         await wait_until(lambda: relay.status().last_error is not None)
         assert "checkpoint refused by the test" in (relay.status().last_error or "")
         await wait_until(lambda: relay.status().checkpoint == last)
-        assert await memory_bus.load_checkpoint(SERVICE) == last
+        assert await saved_position(memory_bus) == last
         # The bus took the checkpoint: the error is over.
         assert relay.status().last_error is None
     finally:
@@ -423,7 +430,7 @@ async def test_stop_returns_promptly_and_saves_the_checkpoint(
     status = relay.status()
     assert status.in_flight == 0
     assert status.position > 0
-    assert status.checkpoint == status.position == await memory_bus.load_checkpoint(SERVICE)
+    assert status.checkpoint == status.position == await saved_position(memory_bus)
     # Everything up to the checkpoint is on the bus; nothing past it was acknowledged
     # without being counted.
     published = {m.message_id for m in bus.acknowledged}
@@ -438,7 +445,9 @@ async def test_stop_while_the_bus_refuses_leaves_the_checkpoint_where_it_was(
     store: EventStore, memory_bus: MemoryBus
 ) -> None:
     last = await append_events(store, random_events(random.Random(6), 100))
-    await memory_bus.save_checkpoint(SERVICE, 0)
+    await memory_bus.save_checkpoint(
+        SERVICE, Checkpoint(position=0, store_id=await store.store_id())
+    )
     bus = _TestBus(memory_bus, refuse=1000)
     relay = Relay(store, bus, TOPICS, service=SERVICE)
     task = asyncio.create_task(relay.run())
@@ -446,7 +455,7 @@ async def test_stop_while_the_bus_refuses_leaves_the_checkpoint_where_it_was(
     relay.stop()
     async with asyncio.timeout(PATIENCE):
         await task
-    assert await memory_bus.load_checkpoint(SERVICE) == 0
+    assert await saved_position(memory_bus) == 0
     assert relay.status().position == 0
     # The next run, on a bus that takes them, publishes every one.
     healthy = _TestBus(memory_bus)

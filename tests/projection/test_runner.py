@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from eventcore import EventStore, StoredEvent
+from eventcore import Checkpoint, EventStore, StoredEvent
 from eventcore.projection import Projection, ProjectionRunner, Source, SqlTransaction, handles
 from eventcore.projection._sql_target import SqlTarget
 from tests.projection.conftest import table
@@ -98,8 +98,10 @@ async def test_a_view_over_two_services_keeps_one_checkpoint_per_source(
     version = runner.version
     assert version is not None
     assert await target.checkpoints("order_summary", version) == {
-        "orders": await orders.last_position(),
-        "legacy": await more.last_position(),
+        "orders": Checkpoint(
+            position=await orders.last_position(), store_id=await orders.store_id()
+        ),
+        "legacy": Checkpoint(position=await more.last_position(), store_id=await more.store_id()),
     }
     both = {(row[0], row[1]): row for row in [*await fold_store(orders), *await fold_store(more)]}
     assert len(await table(target, "SELECT * FROM orders")) == len({order for order, _ in both})

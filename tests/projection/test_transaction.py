@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from eventcore import StoredEvent
+from eventcore import Checkpoint, StoredEvent
 from eventcore.projection import Projection, SqlTransaction, VersionRetired, handles
 from eventcore.projection._sql_target import SqlTarget
 from eventcore.projection.target import Batch
@@ -143,7 +143,7 @@ async def test_a_batch_commits_its_grouped_writes_with_its_checkpoint(
 
     totals = await table(target, "SELECT customer, amount FROM totals")
     assert totals == [("c0", sum(range(1, 31, 3))), ("c1", sum(range(2, 31, 3))), ("c2", 165)]
-    assert await target.checkpoints("upserts", version) == {"orders": 30}
+    assert await target.checkpoints("upserts", version) == {"orders": Checkpoint(position=30)}
 
 
 async def test_a_failing_grouped_statement_fails_its_batch_and_writes_nothing(
@@ -163,11 +163,11 @@ async def test_a_failing_grouped_statement_fails_its_batch_and_writes_nothing(
         ("c1", 1),
         ("c2", 1),
     ]
-    assert await target.checkpoints("upserts", version) == {"orders": 3}
+    assert await target.checkpoints("upserts", version) == {"orders": Checkpoint(position=3)}
     # The connection is usable again: the next good batch commits.
     third = await _batches(store, [5], 1)
     await target.commit(projection, version, Batch("orders", third[-1], handlers, registry))
-    assert await target.checkpoints("upserts", version) == {"orders": 7}
+    assert await target.checkpoints("upserts", version) == {"orders": Checkpoint(position=7)}
 
 
 async def test_a_retired_version_gains_no_writes_from_a_pipelined_commit(

@@ -215,7 +215,7 @@ async def test_reopening_applies_each_migration_once(db_path: Path) -> None:
 
     with closing(sqlite3.connect(db_path)) as connection:
         versions = connection.execute("SELECT version FROM schema_migrations").fetchall()
-    assert versions == [(1,)]
+    assert versions == [(1,), (2,)]
 
 
 async def test_a_file_from_a_newer_schema_is_refused(db_path: Path) -> None:

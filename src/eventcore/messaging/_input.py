@@ -8,8 +8,10 @@ from collections.abc import Sequence
 from eventcore.errors import InvalidInput
 from eventcore.messaging.bus import DeadLetter, Delivery, OutgoingMessage
 from eventcore.messaging.names import check_name
+from eventcore.store.checkpoint import Checkpoint
 
 __all__ = [
+    "check_checkpoint",
     "check_delay",
     "check_delivery",
     "check_fetch",
@@ -39,6 +41,13 @@ def checkpoint_name(name: object) -> str:
     if not isinstance(name, str) or not name:
         raise InvalidInput("a checkpoint name must be a non-empty string")
     return name
+
+
+def check_checkpoint(checkpoint: object) -> Checkpoint:
+    """A checkpoint to save: its fields were checked when it was made."""
+    if not isinstance(checkpoint, Checkpoint):
+        raise InvalidInput(f"expected a Checkpoint, got {type(checkpoint).__name__}")
+    return checkpoint
 
 
 def check_letter_filter(group: str | None, topic: str | None, limit: int) -> None:

@@ -128,6 +128,14 @@ _MIGRATIONS: Final[tuple[tuple[int, tuple[str, ...]], ...]] = (
             """,
         ),
     ),
+    (
+        2,
+        (
+            # The store whose log a relay's checkpoint counts (``Checkpoint.store_id``);
+            # NULL in rows saved before it was kept.
+            "ALTER TABLE bus_checkpoints ADD COLUMN store_id TEXT",
+        ),
+    ),
 )
 
 LATEST_VERSION: Final = _MIGRATIONS[-1][0]

@@ -28,6 +28,8 @@ from typing import Literal, Protocol, runtime_checkable
 
 import msgspec
 
+from eventcore.store.checkpoint import Checkpoint
+
 __all__ = [
     "DEFAULT_ACK_WAIT",
     "DEFAULT_PARTITIONS",
@@ -251,11 +253,15 @@ class Bus(AbstractAsyncContextManager["Bus", None], Protocol):
         id when None). A new group starts at the beginning of the topic."""
         ...
 
-    async def load_checkpoint(self, name: str) -> int:
-        """A relay's checkpoint: the store position it has published up to (0 = none)."""
+    async def load_checkpoint(self, name: str) -> Checkpoint | None:
+        """A relay's checkpoint: the store and the position in its log it has published
+        up to; None if none was saved. One saved before checkpoints kept their store
+        has ``store_id`` None."""
         ...
 
-    async def save_checkpoint(self, name: str, position: int) -> None: ...
+    async def save_checkpoint(self, name: str, checkpoint: Checkpoint) -> None:
+        """Keep ``checkpoint`` under ``name`` (replacing what was there), durably."""
+        ...
 
     async def aclose(self) -> None:
         """Release every resource. Idempotent; later calls raise ``BusClosed``."""

@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 
 from eventcore.errors import BusClosed, InvalidInput
 from eventcore.messaging._input import (
+    check_checkpoint,
     check_delay,
     check_delivery,
     check_fetch,
@@ -36,6 +37,7 @@ from eventcore.messaging.bus import (
     partition_of,
 )
 from eventcore.messaging.names import check_name
+from eventcore.store.checkpoint import Checkpoint
 
 __all__ = ["DEFAULT_LEASE_TTL", "MemoryBus", "MemoryConsumer"]
 
@@ -107,7 +109,7 @@ class MemoryBus:
         self._lease_ttl = lease_ttl
         self._topics: dict[str, _Topic] = {}
         self._groups: dict[tuple[str, str], list[_GroupPartition]] = {}
-        self._checkpoints: dict[str, int] = {}
+        self._checkpoints: dict[str, Checkpoint] = {}
         self._consumers: set[MemoryConsumer] = set()
         self._wakeup = Wakeup()
         self._leases = MemoryLeases(on_change=self._wakeup.fire)
@@ -186,15 +188,14 @@ class MemoryBus:
             self._topics[name] = topic
         return topic
 
-    async def load_checkpoint(self, name: str) -> int:
+    async def load_checkpoint(self, name: str) -> Checkpoint | None:
         self._check_open()
-        return self._checkpoints.get(checkpoint_name(name), 0)
+        return self._checkpoints.get(checkpoint_name(name))
 
-    async def save_checkpoint(self, name: str, position: int) -> None:
+    async def save_checkpoint(self, name: str, checkpoint: Checkpoint) -> None:
         self._check_open()
-        if isinstance(position, bool) or not isinstance(position, int) or position < 0:
-            raise InvalidInput(f"a checkpoint is a whole number >= 0, got {position!r}")
-        self._checkpoints[checkpoint_name(name)] = position
+        name = checkpoint_name(name)
+        self._checkpoints[name] = check_checkpoint(checkpoint)
 
     async def aclose(self) -> None:
         if self._closed:

@@ -22,12 +22,13 @@ import uuid
 import zlib
 from collections.abc import Sequence
 
+import msgspec
 import nats
 from nats.aio.client import Client
 from nats.js.errors import KeyNotFoundError
 
 from eventcore.errors import BusClosed, BusUnavailable, InvalidInput
-from eventcore.messaging._input import check_outgoing, checkpoint_name
+from eventcore.messaging._input import check_checkpoint, check_outgoing, checkpoint_name
 from eventcore.messaging._nats_consumer import NatsConsumer
 from eventcore.messaging._nats_deadletters import KvDeadLetterBox
 from eventcore.messaging._nats_errors import translated
@@ -38,6 +39,7 @@ from eventcore.messaging._nats_topics import TopicStreams
 from eventcore.messaging.bus import DEFAULT_ACK_WAIT, OutgoingMessage
 from eventcore.messaging.names import check_name
 from eventcore.messaging.url import BusUrl
+from eventcore.store.checkpoint import Checkpoint
 
 __all__ = ["NatsBus"]
 
@@ -212,23 +214,22 @@ class NatsBus:
         self._consumers.add(consumer)
         return consumer
 
-    async def load_checkpoint(self, name: str) -> int:
+    async def load_checkpoint(self, name: str) -> Checkpoint | None:
         self._check_open()
         key = key_token(checkpoint_name(name))
         with translated("reading a checkpoint"):
             try:
                 entry = await self._checkpoints.get(key)
             except KeyNotFoundError:
-                return 0
-        return int(entry.value or b"0")
+                return None
+        return _checkpoint_of(entry.value or b"")
 
-    async def save_checkpoint(self, name: str, position: int) -> None:
+    async def save_checkpoint(self, name: str, checkpoint: Checkpoint) -> None:
         self._check_open()
         key = key_token(checkpoint_name(name))
-        if isinstance(position, bool) or not isinstance(position, int) or position < 0:
-            raise InvalidInput(f"a checkpoint is a whole number >= 0, got {position!r}")
+        value = msgspec.json.encode(check_checkpoint(checkpoint))
         with translated("saving a checkpoint"):
-            await self._checkpoints.put(key, str(position).encode())
+            await self._checkpoints.put(key, value)
 
     async def aclose(self) -> None:
         if self._closed:
@@ -249,6 +250,17 @@ class NatsBus:
 
     async def __aexit__(self, *_: object) -> None:
         await self.aclose()
+
+
+def _checkpoint_of(value: bytes) -> Checkpoint:
+    """A checkpoint as kept in the bucket: a JSON object, or, saved before checkpoints
+    kept their store, the position alone in decimal."""
+    if value.isdigit():
+        return Checkpoint(position=int(value))
+    try:
+        return msgspec.json.decode(value, type=Checkpoint)
+    except msgspec.DecodeError as error:
+        raise BusUnavailable(f"the checkpoint bucket holds an unreadable value: {error}") from None
 
 
 async def _ignore_error(error: Exception) -> None:

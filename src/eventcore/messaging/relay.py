@@ -17,11 +17,26 @@ A batch the bus refuses (``BusError``: the server is down, a timeout) is publish
 again, with backoff, until the bus takes it; batches behind it wait. The relay never
 gives up and never moves past an event it could not publish: a stuck relay shows in
 its lag and ``last_error``, not as a lost event.
+
+The checkpoint is bound to the store it counts: it keeps the store's id
+(``EventStore.store_id``) beside the position. The bus can outlive the store — a
+service moved from SQLite to PostgreSQL, given a new schema or a wiped file keeps its
+bus — and a position counted in another log means nothing in this one. So at the
+start of each run the relay asks whether the bus's checkpoint counts this store's log
+(``Checkpoint.counts``: the same store id, and not past the head). If it does not, the
+relay **starts over from the beginning of this store's log**, saves that at once, and
+says so (a warning, and ``RelayStatus.foreign_checkpoint``). Starting over republishes
+at worst; skipping would lose events without a trace, and the bus's de-duplication by
+message id and each consumer's inbox absorb the repeats. A checkpoint saved before
+checkpoints kept their store (``store_id`` None) is taken as this store's up to the
+head — nothing tells it apart — and bound to it at once; above the head it is proof of
+another log, and the relay starts over.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 import time
 from collections import deque
@@ -36,10 +51,13 @@ from eventcore.messaging.names import check_name
 from eventcore.messaging.topics import TopicMap
 from eventcore.projection.follower import DEFAULT_POLL_INTERVAL, LogFollower
 from eventcore.retry import RetryPolicy
+from eventcore.store.checkpoint import Checkpoint
 from eventcore.store.protocol import EventStore
 from eventcore.types import StoredEvent
 
 __all__ = ["Relay", "RelayStatus"]
+
+_logger = logging.getLogger(__name__)
 
 #: How often, at most, the checkpoint is written while events keep coming. A crash
 #: republishes at most this much (the bus and the inbox drop the repeats).
@@ -52,7 +70,13 @@ _REPUBLISH = RetryPolicy(max_attempts=1, initial_delay=0.05, max_delay=2.0)
 
 class RelayStatus(msgspec.Struct, frozen=True, kw_only=True):
     """What a relay has done. ``position``: the store position published and
-    acknowledged up to; ``lag_events``: log positions past it that it has seen."""
+    acknowledged up to; ``lag_events``: log positions past it that it has seen.
+
+    ``store_id``: the store whose log ``position`` and ``checkpoint`` count (None
+    until the run has started). ``foreign_checkpoint``: the checkpoint the bus held
+    at the start of this run when it did not count this store's log (another store's,
+    or past this store's head) and the relay started over instead; None otherwise.
+    """
 
     service: str
     position: int
@@ -64,6 +88,8 @@ class RelayStatus(msgspec.Struct, frozen=True, kw_only=True):
     in_flight: int
     republished_batches: int
     last_error: str | None
+    store_id: str | None = None
+    foreign_checkpoint: Checkpoint | None = None
 
 
 class _Pending(msgspec.Struct):
@@ -110,6 +136,9 @@ class Relay:
         self._moved = asyncio.Event()  # the position moved, or the run ended
         self._position = 0
         self._checkpoint = 0
+        self._store_id: str | None = None
+        self._head_at_start = 0
+        self._foreign: Checkpoint | None = None
         self._checkpointed_at = 0.0
         self._published = 0
         self._skipped = 0
@@ -135,6 +164,9 @@ class Relay:
 
     def status(self) -> RelayStatus:
         head = self._follower.head if self._follower is not None else self._position
+        # The head read when the run started, until the follower has seen as far: right
+        # after starting over, lag is the whole log, not 0.
+        head = max(head, self._head_at_start)
         return RelayStatus(
             service=self._service,
             position=self._position,
@@ -146,6 +178,8 @@ class Relay:
             in_flight=self._in_flight,
             republished_batches=self._republished,
             last_error=self._last_error,
+            store_id=self._store_id,
+            foreign_checkpoint=self._foreign,
         )
 
     async def published(self, position: int) -> None:
@@ -157,8 +191,7 @@ class Relay:
             await self._moved.wait()
 
     async def run(self) -> None:
-        start = await self._bus.load_checkpoint(self._service)
-        self._position = self._checkpoint = start
+        start = await self._starting_position()
         # Wake ``published`` callers already waiting for a position the checkpoint covers.
         self._moved.set()
         follower = LogFollower(
@@ -197,6 +230,35 @@ class Relay:
             self._pending.clear()
             self._in_flight = 0
             self._moved.set()
+
+    async def _starting_position(self) -> int:
+        """Where this run starts: the bus's checkpoint if it counts this store's log,
+        else 0 (see the module's docstring). Saves the checkpoint at once when it had to
+        be bound to this store or set aside."""
+        saved = await self._bus.load_checkpoint(self._service)
+        store_id = await self._store.store_id()
+        head = await self._store.last_position()
+        self._store_id, self._head_at_start, self._foreign = store_id, head, None
+        start = 0
+        if saved is not None and saved.counts(store_id, head):
+            start = saved.position
+        elif saved is not None:
+            self._foreign = saved
+            _logger.warning(
+                "relay %s: the bus's checkpoint (position %d of store %s) does not count"
+                " this store's log (store %s, %d events); publishing from its beginning",
+                self._service,
+                saved.position,
+                saved.store_id or "unknown: saved before checkpoints kept their store",
+                store_id,
+                head,
+            )
+        self._position = self._checkpoint = start
+        if saved is not None and saved.store_id != store_id:
+            # A legacy checkpoint is bound to this store now, and a foreign one replaced,
+            # even if nothing is published before the next change of store.
+            await self._save_checkpoint()
+        return start
 
     async def _send(self, events: list[StoredEvent]) -> None:
         """Start publishing one batch; wait first while the window is full."""
@@ -289,10 +351,11 @@ class Relay:
 
     async def _save_checkpoint(self) -> None:
         position = self._position
+        checkpoint = Checkpoint(position=position, store_id=self._store_id)
         attempt = 0
         while True:
             try:
-                await self._bus.save_checkpoint(self._service, position)
+                await self._bus.save_checkpoint(self._service, checkpoint)
                 break
             except BusError as error:
                 # The position is still right in memory; only a crash now would make

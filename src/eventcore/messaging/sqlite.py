@@ -22,7 +22,7 @@ from collections.abc import Sequence
 
 from eventcore.errors import BusClosed, InvalidInput, InvalidUrl
 from eventcore.messaging import _sqlite_bus_log as log
-from eventcore.messaging._input import check_outgoing, checkpoint_name
+from eventcore.messaging._input import check_checkpoint, check_outgoing, checkpoint_name
 from eventcore.messaging._sqlite_bus_consumer import SqliteConsumer
 from eventcore.messaging._sqlite_bus_leases import SqliteLeases
 from eventcore.messaging._sqlite_bus_letters import SqliteDeadLetterBox
@@ -32,6 +32,7 @@ from eventcore.messaging.assignment import PartitionAssignment
 from eventcore.messaging.bus import DEFAULT_ACK_WAIT, OutgoingMessage
 from eventcore.messaging.names import check_name
 from eventcore.messaging.url import BusUrl
+from eventcore.store.checkpoint import Checkpoint
 
 __all__ = ["DEFAULT_LEASE_TTL", "SqliteBus", "SqliteConsumer"]
 
@@ -158,30 +159,30 @@ class SqliteBus:
             raise
         return consumer
 
-    async def load_checkpoint(self, name: str) -> int:
+    async def load_checkpoint(self, name: str) -> Checkpoint | None:
         self._check_open()
         name = checkpoint_name(name)
 
-        def body(connection: sqlite3.Connection) -> int:
+        def body(connection: sqlite3.Connection) -> Checkpoint | None:
             row = connection.execute(
-                "SELECT position FROM bus_checkpoints WHERE name = ?", (name,)
+                "SELECT position, store_id FROM bus_checkpoints WHERE name = ?", (name,)
             ).fetchone()
-            return 0 if row is None else int(row[0])
+            return None if row is None else Checkpoint(position=int(row[0]), store_id=row[1])
 
-        position: int = await self._worker.run(body)
-        return position
+        checkpoint: Checkpoint | None = await self._worker.run(body)
+        return checkpoint
 
-    async def save_checkpoint(self, name: str, position: int) -> None:
+    async def save_checkpoint(self, name: str, checkpoint: Checkpoint) -> None:
         self._check_open()
         name = checkpoint_name(name)
-        if isinstance(position, bool) or not isinstance(position, int) or position < 0:
-            raise InvalidInput(f"a checkpoint is a whole number >= 0, got {position!r}")
+        check_checkpoint(checkpoint)
 
         def body(connection: sqlite3.Connection) -> None:
             connection.execute(
-                "INSERT INTO bus_checkpoints (name, position) VALUES (?, ?)"
-                " ON CONFLICT (name) DO UPDATE SET position = excluded.position",
-                (name, position),
+                "INSERT INTO bus_checkpoints (name, position, store_id) VALUES (?, ?, ?)"
+                " ON CONFLICT (name) DO UPDATE"
+                " SET position = excluded.position, store_id = excluded.store_id",
+                (name, checkpoint.position, checkpoint.store_id),
             )
 
         await self._worker.run(lambda connection: write(connection, body))

@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 from eventcore.projection.errors import (
+    CheckpointMismatch,
     InvalidProjection,
     ProjectionError,
     ProjectionNotFound,
@@ -29,6 +30,7 @@ from eventcore.projection.transaction import MemoryTransaction, SqlTransaction
 
 __all__ = [
     "Batch",
+    "CheckpointMismatch",
     "InvalidProjection",
     "Lag",
     "LogFollower",

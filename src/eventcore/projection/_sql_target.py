@@ -8,7 +8,10 @@ The bookkeeping tables:
   version; ``state`` is building, live or retired; ``tables`` (JSON) lets reset and
   the CLI drop or inspect a version without the projection's code;
 * ``eventcore_checkpoints (name, version, source, position, events, events_per_second,
-  updated_at)`` — one row per source of a version.
+  updated_at, store_id)`` — one row per source of a version; ``store_id`` is the store
+  whose log ``position`` counts (NULL in rows saved before it was kept);
+* ``eventcore_target_schema (version, applied_at)`` — the migrations applied
+  (``_target_schema``).
 
 ``commit`` reads its version's row inside the batch's transaction (locked against a
 concurrent switch on PostgreSQL), so a batch either lands before a switch or fails with
@@ -26,6 +29,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Generic, TypeVar
 
 from eventcore.errors import StoreClosed
+from eventcore.projection._target_schema import migrate
 from eventcore.projection.errors import ProjectionNotFound, VersionRetired
 from eventcore.projection.projection import Projection
 from eventcore.projection.target import (
@@ -38,30 +42,21 @@ from eventcore.projection.target import (
     apply_batch,
 )
 from eventcore.projection.transaction import SqlTransaction
+from eventcore.store.checkpoint import Checkpoint
 
 __all__ = ["Dialect", "SqlTarget", "physical_tables"]
 
 C = TypeVar("C")
 T = TypeVar("T")
 
-_BOOKKEEPING = (
-    "CREATE TABLE IF NOT EXISTS eventcore_projections ("
-    " name TEXT NOT NULL, version INTEGER NOT NULL, state TEXT NOT NULL,"
-    " tables TEXT NOT NULL, created_at DOUBLE PRECISION NOT NULL,"
-    " PRIMARY KEY (name, version))",
-    "CREATE TABLE IF NOT EXISTS eventcore_checkpoints ("
-    " name TEXT NOT NULL, version INTEGER NOT NULL, source TEXT NOT NULL,"
-    " position BIGINT NOT NULL, events BIGINT NOT NULL,"
-    " events_per_second DOUBLE PRECISION NOT NULL, updated_at DOUBLE PRECISION NOT NULL,"
-    " PRIMARY KEY (name, version, source))",
-)
 _UPSERT_CHECKPOINT = (
     "INSERT INTO eventcore_checkpoints"
-    " (name, version, source, position, events, events_per_second, updated_at)"
-    " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (name, version, source) DO UPDATE SET"
+    " (name, version, source, position, events, events_per_second, updated_at, store_id)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (name, version, source) DO UPDATE SET"
     " position = excluded.position,"
     " events = eventcore_checkpoints.events + excluded.events,"
-    " events_per_second = excluded.events_per_second, updated_at = excluded.updated_at"
+    " events_per_second = excluded.events_per_second, updated_at = excluded.updated_at,"
+    " store_id = excluded.store_id"
 )
 
 
@@ -127,9 +122,7 @@ class SqlTarget(Generic[C]):
     def _open(self) -> None:
         self._conn = self._dialect.connect()
         # Serialised: two processes creating the tables at once must not collide.
-        self._transaction(
-            lambda run: [run(statement) for statement in _BOOKKEEPING], "eventcore_bookkeeping"
-        )
+        self._transaction(migrate, "eventcore_bookkeeping")
 
     async def _call(self, job: Callable[[], T]) -> T:
         if self._closed:
@@ -244,15 +237,29 @@ class SqlTarget(Generic[C]):
             )
         )
 
-    async def checkpoints(self, name: str, version: int) -> dict[str, int]:
-        def body(run: Callable[..., Any]) -> dict[str, int]:
+    async def checkpoints(self, name: str, version: int) -> dict[str, Checkpoint]:
+        def body(run: Callable[..., Any]) -> dict[str, Checkpoint]:
             rows = run(
-                "SELECT source, position FROM eventcore_checkpoints WHERE name = ? AND version = ?",
+                "SELECT source, position, store_id FROM eventcore_checkpoints"
+                " WHERE name = ? AND version = ?",
                 (name, version),
             ).fetchall()
-            return {str(source): int(position) for source, position in rows}
+            return {
+                str(source): Checkpoint(position=int(position), store_id=store_id)
+                for source, position, store_id in rows
+            }
 
         return await self._call(lambda: self._transaction(body, None))
+
+    async def bind_checkpoint(self, name: str, version: int, source: str, store_id: str) -> None:
+        def body(run: Callable[..., Any]) -> None:
+            run(
+                "UPDATE eventcore_checkpoints SET store_id = ?"
+                " WHERE name = ? AND version = ? AND source = ? AND store_id IS NULL",
+                (store_id, name, version, source),
+            )
+
+        await self._call(lambda: self._transaction(body, None))
 
     async def commit(self, projection: Projection, version: int, batch: Batch) -> None:
         name = projection.name
@@ -278,6 +285,7 @@ class SqlTarget(Generic[C]):
                     len(batch.events),
                     batch.events_per_second,
                     time.time(),
+                    batch.store_id,
                 ),
             )
 
@@ -350,8 +358,8 @@ class SqlTarget(Generic[C]):
     async def progress(self, name: str | None = None) -> list[SourceProgress]:
         def body(run: Callable[..., Any]) -> list[SourceProgress]:
             sql = (
-                "SELECT name, version, source, position, events, events_per_second, updated_at"
-                " FROM eventcore_checkpoints"
+                "SELECT name, version, source, position, events, events_per_second, updated_at,"
+                " store_id FROM eventcore_checkpoints"
             )
             rows = (
                 run(sql + " WHERE name = ? ORDER BY name, version, source", (name,))
@@ -367,8 +375,9 @@ class SqlTarget(Generic[C]):
                     events=int(e),
                     events_per_second=float(r),
                     updated_at=float(u),
+                    store_id=i,
                 )
-                for n, v, s, p, e, r, u in rows
+                for n, v, s, p, e, r, u, i in rows
             ]
 
         return await self._call(lambda: self._transaction(body, None))

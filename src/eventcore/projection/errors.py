@@ -6,7 +6,8 @@
     ├── NotFound
     │   └── ProjectionNotFound       no such projection (or version) in the target
     └── ProjectionError
-        └── VersionRetired           another version went live; follow the live one
+        ├── VersionRetired           another version went live; follow the live one
+        └── CheckpointMismatch       the view was built from another log; rebuild it
 
 They live here rather than in ``eventcore.errors`` because only the read side raises
 them; each still derives from the one root.
@@ -15,8 +16,15 @@ them; each still derives from the one root.
 from __future__ import annotations
 
 from eventcore.errors import EventcoreError, InvalidInput, NotFound
+from eventcore.store.checkpoint import Checkpoint
 
-__all__ = ["InvalidProjection", "ProjectionError", "ProjectionNotFound", "VersionRetired"]
+__all__ = [
+    "CheckpointMismatch",
+    "InvalidProjection",
+    "ProjectionError",
+    "ProjectionNotFound",
+    "VersionRetired",
+]
 
 
 class InvalidProjection(InvalidInput):
@@ -46,3 +54,47 @@ class VersionRetired(ProjectionError):
         self.name = name
         self.version = version
         super().__init__(f"projection {name!r} version {version} was retired")
+
+
+class CheckpointMismatch(ProjectionError):
+    """A version's checkpoint of a source does not count the log of that source's store.
+
+    The state holds the effects of another log's events (another store's, or of events
+    this store no longer has), so continuing would mix two logs and skip this store's
+    events up to the checkpoint; starting over would apply them on top of the other
+    log's. Nothing was written. Rebuild the projection from this store
+    (``eventcore.projection.rebuild``, or ``eventcore projections rebuild``): the new
+    version starts from position 0 and replaces this one when it has caught up.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        version: int,
+        source: str,
+        checkpoint: Checkpoint,
+        store_id: str,
+        head: int,
+    ) -> None:
+        self.name = name
+        self.version = version
+        self.source = source
+        self.checkpoint = checkpoint
+        self.store_id = store_id
+        self.head = head
+        if checkpoint.store_id not in (None, store_id):
+            why = (
+                f"was built from store {checkpoint.store_id} (up to position"
+                f" {checkpoint.position}), but source {source!r} is now store {store_id}"
+            )
+        else:
+            saved = "" if checkpoint.store_id is not None else " (a checkpoint without a store id)"
+            why = (
+                f"has applied source {source!r} up to position {checkpoint.position}{saved},"
+                f" but its store {store_id} holds events only up to position {head}"
+            )
+        super().__init__(
+            f"projection {name!r} version {version} {why}: the view was built from another"
+            " log; rebuild it from this store (eventcore.projection.rebuild, or"
+            " `eventcore projections rebuild`)"
+        )

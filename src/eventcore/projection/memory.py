@@ -14,6 +14,8 @@ import inspect
 import time
 from typing import Any
 
+import msgspec
+
 from eventcore.errors import StoreClosed
 from eventcore.projection.errors import ProjectionNotFound, VersionRetired
 from eventcore.projection.projection import Projection
@@ -26,6 +28,7 @@ from eventcore.projection.target import (
     VersionInfo,
 )
 from eventcore.projection.transaction import MemoryTransaction
+from eventcore.store.checkpoint import Checkpoint
 
 __all__ = ["MemoryTarget"]
 
@@ -77,13 +80,21 @@ class MemoryTarget:
         self._check_open()
         return self._create(projection, BUILDING)
 
-    async def checkpoints(self, name: str, version: int) -> dict[str, int]:
+    async def checkpoints(self, name: str, version: int) -> dict[str, Checkpoint]:
         self._check_open()
         return {
-            source: progress.position
+            source: Checkpoint(position=progress.position, store_id=progress.store_id)
             for (n, v, source), progress in self._checkpoints.items()
             if (n, v) == (name, version)
         }
+
+    async def bind_checkpoint(self, name: str, version: int, source: str, store_id: str) -> None:
+        self._check_open()
+        progress = self._checkpoints.get((name, version, source))
+        if progress is not None and progress.store_id is None:
+            self._checkpoints[(name, version, source)] = msgspec.structs.replace(
+                progress, store_id=store_id
+            )
 
     async def commit(self, projection: Projection, version: int, batch: Batch) -> None:
         self._check_open()
@@ -108,6 +119,7 @@ class MemoryTarget:
             events=(done.events if done else 0) + len(batch.events),
             events_per_second=batch.events_per_second,
             updated_at=time.time(),
+            store_id=batch.store_id,
         )
 
     async def switch(self, projection: Projection, version: int, *, keep_old: bool) -> None:

@@ -10,6 +10,11 @@ one after it.
 A runner still on the old version finds out at its next batch (``VersionRetired``,
 nothing written) and continues on the new version from the checkpoints the rebuild
 left: events that arrive during and after the rebuild are applied once, in order.
+
+A rebuild is also the way on when a source's store was replaced and the runner refuses
+the old version (``CheckpointMismatch``): the new version's checkpoints start empty, so
+it is built from the sources' stores as they are now, bound to them, and replaces the
+view of the old log.
 """
 
 from __future__ import annotations

@@ -9,6 +9,16 @@ The runner works on the live version unless given one (a rebuild gives the versi
 builds). When the target says its version was retired — a rebuild switched — it loads
 the new live version and its checkpoints and carries on there, so a switch never
 loses or repeats an event.
+
+Each checkpoint keeps the id of the store whose log it counts. Before following a
+source, the runner checks that its checkpoint counts the log of that source's store
+(``Checkpoint.counts``: the same store id, and not past its head). If not — the
+source's store was replaced by a fresh one, a new schema, a wiped file — the view holds
+another log's events, and the runner refuses with ``CheckpointMismatch`` rather than
+skip the new store's first events or apply them over the old state: rebuild the
+projection from the new store. A checkpoint saved before checkpoints kept their store is
+taken as this store's up to its head (and bound to it at once); above the head it is
+proof of another log.
 """
 
 from __future__ import annotations
@@ -21,10 +31,11 @@ from dataclasses import dataclass
 import msgspec
 
 from eventcore.events import EventRegistry
-from eventcore.projection.errors import InvalidProjection, VersionRetired
+from eventcore.projection.errors import CheckpointMismatch, InvalidProjection, VersionRetired
 from eventcore.projection.follower import DEFAULT_POLL_INTERVAL, LogFollower
 from eventcore.projection.projection import Projection
 from eventcore.projection.target import Batch, Target
+from eventcore.store.checkpoint import Checkpoint
 from eventcore.store.protocol import EventStore
 
 __all__ = ["ProjectionRunner", "ProjectionStatus", "Source", "SourceStatus"]
@@ -102,6 +113,7 @@ class ProjectionRunner:
         self._poll_interval = poll_interval
         self._version: int | None = None
         self._followers: dict[str, LogFollower] = {}
+        self._store_ids: dict[str, str] = {}
         self._rates = {name: _Rate() for name in names}
         self._following = asyncio.Event()
         self._stopping = False
@@ -134,12 +146,16 @@ class ProjectionRunner:
         version = self._fixed_version
         if version is None:
             version = await target.live_version(projection)
-        start = await target.checkpoints(projection.name, version)
+        saved = await target.checkpoints(projection.name, version)
+        start = {
+            source.name: await self._starting_position(version, source, saved.get(source.name))
+            for source in self._sources
+        }
         self._version = version
         self._followers = {
             source.name: LogFollower(
                 source.store,
-                after=start.get(source.name, 0),
+                after=start[source.name],
                 types=projection.handled_types(source.name),
                 batch_size=self._batch_size,
                 poll_interval=self._poll_interval,
@@ -159,11 +175,33 @@ class ProjectionRunner:
             for follower in self._followers.values():
                 follower.stop()
 
+    async def _starting_position(
+        self, version: int, source: Source, saved: Checkpoint | None
+    ) -> int:
+        """Where ``source`` continues on ``version``: its checkpoint, if that counts the
+        log of the source's store; else ``CheckpointMismatch`` (see the module doc)."""
+        name = self._projection.name
+        store_id = await source.store.store_id()
+        self._store_ids[source.name] = store_id
+        if saved is None:
+            return 0
+        head = await source.store.last_position()
+        if not saved.counts(store_id, head):
+            raise CheckpointMismatch(name, version, source.name, saved, store_id, head)
+        if saved.store_id is None:
+            # Bound now, not with the next batch: a store replaced before any new event
+            # arrives must be seen for what it is.
+            await self._target.bind_checkpoint(name, version, source.name, store_id)
+        return saved.position
+
     async def _follow(self, source: Source, version: int, follower: LogFollower) -> None:
         handlers = self._projection.handlers_for(source.name)
         rate = self._rates[source.name]
+        store_id = self._store_ids[source.name]
         async for events in follower.batches():
-            batch = Batch(source.name, events, handlers, source.registry, rate.update(len(events)))
+            batch = Batch(
+                source.name, events, handlers, source.registry, rate.update(len(events)), store_id
+            )
             await self._target.commit(self._projection, version, batch)
 
     async def caught_up(self) -> None:

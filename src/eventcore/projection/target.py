@@ -7,6 +7,10 @@ source), a checkpoint: the last position of that source whose effects are in the
 ``commit`` applies one batch and moves its checkpoint. SQL targets do both in one
 transaction (effectively once, whatever kills the process); the memory target keeps
 state and checkpoint in the process (at least once for effects elsewhere).
+
+A checkpoint keeps the id of the store whose log it counts (``Checkpoint.store_id``,
+written with each batch), so that a runner pointed at another store finds out instead
+of skipping that store's first events (``CheckpointMismatch``).
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import msgspec
 
 from eventcore.events import EventRegistry
 from eventcore.projection.projection import Handler, Projection
+from eventcore.store.checkpoint import Checkpoint
 from eventcore.types import StoredEvent
 
 __all__ = [
@@ -47,6 +52,8 @@ class Batch:
     registry: EventRegistry
     #: Events per second the source has been processed at lately (kept for status).
     events_per_second: float = 0.0
+    #: The id of the store the events come from, kept with the checkpoint (None: unknown).
+    store_id: str | None = None
 
     @property
     def position(self) -> int:
@@ -71,6 +78,8 @@ class SourceProgress(msgspec.Struct, frozen=True, kw_only=True):
     events: int
     events_per_second: float
     updated_at: float
+    #: The store whose log ``position`` counts; None if saved before checkpoints kept it.
+    store_id: str | None = None
 
 
 def apply_batch(tx: Any, batch: Batch) -> None:
@@ -92,8 +101,13 @@ class Target(Protocol):
         """A new version beside the live one, set up and ``building``."""
         ...
 
-    async def checkpoints(self, name: str, version: int) -> dict[str, int]:
-        """Source name → last position applied to this version."""
+    async def checkpoints(self, name: str, version: int) -> dict[str, Checkpoint]:
+        """Source name → the last position applied to this version, and its store."""
+        ...
+
+    async def bind_checkpoint(self, name: str, version: int, source: str, store_id: str) -> None:
+        """Bind ``source``'s checkpoint of ``version``, saved without a store id, to
+        ``store_id`` (its position stays). Nothing if it has a store id or there is none."""
         ...
 
     async def commit(self, projection: Projection, version: int, batch: Batch) -> None:

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from eventcore.store.checkpoint import Checkpoint
 from eventcore.store.protocol import AppendResult, EventStore
 from eventcore.store.request import DEFAULT_MAX_PAYLOAD_BYTES
 from eventcore.store.url import StoreUrl
 
-__all__ = ["AppendResult", "EventStore", "StoreUrl", "open_store"]
+__all__ = ["AppendResult", "Checkpoint", "EventStore", "StoreUrl", "open_store"]
 
 
 async def open_store(

@@ -33,6 +33,7 @@ __all__ = [
     "MIGRATIONS",
     "MIGRATION_LOCK_CLASS",
     "POSITION_LOCK_CLASS",
+    "STORE_ID",
     "Migration",
     "apply_migrations",
     "channel_name",
@@ -109,11 +110,27 @@ CREATE TABLE IF NOT EXISTS __schema__.idempotency_keys (
 );
 """
 
+_STORE_IDENTITY: Final = """
+-- The store's identity (EventStore.store_id): one row, made once per schema — with the
+-- schema, or when a schema of an earlier version is first migrated — so that a
+-- checkpoint counted in this schema is never taken for a position in another store.
+CREATE TABLE IF NOT EXISTS __schema__.store_identity (
+    one         boolean     PRIMARY KEY DEFAULT true CHECK (one),
+    store_id    uuid        NOT NULL DEFAULT gen_random_uuid(),
+    created_at  timestamptz NOT NULL DEFAULT now()
+);
+INSERT INTO __schema__.store_identity DEFAULT VALUES ON CONFLICT DO NOTHING;
+"""
+
 MIGRATIONS: Final[tuple[Migration, ...]] = (
     Migration(1, "events, streams and idempotency keys", _EVENTS_TABLES),
     Migration(2, "append_events(): the one-round-trip write path", APPEND_FUNCTION_SQL),
     Migration(3, "append_batch(): many appends in one transaction", APPEND_BATCH_FUNCTION_SQL),
+    Migration(4, "store_identity: the id checkpoints are bound to", _STORE_IDENTITY),
 )
+
+#: The store's id, as text (``EventStore.store_id``).
+STORE_ID: Final = "SELECT store_id::text FROM __schema__.store_identity"
 
 
 def channel_name(schema: str) -> str:

@@ -13,7 +13,7 @@ from typing import Final
 
 from eventcore.errors import StoreUnavailable
 
-__all__ = ["LATEST_VERSION", "migrate"]
+__all__ = ["LATEST_VERSION", "migrate", "read_store_id"]
 
 #: (version, statements). Append new migrations; never edit one that has shipped.
 _MIGRATIONS: Final[tuple[tuple[int, tuple[str, ...]], ...]] = (
@@ -55,6 +55,29 @@ _MIGRATIONS: Final[tuple[tuple[int, tuple[str, ...]], ...]] = (
                 key    TEXT PRIMARY KEY,
                 result BLOB NOT NULL
             ) WITHOUT ROWID
+            """,
+        ),
+    ),
+    (
+        2,
+        (
+            # The store's identity (``EventStore.store_id``): one row, made once per file
+            # — with the file, or when a file of version 1 is first opened — so that a
+            # checkpoint counted here is never taken for a position in another file.
+            """
+            CREATE TABLE store_identity (
+                one      INTEGER PRIMARY KEY CHECK (one = 1),
+                store_id TEXT    NOT NULL
+            )
+            """,
+            # A random (version 4) UUID in its usual text form, made by SQLite itself so
+            # the migration stays plain SQL.
+            """
+            INSERT INTO store_identity (one, store_id)
+            SELECT 1, substr(h, 1, 8) || '-' || substr(h, 9, 4) || '-4' || substr(h, 14, 3)
+                      || '-' || substr('89ab', 1 + (random() & 3), 1) || substr(h, 18, 3)
+                      || '-' || substr(h, 21, 12)
+            FROM (SELECT lower(hex(randomblob(16))) AS h)
             """,
         ),
     ),
@@ -101,3 +124,11 @@ def migrate(connection: sqlite3.Connection) -> None:
 def _applied(connection: sqlite3.Connection) -> int:
     row = connection.execute("SELECT coalesce(max(version), 0) FROM schema_migrations").fetchone()
     return int(row[0])
+
+
+def read_store_id(connection: sqlite3.Connection) -> str:
+    """The file's store id (made by migration 2)."""
+    row = connection.execute("SELECT store_id FROM store_identity WHERE one = 1").fetchone()
+    if row is None:
+        raise StoreUnavailable("the store file has no identity row (store_identity is empty)")
+    return str(row[0])

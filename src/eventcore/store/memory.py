@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import uuid
 from collections.abc import AsyncIterator, Collection, Mapping, Sequence
 from datetime import UTC, datetime
 
@@ -31,6 +32,8 @@ class MemoryStore:
         self._idempotency: dict[str, AppendResult] = {}
         self._head = HeadSignal()
         self._closed = False
+        # Every MemoryStore is a log of its own, gone with the object.
+        self._store_id = str(uuid.uuid4())
 
     async def __aenter__(self) -> MemoryStore:
         return self
@@ -153,6 +156,10 @@ class MemoryStore:
             )
             for name in names[start : start + limit]
         ]
+
+    async def store_id(self) -> str:
+        self._check_open()
+        return self._store_id
 
     async def last_position(self) -> int:
         self._check_open()

@@ -47,7 +47,13 @@ from eventcore.store._pg_batch import AppendBatcher, BatchRunner
 from eventcore.store._pg_errors import is_connection_failure, translate
 from eventcore.store._pg_listen import Listener
 from eventcore.store._pg_log import LogQueries, read_log
-from eventcore.store._pg_schema import apply_migrations, channel_name, render, valid_schema_name
+from eventcore.store._pg_schema import (
+    STORE_ID,
+    apply_migrations,
+    channel_name,
+    render,
+    valid_schema_name,
+)
 from eventcore.store._pg_stream_reads import ReadBatcher, stream_reads
 from eventcore.store.protocol import AppendResult
 from eventcore.store.request import DEFAULT_MAX_PAYLOAD_BYTES, AppendRequest
@@ -128,6 +134,7 @@ class _Statements:
         self.list_streams_after = render(q.LIST_STREAMS_AFTER, schema)
         self.last_position = render(q.LAST_POSITION, schema)
         self.append_result = render(q.APPEND_RESULT, schema)
+        self.store_id = render(STORE_ID, schema)
 
 
 class PostgresStore:
@@ -355,6 +362,11 @@ class PostgresStore:
             event_ids=tuple(event_ids),
             deduplicated=True,
         )
+
+    async def store_id(self) -> str:
+        self._check_open()
+        rows = await self._fetch("store_id", self._sql.store_id, ())
+        return str(rows[0][0])
 
     async def last_position(self) -> int:
         self._check_open()

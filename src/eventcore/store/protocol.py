@@ -102,6 +102,17 @@ class EventStore(AbstractAsyncContextManager["EventStore", None], Protocol):
         """Stream heads in name order, starting after ``after``."""
         ...
 
+    async def store_id(self) -> str:
+        """The identity of this store's log: a UUID made with the store (its SQLite file,
+        its PostgreSQL schema, the ``MemoryStore`` object) and kept for its lifetime.
+
+        Positions count one log; a checkpoint keeps this id beside its position
+        (``eventcore.store.checkpoint``), so that a checkpoint counted in another store is
+        never taken for a position in this one. A copy of the store (a file copied, a
+        database restored) keeps the id: it is the same log.
+        """
+        ...
+
     async def last_position(self) -> int:
         """The position of the newest event in the global log; 0 when empty."""
         ...

@@ -31,6 +31,7 @@ from eventcore.store._sqlite_connect import (
     connect_writer,
 )
 from eventcore.store._sqlite_read import ReadJob, Reads, run_each, wanted_types
+from eventcore.store._sqlite_schema import read_store_id
 from eventcore.store._sqlite_thread import ConnectionThread
 from eventcore.store._sqlite_write import MAX_GROUP, GroupCommitter, WriterJob
 from eventcore.store.protocol import AppendResult
@@ -257,6 +258,11 @@ class SqliteStore:
             return []
         heads: list[StreamHead] = await self._read(self._reads.streams(start, limit))
         return heads
+
+    async def store_id(self) -> str:
+        self._check_open()
+        store_id: str = await self._read(read_store_id)
+        return store_id
 
     async def last_position(self) -> int:
         self._check_open()
