@@ -3,7 +3,9 @@
 The schema version lives in ``PRAGMA user_version``. Each migration runs in its own
 ``BEGIN IMMEDIATE`` transaction that also bumps the version, so several processes
 opening one new file at once queue on the write lock and the later ones find the work
-done. Every table is prefixed ``bus_`` so a bus may share a file with other data.
+done. The file is a bus's alone, stamped as one (``store/_sqlite_kind``): opening an
+event store's file or a projection target's as a bus is refused before anything is
+written. Tables keep the ``bus_`` prefix of the time they could share a file.
 """
 
 from __future__ import annotations
@@ -13,7 +15,8 @@ import sqlite3
 from pathlib import Path
 from typing import Final
 
-from eventcore.errors import BusUnavailable, InvalidUrl
+from eventcore.errors import BusUnavailable, DatabaseNotFound, InvalidUrl
+from eventcore.store._sqlite_kind import BUS, claim
 
 __all__ = ["BUSY_TIMEOUT", "LATEST_VERSION", "connect", "migrate", "schema_version"]
 
@@ -134,7 +137,8 @@ LATEST_VERSION: Final = _MIGRATIONS[-1][0]
 
 
 def connect(url: str, path: str, *, create: bool) -> sqlite3.Connection:
-    """Open (and, if allowed, create) the bus file and bring its schema up to date.
+    """Open (and, if allowed, create) the bus file and bring its schema up to date; with
+    ``create=False`` nothing is written: the bus must be there and up to date already.
 
     Runs on the bus's worker thread: it blocks.
     """
@@ -142,7 +146,9 @@ def connect(url: str, path: str, *, create: bool) -> sqlite3.Connection:
     if not os.path.isdir(directory):
         raise InvalidUrl(url, f"directory {directory} does not exist")
     if not create and not os.path.exists(path):
-        raise InvalidUrl(url, f"no such file: {path} (and create=False)")
+        raise DatabaseNotFound(url, f"no such file: {path}")
+    if os.path.exists(path) and not os.path.isfile(path):
+        raise InvalidUrl(url, f"{path} is not a file")
     uri = f"{Path(path).as_uri()}?mode={'rwc' if create else 'rw'}"
     try:
         # Autocommit: the bus issues BEGIN IMMEDIATE / COMMIT itself.
@@ -153,12 +159,17 @@ def connect(url: str, path: str, *, create: bool) -> sqlite3.Connection:
         raise InvalidUrl(url, f"cannot open {path}: {error}") from error
     try:
         connection.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT * 1000)}")
+        # Before anything writes: a file of another kind is refused untouched.
+        claim(connection, BUS, url=url, create=create)
         mode = connection.execute("PRAGMA journal_mode = WAL").fetchone()[0]
         if str(mode).lower() != "wal":
             raise BusUnavailable(f"{path}: SQLite refused write-ahead logging ({mode})")
         # An acknowledged publish must survive a power cut, not only a crash.
         connection.execute("PRAGMA synchronous = FULL")
-        migrate(connection)
+        if create:
+            migrate(connection)
+        else:
+            _check_current(connection, url)
     except sqlite3.Error as error:
         connection.close()
         if getattr(error, "sqlite_errorcode", None) == sqlite3.SQLITE_NOTADB:
@@ -168,6 +179,18 @@ def connect(url: str, path: str, *, create: bool) -> sqlite3.Connection:
         connection.close()
         raise
     return connection
+
+
+def _check_current(connection: sqlite3.Connection, url: str) -> None:
+    found = schema_version(connection)
+    if found == 0:
+        raise DatabaseNotFound(url, "the file holds no bus yet")
+    if found < LATEST_VERSION:
+        raise BusUnavailable(
+            f"the bus file's schema version is {found}, older than this eventcore's "
+            f"({LATEST_VERSION}); open it once with create to migrate it"
+        )
+    _refuse_newer(found)
 
 
 def schema_version(connection: sqlite3.Connection) -> int:
@@ -191,7 +214,10 @@ def migrate(connection: sqlite3.Connection) -> None:
             if connection.in_transaction:
                 connection.execute("ROLLBACK")
             raise
-    found = schema_version(connection)
+    _refuse_newer(schema_version(connection))
+
+
+def _refuse_newer(found: int) -> None:
     if found > LATEST_VERSION:
         raise BusUnavailable(
             f"the bus file's schema version is {found}, newer than this eventcore "

@@ -25,7 +25,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Generic, TypeVar
 
-from eventcore.errors import StoreClosed
+from eventcore.errors import DatabaseNotFound, StoreClosed
 from eventcore.projection.errors import ProjectionNotFound, VersionRetired
 from eventcore.projection.projection import Projection
 from eventcore.projection.target import (
@@ -75,6 +75,8 @@ class Dialect(Generic[C]):
 
     #: Statement that opens a write transaction.
     begin = "BEGIN"
+    #: Where the target is, as errors name it (a path or a URL).
+    where = ""
     #: Appended to the version check in ``commit``: holds a switch off until commit.
     share_lock = ""
 
@@ -108,6 +110,10 @@ class Dialect(Generic[C]):
     def serialize(self, conn: C, name: str) -> None:
         """Inside a transaction: wait out other processes changing ``name``'s versions."""
 
+    def has_table(self, conn: C, name: str) -> bool:
+        """Whether the target's database holds the bookkeeping table ``name``."""
+        raise NotImplementedError
+
     def close(self, conn: C) -> None:
         raise NotImplementedError
 
@@ -115,8 +121,10 @@ class Dialect(Generic[C]):
 class SqlTarget(Generic[C]):
     """A ``Target`` whose state and checkpoints share one database (see module doc)."""
 
-    def __init__(self, dialect: Dialect[C], thread_name: str) -> None:
+    def __init__(self, dialect: Dialect[C], thread_name: str, *, create: bool = True) -> None:
         self._dialect = dialect
+        #: False: only look. The bookkeeping must be there already and is never created.
+        self._create = create
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=thread_name)
         self._conn: C | None = None
         self._closed = False
@@ -126,6 +134,10 @@ class SqlTarget(Generic[C]):
 
     def _open(self) -> None:
         self._conn = self._dialect.connect()
+        if not self._create:
+            if not self._dialect.has_table(self._conn, "eventcore_projections"):
+                raise DatabaseNotFound(self._dialect.where, "it holds no projections yet")
+            return
         # Serialised: two processes creating the tables at once must not collide.
         self._transaction(
             lambda run: [run(statement) for statement in _BOOKKEEPING], "eventcore_bookkeeping"

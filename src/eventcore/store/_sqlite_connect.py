@@ -15,8 +15,9 @@ from typing import Final
 
 import msgspec
 
-from eventcore.errors import InvalidUrl, StoreUnavailable
-from eventcore.store._sqlite_schema import migrate
+from eventcore.errors import DatabaseNotFound, InvalidUrl, StoreUnavailable
+from eventcore.store._sqlite_kind import STORE, claim
+from eventcore.store._sqlite_schema import check_current, migrate
 from eventcore.store.url import StoreUrl
 
 __all__ = ["KNOWN_OPTIONS", "SqliteConfig", "connect_reader", "connect_writer"]
@@ -61,22 +62,30 @@ class SqliteConfig(msgspec.Struct, frozen=True, kw_only=True):
 
 
 def connect_writer(config: SqliteConfig) -> sqlite3.Connection:
-    """The one connection that writes: creates the file if allowed, sets WAL, migrates."""
+    """The one connection that writes: checks the file is a store, creates it if allowed,
+    sets WAL, migrates (or, with ``create=False``, checks that nothing needs migrating)."""
     directory = os.path.dirname(config.path)
     if not os.path.isdir(directory):
         raise InvalidUrl(config.url, f"directory {directory} does not exist")
     if not config.create and not os.path.exists(config.path):
-        raise InvalidUrl(config.url, f"no such file: {config.path}")
+        raise DatabaseNotFound(config.url, f"no such file: {config.path}")
+    if os.path.exists(config.path) and not os.path.isfile(config.path):
+        raise InvalidUrl(config.url, f"{config.path} is not a file")
     connection = _open(config, "rwc" if config.create else "rw", _WRITER_CACHE_KIB)
     try:
         with _translated(config):
+            # Before anything writes: a file of another kind is refused untouched.
+            claim(connection, STORE, url=config.url, create=config.create)
             mode = connection.execute("PRAGMA journal_mode = WAL").fetchone()[0]
             if str(mode).lower() != "wal":
                 raise StoreUnavailable(
                     f"{config.path}: SQLite refused write-ahead logging (journal_mode={mode})"
                 )
             connection.execute(f"PRAGMA synchronous = {config.synchronous}")
-            migrate(connection)
+            if config.create:
+                migrate(connection)
+            else:
+                check_current(connection, config.url)
     except BaseException:
         connection.close()
         raise

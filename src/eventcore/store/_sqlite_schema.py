@@ -11,9 +11,9 @@ import sqlite3
 import time
 from typing import Final
 
-from eventcore.errors import StoreUnavailable
+from eventcore.errors import DatabaseNotFound, StoreUnavailable
 
-__all__ = ["LATEST_VERSION", "migrate"]
+__all__ = ["LATEST_VERSION", "check_current", "migrate"]
 
 #: (version, statements). Append new migrations; never edit one that has shipped.
 _MIGRATIONS: Final[tuple[tuple[int, tuple[str, ...]], ...]] = (
@@ -101,3 +101,19 @@ def migrate(connection: sqlite3.Connection) -> None:
 def _applied(connection: sqlite3.Connection) -> int:
     row = connection.execute("SELECT coalesce(max(version), 0) FROM schema_migrations").fetchone()
     return int(row[0])
+
+
+def check_current(connection: sqlite3.Connection, url: str) -> None:
+    """For an opener that may not write (``create=False``): the file's store must be there
+    and at ``LATEST_VERSION`` already, since migrating it is a write."""
+    known = connection.execute(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_migrations'"
+    ).fetchone()
+    found = _applied(connection) if known else 0
+    if found == 0:
+        raise DatabaseNotFound(url, "the file holds no event store yet")
+    if found < LATEST_VERSION:
+        raise StoreUnavailable(
+            f"the store's schema version is {found}, older than this eventcore's "
+            f"({LATEST_VERSION}); open it once with create (e.g. eventcore db migrate URL)"
+        )
