@@ -1,16 +1,22 @@
-"""A small SQLite store with known contents, and a runner that invokes the CLI in-process."""
+"""A small SQLite store with known contents, a fresh PostgreSQL schema, and a runner that
+invokes the CLI in-process."""
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
+import psycopg
 import pytest
 from typer.testing import CliRunner, Result
 
 from eventcore.cli import app
 from eventcore.store import open_store
 from eventcore.types import Metadata, StreamId
+from tests.backends import POSTGRES_URL, skip_or_fail
 from tests.builders import new_event
 
 #: What ``populated`` holds, in log order: (stream, type, payload).
@@ -57,3 +63,42 @@ def invoke(runner: CliRunner, *args: str, env: dict[str, str] | None = None) -> 
     """Run ``eventcore *args`` in-process, wide enough that no table cell wraps."""
     environment = {"COLUMNS": "250", "EVENTCORE_STORE": "", **(env or {})}
     return runner.invoke(app, list(args), env=environment)
+
+
+@pytest.fixture
+def admin() -> Iterator[psycopg.Connection[tuple[object, ...]]]:
+    """A connection to the test server, to look at what a command did there."""
+    try:
+        connection = psycopg.connect(POSTGRES_URL, autocommit=True, connect_timeout=5)
+    except psycopg.OperationalError as error:
+        reason = f"PostgreSQL unavailable at {POSTGRES_URL}: {error}"
+        skip_or_fail(reason, "the postgres tests must run")
+    with connection:
+        yield connection
+
+
+@pytest.fixture
+def schema_url(admin: psycopg.Connection[tuple[object, ...]]) -> Iterator[str]:
+    """The URL of a fresh schema name on the test server (nothing is created); whatever a
+    test creates under that name is dropped afterwards."""
+    schema = f"test_{uuid.uuid4().hex[:16]}"
+    try:
+        yield f"{POSTGRES_URL}?schema={schema}"
+    finally:
+        admin.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+
+
+def schema_exists(admin: psycopg.Connection[tuple[object, ...]], url: str) -> bool:
+    schema = url.rpartition("schema=")[2]
+    found = admin.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", (schema,))
+    return found.fetchone() is not None
+
+
+def snapshot(directory: Path) -> dict[str, str]:
+    """Every file under ``directory`` and a hash of its bytes: what "nothing was created
+    or changed" is checked against."""
+    return {
+        str(each.relative_to(directory)): hashlib.sha256(each.read_bytes()).hexdigest()
+        for each in sorted(directory.rglob("*"))
+        if each.is_file()
+    }
