@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import os
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,6 +16,7 @@ import psycopg
 import pytest
 from typer.testing import CliRunner, Result
 
+import eventcore
 from eventcore.cli import app
 from eventcore.store import open_store
 from eventcore.types import Metadata, StreamId
@@ -102,3 +106,37 @@ def snapshot(directory: Path) -> dict[str, str]:
         for each in sorted(directory.rglob("*"))
         if each.is_file()
     }
+
+
+def one_line_error(result: Result) -> str:
+    """The single line a failed command printed, checked to be all it printed."""
+    assert "Traceback" not in result.output
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("error: ")
+    return lines[0]
+
+
+def process_environment(**extra: str) -> dict[str, str]:
+    """The environment of a child process that runs the eventcore under test (and can
+    import ``tests``), whatever is installed, and not the current directory."""
+    source = Path(eventcore.__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
+    path = os.pathsep.join([str(source), str(root)])
+    return {**os.environ, "PYTHONPATH": path, "COLUMNS": "200", "EVENTCORE_STORE": "", **extra}
+
+
+def run_eventcore(
+    args: list[bytes], cwd: Path, *, before: str = ""
+) -> subprocess.CompletedProcess[bytes]:
+    """The command line in a process of its own, with real argv bytes (a test runner
+    cannot pass ones that are not UTF-8). Started like the console script: ``-P`` keeps
+    Python from putting the current directory on the path. ``before`` runs first."""
+    return subprocess.run(
+        [sys.executable, "-P", "-c", f"{before}\nfrom eventcore.cli import main\nmain()", *args],
+        capture_output=True,
+        cwd=cwd,
+        env=process_environment(),
+        timeout=120,
+        check=False,
+    )

@@ -7,39 +7,14 @@ the cases issue 9 reported, one by one.
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner, Result
+from typer.testing import CliRunner
 
-from tests.cli.conftest import invoke, sqlite_url
+from tests.cli.conftest import invoke, one_line_error, run_eventcore, sqlite_url
 
 HUGE = "99999999999999999999"
-
-
-def one_line_error(result: Result) -> str:
-    """The single line a failed command printed, checked to be all it printed."""
-    assert "Traceback" not in result.output
-    lines = result.stderr.splitlines()
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("error: ")
-    return lines[0]
-
-
-def run_eventcore(args: list[bytes], cwd: Path) -> subprocess.CompletedProcess[bytes]:
-    """The real command, with real argv bytes (a test runner cannot pass non-UTF-8 ones)."""
-    environment = {**os.environ, "COLUMNS": "200", "EVENTCORE_STORE": ""}
-    return subprocess.run(
-        [sys.executable, "-c", "from eventcore.cli import main; main()", *args],
-        capture_output=True,
-        cwd=cwd,
-        env=environment,
-        timeout=120,
-        check=False,
-    )
 
 
 @pytest.mark.parametrize(

@@ -14,8 +14,7 @@ from typer.testing import CliRunner
 
 from eventcore.messaging import open_bus
 from eventcore.projection import SqliteTarget
-from tests.cli.conftest import invoke, snapshot, sqlite_url
-from tests.cli.test_bad_input import one_line_error
+from tests.cli.conftest import invoke, one_line_error, snapshot, sqlite_url
 
 
 async def _new_bus(path: Path) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import sys
 from pathlib import Path
 
 import pytest
@@ -11,7 +12,7 @@ from typer.testing import CliRunner
 
 from eventcore import open_store
 from eventcore.projection import ProjectionRunner, Source, SqliteTarget
-from tests.cli.conftest import invoke, sqlite_url
+from tests.cli.conftest import invoke, run_eventcore, sqlite_url
 from tests.projection.orders import OrderSummary, append_all, random_events, registry
 
 
@@ -107,3 +108,43 @@ def test_rebuild_with_a_bad_app_reference_is_a_usage_error(
     )
 
     assert result.exit_code == 2
+
+
+def test_rebuild_finds_the_app_module_in_the_current_directory(
+    urls: tuple[str, str], tmp_path: Path
+) -> None:
+    # As with uvicorn: a module beside the user needs no PYTHONPATH=. (issue 9, defect 17).
+    # A real process, started as the console script is (see run_eventcore).
+    workdir = tmp_path / "service"
+    workdir.mkdir()
+    (workdir / "shop_views.py").write_text(
+        "from tests.projection.orders import projections, registry\n", encoding="utf-8"
+    )
+    args = [
+        *("projections", "rebuild", "order_summary"),
+        *("--app", "shop_views:projections", "--registry", "shop_views:registry"),
+        *("--store", urls[0], "--target", urls[1]),
+    ]
+    done = run_eventcore([arg.encode() for arg in args], workdir)
+
+    assert done.returncode == 0, done.stderr
+    assert b"version 2 is live" in done.stderr
+
+
+def test_an_app_module_that_fails_to_load_is_one_line(
+    runner: CliRunner, urls: tuple[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", list(sys.path))  # load_reference adds the directory
+    (tmp_path / "broken_views_module.py").write_text("raise RuntimeError('boom')\n")
+    result = invoke(
+        runner,
+        *("projections", "rebuild", "order_summary"),
+        *("--app", "broken_views_module:projections", "--registry", "x:y"),
+        *("--store", urls[0], "--target", urls[1]),
+    )
+
+    assert result.exit_code == 2
+    assert result.stderr.splitlines() == [
+        "error: importing 'broken_views_module' failed: RuntimeError: boom"
+    ]
