@@ -22,6 +22,7 @@ from eventcore.store import open_store
 from eventcore.types import Metadata, StreamId
 from tests.backends import POSTGRES_URL, skip_or_fail
 from tests.builders import new_event
+from tests.cli.samples import fill_letters, project
 
 #: What ``populated`` holds, in log order: (stream, type, payload).
 HISTORY: list[tuple[str, str, bytes]] = [
@@ -56,6 +57,22 @@ def populated(tmp_path: Path) -> str:
     url = sqlite_url(tmp_path / "events.db")
     asyncio.run(write_history(url, HISTORY))
     return url
+
+
+@pytest.fixture
+def bus_url(tmp_path: Path) -> str:
+    """The URL of a SQLite bus holding ``samples.LETTERS``."""
+    url = sqlite_url(tmp_path / "bus.db")
+    asyncio.run(fill_letters(url))
+    return url
+
+
+@pytest.fixture
+def urls(tmp_path: Path) -> tuple[str, str]:
+    """A store and a target where ``order_summary`` is live, ten events behind."""
+    store_url = sqlite_url(tmp_path / "events.db")
+    asyncio.run(project(store_url, tmp_path / "views.db"))
+    return store_url, sqlite_url(tmp_path / "views.db")
 
 
 @pytest.fixture
@@ -123,7 +140,8 @@ def process_environment(**extra: str) -> dict[str, str]:
     source = Path(eventcore.__file__).resolve().parents[1]
     root = Path(__file__).resolve().parents[2]
     path = os.pathsep.join([str(source), str(root)])
-    return {**os.environ, "PYTHONPATH": path, "COLUMNS": "200", "EVENTCORE_STORE": "", **extra}
+    nothing = {"EVENTCORE_STORE": "", "EVENTCORE_BUS": "", "EVENTCORE_TARGET": ""}
+    return {**os.environ, "PYTHONPATH": path, "COLUMNS": "200", **nothing, **extra}
 
 
 def run_eventcore(

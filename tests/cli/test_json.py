@@ -8,17 +8,14 @@ import asyncio
 import base64
 import json
 import re
-from pathlib import Path
 from typing import Any
 
-import pytest
 from typer.testing import CliRunner, Result
 
 from eventcore.store import open_store
 from eventcore.types import StreamId
-from tests.cli.conftest import CORRELATION, HISTORY, invoke, sqlite_url
-from tests.cli.test_dlq import LETTERS, _fill
-from tests.cli.test_projections import project
+from tests.cli.conftest import CORRELATION, HISTORY, invoke
+from tests.cli.samples import LETTERS
 
 EVENT_FIELDS = [
     "position",
@@ -52,20 +49,6 @@ def records(result: Result) -> list[dict[str, Any]]:
     found = [json.loads(line) for line in lines]
     assert all(isinstance(each, dict) for each in found)
     return found
-
-
-@pytest.fixture
-def bus_url(tmp_path: Path) -> str:
-    url = sqlite_url(tmp_path / "bus.db")
-    asyncio.run(_fill(url))
-    return url
-
-
-@pytest.fixture
-def urls(tmp_path: Path) -> tuple[str, str]:
-    store_url = sqlite_url(tmp_path / "events.db")
-    asyncio.run(project(store_url, tmp_path / "views.db"))
-    return store_url, sqlite_url(tmp_path / "views.db")
 
 
 def test_streams_list(runner: CliRunner, populated: str) -> None:

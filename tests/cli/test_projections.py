@@ -2,35 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
-import random
 import sys
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
-from eventcore import open_store
-from eventcore.projection import ProjectionRunner, Source, SqliteTarget
-from tests.cli.conftest import invoke, run_eventcore, sqlite_url
-from tests.projection.orders import OrderSummary, append_all, random_events, registry
-
-
-async def project(store_url: str, target_path: Path) -> None:
-    async with await open_store(store_url) as store:
-        await append_all(store, random_events(random.Random(1), 300))
-        async with await SqliteTarget.open(target_path) as target:
-            await ProjectionRunner(
-                OrderSummary(), target, Source("main", store, registry)
-            ).catch_up()
-            await append_all(store, random_events(random.Random(2), 10))
-
-
-@pytest.fixture
-def urls(tmp_path: Path) -> tuple[str, str]:
-    store_url = sqlite_url(tmp_path / "events.db")
-    asyncio.run(project(store_url, tmp_path / "views.db"))
-    return store_url, sqlite_url(tmp_path / "views.db")
+from tests.cli.conftest import invoke, run_eventcore
 
 
 def test_list_shows_each_version_with_its_state_and_checkpoints(

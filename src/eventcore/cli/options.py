@@ -65,6 +65,7 @@ StoreUrl = Annotated[
     typer.Option(
         "--store",
         envvar=ENVVAR,
+        callback=nonempty,
         metavar="URL",
         show_envvar=True,
         help="The store to read, e.g. sqlite:///tmp/events.db.",
@@ -122,6 +123,7 @@ BusOption = Annotated[
     typer.Option(
         "--bus",
         envvar=BUS_ENVVAR,
+        callback=nonempty,
         metavar="URL",
         show_envvar=True,
         help="The message bus, e.g. sqlite:///tmp/bus.db or nats://127.0.0.1:4222.",

@@ -56,6 +56,7 @@ TargetUrl = Annotated[
     typer.Option(
         "--target",
         envvar=TARGET_ENVVAR,
+        callback=nonempty,
         metavar="URL",
         show_envvar=True,
         help="Where projections live: sqlite:///path/views.db or postgresql://…?schema=…",
@@ -73,10 +74,10 @@ _TARGET_SCHEMES = {"sqlite": "sqlite", "postgresql": "postgres", "postgres": "po
 
 
 @asynccontextmanager
-async def opened_target(url: str, *, create: bool = False) -> AsyncIterator[Target]:
-    """Open an existing target and close it after. ``list`` and ``status`` only look
-    (nothing is created or migrated); ``rebuild`` (``create``) writes into it. Either way
-    a missing SQLite file is "not found", never a new one."""
+async def opened_target(url: str) -> AsyncIterator[Target]:
+    """Open an existing target and close it after. Opening creates nothing, for
+    ``rebuild`` too (which then writes a new version into it): a missing or empty file,
+    or a schema without projections, is "not found", never a new target."""
     backend, location, options = split_url(
         url, _TARGET_SCHEMES, example="sqlite:///var/views.db", noun="target scheme"
     )
@@ -86,13 +87,13 @@ async def opened_target(url: str, *, create: bool = False) -> AsyncIterator[Targ
             raise InvalidUrl(url, "a sqlite:// target takes no options")
         if not os.path.exists(location):  # noqa: ASYNC240 (one stat, before any I/O of ours)
             raise DatabaseNotFound(url, f"no such file: {location}")
-        target = await SqliteTarget.open(location, create=create)
+        target = await SqliteTarget.open(location, create=False)
     else:
         try:
             from eventcore.projection.postgres import PostgresTarget
         except ImportError as error:
             raise MissingDependency.of(error, "postgresql:// targets") from error
-        target = await PostgresTarget.open(with_connect_timeout(url), create=create)
+        target = await PostgresTarget.open(with_connect_timeout(url), create=False)
     try:
         yield target
     finally:
@@ -297,7 +298,7 @@ async def _rebuild(
 ) -> int:
     async with (
         inspected_store(store_url) as store,
-        opened_target(target_url, create=True) as target,
+        opened_target(target_url) as target,
     ):
         head = await store.last_position()
         columns = (

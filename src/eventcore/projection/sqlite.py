@@ -1,6 +1,6 @@
 """``SqliteTarget``: a projection's tables and checkpoints in one SQLite file.
 
-The file is the target's alone, stamped as one (``store/_sqlite_kind``): an event store's
+The file is the target's alone, stamped as one (``store/_sqlite_file``): an event store's
 file or a bus's is refused before anything is written to it. Each batch is one ``BEGIN
 IMMEDIATE … COMMIT`` holding the handlers' writes and the checkpoint, so a process
 killed at any moment leaves the state exactly at its checkpoint.
@@ -16,12 +16,11 @@ from __future__ import annotations
 import os
 import sqlite3
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any, Final
 
-from eventcore.errors import DatabaseNotFound, InvalidInput, InvalidUrl, StoreUnavailable
+from eventcore.errors import InvalidInput, InvalidUrl, StoreUnavailable
 from eventcore.projection._sql_target import Dialect, SqlTarget
-from eventcore.store._sqlite_kind import TARGET, claim
+from eventcore.store._sqlite_file import TARGET, claim, connect_file
 
 __all__ = ["SqliteTarget"]
 
@@ -42,21 +41,13 @@ class _Sqlite(Dialect[sqlite3.Connection]):
 
     def connect(self) -> sqlite3.Connection:
         path = self._path
-        if not self._create and not os.path.exists(path):
-            raise DatabaseNotFound(path, "no such file")
-        if os.path.exists(path) and not os.path.isfile(path):
-            raise InvalidUrl(path, "not a file")
-        uri = f"{Path(path).as_uri()}?mode={'rwc' if self._create else 'rw'}"
-        try:
-            conn = sqlite3.connect(
-                uri,
-                uri=True,
-                timeout=self._busy_timeout,
-                isolation_level=None,
-                cached_statements=256,
-            )
-        except sqlite3.Error as error:
-            raise InvalidUrl(path, f"cannot open it: {error}") from error
+        conn = connect_file(
+            path,
+            url=path,
+            create=self._create,
+            busy_timeout=self._busy_timeout,
+            cached_statements=256,
+        )
         try:
             # Before anything writes: a file of another kind is refused untouched.
             claim(conn, TARGET, url=path, create=self._create)

@@ -11,7 +11,9 @@ import sqlite3
 import time
 from typing import Final
 
-from eventcore.errors import DatabaseNotFound, StoreUnavailable
+from eventcore.errors import StoreUnavailable
+from eventcore.store._schema_version import require_current
+from eventcore.store._sqlite_file import STORE
 
 __all__ = ["LATEST_VERSION", "check_current", "migrate"]
 
@@ -110,10 +112,4 @@ def check_current(connection: sqlite3.Connection, url: str) -> None:
         "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_migrations'"
     ).fetchone()
     found = _applied(connection) if known else 0
-    if found == 0:
-        raise DatabaseNotFound(url, "the file holds no event store yet")
-    if found < LATEST_VERSION:
-        raise StoreUnavailable(
-            f"the store's schema version is {found}, older than this eventcore's "
-            f"({LATEST_VERSION}); open it once with create (e.g. eventcore db migrate URL)"
-        )
+    require_current(found, LATEST_VERSION, url=url, what=STORE.name, unavailable=StoreUnavailable)

@@ -45,7 +45,6 @@ import psycopg
 from psycopg_pool import AsyncConnectionPool, PoolClosed, PoolTimeout
 
 from eventcore.errors import (
-    DatabaseNotFound,
     InvalidInput,
     InvalidUrl,
     StoreClosed,
@@ -66,6 +65,7 @@ from eventcore.store._pg_schema import (
     valid_schema_name,
 )
 from eventcore.store._pg_stream_reads import ReadBatcher, stream_reads
+from eventcore.store._schema_version import require_current
 from eventcore.store.protocol import AppendResult
 from eventcore.store.request import DEFAULT_MAX_PAYLOAD_BYTES, AppendRequest
 from eventcore.store.url import StoreUrl
@@ -433,19 +433,9 @@ async def _check_current(conn: psycopg.AsyncConnection[Any], schema: str, url: s
         )
         row = await cursor.fetchone()
         found = int(row[0]) if row is not None else 0
+    what = f"event store in schema {schema!r}"
     latest = MIGRATIONS[-1].version
-    if found == 0:
-        raise DatabaseNotFound(url, f"no event store in schema {schema!r}")
-    if found < latest:
-        raise StoreUnavailable(
-            f"the store in schema {schema!r} is at schema version {found}, older than this"
-            f" eventcore's ({latest}): run eventcore db migrate first"
-        )
-    if found > latest:
-        raise StoreUnavailable(
-            f"the store in schema {schema!r} is at schema version {found}, newer than this"
-            f" eventcore understands ({latest}); upgrade eventcore to open it"
-        )
+    require_current(found, latest, url=url, what=what, unavailable=StoreUnavailable)
 
 
 async def migrate(url: str) -> list[int]:

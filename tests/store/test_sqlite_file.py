@@ -1,5 +1,5 @@
 """Every eventcore SQLite file says what it is — an event store, a bus or a projection
-target — and no opener writes into a file of another kind (``store/_sqlite_kind``).
+target — and no opener writes into a file of another kind (``store/_sqlite_file``).
 
 Each test checks the bytes on disk, not only the error: a refusal must leave the file
 exactly as it was.
@@ -19,7 +19,7 @@ from eventcore.errors import DatabaseNotFound, InvalidUrl
 from eventcore.messaging import open_bus
 from eventcore.projection import SqliteTarget
 from eventcore.store import open_store
-from eventcore.store._sqlite_kind import BUS, KINDS, STORE, TARGET, FileKind
+from eventcore.store._sqlite_file import BUS, KINDS, STORE, TARGET, FileKind
 
 
 class Closable(Protocol):
@@ -90,11 +90,14 @@ async def test_a_new_file_is_stamped_with_its_kind(name: str, tmp_path: Path) ->
 
 @pytest.mark.parametrize(("made", "opened"), PAIRS)
 @pytest.mark.parametrize("create", [True, False], ids=["create", "look"])
+@pytest.mark.parametrize("stamped", [True, False], ids=["stamped", "by-its-tables"])
 async def test_a_file_of_another_kind_is_refused_untouched(
-    made: str, opened: str, create: bool, tmp_path: Path
+    made: str, opened: str, create: bool, stamped: bool, tmp_path: Path
 ) -> None:
     path = tmp_path / "file.db"
     await make(made, path)
+    if not stamped:
+        unstamp(path)  # as written before kinds were stamped: known by its tables
     before = snapshot(tmp_path)
 
     with pytest.raises(InvalidUrl) as raised:
@@ -103,20 +106,6 @@ async def test_a_file_of_another_kind_is_refused_untouched(
     message = str(raised.value)
     assert OPENERS[made][0].noun in message
     assert OPENERS[opened][0].noun in message
-    assert snapshot(tmp_path) == before
-
-
-@pytest.mark.parametrize(("made", "opened"), PAIRS)
-async def test_an_unstamped_file_is_known_by_its_tables(
-    made: str, opened: str, tmp_path: Path
-) -> None:
-    path = tmp_path / "file.db"
-    await make(made, path)
-    unstamp(path)
-    before = snapshot(tmp_path)
-
-    with pytest.raises(InvalidUrl, match=OPENERS[made][0].noun):
-        await OPENERS[opened][1](path, True)
     assert snapshot(tmp_path) == before
 
 
@@ -173,31 +162,34 @@ async def test_an_empty_file_is_not_found_when_looking_and_claimed_when_creating
     assert stamp(path) == kind.application_id
 
 
+THEIRS = {
+    # (how the file is made, what the refusal says)
+    "other-tables": (
+        [
+            "CREATE TABLE invoices (id INTEGER PRIMARY KEY, total REAL)",
+            "INSERT INTO invoices (total) VALUES (12.5)",
+        ],
+        "other tables",
+    ),
+    "other-stamp": (["PRAGMA application_id = 1234"], "not an eventcore file"),
+}
+
+
 @pytest.mark.parametrize("name", OPENERS)
 @pytest.mark.parametrize("create", [True, False], ids=["create", "look"])
+@pytest.mark.parametrize("theirs", THEIRS)
 async def test_a_database_of_someone_else_is_refused_untouched(
-    name: str, create: bool, tmp_path: Path
+    name: str, create: bool, theirs: str, tmp_path: Path
 ) -> None:
     path = tmp_path / "theirs.db"
+    statements, refusal = THEIRS[theirs]
     with sqlite3.connect(path) as connection:
-        connection.execute("CREATE TABLE invoices (id INTEGER PRIMARY KEY, total REAL)")
-        connection.execute("INSERT INTO invoices (total) VALUES (12.5)")
+        for statement in statements:
+            connection.execute(statement)
     before = snapshot(tmp_path)
 
-    with pytest.raises(InvalidUrl, match="other tables"):
+    with pytest.raises(InvalidUrl, match=refusal):
         await OPENERS[name][1](path, create)
-    assert snapshot(tmp_path) == before
-
-
-@pytest.mark.parametrize("name", OPENERS)
-async def test_a_file_stamped_by_another_application_is_refused(name: str, tmp_path: Path) -> None:
-    path = tmp_path / "theirs.db"
-    with sqlite3.connect(path) as connection:
-        connection.execute("PRAGMA application_id = 1234")
-    before = snapshot(tmp_path)
-
-    with pytest.raises(InvalidUrl, match="not an eventcore file"):
-        await OPENERS[name][1](path, True)
     assert snapshot(tmp_path) == before
 
 
