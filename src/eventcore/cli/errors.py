@@ -30,7 +30,6 @@ __all__ = [
     "exit_code",
     "fail",
     "reported",
-    "shown",
 ]
 
 EXIT_FAILURE = 1
@@ -62,7 +61,7 @@ def reported() -> Iterator[None]:
         fail(str(error), exit_code(error))
 
 
-def shown(text: str) -> str:
+def _shown(text: str) -> str:
     """``text`` as it can be printed: an argument that is not valid UTF-8 (its bad bytes
     arrive as lone surrogates) with those bytes written as ``\\xff``."""
     try:
@@ -76,7 +75,7 @@ def _not_utf8(args: Sequence[str]) -> str | None:
         try:
             arg.encode("utf-8")
         except UnicodeEncodeError:
-            return shown(arg)
+            return _shown(arg)
     return None
 
 

@@ -118,6 +118,7 @@ def load_reference(reference: str) -> Any:
     except ImportError as error:
         fail(f"cannot import {module_name!r}: {error}", EXIT_USAGE)
     except Exception as error:
+        # The user's module failed as it loaded: their bug, told in one line, not ours.
         fail(f"importing {module_name!r} failed: {type(error).__name__}: {error}", EXIT_USAGE)
     for part in attribute.split("."):
         if not hasattr(value, part):
