@@ -290,11 +290,24 @@ def bad_references() -> st.SearchStrategy[str]:
 
 
 def bad_urls(param: Param, scratch: Scratch) -> st.SearchStrategy[str]:
+    """URLs of every wrong kind, in groups drawn alike: each group gets its share of a
+    run's examples however long another group's list is."""
     work = scratch.directory.as_posix()
     kind = URL_KINDS[param.name]
-    store = scratch.url("store")
+    own = scratch.url(kind)
     port = scratch.closed_port
-    values = [
+    # Files that are not what the parameter wants: another kind's, someone else's
+    # database, text, a directory, a missing directory, places nobody may write.
+    files = [
+        *(scratch.url(other) for other in scratch.files if other != kind),
+        f"sqlite://{work}/theirs.db",
+        f"sqlite://{work}/notes.txt",
+        f"sqlite://{work}",
+        f"sqlite://{work}/nowhere/events.db",
+        "sqlite:///proc/version",
+        "sqlite:///proc/eventcore-fuzz.db",
+    ]
+    shapes = [
         "events.db",
         "://nothing",
         "sqlite://",
@@ -302,23 +315,17 @@ def bad_urls(param: Param, scratch: Scratch) -> st.SearchStrategy[str]:
         "mysql://db/events",
         "http://example.com/events",
         "file:///etc/passwd",
-        f"sqlite://{work}/nowhere/events.db",
-        f"sqlite://{work}",
-        f"sqlite://{work}/notes.txt",
-        f"sqlite://{work}/theirs.db",
-        "sqlite:///proc/version",
-        "sqlite:///proc/eventcore-fuzz.db",
         f"sqlite://{work}/nul\x00.db",
         f"sqlite://{work}/new\nline.db",
-        *(scratch.url(other) for other in scratch.files if other != kind),
+        f"{own}?colour=red",
+        f"{own}?synchronous",
     ]
-    if kind == "store":
-        values += [
-            f"{store}?colour=red",
-            f"{store}?synchronous=SOMETIMES",
-            f"{store}?max_payload_bytes=0",
-            f"{store}?max_payload_bytes=99999999999999999999",
-            f"{store}?synchronous",
+    # The wrong backend, a server that is not there, options out of range.
+    servers = {
+        "store": [
+            f"{own}?synchronous=SOMETIMES",
+            f"{own}?max_payload_bytes=0",
+            f"{own}?max_payload_bytes=99999999999999999999",
             "nats://127.0.0.1:4222",
             f"postgresql://postgres@127.0.0.1:{port}/test",
             "postgresql://postgres@127.0.0.1:port/test",
@@ -330,37 +337,38 @@ def bad_urls(param: Param, scratch: Scratch) -> st.SearchStrategy[str]:
             f"{POSTGRES_URL}?pool_timeout=nan",
             f"{POSTGRES_URL}?notify=maybe",
             f"{POSTGRES_URL}?sslmode=sometimes&connect_timeout=2",
-        ]
-    if kind == "bus":
-        values += [
-            f"{scratch.url('bus')}?partitions=0",
-            f"{scratch.url('bus')}?partitions=99999999999999999999",
-            f"{scratch.url('bus')}?namespace=x",
+        ],
+        "bus": [
+            f"{own}?partitions=0",
+            f"{own}?partitions=99999999999999999999",
+            f"{own}?namespace=x",
             "memory://somewhere",
             "nats://",
             f"nats://127.0.0.1:{port}",
             POSTGRES_URL,
-        ]
-    if kind == "target":
-        values += [
-            f"{scratch.url('target')}?synchronous=FULL",
+        ],
+        "target": [
+            f"{own}?synchronous=FULL",
             "memory://",
             "nats://127.0.0.1:4222",
             f"postgresql://postgres@127.0.0.1:{port}/test",
             f"{POSTGRES_URL}?schema=Bad-Name",
-        ]
+        ],
+    }[kind]
+    groups = [files, shapes, servers]
     if (param.command, param.name) not in CREATING:
-        # Looking creates nothing: what is not there is "not found".
-        values += [f"sqlite://{work}/missing.db", f"sqlite://{work}/empty.db"]
+        # Looking creates nothing: what is not there is "not found", never made.
+        absent = [f"sqlite://{work}/missing.db", f"sqlite://{work}/empty.db"]
         if kind != "target":
-            values.append("memory://")
+            absent.append("memory://")
         if kind != "bus":
-            values.append(f"{POSTGRES_URL}?schema={scratch.fresh_schema}")
+            absent.append(f"{POSTGRES_URL}?schema={scratch.fresh_schema}")
+        groups.append(absent)
     schemes = st.from_regex(r"[a-z][a-z0-9+.-]{0,9}", fullmatch=True).filter(
         lambda scheme: scheme not in {"sqlite", "postgres", "postgresql", "memory", "nats"}
     )
     return st.one_of(
-        st.sampled_from(values),
+        *(st.sampled_from(group) for group in groups),
         BLANK,
         not_utf8().map(lambda junk: f"sqlite://{work}/{junk}.db"),
         schemes.map(lambda scheme: f"{scheme}://{work}/events.db"),
