@@ -26,13 +26,15 @@
     │       └── MessageTooLarge
     ├── NotFound
     │   ├── StreamNotFound
-    │   └── DeadLetterNotFound
+    │   ├── DeadLetterNotFound
+    │   └── DatabaseNotFound         a store, bus or target that open(create=False) found missing
     ├── StoreError                   the backend failed; the operation may be retried
     │   ├── StoreUnavailable
     │   └── StoreClosed
-    └── BusError                     the message bus failed; the operation may be retried
-        ├── BusUnavailable
-        └── BusClosed
+    ├── BusError                     the message bus failed; the operation may be retried
+    │   ├── BusUnavailable
+    │   └── BusClosed
+    └── MissingDependency            a backend's driver is not installed (also an ImportError)
 
 Each error is complete when raised: it carries the values a caller needs
 (``ConcurrencyConflict.stream_id`` / ``expected`` / ``actual``) and its message
@@ -49,6 +51,7 @@ __all__ = [
     "CommandRejected",
     "CommandTimeout",
     "ConcurrencyConflict",
+    "DatabaseNotFound",
     "DeadLetterNotFound",
     "DecodeError",
     "DuplicateEventId",
@@ -63,6 +66,7 @@ __all__ = [
     "InvalidStreamId",
     "InvalidUrl",
     "MessageTooLarge",
+    "MissingDependency",
     "NotFound",
     "PayloadTooLarge",
     "RetriesExhausted",
@@ -267,6 +271,17 @@ class DeadLetterNotFound(NotFound):
         super().__init__(f"dead letter {letter_id!r} does not exist")
 
 
+class DatabaseNotFound(NotFound):
+    """The store, bus or projection target a URL names is not there (no such file, an
+    empty one, no such PostgreSQL schema), and it was opened with ``create=False``:
+    the caller only wants to look, and looking creates nothing."""
+
+    def __init__(self, url: str, reason: str) -> None:
+        self.url = url
+        self.reason = reason
+        super().__init__(f"{url!r} not found: {reason}")
+
+
 # --- infrastructure ------------------------------------------------------------------------
 
 
@@ -294,3 +309,33 @@ class BusUnavailable(BusError):
 class BusClosed(BusError):
     def __init__(self) -> None:
         super().__init__("the bus is closed")
+
+
+# --- installation ----------------------------------------------------------------------------
+
+
+class MissingDependency(EventcoreError, ImportError):
+    """A backend's driver is not installed; the message names the extra that brings it."""
+
+    #: The package and the extra that install each optional driver, by its top-level module.
+    DRIVERS: dict[str, tuple[str, str]] = {
+        "psycopg": ("psycopg", "postgres"),
+        "psycopg_pool": ("psycopg-pool", "postgres"),
+        "nats": ("nats-py", "nats"),
+    }
+
+    def __init__(self, package: str, extra: str, needed_for: str) -> None:
+        self.package = package
+        self.extra = extra
+        super().__init__(
+            f"{needed_for} need {package}, which is not installed: pip install 'eventcore[{extra}]'"
+        )
+
+    @classmethod
+    def of(cls, error: ImportError, needed_for: str) -> ImportError:
+        """The error to raise for ``error``, met while importing a backend: this one when
+        the missing module is an optional driver, else ``error`` itself (a real bug)."""
+        driver = cls.DRIVERS.get((error.name or "").partition(".")[0])
+        if driver is None or not isinstance(error, ModuleNotFoundError):
+            return error
+        return cls(*driver, needed_for)

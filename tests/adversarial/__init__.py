@@ -1,0 +1,1 @@
+"""The standing adversarial suite: hostile input against every edge (issue 9)."""

@@ -2,32 +2,11 @@
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
-import psycopg
-import pytest
 from typer.testing import CliRunner
 
-from tests.backends import POSTGRES_URL, skip_or_fail
 from tests.cli.conftest import invoke, sqlite_url
-
-
-@pytest.fixture
-def schema_url() -> Iterator[str]:
-    """The URL of a fresh schema on the test server; the schema is dropped afterwards."""
-    try:
-        admin = psycopg.connect(POSTGRES_URL, autocommit=True, connect_timeout=5)
-    except psycopg.OperationalError as error:
-        reason = f"PostgreSQL unavailable at {POSTGRES_URL}: {error}"
-        skip_or_fail(reason, "the postgres tests must run")
-    schema = f"test_{uuid.uuid4().hex[:16]}"
-    with admin:
-        try:
-            yield f"{POSTGRES_URL}?schema={schema}"
-        finally:
-            admin.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
 
 
 def test_migrate_applies_every_migration_once_then_nothing(

@@ -2,34 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
-import random
+import sys
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
-from eventcore import open_store
-from eventcore.projection import ProjectionRunner, Source, SqliteTarget
-from tests.cli.conftest import invoke, sqlite_url
-from tests.projection.orders import OrderSummary, append_all, random_events, registry
-
-
-async def project(store_url: str, target_path: Path) -> None:
-    async with await open_store(store_url) as store:
-        await append_all(store, random_events(random.Random(1), 300))
-        async with await SqliteTarget.open(target_path) as target:
-            await ProjectionRunner(
-                OrderSummary(), target, Source("main", store, registry)
-            ).catch_up()
-            await append_all(store, random_events(random.Random(2), 10))
-
-
-@pytest.fixture
-def urls(tmp_path: Path) -> tuple[str, str]:
-    store_url = sqlite_url(tmp_path / "events.db")
-    asyncio.run(project(store_url, tmp_path / "views.db"))
-    return store_url, sqlite_url(tmp_path / "views.db")
+from tests.cli.conftest import invoke, run_eventcore
 
 
 def test_list_shows_each_version_with_its_state_and_checkpoints(
@@ -107,3 +86,43 @@ def test_rebuild_with_a_bad_app_reference_is_a_usage_error(
     )
 
     assert result.exit_code == 2
+
+
+def test_rebuild_finds_the_app_module_in_the_current_directory(
+    urls: tuple[str, str], tmp_path: Path
+) -> None:
+    # As with uvicorn: a module beside the user needs no PYTHONPATH=. (issue 9, defect 17).
+    # A real process, started as the console script is (see run_eventcore).
+    workdir = tmp_path / "service"
+    workdir.mkdir()
+    (workdir / "shop_views.py").write_text(
+        "from tests.projection.orders import projections, registry\n", encoding="utf-8"
+    )
+    args = [
+        *("projections", "rebuild", "order_summary"),
+        *("--app", "shop_views:projections", "--registry", "shop_views:registry"),
+        *("--store", urls[0], "--target", urls[1]),
+    ]
+    done = run_eventcore([arg.encode() for arg in args], workdir)
+
+    assert done.returncode == 0, done.stderr
+    assert b"version 2 is live" in done.stderr
+
+
+def test_an_app_module_that_fails_to_load_is_one_line(
+    runner: CliRunner, urls: tuple[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", list(sys.path))  # load_reference adds the directory
+    (tmp_path / "broken_views_module.py").write_text("raise RuntimeError('boom')\n")
+    result = invoke(
+        runner,
+        *("projections", "rebuild", "order_summary"),
+        *("--app", "broken_views_module:projections", "--registry", "x:y"),
+        *("--store", urls[0], "--target", urls[1]),
+    )
+
+    assert result.exit_code == 2
+    assert result.stderr.splitlines() == [
+        "error: importing 'broken_views_module' failed: RuntimeError: boom"
+    ]

@@ -33,7 +33,7 @@ def test_unknown_scheme_is_a_clean_usage_error(runner: CliRunner) -> None:
 def test_missing_sqlite_file_is_reported_and_not_created(runner: CliRunner, tmp_path: Path) -> None:
     missing = tmp_path / "nowhere.db"
     result = invoke(runner, "events", "tail", "--store", sqlite_url(missing))
-    assert result.exit_code == 2
+    assert result.exit_code == 1  # not found
     assert "no such file" in result.stderr
     assert "Traceback" not in result.output
     assert not missing.exists()

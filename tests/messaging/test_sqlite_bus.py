@@ -17,7 +17,7 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from eventcore.errors import BusClosed, BusUnavailable, InvalidUrl
+from eventcore.errors import BusClosed, BusUnavailable, DatabaseNotFound, InvalidUrl
 from eventcore.messaging import open_bus
 from eventcore.messaging._sqlite_bus_schema import LATEST_VERSION
 from eventcore.messaging.bus import DeadLetter, Delivery
@@ -237,7 +237,7 @@ async def test_a_file_that_is_no_database_is_an_invalid_url(tmp_path: Path) -> N
 async def test_create_false_refuses_a_missing_file_and_opens_an_existing_one(
     tmp_path: Path, url: str
 ) -> None:
-    with pytest.raises(InvalidUrl, match="no such file"):
+    with pytest.raises(DatabaseNotFound, match="no such file"):
         await open_bus(url, create=False)
     assert not (tmp_path / "bus.db").exists()
     created = await open_bus(url)

@@ -19,6 +19,7 @@ import pytest
 
 from eventcore.errors import (
     ConcurrencyConflict,
+    DatabaseNotFound,
     DuplicateEventId,
     InvalidUrl,
     StoreUnavailable,
@@ -255,7 +256,7 @@ async def test_bad_options_are_refused(db_path: Path, query: str) -> None:
 
 
 async def test_create_false_refuses_a_missing_file(db_path: Path) -> None:
-    with pytest.raises(InvalidUrl, match="no such file"):
+    with pytest.raises(DatabaseNotFound, match="no such file"):
         await open_store(url_of(db_path), create=False)
     assert not exists(db_path)
 

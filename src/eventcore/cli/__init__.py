@@ -8,11 +8,13 @@ import typer
 
 from eventcore._version import __version__
 from eventcore.cli import db, demo, dlq, events, projections, streams
+from eventcore.cli.errors import OneLineErrors
 
 __all__ = ["app", "main"]
 
 app = typer.Typer(
     name="eventcore",
+    cls=OneLineErrors,
     help="Distributed, event-sourced services for asyncio.",
     no_args_is_help=True,
     add_completion=False,
@@ -46,4 +48,5 @@ def _root(
 
 
 def main() -> None:
-    app()
+    # Named here: ``python -m eventcore.cli`` would otherwise call itself "__main__.py".
+    app(prog_name="eventcore")

@@ -9,6 +9,8 @@ import typer
 
 from eventcore.cli import render
 from eventcore.cli.errors import EXIT_USAGE, fail, reported
+from eventcore.cli.options import with_connect_timeout
+from eventcore.errors import MissingDependency
 from eventcore.store import open_store
 from eventcore.store.url import StoreUrl
 
@@ -35,7 +37,7 @@ def migrate(
     with reported():
         parsed = StoreUrl.parse(url)
         if parsed.backend == "postgres":
-            applied = asyncio.run(_migrate_postgres(url))
+            applied = asyncio.run(_migrate_postgres(with_connect_timeout(url)))
             if not applied:
                 render.note("the schema is up to date: no migration applied")
             for version in applied:
@@ -49,7 +51,10 @@ def migrate(
 
 async def _migrate_postgres(url: str) -> list[int]:
     # Imported here: the PostgreSQL driver is only needed for PostgreSQL URLs.
-    from eventcore.store.postgres import migrate as migrate_postgres
+    try:
+        from eventcore.store.postgres import migrate as migrate_postgres
+    except ImportError as error:
+        raise MissingDependency.of(error, "postgresql:// stores") from error
 
     return await migrate_postgres(url)
 

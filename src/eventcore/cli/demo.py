@@ -28,10 +28,20 @@ from rich.text import Text
 
 from eventcore.cli import render
 from eventcore.cli.errors import EXIT_FAILURE, EXIT_INTERRUPTED, fail, reported
+from eventcore.cli.options import with_connect_timeout
 from eventcore.demo.bank_run import BankRun, Tally, run_bank
 from eventcore.store import open_store
 
-__all__ = ["demo"]
+__all__ = ["MAX_ACCOUNTS", "MAX_CONCURRENCY", "MAX_SEED", "MAX_TRANSFERS", "demo"]
+
+# A demo is a few seconds to a few minutes on a laptop; past these it would only hang
+# (building ids, tasks or transfers by the billion) before doing anything to see.
+MAX_ACCOUNTS = 10_000
+MAX_TRANSFERS = 1_000_000
+#: Writers racing on a handful of accounts: past a thousand, only conflicts grow.
+MAX_CONCURRENCY = 1_000
+#: The demo draws its own seeds from this range too.
+MAX_SEED = 2**32 - 1
 
 
 def demo(
@@ -43,16 +53,28 @@ def demo(
             help="Run on this store instead of a fresh temporary SQLite file.",
         ),
     ] = None,
-    accounts: Annotated[int, typer.Option("--accounts", min=2, help="Accounts to open.")] = 20,
+    accounts: Annotated[
+        int,
+        typer.Option("--accounts", min=2, max=MAX_ACCOUNTS, help="Accounts to open."),
+    ] = 20,
     transfers: Annotated[
-        int, typer.Option("--transfers", min=0, help="Transfers to attempt.")
+        int,
+        typer.Option("--transfers", min=0, max=MAX_TRANSFERS, help="Transfers to attempt."),
     ] = 1000,
     concurrency: Annotated[
-        int, typer.Option("--concurrency", min=1, help="Transfers in flight at once.")
+        int,
+        typer.Option(
+            "--concurrency", min=1, max=MAX_CONCURRENCY, help="Transfers in flight at once."
+        ),
     ] = 16,
     seed: Annotated[
         int | None,
-        typer.Option("--seed", help="Seed for who pays whom and how much (random if unset)."),
+        typer.Option(
+            "--seed",
+            min=0,
+            max=MAX_SEED,
+            help="Seed for who pays whom and how much (random if unset).",
+        ),
     ] = None,
 ) -> None:
     """Run a bank with concurrent transfers, then check its history from the store.
@@ -60,7 +82,7 @@ def demo(
     Exits 0 only if every check holds: money is conserved, no account is overdrawn,
     every transfer is whole, stream versions are contiguous, ids and positions unique.
     """
-    chosen_seed = seed if seed is not None else random.SystemRandom().randrange(2**32)
+    chosen_seed = seed if seed is not None else random.SystemRandom().randrange(MAX_SEED + 1)
     with reported():
         try:
             if store is not None:
@@ -83,7 +105,7 @@ def demo(
 
 
 async def _run(url: str, accounts: int, transfers: int, concurrency: int, seed: int) -> BankRun:
-    store = await open_store(url)
+    store = await open_store(with_connect_timeout(url))
     try:
         # The bar goes to stderr: it is for the person watching, the summary is the result.
         with _progress(render.stderr()) as progress:

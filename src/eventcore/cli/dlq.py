@@ -16,9 +16,16 @@ from rich.console import Group as Lines
 from rich.table import Table
 from rich.text import Text
 
-from eventcore.cli import render
+from eventcore.cli import json_lines, render
 from eventcore.cli.errors import EXIT_FAILURE, EXIT_USAGE, fail, reported
-from eventcore.cli.options import BusOption, inspected_bus, required_bus
+from eventcore.cli.options import (
+    MAX_PAGE,
+    BusOption,
+    JsonOutput,
+    inspected_bus,
+    nonempty,
+    required_bus,
+)
 from eventcore.errors import InvalidMessage
 from eventcore.messaging.bus import DeadLetter, DeadLetterBox
 from eventcore.messaging.envelope import DistributedEvent, decode_envelope
@@ -28,17 +35,20 @@ __all__ = ["app"]
 
 app = typer.Typer(help="Inspect, retry and drop dead letters.", no_args_is_help=True)
 
-#: Reason characters shown in a table cell.
-TABLE_REASON = 60
 #: Letters read per call when going through all of a group's.
 _PAGE = 500
 
 Group = Annotated[
-    str | None, typer.Option("--group", metavar="GROUP", help="Only this consumer group's.")
+    str | None,
+    typer.Option("--group", metavar="GROUP", callback=nonempty, help="Only this consumer group's."),
 ]
-Topic = Annotated[str | None, typer.Option("--topic", metavar="TOPIC", help="Only this topic's.")]
+Topic = Annotated[
+    str | None,
+    typer.Option("--topic", metavar="TOPIC", callback=nonempty, help="Only this topic's."),
+]
 LetterId = Annotated[
-    str | None, typer.Argument(metavar="[ID]", help="The letter (group:topic:message id).")
+    str | None,
+    typer.Argument(metavar="[ID]", callback=nonempty, help="The letter (group:topic:message id)."),
 ]
 All = Annotated[bool, typer.Option("--all", help="Every letter of --group (and --topic).")]
 
@@ -49,21 +59,36 @@ def list_letters(
     group: Group = None,
     topic: Topic = None,
     after: Annotated[
-        str | None, typer.Option("--after", metavar="ID", help="Start after this letter (to page).")
+        str | None,
+        typer.Option(
+            "--after",
+            metavar="ID",
+            callback=nonempty,
+            help="Start after this letter (to page).",
+        ),
     ] = None,
     limit: Annotated[
-        int, typer.Option("--limit", min=1, help="Show at most this many letters.")
+        int,
+        typer.Option(
+            "--limit", min=1, max=MAX_PAGE, help="Show at most this many letters (a page)."
+        ),
     ] = 100,
+    as_json: JsonOutput = False,
 ) -> None:
-    """Dead letters, oldest first: id, group, topic, type, stream, attempts, when, why."""
+    """Dead letters, oldest first: id, group, topic, type, stream, attempts, when, why.
+
+    With --json, one object per letter: letter_id, group, topic, message_id, key,
+    status, attempts, failed_at, error_type, reason, event_type (null if the body is
+    not an eventcore envelope).
+    """
     url = required_bus(bus)
     with reported():
         _check_filters(group, topic)
-        asyncio.run(_list(url, group, topic, after, limit))
+        asyncio.run(_list(url, group, topic, after, limit, as_json))
 
 
 async def _list(
-    url: str, group: str | None, topic: str | None, after: str | None, limit: int
+    url: str, group: str | None, topic: str | None, after: str | None, limit: int, as_json: bool
 ) -> None:
     async with inspected_bus(url) as opened:
         letters = await opened.dead_letters.letters(
@@ -72,26 +97,41 @@ async def _list(
     if not letters:
         render.note("no dead letters" if after is None else f"no dead letters after {after!r}")
         return
-    # One line per letter whatever the width, so the output stays easy to grep.
-    render.stdout().print(_letters_list(letters), soft_wrap=True)
+    if as_json:
+        for letter in letters:
+            json_lines.emit(json_lines.letter_record(letter, _event_type(letter)))
+    else:
+        # A head line and a reason line per letter whatever the width, so the output
+        # stays easy to grep.
+        render.stdout().print(_letters_list(letters), soft_wrap=True)
     if len(letters) == limit:
         render.note(f"more may follow: --after {letters[-1].letter_id!r}")
 
 
 @app.command("show")
 def show_letter(
-    letter_id: Annotated[str, typer.Argument(metavar="ID", help="The letter to show.")],
+    letter_id: Annotated[
+        str, typer.Argument(metavar="ID", callback=nonempty, help="The letter to show.")
+    ],
     bus: BusOption = None,
+    as_json: JsonOutput = False,
 ) -> None:
-    """Everything about one letter, with its message body (pretty-printed if JSON)."""
+    """Everything about one letter, with its message body (pretty-printed if JSON).
+
+    With --json, one object: the fields of dlq list --json, and body (or body_base64
+    if the body is not JSON).
+    """
     url = required_bus(bus)
     with reported():
-        asyncio.run(_show(url, letter_id))
+        asyncio.run(_show(url, letter_id, as_json))
 
 
-async def _show(url: str, letter_id: str) -> None:
+async def _show(url: str, letter_id: str, as_json: bool) -> None:
     async with inspected_bus(url) as opened:
         letter = await opened.dead_letters.get(letter_id)
+    if as_json:
+        json_lines.emit(json_lines.letter_record(letter, _event_type(letter), body=True))
+        return
     envelope = _envelope(letter)
     fields: list[tuple[str, str]] = [
         ("letter", letter.letter_id),
@@ -234,11 +274,16 @@ def _envelope(letter: DeadLetter) -> DistributedEvent | None:
         return None
 
 
+def _event_type(letter: DeadLetter) -> str | None:
+    envelope = _envelope(letter)
+    return envelope.type if envelope is not None else None
+
+
 def _pretty(body: bytes) -> str:
     """The body as indented JSON when it is JSON, else as text with odd bytes escaped."""
     try:
         return json.dumps(json.loads(body), indent=2, ensure_ascii=False)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nested deeper than the stack
         text = body.decode("utf-8", errors="backslashreplace")
         return "".join(
             ch if ch.isprintable() or ch in "\n\t" else ch.encode("unicode_escape").decode()
@@ -252,11 +297,12 @@ def _letters_list(letters: list[DeadLetter]) -> Lines:
     cut the very columns that say what went wrong."""
     lines: list[Text] = []
     for letter in letters:
-        envelope = _envelope(letter)
         head = Text(letter.letter_id, style="bold")
-        head.append(f"  {envelope.type if envelope is not None else '?'}", style="magenta")
+        head.append(f"  {_event_type(letter) or '?'}", style="magenta")
         head.append(f"  stream {letter.key}  attempts {letter.attempts}  {letter.status}")
         head.append(f"  {render.timestamp(letter.failed_at)}", style="dim")
         lines.append(head)
-        lines.append(Text("  " + render.abbreviate(letter.reason.encode(), TABLE_REASON)))
+        # The whole reason, however long: it is what the reader came for. Control
+        # characters are escaped, so it stays one line.
+        lines.append(Text("  " + render.one_line(letter.reason)))
     return Lines(*lines)

@@ -1,5 +1,9 @@
-"""The store (or bus) a command works on: the ``--store`` and ``--bus`` options and
-opening them."""
+"""What the commands' options share: the store (or bus) a command works on and opening
+it, the bounds of numeric options, and the check that a text option is not empty.
+
+Every numeric option is bounded, and its ``--help`` says so: an unbounded number is
+either an overflow deep in a driver or a loop that never ends (a demo asked for 10**20
+accounts), and both must be a usage error instead."""
 
 from __future__ import annotations
 
@@ -16,14 +20,41 @@ from eventcore.store import EventStore, open_store
 
 __all__ = [
     "BUS_ENVVAR",
+    "CONNECT_TIMEOUT",
     "ENVVAR",
+    "MAX_PAGE",
+    "MAX_POSITION",
     "BusOption",
+    "JsonOutput",
     "StoreUrl",
     "inspected_bus",
     "inspected_store",
+    "nonempty",
     "required",
     "required_bus",
+    "with_connect_timeout",
 ]
+
+#: The largest position, version or event count: both backends keep them in 64 bits.
+MAX_POSITION = 2**63 - 1
+#: The most rows a listing shows at once; more are paged with ``--after``.
+MAX_PAGE = 100_000
+
+
+#: ``--json``: records for scripts instead of tables for people (fields: ``json_lines``).
+JsonOutput = Annotated[
+    bool,
+    typer.Option("--json", help="One JSON object per line instead of a table (fields: see above)."),
+]
+
+
+def nonempty(value: str | list[str] | None) -> str | list[str] | None:
+    """An option's callback: an empty name, id or filter is a mistake, never "match all"."""
+    values = value if isinstance(value, list) else [value]
+    if any(each is not None and not each.strip() for each in values):
+        raise typer.BadParameter("must not be empty")
+    return value
+
 
 ENVVAR = "EVENTCORE_STORE"
 
@@ -34,6 +65,7 @@ StoreUrl = Annotated[
     typer.Option(
         "--store",
         envvar=ENVVAR,
+        callback=nonempty,
         metavar="URL",
         show_envvar=True,
         help="The store to read, e.g. sqlite:///tmp/events.db.",
@@ -51,14 +83,32 @@ def required(url: str | None) -> str:
     return url
 
 
+#: Seconds the command line waits for a PostgreSQL server that does not answer, unless
+#: the URL says otherwise (``?connect_timeout=N``): a person is waiting, and a server
+#: that has not answered in this long is most likely the wrong address.
+CONNECT_TIMEOUT = 5
+
+
+def with_connect_timeout(url: str) -> str:
+    """``url`` with ``connect_timeout=CONNECT_TIMEOUT`` added if it is a PostgreSQL URL
+    that does not give one."""
+    scheme, _, rest = url.partition("://")
+    if scheme.lower() not in {"postgresql", "postgres"}:
+        return url
+    query = rest.partition("?")[2]
+    if any(pair.partition("=")[0] == "connect_timeout" for pair in query.split("&")):
+        return url
+    return f"{url}{'&' if query else '?'}connect_timeout={CONNECT_TIMEOUT}"
+
+
 @asynccontextmanager
 async def inspected_store(url: str) -> AsyncIterator[EventStore]:
     """Open the store at ``url`` for reading, and close it however the block ends.
 
-    Inspection never creates a store: a mistyped SQLite path is an error, not a new
-    empty file.
+    Inspection creates and migrates nothing: a mistyped SQLite path or PostgreSQL schema
+    is "not found", never a new empty store.
     """
-    store = await open_store(url, create=False)
+    store = await open_store(with_connect_timeout(url), create=False)
     try:
         yield store
     finally:
@@ -73,6 +123,7 @@ BusOption = Annotated[
     typer.Option(
         "--bus",
         envvar=BUS_ENVVAR,
+        callback=nonempty,
         metavar="URL",
         show_envvar=True,
         help="The message bus, e.g. sqlite:///tmp/bus.db or nats://127.0.0.1:4222.",

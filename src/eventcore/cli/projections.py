@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import importlib
 import os
+import sys
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -20,20 +21,29 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from eventcore.cli import render
+from eventcore.cli import json_lines, render
 from eventcore.cli.errors import EXIT_USAGE, fail, reported
-from eventcore.cli.options import StoreUrl, inspected_store, required
-from eventcore.errors import InvalidInput, InvalidUrl
+from eventcore.cli.options import (
+    JsonOutput,
+    StoreUrl,
+    inspected_store,
+    nonempty,
+    required,
+    with_connect_timeout,
+)
+from eventcore.errors import DatabaseNotFound, InvalidInput, InvalidUrl, MissingDependency
 from eventcore.events import EventRegistry
 from eventcore.projection import (
     Projection,
     ProjectionNotFound,
     ProjectionStatus,
     Source,
+    SourceProgress,
     SqliteTarget,
     rebuild,
 )
 from eventcore.projection.target import LIVE, Target
+from eventcore.store.url import split_url
 
 __all__ = ["app", "load_reference"]
 
@@ -46,6 +56,7 @@ TargetUrl = Annotated[
     typer.Option(
         "--target",
         envvar=TARGET_ENVVAR,
+        callback=nonempty,
         metavar="URL",
         show_envvar=True,
         help="Where projections live: sqlite:///path/views.db or postgresql://…?schema=…",
@@ -59,21 +70,30 @@ def _required_target(url: str | None) -> str:
     return url
 
 
+_TARGET_SCHEMES = {"sqlite": "sqlite", "postgresql": "postgres", "postgres": "postgres"}
+
+
 @asynccontextmanager
 async def opened_target(url: str) -> AsyncIterator[Target]:
-    """Open an existing target (never creates a SQLite file) and close it after."""
+    """Open an existing target and close it after. Opening creates nothing, for
+    ``rebuild`` too (which then writes a new version into it): a missing or empty file,
+    or a schema without projections, is "not found", never a new target."""
+    backend, location, options = split_url(
+        url, _TARGET_SCHEMES, example="sqlite:///var/views.db", noun="target scheme"
+    )
     target: Target
-    if url.startswith("sqlite://"):
-        path = url.removeprefix("sqlite://")
-        if not os.path.exists(path):  # noqa: ASYNC240 (one stat, before any I/O of ours)
-            raise InvalidUrl(url, f"no such file: {path}")
-        target = await SqliteTarget.open(path)
-    elif url.startswith(("postgresql://", "postgres://")):
-        from eventcore.projection.postgres import PostgresTarget
-
-        target = await PostgresTarget.open(url)
+    if backend == "sqlite":
+        if options:
+            raise InvalidUrl(url, "a sqlite:// target takes no options")
+        if not os.path.exists(location):  # noqa: ASYNC240 (one stat, before any I/O of ours)
+            raise DatabaseNotFound(url, f"no such file: {location}")
+        target = await SqliteTarget.open(location, create=False)
     else:
-        raise InvalidUrl(url, "expected sqlite:///path or postgresql://…")
+        try:
+            from eventcore.projection.postgres import PostgresTarget
+        except ImportError as error:
+            raise MissingDependency.of(error, "postgresql:// targets") from error
+        target = await PostgresTarget.open(with_connect_timeout(url), create=False)
     try:
         yield target
     finally:
@@ -81,14 +101,25 @@ async def opened_target(url: str) -> AsyncIterator[Target]:
 
 
 def load_reference(reference: str) -> Any:
-    """The object ``module:attribute`` names (``attribute`` may be dotted)."""
+    """The object ``module:attribute`` names (``attribute`` may be dotted).
+
+    Like uvicorn, the current directory comes first on the import path, so a module
+    beside the user is found without ``PYTHONPATH=.``. It stays there for the rest of
+    the command: the handlers it loads run later and may import their neighbours then.
+    """
     module_name, _, attribute = reference.partition(":")
     if not module_name or not attribute:
         fail(f"expected module:attribute, got {reference!r}", EXIT_USAGE)
+    here = os.getcwd()
+    if sys.path[:1] != [here]:
+        sys.path.insert(0, here)
     try:
         value: Any = importlib.import_module(module_name)
     except ImportError as error:
         fail(f"cannot import {module_name!r}: {error}", EXIT_USAGE)
+    except Exception as error:
+        # The user's module failed as it loaded: their bug, told in one line, not ours.
+        fail(f"importing {module_name!r} failed: {type(error).__name__}: {error}", EXIT_USAGE)
     for part in attribute.split("."):
         if not hasattr(value, part):
             fail(f"{module_name!r} has no attribute {attribute!r}", EXIT_USAGE)
@@ -97,14 +128,18 @@ def load_reference(reference: str) -> Any:
 
 
 @app.command("list")
-def list_projections(target: TargetUrl = None) -> None:
-    """Every projection version in the target: state, sources, positions, events."""
+def list_projections(target: TargetUrl = None, as_json: JsonOutput = False) -> None:
+    """Every projection version in the target: state, sources, positions, events.
+
+    With --json, one object per version: name, version, state, tables, created_at,
+    sources (each source, position, events), events.
+    """
     url = _required_target(target)
     with reported():
-        asyncio.run(_list(url))
+        asyncio.run(_list(url, as_json))
 
 
-async def _list(url: str) -> None:
+async def _list(url: str, as_json: bool) -> None:
     async with opened_target(url) as target:
         versions = await target.versions()
         progress = await target.progress()
@@ -114,6 +149,9 @@ async def _list(url: str) -> None:
     table = Table("name", "version", "state", "tables", "sources", "events")
     for info in versions:
         mine = [p for p in progress if (p.name, p.version) == (info.name, info.version)]
+        if as_json:
+            json_lines.emit(json_lines.version_record(info, mine))
+            continue
         table.add_row(
             info.name,
             str(info.version),
@@ -122,22 +160,28 @@ async def _list(url: str) -> None:
             ", ".join(f"{p.source}@{p.position}" for p in mine) or "—",
             str(sum(p.events for p in mine)),
         )
-    render.stdout().print(table)
+    if not as_json:
+        render.stdout().print(table)
 
 
 @app.command("status")
 def status(
-    name: Annotated[str, typer.Argument(metavar="NAME", help="The projection.")],
+    name: Annotated[str, typer.Argument(metavar="NAME", callback=nonempty, help="The projection.")],
     target: TargetUrl = None,
     store: StoreUrl = None,
+    as_json: JsonOutput = False,
 ) -> None:
-    """Position, lag (with --store) and events/s of each source of each version."""
+    """Position, lag (with --store) and events/s of each source of each version.
+
+    With --json, one object per source of each version: name, version, state, source,
+    position, lag (null without --store), events, events_per_second, updated_at.
+    """
     url = _required_target(target)
     with reported():
-        asyncio.run(_status(url, name, store))
+        asyncio.run(_status(url, name, store, as_json))
 
 
-async def _status(url: str, name: str, store_url: str | None) -> None:
+async def _status(url: str, name: str, store_url: str | None, as_json: bool) -> None:
     async with opened_target(url) as target:
         versions = await target.versions(name)
         progress = await target.progress(name)
@@ -147,34 +191,52 @@ async def _status(url: str, name: str, store_url: str | None) -> None:
     if store_url:
         async with inspected_store(store_url) as store:
             head = await store.last_position()
-    table = Table(
-        "version", "state", "source", "position", "lag (positions)", "events", "events/s", "updated"
-    )
+    # Short cells that must never be cut or wrapped; the lag is counted in positions.
+    table = Table()
+    for header in ("version", "state", "source", "position", "lag", "events", "events/s"):
+        table.add_column(header, no_wrap=True)
+    table.add_column("updated", no_wrap=True)
     for info in versions:
         rows = [p for p in progress if p.version == info.version]
+        if as_json:
+            listed: list[SourceProgress | None] = [*rows] or [None]
+            for each in listed:
+                lag = _lag(head, each.position if each else 0)
+                json_lines.emit(json_lines.progress_record(info, each, lag))
+            continue
         if not rows:
-            table.add_row(str(info.version), info.state, "—", "0", _lag(head, 0), "0", "—", "—")
+            table.add_row(
+                str(info.version), info.state, "—", "0", _shown(_lag(head, 0)), "0", "—", "—"
+            )
         for p in rows:
             table.add_row(
                 str(info.version),
                 info.state,
                 p.source,
                 str(p.position),
-                _lag(head, p.position),
+                _shown(_lag(head, p.position)),
                 str(p.events),
                 f"{p.events_per_second:,.0f}",
-                f"{time.time() - p.updated_at:,.1f}s ago",
+                f"{time.time() - p.updated_at:,.0f}s ago",
             )
-    render.stdout().print(table)
+    if not as_json:
+        render.stdout().print(table)
 
 
-def _lag(head: int | None, position: int) -> str:
-    return "—" if head is None else str(max(head - position, 0))
+def _lag(head: int | None, position: int) -> int | None:
+    return None if head is None else max(head - position, 0)
+
+
+def _shown(lag: int | None) -> str:
+    return "—" if lag is None else str(lag)
 
 
 @app.command("rebuild")
 def rebuild_command(
-    name: Annotated[str, typer.Argument(metavar="NAME", help="The projection to rebuild.")],
+    name: Annotated[
+        str,
+        typer.Argument(metavar="NAME", callback=nonempty, help="The projection to rebuild."),
+    ],
     app_ref: Annotated[
         str,
         typer.Option(
@@ -193,6 +255,7 @@ def rebuild_command(
         str | None,
         typer.Option(
             "--source",
+            callback=nonempty,
             help="The source name the checkpoints are kept under, as in your runner's"
             " Source(NAME, ...); by default the live version's.",
         ),
@@ -260,7 +323,10 @@ async def _rebuild(
     source: str | None,
     keep_old: bool,
 ) -> int:
-    async with inspected_store(store_url) as store, opened_target(target_url) as target:
+    async with (
+        inspected_store(store_url) as store,
+        opened_target(target_url) as target,
+    ):
         source = await _source_name(target, projection.name, source)
         head = await store.last_position()
         columns = (

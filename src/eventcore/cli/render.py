@@ -21,6 +21,7 @@ __all__ = [
     "event_line",
     "events_table",
     "note",
+    "one_line",
     "stderr",
     "stdout",
     "streams_table",
@@ -41,9 +42,11 @@ def stderr() -> Console:
 
 
 def error(message: str) -> None:
-    # Printed as plain text: a stream id or URL in the message may contain "[", which
-    # rich would otherwise read as markup.
-    stderr().print(Text(f"error: {message}", style="bold red"), soft_wrap=True)
+    # One line whatever the message holds (a driver's message may span several), so a
+    # script can read it and a person sees it whole. Printed as plain text: a stream id or
+    # URL in the message may contain "[", which rich would otherwise read as markup.
+    line = " ".join(message.split())
+    stderr().print(Text(f"error: {line}", style="bold red"), soft_wrap=True)
 
 
 def note(message: str) -> None:
@@ -52,10 +55,16 @@ def note(message: str) -> None:
 
 def abbreviate(data: bytes, width: int) -> str:
     """A payload as one line of at most ``width`` characters (``…`` marks a cut)."""
-    text = data.decode("utf-8", errors="replace")
-    # Control characters would break the one-line-per-event layout; show them escaped.
-    text = "".join(ch if ch.isprintable() else ch.encode("unicode_escape").decode() for ch in text)
+    text = one_line(data.decode("utf-8", errors="replace"))
     return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def one_line(text: str) -> str:
+    """``text`` with its control characters escaped: they would break a one-line layout."""
+    return "".join(ch if ch.isprintable() else ch.encode("unicode_escape").decode() for ch in text)
+
+
+_TIMESTAMP_SHAPE = "2026-11-26 13:46:56.123Z"
 
 
 def timestamp(moment: datetime) -> str:
@@ -73,28 +82,40 @@ def streams_table(heads: Sequence[StreamHead]) -> Table:
     return table
 
 
-def events_table(stream_id: str, events: Iterable[StoredEvent]) -> Table:
-    table = Table(title=Text(stream_id, style="bold"), header_style="bold")
-    # On a narrow terminal rich shrinks wrappable columns first, so the short columns
-    # that identify an event are never wrapped, and the long ones give way: the time
-    # wraps at its space, ids and payload (one word each) are cut with an ellipsis.
+#: Below this many columns the id columns are left out of ``events_table``: with them,
+#: every column of an 80-column table is cut to a few characters.
+WIDE_TABLE = 120
+
+
+def events_table(stream_id: str, events: Iterable[StoredEvent], width: int) -> Table:
+    """A stream's events for a terminal ``width`` columns wide. The time and the type
+    are never cut; on a narrow terminal the event and correlation ids give way (a
+    caption says where to find them) and the payload takes the width that is left."""
+    wide = width >= WIDE_TABLE
+    caption = None if wide else "event and correlation ids: a wider terminal, or --json"
+    table = Table(title=Text(stream_id, style="bold"), caption=caption, header_style="bold")
     table.add_column("version", justify="right", no_wrap=True)
     table.add_column("position", justify="right", no_wrap=True)
-    table.add_column("type", style="magenta", no_wrap=True)
-    table.add_column("recorded at")
-    table.add_column("event id", style="dim", overflow="ellipsis")
-    table.add_column("payload", overflow="ellipsis")
-    table.add_column("correlation id", style="dim", overflow="ellipsis")
+    table.add_column("type", style="magenta", overflow="fold")
+    table.add_column("recorded at", no_wrap=True, min_width=len(_TIMESTAMP_SHAPE))
+    if wide:
+        table.add_column("event id", style="dim", overflow="ellipsis")
+    table.add_column("payload", overflow="ellipsis", ratio=1)
+    if wide:
+        table.add_column("correlation id", style="dim", overflow="ellipsis")
     for event in events:
-        table.add_row(
+        cells: list[str | Text] = [
             str(event.version),
             str(event.position),
             event.type,
             timestamp(event.recorded_at),
-            str(event.event_id),
-            Text(abbreviate(event.data, TABLE_PAYLOAD)),
-            event.metadata.correlation_id or "",
-        )
+        ]
+        if wide:
+            cells.append(str(event.event_id))
+        cells.append(Text(abbreviate(event.data, TABLE_PAYLOAD)))
+        if wide:
+            cells.append(event.metadata.correlation_id or "")
+        table.add_row(*cells)
     return table
 
 

@@ -3,17 +3,19 @@
 The schema version lives in ``PRAGMA user_version``. Each migration runs in its own
 ``BEGIN IMMEDIATE`` transaction that also bumps the version, so several processes
 opening one new file at once queue on the write lock and the later ones find the work
-done. Every table is prefixed ``bus_`` so a bus may share a file with other data.
+done. The file is a bus's alone, stamped as one (``store/_sqlite_file``): opening an
+event store's file or a projection target's as a bus is refused before anything is
+written. Tables keep the ``bus_`` prefix of the time they could share a file.
 """
 
 from __future__ import annotations
 
-import os
 import sqlite3
-from pathlib import Path
 from typing import Final
 
 from eventcore.errors import BusUnavailable, InvalidUrl
+from eventcore.store._schema_version import require_current
+from eventcore.store._sqlite_file import BUS, claim, connect_file, immediate
 
 __all__ = ["BUSY_TIMEOUT", "LATEST_VERSION", "connect", "migrate", "schema_version"]
 
@@ -142,31 +144,30 @@ LATEST_VERSION: Final = _MIGRATIONS[-1][0]
 
 
 def connect(url: str, path: str, *, create: bool) -> sqlite3.Connection:
-    """Open (and, if allowed, create) the bus file and bring its schema up to date.
+    """Open (and, if allowed, create) the bus file and bring its schema up to date; with
+    ``create=False`` nothing is written: the bus must be there and up to date already.
 
     Runs on the bus's worker thread: it blocks.
     """
-    directory = os.path.dirname(path)
-    if not os.path.isdir(directory):
-        raise InvalidUrl(url, f"directory {directory} does not exist")
-    if not create and not os.path.exists(path):
-        raise InvalidUrl(url, f"no such file: {path} (and create=False)")
-    uri = f"{Path(path).as_uri()}?mode={'rwc' if create else 'rw'}"
-    try:
-        # Autocommit: the bus issues BEGIN IMMEDIATE / COMMIT itself.
-        connection = sqlite3.connect(
-            uri, uri=True, timeout=BUSY_TIMEOUT, isolation_level=None, cached_statements=128
-        )
-    except sqlite3.Error as error:
-        raise InvalidUrl(url, f"cannot open {path}: {error}") from error
+    connection = connect_file(
+        path, url=url, create=create, busy_timeout=BUSY_TIMEOUT, cached_statements=128
+    )
     try:
         connection.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT * 1000)}")
+        # Before anything writes: a file of another kind is refused untouched.
+        claim(connection, BUS, url=url, create=create)
         mode = connection.execute("PRAGMA journal_mode = WAL").fetchone()[0]
         if str(mode).lower() != "wal":
             raise BusUnavailable(f"{path}: SQLite refused write-ahead logging ({mode})")
         # An acknowledged publish must survive a power cut, not only a crash.
         connection.execute("PRAGMA synchronous = FULL")
-        migrate(connection)
+        if create:
+            migrate(connection)
+        else:
+            found = schema_version(connection)
+            require_current(
+                found, LATEST_VERSION, url=url, what=BUS.name, unavailable=BusUnavailable
+            )
     except sqlite3.Error as error:
         connection.close()
         if getattr(error, "sqlite_errorcode", None) == sqlite3.SQLITE_NOTADB:
@@ -187,19 +188,16 @@ def migrate(connection: sqlite3.Connection) -> None:
     for version, statements in _MIGRATIONS:
         if schema_version(connection) >= version:
             continue
-        connection.execute("BEGIN IMMEDIATE")
-        try:
+        with immediate(connection):
             # Re-check under the write lock: another process may have just applied it.
             if schema_version(connection) < version:
                 for statement in statements:
                     connection.execute(statement)
                 connection.execute(f"PRAGMA user_version = {version}")
-            connection.execute("COMMIT")
-        except BaseException:
-            if connection.in_transaction:
-                connection.execute("ROLLBACK")
-            raise
-    found = schema_version(connection)
+    _refuse_newer(schema_version(connection))
+
+
+def _refuse_newer(found: int) -> None:
     if found > LATEST_VERSION:
         raise BusUnavailable(
             f"the bus file's schema version is {found}, newer than this eventcore "

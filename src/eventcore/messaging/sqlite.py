@@ -60,7 +60,8 @@ class SqliteBus:
         cls, url: BusUrl, *, create: bool = True, lease_ttl: float = DEFAULT_LEASE_TTL
     ) -> SqliteBus:
         """Open the bus file, creating it unless ``create`` is False (then a missing
-        file is ``InvalidUrl``). A file that is no SQLite database is ``InvalidUrl``
+        file is ``DatabaseNotFound`` and nothing is written). A file that is no SQLite
+        database, or one of another kind (an event store), is ``InvalidUrl``
         too; a schema newer than this eventcore is ``BusUnavailable``."""
         if url.backend != "sqlite":
             raise InvalidUrl(url.raw, "not a sqlite:// URL")

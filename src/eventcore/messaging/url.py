@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 
 import msgspec
 
-from eventcore.errors import InvalidName, InvalidUrl
+from eventcore.errors import DatabaseNotFound, InvalidName, InvalidUrl, MissingDependency
 from eventcore.messaging.bus import DEFAULT_PARTITIONS, Bus
 from eventcore.messaging.names import check_name
 from eventcore.store.url import split_url
@@ -83,17 +83,25 @@ class BusUrl(msgspec.Struct, frozen=True):
 
 
 async def open_bus(url: str, *, create: bool = True) -> Bus:
-    """Open the bus a URL names. ``create=False`` refuses to create a SQLite bus file
-    that does not exist yet (for tools that only inspect, like ``eventcore dlq``)."""
+    """Open the bus a URL names. ``create=False`` is for tools that only look, like
+    ``eventcore dlq``: a SQLite bus file must then exist and be a bus already (a missing
+    one is ``DatabaseNotFound``), and opening it writes nothing. A file of another kind
+    (an event store, a projection target) is refused either way. Without nats-py a
+    ``nats://`` URL is ``MissingDependency``, which names the extra to install."""
     parsed = BusUrl.parse(url)
     if parsed.backend == "memory":
         from eventcore.messaging.memory import MemoryBus
 
+        if not create:
+            raise DatabaseNotFound(url, "a memory:// bus lives in the process that opened it")
         return MemoryBus(partitions=parsed.partitions)
     if parsed.backend == "sqlite":
         from eventcore.messaging.sqlite import SqliteBus
 
         return await SqliteBus.open(parsed, create=create)
-    from eventcore.messaging.nats import NatsBus
+    try:
+        from eventcore.messaging.nats import NatsBus
+    except ImportError as error:
+        raise MissingDependency.of(error, "nats:// buses") from error
 
     return await NatsBus.connect(parsed)

@@ -28,8 +28,8 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Generic, TypeVar
 
-from eventcore.errors import StoreClosed
-from eventcore.projection._target_schema import migrate
+from eventcore.errors import DatabaseNotFound, StoreClosed, StoreUnavailable
+from eventcore.projection._target_schema import LATEST_VERSION, applied_version, migrate
 from eventcore.projection.errors import ProjectionNotFound, VersionRetired
 from eventcore.projection.projection import Projection
 from eventcore.projection.target import (
@@ -42,6 +42,7 @@ from eventcore.projection.target import (
     apply_batch,
 )
 from eventcore.projection.transaction import SqlTransaction
+from eventcore.store._schema_version import require_current
 from eventcore.store.checkpoint import Checkpoint
 
 __all__ = ["Dialect", "SqlTarget", "physical_tables"]
@@ -70,6 +71,8 @@ class Dialect(Generic[C]):
 
     #: Statement that opens a write transaction.
     begin = "BEGIN"
+    #: Where the target is, as errors name it (a path or a URL).
+    where = ""
     #: Appended to the version check in ``commit``: holds a switch off until commit.
     share_lock = ""
 
@@ -103,6 +106,10 @@ class Dialect(Generic[C]):
     def serialize(self, conn: C, name: str) -> None:
         """Inside a transaction: wait out other processes changing ``name``'s versions."""
 
+    def has_table(self, conn: C, name: str) -> bool:
+        """Whether the target's database holds the bookkeeping table ``name``."""
+        raise NotImplementedError
+
     def close(self, conn: C) -> None:
         raise NotImplementedError
 
@@ -110,8 +117,10 @@ class Dialect(Generic[C]):
 class SqlTarget(Generic[C]):
     """A ``Target`` whose state and checkpoints share one database (see module doc)."""
 
-    def __init__(self, dialect: Dialect[C], thread_name: str) -> None:
+    def __init__(self, dialect: Dialect[C], thread_name: str, *, create: bool = True) -> None:
         self._dialect = dialect
+        #: False: only look. The bookkeeping must be there already and is never created.
+        self._create = create
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=thread_name)
         self._conn: C | None = None
         self._closed = False
@@ -121,8 +130,28 @@ class SqlTarget(Generic[C]):
 
     def _open(self) -> None:
         self._conn = self._dialect.connect()
+        if not self._create:
+            if not self._dialect.has_table(self._conn, "eventcore_projections"):
+                raise DatabaseNotFound(self._dialect.where, "it holds no projections yet")
+            self._transaction(self._require_current, None)
+            return
         # Serialised: two processes creating the tables at once must not collide.
         self._transaction(migrate, "eventcore_bookkeeping")
+
+    def _require_current(self, run: Callable[..., Any]) -> None:
+        """Only looking: the bookkeeping must be at this eventcore's version already (a
+        target from before ``eventcore_target_schema`` is version 1), since migrating it
+        would be a write."""
+        found = 1
+        if self._dialect.has_table(self._conn, "eventcore_target_schema"):  # type: ignore[arg-type]
+            found = applied_version(run)
+        require_current(
+            found,
+            LATEST_VERSION,
+            url=self._dialect.where,
+            what="projection target",
+            unavailable=StoreUnavailable,
+        )
 
     async def _call(self, job: Callable[[], T]) -> T:
         if self._closed:

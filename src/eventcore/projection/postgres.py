@@ -51,20 +51,26 @@ def qmark_to_format(text: str) -> str:
 class _Postgres(Dialect[psycopg.Connection[Any]]):
     share_lock = " FOR SHARE"
 
-    def __init__(self, conninfo: str, schema: str, synchronous_commit: str) -> None:
+    def __init__(
+        self, conninfo: str, schema: str, synchronous_commit: str, *, where: str, create: bool
+    ) -> None:
         self._conninfo = conninfo
         self._schema = schema
         self._synchronous_commit = synchronous_commit
+        self._create = create
+        self.where = where
 
     def connect(self) -> psycopg.Connection[Any]:
         conn = psycopg.connect(self._conninfo, autocommit=True)
         try:
             ident = sql.Identifier(self._schema)
-            with conn.transaction():
-                conn.execute(
-                    "SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (_LOCK_CLASS, self._schema)
-                )
-                conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(ident))
+            if self._create:
+                with conn.transaction():
+                    conn.execute(
+                        "SELECT pg_advisory_xact_lock(%s, hashtext(%s))",
+                        (_LOCK_CLASS, self._schema),
+                    )
+                    conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(ident))
             conn.execute(sql.SQL("SET search_path TO {}").format(ident))
             conn.execute(
                 "SELECT set_config('synchronous_commit', %s, false)", (self._synchronous_commit,)
@@ -97,6 +103,13 @@ class _Postgres(Dialect[psycopg.Connection[Any]]):
     def serialize(self, conn: psycopg.Connection[Any], name: str) -> None:
         conn.execute("SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (_LOCK_CLASS, name))
 
+    def has_table(self, conn: psycopg.Connection[Any], name: str) -> bool:
+        found = conn.execute(
+            "SELECT 1 FROM pg_tables WHERE schemaname = %s AND tablename = %s",
+            (self._schema, name),
+        ).fetchone()
+        return found is not None
+
     def close(self, conn: psycopg.Connection[Any]) -> None:
         conn.close()
 
@@ -104,12 +117,26 @@ class _Postgres(Dialect[psycopg.Connection[Any]]):
 class PostgresTarget(SqlTarget[psycopg.Connection[Any]]):
     """Open with ``await PostgresTarget.open(url)``; close with ``aclose()``."""
 
-    def __init__(self, conninfo: str, schema: str, synchronous_commit: str = "off") -> None:
-        super().__init__(_Postgres(conninfo, schema, synchronous_commit), "eventcore-projection-pg")
+    def __init__(
+        self,
+        conninfo: str,
+        schema: str,
+        synchronous_commit: str = "off",
+        *,
+        where: str = "",
+        create: bool = True,
+    ) -> None:
+        super().__init__(
+            _Postgres(conninfo, schema, synchronous_commit, where=where or schema, create=create),
+            "eventcore-projection-pg",
+            create=create,
+        )
         self.schema = schema
 
     @classmethod
-    async def open(cls, url: str) -> PostgresTarget:
+    async def open(cls, url: str, *, create: bool = True) -> PostgresTarget:
+        """Open the target a URL names, creating its schema and bookkeeping unless
+        ``create`` is False: then they must be there, and opening writes nothing."""
         parts = urlsplit(url)
         if parts.scheme not in {"postgresql", "postgres"}:
             raise InvalidUrl(url, "expected a postgresql:// URL")
@@ -121,7 +148,7 @@ class PostgresTarget(SqlTarget[psycopg.Connection[Any]]):
         if synchronous_commit not in _SYNCHRONOUS_COMMIT:
             raise InvalidUrl(url, f"synchronous_commit must be one of {_SYNCHRONOUS_COMMIT}")
         conninfo = urlunsplit(("postgresql", parts.netloc, parts.path, urlencode(options), ""))
-        target = cls(conninfo, schema, synchronous_commit)
+        target = cls(conninfo, schema, synchronous_commit, where=url, create=create)
         try:
             await target._start()
         except psycopg.Error as error:

@@ -1,6 +1,7 @@
 """``SqliteTarget``: a projection's tables and checkpoints in one SQLite file.
 
-It may be the event store's own file or another one. Each batch is one ``BEGIN
+The file is the target's alone, stamped as one (``store/_sqlite_file``): an event store's
+file or a bus's is refused before anything is written to it. Each batch is one ``BEGIN
 IMMEDIATE … COMMIT`` holding the handlers' writes and the checkpoint, so a process
 killed at any moment leaves the state exactly at its checkpoint.
 
@@ -17,8 +18,9 @@ import sqlite3
 from collections.abc import Callable
 from typing import Any, Final
 
-from eventcore.errors import InvalidInput
+from eventcore.errors import InvalidInput, InvalidUrl, StoreUnavailable
 from eventcore.projection._sql_target import Dialect, SqlTarget
+from eventcore.store._sqlite_file import TARGET, claim, connect_file
 
 __all__ = ["SqliteTarget"]
 
@@ -30,22 +32,42 @@ class _Sqlite(Dialect[sqlite3.Connection]):
     # otherwise fail with SQLITE_BUSY half-way when another process writes the file.
     begin = "BEGIN IMMEDIATE"
 
-    def __init__(self, path: str, synchronous: str, busy_timeout: float) -> None:
+    def __init__(self, path: str, synchronous: str, busy_timeout: float, create: bool) -> None:
         self._path = path
         self._synchronous = synchronous
         self._busy_timeout = busy_timeout
+        self._create = create
+        self.where = path
 
     def connect(self) -> sqlite3.Connection:
-        conn = sqlite3.connect(
-            self._path, timeout=self._busy_timeout, isolation_level=None, cached_statements=256
+        path = self._path
+        conn = connect_file(
+            path,
+            url=path,
+            create=self._create,
+            busy_timeout=self._busy_timeout,
+            cached_statements=256,
         )
         try:
+            # Before anything writes: a file of another kind is refused untouched.
+            claim(conn, TARGET, url=path, create=self._create)
             conn.execute("PRAGMA journal_mode = WAL")
             conn.execute(f"PRAGMA synchronous = {self._synchronous}")
+        except sqlite3.Error as error:
+            conn.close()
+            if getattr(error, "sqlite_errorcode", None) == sqlite3.SQLITE_NOTADB:
+                raise InvalidUrl(path, "not an SQLite database") from error
+            raise StoreUnavailable(f"{path}: {error}") from error
         except BaseException:
             conn.close()
             raise
         return conn
+
+    def has_table(self, conn: sqlite3.Connection, name: str) -> bool:
+        found = conn.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,)
+        ).fetchone()
+        return found is not None
 
     def run(self, conn: sqlite3.Connection, sql: str, params: Any = ()) -> Any:
         return conn.execute(sql, params)
@@ -66,8 +88,14 @@ class _Sqlite(Dialect[sqlite3.Connection]):
 class SqliteTarget(SqlTarget[sqlite3.Connection]):
     """Open with ``await SqliteTarget.open(path)``; close with ``aclose()``."""
 
-    def __init__(self, path: str, synchronous: str, busy_timeout: float) -> None:
-        super().__init__(_Sqlite(path, synchronous, busy_timeout), "eventcore-projection-sqlite")
+    def __init__(
+        self, path: str, synchronous: str, busy_timeout: float, *, create: bool = True
+    ) -> None:
+        super().__init__(
+            _Sqlite(path, synchronous, busy_timeout, create),
+            "eventcore-projection-sqlite",
+            create=create,
+        )
         self.path = path
 
     @classmethod
@@ -77,12 +105,16 @@ class SqliteTarget(SqlTarget[sqlite3.Connection]):
         *,
         synchronous: str = "NORMAL",
         busy_timeout: float = 5.0,
+        create: bool = True,
     ) -> SqliteTarget:
+        """Open the target file, creating it unless ``create`` is False: then the file
+        must already be a target, and opening writes nothing (for tools that only look)."""
         mode = synchronous.upper()
         if mode not in _SYNCHRONOUS:
             raise InvalidInput(f"synchronous={synchronous!r} is not one of {_SYNCHRONOUS}")
         # A relative path is taken against the current directory, once, here.
-        target = cls(os.path.abspath(os.fspath(path)), mode, busy_timeout)  # noqa: ASYNC240
+        location = os.path.abspath(os.fspath(path))  # noqa: ASYNC240
+        target = cls(location, mode, busy_timeout, create=create)
         try:
             await target._start()
         except BaseException:

@@ -10,13 +10,13 @@ import contextlib
 import os
 import sqlite3
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Final
 
 import msgspec
 
 from eventcore.errors import InvalidUrl, StoreUnavailable
-from eventcore.store._sqlite_schema import migrate
+from eventcore.store._sqlite_file import STORE, claim, connect_file
+from eventcore.store._sqlite_schema import check_current, migrate
 from eventcore.store.url import StoreUrl
 
 __all__ = ["KNOWN_OPTIONS", "SqliteConfig", "connect_reader", "connect_writer"]
@@ -61,22 +61,23 @@ class SqliteConfig(msgspec.Struct, frozen=True, kw_only=True):
 
 
 def connect_writer(config: SqliteConfig) -> sqlite3.Connection:
-    """The one connection that writes: creates the file if allowed, sets WAL, migrates."""
-    directory = os.path.dirname(config.path)
-    if not os.path.isdir(directory):
-        raise InvalidUrl(config.url, f"directory {directory} does not exist")
-    if not config.create and not os.path.exists(config.path):
-        raise InvalidUrl(config.url, f"no such file: {config.path}")
-    connection = _open(config, "rwc" if config.create else "rw", _WRITER_CACHE_KIB)
+    """The one connection that writes: checks the file is a store, creates it if allowed,
+    sets WAL, migrates (or, with ``create=False``, checks that nothing needs migrating)."""
+    connection = _open(config, config.create, _WRITER_CACHE_KIB)
     try:
         with _translated(config):
+            # Before anything writes: a file of another kind is refused untouched.
+            claim(connection, STORE, url=config.url, create=config.create)
             mode = connection.execute("PRAGMA journal_mode = WAL").fetchone()[0]
             if str(mode).lower() != "wal":
                 raise StoreUnavailable(
                     f"{config.path}: SQLite refused write-ahead logging (journal_mode={mode})"
                 )
             connection.execute(f"PRAGMA synchronous = {config.synchronous}")
-            migrate(connection)
+            if config.create:
+                migrate(connection)
+            else:
+                check_current(connection, config.url)
     except BaseException:
         connection.close()
         raise
@@ -85,7 +86,7 @@ def connect_writer(config: SqliteConfig) -> sqlite3.Connection:
 
 def connect_reader(config: SqliteConfig) -> sqlite3.Connection:
     """A read-only connection; WAL lets it read while the writer writes."""
-    connection = _open(config, "rw", _READER_CACHE_KIB)
+    connection = _open(config, False, _READER_CACHE_KIB)
     try:
         with _translated(config):
             # Belt and braces: nothing on a reader's thread may ever write.
@@ -96,20 +97,14 @@ def connect_reader(config: SqliteConfig) -> sqlite3.Connection:
     return connection
 
 
-def _open(config: SqliteConfig, mode: str, cache_kib: int) -> sqlite3.Connection:
-    uri = f"{Path(config.path).as_uri()}?mode={mode}"
-    try:
-        connection = sqlite3.connect(
-            uri,
-            uri=True,
-            timeout=config.busy_timeout,
-            # Autocommit: the store issues BEGIN/COMMIT itself, so it alone decides
-            # what one transaction holds (the writer's group commit depends on it).
-            isolation_level=None,
-            cached_statements=256,
-        )
-    except sqlite3.Error as error:
-        raise InvalidUrl(config.url, f"cannot open {config.path}: {error}") from error
+def _open(config: SqliteConfig, create: bool, cache_kib: int) -> sqlite3.Connection:
+    connection = connect_file(
+        config.path,
+        url=config.url,
+        create=create,
+        busy_timeout=config.busy_timeout,
+        cached_statements=256,
+    )
     try:
         with _translated(config):
             connection.execute(f"PRAGMA busy_timeout = {int(config.busy_timeout * 1000)}")

@@ -12,8 +12,10 @@ import time
 from typing import Final
 
 from eventcore.errors import StoreUnavailable
+from eventcore.store._schema_version import require_current
+from eventcore.store._sqlite_file import STORE
 
-__all__ = ["LATEST_VERSION", "migrate", "read_store_id"]
+__all__ = ["LATEST_VERSION", "check_current", "migrate", "read_store_id"]
 
 #: (version, statements). Append new migrations; never edit one that has shipped.
 _MIGRATIONS: Final[tuple[tuple[int, tuple[str, ...]], ...]] = (
@@ -132,3 +134,13 @@ def read_store_id(connection: sqlite3.Connection) -> str:
     if row is None:
         raise StoreUnavailable("the store file has no identity row (store_identity is empty)")
     return str(row[0])
+
+
+def check_current(connection: sqlite3.Connection, url: str) -> None:
+    """For an opener that may not write (``create=False``): the file's store must be there
+    and at ``LATEST_VERSION`` already, since migrating it is a write."""
+    known = connection.execute(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_migrations'"
+    ).fetchone()
+    found = _applied(connection) if known else 0
+    require_current(found, LATEST_VERSION, url=url, what=STORE.name, unavailable=StoreUnavailable)

@@ -22,10 +22,15 @@ URL options (anything else is rejected before connecting):
 * ``notify`` — ``on`` (default) or ``off``: whether each committed batch of appends
   notifies the channel ``<schema>_events`` with its last position. PostgreSQL commits
   notifying transactions one at a time, so a store without live followers may turn it off;
-* ``connect_timeout``, ``sslmode``, ``application_name`` — passed to libpq, as is the rest
-  of the URL (user, password, host, port, database).
+* ``connect_timeout`` — whole seconds to wait for the server when connecting (default 10;
+  libpq counts 1 as 2): an unreachable server is ``StoreUnavailable`` after this long, once;
+* ``sslmode``, ``application_name`` — passed to libpq, as is the rest of the URL (user,
+  password, host, port, database).
 
 Migrations run on open; ``migrate(url)`` runs them alone (for ``eventcore db migrate``).
+Opened with ``create=False`` (for tools that only look) the store creates and migrates
+nothing: a schema without a store is ``DatabaseNotFound``, one that needs migrating is
+``StoreUnavailable``.
 """
 
 from __future__ import annotations
@@ -39,7 +44,12 @@ import msgspec
 import psycopg
 from psycopg_pool import AsyncConnectionPool, PoolClosed, PoolTimeout
 
-from eventcore.errors import InvalidInput, InvalidUrl, StoreClosed
+from eventcore.errors import (
+    InvalidInput,
+    InvalidUrl,
+    StoreClosed,
+    StoreUnavailable,
+)
 from eventcore.store import _pg_read as q
 from eventcore.store._head_signal import HeadSignal
 from eventcore.store._pg_append_batch import BATCH_STATEMENT
@@ -48,6 +58,7 @@ from eventcore.store._pg_errors import is_connection_failure, translate
 from eventcore.store._pg_listen import Listener
 from eventcore.store._pg_log import LogQueries, read_log
 from eventcore.store._pg_schema import (
+    MIGRATIONS,
     STORE_ID,
     apply_migrations,
     channel_name,
@@ -55,6 +66,7 @@ from eventcore.store._pg_schema import (
     valid_schema_name,
 )
 from eventcore.store._pg_stream_reads import ReadBatcher, stream_reads
+from eventcore.store._schema_version import require_current
 from eventcore.store.protocol import AppendResult
 from eventcore.store.request import DEFAULT_MAX_PAYLOAD_BYTES, AppendRequest
 from eventcore.store.url import StoreUrl
@@ -65,6 +77,10 @@ __all__ = ["PostgresConfig", "PostgresStore", "migrate"]
 DEFAULT_SCHEMA: Final = "eventcore"
 DEFAULT_POOL_SIZE: Final = 10
 DEFAULT_POOL_TIMEOUT: Final = 10.0
+DEFAULT_CONNECT_TIMEOUT: Final = 10
+_MAX_SECONDS: Final = 3600
+#: PostgreSQL's own default max_connections is 100.
+_MAX_POOL_SIZE: Final = 1000
 _LIBPQ_OPTIONS: Final = frozenset({"connect_timeout", "sslmode", "application_name"})
 _OWN_OPTIONS: Final = frozenset(
     {"schema", "pool_size", "pool_timeout", "max_payload_bytes", "notify"}
@@ -80,6 +96,7 @@ class PostgresConfig(msgspec.Struct, frozen=True):
     pool_size: int = DEFAULT_POOL_SIZE
     pool_timeout: float = DEFAULT_POOL_TIMEOUT
     notify: bool = True
+    connect_timeout: int = DEFAULT_CONNECT_TIMEOUT
 
     @classmethod
     def from_url(cls, parsed: StoreUrl) -> PostgresConfig:
@@ -98,23 +115,31 @@ class PostgresConfig(msgspec.Struct, frozen=True):
             pool_timeout = float(timeout_text)
         except ValueError:
             raise InvalidUrl(parsed.raw, f"pool_timeout={timeout_text!r} is not a number") from None
-        if not pool_timeout > 0:
-            raise InvalidUrl(parsed.raw, "pool_timeout must be a positive number of seconds")
+        if not 0 < pool_timeout <= _MAX_SECONDS:
+            raise InvalidUrl(
+                parsed.raw, f"pool_timeout must be above 0 and at most {_MAX_SECONDS} seconds"
+            )
+        connect_timeout = parsed.int_option(
+            "connect_timeout", DEFAULT_CONNECT_TIMEOUT, maximum=_MAX_SECONDS
+        )
         notify_text = parsed.option("notify", "on")
         notify = _SWITCH.get(notify_text.lower())
         if notify is None:
             raise InvalidUrl(parsed.raw, f"notify={notify_text!r} must be on or off")
         parts = urlsplit(parsed.raw)
         passed = {k: v for k, v in parsed.options.items() if k in _LIBPQ_OPTIONS}
+        # Always given: without it libpq waits for the operating system's TCP timeout.
+        passed["connect_timeout"] = str(connect_timeout)
         conninfo = urlunsplit(
             ("postgresql", parts.netloc, parts.path, urlencode(passed), parts.fragment)
         )
         return cls(
             conninfo=conninfo,
             schema=schema,
-            pool_size=parsed.int_option("pool_size", DEFAULT_POOL_SIZE),
+            pool_size=parsed.int_option("pool_size", DEFAULT_POOL_SIZE, maximum=_MAX_POOL_SIZE),
             pool_timeout=pool_timeout,
             notify=notify,
+            connect_timeout=connect_timeout,
         )
 
 
@@ -177,16 +202,31 @@ class PostgresStore:
     # --- opening and closing -------------------------------------------------------------
 
     @classmethod
-    async def open_url(cls, parsed: StoreUrl, *, max_payload_bytes: int) -> PostgresStore:
-        return await cls._start(PostgresConfig.from_url(parsed), max_payload_bytes)
+    async def open_url(
+        cls, parsed: StoreUrl, *, max_payload_bytes: int, create: bool = True
+    ) -> PostgresStore:
+        """Open the store a parsed URL names; ``create=False`` creates and migrates nothing."""
+        config = PostgresConfig.from_url(parsed)
+        # One connection first, alone: an unreachable server or a missing schema fails here,
+        # at once and in one error, rather than while the pool retries in the background
+        # (logging each try) until pool_timeout.
+        try:
+            async with await _connect(config) as conn:
+                if create:
+                    await apply_migrations(conn, config.schema)
+                else:
+                    await _check_current(conn, config.schema, parsed.raw)
+        except psycopg.Error as error:
+            raise translate(error, "opening the PostgreSQL store") from error
+        return await cls._start(config, max_payload_bytes)
 
     @classmethod
     async def open(
-        cls, url: str, *, max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES
+        cls, url: str, *, max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES, create: bool = True
     ) -> PostgresStore:
         parsed = StoreUrl.parse(url)
         limit = parsed.int_option("max_payload_bytes", max_payload_bytes)
-        return await cls.open_url(parsed, max_payload_bytes=limit)
+        return await cls.open_url(parsed, max_payload_bytes=limit, create=create)
 
     @classmethod
     async def _start(cls, config: PostgresConfig, max_payload_bytes: int) -> PostgresStore:
@@ -203,8 +243,6 @@ class PostgresStore:
         )
         try:
             await pool.open(wait=True, timeout=config.pool_timeout)
-            async with pool.connection() as conn:
-                await apply_migrations(conn, config.schema)
         except psycopg.Error as error:
             await pool.close()
             raise translate(error, "opening the PostgreSQL store") from error
@@ -379,6 +417,34 @@ class PostgresStore:
         return await self._head.wait(after, timeout)
 
 
+async def _connect(config: PostgresConfig) -> psycopg.AsyncConnection[Any]:
+    """One connection, or ``StoreUnavailable`` in one line (libpq's own message spans
+    several, one per address tried)."""
+    try:
+        return await psycopg.AsyncConnection.connect(config.conninfo, autocommit=True)
+    except psycopg.OperationalError as error:
+        detail = " ".join(str(error).split())
+        raise StoreUnavailable(f"cannot connect to PostgreSQL: {detail}") from error
+
+
+async def _check_current(conn: psycopg.AsyncConnection[Any], schema: str, url: str) -> None:
+    """For ``create=False``: the schema must hold a store at the latest version already."""
+    cursor = await conn.execute(
+        "SELECT 1 FROM pg_tables WHERE schemaname = %s AND tablename = 'schema_migrations'",
+        (schema,),
+    )
+    found = 0
+    if await cursor.fetchone() is not None:
+        cursor = await conn.execute(
+            render("SELECT coalesce(max(version), 0) FROM __schema__.schema_migrations", schema)
+        )
+        row = await cursor.fetchone()
+        found = int(row[0]) if row is not None else 0
+    what = f"event store in schema {schema!r}"
+    latest = MIGRATIONS[-1].version
+    require_current(found, latest, url=url, what=what, unavailable=StoreUnavailable)
+
+
 async def migrate(url: str) -> list[int]:
     """Create or update the schema a ``postgresql://`` URL names; the versions applied.
 
@@ -386,7 +452,7 @@ async def migrate(url: str) -> list[int]:
     """
     config = PostgresConfig.from_url(StoreUrl.parse(url))
     try:
-        async with await psycopg.AsyncConnection.connect(config.conninfo, autocommit=True) as conn:
+        async with await _connect(config) as conn:
             return await apply_migrations(conn, config.schema)
     except psycopg.Error as error:
         raise translate(error, "migrating the PostgreSQL store") from error

@@ -149,10 +149,11 @@ class SqliteStore:
             return
         self._closed = True
         self._head.close()
-        await asyncio.gather(
-            self._writer.stop(within=_CLOSE_WITHIN),
-            *(reader.stop(within=_CLOSE_WITHIN) for reader in self._readers),
-        )
+        # Readers first, the writer last: the last connection to close folds the WAL back
+        # into the file and removes it, which none does when they all close at once (each
+        # sees the others still open), leaving -wal and -shm files behind.
+        await asyncio.gather(*(reader.stop(within=_CLOSE_WITHIN) for reader in self._readers))
+        await self._writer.stop(within=_CLOSE_WITHIN)
 
     def _check_open(self) -> None:
         if self._closed:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from urllib.parse import parse_qsl, urlsplit
 
@@ -10,6 +11,8 @@ import msgspec
 from eventcore.errors import InvalidUrl
 
 __all__ = ["StoreUrl", "split_url"]
+
+_INTEGER = re.compile(r"-?[0-9]+")
 
 _SCHEMES = {
     "memory": "memory",
@@ -27,6 +30,14 @@ def split_url(
     query, a path for ``sqlite``, none for ``memory``. ``example`` is shown in errors."""
     if not isinstance(url, str) or "://" not in url:
         raise InvalidUrl(str(url), f"expected scheme://..., e.g. {example}")
+    try:
+        url.encode("utf-8")
+    except UnicodeEncodeError:
+        # Bytes that are not UTF-8 (from argv or the environment) reach us as lone surrogates.
+        shown = url.encode("utf-8", "backslashreplace").decode("utf-8")
+        raise InvalidUrl(shown, "it is not valid UTF-8") from None
+    if not url.isprintable():
+        raise InvalidUrl(url, "it holds a control character (a NUL, a newline...)")
     scheme, _, rest = url.partition("://")
     backend = schemes.get(scheme.lower())
     if backend is None:
@@ -74,16 +85,24 @@ class StoreUrl(msgspec.Struct, frozen=True):
     def option(self, name: str, default: str) -> str:
         return self.options.get(name, default)
 
-    def int_option(self, name: str, default: int, *, minimum: int = 1) -> int:
+    def int_option(
+        self, name: str, default: int, *, minimum: int = 1, maximum: int = 2**63 - 1
+    ) -> int:
+        """The option as a whole number from ``minimum`` to ``maximum`` (by default what
+        fits the 64 bits the databases keep), or ``default`` when it is not given."""
         text = self.options.get(name)
         if text is None:
             return default
-        try:
-            value = int(text)
-        except ValueError:
-            raise InvalidUrl(self.raw, f"option {name}={text!r} is not an integer") from None
+        # Plain digits only: int() would also take " 1", "1_000", "+1" and other scripts' digits.
+        if _INTEGER.fullmatch(text) is None:
+            raise InvalidUrl(self.raw, f"option {name}={text!r} is not an integer")
+        # Past 30 digits a number is out of every range here (and Python refuses int() of
+        # thousands of digits), so only its sign matters.
+        value = int(text) if len(text) <= 30 else (-(10**30) if text[0] == "-" else 10**30)
         if value < minimum:
             raise InvalidUrl(self.raw, f"option {name} must be at least {minimum}")
+        if value > maximum:
+            raise InvalidUrl(self.raw, f"option {name} must be at most {maximum}")
         return value
 
     def reject_unknown_options(self, known: set[str]) -> None:
