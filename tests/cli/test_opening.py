@@ -7,6 +7,7 @@ Every case compares the directory's bytes before and after the command.
 from __future__ import annotations
 
 import asyncio
+import uuid
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,7 @@ from typer.testing import CliRunner
 from eventcore.messaging import open_bus
 from eventcore.projection import SqliteTarget
 from tests.cli.conftest import invoke, one_line_error, snapshot, sqlite_url
+from tests.messaging.buses import NATS_URL, drop_nats_namespace, require_nats
 
 
 async def _new_bus(path: Path) -> None:
@@ -135,3 +137,35 @@ def test_inspecting_a_memory_store_is_refused(runner: CliRunner) -> None:
 
     assert result.exit_code == 1
     assert "memory://" in one_line_error(result)
+
+
+async def _nats_streams(namespace: str) -> list[str]:
+    import nats
+
+    client = await nats.connect(NATS_URL, connect_timeout=5, allow_reconnect=False)
+    try:
+        infos = await client.jsm().streams_info()
+        return [info.config.name or "" for info in infos if namespace in (info.config.name or "")]
+    finally:
+        await client.close()
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["dlq", "list"], ["dlq", "show", "g:t:m"], ["dlq", "retry", "--all", "--group", "g"]],
+    ids=["list", "show", "retry"],
+)
+def test_inspecting_a_nats_namespace_no_bus_has_used_creates_nothing(
+    runner: CliRunner, args: list[str]
+) -> None:
+    asyncio.run(require_nats())
+    namespace = f"typo{uuid.uuid4().hex[:10]}"
+    url = f"{NATS_URL}?namespace={namespace}"
+    try:
+        result = invoke(runner, *args, "--bus", url)
+
+        assert result.exit_code == 1
+        assert "not found" in one_line_error(result)
+        assert asyncio.run(_nats_streams(namespace)) == []
+    finally:
+        asyncio.run(drop_nats_namespace(namespace))

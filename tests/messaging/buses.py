@@ -44,6 +44,7 @@ __all__ = [
     "BusBackend",
     "Connect",
     "drop_nats_namespace",
+    "require_nats",
     "unavailable_reason",
 ]
 
@@ -165,6 +166,13 @@ async def drop_nats_namespace(namespace: str, server: str = NATS_URL) -> None:
         await client.close()
 
 
+async def require_nats() -> None:
+    """Skip the test (fail it under ``CI=true``) when the NATS server does not answer."""
+    reason = await _nats_reachable(NATS_URL)
+    if reason is not None:
+        skip_or_fail(reason, "every bus must run")
+
+
 async def _nats_reachable(server: str) -> str | None:
     """None when the server answers, else why not."""
     import nats
@@ -183,9 +191,7 @@ async def _nats_reachable(server: str) -> str | None:
 async def _nats(workdir: Path, *, partitions: int, lease_ttl: float) -> AsyncIterator[Connect]:
     from eventcore.messaging.nats import NatsBus  # type: ignore[import-not-found,unused-ignore]
 
-    reason = await _nats_reachable(NATS_URL)
-    if reason is not None:
-        skip_or_fail(reason, "every bus must run")
+    await require_nats()
     namespace = f"t{uuid.uuid4().hex[:10]}"
     url = BusUrl.parse(f"{NATS_URL}?namespace={namespace}&partitions={partitions}")
 

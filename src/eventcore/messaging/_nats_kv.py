@@ -23,7 +23,7 @@ from nats.js.client import JetStreamContext
 from nats.js.errors import BucketNotFoundError, NotFoundError
 from nats.js.kv import KeyValue
 
-__all__ = ["entries", "key_token", "open_bucket"]
+__all__ = ["entries", "find_bucket", "key_token", "open_bucket"]
 
 _SAFE = re.compile(r"[A-Za-z0-9_-]+")
 #: The longest token a key is given; the whole key (bucket, group, topic and token)
@@ -46,14 +46,21 @@ def key_token(value: str) -> str:
     return "==" + hashlib.sha256(raw).hexdigest()
 
 
+async def find_bucket(js: JetStreamContext, name: str) -> KeyValue | None:
+    """The bucket ``name`` if it exists; None otherwise (and nothing is created)."""
+    try:
+        return await js.key_value(name)
+    except (BucketNotFoundError, NotFoundError):
+        return None
+
+
 async def open_bucket(js: JetStreamContext, name: str, *, max_age: float | None = None) -> KeyValue:
     """The bucket ``name``, created (file storage, one revision per key) when missing.
 
     ``max_age`` only collects garbage (keys nobody rewrites any more); an existing
     bucket whose ``max_age`` is shorter is widened so live keys never vanish early."""
-    try:
-        kv = await js.key_value(name)
-    except (BucketNotFoundError, NotFoundError):
+    kv = await find_bucket(js, name)
+    if kv is None:
         config = KeyValueConfig(bucket=name, history=1, storage=StorageType.FILE, ttl=max_age)
         # Two processes may create it at once; creating an identical bucket is a no-op.
         return await js.create_key_value(config)

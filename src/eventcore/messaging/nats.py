@@ -25,14 +25,16 @@ from collections.abc import Sequence
 import msgspec
 import nats
 from nats.aio.client import Client
+from nats.js.client import JetStreamContext
 from nats.js.errors import KeyNotFoundError
+from nats.js.kv import KeyValue
 
-from eventcore.errors import BusClosed, BusUnavailable, InvalidInput
+from eventcore.errors import BusClosed, BusUnavailable, DatabaseNotFound, InvalidInput
 from eventcore.messaging._input import check_checkpoint, check_outgoing, checkpoint_name
 from eventcore.messaging._nats_consumer import NatsConsumer
 from eventcore.messaging._nats_deadletters import KvDeadLetterBox
 from eventcore.messaging._nats_errors import translated
-from eventcore.messaging._nats_kv import key_token, open_bucket
+from eventcore.messaging._nats_kv import find_bucket, key_token, open_bucket
 from eventcore.messaging._nats_leases import KvLeases
 from eventcore.messaging._nats_publisher import Publisher
 from eventcore.messaging._nats_topics import TopicStreams
@@ -79,7 +81,10 @@ class NatsBus:
         self._closed = False
 
     @classmethod
-    async def connect(cls, url: BusUrl, *, lease_ttl: float = 10.0) -> NatsBus:
+    async def connect(cls, url: BusUrl, *, lease_ttl: float = 10.0, create: bool = True) -> NatsBus:
+        """Connect to the server and open the namespace's buckets. ``create=False`` (for
+        tools that only look) creates nothing: a namespace no bus has used is
+        ``DatabaseNotFound``."""
         if not isinstance(lease_ttl, int | float) or not lease_ttl > 0:
             raise InvalidInput(f"lease_ttl must be positive, got {lease_ttl!r}")
         server = url.raw.partition("?")[0]
@@ -110,12 +115,15 @@ class NatsBus:
                     raise BusClosed()
 
             with translated("opening the bus's key-value buckets"):
-                leases = await open_bucket(
-                    js, f"{namespace}_leases", max_age=max(3600.0, 10 * lease_ttl)
-                )
-                letters = await open_bucket(js, f"{namespace}_deadletters")
-                bodies = await open_bucket(js, f"{namespace}_deadletter_bodies")
-                checkpoints = await open_bucket(js, f"{namespace}_checkpoints")
+                if create:
+                    leases = await open_bucket(
+                        js, f"{namespace}_leases", max_age=max(3600.0, 10 * lease_ttl)
+                    )
+                    letters = await open_bucket(js, f"{namespace}_deadletters")
+                    bodies = await open_bucket(js, f"{namespace}_deadletter_bodies")
+                    checkpoints = await open_bucket(js, f"{namespace}_checkpoints")
+                else:
+                    leases, letters, bodies, checkpoints = await _existing_buckets(js, url)
             bus = cls(
                 url,
                 nc,
@@ -265,3 +273,32 @@ def _checkpoint_of(value: bytes) -> Checkpoint:
 
 async def _ignore_error(error: Exception) -> None:
     """Connection trouble surfaces as ``BusUnavailable`` on the calls it affects."""
+
+
+async def _existing_buckets(
+    js: JetStreamContext, url: BusUrl
+) -> tuple[KeyValue, KeyValue, KeyValue, KeyValue]:
+    """The namespace's four buckets, none created: a namespace without them was never a
+    bus's (``DatabaseNotFound``), one with only some is from an older eventcore."""
+    names = ("leases", "deadletters", "deadletter_bodies", "checkpoints")
+    present: dict[str, KeyValue] = {}
+    for name in names:
+        bucket = await find_bucket(js, f"{url.namespace}_{name}")
+        if bucket is not None:
+            present[name] = bucket
+    if not present:
+        raise DatabaseNotFound(
+            url.raw, f"no bus has used the namespace {url.namespace!r} on this server"
+        )
+    missing = [name for name in names if name not in present]
+    if missing:
+        raise BusUnavailable(
+            f"the bus namespace {url.namespace!r} lacks the bucket(s) {', '.join(missing)}"
+            " (made by an older eventcore); opening it to write adds them"
+        )
+    return (
+        present["leases"],
+        present["deadletters"],
+        present["deadletter_bodies"],
+        present["checkpoints"],
+    )

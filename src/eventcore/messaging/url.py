@@ -104,4 +104,4 @@ async def open_bus(url: str, *, create: bool = True) -> Bus:
     except ImportError as error:
         raise MissingDependency.of(error, "nats:// buses") from error
 
-    return await NatsBus.connect(parsed)
+    return await NatsBus.connect(parsed, create=create)
