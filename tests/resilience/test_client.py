@@ -41,6 +41,8 @@ StartInstance = Callable[[str], Awaitable[Instance]]
 #: Retries without waiting: what is tested is which requests are repeated, not the waits.
 AT_ONCE = RetryPolicy(max_attempts=3, initial_delay=0.0)
 ONCE = RetryPolicy(max_attempts=1)
+#: A breaker that opens at the first failure.
+TRIPS_AT_ONCE = BreakerPolicy(consecutive_failures=1, reset_timeout=10.0)
 CLOSED, OPEN, HALF_OPEN = BreakerState.CLOSED, BreakerState.OPEN, BreakerState.HALF_OPEN
 
 
@@ -405,20 +407,27 @@ async def test_the_breaker_opens_fails_fast_half_opens_and_closes(
     ]
 
 
+async def hanging_probe(
+    client: ServiceClient, instance: Instance, clock: FakeClock
+) -> asyncio.Task[httpx.Response]:
+    """Open the circuit (``TRIPS_AT_ONCE``) with a 503, let the reset timeout pass, and
+    start a probe that the instance holds."""
+    instance.status = 503
+    await client.get("http://payments/balance")
+    clock.advance(TRIPS_AT_ONCE.reset_timeout)
+    instance.status, instance.hang = 200, True
+    probe = asyncio.create_task(client.get("http://payments/balance"))
+    await instance.hanging()
+    return probe
+
+
 async def test_half_open_sends_one_probe_and_fails_the_others_fast(
     instances: StartInstance, clock: FakeClock
 ) -> None:
     a = await instances("a")
-    a.status = 503
-    policy = BreakerPolicy(consecutive_failures=1, reset_timeout=10.0)
 
-    async with client_of([a.url], retry=ONCE, breaker_policy=policy, clock=clock) as client:
-        await client.get("http://payments/balance")
-        clock.advance(10.0)
-        a.status, a.hang = 200, True
-        probe = asyncio.create_task(client.get("http://payments/balance"))
-        await a.hanging()
-
+    async with client_of([a.url], retry=ONCE, breaker_policy=TRIPS_AT_ONCE, clock=clock) as client:
+        probe = await hanging_probe(client, a, clock)
         with pytest.raises(CircuitOpen) as refused:
             await client.get("http://payments/balance")
         a.release()
@@ -489,17 +498,11 @@ async def test_a_cancelled_call_is_recorded_and_gives_its_probe_slot_back(
     instances: StartInstance, clock: FakeClock
 ) -> None:
     a = await instances("a")
-    a.status = 503
     records: list[RequestRecord] = []
-    policy = BreakerPolicy(consecutive_failures=1, reset_timeout=1.0)
 
-    async with client_of([a.url], retry=ONCE, breaker_policy=policy, clock=clock) as client:
+    async with client_of([a.url], retry=ONCE, breaker_policy=TRIPS_AT_ONCE, clock=clock) as client:
         client.add_request_observer(records.append)
-        await client.get("http://payments/balance")
-        clock.advance(1.0)
-        a.status, a.hang = 200, True
-        probe = asyncio.create_task(client.get("http://payments/balance"))
-        await a.hanging()
+        probe = await hanging_probe(client, a, clock)
         probe.cancel()
         with pytest.raises(asyncio.CancelledError):
             await probe
