@@ -68,9 +68,8 @@ class Instance:
         if self.hang:
             self._hanging.set()
             await self._release.wait()
-        return JSONResponse(
-            {"instance": self.name, "path": request.url.path}, status_code=self.status
-        )
+        answer = {"instance": self.name, "path": request.url.path, "query": request.url.query}
+        return JSONResponse(answer, status_code=self.status)
 
     async def start(self) -> Instance:
         app = Starlette(routes=[Route("/{path:path}", self._answer, methods=METHODS)])

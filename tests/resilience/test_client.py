@@ -34,7 +34,7 @@ from eventcore.resilience import (
 )
 from eventcore.retry import RetryPolicy
 from tests.resilience.clock import FakeClock
-from tests.resilience.servers import HangUp, Instance, closed_port
+from tests.resilience.servers import HangUp, Instance, Received, closed_port
 
 StartInstance = Callable[[str], Awaitable[Instance]]
 
@@ -96,6 +96,27 @@ async def test_a_path_with_service_given_goes_under_the_instance_s_prefix(
     assert response.status_code == 200
     assert [r.path for r in a.received] == ["/api/orders/7"]
     assert response.request.url.params["expand"] == "lines"
+
+
+async def test_the_path_query_headers_and_body_reach_the_instance_as_given(
+    instances: StartInstance,
+) -> None:
+    a = await instances("a")
+
+    async with client_of([a.url]) as client:
+        response = await client.put(
+            "http://payments/accounts/ada lovelace/ü?x=1&z=%2F",
+            headers={"Idempotency-Key": "k-1"},
+            content=b"\x00binary",
+        )
+        # As in httpx, params= gives the query (it replaces one in the URL).
+        with_params = await client.get("http://payments/accounts", params={"y": "a b"})
+
+    assert response.json()["path"] == "/accounts/ada lovelace/ü"
+    assert response.json()["query"] == "x=1&z=%2F"
+    assert with_params.json()["query"] == "y=a+b"
+    assert a.received[0] == Received("PUT", "/accounts/ada lovelace/ü", b"\x00binary", "k-1")
+    assert response.request.headers["host"] == a.url.removeprefix("http://")
 
 
 async def test_an_idempotent_call_never_fails_while_an_instance_is_stopped(
@@ -541,6 +562,22 @@ async def test_bad_input_is_refused_before_anything_is_sent(
             await client.request(**call)
 
     assert a.received == []
+
+
+@pytest.mark.parametrize(
+    "body", [{"json": {"when": object()}}, {"json": float("nan")}, {"content": 7}]
+)
+async def test_a_body_that_cannot_be_sent_is_refused_before_the_breaker_sees_it(
+    instances: StartInstance, body: dict[str, Any]
+) -> None:
+    a = await instances("a")
+
+    async with client_of([a.url]) as client:
+        with pytest.raises(InvalidInput, match="cannot be built"):
+            await client.post("http://payments/charges", **body)
+
+    assert a.received == []
+    assert "payments" not in client.breakers
 
 
 @pytest.mark.parametrize(

@@ -17,12 +17,14 @@
   attempt goes through it, so an open circuit fails the call at once with
   ``CircuitOpen``, before any lookup or sending, and is never retried. An attempt counts
   as failed when it raised or its status is in ``failure_statuses``; any other response,
-  a 404 included, shows the service is answering.
+  a 404 included, shows the service is answering. The lookup is part of the attempt: a
+  service with no live instance, or whose lookup fails, counts as failing.
 - **Time.** ``timeout`` (per client, or per call) bounds the whole call: lookups,
   attempts and waits. Past it: ``CallTimeout``. No wait that would end past it is begun.
 - **What comes back.** A response whenever one came back, whatever its status (after
   the retries a failure status allows); ``CircuitOpen``, ``ServiceUnavailable`` or
-  ``CallTimeout`` otherwise.
+  ``CallTimeout`` otherwise. A request that cannot be built (a URL naming no service, a
+  body that is not JSON) is ``InvalidInput`` before the breaker or any instance sees it.
 
 Each call ends with a ``RequestRecord`` to the request observers, and each breaker's
 changes of state go to the state listeners: the seam the metrics attach to.
@@ -73,6 +75,8 @@ _logger = logging.getLogger(__name__)
 DEFAULT_FAILURE_STATUSES: Final = frozenset({500, 502, 503, 504})
 # An HTTP method is a token (RFC 9110 §5.6.2).
 _METHOD: Final = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+# Where a call's request is built before an instance is chosen (a reserved name, RFC 2606).
+_NO_INSTANCE: Final = "http://instance.invalid"
 
 Params = Mapping[str, str | int | float | bool | list[str] | None]
 
@@ -88,14 +92,11 @@ class _FailureStatus(Exception):
 
 @dataclass
 class _Call:
-    """One call in progress, across its attempts."""
+    """One call in progress, across its attempts. ``request`` is built once, for no
+    instance in particular; each attempt sends a copy aimed at its instance."""
 
     target: Target
-    method: str
-    headers: httpx.Headers
-    params: Params | None
-    content: bytes | str | None
-    json: object
+    request: httpx.Request
     safe: bool
     seconds: float
     deadline: float
@@ -255,18 +256,24 @@ class ServiceClient:
             raise InvalidInput(f"not an HTTP method: {method!r}")
         target = Target.of(url, service)
         seconds = self._timeout if timeout is None else _seconds("timeout", timeout)
-        merged = httpx.Headers(headers)
         method = method.upper()
+        try:
+            request = self._http.build_request(
+                method,
+                _NO_INSTANCE + target.path,
+                params=params,
+                headers=headers,
+                content=content,
+                json=json,
+            )
+        except (TypeError, ValueError, httpx.InvalidURL) as error:
+            raise InvalidInput(f"the request cannot be built: {error}") from error
         loop = asyncio.get_running_loop()
         started = loop.time()
         call = _Call(
             target=target,
-            method=method,
-            headers=merged,
-            params=params,
-            content=content,
-            json=json,
-            safe=safe_to_repeat(method, merged.multi_items()),
+            request=request,
+            safe=safe_to_repeat(method, request.headers.multi_items()),
             seconds=seconds,
             deadline=started + seconds,
         )
@@ -364,17 +371,9 @@ class ServiceClient:
         refused: httpx.HTTPError | None = None
         for base in order:
             call.instance = base
-            request = self._http.build_request(
-                call.method,
-                base + call.target.path,
-                params=call.params,
-                headers=call.headers,
-                content=call.content,
-                json=call.json,
-            )
             sent_at = asyncio.get_running_loop().time()
             try:
-                response = await self._http.send(request)
+                response = await self._http.send(_aimed_at(call.request, base))
             except (httpx.ConnectError, httpx.ConnectTimeout) as error:
                 self._cool_down(base)
                 refusals.append(f"{base} ({_describe(error)})")
@@ -401,6 +400,20 @@ class ServiceClient:
             if until <= now:
                 del self._cooling[other]
         self._cooling[base] = now + self._cooldown
+
+
+def _aimed_at(request: httpx.Request, base: str) -> httpx.Request:
+    """``request`` sent to the instance at ``base``: the same method, path, query,
+    headers and body; the Host header is the instance's."""
+    headers = request.headers.copy()
+    del headers["host"]
+    return httpx.Request(
+        request.method,
+        base + request.url.raw_path.decode("ascii"),
+        headers=headers,
+        content=request.content,
+        extensions=request.extensions,
+    )
 
 
 def _worth_another_attempt(error: Exception) -> bool:
