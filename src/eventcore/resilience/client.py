@@ -345,7 +345,7 @@ class ServiceClient:
             found = await self._resolver(service)
         except Exception as error:
             raise ServiceUnavailable(
-                service, f"its instances could not be looked up: {error}"
+                service, f"its instances could not be looked up: {_describe(error)}"
             ) from error
         bases: set[str] = set()
         for address in found:
