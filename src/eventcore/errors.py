@@ -34,6 +34,10 @@
     ├── BusError                     the message bus failed; the operation may be retried
     │   ├── BusUnavailable
     │   └── BusClosed
+    ├── ServiceCallError             a call to another service failed; it may succeed later
+    │   ├── CircuitOpen              the target's breaker refused the call: nothing was sent
+    │   ├── ServiceUnavailable       no live instance, or every attempt failed
+    │   └── CallTimeout              the call's time ran out (also a TimeoutError)
     └── MissingDependency            a backend's driver is not installed (also an ImportError)
 
 Each error is complete when raised: it carries the values a caller needs
@@ -47,6 +51,8 @@ __all__ = [
     "BusClosed",
     "BusError",
     "BusUnavailable",
+    "CallTimeout",
+    "CircuitOpen",
     "CommandFailed",
     "CommandRejected",
     "CommandTimeout",
@@ -70,6 +76,8 @@ __all__ = [
     "NotFound",
     "PayloadTooLarge",
     "RetriesExhausted",
+    "ServiceCallError",
+    "ServiceUnavailable",
     "StoreClosed",
     "StoreError",
     "StoreUnavailable",
@@ -311,6 +319,54 @@ class BusClosed(BusError):
         super().__init__("the bus is closed")
 
 
+class ServiceCallError(EventcoreError):
+    """A call to another service failed. The same call may succeed later."""
+
+
+class CircuitOpen(ServiceCallError):
+    """The circuit breaker of ``target`` refused the call: nothing was sent.
+
+    ``retry_after`` is the number of seconds until the breaker lets a call through again
+    (0 when it is half-open and its probes are all taken); ``state`` is ``"open"`` or
+    ``"half-open"``.
+    """
+
+    def __init__(self, target: str, retry_after: float, state: str) -> None:
+        self.target = target
+        self.retry_after = retry_after
+        self.state = state
+        when = (
+            f"retry in {retry_after:.3g} s"
+            if retry_after > 0
+            else "its probes are all in flight; retry shortly"
+        )
+        super().__init__(f"the circuit to {target!r} is {state}: {when}")
+
+
+class ServiceUnavailable(ServiceCallError):
+    """No live instance of ``service`` could answer: none was listed, none accepted a
+    connection, or every attempt failed. ``reason`` says which; the cause is chained.
+
+    A request that is not safe to repeat (a POST without an ``Idempotency-Key``) is never
+    sent twice, so when its connection broke after it was sent, whether it took effect is
+    unknown: ``reason`` says so.
+    """
+
+    def __init__(self, service: str, reason: str) -> None:
+        self.service = service
+        self.reason = reason
+        super().__init__(f"service {service!r} is unavailable: {reason}")
+
+
+class CallTimeout(ServiceCallError, TimeoutError):
+    """A call to ``target`` did not finish within ``seconds``. It may have taken effect."""
+
+    def __init__(self, target: str, seconds: float) -> None:
+        self.target = target
+        self.seconds = seconds
+        super().__init__(f"the call to {target!r} did not finish within {seconds:.3g} s")
+
+
 # --- installation ----------------------------------------------------------------------------
 
 
@@ -322,6 +378,7 @@ class MissingDependency(EventcoreError, ImportError):
         "psycopg": ("psycopg", "postgres"),
         "psycopg_pool": ("psycopg-pool", "postgres"),
         "nats": ("nats-py", "nats"),
+        "httpx": ("httpx", "runtime"),
     }
 
     def __init__(self, package: str, extra: str, needed_for: str) -> None:
