@@ -507,8 +507,8 @@ def _raw_sqlite_publish(ctx: Context, with_consumer: bool) -> float:
     """The raw SQLite side of j (inserts only) and l (inserts, then per batch a select of
     what follows the group's offsets and an offset update): the bus file's own tables and
     pragmas (WAL, synchronous=FULL), one transaction per batch, nothing else."""
-    from eventcore.messaging._sqlite_bus_schema import connect
     from eventcore.messaging.bus import partition_of
+    from eventcore.messaging.sqlite._schema import connect
 
     count = ctx.sizes.bus_messages if with_consumer else ctx.sizes.relay_events
     batch = L_BATCH if with_consumer else 512

@@ -18,7 +18,7 @@ from typing import Any
 import psycopg
 
 from bench.common import Context, PostgresBackend, Stopwatch
-from eventcore.store._pg_schema import MIGRATIONS, render
+from eventcore.store.postgres._schema import MIGRATIONS, render
 
 __all__ = ["DESCRIPTIONS", "WORKLOADS", "run"]
 

@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from bench.common import Context, Stopwatch
-from eventcore.store._sqlite_schema import migrate
+from eventcore.store.sqlite._schema import migrate
 
 __all__ = ["DESCRIPTIONS", "WORKLOADS", "run"]
 

@@ -13,6 +13,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "src" / "eventcore"
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("values", ("eventcore._version", "eventcore.types", "eventcore.errors")),
     ("events", ("eventcore.events",)),
+    ("plumbing", ("eventcore._schema_version", "eventcore._sqlite", "eventcore._nats")),
     ("store", ("eventcore.store",)),
     (
         "commands",
@@ -25,7 +26,8 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
         ),
     ),
     ("read side", ("eventcore.projection",)),
-    ("messaging", ("eventcore.messaging",)),
+    # Leases move below the store once their SQLite backend stops using the bus's worker.
+    ("messaging", ("eventcore.messaging", "eventcore.leases")),
     ("coordination", ("eventcore.resilience",)),
     ("runtime", ("eventcore.cli", "eventcore.demo")),
 ]

@@ -12,7 +12,7 @@ from tests.cli.conftest import invoke, sqlite_url
 def test_migrate_applies_every_migration_once_then_nothing(
     runner: CliRunner, schema_url: str
 ) -> None:
-    from eventcore.store._pg_schema import MIGRATIONS
+    from eventcore.store.postgres._schema import MIGRATIONS
 
     first = invoke(runner, "db", "migrate", schema_url)
     assert first.exit_code == 0, first.output

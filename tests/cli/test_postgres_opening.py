@@ -14,8 +14,8 @@ from typer.testing import CliRunner
 
 from eventcore.cli.options import CONNECT_TIMEOUT, with_connect_timeout
 from eventcore.store import StoreUrl
-from eventcore.store._pg_schema import MIGRATIONS
-from eventcore.store.postgres import DEFAULT_CONNECT_TIMEOUT, PostgresConfig
+from eventcore.store.postgres._schema import MIGRATIONS
+from eventcore.store.postgres.store import DEFAULT_CONNECT_TIMEOUT, PostgresConfig
 from tests.cli.conftest import invoke, one_line_error, run_eventcore, schema_exists
 
 Admin = psycopg.Connection[tuple[object, ...]]

@@ -11,9 +11,9 @@ import nats
 import pytest
 
 from eventcore.errors import BusUnavailable
-from eventcore.messaging import _sqlite_bus_schema
 from eventcore.messaging.nats import NatsBus
 from eventcore.messaging.sqlite import SqliteBus
+from eventcore.messaging.sqlite import _schema as _sqlite_bus_schema
 from eventcore.messaging.url import BusUrl
 from eventcore.store.checkpoint import Checkpoint
 from tests.messaging.buses import NATS_URL

@@ -19,9 +19,9 @@ import pytest
 
 from eventcore.errors import BusClosed, BusUnavailable, DatabaseNotFound, InvalidUrl
 from eventcore.messaging import open_bus
-from eventcore.messaging._sqlite_bus_schema import LATEST_VERSION
 from eventcore.messaging.bus import DeadLetter, Delivery
 from eventcore.messaging.sqlite import SqliteBus
+from eventcore.messaging.sqlite._schema import LATEST_VERSION
 from eventcore.messaging.url import BusUrl
 from tests.messaging.helpers import PATIENCE, TOPIC, ids, outgoing
 

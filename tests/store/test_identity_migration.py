@@ -13,8 +13,10 @@ from typing import Any
 import psycopg
 import pytest
 
-from eventcore.store import _pg_schema, _sqlite_schema, open_store
+from eventcore.store import open_store
+from eventcore.store.postgres import _schema as _pg_schema
 from eventcore.store.sqlite import SqliteStore
+from eventcore.store.sqlite import _schema as _sqlite_schema
 from tests.backends import POSTGRES_URL
 from tests.builders import events, sid
 from tests.schema_history import as_of_version

@@ -7,7 +7,7 @@ import asyncio
 import pytest
 
 from eventcore.store import EventStore, open_store
-from eventcore.store._pg_listen import application_name
+from eventcore.store.postgres._listen import application_name
 from eventcore.types import StreamId
 from tests.backends import POSTGRES_URL
 from tests.builders import events

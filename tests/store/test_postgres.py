@@ -17,9 +17,9 @@ import psycopg
 import pytest
 
 from eventcore.errors import InvalidUrl, StoreUnavailable
-from eventcore.store._pg_append_batch import BATCH_STATEMENT, batch_params
-from eventcore.store._pg_schema import MIGRATIONS, render
 from eventcore.store.postgres import PostgresStore, migrate
+from eventcore.store.postgres._append_batch import BATCH_STATEMENT, batch_params
+from eventcore.store.postgres._schema import MIGRATIONS, render
 from eventcore.store.request import AppendRequest
 from eventcore.store.url import StoreUrl
 from eventcore.types import NewEvent, StoredEvent, StreamId

@@ -14,8 +14,8 @@ import psycopg
 import pytest
 
 from eventcore.errors import ConcurrencyConflict, DuplicateEventId
-from eventcore.store._pg_schema import render
 from eventcore.store.postgres import PostgresStore
+from eventcore.store.postgres._schema import render
 from eventcore.store.protocol import AppendResult
 from eventcore.types import StreamId
 from tests.backends import POSTGRES_URL

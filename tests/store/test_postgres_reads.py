@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 
 from eventcore.errors import EventcoreError, InvalidInput
-from eventcore.store._pg_stream_reads import ReadBatcher, ReadOutcome, StreamRead
 from eventcore.store.postgres import PostgresStore
+from eventcore.store.postgres._stream_reads import ReadBatcher, ReadOutcome, StreamRead
 from eventcore.types import Metadata, StoredEvent
 from tests.backends import POSTGRES_URL
 from tests.builders import events, new_event, sid

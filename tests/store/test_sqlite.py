@@ -25,12 +25,12 @@ from eventcore.errors import (
     StoreUnavailable,
 )
 from eventcore.store import open_store
-from eventcore.store._sqlite_connect import SqliteConfig, connect_writer
-from eventcore.store._sqlite_read import Reads
-from eventcore.store._sqlite_write import GroupCommitter
 from eventcore.store.protocol import AppendResult
 from eventcore.store.request import AppendRequest
 from eventcore.store.sqlite import SqliteStore
+from eventcore.store.sqlite._connect import SqliteConfig, connect_writer
+from eventcore.store.sqlite._read import Reads
+from eventcore.store.sqlite._write import GroupCommitter
 from eventcore.store.url import StoreUrl
 from eventcore.types import StreamId
 from tests.builders import events, new_event, sid

@@ -15,11 +15,11 @@ from typing import Protocol
 
 import pytest
 
+from eventcore._sqlite.file import BUS, KINDS, STORE, TARGET, FileKind
 from eventcore.errors import DatabaseNotFound, InvalidUrl
 from eventcore.messaging import open_bus
 from eventcore.projection import SqliteTarget
 from eventcore.store import open_store
-from eventcore.store._sqlite_file import BUS, KINDS, STORE, TARGET, FileKind
 
 
 class Closable(Protocol):

@@ -49,9 +49,9 @@ from eventcore.messaging.bus import Bus, OutgoingMessage
 from eventcore.messaging.envelope import encode_envelope, envelopes_of
 from eventcore.messaging.names import check_name
 from eventcore.messaging.topics import TopicMap
-from eventcore.projection.follower import DEFAULT_POLL_INTERVAL, LogFollower
 from eventcore.retry import RetryPolicy
 from eventcore.store.checkpoint import Checkpoint
+from eventcore.store.follower import DEFAULT_POLL_INTERVAL, LogFollower
 from eventcore.store.protocol import EventStore
 from eventcore.types import StoredEvent
 

@@ -19,7 +19,6 @@ from eventcore.projection.errors import (
     ProjectionNotFound,
     VersionRetired,
 )
-from eventcore.projection.follower import Lag, LogFollower
 from eventcore.projection.memory import MemoryTarget
 from eventcore.projection.projection import Projection, handles
 from eventcore.projection.rebuild import rebuild
@@ -27,6 +26,7 @@ from eventcore.projection.runner import ProjectionRunner, ProjectionStatus, Sour
 from eventcore.projection.sqlite import SqliteTarget
 from eventcore.projection.target import Batch, SourceProgress, Target, VersionInfo
 from eventcore.projection.transaction import MemoryTransaction, SqlTransaction
+from eventcore.store.follower import Lag, LogFollower
 
 __all__ = [
     "Batch",

@@ -28,6 +28,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Generic, TypeVar
 
+from eventcore._schema_version import require_current
 from eventcore.errors import DatabaseNotFound, StoreClosed, StoreUnavailable
 from eventcore.projection._target_schema import LATEST_VERSION, applied_version, migrate
 from eventcore.projection.errors import ProjectionNotFound, VersionRetired
@@ -42,7 +43,6 @@ from eventcore.projection.target import (
     apply_batch,
 )
 from eventcore.projection.transaction import SqlTransaction
-from eventcore.store._schema_version import require_current
 from eventcore.store.checkpoint import Checkpoint
 
 __all__ = ["Dialect", "SqlTarget", "physical_tables"]

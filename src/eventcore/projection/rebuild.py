@@ -22,10 +22,10 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Sequence
 
-from eventcore.projection.follower import DEFAULT_POLL_INTERVAL
 from eventcore.projection.projection import Projection
 from eventcore.projection.runner import ProjectionRunner, ProjectionStatus, Source
 from eventcore.projection.target import Target
+from eventcore.store.follower import DEFAULT_POLL_INTERVAL
 
 __all__ = ["rebuild"]
 

@@ -32,10 +32,10 @@ import msgspec
 
 from eventcore.events import EventRegistry
 from eventcore.projection.errors import CheckpointMismatch, InvalidProjection, VersionRetired
-from eventcore.projection.follower import DEFAULT_POLL_INTERVAL, LogFollower
 from eventcore.projection.projection import Projection
 from eventcore.projection.target import Batch, Target
 from eventcore.store.checkpoint import Checkpoint
+from eventcore.store.follower import DEFAULT_POLL_INTERVAL, LogFollower
 from eventcore.store.protocol import EventStore
 
 __all__ = ["ProjectionRunner", "ProjectionStatus", "Source", "SourceStatus"]

@@ -18,9 +18,9 @@ import sqlite3
 from collections.abc import Callable
 from typing import Any, Final
 
+from eventcore._sqlite.file import TARGET, claim, connect_file
 from eventcore.errors import InvalidInput, InvalidUrl, StoreUnavailable
 from eventcore.projection._sql_target import Dialect, SqlTarget
-from eventcore.store._sqlite_file import TARGET, claim, connect_file
 
 __all__ = ["SqliteTarget"]
 

@@ -44,20 +44,21 @@ import msgspec
 import psycopg
 from psycopg_pool import AsyncConnectionPool, PoolClosed, PoolTimeout
 
+from eventcore._schema_version import require_current
 from eventcore.errors import (
     InvalidInput,
     InvalidUrl,
     StoreClosed,
     StoreUnavailable,
 )
-from eventcore.store import _pg_read as q
 from eventcore.store._head_signal import HeadSignal
-from eventcore.store._pg_append_batch import BATCH_STATEMENT
-from eventcore.store._pg_batch import AppendBatcher, BatchRunner
-from eventcore.store._pg_errors import is_connection_failure, translate
-from eventcore.store._pg_listen import Listener
-from eventcore.store._pg_log import LogQueries, read_log
-from eventcore.store._pg_schema import (
+from eventcore.store.postgres import _read as q
+from eventcore.store.postgres._append_batch import BATCH_STATEMENT
+from eventcore.store.postgres._batch import AppendBatcher, BatchRunner
+from eventcore.store.postgres._errors import is_connection_failure, translate
+from eventcore.store.postgres._listen import Listener
+from eventcore.store.postgres._log import LogQueries, read_log
+from eventcore.store.postgres._schema import (
     MIGRATIONS,
     STORE_ID,
     apply_migrations,
@@ -65,8 +66,7 @@ from eventcore.store._pg_schema import (
     render,
     valid_schema_name,
 )
-from eventcore.store._pg_stream_reads import ReadBatcher, stream_reads
-from eventcore.store._schema_version import require_current
+from eventcore.store.postgres._stream_reads import ReadBatcher, stream_reads
 from eventcore.store.protocol import AppendResult
 from eventcore.store.request import DEFAULT_MAX_PAYLOAD_BYTES, AppendRequest
 from eventcore.store.url import StoreUrl

@@ -15,8 +15,8 @@ from typing import Any, Final
 
 import msgspec
 
+from eventcore._sqlite.thread import Outcome, failure, success
 from eventcore.errors import StoreUnavailable
-from eventcore.store._sqlite_thread import Outcome, failure, success
 from eventcore.store.protocol import AppendResult
 from eventcore.types import EMPTY_METADATA, Metadata, StoredEvent, StreamHead, StreamId
 

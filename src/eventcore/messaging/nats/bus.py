@@ -29,17 +29,17 @@ from nats.js.client import JetStreamContext
 from nats.js.errors import KeyNotFoundError
 from nats.js.kv import KeyValue
 
+from eventcore._nats.errors import translated
+from eventcore._nats.kv import find_bucket, key_token, open_bucket
 from eventcore.errors import BusClosed, BusUnavailable, DatabaseNotFound, InvalidInput
+from eventcore.leases.nats import KvLeases
 from eventcore.messaging._input import check_checkpoint, check_outgoing, checkpoint_name
-from eventcore.messaging._nats_consumer import NatsConsumer
-from eventcore.messaging._nats_deadletters import KvDeadLetterBox
-from eventcore.messaging._nats_errors import translated
-from eventcore.messaging._nats_kv import find_bucket, key_token, open_bucket
-from eventcore.messaging._nats_leases import KvLeases
-from eventcore.messaging._nats_publisher import Publisher
-from eventcore.messaging._nats_topics import TopicStreams
 from eventcore.messaging.bus import DEFAULT_ACK_WAIT, OutgoingMessage
 from eventcore.messaging.names import check_name
+from eventcore.messaging.nats._consumer import NatsConsumer
+from eventcore.messaging.nats._deadletters import KvDeadLetterBox
+from eventcore.messaging.nats._publisher import Publisher
+from eventcore.messaging.nats._topics import TopicStreams
 from eventcore.messaging.url import BusUrl
 from eventcore.store.checkpoint import Checkpoint
 

@@ -24,16 +24,16 @@ from typing import Any, Final
 
 import msgspec
 
+from eventcore._sqlite.thread import Outcome, failure, success
 from eventcore.errors import (
     ConcurrencyConflict,
     DuplicateEventId,
     EventcoreError,
     StoreUnavailable,
 )
-from eventcore.store._sqlite_read import ReadJob, run_each
-from eventcore.store._sqlite_thread import Outcome, failure, success
 from eventcore.store.protocol import AppendResult
 from eventcore.store.request import AppendRequest
+from eventcore.store.sqlite._read import ReadJob, run_each
 from eventcore.types import EMPTY_METADATA, EventId
 
 __all__ = ["MAX_GROUP", "GroupCommitter", "WriterJob"]

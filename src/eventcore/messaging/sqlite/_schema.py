@@ -13,9 +13,9 @@ from __future__ import annotations
 import sqlite3
 from typing import Final
 
+from eventcore._schema_version import require_current
+from eventcore._sqlite.file import BUS, claim, connect_file, immediate
 from eventcore.errors import BusUnavailable, InvalidUrl
-from eventcore.store._schema_version import require_current
-from eventcore.store._sqlite_file import BUS, claim, connect_file, immediate
 
 __all__ = ["BUSY_TIMEOUT", "LATEST_VERSION", "connect", "migrate", "schema_version"]
 

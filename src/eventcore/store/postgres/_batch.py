@@ -49,8 +49,8 @@ from eventcore.errors import (
     InvalidAppend,
     StoreClosed,
 )
-from eventcore.store._pg_append_batch import KEY_RACE, Outcome, batch_params, batch_results
-from eventcore.store._pg_errors import is_connection_failure, translate
+from eventcore.store.postgres._append_batch import KEY_RACE, Outcome, batch_params, batch_results
+from eventcore.store.postgres._errors import is_connection_failure, translate
 from eventcore.store.protocol import AppendResult
 from eventcore.store.request import AppendRequest
 

@@ -22,20 +22,20 @@ from typing import Any, Final
 
 import msgspec
 
+from eventcore._sqlite.thread import ConnectionThread
 from eventcore.errors import StoreClosed
 from eventcore.store._head_signal import HeadSignal
-from eventcore.store._sqlite_connect import (
+from eventcore.store.protocol import AppendResult
+from eventcore.store.request import DEFAULT_MAX_PAYLOAD_BYTES, AppendRequest
+from eventcore.store.sqlite._connect import (
     DEFAULT_BUSY_TIMEOUT,
     SqliteConfig,
     connect_reader,
     connect_writer,
 )
-from eventcore.store._sqlite_read import ReadJob, Reads, run_each, wanted_types
-from eventcore.store._sqlite_schema import read_store_id
-from eventcore.store._sqlite_thread import ConnectionThread
-from eventcore.store._sqlite_write import MAX_GROUP, GroupCommitter, WriterJob
-from eventcore.store.protocol import AppendResult
-from eventcore.store.request import DEFAULT_MAX_PAYLOAD_BYTES, AppendRequest
+from eventcore.store.sqlite._read import ReadJob, Reads, run_each, wanted_types
+from eventcore.store.sqlite._schema import read_store_id
+from eventcore.store.sqlite._write import MAX_GROUP, GroupCommitter, WriterJob
 from eventcore.store.url import StoreUrl
 from eventcore.types import NewEvent, StoredEvent, StreamHead, StreamId
 

@@ -11,9 +11,9 @@ import sqlite3
 import time
 from typing import Final
 
+from eventcore._schema_version import require_current
+from eventcore._sqlite.file import STORE
 from eventcore.errors import StoreUnavailable
-from eventcore.store._schema_version import require_current
-from eventcore.store._sqlite_file import STORE
 
 __all__ = ["LATEST_VERSION", "check_current", "migrate", "read_store_id"]
 

@@ -26,8 +26,8 @@ import msgspec
 import psycopg
 from psycopg import sql
 
-from eventcore.store._pg_append import APPEND_FUNCTION_SQL
-from eventcore.store._pg_append_batch import APPEND_BATCH_FUNCTION_SQL
+from eventcore.store.postgres._append import APPEND_FUNCTION_SQL
+from eventcore.store.postgres._append_batch import APPEND_BATCH_FUNCTION_SQL
 
 __all__ = [
     "MIGRATIONS",

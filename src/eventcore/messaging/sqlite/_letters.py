@@ -14,9 +14,9 @@ from typing import Any, Final
 
 from eventcore.errors import DeadLetterNotFound
 from eventcore.messaging._input import check_letter, check_letter_filter
-from eventcore.messaging._sqlite_bus_thread import Worker, write
 from eventcore.messaging.bus import DeadLetter
 from eventcore.messaging.names import check_name
+from eventcore.messaging.sqlite._thread import Worker, write
 
 __all__ = ["SqliteDeadLetterBox"]
 

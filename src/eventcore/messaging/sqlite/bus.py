@@ -21,16 +21,16 @@ import uuid
 from collections.abc import Sequence
 
 from eventcore.errors import BusClosed, InvalidInput, InvalidUrl
-from eventcore.messaging import _sqlite_bus_log as log
+from eventcore.leases.sqlite import SqliteLeases
 from eventcore.messaging._input import check_checkpoint, check_outgoing, checkpoint_name
-from eventcore.messaging._sqlite_bus_consumer import SqliteConsumer
-from eventcore.messaging._sqlite_bus_leases import SqliteLeases
-from eventcore.messaging._sqlite_bus_letters import SqliteDeadLetterBox
-from eventcore.messaging._sqlite_bus_schema import connect
-from eventcore.messaging._sqlite_bus_thread import Worker, write
 from eventcore.messaging.assignment import PartitionAssignment
 from eventcore.messaging.bus import DEFAULT_ACK_WAIT, OutgoingMessage
 from eventcore.messaging.names import check_name
+from eventcore.messaging.sqlite import _log as log
+from eventcore.messaging.sqlite._consumer import SqliteConsumer
+from eventcore.messaging.sqlite._letters import SqliteDeadLetterBox
+from eventcore.messaging.sqlite._schema import connect
+from eventcore.messaging.sqlite._thread import Worker, write
 from eventcore.messaging.url import BusUrl
 from eventcore.store.checkpoint import Checkpoint
 

@@ -22,12 +22,12 @@ from collections.abc import Callable, Sequence
 from typing import Final
 
 from eventcore.errors import BusClosed, BusError, InvalidInput
-from eventcore.messaging import _sqlite_bus_log as log
 from eventcore.messaging._input import check_delay, check_delivery, check_fetch
-from eventcore.messaging._sqlite_bus_thread import Worker, write
 from eventcore.messaging._wakeup import Wakeup
 from eventcore.messaging.assignment import PartitionAssignment
 from eventcore.messaging.bus import Delivery
+from eventcore.messaging.sqlite import _log as log
+from eventcore.messaging.sqlite._thread import Worker, write
 
 __all__ = ["SqliteConsumer"]
 

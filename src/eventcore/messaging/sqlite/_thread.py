@@ -21,9 +21,9 @@ import time
 from collections.abc import Callable
 from typing import Final, TypeVar
 
+from eventcore._sqlite.thread import ConnectionThread, Outcome, failure, success
 from eventcore.errors import BusClosed, BusUnavailable, EventcoreError
-from eventcore.messaging._sqlite_bus_schema import BUSY_TIMEOUT
-from eventcore.store._sqlite_thread import ConnectionThread, Outcome, failure, success
+from eventcore.messaging.sqlite._schema import BUSY_TIMEOUT
 
 __all__ = ["Job", "Worker", "write"]
 

@@ -30,10 +30,10 @@ from nats.js.client import JetStreamContext
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
+from eventcore._nats.errors import translated
+from eventcore._nats.kv import entries, key_token
 from eventcore.errors import DeadLetterNotFound, InvalidInput
 from eventcore.messaging._input import check_letter, check_letter_filter
-from eventcore.messaging._nats_errors import translated
-from eventcore.messaging._nats_kv import entries, key_token
 from eventcore.messaging.bus import DeadLetter
 from eventcore.messaging.names import check_name
 

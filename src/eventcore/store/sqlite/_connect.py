@@ -14,9 +14,9 @@ from typing import Final
 
 import msgspec
 
+from eventcore._sqlite.file import STORE, claim, connect_file
 from eventcore.errors import InvalidUrl, StoreUnavailable
-from eventcore.store._sqlite_file import STORE, claim, connect_file
-from eventcore.store._sqlite_schema import check_current, migrate
+from eventcore.store.sqlite._schema import check_current, migrate
 from eventcore.store.url import StoreUrl
 
 __all__ = ["KNOWN_OPTIONS", "SqliteConfig", "connect_reader", "connect_writer"]

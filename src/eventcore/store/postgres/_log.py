@@ -21,7 +21,7 @@ import asyncio
 from collections.abc import AsyncIterator, Collection
 from typing import Any, Final, NamedTuple
 
-from eventcore.store._pg_read import Fetch, settled_count, to_events
+from eventcore.store.postgres._read import Fetch, settled_count, to_events
 from eventcore.types import StoredEvent
 
 __all__ = ["PAGE_ROWS", "LogQueries", "read_log"]

@@ -19,13 +19,13 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.client import JetStreamContext
 from nats.js.errors import BadRequestError
 
+from eventcore._nats.errors import translated
 from eventcore.errors import BusClosed, BusError
+from eventcore.leases.nats import KvLeases
 from eventcore.messaging._input import check_delay, check_delivery, check_fetch
-from eventcore.messaging._nats_errors import translated
-from eventcore.messaging._nats_leases import KvLeases
-from eventcore.messaging._nats_partition import PartitionReader
 from eventcore.messaging.assignment import PartitionAssignment
 from eventcore.messaging.bus import Delivery
+from eventcore.messaging.nats._partition import PartitionReader
 
 __all__ = ["NatsConsumer"]
 

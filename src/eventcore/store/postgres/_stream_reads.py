@@ -26,7 +26,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Final, NamedTuple
 
 from eventcore.errors import StoreClosed
-from eventcore.store._pg_read import Fetch, to_events
+from eventcore.store.postgres._read import Fetch, to_events
 from eventcore.types import StoredEvent, StreamId
 
 __all__ = ["MAX_READS", "ReadBatcher", "ReadOutcome", "StreamRead", "stream_reads"]

@@ -10,7 +10,7 @@ import sqlite3
 import time
 from collections.abc import Callable
 
-from eventcore.messaging._sqlite_bus_thread import Worker, write
+from eventcore.messaging.sqlite._thread import Worker, write
 
 __all__ = ["SqliteLeases"]
 

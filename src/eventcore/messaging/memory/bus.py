@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from eventcore.errors import BusClosed, InvalidInput
+from eventcore.leases.memory import MemoryLeases
 from eventcore.messaging._input import (
     check_checkpoint,
     check_delay,
@@ -25,8 +26,6 @@ from eventcore.messaging._input import (
     check_outgoing,
     checkpoint_name,
 )
-from eventcore.messaging._memory_deadletters import MemoryDeadLetterBox
-from eventcore.messaging._memory_leases import MemoryLeases
 from eventcore.messaging._wakeup import Wakeup
 from eventcore.messaging.assignment import PartitionAssignment
 from eventcore.messaging.bus import (
@@ -36,6 +35,7 @@ from eventcore.messaging.bus import (
     OutgoingMessage,
     partition_of,
 )
+from eventcore.messaging.memory._deadletters import MemoryDeadLetterBox
 from eventcore.messaging.names import check_name
 from eventcore.store.checkpoint import Checkpoint
 

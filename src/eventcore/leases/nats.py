@@ -19,7 +19,7 @@ import msgspec
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
-from eventcore.messaging._nats_errors import translated
+from eventcore._nats.errors import translated
 
 __all__ = ["KvLeases"]
 

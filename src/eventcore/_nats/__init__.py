@@ -1,0 +1,1 @@
+"""NATS plumbing shared by the bus and leases: KV helpers and error translation."""

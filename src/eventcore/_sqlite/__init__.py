@@ -1,0 +1,1 @@
+"""SQLite plumbing shared by the store, the bus and projection targets."""

@@ -1,0 +1,1 @@
+"""Leases: heartbeats with a time to live, live holders, exclusive claims."""
