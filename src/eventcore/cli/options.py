@@ -14,8 +14,8 @@ from typing import Annotated
 import typer
 
 from eventcore.cli.errors import EXIT_USAGE, fail
+from eventcore.messaging import open_bus
 from eventcore.messaging.bus import Bus
-from eventcore.messaging.url import open_bus
 from eventcore.store import EventStore, open_store
 
 __all__ = [

@@ -1,7 +1,9 @@
-"""``Leases`` in the bus file: member heartbeats and partition claims.
+"""``Leases`` in an SQLite file: member heartbeats and claims.
 
 Expiry is wall-clock time (``time.time()``), the one clock every process on the
-machine shares. Each call is one short write transaction.
+machine shares. Each call is one short write transaction, run by the owner of the file
+(today the SQLite bus, whose schema holds the ``bus_members`` and ``bus_leases`` tables)
+through its ``Writes``.
 """
 
 from __future__ import annotations
@@ -9,10 +11,18 @@ from __future__ import annotations
 import sqlite3
 import time
 from collections.abc import Callable
+from typing import Protocol, TypeVar
 
-from eventcore.messaging.sqlite._thread import Worker, write
+__all__ = ["SqliteLeases", "Writes"]
 
-__all__ = ["SqliteLeases"]
+T = TypeVar("T")
+
+
+class Writes(Protocol):
+    """Runs ``body`` in one write transaction on the connection that holds the lease
+    tables, off the event loop, and returns its result."""
+
+    async def write(self, body: Callable[[sqlite3.Connection], T]) -> T: ...
 
 
 def _check_ttl(ttl: float) -> float:
@@ -28,8 +38,8 @@ class SqliteLeases:
     this process waiting to take over look again at once.
     """
 
-    def __init__(self, worker: Worker, on_change: Callable[[], None] | None = None) -> None:
-        self._worker = worker
+    def __init__(self, writes: Writes, on_change: Callable[[], None] | None = None) -> None:
+        self._writes = writes
         self._on_change = on_change or (lambda: None)
 
     async def heartbeat(self, scope: str, member: str, ttl: float) -> list[str]:
@@ -51,7 +61,7 @@ class SqliteLeases:
             ).fetchall()
             return [str(row[0]) for row in rows]
 
-        return await self._worker.run(lambda connection: write(connection, body))
+        return await self._writes.write(body)
 
     async def acquire(self, scope: str, partition: int, member: str, ttl: float) -> bool:
         ttl = _check_ttl(ttl)
@@ -70,7 +80,7 @@ class SqliteLeases:
             )
             return cursor.rowcount == 1
 
-        return await self._worker.run(lambda connection: write(connection, body))
+        return await self._writes.write(body)
 
     async def release(self, scope: str, partition: int, member: str) -> None:
         def body(connection: sqlite3.Connection) -> None:
@@ -79,7 +89,7 @@ class SqliteLeases:
                 (scope, partition, member),
             )
 
-        await self._worker.run(lambda connection: write(connection, body))
+        await self._writes.write(body)
         self._on_change()
 
     async def leave(self, scope: str, member: str) -> None:
@@ -88,5 +98,5 @@ class SqliteLeases:
                 "DELETE FROM bus_members WHERE scope = ? AND member = ?", (scope, member)
             )
 
-        await self._worker.run(lambda connection: write(connection, body))
+        await self._writes.write(body)
         self._on_change()

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import time
 
-from eventcore.messaging.bus import Leases
+from eventcore.leases import Leases
 
 __all__ = ["PartitionAssignment"]
 

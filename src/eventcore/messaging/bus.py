@@ -28,6 +28,7 @@ from typing import Literal, Protocol, runtime_checkable
 
 import msgspec
 
+from eventcore.leases.protocol import Leases
 from eventcore.store.checkpoint import Checkpoint
 
 __all__ = [
@@ -188,33 +189,6 @@ class DeadLetterBox(Protocol):
         ...
 
     async def count(self, *, group: str | None = None) -> int: ...
-
-
-@runtime_checkable
-class Leases(Protocol):
-    """Time-limited exclusive claims, the primitive that partition ownership rests on.
-
-    ``scope`` names a consumer group on a topic; members and partitions live in it.
-    Every call that takes a ``ttl`` (seconds) makes its claim live that long from now.
-    """
-
-    async def heartbeat(self, scope: str, member: str, ttl: float) -> list[str]:
-        """Say ``member`` is alive; return the live members of ``scope``, sorted."""
-        ...
-
-    async def acquire(self, scope: str, partition: int, member: str, ttl: float) -> bool:
-        """Claim (or renew) ``partition`` for ``member``; False if another member
-        holds a live claim on it."""
-        ...
-
-    async def release(self, scope: str, partition: int, member: str) -> None:
-        """Give up ``member``'s claim on ``partition`` (nothing if it holds none)."""
-        ...
-
-    async def leave(self, scope: str, member: str) -> None:
-        """Remove ``member`` from the live members (its partition claims stay until
-        released or expired)."""
-        ...
 
 
 @runtime_checkable

@@ -1,4 +1,4 @@
-"""Bus URLs and ``open_bus``.
+"""Bus URLs (``open_bus`` in ``eventcore.messaging`` opens the bus one names).
 
 * ``memory://`` — in-process; every ``open_bus("memory://")`` is a new, empty bus.
 * ``sqlite:///abs/path/bus.db`` (or ``sqlite://relative/bus.db``) — the embedded
@@ -18,12 +18,12 @@ from urllib.parse import urlsplit
 
 import msgspec
 
-from eventcore.errors import DatabaseNotFound, InvalidName, InvalidUrl, MissingDependency
-from eventcore.messaging.bus import DEFAULT_PARTITIONS, Bus
+from eventcore.errors import InvalidName, InvalidUrl
+from eventcore.messaging.bus import DEFAULT_PARTITIONS
 from eventcore.messaging.names import check_name
 from eventcore.store.url import split_url
 
-__all__ = ["BusUrl", "open_bus"]
+__all__ = ["BusUrl"]
 
 _SCHEMES = {"memory": "memory", "sqlite": "sqlite", "nats": "nats"}
 _OPTIONS = {"partitions", "namespace"}
@@ -80,28 +80,3 @@ class BusUrl(msgspec.Struct, frozen=True):
     @property
     def namespace(self) -> str:
         return self.options.get("namespace", "eventcore")
-
-
-async def open_bus(url: str, *, create: bool = True) -> Bus:
-    """Open the bus a URL names. ``create=False`` is for tools that only look, like
-    ``eventcore dlq``: a SQLite bus file must then exist and be a bus already (a missing
-    one is ``DatabaseNotFound``), and opening it writes nothing. A file of another kind
-    (an event store, a projection target) is refused either way. Without nats-py a
-    ``nats://`` URL is ``MissingDependency``, which names the extra to install."""
-    parsed = BusUrl.parse(url)
-    if parsed.backend == "memory":
-        from eventcore.messaging.memory import MemoryBus
-
-        if not create:
-            raise DatabaseNotFound(url, "a memory:// bus lives in the process that opened it")
-        return MemoryBus(partitions=parsed.partitions)
-    if parsed.backend == "sqlite":
-        from eventcore.messaging.sqlite import SqliteBus
-
-        return await SqliteBus.open(parsed, create=create)
-    try:
-        from eventcore.messaging.nats import NatsBus
-    except ImportError as error:
-        raise MissingDependency.of(error, "nats:// buses") from error
-
-    return await NatsBus.connect(parsed, create=create)

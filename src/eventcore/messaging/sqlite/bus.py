@@ -18,7 +18,8 @@ import contextlib
 import os
 import sqlite3
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import TypeVar
 
 from eventcore.errors import BusClosed, InvalidInput, InvalidUrl
 from eventcore.leases.sqlite import SqliteLeases
@@ -39,6 +40,19 @@ __all__ = ["DEFAULT_LEASE_TTL", "SqliteBus", "SqliteConsumer"]
 #: Seconds a member's claim on a partition lives without renewal.
 DEFAULT_LEASE_TTL = 10.0
 
+T = TypeVar("T")
+
+
+class _Writes:
+    """The leases' write transactions, run by the bus's worker on the bus file (whose
+    schema holds the lease tables)."""
+
+    def __init__(self, worker: Worker) -> None:
+        self._worker = worker
+
+    async def write(self, body: Callable[[sqlite3.Connection], T]) -> T:
+        return await self._worker.run(lambda connection: write(connection, body))
+
 
 class SqliteBus:
     """Open with ``await SqliteBus.open(BusUrl.parse("sqlite:///path/bus.db"))`` (or
@@ -50,7 +64,7 @@ class SqliteBus:
         self._worker = worker
         self._partitions = url.partitions
         self._lease_ttl = lease_ttl
-        self._leases = SqliteLeases(worker, on_change=self._wake)
+        self._leases = SqliteLeases(_Writes(worker), on_change=self._wake)
         self._dead_letters = SqliteDeadLetterBox(worker)
         self._consumers: set[SqliteConsumer] = set()
         self._closed = False
