@@ -15,7 +15,7 @@ The loop hands jobs over through a queue and gets each answer back through an
   loop.
 
 Under load that turns many round trips into one; the writer also uses the batch to
-commit many appends in one transaction (``_sqlite_write``).
+commit many appends in one transaction (``eventcore.store.sqlite._write``).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """``SqliteTarget``: a projection's tables and checkpoints in one SQLite file.
 
-The file is the target's alone, stamped as one (``store/_sqlite_file``): an event store's
+The file is the target's alone, stamped as one (``eventcore._sqlite.file``): an event store's
 file or a bus's is refused before anything is written to it. Each batch is one ``BEGIN
 IMMEDIATE … COMMIT`` holding the handlers' writes and the checkpoint, so a process
 killed at any moment leaves the state exactly at its checkpoint.

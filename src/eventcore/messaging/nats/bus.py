@@ -1,11 +1,11 @@
 """``NatsBus``: the bus on NATS JetStream (``nats://host:port``), for several machines.
 
-* A topic is a file-backed stream with one subject per partition (``_nats_topics``).
+* A topic is a file-backed stream with one subject per partition (``_topics``).
 * ``publish`` is pipelined: every message goes out at once with its id in the
   ``Nats-Msg-Id`` header (JetStream's de-duplication, within a ten-minute window), then
   the call waits for all the acknowledgements together.
 * A consumer group reads each partition through a durable pull consumer
-  (``_nats_consumer``); partition leases, dead letters and relay checkpoints live in
+  (``_consumer``); partition leases, dead letters and relay checkpoints live in
   key-value buckets ``{namespace}_leases``, ``{namespace}_deadletters`` (with
   ``{namespace}_deadletter_bodies`` for the bodies of letters too large for one value)
   and ``{namespace}_checkpoints``.

@@ -1,7 +1,7 @@
 """The SQL of publishing and of a group's progress through a partition.
 
 Every function here runs on the worker thread inside one write transaction
-(``_sqlite_bus_thread.write``), so what it reads and what it writes are one atomic
+(``_thread.write``), so what it reads and what it writes are one atomic
 step even with other processes on the file.
 
 A group's state per partition is ``committed`` (every sequence up to it is done) and

@@ -3,7 +3,7 @@
 The schema version lives in ``PRAGMA user_version``. Each migration runs in its own
 ``BEGIN IMMEDIATE`` transaction that also bumps the version, so several processes
 opening one new file at once queue on the write lock and the later ones find the work
-done. The file is a bus's alone, stamped as one (``store/_sqlite_file``): opening an
+done. The file is a bus's alone, stamped as one (``eventcore._sqlite.file``): opening an
 event store's file or a projection target's as a bus is refused before anything is
 written. Tables keep the ``bus_`` prefix of the time they could share a file.
 """

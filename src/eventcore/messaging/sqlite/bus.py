@@ -6,10 +6,9 @@ cut), every write is one ``BEGIN IMMEDIATE`` transaction that waits out another
 process's lock, and leases expire by the wall clock all processes share.
 
 No ``sqlite3`` call runs on the event loop: each bus has one worker thread that owns
-its connection (``_sqlite_bus_thread``). Tables and migrations: ``_sqlite_bus_schema``;
-publishing and group progress: ``_sqlite_bus_log``; consumers:
-``_sqlite_bus_consumer``; leases and dead letters: ``_sqlite_bus_leases`` and
-``_sqlite_bus_letters``.
+its connection (``_thread``). Tables and migrations: ``_schema``;
+publishing and group progress: ``_log``; consumers:
+``_consumer``; leases: ``eventcore.leases.sqlite``; dead letters: ``_letters``.
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ which is far slower than an append's SQL. So ``append()`` does not run its own
 transaction: it queues its validated request and waits. One writer task per store takes
 everything queued (up to ``MAX_APPENDS`` appends and ``MAX_BYTES`` of payload) and runs
 it as one ``append_batch`` statement — one transaction, one round trip, one flush, one
-notification (``_pg_append_batch``). While that batch commits, new appends collect for
+notification (``_append_batch``). While that batch commits, new appends collect for
 the next one, so batches grow with the load by themselves.
 
 Why ONE writer per store rather than several connections writing in parallel:

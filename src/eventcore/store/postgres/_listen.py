@@ -1,9 +1,9 @@
 """Live wake-ups for the PostgreSQL store: one dedicated ``LISTEN`` connection.
 
 Every append notifies the store's channel with its last position after commit (see
-``_pg_append``). A ``Listener`` holds its own connection — outside the pool, because a
-pooled connection is handed to other statements and would drop the subscription —
-and turns each notification into ``HeadSignal.advance``.
+``migrations/0002_append_events.sql``). A ``Listener`` holds its own connection — outside
+the pool, because a pooled connection is handed to other statements and would drop the
+subscription — and turns each notification into ``HeadSignal.advance``.
 
 It starts lazily, on the first ``wait_for_events``: a store nobody follows opens no
 extra connection. After ``LISTEN`` it reads the newest position once, so an event that

@@ -6,13 +6,13 @@ While the caller works through a page, the next one is already being fetched (on
 in flight, so memory stays bounded by two pages): the server's work and the round trip
 overlap the caller's.
 
-The horizon rule (``_pg_read``, proof in ``_pg_append``) is kept page by page: each
-statement returns, with every row, whether the row is settled in that statement's own
-snapshot, and only the leading run of settled rows is used. The next page starts after
-the last event returned, never after an unsettled row. A page that stopped at an
-unsettled row is followed by another at once (rows were returned: the writer may be done
-by now); a page that stopped at one before returning anything waits for the writer, with
-growing pauses, rather than skipping past it.
+The horizon rule (``_read``, proof in ``migrations/0002_append_events.sql``) is kept page by
+page: each statement returns, with every row, whether the row is settled in that statement's
+own snapshot, and only the leading run of settled rows is used. The next page starts after
+the last event returned, never after an unsettled row. A page that stopped at an unsettled
+row is followed by another at once (rows were returned: the writer may be done by now); a
+page that stopped at one before returning anything waits for the writer, with growing
+pauses, rather than skipping past it.
 """
 
 from __future__ import annotations

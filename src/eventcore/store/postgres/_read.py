@@ -1,12 +1,12 @@
 """The PostgreSQL read path: queries and turning rows into ``StoredEvent``s.
 
-The global log is read in position order with keyset pagination (``position > cursor``),
-one short statement per page (``_pg_log``), so no connection or snapshot is held while
-the caller works through a batch. Each row comes with ``settled``: whether its transaction is below
-the statement's snapshot xmin. Only a leading run of settled rows may be returned — the
-argument is in ``_pg_append``; in short, a settled row's position can never be undercut by
-a row that commits later. An unsettled row is committed but may still have an older
-transaction in flight ahead of it, so the reader waits for that transaction and asks
+The global log is read in position order with keyset pagination (``position > cursor``), one
+short statement per page (``_log``), so no connection or snapshot is held while the caller
+works through a batch. Each row comes with ``settled``: whether its transaction is below the
+statement's snapshot xmin. Only a leading run of settled rows may be returned — the argument
+is in ``migrations/0002_append_events.sql``; in short, a settled row's position can never be
+undercut by a row that commits later. An unsettled row is committed but may still have an
+older transaction in flight ahead of it, so the reader waits for that transaction and asks
 again: a long open transaction delays readers, it never makes them skip.
 
 Transaction ids are cluster-wide, so the writing transaction that delays a reader may

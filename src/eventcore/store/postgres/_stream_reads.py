@@ -4,7 +4,7 @@ Every command reads its streams before it decides. With many commands in flight 
 coroutines running transfers, each reading two accounts) one statement per read would
 cost a round trip and a turn at a pooled connection each. So ``read_stream`` queues its
 (stream, from_version) and waits; everything queued during one pass of the event loop
-goes out as ONE statement (``_pg_read.READ_STREAMS``), whose rows carry the index of the
+goes out as ONE statement (``_read.READ_STREAMS``), whose rows carry the index of the
 read they answer and are split per read on the way back. A lone read keeps the plain
 one-stream statement.
 

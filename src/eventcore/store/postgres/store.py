@@ -5,12 +5,12 @@ Layout of the work::
     append ──▶ queue ──▶ one writer task ──▶ SELECT * FROM <schema>.append_batch(...)
                          (group commit: every append queued while the last batch
                           committed goes in one statement = one transaction = one round
-                          trip; _pg_batch runs it, _pg_append_batch decides each append,
-                          _pg_append holds the ordering proof)
+                          trip; _batch runs it, _append_batch decides each append,
+                          migrations/0002_append_events.sql: the ordering proof)
     read_stream ──▶ queue ──▶ one statement per loop pass for every stream read queued
-                              (_pg_stream_reads: READ_STREAMS, rows split per read)
+                              (_stream_reads: READ_STREAMS, rows split per read)
     read_all ──▶ keyset pages of PAGE_ROWS, one fetched ahead, cut at the xmin
-                 horizon (_pg_log; queries and row decoding in _pg_read)
+                 horizon (_log; queries and row decoding in _read)
 
 URL options (anything else is rejected before connecting):
 
@@ -190,7 +190,7 @@ class PostgresStore:
             stream_reads(self._fetch, self._sql.read_stream, self._sql.read_streams)
         )
         self._log = LogQueries(self._sql.log_page, self._sql.log_page_of_types)
-        # Log pages a reader stopped waiting for, left to finish (see _pg_log).
+        # Log pages a reader stopped waiting for, left to finish (see _log).
         self._background: set[asyncio.Task[Any]] = set()
         # wait_for_events: our own appends advance the head at once; other processes'
         # reach it through LISTEN on a connection of its own, opened on the first wait.

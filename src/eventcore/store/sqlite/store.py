@@ -2,9 +2,9 @@
 
 Layout of the work::
 
-    event loop ──append──▶ writer thread  (one connection; group commit, _sqlite_write)
+    event loop ──append──▶ writer thread  (one connection; group commit, _write)
                ──reads───▶ reader threads (one connection each; WAL lets them read
-                                           while the writer writes, _sqlite_read)
+                                           while the writer writes, _read)
 
 No SQLite call ever runs on the event loop. Several processes may open the same file:
 their writers take turns on SQLite's write lock (``BEGIN IMMEDIATE``, waiting up to the

@@ -1,64 +1,55 @@
-"""The PostgreSQL write path's ordering proof, and the single-append function of migration 2.
+-- Migration 2: append_events(), the single-append function, and the PostgreSQL write
+-- path's ordering proof. Its own SQLSTATE: EC001 (misuse: called in a transaction that
+-- already has an xid; class "EC" is not used by PostgreSQL).
+--
+-- The store now writes through ``append_batch`` (migration 3, ``0003_append_batch.sql``): many
+-- appends in one transaction. ``append_events`` below, one append per transaction, stays
+-- installed because migrations are history and an older client may still call it; it
+-- takes the same stream locks in the same order, so the two can run side by side. The
+-- argument below is about transactions — one append or a batch of them alike — and is the
+-- one ``append_batch`` relies on.
+--
+-- How the global log stays gap-free for readers (docs/architecture.md#postgres-to-scale)
+-- --------------------------------------------------------------------------------------
+--
+-- Sequence values commit out of order, so "position < p is committed" cannot be read off the
+-- sequence. Readers instead return only rows whose ``transaction_id`` is below
+-- ``pg_snapshot_xmin(pg_current_snapshot())`` — every transaction with a smaller xid has
+-- finished — and they return them in position order. That is only safe if a transaction
+-- with a larger xid can never hold a smaller position. Without care it can: A takes xid 10,
+-- B takes xid 11 and draws position 5, A draws position 6 and commits. While B is still in
+-- flight a reader's xmin is 11, so it returns position 6 and checkpoints there; when B
+-- commits, its position 5 lies behind the checkpoint and is skipped for good.
+--
+-- So an append draws its xid **and** its positions together under a short mutex (a
+-- session-level advisory lock, released right after, not held to commit):
+--
+--     lock → pg_current_xact_id() (first xid of this transaction) → nextval/setval → unlock
+--
+-- The xid counter and the sequence then advance in the same order, hence for two appends
+-- ``xid_A < xid_B ⇔ every position of A < every position of B``. A reader that returned
+-- positions up to ``p`` saw only rows with xid below its xmin ``x``; any row it has not
+-- returned either has xid < x (finished before the read, so visible then, and above ``p``
+-- because the read was in position order) or xid ≥ x > the xid of every returned row, and
+-- so, by the mutex, a position above every returned position. Nothing can appear at or
+-- below ``p`` later: no skipped events. A long-running append only delays readers.
+--
+-- The mutex covers two cheap calls, not the inserts and not the commit's WAL flush, so
+-- writers still commit (and group-commit) in parallel. For the order argument the xid must
+-- be assigned inside the mutex: everything before it (advisory locks, plain reads) assigns
+-- no xid, and the function refuses to run in a transaction that already has one.
+--
+-- Other locks: a transaction-scoped advisory lock per stream named in ``expected``, taken in
+-- key order (no deadlocks between appends that share streams), held to commit. They make
+-- the version checks authoritative — for existing streams and for streams that must stay
+-- absent alike — and let a concurrent duplicate of an idempotency key wait for the first.
+-- All checks run before anything is written, so a rejected append leaves no trace.
 
-The store now writes through ``append_batch`` (migration 3, ``_pg_append_batch``): many
-appends in one transaction. ``append_events`` below, one append per transaction, stays
-installed because migrations are history and an older client may still call it; it
-takes the same stream locks in the same order, so the two can run side by side. The
-argument below is about transactions — one append or a batch of them alike — and is the
-one ``append_batch`` relies on.
-
-How the global log stays gap-free for readers (docs/architecture.md#postgres-to-scale)
---------------------------------------------------------------------------------------
-
-Sequence values commit out of order, so "position < p is committed" cannot be read off the
-sequence. Readers instead return only rows whose ``transaction_id`` is below
-``pg_snapshot_xmin(pg_current_snapshot())`` — every transaction with a smaller xid has
-finished — and they return them in position order. That is only safe if a transaction
-with a larger xid can never hold a smaller position. Without care it can: A takes xid 10,
-B takes xid 11 and draws position 5, A draws position 6 and commits. While B is still in
-flight a reader's xmin is 11, so it returns position 6 and checkpoints there; when B
-commits, its position 5 lies behind the checkpoint and is skipped for good.
-
-So an append draws its xid **and** its positions together under a short mutex (a
-session-level advisory lock, released right after, not held to commit):
-
-    lock → pg_current_xact_id() (first xid of this transaction) → nextval/setval → unlock
-
-The xid counter and the sequence then advance in the same order, hence for two appends
-``xid_A < xid_B ⇔ every position of A < every position of B``. A reader that returned
-positions up to ``p`` saw only rows with xid below its xmin ``x``; any row it has not
-returned either has xid < x (finished before the read, so visible then, and above ``p``
-because the read was in position order) or xid ≥ x > the xid of every returned row, and
-so, by the mutex, a position above every returned position. Nothing can appear at or
-below ``p`` later: no skipped events. A long-running append only delays readers.
-
-The mutex covers two cheap calls, not the inserts and not the commit's WAL flush, so
-writers still commit (and group-commit) in parallel. For the order argument the xid must
-be assigned inside the mutex: everything before it (advisory locks, plain reads) assigns
-no xid, and the function refuses to run in a transaction that already has one.
-
-Other locks: a transaction-scoped advisory lock per stream named in ``expected``, taken in
-key order (no deadlocks between appends that share streams), held to commit. They make
-the version checks authoritative — for existing streams and for streams that must stay
-absent alike — and let a concurrent duplicate of an idempotency key wait for the first.
-All checks run before anything is written, so a rejected append leaves no trace.
-"""
-
-from __future__ import annotations
-
-from typing import Final
-
-__all__ = ["APPEND_FUNCTION_SQL", "WRONG_TRANSACTION_STATE"]
-
-#: Our own SQLSTATE for misuse of ``append_events`` (class "EC" is not used by PostgreSQL).
-WRONG_TRANSACTION_STATE: Final = "EC001"
-
-APPEND_FUNCTION_SQL: Final = """
 -- Migration 2 enforces, for every append:
 --   * all checks (idempotency key, expected versions, stored event ids) before any write;
 --   * expected versions checked under per-stream locks held to commit;
 --   * the xid and the positions drawn together under the position mutex, so position
---     order equals xid order (see eventcore/store/_pg_append.py);
+--     order equals xid order (the proof above);
 --   * one idempotency row per key, written in the same transaction as the events;
 --   * a notification on the schema's channel with the last position, sent on commit.
 CREATE OR REPLACE FUNCTION __schema__.append_events(
@@ -222,4 +213,3 @@ BEGIN
     RETURN NEXT;
 END
 $fn$;
-"""
