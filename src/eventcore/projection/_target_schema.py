@@ -3,9 +3,11 @@
 The tables are those ``_sql_target`` describes. The migrations applied are recorded in
 ``eventcore_target_schema`` (not ``schema_migrations``: a SQLite target may share its file
 with an event store, whose table that is). They run inside the transaction the target
-opens with, serialised against other processes opening the same target, so each runs
-once. Targets made before versions were kept have no record; migration 1 creates only
-what is missing, so it finds their tables and records them.
+opens with, serialised against other processes opening the same target, so each runs once
+(the version scheme is ``eventcore._schema_version``'s, like the store's and the bus's;
+the runner differs because a target migrates through its own transaction, on SQLite or
+PostgreSQL). Targets made before versions were kept have no record; migration 1 creates
+only what is missing, so it finds their tables and records them.
 """
 
 from __future__ import annotations
@@ -14,12 +16,13 @@ import time
 from collections.abc import Callable
 from typing import Any, Final
 
+from eventcore._schema_version import Migration, latest, refuse_newer
 from eventcore.errors import StoreUnavailable
 
 __all__ = ["LATEST_VERSION", "applied_version", "migrate"]
 
 #: (version, statements). Append new migrations; never edit one that has shipped.
-_MIGRATIONS: Final[tuple[tuple[int, tuple[str, ...]], ...]] = (
+_MIGRATIONS: Final[tuple[Migration, ...]] = (
     (
         1,
         (
@@ -44,7 +47,7 @@ _MIGRATIONS: Final[tuple[tuple[int, tuple[str, ...]], ...]] = (
     ),
 )
 
-LATEST_VERSION: Final = _MIGRATIONS[-1][0]
+LATEST_VERSION: Final = latest(_MIGRATIONS)
 
 
 def migrate(run: Callable[..., Any]) -> None:
@@ -55,11 +58,7 @@ def migrate(run: Callable[..., Any]) -> None:
         " version INTEGER PRIMARY KEY, applied_at DOUBLE PRECISION NOT NULL)"
     )
     applied = applied_version(run)
-    if applied > LATEST_VERSION:
-        raise StoreUnavailable(
-            f"the projection target's schema version is {applied}, newer than this eventcore"
-            f" understands ({LATEST_VERSION}); upgrade eventcore to open it"
-        )
+    refuse_newer(applied, LATEST_VERSION, what="projection target", unavailable=StoreUnavailable)
     for version, statements in _MIGRATIONS:
         if version > applied:
             for statement in statements:

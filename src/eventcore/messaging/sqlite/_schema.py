@@ -1,11 +1,10 @@
 """The SQLite bus file: how it is opened, and the numbered migrations of its tables.
 
-The schema version lives in ``PRAGMA user_version``. Each migration runs in its own
-``BEGIN IMMEDIATE`` transaction that also bumps the version, so several processes
-opening one new file at once queue on the write lock and the later ones find the work
-done. The file is a bus's alone, stamped as one (``eventcore._sqlite.file``): opening an
-event store's file or a projection target's as a bus is refused before anything is
-written. Tables keep the ``bus_`` prefix of the time they could share a file.
+The schema version lives in ``PRAGMA user_version``; the migrations are applied by the
+runner every SQLite file shares (``eventcore._sqlite.migrations``). The file is a bus's
+alone, stamped as one (``eventcore._sqlite.file``): opening an event store's file or a
+projection target's as a bus is refused before anything is written. Tables keep the
+``bus_`` prefix of the time they could share a file.
 """
 
 from __future__ import annotations
@@ -13,8 +12,10 @@ from __future__ import annotations
 import sqlite3
 from typing import Final
 
-from eventcore._schema_version import require_current
-from eventcore._sqlite.file import BUS, claim, connect_file, immediate
+from eventcore._schema_version import Migration, latest, require_current
+from eventcore._sqlite.file import BUS, claim, connect_file
+from eventcore._sqlite.migrations import USER_VERSION
+from eventcore._sqlite.migrations import migrate as run_migrations
 from eventcore.errors import BusUnavailable, InvalidUrl
 
 __all__ = ["BUSY_TIMEOUT", "LATEST_VERSION", "connect", "migrate", "schema_version"]
@@ -23,7 +24,7 @@ __all__ = ["BUSY_TIMEOUT", "LATEST_VERSION", "connect", "migrate", "schema_versi
 BUSY_TIMEOUT: Final = 5.0
 
 #: (version, statements). Append new migrations; never edit one that has shipped.
-_MIGRATIONS: Final[tuple[tuple[int, tuple[str, ...]], ...]] = (
+_MIGRATIONS: Final[tuple[Migration, ...]] = (
     (
         1,
         (
@@ -140,7 +141,7 @@ _MIGRATIONS: Final[tuple[tuple[int, tuple[str, ...]], ...]] = (
     ),
 )
 
-LATEST_VERSION: Final = _MIGRATIONS[-1][0]
+LATEST_VERSION: Final = latest(_MIGRATIONS)
 
 
 def connect(url: str, path: str, *, create: bool) -> sqlite3.Connection:
@@ -180,26 +181,9 @@ def connect(url: str, path: str, *, create: bool) -> sqlite3.Connection:
 
 
 def schema_version(connection: sqlite3.Connection) -> int:
-    return int(connection.execute("PRAGMA user_version").fetchone()[0])
+    return USER_VERSION.applied(connection)
 
 
 def migrate(connection: sqlite3.Connection) -> None:
     """Apply the migrations the file lacks; refuse a file from a newer eventcore."""
-    for version, statements in _MIGRATIONS:
-        if schema_version(connection) >= version:
-            continue
-        with immediate(connection):
-            # Re-check under the write lock: another process may have just applied it.
-            if schema_version(connection) < version:
-                for statement in statements:
-                    connection.execute(statement)
-                connection.execute(f"PRAGMA user_version = {version}")
-    _refuse_newer(schema_version(connection))
-
-
-def _refuse_newer(found: int) -> None:
-    if found > LATEST_VERSION:
-        raise BusUnavailable(
-            f"the bus file's schema version is {found}, newer than this eventcore "
-            f"understands ({LATEST_VERSION}); upgrade eventcore to open it"
-        )
+    run_migrations(connection, _MIGRATIONS, USER_VERSION, what=BUS.name, unavailable=BusUnavailable)

@@ -1,24 +1,24 @@
 """The SQLite store's tables, and the numbered migrations that create them.
 
-Each migration runs once per file, in its own ``BEGIN IMMEDIATE`` transaction together
-with the row that records it in ``schema_migrations``: several processes opening one
-new file at the same moment queue on the write lock, and the second finds the work done.
+Applied by the runner every SQLite file shares (``eventcore._sqlite.migrations``), each
+once per file, recorded in the ``schema_migrations`` table.
 """
 
 from __future__ import annotations
 
 import sqlite3
-import time
 from typing import Final
 
-from eventcore._schema_version import require_current
+from eventcore._schema_version import Migration, latest, require_current
 from eventcore._sqlite.file import STORE
+from eventcore._sqlite.migrations import MIGRATIONS_TABLE
+from eventcore._sqlite.migrations import migrate as run_migrations
 from eventcore.errors import StoreUnavailable
 
 __all__ = ["LATEST_VERSION", "check_current", "migrate", "read_store_id"]
 
 #: (version, statements). Append new migrations; never edit one that has shipped.
-_MIGRATIONS: Final[tuple[tuple[int, tuple[str, ...]], ...]] = (
+_MIGRATIONS: Final[tuple[Migration, ...]] = (
     (
         1,
         (
@@ -85,7 +85,7 @@ _MIGRATIONS: Final[tuple[tuple[int, tuple[str, ...]], ...]] = (
     ),
 )
 
-LATEST_VERSION: Final = _MIGRATIONS[-1][0]
+LATEST_VERSION: Final = latest(_MIGRATIONS)
 
 
 def migrate(connection: sqlite3.Connection) -> None:
@@ -93,39 +93,9 @@ def migrate(connection: sqlite3.Connection) -> None:
 
     The connection must be in autocommit mode (``isolation_level=None``).
     """
-    connection.execute(
-        "CREATE TABLE IF NOT EXISTS schema_migrations ("
-        " version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)"
+    run_migrations(
+        connection, _MIGRATIONS, MIGRATIONS_TABLE, what=STORE.name, unavailable=StoreUnavailable
     )
-    for version, statements in _MIGRATIONS:
-        if _applied(connection) >= version:
-            continue
-        connection.execute("BEGIN IMMEDIATE")
-        try:
-            # Re-check under the write lock: another process may have just applied it.
-            if _applied(connection) < version:
-                for statement in statements:
-                    connection.execute(statement)
-                connection.execute(
-                    "INSERT INTO schema_migrations (version, applied_at) VALUES (?, ?)",
-                    (version, time.time_ns() // 1000),
-                )
-            connection.execute("COMMIT")
-        except BaseException:
-            if connection.in_transaction:
-                connection.execute("ROLLBACK")
-            raise
-    found = _applied(connection)
-    if found > LATEST_VERSION:
-        raise StoreUnavailable(
-            f"the database's schema version is {found}, newer than this eventcore "
-            f"understands ({LATEST_VERSION}); upgrade eventcore to open it"
-        )
-
-
-def _applied(connection: sqlite3.Connection) -> int:
-    row = connection.execute("SELECT coalesce(max(version), 0) FROM schema_migrations").fetchone()
-    return int(row[0])
 
 
 def read_store_id(connection: sqlite3.Connection) -> str:
@@ -142,5 +112,5 @@ def check_current(connection: sqlite3.Connection, url: str) -> None:
     known = connection.execute(
         "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_migrations'"
     ).fetchone()
-    found = _applied(connection) if known else 0
+    found = MIGRATIONS_TABLE.applied(connection) if known else 0
     require_current(found, LATEST_VERSION, url=url, what=STORE.name, unavailable=StoreUnavailable)
