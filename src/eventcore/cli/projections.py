@@ -31,7 +31,7 @@ from eventcore.cli.options import (
     required,
     with_connect_timeout,
 )
-from eventcore.errors import DatabaseNotFound, InvalidInput, InvalidUrl, MissingDependency
+from eventcore.errors import InvalidInput, InvalidUrl
 from eventcore.events import EventRegistry
 from eventcore.projection import (
     Projection,
@@ -39,7 +39,7 @@ from eventcore.projection import (
     ProjectionStatus,
     Source,
     SourceProgress,
-    SqliteTarget,
+    open_target,
     rebuild,
 )
 from eventcore.projection.target import LIVE, Target
@@ -78,22 +78,12 @@ async def opened_target(url: str) -> AsyncIterator[Target]:
     """Open an existing target and close it after. Opening creates nothing, for
     ``rebuild`` too (which then writes a new version into it): a missing or empty file,
     or a schema without projections, is "not found", never a new target."""
-    backend, location, options = split_url(
+    backend, _, options = split_url(
         url, _TARGET_SCHEMES, example="sqlite:///var/views.db", noun="target scheme"
     )
-    target: Target
-    if backend == "sqlite":
-        if options:
-            raise InvalidUrl(url, "a sqlite:// target takes no options")
-        if not os.path.exists(location):  # noqa: ASYNC240 (one stat, before any I/O of ours)
-            raise DatabaseNotFound(url, f"no such file: {location}")
-        target = await SqliteTarget.open(location, create=False)
-    else:
-        try:
-            from eventcore.projection.postgres import PostgresTarget
-        except ImportError as error:
-            raise MissingDependency.of(error, "postgresql:// targets") from error
-        target = await PostgresTarget.open(with_connect_timeout(url), create=False)
+    if backend == "sqlite" and options:
+        raise InvalidUrl(url, "a sqlite:// target takes no options")
+    target = await open_target(with_connect_timeout(url), create=False)
     try:
         yield target
     finally:
