@@ -19,11 +19,12 @@ from rich.text import Text
 from eventcore.cli import json_lines, render
 from eventcore.cli.errors import EXIT_FAILURE, EXIT_USAGE, fail, reported
 from eventcore.cli.options import (
-    MAX_PAGE,
     BusOption,
     JsonOutput,
     inspected_bus,
     nonempty,
+    page_after,
+    page_limit,
     required_bus,
 )
 from eventcore.errors import InvalidMessage
@@ -58,21 +59,8 @@ def list_letters(
     bus: BusOption = None,
     group: Group = None,
     topic: Topic = None,
-    after: Annotated[
-        str | None,
-        typer.Option(
-            "--after",
-            metavar="ID",
-            callback=nonempty,
-            help="Start after this letter (to page).",
-        ),
-    ] = None,
-    limit: Annotated[
-        int,
-        typer.Option(
-            "--limit", min=1, max=MAX_PAGE, help="Show at most this many letters (a page)."
-        ),
-    ] = 100,
+    after: Annotated[str | None, page_after("letter")] = None,
+    limit: Annotated[int, page_limit("letters")] = 100,
     as_json: JsonOutput = False,
 ) -> None:
     """Dead letters, oldest first: id, group, topic, type, stream, attempts, when, why.

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -30,6 +30,8 @@ __all__ = [
     "inspected_bus",
     "inspected_store",
     "nonempty",
+    "page_after",
+    "page_limit",
     "required",
     "required_bus",
     "with_connect_timeout",
@@ -39,6 +41,20 @@ __all__ = [
 MAX_POSITION = 2**63 - 1
 #: The most rows a listing shows at once; more are paged with ``--after``.
 MAX_PAGE = 100_000
+
+
+def page_after(what: str) -> Any:
+    """``--after ID``: where a paged listing of ``what`` (e.g. "letter") starts."""
+    return typer.Option(
+        "--after", metavar="ID", callback=nonempty, help=f"Start after this {what} (to page)."
+    )
+
+
+def page_limit(what: str) -> Any:
+    """``--limit N``: the size of a page of ``what`` (e.g. "letters"), up to ``MAX_PAGE``."""
+    return typer.Option(
+        "--limit", min=1, max=MAX_PAGE, help=f"Show at most this many {what} (a page)."
+    )
 
 
 #: ``--json``: records for scripts instead of tables for people (fields: ``json_lines``).

@@ -10,12 +10,12 @@ import typer
 from eventcore.cli import json_lines, render
 from eventcore.cli.errors import reported
 from eventcore.cli.options import (
-    MAX_PAGE,
     MAX_POSITION,
     JsonOutput,
     StoreUrl,
     inspected_store,
-    nonempty,
+    page_after,
+    page_limit,
     required,
 )
 from eventcore.errors import StreamNotFound
@@ -29,21 +29,8 @@ app = typer.Typer(help="Inspect a store's streams.", no_args_is_help=True)
 @app.command("list")
 def list_streams(
     store: StoreUrl = None,
-    after: Annotated[
-        str | None,
-        typer.Option(
-            "--after",
-            metavar="ID",
-            callback=nonempty,
-            help="Start after this stream id (to page).",
-        ),
-    ] = None,
-    limit: Annotated[
-        int,
-        typer.Option(
-            "--limit", min=1, max=MAX_PAGE, help="Show at most this many streams (a page)."
-        ),
-    ] = 100,
+    after: Annotated[str | None, page_after("stream id")] = None,
+    limit: Annotated[int, page_limit("streams")] = 100,
     as_json: JsonOutput = False,
 ) -> None:
     """Streams in name order, with their version and the position of their last event.

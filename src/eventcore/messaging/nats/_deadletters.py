@@ -184,21 +184,20 @@ class KvDeadLetterBox:
         return chosen[:limit]
 
     async def _mark_of(self, letter_id: str) -> tuple[datetime, str]:
-        key = _key_of(letter_id) if isinstance(letter_id, str) else None
-        if key is None:
-            raise DeadLetterNotFound(str(letter_id))
-        with translated("reading a dead letter"):
-            try:
-                entry = await self._kv.get(key)
-            except KeyNotFoundError:
-                raise DeadLetterNotFound(letter_id) from None
-        stored = _decode(entry.value)
+        _, stored, _ = await self._read(letter_id)
         if stored.letter is not None:
             return _sort_key(stored.letter)
         return (stored.failed_at, letter_id)
 
     async def _entry(self, letter_id: str) -> _Live:
         """The live letter of ``letter_id`` as stored (its body maybe apart)."""
+        key, stored, revision = await self._read(letter_id)
+        if stored.letter is None:
+            raise DeadLetterNotFound(letter_id)
+        return _Live(key, stored.letter, stored.body_parts, revision)
+
+    async def _read(self, letter_id: str) -> tuple[str, _Stored, int]:
+        """The key, entry and revision of ``letter_id`` (a live letter or only its mark)."""
         key = _key_of(letter_id) if isinstance(letter_id, str) else None
         if key is None:
             raise DeadLetterNotFound(str(letter_id))
@@ -207,10 +206,7 @@ class KvDeadLetterBox:
                 entry = await self._kv.get(key)
             except KeyNotFoundError:
                 raise DeadLetterNotFound(letter_id) from None
-        stored = _decode(entry.value)
-        if stored.letter is None:
-            raise DeadLetterNotFound(letter_id)
-        return _Live(key, stored.letter, stored.body_parts, entry.revision or 0)
+        return key, _decode(entry.value), entry.revision or 0
 
     async def get(self, letter_id: str) -> DeadLetter:
         self._open()
