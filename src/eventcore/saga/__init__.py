@@ -1,0 +1,101 @@
+"""Sagas: business processes across services, as steps undone in reverse on failure.
+
+This package is the pure core: definitions (``Saga``, ``Step``, ``Send``, ``Local``,
+``Call``, ``StartOn``), the events a saga's stream is made of, ``evolve`` (the fold)
+and ``decide`` (what to do with a start, a reply, a deadline or an operator's action),
+and ``SagaView``, the timeline an operator reads. It performs no I/O: the saga worker
+feeds it inputs and carries its decisions out. The guide is docs/guides/sagas.md.
+"""
+
+from eventcore.saga.decide import (
+    Decision,
+    InvokeCall,
+    Request,
+    RunLocal,
+    SendCommand,
+    decide,
+    outstanding,
+)
+from eventcore.saga.definition import (
+    COMPENSATION_RETRY,
+    Action,
+    Call,
+    Local,
+    Saga,
+    SagaContext,
+    Send,
+    StartOn,
+    Step,
+)
+from eventcore.saga.events import (
+    SAGA_EVENTS,
+    PlannedStep,
+    SagaAborted,
+    SagaCompensated,
+    SagaCompensationFailed,
+    SagaCompensationRequested,
+    SagaCompensationSucceeded,
+    SagaCompleted,
+    SagaEvent,
+    SagaLateReply,
+    SagaRetried,
+    SagaStarted,
+    SagaStepFailed,
+    SagaStepRequested,
+    SagaStepSucceeded,
+    SagaStepTimedOut,
+    SagaStuck,
+)
+from eventcore.saga.inputs import Abort, DeadlineFired, Input, Reply, Retry, Start
+from eventcore.saga.keys import Phase, correlation_id, idempotency_key
+from eventcore.saga.state import TERMINAL, SagaState, SagaStatus, evolve, replay
+
+__all__ = [
+    "COMPENSATION_RETRY",
+    "SAGA_EVENTS",
+    "TERMINAL",
+    "Abort",
+    "Action",
+    "Call",
+    "DeadlineFired",
+    "Decision",
+    "Input",
+    "InvokeCall",
+    "Local",
+    "Phase",
+    "PlannedStep",
+    "Reply",
+    "Request",
+    "Retry",
+    "RunLocal",
+    "Saga",
+    "SagaAborted",
+    "SagaCompensated",
+    "SagaCompensationFailed",
+    "SagaCompensationRequested",
+    "SagaCompensationSucceeded",
+    "SagaCompleted",
+    "SagaContext",
+    "SagaEvent",
+    "SagaLateReply",
+    "SagaRetried",
+    "SagaStarted",
+    "SagaState",
+    "SagaStatus",
+    "SagaStepFailed",
+    "SagaStepRequested",
+    "SagaStepSucceeded",
+    "SagaStepTimedOut",
+    "SagaStuck",
+    "Send",
+    "SendCommand",
+    "Start",
+    "StartOn",
+    "Step",
+    "correlation_id",
+    "decide",
+    "evolve",
+    "idempotency_key",
+    "outstanding",
+    "replay",
+]
