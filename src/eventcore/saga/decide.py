@@ -32,8 +32,6 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-import msgspec
-
 from eventcore.errors import InvalidSagaInput
 from eventcore.saga.definition import Action, Call, Local, Saga, Send
 from eventcore.saga.events import (
@@ -54,7 +52,7 @@ from eventcore.saga.events import (
     SagaStepTimedOut,
     SagaStuck,
 )
-from eventcore.saga.inputs import Abort, DeadlineFired, Input, Reply, Retry, Start
+from eventcore.saga.inputs import Abort, DeadlineFired, Input, Reply, Retry, Start, as_stored
 from eventcore.saga.keys import SAGA_DEADLINE, Phase, correlation_id, timeout_deadline
 from eventcore.saga.state import SagaState, evolve
 
@@ -470,7 +468,7 @@ class _Plan:
 
     def _stored(self, result: Any) -> Any:
         try:
-            return msgspec.to_builtins(result)
+            return as_stored(result)
         except TypeError as error:
             raise InvalidSagaInput(
                 self.saga.name, self.state.saga_id, f"a reply's result cannot be stored: {error}"

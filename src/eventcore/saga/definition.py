@@ -29,7 +29,7 @@ import msgspec
 from eventcore.errors import InvalidSaga, InvalidSagaInput
 from eventcore.events import Event
 from eventcore.retry import RetryPolicy
-from eventcore.saga.inputs import Start
+from eventcore.saga.inputs import Start, as_stored
 from eventcore.saga.keys import check_name
 
 __all__ = [
@@ -230,7 +230,7 @@ class Saga(Generic[D]):
                 f"the start data must be a {self.data.__name__}, not {type(data).__name__}",
             )
         try:
-            stored = msgspec.to_builtins(data)
+            stored = as_stored(data)
             msgspec.convert(stored, self.data)
         except (TypeError, msgspec.ValidationError) as error:
             raise InvalidSagaInput(

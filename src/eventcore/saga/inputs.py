@@ -10,7 +10,17 @@ from typing import Any
 
 import msgspec
 
-__all__ = ["Abort", "DeadlineFired", "Input", "Reply", "Retry", "Start"]
+__all__ = ["Abort", "DeadlineFired", "Input", "Reply", "Retry", "Start", "as_stored"]
+
+
+def as_stored(value: Any) -> Any:
+    """``value`` as a saga's stream gives it back: JSON builtins (a tuple becomes a list).
+
+    The state a saga decides on must equal the state a replay of its stored stream
+    folds to; keeping a value as it is read back makes the two the same. Raises
+    ``TypeError`` for a value JSON cannot hold.
+    """
+    return msgspec.json.decode(msgspec.json.encode(value))
 
 
 class Start(msgspec.Struct, frozen=True, kw_only=True):
