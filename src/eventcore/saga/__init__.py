@@ -49,6 +49,7 @@ from eventcore.saga.events import (
 from eventcore.saga.inputs import Abort, DeadlineFired, Input, Reply, Retry, Start
 from eventcore.saga.keys import Phase, correlation_id, idempotency_key
 from eventcore.saga.state import TERMINAL, SagaState, SagaStatus, evolve, replay
+from eventcore.saga.timeline import AttemptView, Entry, LateReplyView, SagaView, StepView
 
 __all__ = [
     "COMPENSATION_RETRY",
@@ -56,11 +57,14 @@ __all__ = [
     "TERMINAL",
     "Abort",
     "Action",
+    "AttemptView",
     "Call",
     "DeadlineFired",
     "Decision",
+    "Entry",
     "Input",
     "InvokeCall",
+    "LateReplyView",
     "Local",
     "Phase",
     "PlannedStep",
@@ -87,11 +91,13 @@ __all__ = [
     "SagaStepSucceeded",
     "SagaStepTimedOut",
     "SagaStuck",
+    "SagaView",
     "Send",
     "SendCommand",
     "Start",
     "StartOn",
     "Step",
+    "StepView",
     "correlation_id",
     "decide",
     "evolve",
