@@ -201,7 +201,8 @@ class SagaMachine(RuleBasedStateMachine):
         self, data: st.DataObject, early: float
     ) -> None:
         due = self.run.saga_state.deadlines()
-        if due and data.draw(st.booleans()):
+        one_set: bool = data.draw(st.booleans())
+        if due and one_set:
             key = data.draw(st.sampled_from(sorted(due)))
             if due[key] - early < self.run.now:
                 return
