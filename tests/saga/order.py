@@ -84,7 +84,7 @@ ORDER = Order(order_id="o-1", amount=250, items=("book", "pen"))
 
 def order_saga(
     *,
-    timeout: float | None = 5.0,
+    timeout: float = 5.0,
     deadline: float | None = None,
     late_success: bool = False,
     retry: RetryPolicy = RETRY,

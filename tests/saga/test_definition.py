@@ -10,6 +10,7 @@ import pytest
 from eventcore.errors import InvalidInput, InvalidSaga, InvalidSagaInput
 from eventcore.events import Event
 from eventcore.saga import (
+    DEFAULT_TIMEOUT,
     Call,
     Local,
     Saga,
@@ -53,6 +54,7 @@ def step(name: str = "reserve", **options: Any) -> Step[Order, Reserved]:
         ([step("a", timeout=0)], {}, "step 'a''s timeout must be a positive number"),
         ([step("a", timeout=float("nan"))], {}, "timeout must be a positive number"),
         ([step("a", timeout=-1.0)], {}, "timeout must be a positive number"),
+        ([step("a", timeout=None)], {}, "timeout must be a positive number"),
         ([step("a", compensation_timeout=float("inf"))], {}, "compensation timeout must be"),
         ([step("a")], {"deadline": 0}, "the saga's deadline must be a positive number"),
         ([step("a")], {"deadline": True}, "the saga's deadline must be a positive number"),
@@ -89,7 +91,8 @@ def test_only_the_last_step_may_go_without_a_compensation() -> None:
     assert [planned.name for planned in saga.steps] == ["a", "b"]
 
 
-def test_a_compensation_timeout_defaults_to_the_step_timeout() -> None:
+def test_a_step_waits_the_default_timeout_and_its_compensation_the_step_s() -> None:
+    assert step().timeout == DEFAULT_TIMEOUT
     assert step(timeout=3.0).compensation_timeout == 3.0
     assert step(timeout=3.0, compensation_timeout=9.0).compensation_timeout == 9.0
 

@@ -91,7 +91,7 @@ def test_the_timeline_has_one_entry_per_event_in_words() -> None:
     assert ("ship", "action failed: no truck") in details
     assert (
         "reserve",
-        "compensation attempt 1 timed out: no reply within 5.0 s; again at 111.000",
+        "compensation attempt 1 timed out: no reply within 5 s; again at 111.000",
     ) in details
     assert details[-1] == (None, "compensated")
 

@@ -18,6 +18,7 @@ from eventcore.saga.decide import (
 )
 from eventcore.saga.definition import (
     COMPENSATION_RETRY,
+    DEFAULT_TIMEOUT,
     Action,
     Call,
     Local,
@@ -53,6 +54,7 @@ from eventcore.saga.timeline import AttemptView, Entry, LateReplyView, SagaView,
 
 __all__ = [
     "COMPENSATION_RETRY",
+    "DEFAULT_TIMEOUT",
     "SAGA_EVENTS",
     "TERMINAL",
     "Abort",

@@ -240,7 +240,7 @@ class _Plan:
 
     def request_step(self, name: str) -> None:
         step = _step(self.saga, self.state, name)
-        timeout_at = self.now + step.timeout if step.timeout is not None else None
+        timeout_at = self.now + step.timeout
         try:
             request = self.build(step.action, name, "action", 1, timeout_at)
         except Exception as error:
@@ -286,8 +286,7 @@ class _Plan:
     def request_compensation(self, name: str) -> None:
         step = _step(self.saga, self.state, name)
         attempt = self.state.attempts.get(name, 0) + 1
-        timeout = step.compensation_timeout
-        timeout_at = self.now + timeout if timeout is not None else None
+        timeout_at = self.now + step.compensation_timeout
         try:
             if step.compensation is None:
                 raise LookupError(f"step {name!r} has no compensation in the definition")
@@ -426,11 +425,11 @@ class _Plan:
             if pending is None:
                 return
             if key == SAGA_DEADLINE:
-                reason = f"the saga's deadline passed ({self.saga.deadline:g} s)"
+                allowed = (state.deadline_at or self.now) - state.started_at
+                reason = f"the saga's deadline passed ({allowed:g} s after it started)"
             else:
-                step = _step(self.saga, state, pending.step)
-                seconds = step.timeout if pending.phase == "action" else step.compensation_timeout
-                reason = f"no reply within {seconds} s"
+                waited = (pending.timeout_at or self.now) - pending.requested_at
+                reason = f"no reply within {waited:g} s"
             if pending.phase == "action":
                 self.emit(
                     SagaStepTimedOut(

@@ -34,6 +34,7 @@ from eventcore.saga.keys import check_name
 
 __all__ = [
     "COMPENSATION_RETRY",
+    "DEFAULT_TIMEOUT",
     "Action",
     "Call",
     "Local",
@@ -51,6 +52,8 @@ E = TypeVar("E", bound=Event)
 #: How a compensation is retried unless the saga says otherwise: five attempts, waiting
 #: 1 s, 2 s, 4 s, 8 s in between (the waits double up to ``max_delay``).
 COMPENSATION_RETRY: Final = RetryPolicy(max_attempts=5, initial_delay=1.0, max_delay=60.0)
+#: How long a step waits for a reply unless it says otherwise, in seconds.
+DEFAULT_TIMEOUT: Final = 30.0
 
 
 class SagaContext(Generic[D]):
@@ -113,8 +116,10 @@ class Step(Generic[D, R]):
     """One step of a saga: ``action`` does the work and returns an ``R``;
     ``compensation`` undoes it.
 
-    ``timeout`` (seconds) bounds the wait for the action's reply; a step that times out
-    counts as failed. ``compensation_timeout`` bounds each attempt of the compensation
+    ``timeout`` (seconds, ``DEFAULT_TIMEOUT`` unless given) bounds the wait for the
+    action's reply; a step that times out counts as failed. There is no unbounded wait:
+    a request or reply lost on the way would leave the saga waiting where no operator
+    sees it. ``compensation_timeout`` bounds each attempt of the compensation
     (``timeout`` when not given); one that times out is tried again like one that
     failed. A reply that comes after its timeout is recorded and changes nothing —
     unless ``compensate_late_success`` is set: then a late reply saying the action
@@ -138,7 +143,7 @@ class Step(Generic[D, R]):
         action: Action[D],
         result: type[R],
         compensation: Action[D] | None = None,
-        timeout: float | None = None,
+        timeout: float = DEFAULT_TIMEOUT,
         compensation_timeout: float | None = None,
         compensate_late_success: bool = False,
     ) -> None:
@@ -147,7 +152,7 @@ class Step(Generic[D, R]):
         self.result = result
         self.compensation = compensation
         self.timeout = timeout
-        self.compensation_timeout = (
+        self.compensation_timeout: float = (
             compensation_timeout if compensation_timeout is not None else timeout
         )
         self.compensate_late_success = compensate_late_success
@@ -294,8 +299,10 @@ class Saga(Generic[D]):
             _check_action(self.name, f"{where}'s compensation", step.compensation)
         if not isinstance(step.result, type):
             raise InvalidSaga(self.name, f"{where}'s result must be a type")
-        _check_seconds(self.name, f"{where}'s timeout", step.timeout)
-        _check_seconds(self.name, f"{where}'s compensation timeout", step.compensation_timeout)
+        _check_seconds(self.name, f"{where}'s timeout", step.timeout, required=True)
+        _check_seconds(
+            self.name, f"{where}'s compensation timeout", step.compensation_timeout, required=True
+        )
 
 
 def _check_action(saga: str, what: str, action: object) -> None:
@@ -315,8 +322,8 @@ def _check_action(saga: str, what: str, action: object) -> None:
         raise InvalidSaga(saga, f"{what} is {action!r}, not a Send, Local or Call")
 
 
-def _check_seconds(saga: str, what: str, seconds: float | None) -> None:
-    if seconds is None:
+def _check_seconds(saga: str, what: str, seconds: float | None, *, required: bool = False) -> None:
+    if seconds is None and not required:
         return
     if (
         isinstance(seconds, bool)

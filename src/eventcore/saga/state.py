@@ -59,6 +59,7 @@ class Pending(msgspec.Struct, frozen=True):
     phase: Phase
     attempt: int
     correlation_id: str
+    requested_at: float
     timeout_at: float | None
 
 
@@ -160,7 +161,9 @@ def _changes(state: SagaState, event: SagaEvent) -> dict[str, Any]:
     match event:
         case SagaStepRequested():
             return {
-                "pending": Pending(event.step, "action", 1, event.correlation_id, event.timeout_at),
+                "pending": Pending(
+                    event.step, "action", 1, event.correlation_id, event.at, event.timeout_at
+                ),
                 "issued": {**state.issued, event.correlation_id: Issued(event.step, "action", 1)},
             }
         case SagaStepSucceeded():
@@ -192,6 +195,7 @@ def _changes(state: SagaState, event: SagaEvent) -> dict[str, Any]:
                     "compensation",
                     event.attempt,
                     event.correlation_id,
+                    event.at,
                     event.timeout_at,
                 ),
                 "issued": {**state.issued, event.correlation_id: issued},
