@@ -195,7 +195,8 @@ class InvalidSagaInput(InvalidInput):
         self.saga = saga
         self.saga_id = saga_id
         self.reason = reason
-        super().__init__(f"saga {saga!r} {saga_id!r}: {reason}")
+        named = f"saga {saga!r} {saga_id!r}" if saga_id else f"saga {saga!r}"
+        super().__init__(f"{named}: {reason}")
 
 
 # --- concurrency ---------------------------------------------------------------------------

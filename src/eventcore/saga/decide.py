@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from eventcore.errors import InvalidSagaInput
-from eventcore.saga.definition import Action, Call, Local, Saga, Send
+from eventcore.saga.definition import Action, Call, Local, Saga, Send, Step
 from eventcore.saga.events import (
     PlannedStep,
     SagaAborted,
@@ -194,7 +194,7 @@ def _start(saga: Saga[Any], start: Start, now: float) -> Decision:
     return plan.decision(None)
 
 
-def _step(saga: Saga[Any], state: SagaState, name: str) -> Any:
+def _step(saga: Saga[Any], state: SagaState, name: str) -> Step[Any, Any]:
     try:
         return saga.step(name)
     except KeyError:
