@@ -147,7 +147,10 @@ def order_saga(
 
 class Run:
     """One saga fed inputs by hand at a clock the test moves; every decision's events
-    are kept, and the kept stream must always fold to the state decide returned."""
+    are kept, and the kept stream must always fold to the state decide returned.
+
+    Each input is decided twice: the core is pure, so the same state, input and time
+    give the same decision (no clock read, no randomness, nothing remembered)."""
 
     def __init__(self, saga: Saga[Any], saga_id: str = "o-1", now: float = 1000.0) -> None:
         self.saga = saga
@@ -159,6 +162,7 @@ class Run:
 
     def feed(self, input: Input) -> Decision:
         decision = decide(self.saga, self.state, input, self.now)
+        assert decide(self.saga, self.state, input, self.now) == decision
         self.state = decision.state
         self.events.extend(decision.events)
         self.decisions.append(decision)

@@ -37,6 +37,7 @@ from tests.saga.order import (
     ACTIONS,
     COMPENSATIONS,
     ORDER,
+    RETRY,
     STEPS,
     BookShipment,
     Order,
@@ -535,9 +536,7 @@ def test_a_compensation_that_cannot_be_built_counts_as_failed_attempts_until_stu
         ),
         Step("charge", action=Send("payments", reserve), result=Reserved),
     ]
-    run = Run(
-        Saga("order", data=Order, steps=steps, compensation_retry=order_saga().compensation_retry)
-    )
+    run = Run(Saga("order", data=Order, steps=steps, compensation_retry=RETRY))
     run.start()
     run.succeed()
     run.reject()
@@ -584,3 +583,48 @@ def test_the_request_in_flight_is_built_again_the_same_after_a_restart() -> None
     assert outstanding(run.saga, run.saga_state) == sent_first
     completed(run2 := Run(order_saga()))
     assert outstanding(run2.saga, run2.saga_state) is None
+
+
+# --- inputs the saga refuses ----------------------------------------------------------------
+
+
+def test_a_reply_whose_result_cannot_be_stored_is_refused() -> None:
+    run = Run(order_saga())
+    run.start()
+    before = run.saga_state
+
+    with pytest.raises(InvalidSagaInput, match="a reply's result cannot be stored"):
+        run.feed(Reply.success(run.pending.correlation_id, object()))
+    assert run.saga_state == before
+
+
+def test_a_state_of_another_saga_type_is_refused() -> None:
+    run = Run(order_saga())
+    run.start()
+    other = Saga("refund", data=Order, steps=order_saga().steps)
+
+    with pytest.raises(InvalidSagaInput, match="its state is that of a 'order' saga"):
+        decide(other, run.saga_state, Reply.success(run.pending.correlation_id), 0.0)
+
+
+def test_a_step_the_definition_no_longer_has_leaves_the_saga_stuck_with_the_reason() -> None:
+    run = Run(order_saga())
+    run.start()
+    run.succeed()
+    # A new release drops the first step while this saga runs.
+    run.saga = Saga("order", data=Order, steps=order_saga().steps[1:], compensation_retry=RETRY)
+    run.reject()
+    fire(run, "retry:")
+    fire(run, "retry:")
+
+    assert run.saga_state.status == "stuck"
+    assert "the definition of 'order' has no step 'reserve'" in (run.saga_state.stuck_reason or "")
+
+
+def test_the_request_in_flight_of_a_step_the_definition_lacks_cannot_be_built_again() -> None:
+    run = Run(order_saga())
+    run.start()
+    changed = Saga("order", data=Order, steps=order_saga().steps[1:])
+
+    with pytest.raises(InvalidSagaInput, match="has no step 'reserve'"):
+        outstanding(changed, run.saga_state)

@@ -168,7 +168,10 @@ def outstanding(saga: Saga[Any], state: SagaState) -> Request | None:
     pending = state.pending
     if pending is None:
         return None
-    step = _step(saga, state, pending.step)
+    try:
+        step = _step(saga, pending.step)
+    except LookupError as error:
+        raise InvalidSagaInput(saga.name, state.saga_id, str(error)) from None
     action = step.action if pending.phase == "action" else step.compensation
     if action is None:
         raise InvalidSagaInput(saga.name, state.saga_id, f"step {step.name!r} has no compensation")
@@ -194,13 +197,14 @@ def _start(saga: Saga[Any], start: Start, now: float) -> Decision:
     return plan.decision(None)
 
 
-def _step(saga: Saga[Any], state: SagaState, name: str) -> Step[Any, Any]:
+def _step(saga: Saga[Any], name: str) -> Step[Any, Any]:
     try:
         return saga.step(name)
     except KeyError:
-        raise InvalidSagaInput(
-            saga.name, state.saga_id, f"its stream names step {name!r}, which the definition lacks"
-        ) from None
+        # A definition changed under a running saga. Inside a decision this fails the
+        # step or the compensation attempt with this reason, so the saga ends stuck
+        # where an operator sees it rather than refusing every input from now on.
+        raise LookupError(f"the definition of {saga.name!r} has no step {name!r}") from None
 
 
 class _Plan:
@@ -239,9 +243,9 @@ class _Plan:
     # --- forward --------------------------------------------------------------------
 
     def request_step(self, name: str) -> None:
-        step = _step(self.saga, self.state, name)
-        timeout_at = self.now + step.timeout
         try:
+            step = _step(self.saga, name)
+            timeout_at = self.now + step.timeout
             request = self.build(step.action, name, "action", 1, timeout_at)
         except Exception as error:
             # A builder that raises is a bug in the definition; the saga records it and
@@ -284,10 +288,10 @@ class _Plan:
         self.request_compensation(self.state.to_compensate[0])
 
     def request_compensation(self, name: str) -> None:
-        step = _step(self.saga, self.state, name)
         attempt = self.state.attempts.get(name, 0) + 1
-        timeout_at = self.now + step.compensation_timeout
         try:
+            step = _step(self.saga, name)
+            timeout_at = self.now + step.compensation_timeout
             if step.compensation is None:
                 raise LookupError(f"step {name!r} has no compensation in the definition")
             request = self.build(step.compensation, name, "compensation", attempt, timeout_at)
@@ -366,12 +370,11 @@ class _Plan:
             )
             self.compensate()
             return
-        step = _step(self.saga, state, issued.step)
         undo = (
             reply.succeeded
             and issued.phase == "action"
-            and step.compensate_late_success
             and state.status != "aborted"
+            and self._compensates_late_success(issued.step)
         )
         reopen = undo and state.status == "compensated"
         self.emit(
@@ -388,6 +391,12 @@ class _Plan:
         )
         if reopen:
             self.compensate()
+
+    def _compensates_late_success(self, name: str) -> bool:
+        try:
+            return _step(self.saga, name).compensate_late_success
+        except LookupError:
+            return False
 
     def _answer(self, name: str, phase: Phase, attempt: int, reply: Reply) -> None:
         correlation = reply.correlation_id
