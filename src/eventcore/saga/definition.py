@@ -1,7 +1,7 @@
 """Saga definitions: ordered steps, each an action and the compensation that undoes it.
 
 A ``Saga`` is declared once, with plain objects: its name, the type of its start data,
-its ``Step``\\ s in order, and optionally a deadline, the retry policy of its
+its steps in order, and optionally a deadline, the retry policy of its
 compensations and the events that start it. Everything is checked when it is declared;
 a definition that cannot run raises ``InvalidSaga`` there, not when a saga meets it.
 
