@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 import msgspec
@@ -170,6 +171,8 @@ def test_idempotency_keys_are_stable_and_name_one_request_each() -> None:
     }
 
     assert key == idempotency_key("order", "o-1", "charge", "action")
+    assert uuid.UUID(key).version == 5
+    assert str(uuid.UUID(key)) == key
     assert key not in others
     assert len(others) == 5
 

@@ -27,13 +27,13 @@ The rules:
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
+import msgspec
+
 from eventcore.errors import InvalidSagaInput
-from eventcore.saga.definition import Action, Call, Local, Saga, Send, Step
+from eventcore.saga.definition import Action, Call, Local, Saga, SagaContext, Send, Step
 from eventcore.saga.events import (
     PlannedStep,
     SagaAborted,
@@ -67,8 +67,7 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True, kw_only=True)
-class Request:
+class Request(msgspec.Struct, frozen=True, kw_only=True):
     """A request a saga sends: a step's action or compensation, one attempt of it.
 
     ``idempotency_key`` is the same for every attempt of the same step and phase of the
@@ -86,30 +85,30 @@ class Request:
     timeout_at: float | None
 
 
-@dataclass(frozen=True, kw_only=True)
-class SendCommand(Request):
+class SendCommand(Request, frozen=True, kw_only=True):
     """Send ``command`` to ``service`` over the bus."""
 
     service: str
     command: object
 
 
-@dataclass(frozen=True, kw_only=True)
-class RunLocal(Request):
+class RunLocal(Request, frozen=True, kw_only=True):
     """Run ``command`` in the saga's own service."""
 
     command: object
 
 
-@dataclass(frozen=True, kw_only=True)
-class InvokeCall(Request):
-    """Await ``invoke()``: the step's function, already given its context and key."""
+class InvokeCall(Request, frozen=True, kw_only=True):
+    """Await ``invoke()``: the step's ``function`` with its ``context`` and key."""
 
-    invoke: Callable[[], Awaitable[object]] = field(compare=False)
+    function: Callable[[SagaContext[Any], str], Awaitable[object]]
+    context: SagaContext[Any]
+
+    def invoke(self) -> Awaitable[object]:
+        return self.function(self.context, self.idempotency_key)
 
 
-@dataclass(frozen=True)
-class Decision:
+class Decision(msgspec.Struct, frozen=True):
     """What to do after an input: append ``events`` (in this order, in one append with
     the ``requests``), send ``requests``, set ``set_deadlines`` (key → when) and cancel
     ``cancel_deadlines``. ``state`` is the saga's state after the events."""
@@ -117,7 +116,7 @@ class Decision:
     state: SagaState | None
     events: tuple[SagaEvent, ...] = ()
     requests: tuple[Request, ...] = ()
-    set_deadlines: Mapping[str, float] = field(default_factory=dict)
+    set_deadlines: Mapping[str, float] = {}
     cancel_deadlines: tuple[str, ...] = ()
 
     @property
@@ -505,4 +504,4 @@ class _Plan:
         if isinstance(action, Local):
             return RunLocal(command=action.build(context), **common)
         assert isinstance(action, Call)
-        return InvokeCall(invoke=functools.partial(action.function, context, key), **common)
+        return InvokeCall(function=action.function, context=context, **common)

@@ -66,6 +66,22 @@ class SagaContext(Generic[D]):
         self.data = data
         self._results = results
 
+    # Contexts built from the same stream are equal: decide gives equal decisions for
+    # equal inputs, a request built again after a restart equals the first.
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, SagaContext):
+            return NotImplemented
+        return (self.saga_id, self.data, self._results) == (
+            other.saga_id,
+            other.data,
+            other._results,
+        )
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"SagaContext({self.saga_id!r}, {self.data!r})"
+
     def result(self, step: Step[Any, R]) -> R:
         """The result ``step`` returned, as its declared type.
 
