@@ -27,6 +27,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("read side", ("eventcore.projection",)),
     ("messaging", ("eventcore.messaging",)),
     ("coordination", ("eventcore.resilience",)),
+    ("federation", ("eventcore.federation",)),
     ("runtime", ("eventcore.cli", "eventcore.demo")),
 ]
 RANK = {name: rank for rank, (name, _) in enumerate(LAYERS)}

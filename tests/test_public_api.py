@@ -33,6 +33,11 @@ MODULES = [
     "eventcore.messaging.topics",
     "eventcore.messaging.url",
     "eventcore.messaging.memory",
+    "eventcore.federation",
+    "eventcore.federation.config",
+    "eventcore.federation.matcher",
+    "eventcore.federation.routing",
+    "eventcore.federation.transforms",
 ]
 
 

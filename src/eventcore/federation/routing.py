@@ -68,7 +68,10 @@ _encoder = msgspec.json.Encoder()
 _UNREAD: Final = object()
 
 
-def route(envelope: DistributedEvent, origin: Origin, rules: Sequence[Rule]) -> Routing:
+def route(envelope: DistributedEvent, origin: Origin | None, rules: Sequence[Rule]) -> Routing:
+    """The copies ``rules`` make of ``envelope``, read at ``origin``. With ``origin``
+    None, each rule is taken to have read the event at its own source (what
+    ``federate explain`` shows when not told where the event was read)."""
     matched: list[str] = []
     routed: list[Routed] = []
     failed: list[TransformFailed] = []
@@ -98,7 +101,9 @@ def _decode(envelope: DistributedEvent, rule: str) -> Any:
         raise TransformFailed(rule, "payload", f"not readable as JSON: {error}") from None
 
 
-def _copy(envelope: DistributedEvent, origin: Origin, rule: Rule, decoded: Any) -> DistributedEvent:
+def _copy(
+    envelope: DistributedEvent, origin: Origin | None, rule: Rule, decoded: Any
+) -> DistributedEvent:
     draft = Draft(
         type=envelope.type,
         source=envelope.source,
@@ -129,7 +134,7 @@ def _copy(envelope: DistributedEvent, origin: Origin, rule: Rule, decoded: Any) 
         federationid=envelope.id,
         federationsource=envelope.source,
         federationtype=envelope.type,
-        federationorigin=str(origin),
+        federationorigin=str(origin or rule.source.origin),
     )
 
 

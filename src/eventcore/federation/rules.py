@@ -55,11 +55,12 @@ class Rule:
     #: When this rule matches, the rules after it are not tried.
     stop: bool = False
 
-    def matches(self, envelope: DistributedEvent, origin: Origin) -> bool:
+    def matches(self, envelope: DistributedEvent, origin: Origin | None) -> bool:
+        """Whether this rule takes ``envelope``, read at ``origin`` (None: wherever
+        the rule reads, as ``federate explain`` asks without ``--origin``)."""
         source = self.source
         return (
-            source.topic == origin.topic
-            and source.bus == origin.bus
+            (origin is None or (source.topic == origin.topic and source.bus == origin.bus))
             and (source.service is None or source.service == envelope.source)
             and self.pattern.matches(envelope.type)
         )
