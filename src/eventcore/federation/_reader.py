@@ -46,6 +46,8 @@ class Reader:
     #: when the rule has no usable name yet (``rules[3].``).
     rule: str | None = None
     prefix: str = ""
+    #: Every bus alias the file declares, usable or not.
+    declared: set[str] = field(default_factory=set)
 
     def problem(self, name: str, reason: str) -> None:
         self.problems.append(ConfigProblem(self.file, self.rule, self.prefix + name, reason))

@@ -127,6 +127,7 @@ def _read_buses(reader: Reader, value: object) -> dict[str, str] | None:
         return None
     table: dict[str, Any] = value
     buses: dict[str, str] = {}
+    reader.declared.update(table)
     for alias, entry in table.items():
         name = f"buses.{alias}"
         if reader.name_of("bus alias", name)(alias) is None:
@@ -231,6 +232,8 @@ def _bus_alias(
     if alias is None or buses is None:
         return alias
     if alias not in buses:
+        if alias in reader.declared:
+            return None  # its own problem is reported already, under [buses]
         known = ", ".join(sorted(buses)) or "none"
         reader.problem(name, f"no bus {alias!r} in [buses] (named: {known})")
         return None

@@ -164,7 +164,7 @@ class Hash:
 @dataclass(frozen=True)
 class Redact:
     fields: tuple[FieldPath, ...]
-    marker: str
+    marker: str = "[redacted]"
     needs_data = True
 
     def apply(self, draft: Draft) -> None:
@@ -178,8 +178,9 @@ class Redact:
 @dataclass(frozen=True)
 class Mask:
     fields: tuple[FieldPath, ...]
-    keep: int
-    char: str
+    #: The most characters left in view (fewer when the value is short).
+    keep: int = 4
+    char: str = "*"
     needs_data = True
 
     def apply(self, draft: Draft) -> None:
