@@ -91,13 +91,12 @@ def test_correlation_causation_and_trace_context_pass_through() -> None:
         causationid="cause-1",
         traceparent="00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
         tracestate="vendor=1",
-        actor="ada",
     )
     rules = config(rule("r", extra='transforms = [{ op = "rename-type", to = "X" }]')).rules
 
     copy = route(original, FROM_USERS, rules).routed[0].envelope
 
-    for name in ("correlationid", "causationid", "traceparent", "tracestate", "actor"):
+    for name in ("correlationid", "causationid", "traceparent", "tracestate"):
         assert getattr(copy, name) == getattr(original, name)
     assert (copy.subject, copy.streamversion, copy.time) == (
         original.subject,
@@ -174,3 +173,13 @@ def test_without_an_origin_each_rule_is_taken_to_read_at_its_own_source() -> Non
         "main/users",
         "main/orders",
     ]
+
+
+def test_who_acted_and_free_form_metadata_stay_in_the_source_domain() -> None:
+    original = envelope(data={"n": 1}, actor="ada@example.com", metaextra='{"ip": "192.0.2.7"}')
+
+    copy = route(original, FROM_USERS, config(rule("r")).rules).routed[0].envelope
+
+    assert (copy.actor, copy.metaextra) == (None, None)
+    assert b"ada@example.com" not in encode_envelope(copy)
+    assert b"192.0.2.7" not in encode_envelope(copy)

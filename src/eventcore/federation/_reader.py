@@ -50,7 +50,8 @@ class Reader:
     declared: set[str] = field(default_factory=set)
 
     def problem(self, name: str, reason: str) -> None:
-        self.problems.append(ConfigProblem(self.file, self.rule, self.prefix + name, reason))
+        where = self.prefix + name if name else self.prefix.rstrip(".") or "file"
+        self.problems.append(ConfigProblem(self.file, self.rule, where, reason))
 
     def table(self, value: object, name: str, known: Iterable[str]) -> dict[str, Any] | None:
         """``value`` if it is a table with only ``known`` keys (each unknown one is a

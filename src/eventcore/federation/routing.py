@@ -9,8 +9,8 @@ A copy's id is derived from (rule name, original id) alone (``routed_id``), so a
 redelivered event, or one routed again after a hub restart, gets the same id: the
 target's de-duplication and inbox absorb the repeat. Renaming a rule therefore changes
 its copies' ids. Correlation, causation and the trace context pass through unchanged;
-the ``federation*`` extension attributes say which rule made the copy and where it came
-from.
+``actor`` and ``metaextra`` stay behind; the ``federation*`` extension attributes say
+which rule made the copy and where it came from.
 """
 
 from __future__ import annotations
@@ -130,6 +130,10 @@ def _copy(
         type=draft.type,
         source=draft.source,
         data=data,
+        # Who acted, and the metadata's free-form fields, are the source domain's and
+        # may well be personal data: no rule's steps reach them, so they stay behind.
+        actor=None,
+        metaextra=None,
         federationrule=rule.name,
         federationid=envelope.id,
         federationsource=envelope.source,
