@@ -61,9 +61,7 @@ def imported_modules(path: Path) -> set[str]:
     return {name for name in found if name.startswith("eventcore.")}
 
 
-SOURCES = [
-    path for path in sorted(PACKAGE.rglob("*.py")) if module_name(path) != "eventcore"
-]
+SOURCES = [path for path in sorted(PACKAGE.rglob("*.py")) if module_name(path) != "eventcore"]
 
 
 @pytest.mark.parametrize("path", SOURCES, ids=module_name)

@@ -3,6 +3,7 @@ rule and field."""
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
@@ -193,6 +194,7 @@ def test_a_bad_source_type_or_target_is_named_by_file_rule_and_field(
         ("", "buses", "missing"),
         ('[buses]\nmain = "memory://"\n', "rules", "missing"),
         ("rules = 3\n" + BUSES, "rules", "one or more"),
+        ("rules = [1]\n" + BUSES, "rules[0]", "expected a table"),
         ('buses = "memory://"\n' + rule("r"), "buses", "expected a table"),
         ("[buses]\n" + rule("r"), "buses", "no bus is named"),
         ("[buses]\nmain = 3\n" + rule("r"), "buses.main", "expected a bus URL"),
@@ -206,6 +208,7 @@ def test_a_bad_source_type_or_target_is_named_by_file_rule_and_field(
         "empty",
         "no-rules",
         "rules-not-tables",
+        "rule-not-a-table",
         "buses-not-table",
         "no-bus",
         "url-not-text",
@@ -276,3 +279,21 @@ def test_a_file_loads_with_its_name_in_the_config(tmp_path: Path) -> None:
     path.write_text(BUSES + rule("r"), encoding="utf-8")
 
     assert load_config(path, environ={}).file == str(path)
+
+
+def test_tokenize_without_cryptography_names_the_extra_to_install(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # As where the extra was never installed: Python refuses these imports.
+    for module in (
+        "cryptography.hazmat.primitives",
+        "cryptography.hazmat.primitives.ciphers.aead",
+        "cryptography.hazmat.primitives.kdf.hkdf",
+    ):
+        monkeypatch.setitem(sys.modules, module, None)
+    extra = step("op = 'tokenize', fields = ['a'], key_env = 'HUB_KEY'")
+
+    (problem,) = problems_of(BUSES + rule("r", extra=extra))
+
+    assert (problem.rule, problem.field) == ("r", "transforms[0].op")
+    assert "pip install 'eventcore[federation]'" in problem.reason
