@@ -4,7 +4,7 @@ segments including none, everything else literal."""
 from __future__ import annotations
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from eventcore.errors import InvalidInput
@@ -90,7 +90,8 @@ PATTERN_SEGMENT = st.one_of(st.just("**"), SEGMENT_TEXT.filter(lambda s: "**" no
 TYPE = st.lists(st.text(alphabet="abc", max_size=3), min_size=1, max_size=5).map(".".join)
 
 
-@given(pattern=st.lists(PATTERN_SEGMENT, min_size=1, max_size=5).map(".".join), event_type=TYPE)
+@settings(max_examples=400)
+@given(pattern=st.lists(PATTERN_SEGMENT, min_size=1, max_size=6).map(".".join), event_type=TYPE)
 def test_the_matcher_agrees_with_a_segment_by_segment_reference(
     pattern: str, event_type: str
 ) -> None:
@@ -98,4 +99,22 @@ def test_the_matcher_agrees_with_a_segment_by_segment_reference(
         return
     expected = reference(pattern.split("."), event_type.split("."))
 
+    assert TypePattern(pattern).matches(event_type) is expected
+
+
+@pytest.mark.parametrize(
+    ("pattern", "event_type", "expected"),
+    [
+        # A backtracking regular expression takes minutes on these (time polynomial in
+        # the type's length); the matcher never retries a step.
+        ("*a*a*a*b", "a" * 200_000, False),
+        ("*a*a*a*a", "a" * 200_000, True),
+        ("**.a.**.a.**.b", "a." * 100_000 + "c", False),
+        ("**.a.**.a.**.a", "a." * 100_000 + "a", True),
+    ],
+    ids=["glob-miss", "glob-hit", "segments-miss", "segments-hit"],
+)
+def test_a_long_hostile_type_is_matched_in_one_pass(
+    pattern: str, event_type: str, expected: bool
+) -> None:
     assert TypePattern(pattern).matches(event_type) is expected

@@ -14,7 +14,7 @@ from eventcore.federation.fields import FieldPath, StepFailed
 from eventcore.federation.transforms import Drop, Keep, Mask, Redact, RenameField, Step
 from tests.federation.samples import config, data_of, envelope, rule
 
-NESTED = {
+NESTED: dict[str, Any] = {
     "id": 7,
     "customer": {"name": "Ada", "email": "ada@example.com", "address": {"city": "Leeds"}},
     "lines": [{"sku": "kettle"}],

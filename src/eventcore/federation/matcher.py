@@ -12,39 +12,99 @@ dots (``UserRegistered``) is one segment. In a pattern:
   every type;
 * every other character stands for itself (no ``?``, no ``[...]``).
 
-A pattern is compiled once, when the configuration is loaded; matching is then a
-string comparison for a pattern without wildcards and one anchored regular expression
-for the others.
+A pattern is compiled once, when the configuration is loaded. Matching never uses a
+regular expression: a type comes from whoever published the event, and a backtracking
+engine takes time polynomial in its length for patterns such as ``*a*a*a*b`` (an
+800-character type held one for minutes). Here a segment's glob is matched by finding
+its literal pieces left to right (``str.find``), and ``**`` by finding the groups of
+segments between them left to right in the same way; leftmost is always right when the
+only wildcards match "anything", so no step is ever retried and the time is linear in
+the type's length for a given pattern.
 """
 
 from __future__ import annotations
-
-import re
 
 from eventcore.errors import InvalidInput
 
 __all__ = ["TypePattern"]
 
-_SEGMENT = r"[^.]*"
+
+class _Glob:
+    """One segment of a pattern: literal pieces with ``*`` between them."""
+
+    __slots__ = ("first", "last", "middle", "pieces", "shortest")
+
+    def __init__(self, segment: str) -> None:
+        self.pieces = segment.split("*")
+        self.first, self.last = self.pieces[0], self.pieces[-1]
+        self.middle = self.pieces[1:-1]
+        self.shortest = sum(map(len, self.pieces))
+
+    def matches(self, text: str) -> bool:
+        if len(self.pieces) == 1:
+            return text == self.first
+        if len(text) < self.shortest or not (
+            text.startswith(self.first) and text.endswith(self.last)
+        ):
+            return False
+        at, end = len(self.first), len(text) - len(self.last)
+        for piece in self.middle:
+            found = text.find(piece, at, end)
+            if found < 0:
+                return False
+            at = found + len(piece)
+        return True
+
+
+def _run_matches(globs: list[_Glob], segments: list[str], start: int) -> bool:
+    return all(glob.matches(segments[start + i]) for i, glob in enumerate(globs))
 
 
 class TypePattern:
     """A compiled event-type pattern; ``TypePattern("user.*").matches("user.created")``."""
 
-    __slots__ = ("_regex", "text")
+    __slots__ = ("_groups", "_wild", "text")
 
     def __init__(self, text: str) -> None:
         problem = _problem(text)
         if problem is not None:
             raise InvalidInput(f"event-type pattern {text!r}: {problem}")
         self.text = text
-        # None for a pattern without wildcards: it matches its own text only.
-        self._regex = re.compile(_translate(text)) if "*" in text else None
+        # The runs of single segments between ``**``s: ``a.**.b.*`` is [[a], [b, *]].
+        # Without ``**`` there is one run, which must cover the whole type.
+        groups: list[list[_Glob]] = [[]]
+        for segment in text.split("."):
+            if segment == "**":
+                groups.append([])
+            else:
+                groups[-1].append(_Glob(segment))
+        self._groups = groups
+        self._wild = "*" in text
 
     def matches(self, event_type: str) -> bool:
-        if self._regex is None:
+        if not self._wild:
             return event_type == self.text
-        return self._regex.fullmatch(event_type) is not None
+        segments = event_type.split(".")
+        groups = self._groups
+        if len(groups) == 1:
+            return len(segments) == len(groups[0]) and _run_matches(groups[0], segments, 0)
+        head, *middle, tail = groups
+        if len(segments) < sum(map(len, groups)):
+            return False
+        if not _run_matches(head, segments, 0):
+            return False
+        end = len(segments) - len(tail)
+        if not _run_matches(tail, segments, end):
+            return False
+        at = len(head)
+        for run in middle:
+            # The leftmost place this run fits, before the tail's segments.
+            while at + len(run) <= end and not _run_matches(run, segments, at):
+                at += 1
+            if at + len(run) > end:
+                return False
+            at += len(run)
+        return True
 
     def __repr__(self) -> str:
         return f"TypePattern({self.text!r})"
@@ -67,28 +127,3 @@ def _problem(text: str) -> str | None:
         if "**" in segment and segment != "**":
             return "'**' must be a whole segment (as in 'orders.**'), not part of one"
     return None
-
-
-def _translate(text: str) -> str:
-    """The regular expression of a checked pattern (for ``fullmatch``)."""
-    segments: list[str] = []
-    for segment in text.split("."):
-        # Two ``**`` in a row match what one does.
-        if not (segment == "**" and segments and segments[-1] == "**"):
-            segments.append(segment)
-    last = len(segments) - 1
-    parts: list[str] = []
-    for index, segment in enumerate(segments):
-        if segment == "**":
-            if index == last:
-                # Zero or more further segments: each brings its own leading dot.
-                parts.append("(?s:.*)" if index == 0 else rf"(?:\.{_SEGMENT})*")
-            else:
-                # Zero or more segments, each with its trailing dot; the dot before
-                # them belongs to the segment before.
-                parts.append((r"\." if index else "") + rf"(?:{_SEGMENT}\.)*")
-            continue
-        if index and segments[index - 1] != "**":
-            parts.append(r"\.")
-        parts.append(_SEGMENT.join(re.escape(piece) for piece in segment.split("*")))
-    return "".join(parts)

@@ -15,7 +15,6 @@ which rule made the copy and where it came from.
 
 from __future__ import annotations
 
-import copy
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -64,8 +63,6 @@ class Routing:
 
 
 _encoder = msgspec.json.Encoder()
-#: The payload before it is decoded (``None`` is a payload: JSON ``null``).
-_UNREAD: Final = object()
 
 
 def route(envelope: DistributedEvent, origin: Origin | None, rules: Sequence[Rule]) -> Routing:
@@ -75,18 +72,12 @@ def route(envelope: DistributedEvent, origin: Origin | None, rules: Sequence[Rul
     matched: list[str] = []
     routed: list[Routed] = []
     failed: list[TransformFailed] = []
-    decoded: Any = _UNREAD
     for rule in rules:
         if not rule.matches(envelope, origin):
             continue
         matched.append(rule.name)
         try:
-            payload: Any = _UNREAD
-            if any(step.needs_data for step in rule.steps):
-                if decoded is _UNREAD:
-                    decoded = _decode(envelope, rule.name)
-                payload = decoded
-            routed.append(Routed(rule.name, rule.targets, _copy(envelope, origin, rule, payload)))
+            routed.append(Routed(rule.name, rule.targets, _copy(envelope, origin, rule)))
         except TransformFailed as error:
             failed.append(error)
         if rule.stop:
@@ -101,14 +92,14 @@ def _decode(envelope: DistributedEvent, rule: str) -> Any:
         raise TransformFailed(rule, "payload", f"not readable as JSON: {error}") from None
 
 
-def _copy(
-    envelope: DistributedEvent, origin: Origin | None, rule: Rule, decoded: Any
-) -> DistributedEvent:
+def _copy(envelope: DistributedEvent, origin: Origin | None, rule: Rule) -> DistributedEvent:
+    # Only for a rule whose steps read the payload; decoded anew for each such rule (a
+    # decode costs less than a deep copy), so one rule's edits never reach another's.
+    reads = any(step.needs_data for step in rule.steps)
     draft = Draft(
         type=envelope.type,
         source=envelope.source,
-        # Each rule works on its own copy: one rule's edits never reach another's.
-        data=copy.deepcopy(decoded) if decoded is not _UNREAD else None,
+        data=_decode(envelope, rule.name) if reads else None,
         original=envelope,
     )
     for index, step in enumerate(rule.steps):
@@ -119,7 +110,7 @@ def _copy(
         except Exception as error:  # a user function's bug fails this event, not the hub
             reason = f"{type(error).__name__}: {error}"
             raise TransformFailed(rule.name, _step(index, step), reason) from error
-    data = envelope.data if decoded is _UNREAD else msgspec.Raw(_payload(draft, rule.name))
+    data = msgspec.Raw(_payload(draft, rule.name)) if reads else envelope.data
     for name in ("type", "source"):
         value = getattr(draft, name)
         if not isinstance(value, str) or not value:

@@ -40,8 +40,9 @@ __all__ = [
 @dataclass
 class Draft:
     """The routed copy while a rule's transformations work on it: the attributes they
-    may change, and ``data``, the payload decoded from JSON (a private copy: edit it
-    freely). ``original`` is the event as it arrived, to read from."""
+    may change, and ``data``, the payload decoded from JSON (this rule's own copy: edit
+    it freely; ``None`` when no step of the rule reads the payload, which then passes
+    byte for byte). ``original`` is the event as it arrived, to read from."""
 
     type: str
     source: str
