@@ -8,6 +8,7 @@ import uuid
 import pytest
 
 from eventcore.federation import Origin, RuleTarget, route, routed_id
+from eventcore.federation.routing import ROUTED_ID_NAMESPACE
 from eventcore.messaging.envelope import decode_envelope, encode_envelope
 from tests.federation.samples import config, data_of, envelope, rule
 
@@ -83,6 +84,8 @@ def test_a_copy_id_is_derived_from_the_rule_and_the_original_id_alone() -> None:
     assert ids == [routed_id("a", "event-1"), routed_id("b", "event-1")]
     assert len(set(ids) | {copy.envelope.id for copy in other.routed}) == 4
     assert all(uuid.UUID(each).version == 5 for each in ids)
+    # A UUIDv5 anyone can recompute from the rule and the original id.
+    assert ids[0] == str(uuid.uuid5(ROUTED_ID_NAMESPACE, "a\nevent-1"))
 
 
 def test_correlation_causation_and_trace_context_pass_through() -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from eventcore.federation.matcher import TypePattern
 from eventcore.federation.transforms import Step
@@ -54,6 +54,15 @@ class Rule:
     steps: tuple[Step, ...] = ()
     #: When this rule matches, the rules after it are not tried.
     stop: bool = False
+    #: Whether a step reads the payload (else it passes byte for byte, undecoded).
+    reads_payload: bool = field(init=False, repr=False, compare=False)
+    #: ``<bus>/<topic>`` of the source, as copies carry it.
+    origin_text: str = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        # Worked out once: routing asks for them on every event.
+        object.__setattr__(self, "reads_payload", any(s.needs_data for s in self.steps))
+        object.__setattr__(self, "origin_text", str(self.source.origin))
 
     def matches(self, envelope: DistributedEvent, origin: Origin | None) -> bool:
         """Whether this rule takes ``envelope``, read at ``origin`` (None: wherever

@@ -12,11 +12,11 @@ place; whatever it raises fails the event the same way, with the error as the re
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from eventcore.federation.fields import FieldPath, StepFailed
-from eventcore.federation.pii import Tokenizer, hash_value, mask_text
+from eventcore.federation.pii import Hasher, Tokenizer, mask_text
 from eventcore.messaging.envelope import DistributedEvent
 
 __all__ = [
@@ -150,10 +150,14 @@ class Hash:
     #: The environment variable the key came from, to name it (never the key).
     key_env: str
     needs_data = True
+    _hasher: Hasher = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_hasher", Hasher(self.key))
 
     def apply(self, draft: Draft) -> None:
         for path in self.fields:
-            path.update(draft.data, lambda value: hash_value(value, self.key))
+            path.update(draft.data, self._hasher)
 
     def describe(self) -> str:
         return f"hash {_names(self.fields)} (key from ${self.key_env})"
