@@ -147,3 +147,25 @@ def test_explain_refuses_an_origin_that_is_not_bus_slash_topic(
 
     assert result.exit_code == 2
     assert result.stderr.startswith("error: --origin")
+
+
+def test_explain_shows_a_rule_that_failed_on_the_event_and_why(
+    runner: CliRunner, files: tuple[str, str], tmp_path: Path
+) -> None:
+    # The path goes through a list: the rule cannot tell where the field would be.
+    event = tmp_path / "odd.json"
+    event.write_text(json.dumps({**EVENT, "data": {"email": {"home": ["a@example.com"]}}}))
+    config = tmp_path / "lists.toml"
+    config.write_text(
+        BUSES + rule("r", extra='transforms = [{ op = "redact", fields = ["email.home.x"] }]')
+    )
+
+    shown = invoke(runner, "federate", "explain", str(config), str(event), env=ENV)
+    record = invoke(runner, "federate", "explain", str(config), str(event), "--json", env=ENV)
+
+    assert shown.exit_code == 0, shown.output
+    assert "rule r: matched, failed at transforms[0] (redact email.home.x" in shown.stdout
+    assert "'email.home' is a list, not an object" in shown.stdout
+    (failure,) = json.loads(record.stdout)["failed"]
+    assert failure["rule"] == "r"
+    assert failure["reason"] == "'email.home' is a list, not an object"
