@@ -29,7 +29,6 @@ __all__ = ["OPS", "read_steps"]
 
 #: The most characters ``mask`` may leave in view.
 MAX_MASK_KEEP: Final = 64
-DEFAULT_MARKER: Final = "[redacted]"
 
 
 def read_steps(reader: Reader, value: object) -> tuple[Step, ...] | None:
@@ -158,7 +157,7 @@ def _redact(reader: Reader, entry: dict[str, Any], name: str) -> Step | None:
     marker = _text(reader, entry, "marker", name, required=False)
     if fields is None or ("marker" in entry and marker is None):
         return None
-    return Redact(fields, marker if marker is not None else DEFAULT_MARKER)
+    return Redact(fields) if marker is None else Redact(fields, marker)
 
 
 def _mask(reader: Reader, entry: dict[str, Any], name: str) -> Step | None:
@@ -181,7 +180,8 @@ def _mask(reader: Reader, entry: dict[str, Any], name: str) -> Step | None:
     bad = ("keep" in entry and keep is None) or ("char" in entry and char is None)
     if fields is None or bad:
         return None
-    return Mask(fields, keep if keep is not None else 4, char if char is not None else "*")
+    mask = Mask(fields)
+    return Mask(fields, keep or mask.keep, char or mask.char)
 
 
 def _tokenize(reader: Reader, entry: dict[str, Any], name: str) -> Step | None:

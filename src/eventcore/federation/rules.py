@@ -61,7 +61,7 @@ class Rule:
 
     def __post_init__(self) -> None:
         # Worked out once: routing asks for them on every event.
-        object.__setattr__(self, "reads_payload", any(s.needs_data for s in self.steps))
+        object.__setattr__(self, "reads_payload", any(s.reads_payload for s in self.steps))
         object.__setattr__(self, "origin_text", str(self.source.origin))
 
     def matches(self, envelope: DistributedEvent, origin: Origin | None) -> bool:

@@ -59,7 +59,7 @@ class Step(Protocol):
 
     #: Whether it reads or writes ``data`` (the payload is decoded only for those).
     @property
-    def needs_data(self) -> bool: ...
+    def reads_payload(self) -> bool: ...
 
     def apply(self, draft: Draft) -> None: ...
 
@@ -71,7 +71,7 @@ class Step(Protocol):
 @dataclass(frozen=True)
 class RenameType:
     to: str
-    needs_data = False
+    reads_payload = False
 
     def apply(self, draft: Draft) -> None:
         draft.type = self.to
@@ -83,7 +83,7 @@ class RenameType:
 @dataclass(frozen=True)
 class SetSource:
     to: str
-    needs_data = False
+    reads_payload = False
 
     def apply(self, draft: Draft) -> None:
         draft.source = self.to
@@ -101,7 +101,7 @@ class Keep:
     """Keep only these fields (and what is inside them); everything else goes."""
 
     fields: tuple[FieldPath, ...]
-    needs_data = True
+    reads_payload = True
 
     def apply(self, draft: Draft) -> None:
         kept: dict[str, Any] = {}
@@ -118,7 +118,7 @@ class Keep:
 @dataclass(frozen=True)
 class Drop:
     fields: tuple[FieldPath, ...]
-    needs_data = True
+    reads_payload = True
 
     def apply(self, draft: Draft) -> None:
         for path in self.fields:
@@ -132,7 +132,7 @@ class Drop:
 class RenameField:
     source: FieldPath
     target: FieldPath
-    needs_data = True
+    reads_payload = True
 
     def apply(self, draft: Draft) -> None:
         found, value = self.source.remove(draft.data)
@@ -149,7 +149,7 @@ class Hash:
     key: bytes
     #: The environment variable the key came from, to name it (never the key).
     key_env: str
-    needs_data = True
+    reads_payload = True
     _hasher: Hasher = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -170,7 +170,7 @@ class Hash:
 class Redact:
     fields: tuple[FieldPath, ...]
     marker: str = "[redacted]"
-    needs_data = True
+    reads_payload = True
 
     def apply(self, draft: Draft) -> None:
         for path in self.fields:
@@ -186,7 +186,7 @@ class Mask:
     #: The most characters left in view (fewer when the value is short).
     keep: int = 4
     char: str = "*"
-    needs_data = True
+    reads_payload = True
 
     def apply(self, draft: Draft) -> None:
         for path in self.fields:
@@ -209,7 +209,7 @@ class Tokenize:
     fields: tuple[FieldPath, ...]
     tokenizer: Tokenizer
     key_env: str
-    needs_data = True
+    reads_payload = True
 
     def apply(self, draft: Draft) -> None:
         for path in self.fields:
@@ -226,7 +226,7 @@ class Tokenize:
 class Function:
     reference: str
     function: UserFunction
-    needs_data = True
+    reads_payload = True
 
     def apply(self, draft: Draft) -> None:
         self.function(draft)
