@@ -3,10 +3,15 @@ rule and field."""
 
 from __future__ import annotations
 
+import copy
+import json
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from eventcore.errors import ConfigProblem, InvalidConfig
 from eventcore.federation import Origin, RuleSource, RuleTarget, load_config, parse_config
@@ -297,3 +302,90 @@ def test_tokenize_without_cryptography_names_the_extra_to_install(
 
     assert (problem.rule, problem.field) == ("r", "transforms[0].op")
     assert "pip install 'eventcore[federation]'" in problem.reason
+
+
+# --- any value anywhere: loaded, or refused with problems, never another error ---------
+
+
+def toml_value(value: Any) -> str:
+    """``value`` as a TOML inline value (JSON's string escapes are TOML's too)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return json.dumps(value)
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(toml_value(each) for each in value) + "]"
+    pairs = (f"{json.dumps(key)} = {toml_value(each)}" for key, each in value.items())
+    return "{ " + ", ".join(pairs) + " }"
+
+
+GOOD = {
+    "buses": {"main": "memory://", "edge": "memory://"},
+    "rules": [
+        {
+            "name": "r",
+            "source": {"bus": "main", "topic": "users", "service": "users"},
+            "type": "user.*",
+            "targets": [{"bus": "edge", "topic": "billing"}],
+            "stop": True,
+            "transforms": [
+                {"op": "rename", "from": "a", "to": "b.c"},
+                {"op": "hash", "fields": ["email"], "key_env": "HUB_KEY"},
+                {"op": "mask", "fields": ["card"], "keep": 4, "char": "#"},
+                {"op": "function", "function": "tests.federation.test_transforms:initials"},
+            ],
+        }
+    ],
+}
+SCALARS = st.one_of(
+    st.booleans(),
+    st.integers(-(2**63), 2**63 - 1),
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.text(max_size=12),
+    st.sampled_from(["", "main", "edge", "HUB_KEY", "*", "**", "a.b", "op", "hash", "x:y"]),
+)
+VALUES = st.recursive(
+    SCALARS,
+    lambda kids: (
+        st.lists(kids, max_size=3) | st.dictionaries(st.text(max_size=6), kids, max_size=3)
+    ),
+    max_leaves=6,
+)
+
+
+def places(value: Any, path: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    """Every key and index of the document, nested ones too."""
+    found = [path] if path else []
+    items = (
+        value.items()
+        if isinstance(value, dict)
+        else enumerate(value)
+        if isinstance(value, list)
+        else ()
+    )
+    for key, each in items:
+        found += places(each, (*path, key))
+    return found
+
+
+@settings(max_examples=300, deadline=None)
+@given(data=st.data())
+def test_any_value_anywhere_loads_or_is_refused_with_problems(data: st.DataObject) -> None:
+    document = copy.deepcopy(GOOD)
+    path = data.draw(st.sampled_from(places(document)), label="place")
+    parent = document
+    for key in path[:-1]:
+        parent = parent[key]
+    parent[path[-1]] = data.draw(VALUES, label="value")
+    text = "\n".join(f"{key} = {toml_value(value)}" for key, value in document.items())
+
+    refused: tuple[ConfigProblem, ...] = ()
+    try:
+        loaded = parse_config(text, file="hub.toml", environ=ENVIRON)
+    except InvalidConfig as error:
+        refused = error.problems
+    else:
+        assert len(loaded.rules) == 1
+    assert all(problem.file == "hub.toml" and problem.field for problem in refused)
