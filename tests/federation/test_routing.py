@@ -6,6 +6,8 @@ from __future__ import annotations
 import uuid
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from eventcore.federation import Origin, RuleTarget, route, routed_id
 from eventcore.federation.routing import ROUTED_ID_NAMESPACE
@@ -186,3 +188,45 @@ def test_who_acted_and_free_form_metadata_stay_in_the_source_domain() -> None:
     assert (copy.actor, copy.metaextra) == (None, None)
     assert b"ada@example.com" not in encode_envelope(copy)
     assert b"192.0.2.7" not in encode_envelope(copy)
+
+
+JSON = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**63), 2**63)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=8),
+    lambda kids: (
+        st.lists(kids, max_size=3)
+        | st.dictionaries(st.sampled_from(["a", "b", "c", "d"]), kids, max_size=3)
+    ),
+    max_leaves=10,
+)
+EVERY_STEP = config(
+    rule(
+        "all-steps",
+        extra="transforms = ["
+        '{ op = "rename", from = "a.b", to = "d.e" },'
+        '{ op = "hash", fields = ["a.c"], key_env = "HUB_KEY" },'
+        '{ op = "mask", fields = ["b"] },'
+        '{ op = "redact", fields = ["c.a"] },'
+        '{ op = "tokenize", fields = ["d.a"], key_env = "HUB_KEY" },'
+        '{ op = "drop", fields = ["c.b"] },'
+        '{ op = "keep", fields = ["a", "b", "c", "d"] },'
+        '{ op = "rename-type", to = "Routed" }]',
+    ),
+    rule("untouched"),
+).rules
+
+
+@settings(max_examples=300, deadline=None)
+@given(payload=JSON)
+def test_any_payload_is_routed_or_failed_and_every_copy_is_a_valid_envelope(
+    payload: object,
+) -> None:
+    routing = route(envelope(data=payload), FROM_USERS, EVERY_STEP)
+
+    assert routing.matched == ("all-steps", "untouched")
+    assert len(routing.routed) + len(routing.failed) == 2
+    for copy in routing.routed:
+        assert decode_envelope(encode_envelope(copy.envelope)) == copy.envelope
