@@ -27,6 +27,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("read side", ("eventcore.projection",)),
     ("messaging", ("eventcore.messaging",)),
     ("coordination", ("eventcore.resilience", "eventcore.saga")),
+    ("federation", ("eventcore.federation",)),
     ("runtime", ("eventcore.cli", "eventcore.demo")),
 ]
 RANK = {name: rank for rank, (name, _) in enumerate(LAYERS)}
@@ -60,9 +61,7 @@ def imported_modules(path: Path) -> set[str]:
     return {name for name in found if name.startswith("eventcore.")}
 
 
-SOURCES = [
-    path for path in sorted(PACKAGE.rglob("*.py")) if module_name(path) != "eventcore"
-]
+SOURCES = [path for path in sorted(PACKAGE.rglob("*.py")) if module_name(path) != "eventcore"]
 
 
 @pytest.mark.parametrize("path", SOURCES, ids=module_name)

@@ -34,6 +34,11 @@ MODULES = [
     "eventcore.messaging.url",
     "eventcore.messaging.memory",
     "eventcore.saga",
+    "eventcore.federation",
+    "eventcore.federation.config",
+    "eventcore.federation.matcher",
+    "eventcore.federation.routing",
+    "eventcore.federation.transforms",
 ]
 
 
