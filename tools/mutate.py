@@ -25,7 +25,8 @@ swapped), ``arith`` (``+``/``-``), ``boolean`` (``and``/``or``), ``not`` (droppe
 ``condition`` (an ``if``/``while``/ternary test forced ``True`` and ``False``), ``return``
 (``return x`` to ``return None``; ``return`` as a function's first statement), ``delete``
 (a call or assignment statement replaced by ``pass``, in a function or class body) and
-``arguments`` (two adjacent positional arguments swapped, neither a literal). A local
+``arguments`` (two adjacent positional arguments swapped, neither a literal, not of
+``max``/``min``). A local
 name's assignment is not deleted (its next read fails on every path). Annotations,
 parameter defaults, decorators, ``assert``, ``if TYPE_CHECKING:`` blocks, f-strings,
 logging calls (``*.debug(...)`` and friends) and lines marked ``# pragma: no mutate`` are
@@ -291,7 +292,9 @@ class _Generator(ast.NodeVisitor):
 
     def visit_Call(self, node: ast.Call) -> None:
         args = node.args
-        if not any(isinstance(arg, ast.Starred) for arg in args):
+        # max and min give the same answer whichever way round: a swap is equivalent.
+        commutative = isinstance(node.func, ast.Name) and node.func.id in ("max", "min")
+        if not commutative and not any(isinstance(arg, ast.Starred) for arg in args):
             for index in range(len(args) - 1):
                 self.swap_arguments(node, index)
         self.generic_visit(node)
