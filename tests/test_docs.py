@@ -187,6 +187,10 @@ def runnable(document: Path) -> bool:
     return any(block.language in RUN for block in blocks(document))
 
 
+# Beyond the suite's minute: a document runs all its blocks and commands, servers and
+# demos included (35 s measured on a busy machine); a stuck command is already ended at
+# COMMAND_PATIENCE.
+@pytest.mark.timeout(2 * COMMAND_PATIENCE)
 @pytest.mark.parametrize(
     "document",
     [doc for doc in DOCUMENTS if runnable(doc)],

@@ -25,7 +25,8 @@ swapped), ``arith`` (``+``/``-``), ``boolean`` (``and``/``or``), ``not`` (droppe
 ``condition`` (an ``if``/``while``/ternary test forced ``True`` and ``False``), ``return``
 (``return x`` to ``return None``; ``return`` as a function's first statement), ``delete``
 (a call or assignment statement replaced by ``pass``, in a function or class body) and
-``arguments`` (two adjacent positional arguments swapped, neither a literal). A local
+``arguments`` (two adjacent positional arguments swapped, neither a literal, not of
+``max``/``min``). A local
 name's assignment is not deleted (its next read fails on every path). Annotations,
 parameter defaults, decorators, ``assert``, ``if TYPE_CHECKING:`` blocks, f-strings,
 logging calls (``*.debug(...)`` and friends) and lines marked ``# pragma: no mutate`` are
@@ -58,7 +59,7 @@ import tempfile
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -291,7 +292,9 @@ class _Generator(ast.NodeVisitor):
 
     def visit_Call(self, node: ast.Call) -> None:
         args = node.args
-        if not any(isinstance(arg, ast.Starred) for arg in args):
+        # max and min give the same answer whichever way round: a swap is equivalent.
+        commutative = isinstance(node.func, ast.Name) and node.func.id in ("max", "min")
+        if not commutative and not any(isinstance(arg, ast.Starred) for arg in args):
             for index in range(len(args) - 1):
                 self.swap_arguments(node, index)
         self.generic_visit(node)
@@ -550,8 +553,7 @@ class Runner:
                timeout: float | None) -> tuple[int | None, str, float]:  # fmt: skip
         """Run pytest in the copy; (exit code or None when past ``timeout``, output, seconds)."""
         command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"]
-        command += ["-p", "mutate_trace", f"--basetemp={copy_dir / 'tmp'}"]
-        command += [*options, *self.pytest_args]
+        command += ["-p", "mutate_trace", f"--basetemp={copy_dir / 'tmp'}", *options]
         began = time.monotonic()
         with self.lock:
             if self.stopping.is_set():
@@ -580,6 +582,16 @@ class Runner:
             raise StopRequested
         return code, output, time.monotonic() - began
 
+    def narrowed(self, tests: list[str]) -> list[str]:
+        """The pytest arguments with their paths cut down to the files of ``tests``: less
+        to collect. Kept whole when an argument is neither an option nor a path (the
+        value of ``-k``, say)."""
+        options = [arg for arg in self.pytest_args if arg.startswith("-")]
+        others = [arg for arg in self.pytest_args if not arg.startswith("-")]
+        if not all((self.root / arg.split("::")[0]).exists() for arg in others):
+            return self.pytest_args
+        return [*options, *dict.fromkeys(test.split("::")[0] for test in tests)]
+
     def stop(self) -> None:
         with self.lock:
             self.stopping.set()
@@ -595,7 +607,7 @@ class Runner:
             "MUTATE_FILES": json.dumps(list(absolute)),
             "MUTATE_OUT": str(out),
         }
-        code, output, _ = self.pytest(copy_dir, [], extra, None)
+        code, output, _ = self.pytest(copy_dir, self.pytest_args, extra, None)
         if code != 0 or not out.exists():
             raise SystemExit(
                 f"the tests fail without any mutant (exit {code}); fix them first:\n{output}"
@@ -636,7 +648,9 @@ class Runner:
         target.write_text(mutant.source)
         try:
             extra = {"MUTATE_MODE": "select", "MUTATE_SELECT": str(chosen)}
-            code, output, seconds = self.pytest(copy_dir, ["-x"], extra, limit)
+            code, output, seconds = self.pytest(
+                copy_dir, ["-x", *self.narrowed(tests)], extra, limit
+            )
         finally:
             target.write_bytes(original)
         if code is None or HANG.search(output):
@@ -662,31 +676,31 @@ def _inside(path: Path, folder: Path) -> bool:
 
 
 def run_all(
-    runner: Runner, todo: list[Mutant], files: Sequence[str], jobs: int
-) -> Iterator[Outcome]:
-    """Outcomes as they come, from ``jobs`` copies of the project working in parallel."""
+    runner: Runner, todo: list[Mutant], files: Sequence[str], jobs: int, done: list[Outcome]
+) -> None:
+    """Run ``todo`` in ``jobs`` copies of the project in parallel, adding each outcome to
+    ``done`` as it comes (so that an interrupted run still reports what it finished)."""
     copies = [runner.copy_project(f"job{index}") for index in range(max(1, min(jobs, len(todo))))]
     baseline = runner.baseline(copies[0], files)
     queue = list(reversed(todo))
     queue_lock = threading.Lock()
 
-    def work(copy_dir: Path) -> list[Outcome]:
-        done: list[Outcome] = []
+    def work(copy_dir: Path) -> None:
         while not runner.stopping.is_set():
             with queue_lock:
                 if not queue:
-                    return done
+                    return
                 mutant = queue.pop()
             outcome = runner.run(mutant, copy_dir, baseline)
-            _progress(outcome, len(todo) - len(queue), len(todo))
-            done.append(outcome)
-        return done
+            with queue_lock:
+                done.append(outcome)
+                _progress(outcome, len(done), len(todo))
 
     with ThreadPoolExecutor(len(copies)) as pool:
         futures = [pool.submit(work, copy_dir) for copy_dir in copies]
         try:
             for future in futures:
-                yield from future.result()
+                future.result()
         except BaseException:
             runner.stop()  # before the pool waits for its workers, whose runs it ends
             raise
@@ -847,17 +861,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     previous = signal.signal(signal.SIGTERM, interrupted)
     with tempfile.TemporaryDirectory(prefix="mutate-") as workdir:
         runner = Runner(root, pytest_args, Path(workdir), options.timeout)
+        finished: list[Outcome] = []
         try:
             if todo:
-                outcomes += run_all(runner, todo, files, options.jobs)
+                run_all(runner, todo, files, options.jobs, finished)
         except (KeyboardInterrupt, StopRequested):
             runner.stop()
-            print("interrupted: the working tree was never changed; the copies are removed",
-                  file=sys.stderr)  # fmt: skip
+            print(f"interrupted after {len(finished)} of {len(todo)} mutants; the working "
+                  "tree was never changed, the copies are removed", file=sys.stderr)  # fmt: skip
+            print(report(outcomes + finished, files))
             return 130
         finally:
             runner.stop()
             signal.signal(signal.SIGTERM, previous)
+    outcomes += finished
     print(report(outcomes, files))
     if options.min_score is not None:
         scores = [score([o for o in outcomes if o.mutant.path == path]) for path in files]

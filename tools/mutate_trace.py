@@ -52,10 +52,11 @@ def _trace_calls(frame: FrameType, event: str, arg: Any) -> Any:
     return None
 
 
-def pytest_configure(config: pytest.Config) -> None:
-    if MODE == "trace":
-        sys.settrace(_trace_calls)
-        threading.settrace(_trace_calls)
+# Tracing starts as this plugin is imported (``-p`` plugins come before the conftest
+# files), so that module-level lines run by a conftest's imports are seen too.
+if MODE == "trace":
+    sys.settrace(_trace_calls)
+    threading.settrace(_trace_calls)
 
 
 @pytest.hookimpl(wrapper=True)
