@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 import pytest
@@ -61,6 +61,11 @@ class _TestBus:
     def __init__(self, inner: MemoryBus, *, refuse: int = 0, publish_delay: float = 0.0) -> None:
         self.inner = inner
         self.refuse = refuse
+        #: When set, a publish whose messages it answers True for is refused (every time).
+        self.refusing: Callable[[Sequence[OutgoingMessage]], bool] | None = None
+        #: Event-loop steps a cancelled publish takes to wind down, as a real bus
+        #: finishing its write before it honours the cancellation.
+        self.winding_down = 0
         self.publish_delay = publish_delay
         self.released = asyncio.Event()
         self.released.set()
@@ -88,8 +93,8 @@ class _TestBus:
         self.in_flight += len(messages)
         self.max_in_flight = max(self.max_in_flight, self.in_flight)
         try:
-            if self.refuse > 0:
-                self.refuse -= 1
+            if self.refuse > 0 or (self.refusing is not None and self.refusing(messages)):
+                self.refuse = max(self.refuse - 1, 0)
                 self.refused_calls += 1
                 raise BusUnavailable("refused by the test")
             await self.released.wait()
@@ -97,6 +102,10 @@ class _TestBus:
                 await asyncio.sleep(self.publish_delay)
             await self.inner.publish(messages)
             self.acknowledged.extend(messages)
+        except asyncio.CancelledError:
+            for _ in range(self.winding_down):
+                await asyncio.sleep(0)
+            raise
         finally:
             self.in_flight -= len(messages)
 
@@ -475,3 +484,193 @@ async def test_a_relay_stopped_before_it_runs_returns_at_once(
     async with asyncio.timeout(PATIENCE):
         await relay.run()
     assert relay.status().published == 0
+
+
+def deposits(count: int) -> list[tuple[StreamId, Event]]:
+    """``count`` published events (no internal notes): one message per event, so each
+    batch of the follower is one publish call of exactly its size."""
+    return [
+        (StreamId(f"account-acc-{i % 5}"), Deposited(account=f"acc-{i % 5}", amount=i + 1))
+        for i in range(count)
+    ]
+
+
+class _Clock:
+    """The relay's ``time``, set by the test: the checkpoint interval counted exactly."""
+
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def monotonic(self) -> float:
+        return self.now
+
+
+def position_of(message: OutgoingMessage, events: list[StoredEvent]) -> int:
+    return next(e.position for e in events if str(e.event_id) == message.message_id)
+
+
+async def test_while_events_keep_coming_the_checkpoint_is_saved_once_per_interval(
+    store: EventStore, memory_bus: MemoryBus, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # No idle saves: a batch always follows within the idle delay.
+    monkeypatch.setattr(relay_module, "_IDLE_SAVE_DELAY", 1e9)
+    clock = _Clock(100.0)
+    monkeypatch.setattr(relay_module, "time", clock)
+    bus = _TestBus(memory_bus)
+    relay = Relay(store, bus, TOPICS, service=SERVICE)
+    interval = relay_module._CHECKPOINT_INTERVAL
+    task = asyncio.create_task(relay.run())
+    try:
+        positions = []
+        # At the first batch, at a quarter of the interval after the save (too soon),
+        # exactly one interval after it, and a quarter of the interval after that.
+        for offset in (0.0, interval / 4, interval, interval * 5 / 4):
+            clock.now = 100.0 + offset
+            positions.append(await append_events(store, deposits(5)))
+            async with asyncio.timeout(PATIENCE):
+                await relay.published(positions[-1])
+        first, too_soon, on_time, too_soon_again = positions
+        assert bus.saved == [first, on_time]
+        assert relay.status().checkpoint == on_time < too_soon_again
+    finally:
+        relay.stop()
+        async with asyncio.timeout(PATIENCE):
+            await task
+    assert too_soon not in bus.saved
+    assert bus.saved[-1] == too_soon_again  # saved at the stop
+
+
+async def test_an_idle_relay_saves_its_checkpoint_after_the_idle_delay(
+    store: EventStore, memory_bus: MemoryBus, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # No interval saves: only the relay's being idle saves the checkpoint.
+    monkeypatch.setattr(relay_module, "_CHECKPOINT_INTERVAL", 1e9)
+    bus = _TestBus(memory_bus)
+    relay = Relay(store, bus, TOPICS, service=SERVICE)
+    task = asyncio.create_task(relay.run())
+    try:
+        for _ in range(2):
+            last = await append_events(store, deposits(5))
+            await wait_until(lambda last=last: relay.status().checkpoint == last)
+            assert await saved_position(memory_bus) == last
+        assert relay.status().position == last
+    finally:
+        relay.stop()
+        async with asyncio.timeout(PATIENCE):
+            await task
+
+
+async def test_batches_that_follow_within_the_idle_delay_postpone_the_idle_save(
+    store: EventStore, memory_bus: MemoryBus, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Every batch follows "within the idle delay"; only the stop saves.
+    monkeypatch.setattr(relay_module, "_CHECKPOINT_INTERVAL", 1e9)
+    monkeypatch.setattr(relay_module, "_IDLE_SAVE_DELAY", 1e9)
+    bus = _TestBus(memory_bus)
+    relay = Relay(store, bus, TOPICS, service=SERVICE)
+    task = asyncio.create_task(relay.run())
+    try:
+        for _ in range(3):
+            last = await append_events(store, deposits(5))
+            async with asyncio.timeout(PATIENCE):
+                await relay.published(last)
+        assert bus.saved == []
+    finally:
+        relay.stop()
+        async with asyncio.timeout(PATIENCE):
+            await task
+    assert bus.saved == [last]
+
+
+async def test_a_stop_after_a_refused_batch_saves_the_checkpoint_up_to_what_was_acknowledged(
+    store: EventStore, memory_bus: MemoryBus, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Neither interval nor idle saves: what is saved, the stop saved.
+    monkeypatch.setattr(relay_module, "_CHECKPOINT_INTERVAL", 1e9)
+    monkeypatch.setattr(relay_module, "_IDLE_SAVE_DELAY", 1e9)
+    last = await append_events(store, deposits(30))
+    events = await stored_events(store)
+    bus = _TestBus(memory_bus)
+    # The third batch (positions 21-30) is refused every time.
+    bus.refusing = lambda messages: position_of(messages[0], events) > 20
+    relay = Relay(store, bus, TOPICS, service=SERVICE, batch_size=10)
+    task = asyncio.create_task(relay.run())
+    try:
+        await wait_until(lambda: relay.status().position == 20 and bus.refused_calls > 0)
+        assert bus.saved == []
+    finally:
+        relay.stop()
+        async with asyncio.timeout(PATIENCE):
+            await task
+    assert bus.saved == [20]
+    assert await saved_position(memory_bus) == relay.status().checkpoint == 20 < last
+
+
+async def test_a_stop_while_the_window_is_full_and_the_bus_refuses_returns(
+    store: EventStore, memory_bus: MemoryBus
+) -> None:
+    await append_events(store, deposits(50))
+    bus = _TestBus(memory_bus, refuse=10**9)
+    # One batch fills the window: the next waits for room the refused one never makes.
+    relay = Relay(store, bus, TOPICS, service=SERVICE, batch_size=10, window=10)
+    task = asyncio.create_task(relay.run())
+    await wait_until(lambda: bus.refused_calls >= 2)
+    relay.stop()
+    async with asyncio.timeout(PATIENCE):
+        await task
+    status = relay.status()
+    assert status.position == status.checkpoint == 0
+    assert status.in_flight == 0
+    assert await saved_position(memory_bus) is None
+    with pytest.raises(BusError):
+        await relay.published(10)
+
+
+@pytest.mark.parametrize("ending", ["stopped", "cancelled"])
+async def test_no_publish_is_left_running_when_run_ends(
+    store: EventStore, memory_bus: MemoryBus, ending: str
+) -> None:
+    await append_events(store, deposits(30))
+    events = await stored_events(store)
+    bus = _TestBus(memory_bus)
+    bus.winding_down = 3
+    # The first batch is refused (and republished) for ever; the later ones are held
+    # in the bus until released, which never happens.
+    bus.refusing = lambda messages: position_of(messages[0], events) <= 10
+    bus.released.clear()
+    relay = Relay(store, bus, TOPICS, service=SERVICE, batch_size=10)
+    task = asyncio.create_task(relay.run())
+    await wait_until(lambda: bus.in_flight == 20 and bus.refused_calls >= 2)
+    if ending == "stopped":
+        relay.stop()
+    else:
+        task.cancel()
+    async with asyncio.timeout(PATIENCE):
+        await asyncio.gather(task, return_exceptions=True)
+    assert bus.in_flight == 0
+    assert bus.acknowledged == []
+    assert relay.status().in_flight == 0
+    assert relay.status().position == 0
+
+
+async def test_a_republish_in_flight_when_run_is_cancelled_is_cancelled_too(
+    store: EventStore, memory_bus: MemoryBus
+) -> None:
+    last = await append_events(store, deposits(10))
+    bus = _TestBus(memory_bus, refuse=1)
+    bus.winding_down = 3
+    bus.released.clear()  # the republish is held in the bus
+    relay = Relay(store, bus, TOPICS, service=SERVICE, batch_size=10)
+    task = asyncio.create_task(relay.run())
+    await wait_until(lambda: bus.refused_calls == 1 and bus.in_flight == 10)
+    task.cancel()
+    async with asyncio.timeout(PATIENCE):
+        await asyncio.gather(task, return_exceptions=True)
+    assert task.cancelled()
+    assert bus.in_flight == 0
+    bus.released.set()
+    # Nothing left behind publishes once the bus lets it through.
+    for _ in range(10):
+        await asyncio.sleep(0)
+    assert bus.acknowledged == []
+    assert relay.status().position == 0 < last
