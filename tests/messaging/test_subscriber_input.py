@@ -155,3 +155,30 @@ async def test_the_retries_of_one_message_may_wait_up_to_half_of_ack_wait_in_all
     else:
         with pytest.raises(InvalidInput, match="could wait 3 s in all"):
             build(bus, **settings)
+
+
+class _Executor:
+    """Records what it is asked to run: a step refused must not reach it."""
+
+    def __init__(self) -> None:
+        self.calls: list[dict[str, Any]] = []
+
+    async def execute(self, command: object, **options: Any) -> None:
+        self.calls.append(options)
+
+
+@pytest.mark.parametrize("step", ["", 7])
+async def test_a_step_that_is_not_a_non_empty_string_is_refused_before_anything_runs(
+    step: Any,
+) -> None:
+    executor = _Executor()
+    with pytest.raises(InvalidInput, match="step must be a non-empty string"):
+        await received().run(executor, object(), step=step)  # type: ignore[arg-type]
+    assert executor.calls == []
+
+
+async def test_a_step_keys_its_command_apart_from_the_event_s_other_commands() -> None:
+    executor = _Executor()
+    await received().run(executor, object(), step="open-wallet")  # type: ignore[arg-type]
+    await received().run(executor, object())  # type: ignore[arg-type]
+    assert [call["idempotency_key"] for call in executor.calls] == ["g:e-1:open-wallet", "g:e-1"]
