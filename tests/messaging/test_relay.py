@@ -20,7 +20,7 @@ from eventcore import (
     StreamId,
     open_store,
 )
-from eventcore.errors import BusError, BusUnavailable
+from eventcore.errors import BusError, BusUnavailable, InvalidInput, InvalidName
 from eventcore.messaging import Bus, OutgoingMessage, TopicMap, decode_envelope
 from eventcore.messaging import relay as relay_module
 from eventcore.messaging.bus import Consumer, DeadLetterBox
@@ -674,3 +674,33 @@ async def test_a_republish_in_flight_when_run_is_cancelled_is_cancelled_too(
         await asyncio.sleep(0)
     assert bus.acknowledged == []
     assert relay.status().position == 0 < last
+
+
+@pytest.mark.parametrize(
+    ("settings", "error"),
+    [
+        ({"window": 0}, InvalidInput),
+        ({"batch_size": 0}, InvalidInput),
+        ({"poll_interval": 0.0}, InvalidInput),
+        ({"poll_interval": float("nan")}, InvalidInput),
+        ({"service": "no spaces"}, InvalidName),
+    ],
+)
+async def test_bad_relay_settings_are_refused(
+    store: EventStore, memory_bus: MemoryBus, settings: dict[str, Any], error: type[Exception]
+) -> None:
+    options: dict[str, Any] = {"service": SERVICE, **settings}
+    with pytest.raises(error):
+        Relay(store, memory_bus, TOPICS, **options)
+
+
+async def test_the_smallest_window_and_batch_publish_everything_one_at_a_time(
+    store: EventStore, memory_bus: MemoryBus
+) -> None:
+    last = await append_events(store, deposits(5))
+    bus = _TestBus(memory_bus)
+    await run_until_published(
+        Relay(store, bus, TOPICS, service=SERVICE, window=1, batch_size=1), last
+    )
+    assert len(bus.acknowledged) == 5
+    assert bus.max_in_flight == 1
