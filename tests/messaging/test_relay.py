@@ -75,6 +75,7 @@ class _TestBus:
         self.max_in_flight = 0
         self.saved: list[int] = []
         self.refuse_saves = 0
+        self.refused_saves = 0
         #: Called with each position the relay saves, before it is saved.
         self.on_save: Any = None
         #: When set, a checkpoint save waits for this gate (after setting ``save_entered``).
@@ -119,6 +120,7 @@ class _TestBus:
         position = checkpoint.position
         if self.refuse_saves > 0:
             self.refuse_saves -= 1
+            self.refused_saves += 1
             raise BusUnavailable("checkpoint refused by the test")
         if self.on_save is not None:
             self.on_save(position)
@@ -604,6 +606,9 @@ async def test_a_stop_after_a_refused_batch_saves_the_checkpoint_up_to_what_was_
             await task
     assert bus.saved == [20]
     assert await saved_position(memory_bus) == relay.status().checkpoint == 20 < last
+    # One batch refused, however many times: one republished batch.
+    assert bus.refused_calls > 1
+    assert relay.status().republished_batches == 1
 
 
 async def test_a_stop_while_the_window_is_full_and_the_bus_refuses_returns(
@@ -704,3 +709,28 @@ async def test_the_smallest_window_and_batch_publish_everything_one_at_a_time(
     )
     assert len(bus.acknowledged) == 5
     assert bus.max_in_flight == 1
+
+
+async def test_a_stop_gives_up_a_checkpoint_the_bus_keeps_refusing_after_three_tries(
+    store: EventStore, memory_bus: MemoryBus, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(relay_module, "_CHECKPOINT_INTERVAL", 1e9)
+    monkeypatch.setattr(relay_module, "_IDLE_SAVE_DELAY", 1e9)
+    last = await append_events(store, deposits(10))
+    bus = _TestBus(memory_bus)
+    relay = Relay(store, bus, TOPICS, service=SERVICE)
+    task = asyncio.create_task(relay.run())
+    try:
+        async with asyncio.timeout(PATIENCE):
+            await relay.published(last)
+        bus.refuse_saves = 10**9
+    finally:
+        relay.stop()
+        async with asyncio.timeout(PATIENCE):
+            await task
+    assert bus.refused_saves == 3
+    status = relay.status()
+    # Published and acknowledged, but not saved: the next run republishes from 0.
+    assert (status.position, status.checkpoint) == (last, 0)
+    assert "checkpoint refused by the test" in (status.last_error or "")
+    assert await saved_position(memory_bus) is None
