@@ -646,6 +646,7 @@ async def test_no_publish_is_left_running_when_run_ends(
     relay = Relay(store, bus, TOPICS, service=SERVICE, batch_size=10)
     task = asyncio.create_task(relay.run())
     await wait_until(lambda: bus.in_flight == 20 and bus.refused_calls >= 2)
+    assert relay.status().in_flight == 30  # the refused batch's messages too
     if ending == "stopped":
         relay.stop()
     else:
@@ -734,3 +735,17 @@ async def test_a_stop_gives_up_a_checkpoint_the_bus_keeps_refusing_after_three_t
     assert (status.position, status.checkpoint) == (last, 0)
     assert "checkpoint refused by the test" in (status.last_error or "")
     assert await saved_position(memory_bus) is None
+
+
+async def test_a_relay_not_yet_run_reports_nothing_done(
+    store: EventStore, memory_bus: MemoryBus
+) -> None:
+    await append_events(store, deposits(3))
+    relay = Relay(store, memory_bus, TOPICS, service=SERVICE)
+    status = relay.status()
+    assert (status.position, status.checkpoint, status.head, status.lag_events) == (0, 0, 0, 0)
+    assert (status.published, status.skipped, status.in_flight) == (0, 0, 0)
+    assert (status.store_id, status.last_error) == (None, None)
+    assert relay.position == 0
+    async with asyncio.timeout(PATIENCE):
+        await relay.published(0)  # nothing to wait for

@@ -1090,3 +1090,31 @@ async def test_a_redelivered_message_gets_only_the_tries_left_of_its_budget(
         await until(lambda: sub.status().dead_lettered == 1, "parked")
     (letter,) = await bus.dead_letters.letters()
     assert (calls, letter.attempts, sub.status().retried) == (2, 3, 1)
+
+
+async def test_a_delivery_given_back_untried_does_not_count_against_the_tries(
+    bus: Bus, producer: Producer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    clock = _Clock()
+    monkeypatch.setattr(subscriber_module, "time", clock)
+    ack_wait = 10.0
+    calls: list[int] = []
+
+    async def handle(received: Received) -> None:
+        assert isinstance(received.event, Deposited)
+        if received.event.amount == 1:
+            clock.now += ack_wait  # past the batch's deadline: the second is given back
+            return
+        calls.append(received.delivery.attempt)
+        raise RuntimeError("always")
+
+    await bus.publish(
+        [await producer.message("account-g", Deposited(account="g", amount=n)) for n in (1, 2)]
+    )
+    sub = subscriber(bus, {Deposited: handle}, ack_wait=ack_wait, max_deliveries=2)
+    async with running(sub):
+        await until(lambda: sub.status().dead_lettered == 1, "parked")
+    # Its first delivery was given back untried: the second still gets both tries.
+    (letter,) = await bus.dead_letters.letters()
+    assert calls == [2, 2]
+    assert letter.attempts == 2
