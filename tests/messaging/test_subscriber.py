@@ -609,6 +609,43 @@ async def test_a_message_delivered_too_often_is_parked_without_a_call(
     assert letter.error_type == "TooManyDeliveries"
     assert letter.attempts == 3
     assert recorder.seen == []
+    assert sub.status().retried == 0
+
+
+async def test_a_message_that_waited_behind_one_delivered_too_often_gets_one_call(
+    bus: Bus, producer: Producer
+) -> None:
+    # Both delivered twice and never settled; only the first can be to blame, so it is
+    # parked unread. The second was delivered as often: it still gets a call, but one
+    # only, as its tries are spent.
+    calls = Counter[int]()
+
+    async def always_fails(received: Received) -> None:
+        assert isinstance(received.event, Deposited)
+        calls[received.event.amount] += 1
+        raise RuntimeError("always")
+
+    first, second = [
+        await producer.message("account-w", Deposited(account="w", amount=n)) for n in (1, 2)
+    ]
+    await bus.publish([first, second])
+    consumer = await bus.consumer(TOPIC, GROUP, ack_wait=30)
+    for _ in range(2):
+        deliveries = await consumer.fetch(10, timeout=1)
+        assert len(deliveries) == 2
+        await consumer.nak(deliveries[0])
+    await consumer.aclose()
+
+    sub = subscriber(bus, {Deposited: always_fails}, max_deliveries=2)
+    async with running(sub):
+        await until(lambda: sub.status().dead_lettered == 2, "both parked")
+    letters = {letter.message_id: letter for letter in await bus.dead_letters.letters()}
+    assert letters[first.message_id].error_type == "TooManyDeliveries"
+    assert (letters[second.message_id].error_type, letters[second.message_id].attempts) == (
+        "RuntimeError",
+        3,
+    )
+    assert calls == {2: 1}
 
 
 # --- dead letters run again --------------------------------------------------------------
