@@ -20,7 +20,7 @@ from eventcore import (
     StreamId,
     open_store,
 )
-from eventcore.errors import BusError, BusUnavailable, InvalidInput, InvalidName
+from eventcore.errors import BusError, BusUnavailable, InvalidInput, InvalidName, StoreClosed
 from eventcore.messaging import Bus, OutgoingMessage, TopicMap, decode_envelope
 from eventcore.messaging import relay as relay_module
 from eventcore.messaging.bus import Consumer, DeadLetterBox
@@ -749,3 +749,55 @@ async def test_a_relay_not_yet_run_reports_nothing_done(
     assert relay.position == 0
     async with asyncio.timeout(PATIENCE):
         await relay.published(0)  # nothing to wait for
+
+
+@pytest.mark.parametrize("ending", ["stopped", "store closed"])
+async def test_a_published_waiter_is_told_when_run_ends_short_of_its_position(
+    store: EventStore, memory_bus: MemoryBus, ending: str
+) -> None:
+    last = await append_events(store, deposits(5))
+    relay = Relay(store, memory_bus, TOPICS, service=SERVICE, poll_interval=0.01)
+    task = asyncio.create_task(relay.run())
+    async with asyncio.timeout(PATIENCE):
+        await relay.published(last)
+    waiter = asyncio.create_task(relay.published(last + 1))  # never appended
+    await asyncio.sleep(0)
+    if ending == "stopped":
+        relay.stop()
+        async with asyncio.timeout(PATIENCE):
+            await task
+    else:
+        await store.aclose()
+        async with asyncio.timeout(PATIENCE):
+            # The store's error as itself, not wrapped in a group.
+            with pytest.raises(StoreClosed):
+                await task
+    async with asyncio.timeout(PATIENCE):
+        with pytest.raises(BusError, match=f"stopped at position {last}"):
+            await waiter
+
+
+async def test_the_lag_counts_events_appended_while_the_relay_runs(
+    store: EventStore, memory_bus: MemoryBus
+) -> None:
+    first = await append_events(store, deposits(5))
+    bus = _TestBus(memory_bus)
+    relay = Relay(store, bus, TOPICS, service=SERVICE, poll_interval=0.01)
+    task = asyncio.create_task(relay.run())
+    try:
+        async with asyncio.timeout(PATIENCE):
+            await relay.published(first)
+        bus.released.clear()  # what comes next stays in flight
+        last = await append_events(store, deposits(5))
+        await wait_until(lambda: relay.status().head == last)
+        status = relay.status()
+        assert (status.position, status.lag_events) == (first, last - first)
+        bus.released.set()
+        async with asyncio.timeout(PATIENCE):
+            await relay.published(last)
+        await wait_until(lambda: relay.status().lag_events == 0)
+    finally:
+        bus.released.set()
+        relay.stop()
+        async with asyncio.timeout(PATIENCE):
+            await task
