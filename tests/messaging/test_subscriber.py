@@ -31,6 +31,7 @@ from eventcore import (
 )
 from eventcore.errors import BusClosed, BusUnavailable, StoreClosed, StoreUnavailable
 from eventcore.messaging import Bus, DeadLetter, OutgoingMessage
+from eventcore.messaging import _subscriber_handling as subscriber_handling
 from eventcore.messaging import subscriber as subscriber_module
 from eventcore.messaging.bus import partition_of
 from eventcore.messaging.envelope import encode_envelope, envelope_of
@@ -1155,3 +1156,32 @@ async def test_a_delivery_given_back_untried_does_not_count_against_the_tries(
     (letter,) = await bus.dead_letters.letters()
     assert calls == [2, 2]
     assert letter.attempts == 2
+
+
+class _RecordingBackoff:
+    """An outage backoff that waits no time and records which step it was asked for."""
+
+    def __init__(self) -> None:
+        self.steps: list[int] = []
+
+    def delay(self, attempt: int, rng: object) -> float:
+        self.steps.append(attempt)
+        return 0.0
+
+
+async def test_an_outage_backs_off_a_step_further_each_time_up_to_the_sixteenth(
+    bus: Bus, producer: Producer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    backoff = _RecordingBackoff()
+    monkeypatch.setattr(subscriber_handling, "_OUTAGE_BACKOFF", backoff)
+    outages = 18
+
+    async def store_down_a_while(received: Received) -> None:
+        if len(backoff.steps) < outages:
+            raise StoreUnavailable("restarting")
+
+    await bus.publish([await producer.message("account-v", Deposited(account="v", amount=1))])
+    sub = subscriber(bus, {Deposited: store_down_a_while})
+    async with running(sub):
+        await until(lambda: sub.status().handled == 1, "handled after the outage")
+    assert backoff.steps == [*range(1, 17), 16, 16]
