@@ -271,6 +271,10 @@ class SqliteStore:
         self._head.advance(position)
         return position
 
+    async def settled_position(self) -> int:
+        # One writer at a time, each commit whole: what a reader sees is final.
+        return await self.last_position()
+
     async def wait_for_events(self, after: int, timeout: float) -> bool:  # noqa: ASYNC109
         self._check_open()
         return await self._head.wait(after, timeout)
