@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import json
 import sqlite3
 import subprocess
 import sys
@@ -297,6 +298,27 @@ async def test_two_stores_on_one_file_see_each_others_writes(db_path: Path) -> N
 
         log = [event.position async for batch in one.read_all() for event in batch]
         assert log == [1, 2, 3]
+
+
+def child(*args: str) -> list[str]:
+    """The command line of ``tests/store/sqlite_child.py`` with ``args``."""
+    return [sys.executable, "-m", "tests.store.sqlite_child", *args]
+
+
+async def test_a_wait_is_woken_by_an_append_from_another_process(
+    store: SqliteStore, db_path: Path
+) -> None:
+    await store.append({sid("mine"): events(1)}, expected={sid("mine"): 0})
+    waiting = asyncio.ensure_future(store.wait_for_events(1, 30.0))
+    appending = await asyncio.create_subprocess_exec(
+        *child("append", url_of(db_path), "theirs", "1"), stdout=subprocess.PIPE
+    )
+    said, _ = await appending.communicate()
+
+    assert json.loads(said) == {"appended": [2]}
+    # Not the timeout's False: nothing in this process appended.
+    assert await waiting is True
+    assert await store.last_position() == 2
 
 
 async def test_a_write_lock_held_too_long_is_store_unavailable(db_path: Path) -> None:
