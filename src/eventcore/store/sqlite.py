@@ -111,7 +111,7 @@ class SqliteStore:
 
     @classmethod
     async def _start(cls, config: SqliteConfig, max_payload_bytes: int) -> SqliteStore:
-        committer = GroupCommitter()
+        committer = GroupCommitter(config.busy_timeout)
         writer: ConnectionThread[WriterJob] = ConnectionThread(
             "eventcore-sqlite-writer",
             partial(connect_writer, config),
