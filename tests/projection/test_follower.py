@@ -13,7 +13,7 @@ import psycopg
 import pytest
 
 from eventcore import EventStore, StoredEvent
-from eventcore.errors import StoreUnavailable
+from eventcore.errors import InvalidInput, StoreUnavailable
 from eventcore.projection import LogFollower
 from eventcore.store.postgres import PostgresStore
 from eventcore.types import StreamId
@@ -133,6 +133,29 @@ async def test_a_live_filtered_follower_scans_past_other_types_appended_later(
 
 
 # --- what a follower promises to the code that waits on it (issues 9 and 10) -------------
+
+
+@pytest.mark.parametrize(
+    ("option", "why"),
+    [
+        pytest.param({"batch_size": 0}, "batch_size must be at least 1", id="batch_size"),
+        pytest.param({"poll_interval": 0.0}, "poll_interval must be positive", id="poll"),
+        pytest.param({"poll_interval": float("nan")}, "poll_interval must be positive", id="nan"),
+    ],
+)
+def test_a_follower_with_a_bad_option_is_refused(option: dict[str, Any], why: str) -> None:
+    with pytest.raises(InvalidInput, match=why):
+        LogFollower(cast(EventStore, None), **option)
+
+
+async def test_the_smallest_options_are_accepted_and_a_negative_checkpoint_starts_at_0(
+    store: EventStore,
+) -> None:
+    await store.append({A: events(2)}, expected={A: 0})
+    follower = LogFollower(store, after=-3, batch_size=1, poll_interval=1e-9)
+
+    assert (follower.position, follower.scanned, follower.head) == (0, 0, 0)
+    assert [[e.position for e in b] for b in await collect(follower, 2)] == [[1], [2]]
 
 
 class Watched:

@@ -32,6 +32,7 @@ from typing import Any, Final
 
 import msgspec
 
+from eventcore.errors import InvalidInput
 from eventcore.store.protocol import EventStore
 from eventcore.types import StoredEvent
 
@@ -76,9 +77,9 @@ class LogFollower:
         poll_interval: float = DEFAULT_POLL_INTERVAL,
     ) -> None:
         if batch_size < 1:
-            raise ValueError("batch_size must be at least 1")
+            raise InvalidInput("batch_size must be at least 1")
         if not poll_interval > 0:
-            raise ValueError("poll_interval must be positive")
+            raise InvalidInput("poll_interval must be positive")
         self._store = store
         self._types = None if types is None else sorted(set(types))
         self._batch_size = batch_size
