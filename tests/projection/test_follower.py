@@ -15,6 +15,7 @@ import pytest
 from eventcore import EventStore, StoredEvent
 from eventcore.errors import InvalidInput, StoreUnavailable
 from eventcore.projection import LogFollower
+from eventcore.projection.follower import Lag
 from eventcore.store.postgres import PostgresStore
 from eventcore.types import StreamId
 from tests.backends import BACKENDS, POSTGRES_URL
@@ -178,6 +179,8 @@ class Watched:
         self.stale_head: int | None = None
         #: The next batch of a read waits for this event before it is handed over.
         self.batch_gate: asyncio.Event | None = None
+        #: Set when a read starts.
+        self.read_started = asyncio.Event()
         #: Set each time a read ends.
         self.read_ended = asyncio.Event()
         #: Set and cleared around each ``wait_for_events``.
@@ -191,6 +194,7 @@ class Watched:
 
     async def read_all(self, **options: Any) -> AsyncIterator[list[StoredEvent]]:
         self._called("read_all")
+        self.read_started.set()
         self.reads_idle.clear()
         try:
             async for batch in self.inner.read_all(**options):
@@ -408,23 +412,68 @@ async def test_lag_seconds_when_behind_with_nothing_in_hand_is_the_age_of_the_la
     watched: Watched,
 ) -> None:
     await watched.inner.append({A: events(4)}, expected={A: 0})
-    follower = following(watched, batch_size=2)
+    follower = following(watched, batch_size=3)
     reading = follower.batches()
     first = await anext(reading)
     gate = asyncio.Event()
     watched.batch_gate = gate  # the next batch is read, but not handed over yet
     await asyncio.sleep(0.01)  # the event in hand gets measurably old
     handing = asyncio.ensure_future(anext(reading))
-    await follower.reached(2)  # the first batch is processed; nothing is in hand
+    await follower.reached(3)  # the first batch is processed; nothing is in hand
 
     lag = follower.lag()
 
     age = (datetime.now(UTC) - first[-1].recorded_at).total_seconds()
-    assert lag.events == 2
+    assert lag.events == 1
     assert 0.01 <= lag.seconds <= age
     gate.set()
-    assert [e.position for e in await handing] == [3, 4]
+    assert [e.position for e in await handing] == [4]
     await reading.aclose()
+
+
+async def test_lag_seconds_while_a_batch_is_in_hand_is_the_age_of_its_oldest_event(
+    store: EventStore,
+) -> None:
+    await store.append({A: events(2)}, expected={A: 0})
+    follower = LogFollower(store)
+    reading = follower.batches()
+    batch = await anext(reading)
+    await asyncio.sleep(0.01)
+
+    lag = follower.lag()
+
+    assert lag.events == 2
+    assert 0.01 <= lag.seconds <= (datetime.now(UTC) - batch[0].recorded_at).total_seconds()
+    await reading.aclose()
+
+
+async def test_lag_before_anything_is_processed(watched: Watched) -> None:
+    await watched.inner.append({A: events(2)}, expected={A: 0})
+    follower = following(watched)
+    assert follower.lag() == Lag(events=0, seconds=0.0)
+    gate = asyncio.Event()
+    watched.batch_gate = gate
+    reading = follower.batches()
+    handing = asyncio.ensure_future(anext(reading))
+    await watched.read_started.wait()  # the head is looked at, the read is under way
+
+    # Behind by what it has seen, with nothing processed to measure an age from.
+    assert follower.lag() == Lag(events=2, seconds=0.0)
+    gate.set()
+    assert len(await handing) == 2
+    await reading.aclose()
+
+
+async def test_every_caller_waiting_on_reached_is_answered(store: EventStore) -> None:
+    await store.append({A: events(2)}, expected={A: 0})
+    follower = LogFollower(store, poll_interval=60.0)
+    waiting = [asyncio.ensure_future(follower.reached(2)) for _ in range(3)]
+    await asyncio.sleep(0)  # each waiter is parked before the follower moves
+    received = asyncio.create_task(collect(follower, 2))
+
+    async with asyncio.timeout(30):  # a waiter left unwoken would wait for ever
+        assert await asyncio.gather(*waiting) == [True, True, True]
+    await received
 
 
 @pytest.fixture
