@@ -15,7 +15,9 @@ import pytest
 from eventcore import EventStore, StoredEvent
 from eventcore.errors import InvalidInput, StoreUnavailable
 from eventcore.projection import LogFollower
+from eventcore.projection import follower as follower_module
 from eventcore.projection.follower import Lag
+from eventcore.store import open_store
 from eventcore.store.postgres import PostgresStore
 from eventcore.types import StreamId
 from tests.backends import BACKENDS, POSTGRES_URL
@@ -332,6 +334,9 @@ async def test_a_caught_up_follower_sleeps_in_the_store_instead_of_reading_again
     assert watched.waiting.is_set()
     assert watched.calls["read_all"] == reads
     assert watched.calls["wait_for_events"] == 1
+    # One look before the first read, then one beside each read: none on the way from
+    # a wake-up to the read.
+    assert watched.calls["settled_position"] == watched.calls["read_all"] + 1
     follower.stop()
     await received
 
@@ -411,7 +416,9 @@ async def test_the_head_covers_every_batch_read_even_when_the_head_look_lags(
 async def test_lag_seconds_when_behind_with_nothing_in_hand_is_the_age_of_the_last_processed(
     watched: Watched,
 ) -> None:
-    await watched.inner.append({A: events(4)}, expected={A: 0})
+    for version in range(4):  # each event a little older than the next
+        await watched.inner.append({A: events(1)}, expected={A: version})
+        await asyncio.sleep(0.002)
     follower = following(watched, batch_size=3)
     reading = follower.batches()
     first = await anext(reading)
@@ -434,16 +441,19 @@ async def test_lag_seconds_when_behind_with_nothing_in_hand_is_the_age_of_the_la
 async def test_lag_seconds_while_a_batch_is_in_hand_is_the_age_of_its_oldest_event(
     store: EventStore,
 ) -> None:
-    await store.append({A: events(2)}, expected={A: 0})
+    await store.append({A: events(1)}, expected={A: 0})
+    await asyncio.sleep(0.01)
+    await store.append({A: events(1)}, expected={A: 1})
     follower = LogFollower(store)
     reading = follower.batches()
     batch = await anext(reading)
-    await asyncio.sleep(0.01)
+    oldest = (datetime.now(UTC) - batch[0].recorded_at).total_seconds()
 
     lag = follower.lag()
 
     assert lag.events == 2
-    assert 0.01 <= lag.seconds <= (datetime.now(UTC) - batch[0].recorded_at).total_seconds()
+    assert oldest <= lag.seconds <= (datetime.now(UTC) - batch[0].recorded_at).total_seconds()
+    assert oldest >= 0.01
     await reading.aclose()
 
 
@@ -474,6 +484,44 @@ async def test_every_caller_waiting_on_reached_is_answered(store: EventStore) ->
     async with asyncio.timeout(30):  # a waiter left unwoken would wait for ever
         assert await asyncio.gather(*waiting) == [True, True, True]
     await received
+
+
+async def test_a_short_catch_up_looks_at_the_head_only_before_and_beside_its_read(
+    watched: Watched,
+) -> None:
+    await watched.inner.append({A: events(10)}, expected={A: 0})
+    follower = following(watched, batch_size=2)
+
+    await collect(follower, 10)
+
+    assert watched.calls["read_all"] == 1
+    assert watched.calls["last_position"] == 2
+
+
+async def test_a_long_catch_up_looks_at_the_head_again_and_fails_with_a_failed_look(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The memory store answers a look within one pass of the loop: no clock involved.
+    monkeypatch.setattr(follower_module, "_HEAD_REFRESH", 0.0)  # every batch is "long"
+    async with await open_store("memory://") as store:
+        watched = Watched(store)
+        await store.append({A: events(10)}, expected={A: 0})
+        follower = following(watched, batch_size=2)
+        reading = follower.batches()
+        await batches_in_turn(reading, 3)
+        assert watched.calls["last_position"] >= 3
+        watched.failures["last_position"] = StoreUnavailable("no head")
+
+        with pytest.raises(StoreUnavailable, match="no head"):
+            await batches_in_turn(reading, 3)
+
+
+async def batches_in_turn(reading: AsyncIterator[list[StoredEvent]], count: int) -> None:
+    """Take ``count`` batches, letting the look beside the read end after each."""
+    async with asyncio.timeout(30):
+        for _ in range(count):
+            await anext(reading)
+            await asyncio.sleep(0)
 
 
 @pytest.fixture
