@@ -116,8 +116,10 @@ async def test_lag_counts_events_behind_and_is_zero_when_caught_up(store: EventS
 
 
 async def test_a_live_filtered_follower_scans_past_other_types_appended_later(
-    store: EventStore,
+    store: EventStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # Neither waits nor pauses: a pause there would outlast the test.
+    monkeypatch.setattr(follower_module, "_FIRST_PAUSE", 60.0)
     # The head is looked at beside each read, not before it: the pass after a wake-up
     # must still bring ``scanned`` to the new head without waiting for the poll.
     await store.append({A: events(2, "Kept")}, expected={A: 0})
@@ -179,6 +181,8 @@ class Watched:
         self.failures: dict[str, Exception] = {}
         #: What head and settled looks answer instead of the store's own.
         self.stale_head: int | None = None
+        #: What settled looks alone answer instead (an append held in flight below it).
+        self.settled_at: int | None = None
         #: The next batch of a read waits for this event before it is handed over.
         self.batch_gate: asyncio.Event | None = None
         #: Set when a read starts.
@@ -221,7 +225,8 @@ class Watched:
         return await self._look("last_position", self.inner.last_position)
 
     async def settled_position(self) -> int:
-        return await self._look("settled_position", self.inner.settled_position)
+        settled = await self._look("settled_position", self.inner.settled_position)
+        return settled if self.settled_at is None else self.settled_at
 
     async def wait_for_events(self, after: int, timeout: float) -> bool:  # noqa: ASYNC109
         self._called("wait_for_events")
@@ -342,14 +347,16 @@ async def test_a_caught_up_follower_sleeps_in_the_store_instead_of_reading_again
 
 
 async def test_a_follower_that_finds_the_head_moved_during_a_read_reads_again_without_waiting(
-    watched: Watched,
+    watched: Watched, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setattr(follower_module, "_FIRST_PAUSE", 60.0)
     await watched.inner.append({A: events(2)}, expected={A: 0})
     watched.looks_after_reads = True
     watched.after_read = lambda: watched.inner.append({A: events(3)}, expected={A: 2})
     follower = following(watched, poll_interval=60.0)
 
-    batches = await collect(follower, 5)
+    async with asyncio.timeout(30):  # a pause would outlast the test
+        batches = await collect(follower, 5)
 
     assert [e.position for b in batches for e in b] == [1, 2, 3, 4, 5]
     assert watched.calls["wait_for_events"] == 0
@@ -522,6 +529,29 @@ async def batches_in_turn(reading: AsyncIterator[list[StoredEvent]], count: int)
         for _ in range(count):
             await anext(reading)
             await asyncio.sleep(0)
+
+
+async def test_a_follower_behind_an_append_in_flight_pauses_between_reads(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    async with await open_store("memory://") as store:
+        watched = Watched(store)
+        await store.append({A: [*events(1, "Kept"), *events(2, "Other")]}, expected={A: 0})
+        watched.settled_at = 1  # 2 and 3 committed, something below them still in flight
+        follower = following(watched, types=["Kept"], poll_interval=60.0)
+        received = asyncio.create_task(collect(follower, 2))
+        await follower.reached(1)
+        reads = watched.calls["read_all"]
+
+        # Reading again at once would spin on the loop (the memory store never waits).
+        assert not await finishes(received)
+        assert watched.calls["read_all"] - reads <= 2
+        assert watched.calls["wait_for_events"] == 0  # behind the head: not asleep either
+        assert follower.scanned == 1
+
+        watched.settled_at = None
+        await store.append({A: events(1, "Kept")}, expected={A: 3})
+        assert [e.position for b in await received for e in b] == [1, 4]
 
 
 @pytest.fixture
