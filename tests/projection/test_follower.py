@@ -360,6 +360,8 @@ async def test_a_follower_that_finds_the_head_moved_during_a_read_reads_again_wi
 
     assert [e.position for b in batches for e in b] == [1, 2, 3, 4, 5]
     assert watched.calls["wait_for_events"] == 0
+    # The second pass used the look made beside the first read: no look in its way.
+    assert watched.calls["settled_position"] == watched.calls["read_all"] + 1 == 3
 
 
 async def test_a_store_error_while_waiting_ends_the_follower_with_that_error(
