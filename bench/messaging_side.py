@@ -5,13 +5,25 @@ j: relay throughput — a populated store's events published by ``Relay`` to the
 k: end-to-end latency — service A appends at a steady rate, its relay publishes, service B's
    ``Subscriber`` runs a command per event on B's store; p99 from A's append returning to
    B's command having committed (ms).
+k (cross-process hop, SQLite only): A appends one event at a time at an idle pace
+   (``K_HOP_RATE``/s); a ``LogFollower`` on the same store file in another process notes when
+   each event reached it; p99 of that one hop (ms). Before it starts, the follower's process
+   CPU is measured while it waits on an idle store (a fact).
 l: bus throughput — publish in batches while one consumer fetches batches and acks (msgs/s).
 
 On the SQLite and NATS buses, service B of k runs in a process of its own, started as
 
     python bench/messaging_side.py k-subscriber <bus url> <store url> <warm-up> <count> <out>
 
-It prints ``warm`` once it has handled the warm-up events; once it has handled the others
+The follower of the cross-process hop is started as
+
+    python bench/messaging_side.py k-follower <store url> <count> <out>
+
+It prints ``ready`` once it waits at the head, then ``cpu <percent of one core>`` after
+``K_HOP_IDLE`` s of waiting with nothing appended; once it has had ``count`` events it
+writes ``{number: time.monotonic()}`` to ``out``, prints ``done`` and exits.
+
+Service B prints ``warm`` once it has handled the warm-up events; once it has handled the others
 it writes to file ``out`` one JSON object (for each event number, the ``time.monotonic()``
 its handler was called and its command committed; the clock is system-wide), prints
 ``done`` and exits. On the memory bus, which lives in one process, B runs
@@ -52,6 +64,7 @@ from eventcore.messaging.envelope import DistributedEvent, encode_envelope
 from eventcore.messaging.inbox import Received
 from eventcore.messaging.relay import Relay
 from eventcore.messaging.subscriber import Subscriber
+from eventcore.store.follower import LogFollower
 from eventcore.types import NewEvent
 
 __all__ = ["WORKLOADS", "describe", "measure", "measure_raw"]
@@ -66,6 +79,10 @@ J_STREAM_EVENTS = 50
 #: Streams A appends to in k (one append per event).
 K_STREAMS = 64
 K_WARM_UP = 20
+#: The cross-process hop of k: appends per second (each finds the follower waiting), and
+#: how long the follower's idle CPU is measured.
+K_HOP_RATE = 50.0
+K_HOP_IDLE = 3.0
 _SCRIPT = Path(__file__).resolve()
 
 registry = EventRegistry()
@@ -462,6 +479,67 @@ async def _k_with_remote_b(
         await remote.close()
 
 
+async def _follow_hop(store_url: str, count: int, out: Path) -> None:
+    """The far end of k's cross-process hop (see the module docs)."""
+    async with await open_store(store_url, create=False) as store:
+        follower = LogFollower(store, after=await store.last_position())
+        arrived: dict[int, float] = {}
+        following = asyncio.create_task(_note_arrivals(follower, count, arrived))
+        await follower.reached(await store.last_position())
+        print("ready", flush=True)
+        cpu, wall = time.process_time(), time.monotonic()
+        await asyncio.sleep(K_HOP_IDLE)
+        share = (time.process_time() - cpu) / (time.monotonic() - wall) * 100
+        print(f"cpu {share:.2f}", flush=True)
+        await following
+        out.write_bytes(msgspec.json.encode(arrived))  # noqa: ASYNC240 (after the clock)
+        print("done", flush=True)
+
+
+async def _note_arrivals(follower: LogFollower, count: int, arrived: dict[int, float]) -> None:
+    async for batch in follower.batches():
+        now = time.monotonic()
+        for event in batch:
+            arrived[msgspec.json.decode(event.data, type=OrderPlaced).number] = now
+        if len(arrived) >= count:
+            follower.stop()
+
+
+async def k_cross_process_hop(ctx: Context) -> float:
+    count = max(ctx.sizes.paced_events // 20, 100)
+    store_url = ctx.backend.eventcore_url(ctx.workdir)
+    moments = _Moments()
+    out = ctx.workdir / "hop.json"
+    async with await open_store(store_url) as store:
+        await _append_paced(store, range(-K_WARM_UP, 0), 100.0, None)
+        follower = await asyncio.create_subprocess_exec(
+            sys.executable,
+            str(_SCRIPT),
+            "k-follower",
+            store_url,
+            str(count),
+            str(out),
+            stdout=asyncio.subprocess.PIPE,
+        )
+        remote = _RemoteB(follower)
+        try:
+            if (said := await remote.line(timeout=60)) != "ready":
+                raise RuntimeError(f"the follower said {said!r}, not 'ready'")
+            cpu = await remote.line(timeout=60 + K_HOP_IDLE)
+            ctx.facts["idle_follower_cpu_percent"] = cpu.removeprefix("cpu ")
+            await _append_paced(store, range(count), K_HOP_RATE, moments)
+            if (said := await remote.line(timeout=60 + count / K_HOP_RATE)) != "done":
+                raise RuntimeError(f"the follower said {said!r}, not 'done'")
+        finally:
+            await remote.close()
+    arrived = msgspec.json.decode(out.read_bytes(), type=dict[int, float])
+    hops = [(arrived[n] - moments.appended[n]) * 1_000 for n in range(count)]
+    cuts = statistics.quantiles(hops, n=100)
+    ctx.facts["p50_ms"] = f"{cuts[49]:.2f}"
+    ctx.facts["max_ms"] = f"{max(hops):.2f}"
+    return cuts[98]
+
+
 def _file_url(backend: Backend, path: Path) -> str:
     file_url: Callable[[Path], str] = backend.file_url  # type: ignore[attr-defined]
     return file_url(path)
@@ -583,6 +661,7 @@ def _raw(name: str, ctx: Context) -> float:
 WORKLOADS = {
     "j_relay_throughput": j_relay_throughput,
     "k_end_to_end_latency_p99": k_end_to_end_latency,
+    "k_cross_process_hop_p99": k_cross_process_hop,
     "l_bus_throughput": l_bus_throughput,
 }
 
@@ -625,6 +704,14 @@ def describe(name: str, sizes: Sizes, backend: Backend, *, raw: bool) -> str:
                 "the bus's publish costs, not a relay"
             )
         return note
+    if name == "k_cross_process_hop_p99":
+        return (
+            f"A appends {max(sizes.paced_events // 20, 100):,} events one at a time at "
+            f"{K_HOP_RATE:.0f}/s to a SQLite file store; a LogFollower on the same file in "
+            "another process notes each one's arrival; value = p99 of append returning → "
+            "batch handed to the follower (p50, max and the waiting follower's CPU over "
+            f"{K_HOP_IDLE:.0f} s idle in facts)"
+        )
     if name == "k_end_to_end_latency_p99":
         where = "in the same process" if backend.name == "memory" else "in its own process"
         return (
@@ -655,6 +742,9 @@ def describe(name: str, sizes: Sizes, backend: Backend, *, raw: bool) -> str:
 
 
 if __name__ == "__main__":
+    if sys.argv[1:2] == ["k-follower"] and len(sys.argv) == 5:
+        asyncio.run(_follow_hop(sys.argv[2], int(sys.argv[3]), Path(sys.argv[4])))
+        raise SystemExit(0)
     if sys.argv[1:2] != ["k-subscriber"] or len(sys.argv) != 7:
         raise SystemExit(__doc__)
     bus_url, store_url, warm_up, count, out = sys.argv[2:]

@@ -290,6 +290,16 @@ WORKLOADS: tuple[Workload, ...] = (
         },
     ),
     Workload(
+        "k_cross_process_hop_p99",
+        "ms",
+        messaging_side.measure("k_cross_process_hop_p99"),
+        None,
+        None,
+        lambda s: "",
+        backends=frozenset({"sqlite"}),
+        backend_targets={"sqlite": Target("≤20 ms between processes", maximum=20.0)},
+    ),
+    Workload(
         "l_bus_throughput",
         "messages/s",
         messaging_side.measure("l_bus_throughput"),

@@ -131,6 +131,9 @@ class Delegating:
     async def last_position(self) -> int:
         return await self.inner.last_position()
 
+    async def settled_position(self) -> int:
+        return await self.inner.settled_position()
+
     async def aclose(self) -> None:
         await self.inner.aclose()
 

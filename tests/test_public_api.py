@@ -33,6 +33,12 @@ MODULES = [
     "eventcore.messaging.topics",
     "eventcore.messaging.url",
     "eventcore.messaging.memory",
+    "eventcore.saga",
+    "eventcore.federation",
+    "eventcore.federation.config",
+    "eventcore.federation.matcher",
+    "eventcore.federation.routing",
+    "eventcore.federation.transforms",
 ]
 
 

@@ -13,7 +13,10 @@
     │   │   └── InvalidPayload       not JSON every reader can read
     │   ├── InvalidUrl
     │   ├── InvalidCommand
-    │   └── InvalidName              a topic, consumer group or service name
+    │   ├── InvalidName              a topic, consumer group or service name
+    │   ├── InvalidSaga              a saga definition that cannot run
+    │   ├── InvalidSagaInput         a saga start or operator action the saga refuses
+    │   └── InvalidConfig            a configuration file (the federation hub's): every problem
     ├── ConcurrencyConflict          re-read and try again (the executor does)
     ├── CommandFailed                the command did not take effect
     │   ├── CommandRejected          a business rule said no; never retried
@@ -34,6 +37,7 @@
     ├── BusError                     the message bus failed; the operation may be retried
     │   ├── BusUnavailable
     │   └── BusClosed
+    ├── TransformFailed              a federation rule could not transform one event
     ├── ServiceCallError             a call to another service failed; it may succeed later
     │   ├── CircuitOpen              the target's breaker refused the call: nothing was sent
     │   ├── ServiceUnavailable       no live instance, or every attempt failed
@@ -47,6 +51,9 @@ says what was wrong in words.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
+
 __all__ = [
     "BusClosed",
     "BusError",
@@ -57,6 +64,7 @@ __all__ = [
     "CommandRejected",
     "CommandTimeout",
     "ConcurrencyConflict",
+    "ConfigProblem",
     "DatabaseNotFound",
     "DeadLetterNotFound",
     "DecodeError",
@@ -65,10 +73,13 @@ __all__ = [
     "EventcoreError",
     "InvalidAppend",
     "InvalidCommand",
+    "InvalidConfig",
     "InvalidInput",
     "InvalidMessage",
     "InvalidName",
     "InvalidPayload",
+    "InvalidSaga",
+    "InvalidSagaInput",
     "InvalidStreamId",
     "InvalidUrl",
     "MessageTooLarge",
@@ -83,6 +94,7 @@ __all__ = [
     "StoreUnavailable",
     "StreamNotFound",
     "TooManyStreams",
+    "TransformFailed",
     "UndeclaredStream",
     "UnknownEventType",
 ]
@@ -171,6 +183,57 @@ class InvalidName(InvalidInput):
         self.value = value
         self.reason = reason
         super().__init__(f"invalid {kind} {value!r}: {reason}")
+
+
+class InvalidSaga(InvalidInput):
+    """A saga definition that cannot run: found when the saga is declared, before any
+    saga of its type starts. ``saga`` names it, ``reason`` says what is wrong."""
+
+    def __init__(self, saga: str, reason: str) -> None:
+        self.saga = saga
+        self.reason = reason
+        super().__init__(f"saga {saga!r} is not a valid definition: {reason}")
+
+
+class InvalidSagaInput(InvalidInput):
+    """A saga refused an input: a start with a bad id or data, or an operator action its
+    status does not allow (only a stuck saga is retried or aborted). Nothing changed."""
+
+    def __init__(self, saga: str, saga_id: str, reason: str) -> None:
+        self.saga = saga
+        self.saga_id = saga_id
+        self.reason = reason
+        named = f"saga {saga!r} {saga_id!r}" if saga_id else f"saga {saga!r}"
+        super().__init__(f"{named}: {reason}")
+
+
+@dataclass(frozen=True)
+class ConfigProblem:
+    """One thing wrong in a configuration file: where (``file``, ``rule`` — None outside
+    the rules — and ``field``, a path such as ``targets[0].topic``) and why."""
+
+    file: str
+    rule: str | None
+    field: str
+    reason: str
+
+    def __str__(self) -> str:
+        rule = f"rule {self.rule!r}: " if self.rule is not None else ""
+        return f"{self.file}: {rule}{self.field}: {self.reason}"
+
+
+class InvalidConfig(InvalidInput):
+    """A configuration file that cannot be used as it is. ``problems`` holds every
+    problem found (at least one), each naming the file, the rule and the field; the
+    message shows the first and counts the others. Nothing is half-configured: a file
+    with one bad rule is refused whole."""
+
+    def __init__(self, file: str, problems: Sequence[ConfigProblem]) -> None:
+        self.file = file
+        self.problems = tuple(problems) or (ConfigProblem(file, None, "file", "refused"),)
+        more = len(self.problems) - 1
+        tail = f" (and {more} more problem{'s' if more > 1 else ''})" if more else ""
+        super().__init__(f"{self.problems[0]}{tail}")
 
 
 # --- concurrency ---------------------------------------------------------------------------
@@ -319,6 +382,18 @@ class BusClosed(BusError):
         super().__init__("the bus is closed")
 
 
+class TransformFailed(EventcoreError):
+    """A federation rule's transformation could not be applied to one event (a field
+    path that crosses a list, a user function that raised…). The hub dead-letters that
+    event for that rule with ``reason``; other rules and other events carry on."""
+
+    def __init__(self, rule: str, step: str, reason: str) -> None:
+        self.rule = rule
+        self.step = step
+        self.reason = reason
+        super().__init__(f"rule {rule!r}: {step}: {reason}")
+
+
 class ServiceCallError(EventcoreError):
     """A call to another service failed. The same call may succeed later."""
 
@@ -379,6 +454,7 @@ class MissingDependency(EventcoreError, ImportError):
         "psycopg_pool": ("psycopg-pool", "postgres"),
         "nats": ("nats-py", "nats"),
         "httpx": ("httpx", "runtime"),
+        "cryptography": ("cryptography", "federation"),
     }
 
     def __init__(self, package: str, extra: str, needed_for: str) -> None:

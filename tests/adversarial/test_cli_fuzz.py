@@ -56,7 +56,29 @@ EXISTING = {
     "stream_id": "account-alice",
     "letter_id": LETTERS[0].letter_id,
     "name": "order_summary",
+    "config": "hub.toml",
+    "event": "event.json",
 }
+#: A federation hub's configuration and an event it routes (``federate check / explain``).
+HUB_CONFIG = """\
+[buses]
+main = "memory://"
+
+[[rules]]
+name = "users-to-billing"
+source = { bus = "main", topic = "users" }
+type = "UserRegistered"
+targets = [{ bus = "main", topic = "billing" }]
+transforms = [
+    { op = "rename-type", to = "CustomerCreated" },
+    { op = "redact", fields = ["email"] },
+]
+"""
+HUB_EVENT = """\
+{"specversion": "1.0", "datacontenttype": "application/json", "id": "e-1",
+ "source": "users", "type": "UserRegistered", "subject": "user-1",
+ "time": "2026-12-03T10:00:00Z", "streamversion": "1", "data": {"email": "a@example.com"}}
+"""
 
 
 # --- the command tree ------------------------------------------------------------------
@@ -181,6 +203,8 @@ def scratch(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scratch]:
     asyncio.run(write_history(store_url, [("account-alice", "AccountOpened", b"{}")]))
     asyncio.run(fill_letters(f"sqlite://{files['bus'].as_posix()}"))
     (directory / "notes.txt").write_text("not a database\n")
+    (directory / "hub.toml").write_text(HUB_CONFIG)
+    (directory / "event.json").write_text(HUB_EVENT)
     (directory / "empty.db").touch()
     with sqlite3.connect(directory / "theirs.db") as theirs:
         theirs.execute("CREATE TABLE invoices (id INTEGER PRIMARY KEY)")
@@ -503,6 +527,8 @@ def test_the_fuzz_covers_every_command_and_option(scratch: Scratch) -> None:
         "projections list",
         "projections status",
         "projections rebuild",
+        "federate check",
+        "federate explain",
         "demo",
     }
 

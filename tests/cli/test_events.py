@@ -7,13 +7,21 @@ import os
 import queue
 import signal
 import subprocess
+import sys
 import sysconfig
 import threading
 from pathlib import Path
 
+import psycopg
 from typer.testing import CliRunner
 
-from tests.cli.conftest import HISTORY, invoke, write_history
+from eventcore.store import open_store
+from eventcore.store.postgres import PostgresStore
+from eventcore.types import StreamId
+from tests.backends import POSTGRES_URL
+from tests.builders import events
+from tests.cli.conftest import HISTORY, invoke, process_environment, write_history
+from tests.held_append import hold_append_open
 
 
 def lines(output: str) -> list[list[str]]:
@@ -105,3 +113,43 @@ def test_follow_prints_new_events_and_ctrl_c_exits_cleanly(populated: str) -> No
             process.kill()
         process.wait(timeout=60)
         reader.join(timeout=60)
+
+
+async def test_follow_with_a_type_prints_an_event_that_commits_after_later_ones(
+    schema_url: str,
+) -> None:
+    # On PostgreSQL an append (2) can commit after later ones (3, 4): a filtered tail
+    # that moved on to the head it saw (4) would never print 2.
+    kept, other, held = StreamId("kept"), StreamId("other"), StreamId("held")
+    async with await open_store(schema_url) as store:
+        assert isinstance(store, PostgresStore)
+        await store.append({kept: events(1, "Kept")}, expected={kept: 0})
+        holder = await psycopg.AsyncConnection.connect(POSTGRES_URL, autocommit=True)
+        async with holder:
+            await hold_append_open(holder, store.schema, held, count=1, event_type="Kept")
+            await store.append({other: events(2, "Other")}, expected={other: 0})
+            tail = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-P",
+                "-c",
+                "from eventcore.cli import main; main()",
+                *("events", "tail", "--follow", "--type", "Kept", "--limit", "2"),
+                *("--store", schema_url),
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                env=process_environment(),
+            )
+            try:
+                assert tail.stdout is not None
+                first = await asyncio.wait_for(tail.stdout.readline(), 60)
+                assert first.split()[:3] == [b"1", b"kept@1", b"Kept"]
+                await holder.execute("COMMIT")
+                # A tail that skipped the late event would wait for ever: bounded here.
+                rest, errors = await asyncio.wait_for(tail.communicate(), 30)
+            finally:
+                if tail.returncode is None:
+                    tail.kill()
+                    await tail.wait()
+
+    assert [line.split()[:3] for line in rest.splitlines()] == [[b"2", b"held@1", b"Kept"]]
+    assert tail.returncode == 0, errors

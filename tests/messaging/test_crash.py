@@ -38,7 +38,10 @@ from tests.messaging.crash_child import (
 
 ROOT = Path(__file__).resolve().parents[2]
 
-pytestmark = pytest.mark.slow
+# Beyond the suite's minute: each test kills and restarts real relay and consumer
+# processes again and again, every start importing the package (134 s measured on a
+# busy 2-core machine).
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(400)]
 
 EVENTS = 10_000
 ACCOUNTS = 200

@@ -6,7 +6,8 @@ from __future__ import annotations
 import contextlib
 import json
 import uuid
-from datetime import UTC, datetime
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta, timezone
 
 import msgspec
 import pytest
@@ -21,6 +22,7 @@ from eventcore.messaging.envelope import (
     decode_envelope,
     encode_envelope,
     envelope_of,
+    envelopes_of,
 )
 from eventcore.store.payload import payload_problem
 from eventcore.types import Metadata, StoredEvent, StreamId
@@ -76,6 +78,23 @@ def test_the_envelope_carries_every_attribute_of_the_stored_event() -> None:
     assert envelope.publishedat == "2026-11-26T12:30:06Z"
     assert envelope.payload == b'{"user_id":"u-7","email":"ada@example.com"}'
     assert envelope.metadata == stored().metadata
+
+
+@pytest.mark.parametrize(
+    "publish",
+    [
+        lambda at: envelope_of(stored(), source="users", published_at=at),
+        lambda at: envelopes_of([stored()], source="users", published_at=at)[0],
+    ],
+    ids=["one", "a batch"],
+)
+@pytest.mark.parametrize("hours", [2, -5])
+def test_a_publish_time_in_another_zone_is_written_in_utc(
+    publish: Callable[[datetime], DistributedEvent], hours: int
+) -> None:
+    local = PUBLISHED.astimezone(timezone(timedelta(hours=hours)))
+    assert local.hour != PUBLISHED.hour
+    assert publish(local).publishedat == "2026-11-26T12:30:06Z"
 
 
 def test_the_cloudevents_sdk_reads_the_envelope() -> None:

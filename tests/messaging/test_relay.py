@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 import pytest
@@ -20,7 +20,7 @@ from eventcore import (
     StreamId,
     open_store,
 )
-from eventcore.errors import BusError, BusUnavailable
+from eventcore.errors import BusError, BusUnavailable, InvalidInput, InvalidName, StoreClosed
 from eventcore.messaging import Bus, OutgoingMessage, TopicMap, decode_envelope
 from eventcore.messaging import relay as relay_module
 from eventcore.messaging.bus import Consumer, DeadLetterBox
@@ -61,6 +61,11 @@ class _TestBus:
     def __init__(self, inner: MemoryBus, *, refuse: int = 0, publish_delay: float = 0.0) -> None:
         self.inner = inner
         self.refuse = refuse
+        #: When set, a publish whose messages it answers True for is refused (every time).
+        self.refusing: Callable[[Sequence[OutgoingMessage]], bool] | None = None
+        #: Event-loop steps a cancelled publish takes to wind down, as a real bus
+        #: finishing its write before it honours the cancellation.
+        self.winding_down = 0
         self.publish_delay = publish_delay
         self.released = asyncio.Event()
         self.released.set()
@@ -70,6 +75,7 @@ class _TestBus:
         self.max_in_flight = 0
         self.saved: list[int] = []
         self.refuse_saves = 0
+        self.refused_saves = 0
         #: Called with each position the relay saves, before it is saved.
         self.on_save: Any = None
         #: When set, a checkpoint save waits for this gate (after setting ``save_entered``).
@@ -88,8 +94,8 @@ class _TestBus:
         self.in_flight += len(messages)
         self.max_in_flight = max(self.max_in_flight, self.in_flight)
         try:
-            if self.refuse > 0:
-                self.refuse -= 1
+            if self.refuse > 0 or (self.refusing is not None and self.refusing(messages)):
+                self.refuse = max(self.refuse - 1, 0)
                 self.refused_calls += 1
                 raise BusUnavailable("refused by the test")
             await self.released.wait()
@@ -97,6 +103,10 @@ class _TestBus:
                 await asyncio.sleep(self.publish_delay)
             await self.inner.publish(messages)
             self.acknowledged.extend(messages)
+        except asyncio.CancelledError:
+            for _ in range(self.winding_down):
+                await asyncio.sleep(0)
+            raise
         finally:
             self.in_flight -= len(messages)
 
@@ -110,6 +120,7 @@ class _TestBus:
         position = checkpoint.position
         if self.refuse_saves > 0:
             self.refuse_saves -= 1
+            self.refused_saves += 1
             raise BusUnavailable("checkpoint refused by the test")
         if self.on_save is not None:
             self.on_save(position)
@@ -475,3 +486,318 @@ async def test_a_relay_stopped_before_it_runs_returns_at_once(
     async with asyncio.timeout(PATIENCE):
         await relay.run()
     assert relay.status().published == 0
+
+
+def deposits(count: int) -> list[tuple[StreamId, Event]]:
+    """``count`` published events (no internal notes): one message per event, so each
+    batch of the follower is one publish call of exactly its size."""
+    return [
+        (StreamId(f"account-acc-{i % 5}"), Deposited(account=f"acc-{i % 5}", amount=i + 1))
+        for i in range(count)
+    ]
+
+
+class _Clock:
+    """The relay's ``time``, set by the test: the checkpoint interval counted exactly."""
+
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def monotonic(self) -> float:
+        return self.now
+
+
+def position_of(message: OutgoingMessage, events: list[StoredEvent]) -> int:
+    return next(e.position for e in events if str(e.event_id) == message.message_id)
+
+
+async def test_while_events_keep_coming_the_checkpoint_is_saved_once_per_interval(
+    store: EventStore, memory_bus: MemoryBus, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # No idle saves: a batch always follows within the idle delay.
+    monkeypatch.setattr(relay_module, "_IDLE_SAVE_DELAY", 1e9)
+    clock = _Clock(100.0)
+    monkeypatch.setattr(relay_module, "time", clock)
+    bus = _TestBus(memory_bus)
+    relay = Relay(store, bus, TOPICS, service=SERVICE)
+    interval = relay_module._CHECKPOINT_INTERVAL
+    task = asyncio.create_task(relay.run())
+    try:
+        positions = []
+        # At the first batch, at a quarter of the interval after the save (too soon),
+        # exactly one interval after it, and a quarter of the interval after that.
+        for offset in (0.0, interval / 4, interval, interval * 5 / 4):
+            clock.now = 100.0 + offset
+            positions.append(await append_events(store, deposits(5)))
+            async with asyncio.timeout(PATIENCE):
+                await relay.published(positions[-1])
+        first, too_soon, on_time, too_soon_again = positions
+        assert bus.saved == [first, on_time]
+        assert relay.status().checkpoint == on_time < too_soon_again
+    finally:
+        relay.stop()
+        async with asyncio.timeout(PATIENCE):
+            await task
+    assert too_soon not in bus.saved
+    assert bus.saved[-1] == too_soon_again  # saved at the stop
+
+
+async def test_an_idle_relay_saves_its_checkpoint_after_the_idle_delay(
+    store: EventStore, memory_bus: MemoryBus, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # No interval saves: only the relay's being idle saves the checkpoint.
+    monkeypatch.setattr(relay_module, "_CHECKPOINT_INTERVAL", 1e9)
+    bus = _TestBus(memory_bus)
+    relay = Relay(store, bus, TOPICS, service=SERVICE)
+    task = asyncio.create_task(relay.run())
+    try:
+        for _ in range(2):
+            last = await append_events(store, deposits(5))
+            await wait_until(lambda last=last: relay.status().checkpoint == last)
+            assert await saved_position(memory_bus) == last
+        assert relay.status().position == last
+    finally:
+        relay.stop()
+        async with asyncio.timeout(PATIENCE):
+            await task
+
+
+async def test_batches_that_follow_within_the_idle_delay_postpone_the_idle_save(
+    store: EventStore, memory_bus: MemoryBus, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Every batch follows "within the idle delay"; only the stop saves.
+    monkeypatch.setattr(relay_module, "_CHECKPOINT_INTERVAL", 1e9)
+    monkeypatch.setattr(relay_module, "_IDLE_SAVE_DELAY", 1e9)
+    bus = _TestBus(memory_bus)
+    relay = Relay(store, bus, TOPICS, service=SERVICE)
+    task = asyncio.create_task(relay.run())
+    try:
+        for _ in range(3):
+            last = await append_events(store, deposits(5))
+            async with asyncio.timeout(PATIENCE):
+                await relay.published(last)
+        assert bus.saved == []
+    finally:
+        relay.stop()
+        async with asyncio.timeout(PATIENCE):
+            await task
+    assert bus.saved == [last]
+
+
+async def test_a_stop_after_a_refused_batch_saves_the_checkpoint_up_to_what_was_acknowledged(
+    store: EventStore, memory_bus: MemoryBus, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Neither interval nor idle saves: what is saved, the stop saved.
+    monkeypatch.setattr(relay_module, "_CHECKPOINT_INTERVAL", 1e9)
+    monkeypatch.setattr(relay_module, "_IDLE_SAVE_DELAY", 1e9)
+    last = await append_events(store, deposits(30))
+    events = await stored_events(store)
+    bus = _TestBus(memory_bus)
+    # The third batch (positions 21-30) is refused every time.
+    bus.refusing = lambda messages: position_of(messages[0], events) > 20
+    relay = Relay(store, bus, TOPICS, service=SERVICE, batch_size=10)
+    task = asyncio.create_task(relay.run())
+    try:
+        await wait_until(lambda: relay.status().position == 20 and bus.refused_calls > 0)
+        assert bus.saved == []
+    finally:
+        relay.stop()
+        async with asyncio.timeout(PATIENCE):
+            await task
+    assert bus.saved == [20]
+    assert await saved_position(memory_bus) == relay.status().checkpoint == 20 < last
+    # One batch refused, however many times: one republished batch.
+    assert bus.refused_calls > 1
+    assert relay.status().republished_batches == 1
+
+
+async def test_a_stop_while_the_window_is_full_and_the_bus_refuses_returns(
+    store: EventStore, memory_bus: MemoryBus
+) -> None:
+    await append_events(store, deposits(50))
+    bus = _TestBus(memory_bus, refuse=10**9)
+    # One batch fills the window: the next waits for room the refused one never makes.
+    relay = Relay(store, bus, TOPICS, service=SERVICE, batch_size=10, window=10)
+    task = asyncio.create_task(relay.run())
+    await wait_until(lambda: bus.refused_calls >= 2)
+    relay.stop()
+    async with asyncio.timeout(PATIENCE):
+        await task
+    status = relay.status()
+    assert status.position == status.checkpoint == 0
+    assert status.in_flight == 0
+    assert await saved_position(memory_bus) is None
+    with pytest.raises(BusError):
+        await relay.published(10)
+
+
+@pytest.mark.parametrize("ending", ["stopped", "cancelled"])
+async def test_no_publish_is_left_running_when_run_ends(
+    store: EventStore, memory_bus: MemoryBus, ending: str
+) -> None:
+    await append_events(store, deposits(30))
+    events = await stored_events(store)
+    bus = _TestBus(memory_bus)
+    bus.winding_down = 3
+    # The first batch is refused (and republished) for ever; the later ones are held
+    # in the bus until released, which never happens.
+    bus.refusing = lambda messages: position_of(messages[0], events) <= 10
+    bus.released.clear()
+    relay = Relay(store, bus, TOPICS, service=SERVICE, batch_size=10)
+    task = asyncio.create_task(relay.run())
+    await wait_until(lambda: bus.in_flight == 20 and bus.refused_calls >= 2)
+    assert relay.status().in_flight == 30  # the refused batch's messages too
+    if ending == "stopped":
+        relay.stop()
+    else:
+        task.cancel()
+    async with asyncio.timeout(PATIENCE):
+        await asyncio.gather(task, return_exceptions=True)
+    assert bus.in_flight == 0
+    assert bus.acknowledged == []
+    assert relay.status().in_flight == 0
+    assert relay.status().position == 0
+
+
+async def test_a_republish_in_flight_when_run_is_cancelled_is_cancelled_too(
+    store: EventStore, memory_bus: MemoryBus
+) -> None:
+    last = await append_events(store, deposits(10))
+    bus = _TestBus(memory_bus, refuse=1)
+    bus.winding_down = 3
+    bus.released.clear()  # the republish is held in the bus
+    relay = Relay(store, bus, TOPICS, service=SERVICE, batch_size=10)
+    task = asyncio.create_task(relay.run())
+    await wait_until(lambda: bus.refused_calls == 1 and bus.in_flight == 10)
+    task.cancel()
+    async with asyncio.timeout(PATIENCE):
+        await asyncio.gather(task, return_exceptions=True)
+    assert task.cancelled()
+    assert bus.in_flight == 0
+    bus.released.set()
+    # Nothing left behind publishes once the bus lets it through.
+    for _ in range(10):
+        await asyncio.sleep(0)
+    assert bus.acknowledged == []
+    assert relay.status().position == 0 < last
+
+
+@pytest.mark.parametrize(
+    ("settings", "error"),
+    [
+        ({"window": 0}, InvalidInput),
+        ({"batch_size": 0}, InvalidInput),
+        ({"poll_interval": 0.0}, InvalidInput),
+        ({"poll_interval": float("nan")}, InvalidInput),
+        ({"service": "no spaces"}, InvalidName),
+    ],
+)
+async def test_bad_relay_settings_are_refused(
+    store: EventStore, memory_bus: MemoryBus, settings: dict[str, Any], error: type[Exception]
+) -> None:
+    options: dict[str, Any] = {"service": SERVICE, **settings}
+    with pytest.raises(error):
+        Relay(store, memory_bus, TOPICS, **options)
+
+
+async def test_the_smallest_window_and_batch_publish_everything_one_at_a_time(
+    store: EventStore, memory_bus: MemoryBus
+) -> None:
+    last = await append_events(store, deposits(5))
+    bus = _TestBus(memory_bus)
+    await run_until_published(
+        Relay(store, bus, TOPICS, service=SERVICE, window=1, batch_size=1), last
+    )
+    assert len(bus.acknowledged) == 5
+    assert bus.max_in_flight == 1
+
+
+async def test_a_stop_gives_up_a_checkpoint_the_bus_keeps_refusing_after_three_tries(
+    store: EventStore, memory_bus: MemoryBus, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(relay_module, "_CHECKPOINT_INTERVAL", 1e9)
+    monkeypatch.setattr(relay_module, "_IDLE_SAVE_DELAY", 1e9)
+    last = await append_events(store, deposits(10))
+    bus = _TestBus(memory_bus)
+    relay = Relay(store, bus, TOPICS, service=SERVICE)
+    task = asyncio.create_task(relay.run())
+    try:
+        async with asyncio.timeout(PATIENCE):
+            await relay.published(last)
+        bus.refuse_saves = 10**9
+    finally:
+        relay.stop()
+        async with asyncio.timeout(PATIENCE):
+            await task
+    assert bus.refused_saves == 3
+    status = relay.status()
+    # Published and acknowledged, but not saved: the next run republishes from 0.
+    assert (status.position, status.checkpoint) == (last, 0)
+    assert "checkpoint refused by the test" in (status.last_error or "")
+    assert await saved_position(memory_bus) is None
+
+
+async def test_a_relay_not_yet_run_reports_nothing_done(
+    store: EventStore, memory_bus: MemoryBus
+) -> None:
+    await append_events(store, deposits(3))
+    relay = Relay(store, memory_bus, TOPICS, service=SERVICE)
+    status = relay.status()
+    assert (status.position, status.checkpoint, status.head, status.lag_events) == (0, 0, 0, 0)
+    assert (status.published, status.skipped, status.in_flight) == (0, 0, 0)
+    assert (status.store_id, status.last_error) == (None, None)
+    assert relay.position == 0
+    async with asyncio.timeout(PATIENCE):
+        await relay.published(0)  # nothing to wait for
+
+
+@pytest.mark.parametrize("ending", ["stopped", "store closed"])
+async def test_a_published_waiter_is_told_when_run_ends_short_of_its_position(
+    store: EventStore, memory_bus: MemoryBus, ending: str
+) -> None:
+    last = await append_events(store, deposits(5))
+    relay = Relay(store, memory_bus, TOPICS, service=SERVICE, poll_interval=0.01)
+    task = asyncio.create_task(relay.run())
+    async with asyncio.timeout(PATIENCE):
+        await relay.published(last)
+    waiter = asyncio.create_task(relay.published(last + 1))  # never appended
+    await asyncio.sleep(0)
+    if ending == "stopped":
+        relay.stop()
+        async with asyncio.timeout(PATIENCE):
+            await task
+    else:
+        await store.aclose()
+        async with asyncio.timeout(PATIENCE):
+            # The store's error as itself, not wrapped in a group.
+            with pytest.raises(StoreClosed):
+                await task
+    async with asyncio.timeout(PATIENCE):
+        with pytest.raises(BusError, match=f"stopped at position {last}"):
+            await waiter
+
+
+async def test_the_lag_counts_events_appended_while_the_relay_runs(
+    store: EventStore, memory_bus: MemoryBus
+) -> None:
+    first = await append_events(store, deposits(5))
+    bus = _TestBus(memory_bus)
+    relay = Relay(store, bus, TOPICS, service=SERVICE, poll_interval=0.01)
+    task = asyncio.create_task(relay.run())
+    try:
+        async with asyncio.timeout(PATIENCE):
+            await relay.published(first)
+        bus.released.clear()  # what comes next stays in flight
+        last = await append_events(store, deposits(5))
+        await wait_until(lambda: relay.status().head == last)
+        status = relay.status()
+        assert (status.position, status.lag_events) == (first, last - first)
+        bus.released.set()
+        async with asyncio.timeout(PATIENCE):
+            await relay.published(last)
+        await wait_until(lambda: relay.status().lag_events == 0)
+    finally:
+        bus.released.set()
+        relay.stop()
+        async with asyncio.timeout(PATIENCE):
+            await task

@@ -61,6 +61,9 @@ class HeldReads:
     async def last_position(self) -> int:
         return await self.inner.last_position()
 
+    async def settled_position(self) -> int:
+        return await self.inner.settled_position()
+
     async def wait_for_events(self, after: int, timeout: float) -> bool:  # noqa: ASYNC109
         return await self.inner.wait_for_events(after, timeout)
 

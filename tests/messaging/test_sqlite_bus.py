@@ -18,6 +18,7 @@ import msgspec
 import pytest
 
 from eventcore.errors import BusClosed, BusUnavailable, DatabaseNotFound, InvalidUrl
+from eventcore.messaging import _sqlite_bus_consumer as sqlite_bus_consumer
 from eventcore.messaging import open_bus
 from eventcore.messaging.bus import DeadLetter, Delivery
 from eventcore.messaging.sqlite import SqliteBus
@@ -264,7 +265,16 @@ async def test_a_closed_bus_refuses_everything_and_closes_again_quietly(url: str
         await bus.dead_letters.count()
 
 
-async def test_a_cancelled_fetch_gives_back_what_it_was_handed(url: str) -> None:
+@pytest.mark.parametrize("polling", ["default", "constant"])
+async def test_a_cancelled_fetch_gives_back_what_it_was_handed(
+    url: str, polling: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if polling == "constant":
+        # Polling for other processes' publishes all the time, so that the give-back of
+        # the cancelled fetch lands while the next fetch's poll is under way: its
+        # wake-up must not be lost then.
+        monkeypatch.setattr(sqlite_bus_consumer, "_POLL_MIN", 1e-5)
+        monkeypatch.setattr(sqlite_bus_consumer, "_POLL_MAX", 1e-5)
     bus = await _open(url)
     try:
         await bus.publish(outgoing(5, keys=1))

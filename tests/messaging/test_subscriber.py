@@ -7,8 +7,9 @@ from __future__ import annotations
 import asyncio
 import itertools
 from collections import Counter
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -28,8 +29,10 @@ from eventcore import (
     Writes,
     open_store,
 )
-from eventcore.errors import BusUnavailable, StoreUnavailable
+from eventcore.errors import BusClosed, BusUnavailable, StoreClosed, StoreUnavailable
 from eventcore.messaging import Bus, DeadLetter, OutgoingMessage
+from eventcore.messaging import _subscriber_handling as subscriber_handling
+from eventcore.messaging import subscriber as subscriber_module
 from eventcore.messaging.bus import partition_of
 from eventcore.messaging.envelope import encode_envelope, envelope_of
 from eventcore.messaging.memory import MemoryBus
@@ -607,6 +610,43 @@ async def test_a_message_delivered_too_often_is_parked_without_a_call(
     assert letter.error_type == "TooManyDeliveries"
     assert letter.attempts == 3
     assert recorder.seen == []
+    assert sub.status().retried == 0
+
+
+async def test_a_message_that_waited_behind_one_delivered_too_often_gets_one_call(
+    bus: Bus, producer: Producer
+) -> None:
+    # Both delivered twice and never settled; only the first can be to blame, so it is
+    # parked unread. The second was delivered as often: it still gets a call, but one
+    # only, as its tries are spent.
+    calls = Counter[int]()
+
+    async def always_fails(received: Received) -> None:
+        assert isinstance(received.event, Deposited)
+        calls[received.event.amount] += 1
+        raise RuntimeError("always")
+
+    first, second = [
+        await producer.message("account-w", Deposited(account="w", amount=n)) for n in (1, 2)
+    ]
+    await bus.publish([first, second])
+    consumer = await bus.consumer(TOPIC, GROUP, ack_wait=30)
+    for _ in range(2):
+        deliveries = await consumer.fetch(10, timeout=1)
+        assert len(deliveries) == 2
+        await consumer.nak(deliveries[0])
+    await consumer.aclose()
+
+    sub = subscriber(bus, {Deposited: always_fails}, max_deliveries=2)
+    async with running(sub):
+        await until(lambda: sub.status().dead_lettered == 2, "both parked")
+    letters = {letter.message_id: letter for letter in await bus.dead_letters.letters()}
+    assert letters[first.message_id].error_type == "TooManyDeliveries"
+    assert (letters[second.message_id].error_type, letters[second.message_id].attempts) == (
+        "RuntimeError",
+        3,
+    )
+    assert calls == {2: 1}
 
 
 # --- dead letters run again --------------------------------------------------------------
@@ -844,3 +884,304 @@ async def test_a_letter_that_cannot_be_parked_is_not_acked(
     # nak'ed; the second delivery (the first counts as one call) had two calls left.
     assert (letter.error_type, letter.attempts) == ("RuntimeError", 3)
     assert recorder.amounts() == [2]
+
+
+# --- closed resources, outages, stopping mid-outage --------------------------------------
+
+
+async def test_a_bus_closed_under_a_running_subscriber_stops_it_with_bus_closed(
+    every_bus: Bus, producer: Producer
+) -> None:
+    recorder = Recorder()
+    await every_bus.publish([await producer.message("account-z", Deposited(account="z", amount=1))])
+    sub = subscriber(every_bus, {Deposited: recorder})
+    task = asyncio.create_task(sub.run())
+    await until(lambda: sub.status().handled == 1, "handled while the bus was open")
+    await every_bus.aclose()
+    async with asyncio.timeout(PATIENCE):
+        with pytest.raises(BusClosed):
+            await task
+
+
+async def _closed_store() -> EventStore:
+    store = await open_store("memory://")
+    await store.aclose()
+    return store
+
+
+async def _closed_bus() -> Bus:
+    closed = MemoryBus()
+    await closed.aclose()
+    return closed
+
+
+@pytest.mark.parametrize(
+    ("use", "closed_error"),
+    [
+        (lambda store, bus: store.stream_version(StreamId("account-q")), StoreClosed),
+        (lambda store, bus: bus.publish([raw("account-q", b"{}", "echo")]), BusClosed),
+    ],
+    ids=["its store", "its bus"],
+)
+async def test_a_handler_meeting_a_closed_store_or_bus_stops_the_subscriber_with_that_error(
+    bus: Bus,
+    producer: Producer,
+    use: Callable[[EventStore, Bus], Awaitable[object]],
+    closed_error: type[Exception],
+) -> None:
+    # A closed resource is not an outage: waiting would never end it.
+    store, own_bus = await _closed_store(), await _closed_bus()
+    calls = 0
+
+    async def needs_them(received: Received) -> None:
+        nonlocal calls
+        calls += 1
+        await use(store, own_bus)
+
+    await bus.publish([await producer.message("account-q", Deposited(account="q", amount=1))])
+    sub = subscriber(bus, {Deposited: needs_them})
+    task = asyncio.create_task(sub.run())
+    async with asyncio.timeout(PATIENCE):
+        with pytest.raises(closed_error):
+            await task
+    assert calls == 1
+    status = sub.status()
+    assert (status.handled, status.dead_lettered) == (0, 0)
+    assert await bus.dead_letters.count() == 0
+    # Neither acked nor parked: the message comes again to the next member.
+    recorder = Recorder()
+    later = subscriber(bus, {Deposited: recorder})
+    async with running(later):
+        await until(lambda: later.status().handled == 1, "handled by the next member")
+    assert recorder.amounts() == [1]
+
+
+async def test_an_outage_does_not_use_up_the_tries_of_a_message(
+    bus: Bus, producer: Producer
+) -> None:
+    # Outages, then one failure of the message's own, then success: with two tries, the
+    # outages must not have counted as tries.
+    script: list[Exception | None] = [
+        *(StoreUnavailable("restarting") for _ in range(5)),
+        RuntimeError("its own fault"),
+        None,
+    ]
+    recorder = Recorder()
+
+    async def handle(received: Received) -> None:
+        failure = script.pop(0)
+        if failure is not None:
+            raise failure
+        await recorder(received)
+
+    await bus.publish([await producer.message("account-p", Deposited(account="p", amount=1))])
+    sub = subscriber(bus, {Deposited: handle}, max_deliveries=2)
+    async with running(sub):
+        await until(lambda: sub.status().handled == 1, "handled after the outage")
+    assert recorder.amounts() == [1]
+    status = sub.status()
+    assert (status.retried, status.dead_lettered) == (1, 0)
+    assert await bus.dead_letters.count() == 0
+
+
+async def test_a_stop_during_an_outage_neither_acks_nor_counts_the_message_as_handled(
+    bus: Bus, producer: Producer
+) -> None:
+    in_outage = asyncio.Event()
+
+    async def store_down(received: Received) -> None:
+        in_outage.set()
+        raise StoreUnavailable("the billing database is restarting")
+
+    await bus.publish([await producer.message("account-d", Deposited(account="d", amount=1))])
+    sub = subscriber(bus, {Deposited: store_down})
+    async with running(sub):
+        async with asyncio.timeout(PATIENCE):
+            await in_outage.wait()
+    status = sub.status()
+    assert (status.handled, status.ignored, status.dead_lettered) == (0, 0, 0)
+    assert await bus.dead_letters.count() == 0
+
+    recorder = Recorder()
+    later = subscriber(bus, {Deposited: recorder})
+    async with running(later):
+        await until(lambda: later.status().handled == 1, "handled by the next member")
+    assert recorder.amounts() == [1]
+
+
+# --- dead letters taken back for retry ---------------------------------------------------
+
+
+async def test_letters_taken_back_for_retry_are_dropped_only_once_handled(
+    bus: Bus, producer: Producer
+) -> None:
+    # Two letters marked for retry: the first is handled (dropped from the box); the
+    # subscriber stops while the second is in its backoff: it goes back, as it was.
+    box = bus.dead_letters
+    letters = []
+    for amount in (1, 2):
+        message = await producer.message(
+            f"account-l{amount}", Deposited(account="l", amount=amount)
+        )
+        letter = DeadLetter(
+            letter_id=DeadLetter.id_for(GROUP, TOPIC, message.message_id),
+            group=GROUP,
+            topic=TOPIC,
+            message_id=message.message_id,
+            key=message.key,
+            body=message.body,
+            reason="RuntimeError: earlier",
+            error_type="RuntimeError",
+            attempts=2,
+            failed_at=datetime(2026, 1, 1, 0, 0, amount, tzinfo=UTC),  # in this order
+            status="retry",
+        )
+        await box.put(letter)
+        letters.append(letter)
+    recorder = Recorder()
+    failing = asyncio.Event()
+
+    async def handle(received: Received) -> None:
+        assert isinstance(received.event, Deposited)
+        if received.event.amount == 2:
+            failing.set()
+            raise RuntimeError("still broken")
+        await recorder(received)
+
+    sub = subscriber(bus, {Deposited: handle}, retry_backoff=(5.0, 5.0), ack_wait=60.0)
+    async with running(sub):
+        async with asyncio.timeout(PATIENCE):
+            await failing.wait()
+    assert recorder.amounts() == [1]
+    assert sub.status().handled == 1
+    assert await box.letters() == [letters[1]]
+
+
+# --- the time a batch may take -----------------------------------------------------------
+
+
+class _Clock:
+    """The subscriber's ``time``, moved by the handlers: the deadline counted exactly."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def monotonic(self) -> float:
+        return self.now
+
+
+@pytest.mark.parametrize("delivered_before", [False, True], ids=["first", "repeat"])
+async def test_a_partition_starts_no_delivery_once_half_of_ack_wait_has_passed(
+    bus: Bus, producer: Producer, monkeypatch: pytest.MonkeyPatch, delivered_before: bool
+) -> None:
+    clock = _Clock()
+    monkeypatch.setattr(subscriber_module, "time", clock)
+    ack_wait = 10.0
+    # The first message takes exactly half of ack_wait: the second still starts (the
+    # deadline is not passed yet); it takes a little more, so the third does not start
+    # in this batch and comes again at once, untried.
+    takes = {1: ack_wait / 2, 2: 0.5, 3: 0.0}
+    seen: list[tuple[int, int]] = []
+
+    async def slow(received: Received) -> None:
+        assert isinstance(received.event, Deposited)
+        seen.append((received.event.amount, received.delivery.attempt))
+        clock.now += takes[received.event.amount]
+
+    await bus.publish(
+        [await producer.message("account-h", Deposited(account="h", amount=n)) for n in (1, 2, 3)]
+    )
+    before = 0
+    if delivered_before:
+        # Delivered once and never settled: the batch is handled the careful way.
+        consumer = await bus.consumer(TOPIC, GROUP, ack_wait=30)
+        deliveries = await consumer.fetch(10, timeout=1)
+        assert len(deliveries) == 3
+        await consumer.nak(deliveries[0])
+        await consumer.aclose()
+        before = 1
+    sub = subscriber(bus, {Deposited: slow}, ack_wait=ack_wait)
+    async with running(sub):
+        await until(lambda: sub.status().handled == 3, "all handled")
+    assert seen == [(1, 1 + before), (2, 1 + before), (3, 2 + before)]
+    assert sub.status().dead_lettered == 0
+
+
+async def test_a_redelivered_message_gets_only_the_tries_left_of_its_budget(
+    bus: Bus, producer: Producer
+) -> None:
+    calls = 0
+
+    async def always_fails(received: Received) -> None:
+        nonlocal calls
+        calls += 1
+        raise RuntimeError("always")
+
+    await bus.publish([await producer.message("account-b", Deposited(account="b", amount=1))])
+    # Delivered once before and never settled: one of its three tries may have been spent.
+    consumer = await bus.consumer(TOPIC, GROUP, ack_wait=30)
+    (delivery,) = await consumer.fetch(10, timeout=1)
+    await consumer.nak(delivery)
+    await consumer.aclose()
+    sub = subscriber(bus, {Deposited: always_fails}, max_deliveries=3)
+    async with running(sub):
+        await until(lambda: sub.status().dead_lettered == 1, "parked")
+    (letter,) = await bus.dead_letters.letters()
+    assert (calls, letter.attempts, sub.status().retried) == (2, 3, 1)
+
+
+async def test_a_delivery_given_back_untried_does_not_count_against_the_tries(
+    bus: Bus, producer: Producer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    clock = _Clock()
+    monkeypatch.setattr(subscriber_module, "time", clock)
+    ack_wait = 10.0
+    calls: list[int] = []
+
+    async def handle(received: Received) -> None:
+        assert isinstance(received.event, Deposited)
+        if received.event.amount == 1:
+            clock.now += ack_wait  # past the batch's deadline: the second is given back
+            return
+        calls.append(received.delivery.attempt)
+        raise RuntimeError("always")
+
+    await bus.publish(
+        [await producer.message("account-g", Deposited(account="g", amount=n)) for n in (1, 2)]
+    )
+    sub = subscriber(bus, {Deposited: handle}, ack_wait=ack_wait, max_deliveries=2)
+    async with running(sub):
+        await until(lambda: sub.status().dead_lettered == 1, "parked")
+    # Its first delivery was given back untried: the second still gets both tries.
+    (letter,) = await bus.dead_letters.letters()
+    assert calls == [2, 2]
+    assert letter.attempts == 2
+
+
+class _RecordingBackoff:
+    """An outage backoff that waits no time and records which step it was asked for."""
+
+    def __init__(self) -> None:
+        self.steps: list[int] = []
+
+    def delay(self, attempt: int, rng: object) -> float:
+        self.steps.append(attempt)
+        return 0.0
+
+
+async def test_an_outage_backs_off_a_step_further_each_time_up_to_the_sixteenth(
+    bus: Bus, producer: Producer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    backoff = _RecordingBackoff()
+    monkeypatch.setattr(subscriber_handling, "_OUTAGE_BACKOFF", backoff)
+    outages = 18
+
+    async def store_down_a_while(received: Received) -> None:
+        if len(backoff.steps) < outages:
+            raise StoreUnavailable("restarting")
+
+    await bus.publish([await producer.message("account-v", Deposited(account="v", amount=1))])
+    sub = subscriber(bus, {Deposited: store_down_a_while})
+    async with running(sub):
+        await until(lambda: sub.status().handled == 1, "handled after the outage")
+    assert backoff.steps == [*range(1, 17), 16, 16]

@@ -141,3 +141,44 @@ def test_what_a_handler_causes_keeps_the_correlation_and_trace() -> None:
 
 def test_an_event_without_a_correlation_starts_one_with_its_own_id() -> None:
     assert received().metadata.correlation_id == "e-1"
+
+
+@pytest.mark.parametrize(("ack_wait", "accepted"), [(6.0, True), (5.99, False)])
+async def test_the_retries_of_one_message_may_wait_up_to_half_of_ack_wait_in_all(
+    bus: Bus, ack_wait: float, accepted: bool
+) -> None:
+    # Three tries, so two waits between them, of at most 1 s and 2 s: 3 s in all, which
+    # is half of 6 s (allowed) and more than half of 5.99 s (refused).
+    settings = {"max_deliveries": 3, "retry_backoff": (1.0, 10.0), "ack_wait": ack_wait}
+    if accepted:
+        assert build(bus, **settings).status().handled == 0
+    else:
+        with pytest.raises(InvalidInput, match="could wait 3 s in all"):
+            build(bus, **settings)
+
+
+class _Executor:
+    """Records what it is asked to run: a step refused must not reach it."""
+
+    def __init__(self) -> None:
+        self.calls: list[dict[str, Any]] = []
+
+    async def execute(self, command: object, **options: Any) -> None:
+        self.calls.append(options)
+
+
+@pytest.mark.parametrize("step", ["", 7])
+async def test_a_step_that_is_not_a_non_empty_string_is_refused_before_anything_runs(
+    step: Any,
+) -> None:
+    executor = _Executor()
+    with pytest.raises(InvalidInput, match="step must be a non-empty string"):
+        await received().run(executor, object(), step=step)  # type: ignore[arg-type]
+    assert executor.calls == []
+
+
+async def test_a_step_keys_its_command_apart_from_the_event_s_other_commands() -> None:
+    executor = _Executor()
+    await received().run(executor, object(), step="open-wallet")  # type: ignore[arg-type]
+    await received().run(executor, object())  # type: ignore[arg-type]
+    assert [call["idempotency_key"] for call in executor.calls] == ["g:e-1:open-wallet", "g:e-1"]

@@ -23,7 +23,10 @@ from tests.projection.orders import OrderSummary, append_all, fold_store, random
 
 ROOT = Path(__file__).resolve().parents[2]
 
-pytestmark = pytest.mark.slow
+# Beyond the suite's minute: each test kills and restarts a projection process at
+# random moments, every start importing the package (61 s measured on a busy 2-core
+# machine).
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
 
 
 def kill_at_random_moments(store_url: str, target_spec: str, kills: int, seed: int) -> None:

@@ -25,6 +25,15 @@ async def fill(store: EventStore, count: int) -> list[int]:
     return positions
 
 
+async def test_the_settled_position_is_the_head_when_no_append_is_in_flight(
+    store: EventStore,
+) -> None:
+    assert await store.settled_position() == 0
+    positions = await fill(store, 4)
+
+    assert await store.settled_position() == positions[-1] == await store.last_position()
+
+
 async def test_positions_strictly_increase_across_appends(store: EventStore) -> None:
     positions = await fill(store, 9)
 

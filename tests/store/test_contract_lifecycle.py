@@ -29,6 +29,7 @@ CALLS: list[Any] = [
     pytest.param(lambda s: s.stream_version(A), id="stream_version"),
     pytest.param(lambda s: s.list_streams(), id="list_streams"),
     pytest.param(lambda s: s.last_position(), id="last_position"),
+    pytest.param(lambda s: s.settled_position(), id="settled_position"),
 ]
 
 

@@ -22,9 +22,10 @@ from eventcore.store.postgres._append_batch import BATCH_STATEMENT, batch_params
 from eventcore.store.postgres._schema import MIGRATIONS, render
 from eventcore.store.request import AppendRequest
 from eventcore.store.url import StoreUrl
-from eventcore.types import NewEvent, StoredEvent, StreamId
+from eventcore.types import StoredEvent
 from tests.backends import POSTGRES_URL, skip_or_fail
 from tests.builders import events, new_event, sid
+from tests.held_append import hold_append_open
 
 
 async def _admin_connection() -> psycopg.AsyncConnection[Any]:
@@ -130,19 +131,6 @@ async def test_tailing_reader_sees_every_event_once_in_order_under_concurrent_wr
         ]
 
 
-async def _hold_append_open(
-    conn: psycopg.AsyncConnection[Any], store: PostgresStore, stream: StreamId
-) -> list[NewEvent]:
-    """Run an append through the store's own SQL inside a transaction left open."""
-    held = events(3, "Held")
-    request = AppendRequest.build({stream: held}, {stream: 0}, None, 1024)
-    await conn.execute("BEGIN")
-    cursor = await conn.execute(render(BATCH_STATEMENT, store.schema), batch_params([request]))
-    rows = await cursor.fetchall()
-    assert [row[:2] for row in rows] == [(0, "appended")]
-    return held
-
-
 async def test_reader_waits_for_a_transaction_held_open_and_then_sees_everything(
     store: PostgresStore,
 ) -> None:
@@ -150,7 +138,7 @@ async def test_reader_waits_for_a_transaction_held_open_and_then_sees_everything
     checkpoint = await store.last_position()
     holder = await psycopg.AsyncConnection.connect(POSTGRES_URL, autocommit=True)
     async with holder:
-        held = await _hold_append_open(holder, store, sid("held"))
+        held = await hold_append_open(holder, store.schema, sid("held"))
         # Later appends commit with later positions while the held one is in flight.
         for n in range(20):
             await store.append({sid(f"later-{n}"): events(2)}, expected={sid(f"later-{n}"): 0})
@@ -185,6 +173,23 @@ async def test_append_refuses_a_transaction_that_already_has_an_xid(
             await conn.execute(render(BATCH_STATEMENT, store.schema), batch_params([request]))
     assert caught.value.sqlstate == "EC001"
     assert await store.last_position() == 0
+
+
+async def test_the_settled_position_stays_below_an_append_in_flight_until_it_commits(
+    store: PostgresStore,
+) -> None:
+    await store.append({sid("before"): events(2)}, expected={sid("before"): 0})
+    holder = await psycopg.AsyncConnection.connect(POSTGRES_URL, autocommit=True)
+    async with holder:
+        await hold_append_open(holder, store.schema, sid("held"))  # positions 3-5
+        later = await store.append({sid("later"): events(2)}, expected={sid("later"): 0})
+        assert later.positions == (6, 7)
+
+        assert await store.settled_position() == 2
+        assert await store.last_position() == 7
+        await holder.execute("COMMIT")
+
+    assert await store.settled_position() == 7
 
 
 async def test_each_append_notifies_the_schema_channel_with_its_last_position(

@@ -23,6 +23,7 @@ from typing import Final
 
 import msgspec
 
+from eventcore._sqlite.turns import FileConnection
 from eventcore.errors import DatabaseNotFound, InvalidUrl
 
 __all__ = [
@@ -83,6 +84,7 @@ def connect_file(
             timeout=busy_timeout,
             isolation_level=None,
             cached_statements=cached_statements,
+            factory=FileConnection,
         )
     except sqlite3.Error as error:
         raise InvalidUrl(url, f"cannot open {path}: {error}") from error

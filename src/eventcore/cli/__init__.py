@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from eventcore._version import __version__
-from eventcore.cli import db, demo, dlq, events, projections, streams
+from eventcore.cli import db, demo, dlq, events, federate, projections, streams
 from eventcore.cli.errors import OneLineErrors
 
 __all__ = ["app", "main"]
@@ -26,6 +26,7 @@ app.add_typer(events.app, name="events")
 app.add_typer(db.app, name="db")
 app.add_typer(projections.app, name="projections")
 app.add_typer(dlq.app, name="dlq")
+app.add_typer(federate.app, name="federate")
 app.command("demo")(demo.demo)
 
 
@@ -44,7 +45,7 @@ def _root(
         ),
     ] = False,
 ) -> None:
-    """Inspect event stores, follow the global log, run the demo."""
+    """Inspect event stores, follow the global log, check federation rules, run the demo."""
 
 
 def main() -> None:

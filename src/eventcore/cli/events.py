@@ -18,13 +18,16 @@ from eventcore.cli.options import (
     nonempty,
     required,
 )
+from eventcore.store.follower import LogFollower
 from eventcore.store.protocol import EventStore
+from eventcore.types import StoredEvent
 
 __all__ = ["POLL_SECONDS", "app"]
 
 app = typer.Typer(help="Read the global log.", no_args_is_help=True)
 
-#: How often ``tail --follow`` asks the store whether the log has grown.
+#: How often ``tail --follow`` reads anyway when the store has not said the log has grown
+#: (appends by another process to a SQLite file).
 POLL_SECONDS = 0.5
 
 
@@ -79,21 +82,22 @@ async def _tail(
     url: str, after: int, types: list[str] | None, follow: bool, limit: int | None, as_json: bool
 ) -> None:
     console = render.stdout()
-    remaining = limit
     async with inspected_store(url) as store:
-        while True:
-            head = await store.last_position()
-            if head > after:
-                printed, last = await _print_after(store, console, after, types, remaining, as_json)
-                # Everything up to the head read before this pass has been seen, printed
-                # or filtered out; starting the next pass there skips re-reading events
-                # that did not match. ``last`` may lie beyond it (the log grew meanwhile).
-                after = max(head, last)
-                if remaining is not None:
-                    remaining -= printed
-            if not follow or remaining == 0:
-                return
-            await asyncio.sleep(POLL_SECONDS)
+        if not follow:
+            await _print_after(store, console, after, types, limit, as_json)
+            return
+        # Following goes through the projections' follower: it moves on only to what the
+        # store says is settled, never to the head, so an append that commits after later
+        # ones (PostgreSQL) is still printed, with or without a type filter.
+        follower = LogFollower(store, after=after, types=types, poll_interval=POLL_SECONDS)
+        remaining = limit
+        async for batch in follower.batches():
+            shown = batch if remaining is None else batch[:remaining]
+            _print(console, shown, as_json)
+            if remaining is not None:
+                remaining -= len(shown)
+                if remaining == 0:
+                    follower.stop()
 
 
 async def _print_after(
@@ -103,17 +107,17 @@ async def _print_after(
     types: list[str] | None,
     limit: int | None,
     as_json: bool,
-) -> tuple[int, int]:
-    """Print the log after ``after``; return how many were printed and the last position."""
-    printed, last = 0, after
+) -> None:
+    """Print the log after ``after``, up to its head."""
     async for batch in store.read_all(after=after, types=types, limit=limit):
-        for event in batch:
-            if as_json:
-                json_lines.emit(json_lines.event_record(event))
-                continue
-            # soft_wrap keeps one event per line whatever the terminal width, so the
-            # output can be piped to grep or cut.
-            console.print(render.event_line(event), soft_wrap=True)
-        printed += len(batch)
-        last = batch[-1].position
-    return printed, last
+        _print(console, batch, as_json)
+
+
+def _print(console: Console, events: list[StoredEvent], as_json: bool) -> None:
+    for event in events:
+        if as_json:
+            json_lines.emit(json_lines.event_record(event))
+            continue
+        # soft_wrap keeps one event per line whatever the terminal width, so the output
+        # can be piped to grep or cut.
+        console.print(render.event_line(event), soft_wrap=True)

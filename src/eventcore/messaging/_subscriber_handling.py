@@ -13,9 +13,11 @@ retried here, in process, with backoff, so that later messages of the same parti
 An outage is not the message's fault: a ``StoreError`` or ``BusError`` from the
 handler (the service's own store or bus is down) pauses the partition — the call is
 repeated with backoff for as long as it takes, without counting against
-``max_deliveries`` — so an outage of any length parks nothing.
+``max_deliveries`` — so an outage of any length parks nothing. A *closed* store or bus
+(``StoreClosed``, ``BusClosed``) is not an outage: nothing waited out would reopen it,
+so it passes out of ``Handling`` and stops the subscriber, the message left unsettled.
 
-Whatever a message does, it fails alone: any exception out of reading it or out of its
+Whatever a message does, it fails alone: any other exception out of reading it or out of its
 handler (``RecursionError``, ``MemoryError``, an exception whose ``str()`` raises) ends
 as an outcome for that message, never as an exception out of ``Handling``. Only
 ``BaseException``s that are not ``Exception``s pass: cancellation, and what is meant to
@@ -32,9 +34,11 @@ from typing import Literal
 import msgspec
 
 from eventcore.errors import (
+    BusClosed,
     BusError,
     CommandRejected,
     InvalidInput,
+    StoreClosed,
     StoreError,
     UnknownEventType,
 )
@@ -169,6 +173,10 @@ class Handling:
             tried += 1
             try:
                 await handler(received)
+            except (StoreClosed, BusClosed):
+                # Closed, not down: no wait would end it. The subscriber stops with the
+                # error, and the message, unsettled, comes again to whoever runs next.
+                raise
             except (StoreError, BusError) as error:
                 tried -= 1
                 outages += 1

@@ -65,6 +65,14 @@ class DistributedEvent(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=
     actor: str | None = None
     #: Metadata's free-form fields, as a JSON object in a string.
     metaextra: str | None = None
+    # Set by the federation hub on a routed copy (``eventcore.federation``): the rule
+    # that made it, and the original's id, source, type and where it was read
+    # (``<bus alias>/<topic>``).
+    federationrule: str | None = None
+    federationid: str | None = None
+    federationsource: str | None = None
+    federationtype: str | None = None
+    federationorigin: str | None = None
 
     @property
     def stream_id(self) -> StreamId:

@@ -177,9 +177,10 @@ class Subscriber:
     async def run(self) -> None:
         """Join the group and handle messages until ``stop``.
 
-        Raises the bus's error if it cannot join, and ``BusClosed`` if the bus is closed
-        under it; once joined, other bus failures are waited out (``retry_poll``) and
-        ``status().last_error`` shows them."""
+        Raises the bus's error if it cannot join, ``BusClosed`` if the bus is closed
+        under it, and ``StoreClosed`` or ``BusClosed`` that a handler meets (a closed
+        resource is not an outage: nothing would reopen it); once joined, other bus
+        failures are waited out (``retry_poll``) and ``status().last_error`` shows them."""
         if self._stopping.is_set():
             return
         consumer = await self._bus.consumer(
@@ -246,18 +247,30 @@ class Subscriber:
                 for batch in partitions.values():
                     tasks.create_task(self._partition(batch, tried, finished, deadline))
         except asyncio.CancelledError:
-            # Ack only what was finished; the rest stays unsettled and is given back
-            # when run() leaves the group.
-            done = [d for d in deliveries if _key(d) in finished]
-            if done:
-                with contextlib.suppress(Exception):
-                    await asyncio.shield(consumer.ack(done))
+            await self._ack_finished(consumer, deliveries, finished)
+            raise
+        except BaseExceptionGroup as failures:
+            # A closed store or bus (the only errors Handling lets out) ends run(): raised
+            # as itself, so a caller catches StoreClosed rather than unpacks a group.
+            await self._ack_finished(consumer, deliveries, finished)
+            if len(failures.exceptions) == 1:
+                raise failures.exceptions[0] from None
             raise
         done = [d for d in deliveries if _key(d) in finished]
         if done:
             await consumer.ack(done)
             self._forget(done)
         await self._give_back(consumer, [d for d in deliveries if _key(d) not in finished], tried)
+
+    async def _ack_finished(
+        self, consumer: Consumer, deliveries: Sequence[Delivery], finished: set[_Key]
+    ) -> None:
+        """On the way out: ack what was finished if the bus still takes it; the rest
+        stays unsettled and is given back when run() leaves the group."""
+        done = [d for d in deliveries if _key(d) in finished]
+        if done:
+            with contextlib.suppress(Exception):
+                await asyncio.shield(consumer.ack(done))
 
     async def _partition(
         self,

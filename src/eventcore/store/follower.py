@@ -12,11 +12,19 @@ projection slows the reading and nothing queues without bound.
 
 A batch counts as processed when the consumer comes back for the next one; only then
 does ``position`` move past it.
+
+The scanned mark (everything up to it is processed or known not to match) moves only to
+the store's *settled* position looked at before a read, never to its head: on PostgreSQL
+a later append can commit while an earlier one is still in flight, and a filtered read
+that found nothing up to the head has not seen that earlier append yet. While the head
+is past the settled position for that reason, the follower reads again after a short,
+growing pause instead of sleeping until the next append or the poll.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator, Collection
 from datetime import UTC, datetime
@@ -24,6 +32,7 @@ from typing import Any, Final
 
 import msgspec
 
+from eventcore.errors import InvalidInput
 from eventcore.store.protocol import EventStore
 from eventcore.types import StoredEvent
 
@@ -34,6 +43,11 @@ __all__ = ["DEFAULT_POLL_INTERVAL", "Lag", "LogFollower"]
 DEFAULT_POLL_INTERVAL: Final = 1.0
 #: While catching up, how often the head of the log is looked at again (for lag).
 _HEAD_REFRESH: Final = 1.0
+#: Pauses between passes while an append in flight holds the settled position below the
+#: head: most are group commits a few milliseconds from done, a long one must not cost a
+#: busy loop.
+_FIRST_PAUSE: Final = 0.001
+_LONGEST_PAUSE: Final = 0.1
 
 
 class Lag(msgspec.Struct, frozen=True):
@@ -63,9 +77,9 @@ class LogFollower:
         poll_interval: float = DEFAULT_POLL_INTERVAL,
     ) -> None:
         if batch_size < 1:
-            raise ValueError("batch_size must be at least 1")
+            raise InvalidInput("batch_size must be at least 1")
         if not poll_interval > 0:
-            raise ValueError("poll_interval must be positive")
+            raise InvalidInput("poll_interval must be positive")
         self._store = store
         self._types = None if types is None else sorted(set(types))
         self._batch_size = batch_size
@@ -75,6 +89,8 @@ class LogFollower:
         # filter, events of other types past our last one have been looked through).
         self._scanned = self._position
         self._head = self._position
+        # No append in flight can still commit at or below this (``settled_position``).
+        self._settled = self._position
         self._head_looked_at = 0.0
         self._in_hand: datetime | None = None
         self._last_done: datetime | None = None
@@ -128,15 +144,17 @@ class LogFollower:
 
     async def batches(self) -> AsyncIterator[list[StoredEvent]]:
         """Batches of new events, oldest first, until ``stop()``; never ends by itself."""
+        pause = _FIRST_PAUSE
         while not self._stopping.is_set():
-            # A head looked at before this read starts: the read covers everything up to
-            # it. The next look goes on beside the read rather than before it, which keeps
-            # a round trip off the path from a wake-up to the batch (live latency); it
-            # serves the next pass, and a head it finds past what we scanned makes that
-            # pass come at once instead of sleeping (``_sleep``).
+            # A settled position looked at before this read starts: the read covers
+            # everything up to it. The next look goes on beside the read rather than
+            # before it, which keeps a round trip off the path from a wake-up to the batch
+            # (live latency); it serves the next pass, and a head it finds past what we
+            # scanned makes that pass come at once instead of sleeping.
             if self._head_looked_at == 0.0:
                 await self._look_at_head()  # the first pass: lag is right from its start
-            head = self._head
+            horizon = self._settled
+            before = self.scanned
             looking = asyncio.ensure_future(self._look_at_head())
             reader = self._store.read_all(
                 after=self._position, types=self._types, batch_size=self._batch_size
@@ -159,20 +177,38 @@ class LogFollower:
             finally:
                 await _close(reader)
                 await _settle(looking)
-            # The read reached the head it started from: nothing more for us up to there.
-            self._scanned = max(self._scanned, head)
+            # The read covered the settled position it started from: nothing more for us
+            # up to there, now or later.
+            self._scanned = max(self._scanned, horizon)
             self._announce()
             if self._head <= self.scanned:
                 await self._sleep()
+                pause = _FIRST_PAUSE
+            elif self.scanned == before and self._settled <= self.scanned:
+                # Behind the head, yet this pass moved nothing and the look beside it saw
+                # nothing newly settled: an append in flight below the head. Reading
+                # again at once would spin until it commits.
+                await self._pause(pause)
+                pause = min(pause * 2, _LONGEST_PAUSE, self._poll_interval)
+            else:
+                pause = _FIRST_PAUSE
 
     async def _look_at_head(self) -> None:
+        # Settled first: it never passes the head looked at after it.
+        settled = await self._store.settled_position()
         self._head = max(self._head, await self._store.last_position())
+        self._settled = max(self._settled, settled)
         self._head_looked_at = time.monotonic()
 
     def _announce(self) -> None:
         if self._moved is not None:
             self._moved.set()
             self._moved = None
+
+    async def _pause(self, seconds: float) -> None:
+        """``seconds``, or less if ``stop()`` comes first."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), seconds)
 
     async def _sleep(self) -> None:
         """Until the store knows of something past what we scanned, the poll, or stop()."""

@@ -165,6 +165,10 @@ class MemoryStore:
         self._check_open()
         return len(self._log)
 
+    async def settled_position(self) -> int:
+        # Appends commit whole and in position order: the head is final.
+        return await self.last_position()
+
     async def wait_for_events(self, after: int, timeout: float) -> bool:  # noqa: ASYNC109
         self._check_open()
         return await self._head.wait(after, timeout)

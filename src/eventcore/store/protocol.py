@@ -117,6 +117,20 @@ class EventStore(AbstractAsyncContextManager["EventStore", None], Protocol):
         """The position of the newest event in the global log; 0 when empty."""
         ...
 
+    async def settled_position(self) -> int:
+        """The highest position below which the log is final: no append still in flight
+        can commit an event at or below it, and every event up to it can be read now.
+
+        A reader that has read the log (or a filtered part of it) up to this position has
+        seen everything it ever will there, so it may move its mark to it. The head
+        (``last_position``) gives no such promise where appends commit out of position
+        order (PostgreSQL: a later append may commit while an earlier one is in flight);
+        there the settled position may lag the head while such an append is open. Where
+        commits are serialised (memory, SQLite) it is the head. Never above
+        ``last_position``; never moves back.
+        """
+        ...
+
     async def wait_for_events(self, after: int, timeout: float) -> bool:  # noqa: ASYNC109
         """Wait until the store knows of a committed event with a position above ``after``.
 

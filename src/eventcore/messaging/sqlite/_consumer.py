@@ -194,6 +194,12 @@ class SqliteConsumer:
                     look = newest != seen
                     poll = min(poll * _POLL_GROWTH, _POLL_MAX)
             self._check_open()
+            # A change signalled during the awaits after the wait timed out (the poll
+            # above, a rebalance) set ``changed``, and the next round takes a fresh
+            # event that will never be set for it: without this the fetch would sleep
+            # through the change until ``due_at`` or its deadline.
+            if changed.is_set():
+                look = True
 
     async def _rebalance(self) -> bool:
         """Rebalance; True when partitions were gained."""

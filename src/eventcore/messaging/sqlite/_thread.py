@@ -8,20 +8,19 @@ Taking the write lock: another process (a relay publishing, another service's
 consumer acking) holds it for about a millisecond at a time. SQLite's own busy
 handler sleeps 1, 2, 5, 10, 15, 20, 25… ms between looks, so a writer that meets the
 lock a few times in a row waits tens of milliseconds for a lock that was free after
-one. ``write`` looks again itself, after short jittered pauses (0.1 ms doubling to
-2 ms), for up to the busy timeout: end-to-end latency across processes stays near
-the lock's real hold time.
+one. ``write`` takes it through the store's turnstile (``eventcore._sqlite.turns``): short
+jittered pauses (0.1 ms doubling to 0.5 ms) for up to the busy timeout, and writers of
+different processes take turns instead of the fastest starving the others.
 """
 
 from __future__ import annotations
 
-import random
 import sqlite3
-import time
 from collections.abc import Callable
 from typing import Final, TypeVar
 
 from eventcore._sqlite.thread import ConnectionThread, Outcome, failure, success
+from eventcore._sqlite.turns import begin_in_turn
 from eventcore.errors import BusClosed, BusUnavailable, EventcoreError
 from eventcore.messaging.sqlite._schema import BUSY_TIMEOUT
 
@@ -32,9 +31,6 @@ T = TypeVar("T")
 #: A function run on the worker thread with the bus's connection.
 Job = Callable[[sqlite3.Connection], object]
 
-#: Pauses between looks at a write lock another process holds (seconds).
-_FIRST_PAUSE: Final = 0.0001
-_LONGEST_PAUSE: Final = 0.002
 _BUSY_CODES: Final = frozenset({sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED})
 #: Jobs one wake-up of the thread takes at most (a fairness bound, not a transaction).
 _MAX_BATCH: Final = 64
@@ -55,24 +51,9 @@ def write(connection: sqlite3.Connection, body: Callable[[sqlite3.Connection], T
 
 
 def _begin_immediate(connection: sqlite3.Connection) -> None:
-    """Take the write lock, looking again after short pauses while another process
-    holds it; ``sqlite3.OperationalError`` (busy) once the busy timeout has passed."""
-    deadline = time.monotonic() + BUSY_TIMEOUT
-    pause = _FIRST_PAUSE
-    connection.execute("PRAGMA busy_timeout = 0")
-    try:
-        while True:
-            try:
-                connection.execute("BEGIN IMMEDIATE")
-                return
-            except sqlite3.OperationalError as error:
-                if not _is_busy(error) or time.monotonic() >= deadline:
-                    raise
-            time.sleep(random.uniform(pause / 2, pause))
-            pause = min(pause * 2, _LONGEST_PAUSE)
-    finally:
-        # Reads and the schema's own statements keep SQLite's handler.
-        connection.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT * 1000)}")
+    """Take the write lock in turn with the file's other writers (``eventcore._sqlite.turns``);
+    ``sqlite3.OperationalError`` (busy) once the busy timeout has passed."""
+    begin_in_turn(connection, BUSY_TIMEOUT)
 
 
 def _is_busy(error: sqlite3.Error) -> bool:

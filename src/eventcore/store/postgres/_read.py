@@ -36,6 +36,7 @@ __all__ = [
     "LOG_PAGE_OF_TYPES",
     "READ_STREAM",
     "READ_STREAMS",
+    "SETTLED_POSITION",
     "STORED_EVENT_IDS",
     "STREAM_VERSION",
     "STREAM_VERSIONS",
@@ -114,6 +115,16 @@ APPEND_RESULT: Final = (
 )
 
 LAST_POSITION: Final = "SELECT coalesce(max(position), 0) FROM __schema__.events"
+
+# The newest settled row: every transaction below the snapshot's xmin has finished, and by
+# the position mutex (``migrations/0002_append_events.sql``) settledness is a prefix of
+# the log, so no append in flight can commit at or below it. Walks the position index
+# down from the head, past the (few) rows committed since the oldest transaction still
+# open.
+SETTLED_POSITION: Final = (
+    "SELECT coalesce((SELECT e.position FROM __schema__.events AS e"
+    f" WHERE e.transaction_id < {_HORIZON} ORDER BY e.position DESC LIMIT 1), 0)"
+)
 
 
 class Fetch(Protocol):

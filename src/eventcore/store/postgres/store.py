@@ -158,6 +158,7 @@ class _Statements:
         self.list_streams = render(q.LIST_STREAMS, schema)
         self.list_streams_after = render(q.LIST_STREAMS_AFTER, schema)
         self.last_position = render(q.LAST_POSITION, schema)
+        self.settled_position = render(q.SETTLED_POSITION, schema)
         self.append_result = render(q.APPEND_RESULT, schema)
         self.store_id = render(STORE_ID, schema)
 
@@ -409,6 +410,11 @@ class PostgresStore:
     async def last_position(self) -> int:
         self._check_open()
         rows = await self._fetch("last_position", self._sql.last_position, ())
+        return int(rows[0][0])
+
+    async def settled_position(self) -> int:
+        self._check_open()
+        rows = await self._fetch("settled_position", self._sql.settled_position, ())
         return int(rows[0][0])
 
     async def wait_for_events(self, after: int, timeout: float) -> bool:  # noqa: ASYNC109

@@ -25,6 +25,7 @@ from typing import Any, Final
 import msgspec
 
 from eventcore._sqlite.thread import Outcome, failure, success
+from eventcore._sqlite.turns import begin_in_turn
 from eventcore.errors import (
     ConcurrencyConflict,
     DuplicateEventId,
@@ -33,6 +34,7 @@ from eventcore.errors import (
 )
 from eventcore.store.protocol import AppendResult
 from eventcore.store.request import AppendRequest
+from eventcore.store.sqlite._connect import DEFAULT_BUSY_TIMEOUT
 from eventcore.store.sqlite._read import ReadJob, run_each
 from eventcore.types import EMPTY_METADATA, EventId
 
@@ -59,7 +61,8 @@ _UPSERT_STREAM: Final = (
 class GroupCommitter:
     """Runs batches of appends on the writer's connection (see the module docstring)."""
 
-    def __init__(self) -> None:
+    def __init__(self, busy_timeout: float = DEFAULT_BUSY_TIMEOUT) -> None:
+        self._busy_timeout = busy_timeout
         #: Transactions committed and appends written; tests read these to prove batching.
         self.commits = 0
         self.appends = 0
@@ -86,8 +89,9 @@ class GroupCommitter:
         """Run ``requests`` in one transaction; one outcome per request, in order."""
         try:
             # IMMEDIATE takes the write lock now, waiting up to busy_timeout for another
-            # process to let go, instead of failing midway when the first write upgrades.
-            connection.execute("BEGIN IMMEDIATE")
+            # process to let go, instead of failing midway when the first write upgrades;
+            # in turn with the file's other writers, so none of them starves.
+            begin_in_turn(connection, self._busy_timeout)
         except sqlite3.Error as error:
             return _all_failed(len(requests), "could not take the database's write lock", error)
         try:

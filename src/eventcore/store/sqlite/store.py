@@ -35,6 +35,7 @@ from eventcore.store.sqlite._connect import (
 )
 from eventcore.store.sqlite._read import ReadJob, Reads, run_each, wanted_types
 from eventcore.store.sqlite._schema import read_store_id
+from eventcore.store.sqlite._watch import CommitWatch
 from eventcore.store.sqlite._write import MAX_GROUP, GroupCommitter, WriterJob
 from eventcore.store.url import StoreUrl
 from eventcore.types import NewEvent, StoredEvent, StreamHead, StreamId
@@ -70,8 +71,11 @@ class SqliteStore:
         self._reads = reads
         self._max_payload_bytes = max_payload_bytes
         # Appends through this store wake followers at once; appends by other processes
-        # sharing the file are found by the follower's poll when a wait times out.
+        # sharing the file are noticed by the watch while anyone waits (_watch).
         self._head = HeadSignal()
+        self._watch = CommitWatch(
+            "eventcore-sqlite-watch", partial(connect_reader, config), self._head
+        )
         self._closed = False
 
     # --- opening and closing -------------------------------------------------------------
@@ -107,7 +111,7 @@ class SqliteStore:
 
     @classmethod
     async def _start(cls, config: SqliteConfig, max_payload_bytes: int) -> SqliteStore:
-        committer = GroupCommitter()
+        committer = GroupCommitter(config.busy_timeout)
         writer: ConnectionThread[WriterJob] = ConnectionThread(
             "eventcore-sqlite-writer",
             partial(connect_writer, config),
@@ -152,7 +156,10 @@ class SqliteStore:
         # Readers first, the writer last: the last connection to close folds the WAL back
         # into the file and removes it, which none does when they all close at once (each
         # sees the others still open), leaving -wal and -shm files behind.
-        await asyncio.gather(*(reader.stop(within=_CLOSE_WITHIN) for reader in self._readers))
+        await asyncio.gather(
+            self._watch.stop(within=_CLOSE_WITHIN),
+            *(reader.stop(within=_CLOSE_WITHIN) for reader in self._readers),
+        )
         await self._writer.stop(within=_CLOSE_WITHIN)
 
     def _check_open(self) -> None:
@@ -271,9 +278,14 @@ class SqliteStore:
         self._head.advance(position)
         return position
 
+    async def settled_position(self) -> int:
+        # One writer at a time, each commit whole: what a reader sees is final.
+        return await self.last_position()
+
     async def wait_for_events(self, after: int, timeout: float) -> bool:  # noqa: ASYNC109
         self._check_open()
-        return await self._head.wait(after, timeout)
+        with self._watch.watching():
+            return await self._head.wait(after, timeout)
 
 
 def _discard(future: asyncio.Future[Any]) -> None:
