@@ -18,7 +18,7 @@ import msgspec
 import pytest
 
 from eventcore.errors import BusClosed, BusUnavailable, DatabaseNotFound, InvalidUrl
-from eventcore.messaging import _sqlite_bus_consumer as sqlite_bus_consumer
+from eventcore.messaging.sqlite import _consumer as sqlite_bus_consumer
 from eventcore.messaging import open_bus
 from eventcore.messaging.bus import DeadLetter, Delivery
 from eventcore.messaging.sqlite import SqliteBus
