@@ -224,6 +224,10 @@ class Driver:
     def _append(self, effect: Append) -> AppendResult:
         if self.before_append is not None:
             self.before_append(self.history)
+        key = effect.idempotency_key
+        if key is not None and key in self.earlier:
+            # As a store does: a used key writes nothing, whatever the versions.
+            return msgspec.structs.replace(self.earlier[key], deduplicated=True)
         if self.conflicts:
             self.conflicts -= 1
             stream = next(iter(effect.expected))
@@ -236,11 +240,14 @@ class Driver:
             for stream, batch in effect.writes.items()
             for new in batch
         ]
-        return AppendResult(
+        result = AppendResult(
             stream_versions={stream: self.history.version(stream) for stream in effect.writes},
             positions=tuple(event.position for event in stored),
             event_ids=tuple(event.event_id for event in stored),
         )
+        if key is not None:
+            self.earlier[key] = result
+        return result
 
 
 def pipeline(
@@ -311,6 +318,13 @@ def test_more_declared_streams_than_the_cap_is_too_many() -> None:
     with pytest.raises(TooManyStreams):
         driver.run(pipeline(Note(main=A, also=(B, C)), max_streams=2))
     assert driver.reads == []
+
+
+def test_as_many_declared_streams_as_the_cap_are_allowed() -> None:
+    driver = Driver()
+    driver.run(pipeline(Note(main=A, also=(B, C)), max_streams=3))
+    assert driver.reads[0].streams == ((A, 1), (B, 1), (C, 1))
+    assert len(driver.appends) == 1
 
 
 # --- folding ---------------------------------------------------------------------------------
@@ -541,6 +555,29 @@ def test_discovery_that_keeps_naming_new_streams_stops_at_the_cap() -> None:
     assert raised.value.limit == 5
     assert len(set().union(*map(streams_read, driver.reads))) <= 5
     assert driver.appends == []
+
+
+def chain_of(length: int) -> History:
+    """s0 links to s1, … up to s<length-1>, which links nowhere: ``length`` streams in all."""
+    return history_of(
+        {StreamId(f"s{n}"): [f"link:s{n + 1}" if n + 1 < length else "end"] for n in range(length)}
+    )
+
+
+@pytest.mark.parametrize(
+    ("length", "allowed"), [(4, True), (5, True), (6, False)], ids=["under", "at", "over"]
+)
+def test_discovery_may_reach_exactly_the_cap_and_no_further(length: int, allowed: bool) -> None:
+    driver = Driver(chain_of(length))
+    run = pipeline(Follow(main=StreamId("s0")), max_streams=5)
+    if allowed:
+        driver.run(run)
+        assert driver.appends[0].expected == {StreamId(f"s{n}"): 1 for n in range(length)}
+    else:
+        with pytest.raises(TooManyStreams):
+            driver.run(run)
+        assert len(set().union(*map(streams_read, driver.reads))) == 5
+        assert driver.appends == []
 
 
 # --- the state cache -------------------------------------------------------------------------
@@ -812,3 +849,56 @@ def test_a_cached_state_after_own_writes_matches_a_full_fold() -> None:
     for _ in range(4):
         fresh.run(pipeline(Note(main=A, also=(B,))))
     assert texts(cached.appends[-1].writes) == texts(fresh.appends[-1].writes) == {"a": ["saw 5"]}
+
+
+def conflict_once_after_a_read(driver: Driver) -> Driver:
+    """Make another writer add to ``a`` just before the first append decided on a read."""
+    done: list[bool] = []
+
+    def late_writer(history: History) -> None:
+        if driver.reads and not done:
+            done.append(True)
+            history.add(A, "a-late")
+
+    driver.before_append = late_writer
+    return driver
+
+
+def guessed_on_empty(command: type[Create]) -> Callable[[], tuple[Driver, Command[Any], StateCache]]:
+    def arrange() -> tuple[Driver, Command[Any], StateCache]:
+        return Driver(history_of({A: ["a1"]})), command(main=A), StateCache(8)
+
+    return arrange
+
+
+def guessed_on_a_stale_cache() -> tuple[Driver, Command[Any], StateCache]:
+    cache = StateCache(8)
+    history = history_of({A: ["a1"]})
+    Driver(history).run(pipeline(Note(main=A), cache=cache))
+    history.add(A, "a-other")  # another process writes: the cached state is stale
+    return Driver(history), Note(main=A), cache
+
+
+@pytest.mark.parametrize(
+    "arrange",
+    [
+        pytest.param(guessed_on_empty(CreateUnlessEmpty), id="refused-by-the-command"),
+        pytest.param(guessed_on_empty(QuietWhenEmpty), id="nothing-to-write"),
+        pytest.param(guessed_on_empty(Create), id="created-stream-exists"),
+        pytest.param(guessed_on_a_stale_cache, id="stale-cached-state"),
+    ],
+)
+def test_a_wrong_guess_does_not_use_up_a_retry_attempt(
+    arrange: Callable[[], tuple[Driver, Command[Any], StateCache]],
+) -> None:
+    # Two attempts allowed, and the first decision on a read state meets a real
+    # conflict: the second attempt is still there, whatever became of the guess.
+    driver, command, cache = arrange()
+    conflict_once_after_a_read(driver)
+    result = driver.run(
+        pipeline(command, cache=cache, retry=RetryPolicy(max_attempts=2, initial_delay=0.0))
+    )
+    assert result.attempts == 2
+    assert len(driver.sleeps) == 1
+    assert len(driver.thrown) == len(driver.appends) - 1
+    assert texts(driver.appends[-1].writes)["a"][-1].startswith("saw ")
