@@ -660,20 +660,119 @@ def test_a_cached_state_missing_an_earlier_event_is_refolded_in_log_order() -> N
     # A read that saw b1 (position 3) but not a2 (position 2), as two separate stream
     # reads can when a writer commits between them: the append conflicts, and the
     # retry must fold a2 before b1 rather than after the state cached from that read.
-    seen: list[Seen] = []
-
-    class Spy(Note):
-        def handle(self, state: Seen) -> Writes:
-            seen.append(state)
-            return super().handle(state)
-
     history = History()
     history.add(A, "a1", position=1)
     history.add(B, "b1", position=3)
     late = iter([lambda history: history.add(A, "a2", position=2)])
     driver = Driver(history, before_append=lambda h: next(late, lambda _: None)(h))
-    driver.run(pipeline(Spy(main=A, also=(B,)), cache=StateCache(8)))
-    assert seen[-1] == (("a", "a1"), ("a", "a2"), ("b", "b1"))
+    spy = Spy(main=A, also=(B,))
+    driver.run(pipeline(spy, cache=StateCache(8)))
+    assert spy.seen[-1] == (("a", "a1"), ("a", "a2"), ("b", "b1"))
+
+
+class Spy(Note):
+    """A ``Note`` that records every state it decides on in ``seen``."""
+
+    seen: list[Seen] = msgspec.field(default_factory=list)
+
+    def handle(self, state: Seen) -> Writes:
+        self.seen.append(state)
+        return super().handle(state)
+
+
+def in_log_order(history: History) -> Seen:
+    stored = sorted(
+        (event for events in history.streams.values() for event in events),
+        key=lambda event: event.position,
+    )
+    return tuple((str(event.stream_id), decode_text(event)) for event in stored)
+
+
+def decode_text(event: StoredEvent) -> str:
+    decoded = registry.decode(event)
+    assert isinstance(decoded, Noted)
+    return decoded.text
+
+
+def test_a_cached_state_remembers_the_last_position_of_a_full_fold() -> None:
+    # The read saw a1 a2 of "a" and b1 b2 of "b"; a3 committed in between at a position
+    # below b2's. The append conflicts, and a3 must be folded before b2: the cache's
+    # last position is b2's (the highest read), not a stream's first or lowest last.
+    history = History()
+    history.add(A, "a1", position=1)
+    history.add(B, "b1", position=2)
+    history.add(A, "a2", position=4)
+    history.add(B, "b2", position=6)
+    driver = Driver(history, before_append=late_write_before_append(1, A, "a3", 5))
+    spy = Spy(main=A, also=(B,))
+    driver.run(pipeline(spy, cache=StateCache(8)))
+    history.streams[A].pop()  # the run's own note
+    assert spy.seen[-1] == in_log_order(history)
+
+
+def late_write_before_append(number: int, stream: StreamId, text: str, position: int) -> Any:
+    """A ``before_append`` hook: another writer commits ``text`` at ``position`` just
+    before the ``number``-th append (counting from 1)."""
+    count = 0
+
+    def hook(history: History) -> None:
+        nonlocal count
+        count += 1
+        if count == number:
+            history.add(stream, text, position=position)
+
+    return hook
+
+
+def test_a_cached_state_brought_up_to_date_remembers_the_last_position_read() -> None:
+    cache = StateCache(8)
+    history = History()
+    history.add(A, "a1", position=1)
+    history.add(B, "b1", position=2)
+    Driver(history).run(pipeline(Spy(main=A, also=(B,)), cache=cache))  # writes at 3
+    history.add(A, "a3", position=4)
+    history.add(B, "b2", position=5)
+    history.add(A, "a4", position=7)
+    history.add(B, "b3", position=9)
+    # The cached guess conflicts; the read of a3 a4 b2 b3 brings the state up to date,
+    # and the decision on it conflicts too: a5 committed below b3, after that read saw
+    # b3. The next fold must put a5 before b3: the cache's last position is b3's.
+    driver = Driver(history, before_append=late_write_before_append(2, A, "a5", 8))
+    spy = Spy(main=A, also=(B,))
+    driver.run(pipeline(spy, cache=cache))
+    history.streams[A].pop()  # the run's own note
+    assert spy.seen[-1] == in_log_order(history)
+
+
+def test_a_cached_state_remembers_the_last_version_read_of_each_stream() -> None:
+    cache = StateCache(8)
+    history = history_of({A: ["a1"]})
+    Driver(history).run(pipeline(Note(main=A), cache=cache))  # cached at version 2
+    history.add(A, "a3", "a4")
+    driver = Driver(history)
+    driver.run(pipeline(Note(main=A), cache=cache))
+    # The guess conflicts; the read of a3 a4 brings the state to version 4, and the
+    # decision on it is appended at 4 without a second conflict.
+    assert [read.streams for read in driver.reads] == [((A, 3),)]
+    assert [append.expected for append in driver.appends] == [{A: 2}, {A: 4}]
+    assert texts(driver.appends[-1].writes) == {"a": ["saw 4"]}
+
+
+def test_a_deduplicated_append_is_not_cached_as_the_runs_own_write() -> None:
+    # The first run wrote "saw 1" under the key; the rerun decides "saw 2", which the
+    # store does not write. The cache must hold what was read, not the rerun's decision.
+    cache = StateCache(8)
+    driver = Driver(history_of({A: ["a1"]}))
+    driver.run(pipeline(Note(main=A), idempotency_key="key-1"))
+    rerun = driver.run(pipeline(Note(main=A), idempotency_key="key-1", cache=cache))
+    assert rerun.deduplicated
+    driver.run(pipeline(Note(main=A), cache=cache))
+    assert texts(driver.appends[-1].writes) == {"a": ["saw 2"]}
+    assert [decode_text(event) for event in driver.history.streams[A]] == [
+        "a1",
+        "saw 1",
+        "saw 2",
+    ]
 
 
 def test_a_failing_apply_leaves_the_cached_state_usable() -> None:
@@ -864,7 +963,11 @@ def conflict_once_after_a_read(driver: Driver) -> Driver:
     return driver
 
 
-def guessed_on_empty(command: type[Create]) -> Callable[[], tuple[Driver, Command[Any], StateCache]]:
+#: Sets up a run whose first decision is a wrong guess: the driver, the command, its cache.
+Arrange = Callable[[], tuple[Driver, Command[Any], StateCache]]
+
+
+def guessed_on_empty(command: type[Create]) -> Arrange:
     def arrange() -> tuple[Driver, Command[Any], StateCache]:
         return Driver(history_of({A: ["a1"]})), command(main=A), StateCache(8)
 
@@ -888,9 +991,7 @@ def guessed_on_a_stale_cache() -> tuple[Driver, Command[Any], StateCache]:
         pytest.param(guessed_on_a_stale_cache, id="stale-cached-state"),
     ],
 )
-def test_a_wrong_guess_does_not_use_up_a_retry_attempt(
-    arrange: Callable[[], tuple[Driver, Command[Any], StateCache]],
-) -> None:
+def test_a_wrong_guess_does_not_use_up_a_retry_attempt(arrange: Arrange) -> None:
     # Two attempts allowed, and the first decision on a read state meets a real
     # conflict: the second attempt is still there, whatever became of the guess.
     driver, command, cache = arrange()
