@@ -159,8 +159,17 @@ async def test_append_rejects_something_that_is_not_a_new_event(seeded: EventSto
 
 @pytest.mark.parametrize(
     "event_type",
-    ["", "X" * 256, "Order\x00Placed", "Order\nPlaced"],
-    ids=["empty", "256-chars", "nul", "newline"],
+    [
+        pytest.param("", id="empty"),
+        pytest.param("X" * 256, id="256-chars"),
+        pytest.param("Order\x00Placed", id="nul"),
+        pytest.param("Order\nPlaced", id="newline"),
+        pytest.param("Order\x1fPlaced", id="last-c0-control"),
+        pytest.param("Order\x7fPlaced", id="del"),
+        pytest.param("Order\x80Placed", id="first-c1-control"),
+        pytest.param("Order\x85Placed", id="c1-next-line"),
+        pytest.param("Order\x9fPlaced", id="last-c1-control"),
+    ],
 )
 async def test_append_rejects_event_with_an_invalid_type(
     seeded: EventStore, event_type: str
@@ -168,6 +177,24 @@ async def test_append_rejects_event_with_an_invalid_type(
     await assert_rejected(
         seeded, InvalidAppend, writes={A: [new_event(type=event_type)]}, expected={A: 1}
     )
+
+
+@pytest.mark.parametrize(
+    "event_type",
+    [
+        pytest.param("X" * 255, id="255-chars"),
+        pytest.param("Order Placed", id="space"),
+        pytest.param("Order~Placed", id="tilde-before-del"),
+        pytest.param("Order\xa0Placed", id="no-break-space-after-c1"),
+        pytest.param("Bestellung\u00fcbermittelt", id="non-ascii-letter"),
+    ],
+)
+async def test_event_type_of_printable_characters_is_stored_as_given(
+    store: EventStore, event_type: str
+) -> None:
+    await store.append({A: [new_event(type=event_type)]}, expected={A: 0})
+
+    assert [event.type for event in await store.read_stream(A)] == [event_type]
 
 
 @pytest.mark.parametrize(
