@@ -105,6 +105,28 @@ async def test_a_stream_given_no_events_still_has_its_expected_version_checked(
     assert await snapshot(store) == before
 
 
+# Sizes around 256: the SQLite writer looks stream versions up 256 at a time.
+@pytest.mark.parametrize("count", [256, 257, 300])
+async def test_an_append_checks_every_one_of_many_streams(store: EventStore, count: int) -> None:
+    streams = [StreamId(f"s-{n:04}") for n in range(count)]
+    await store.append(
+        {stream: events(1) for stream in streams}, expected=dict.fromkeys(streams, 0)
+    )
+
+    result = await store.append(
+        {stream: events(1) for stream in streams}, expected=dict.fromkeys(streams, 1)
+    )
+    assert result.stream_versions == dict.fromkeys(streams, 2)
+
+    # Each stream is checked, the last one looked up included.
+    before = await snapshot(store)
+    stale = {**dict.fromkeys(streams, 2), streams[-1]: 1}
+    with pytest.raises(ConcurrencyConflict) as caught:
+        await store.append({streams[0]: events(1)}, expected=stale)
+    assert caught.value.stream_id == streams[-1]
+    assert await snapshot(store) == before
+
+
 async def test_append_expecting_zero_creates_a_new_stream(store: EventStore) -> None:
     await store.append({ORDER: events(1)}, expected={ORDER: 0})
 

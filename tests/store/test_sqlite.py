@@ -187,6 +187,30 @@ def test_idempotency_key_reused_within_one_batch_writes_once(
     assert count_events(db_path) == 1
 
 
+def test_stream_heads_are_looked_up_in_a_few_padded_statements(
+    writer_connection: sqlite3.Connection,
+) -> None:
+    # Each IN list is padded to a power of two, so batches of any size reuse the same
+    # handful of statements in SQLite's statement cache instead of one per size.
+    statements: list[str] = []
+    writer_connection.set_trace_callback(statements.append)
+    committer = GroupCommitter()
+    for count in (1, 3, 5, 100, 300):
+        streams = {sid(f"{count}-{n}"): events(1) for n in range(count)}
+        request = AppendRequest.build(streams, dict.fromkeys(streams, 0), None, 1024 * 1024)
+        [(succeeded, _)] = committer.run_batch(writer_connection, [request])
+        assert succeeded
+    writer_connection.set_trace_callback(None)
+
+    # The trace shows each statement with its values bound; no stream name has a comma.
+    widths = [
+        statement.split(" IN (")[1].count(",") + 1
+        for statement in statements
+        if statement.startswith("SELECT stream_id")
+    ]
+    assert widths == [1, 4, 8, 128, 256, 64]
+
+
 # --- the file ------------------------------------------------------------------------------
 
 
