@@ -775,6 +775,50 @@ def test_a_deduplicated_append_is_not_cached_as_the_runs_own_write() -> None:
     ]
 
 
+def test_the_cache_keeps_the_most_recently_used_states_up_to_its_size() -> None:
+    cache = StateCache(2)
+    history = history_of({A: ["a1"], B: ["b1"], C: ["c1"]})
+    for stream in (A, B, A, C):  # A is used again after B, so B is the one to go for C
+        Driver(history).run(pipeline(Note(main=stream), cache=cache))
+    for stream, read in ((A, False), (C, False), (B, True)):
+        driver = Driver(history)
+        driver.run(pipeline(Note(main=stream), cache=cache))
+        assert bool(driver.reads) is read, stream
+
+
+def continued(
+    first: Effect, rest: Generator[Effect, Any, CommandResult]
+) -> Generator[Effect, Any, CommandResult]:
+    """A pipeline already started by hand (``first`` is what it yielded), to be driven on.
+    Conflicts thrown in are not passed on: use it only where none occurs."""
+    outcome = yield first
+    while True:
+        try:
+            effect = rest.send(outcome)
+        except StopIteration as done:
+            result: CommandResult = done.value
+            return result
+        outcome = yield effect
+
+
+def test_a_run_that_ends_after_another_counts_as_the_more_recent_use() -> None:
+    # Runs of one executor share its cache and interleave: the run on "a" takes its
+    # cached state, the run on "b" starts and ends, then the run on "a" ends. "a" was
+    # used last, so caching "c" pushes "b" out.
+    cache = StateCache(2)
+    history = history_of({A: ["a1"], B: ["b1"], C: ["c1"]})
+    Driver(history).run(pipeline(Note(main=A), cache=cache))
+    on_a = pipeline(Note(main=A), cache=cache)
+    first = next(on_a)
+    Driver(history).run(pipeline(Note(main=B), cache=cache))
+    Driver(history).run(continued(first, on_a))
+    Driver(history).run(pipeline(Note(main=C), cache=cache))
+    for stream, read in ((A, False), (B, True)):
+        driver = Driver(history)
+        driver.run(pipeline(Note(main=stream), cache=cache))
+        assert bool(driver.reads) is read, stream
+
+
 def test_a_failing_apply_leaves_the_cached_state_usable() -> None:
     cache = StateCache(8)
     history = history_of({A: ["a1"]})
