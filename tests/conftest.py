@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import faulthandler
 import itertools
-from collections.abc import AsyncIterator
+import os
+import sys
+from collections.abc import AsyncIterator, Generator
 from contextlib import AsyncExitStack
 from pathlib import Path
 
@@ -17,6 +20,36 @@ from tests.backends import (
     skip_or_fail,
     unavailable_reason,
 )
+
+#: How long a test's teardown may take before the run is ended. pytest-timeout's alarm
+#: (pyproject.toml) fires once per test: when it has failed a hung test, the teardown
+#: that follows (closing a store, stopping a relay) may hang on the same fault, and
+#: nothing would end it. pytest's own faulthandler timer is no backstop: pytest cancels
+#: it as soon as a test fails.
+TEARDOWN_PATIENCE = 120.0
+
+#: A copy of the real stderr, taken while pytest's capture is suspended, for the
+#: watchdog's dump of every thread's stack.
+_stderr_fd = -1
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    global _stderr_fd
+    _stderr_fd = os.dup(sys.stderr.fileno())
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    os.close(_stderr_fd)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_teardown(item: pytest.Item) -> Generator[None, object, object]:
+    """End the run, with every thread's stack, if a teardown hangs."""
+    faulthandler.dump_traceback_later(TEARDOWN_PATIENCE, exit=True, file=_stderr_fd)
+    try:
+        return (yield)
+    finally:
+        faulthandler.cancel_dump_traceback_later()
 
 
 @pytest.fixture(params=list(BACKENDS), ids=list(BACKENDS))

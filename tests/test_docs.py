@@ -42,6 +42,7 @@ RUN = ("python", "sh")
 NOT_RUN = {
     "pip install": "installs eventcore; the tests run the tree under test instead",
     "python -m pytest": "runs this test suite, which is what is running it",
+    "python tools/mutate.py": "runs parts of this test suite once per mutant: many minutes",
 }
 
 #: A command of a document longer than this is stuck, not slow.

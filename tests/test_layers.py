@@ -26,7 +26,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ),
     ("read side", ("eventcore.projection",)),
     ("messaging", ("eventcore.messaging",)),
-    ("coordination", ("eventcore.resilience",)),
+    ("coordination", ("eventcore.resilience", "eventcore.saga")),
     ("runtime", ("eventcore.cli", "eventcore.demo")),
 ]
 RANK = {name: rank for rank, (name, _) in enumerate(LAYERS)}

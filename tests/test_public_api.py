@@ -33,6 +33,7 @@ MODULES = [
     "eventcore.messaging.topics",
     "eventcore.messaging.url",
     "eventcore.messaging.memory",
+    "eventcore.saga",
 ]
 
 

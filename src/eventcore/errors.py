@@ -13,7 +13,9 @@
     │   │   └── InvalidPayload       not JSON every reader can read
     │   ├── InvalidUrl
     │   ├── InvalidCommand
-    │   └── InvalidName              a topic, consumer group or service name
+    │   ├── InvalidName              a topic, consumer group or service name
+    │   ├── InvalidSaga              a saga definition that cannot run
+    │   └── InvalidSagaInput         a saga start or operator action the saga refuses
     ├── ConcurrencyConflict          re-read and try again (the executor does)
     ├── CommandFailed                the command did not take effect
     │   ├── CommandRejected          a business rule said no; never retried
@@ -69,6 +71,8 @@ __all__ = [
     "InvalidMessage",
     "InvalidName",
     "InvalidPayload",
+    "InvalidSaga",
+    "InvalidSagaInput",
     "InvalidStreamId",
     "InvalidUrl",
     "MessageTooLarge",
@@ -171,6 +175,28 @@ class InvalidName(InvalidInput):
         self.value = value
         self.reason = reason
         super().__init__(f"invalid {kind} {value!r}: {reason}")
+
+
+class InvalidSaga(InvalidInput):
+    """A saga definition that cannot run: found when the saga is declared, before any
+    saga of its type starts. ``saga`` names it, ``reason`` says what is wrong."""
+
+    def __init__(self, saga: str, reason: str) -> None:
+        self.saga = saga
+        self.reason = reason
+        super().__init__(f"saga {saga!r} is not a valid definition: {reason}")
+
+
+class InvalidSagaInput(InvalidInput):
+    """A saga refused an input: a start with a bad id or data, or an operator action its
+    status does not allow (only a stuck saga is retried or aborted). Nothing changed."""
+
+    def __init__(self, saga: str, saga_id: str, reason: str) -> None:
+        self.saga = saga
+        self.saga_id = saga_id
+        self.reason = reason
+        named = f"saga {saga!r} {saga_id!r}" if saga_id else f"saga {saga!r}"
+        super().__init__(f"{named}: {reason}")
 
 
 # --- concurrency ---------------------------------------------------------------------------
