@@ -315,8 +315,9 @@ def test_command_without_stream_fields_is_invalid() -> None:
 
 def test_more_declared_streams_than_the_cap_is_too_many() -> None:
     driver = Driver()
-    with pytest.raises(TooManyStreams):
+    with pytest.raises(TooManyStreams) as raised:
         driver.run(pipeline(Note(main=A, also=(B, C)), max_streams=2))
+    assert (raised.value.command, raised.value.limit) == ("Note", 2)
     assert driver.reads == []
 
 
@@ -384,6 +385,7 @@ def test_no_writes_returns_an_empty_result_without_appending() -> None:
     assert result == CommandResult(
         events=(), event_ids=(), stream_versions={}, positions=(), attempts=1
     )
+    assert result.deduplicated is False
 
 
 @pytest.mark.parametrize("returned", [[Noted(text="x")], None, "a"], ids=["list", "none", "string"])
