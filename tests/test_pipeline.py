@@ -768,6 +768,7 @@ def test_a_deduplicated_append_is_not_cached_as_the_runs_own_write() -> None:
     driver.run(pipeline(Note(main=A), idempotency_key="key-1"))
     rerun = driver.run(pipeline(Note(main=A), idempotency_key="key-1", cache=cache))
     assert rerun.deduplicated
+    assert rerun.events == ()  # the rerun's own decision was not written
     driver.run(pipeline(Note(main=A), cache=cache))
     assert texts(driver.appends[-1].writes) == {"a": ["saw 2"]}
     assert [decode_text(event) for event in driver.history.streams[A]] == [
@@ -929,6 +930,13 @@ def test_a_command_that_creates_streams_appends_without_reading() -> None:
     assert driver.reads == []
     assert driver.appends[0].expected == {A: 0, B: 0}
     assert result.attempts == 1
+
+
+def test_a_command_that_creates_streams_appends_without_reading_when_nothing_is_cached() -> None:
+    driver = Driver()
+    driver.run(pipeline(Create(main=A), cache=StateCache(8)))
+    assert driver.reads == []
+    assert driver.appends[0].expected == {A: 0}
 
 
 def test_a_created_stream_that_exists_after_all_is_read_and_decided_again() -> None:
