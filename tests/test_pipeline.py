@@ -835,6 +835,21 @@ def test_a_failing_apply_leaves_the_cached_state_usable() -> None:
     assert texts(driver.appends[-1].writes) == {"a": ["saw 4"]}
 
 
+def test_an_apply_failing_on_the_runs_own_events_keeps_the_write_and_drops_the_cache() -> None:
+    class Poisoner(Fragile):
+        def handle(self, state: Seen) -> Writes:
+            return {self.main: [Noted(text="poison")]}
+
+    cache = StateCache(8)
+    history = history_of({A: ["a1"]})
+    written = Driver(history).run(pipeline(Poisoner(main=A, strict=True), cache=cache))
+    assert written.stream_versions == {A: 2}
+    driver = Driver(history)
+    driver.run(pipeline(Poisoner(main=A), cache=cache))
+    assert driver.reads[0].streams == ((A, 1),)  # nothing cached: folded from the start
+    assert driver.thrown == []
+
+
 def test_a_rejecting_handle_leaves_the_cached_state_usable() -> None:
     class Picky(Note):
         refuse: bool = False
