@@ -705,23 +705,24 @@ def test_a_cached_state_remembers_the_last_position_of_a_full_fold() -> None:
     history.add(B, "b1", position=2)
     history.add(A, "a2", position=4)
     history.add(B, "b2", position=6)
-    driver = Driver(history, before_append=late_write_before_append(1, A, "a3", 5))
+    # a4 lands after b2: only the first new event of a stream tells whether it was missed.
+    driver = Driver(history, before_append=late_write_before_append(1, A, 5, "a3", "a4"))
     spy = Spy(main=A, also=(B,))
     driver.run(pipeline(spy, cache=StateCache(8)))
     history.streams[A].pop()  # the run's own note
     assert spy.seen[-1] == in_log_order(history)
 
 
-def late_write_before_append(number: int, stream: StreamId, text: str, position: int) -> Any:
-    """A ``before_append`` hook: another writer commits ``text`` at ``position`` just
-    before the ``number``-th append (counting from 1)."""
+def late_write_before_append(number: int, stream: StreamId, position: int, *texts: str) -> Any:
+    """A ``before_append`` hook: another writer commits ``texts``, the first at ``position``,
+    just before the ``number``-th append (counting from 1)."""
     count = 0
 
     def hook(history: History) -> None:
         nonlocal count
         count += 1
         if count == number:
-            history.add(stream, text, position=position)
+            history.add(stream, *texts, position=position)
 
     return hook
 
@@ -739,11 +740,21 @@ def test_a_cached_state_brought_up_to_date_remembers_the_last_position_read() ->
     # The cached guess conflicts; the read of a3 a4 b2 b3 brings the state up to date,
     # and the decision on it conflicts too: a5 committed below b3, after that read saw
     # b3. The next fold must put a5 before b3: the cache's last position is b3's.
-    driver = Driver(history, before_append=late_write_before_append(2, A, "a5", 8))
+    driver = Driver(history, before_append=late_write_before_append(2, A, 8, "a5"))
     spy = Spy(main=A, also=(B,))
     driver.run(pipeline(spy, cache=cache))
     history.streams[A].pop()  # the run's own note
     assert spy.seen[-1] == in_log_order(history)
+
+
+def test_a_cached_state_of_empty_streams_is_brought_up_to_date_without_a_refold() -> None:
+    cache = StateCache(8)
+    history = History()
+    Driver(history).run(pipeline(Quiet(main=A), cache=cache))
+    history.add(A, "a1")
+    driver = Driver(history)
+    driver.run(pipeline(Quiet(main=A), cache=cache))
+    assert [read.streams for read in driver.reads] == [((A, 1),)]
 
 
 def test_a_cached_state_remembers_the_last_version_read_of_each_stream() -> None:
