@@ -22,11 +22,13 @@ from eventcore import (
     EventRegistry,
     EventStore,
     Executor,
+    InvalidInput,
     Metadata,
     RetryPolicy,
     StoredEvent,
     StreamHead,
     StreamId,
+    TooManyStreams,
     Writes,
 )
 from eventcore.types import NewEvent
@@ -172,6 +174,18 @@ class NeverAnswers(Delegating):
         raise AssertionError("unreachable: the event is never set")
 
 
+class CountsReads(Delegating):
+    """Counts the stream reads made through it."""
+
+    def __init__(self, inner: EventStore) -> None:
+        super().__init__(inner)
+        self.reads = 0
+
+    async def read_stream(self, stream_id: StreamId, *, from_version: int = 1) -> list[StoredEvent]:
+        self.reads += 1
+        return await super().read_stream(stream_id, from_version=from_version)
+
+
 class ReadTimesOut(Delegating):
     """A store whose driver gives up on every read with its own ``TimeoutError``."""
 
@@ -212,6 +226,41 @@ async def test_a_command_that_writes_nothing_leaves_the_store_unchanged(
     result = await executor(store).execute(Deposit(account=A, times=0))
     assert result.events == ()
     assert await store.last_position() == 0
+
+
+# --- settings --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "options", [{"max_streams": 0}, {"cache_size": -1}], ids=["max_streams", "cache_size"]
+)
+async def test_settings_out_of_range_are_refused(
+    store: EventStore, options: dict[str, int]
+) -> None:
+    with pytest.raises(InvalidInput):
+        Executor(store, registry, **options)  # type: ignore[arg-type]
+
+
+async def test_a_cap_of_one_stream_runs_a_one_stream_command_and_refuses_two(
+    store: EventStore,
+) -> None:
+    run = executor(store, max_streams=1)
+    assert (await run.execute(Deposit(account=A))).stream_versions == {A: 1}
+    with pytest.raises(TooManyStreams):
+        await run.execute(Move(source=A, target=B, amount=1))
+
+
+@pytest.mark.parametrize(("cache_size", "reads"), [(0, 1), (1, 0)], ids=["off", "one-entry"])
+async def test_a_cache_spares_the_next_run_its_read(
+    store: EventStore, cache_size: int, reads: int
+) -> None:
+    counting = CountsReads(store)
+    run = executor(counting, cache_size=cache_size)
+    await run.execute(Deposit(account=A))
+    counting.reads = 0
+    await run.execute(Deposit(account=A))
+    assert counting.reads == reads
+    assert await store.stream_version(A) == 2
 
 
 # --- metadata --------------------------------------------------------------------------------
@@ -391,7 +440,7 @@ async def test_a_cached_state_that_went_stale_is_read_again_before_writing(
     await cached.execute(Deposit(account=A, amount=5))
     await other.execute(Deposit(account=A, amount=7))
     result = await cached.execute(Deposit(account=A, amount=1))
-    assert result.attempts == 2
+    assert result.attempts == 1  # the stale guess met no contention: it is no attempt
     assert result.stream_versions == {A: 3}
     folded = [registry.decode(event) for event in await store.read_stream(A)]
     assert sum(event.amount for event in folded if isinstance(event, Deposited)) == 13

@@ -224,6 +224,10 @@ class Driver:
     def _append(self, effect: Append) -> AppendResult:
         if self.before_append is not None:
             self.before_append(self.history)
+        key = effect.idempotency_key
+        if key is not None and key in self.earlier:
+            # As a store does: a used key writes nothing, whatever the versions.
+            return msgspec.structs.replace(self.earlier[key], deduplicated=True)
         if self.conflicts:
             self.conflicts -= 1
             stream = next(iter(effect.expected))
@@ -236,11 +240,14 @@ class Driver:
             for stream, batch in effect.writes.items()
             for new in batch
         ]
-        return AppendResult(
+        result = AppendResult(
             stream_versions={stream: self.history.version(stream) for stream in effect.writes},
             positions=tuple(event.position for event in stored),
             event_ids=tuple(event.event_id for event in stored),
         )
+        if key is not None:
+            self.earlier[key] = result
+        return result
 
 
 def pipeline(
@@ -308,9 +315,17 @@ def test_command_without_stream_fields_is_invalid() -> None:
 
 def test_more_declared_streams_than_the_cap_is_too_many() -> None:
     driver = Driver()
-    with pytest.raises(TooManyStreams):
+    with pytest.raises(TooManyStreams) as raised:
         driver.run(pipeline(Note(main=A, also=(B, C)), max_streams=2))
+    assert (raised.value.command, raised.value.limit) == ("Note", 2)
     assert driver.reads == []
+
+
+def test_as_many_declared_streams_as_the_cap_are_allowed() -> None:
+    driver = Driver()
+    driver.run(pipeline(Note(main=A, also=(B, C)), max_streams=3))
+    assert driver.reads[0].streams == ((A, 1), (B, 1), (C, 1))
+    assert len(driver.appends) == 1
 
 
 # --- folding ---------------------------------------------------------------------------------
@@ -370,6 +385,7 @@ def test_no_writes_returns_an_empty_result_without_appending() -> None:
     assert result == CommandResult(
         events=(), event_ids=(), stream_versions={}, positions=(), attempts=1
     )
+    assert result.deduplicated is False
 
 
 @pytest.mark.parametrize("returned", [[Noted(text="x")], None, "a"], ids=["list", "none", "string"])
@@ -543,6 +559,29 @@ def test_discovery_that_keeps_naming_new_streams_stops_at_the_cap() -> None:
     assert driver.appends == []
 
 
+def chain_of(length: int) -> History:
+    """s0 links to s1, … up to s<length-1>, which links nowhere: ``length`` streams in all."""
+    return history_of(
+        {StreamId(f"s{n}"): [f"link:s{n + 1}" if n + 1 < length else "end"] for n in range(length)}
+    )
+
+
+@pytest.mark.parametrize(
+    ("length", "allowed"), [(4, True), (5, True), (6, False)], ids=["under", "at", "over"]
+)
+def test_discovery_may_reach_exactly_the_cap_and_no_further(length: int, allowed: bool) -> None:
+    driver = Driver(chain_of(length))
+    run = pipeline(Follow(main=StreamId("s0")), max_streams=5)
+    if allowed:
+        driver.run(run)
+        assert driver.appends[0].expected == {StreamId(f"s{n}"): 1 for n in range(length)}
+    else:
+        with pytest.raises(TooManyStreams):
+            driver.run(run)
+        assert len(set().union(*map(streams_read, driver.reads))) == 5
+        assert driver.appends == []
+
+
 # --- the state cache -------------------------------------------------------------------------
 
 
@@ -623,20 +662,175 @@ def test_a_cached_state_missing_an_earlier_event_is_refolded_in_log_order() -> N
     # A read that saw b1 (position 3) but not a2 (position 2), as two separate stream
     # reads can when a writer commits between them: the append conflicts, and the
     # retry must fold a2 before b1 rather than after the state cached from that read.
-    seen: list[Seen] = []
-
-    class Spy(Note):
-        def handle(self, state: Seen) -> Writes:
-            seen.append(state)
-            return super().handle(state)
-
     history = History()
     history.add(A, "a1", position=1)
     history.add(B, "b1", position=3)
     late = iter([lambda history: history.add(A, "a2", position=2)])
     driver = Driver(history, before_append=lambda h: next(late, lambda _: None)(h))
-    driver.run(pipeline(Spy(main=A, also=(B,)), cache=StateCache(8)))
-    assert seen[-1] == (("a", "a1"), ("a", "a2"), ("b", "b1"))
+    spy = Spy(main=A, also=(B,))
+    driver.run(pipeline(spy, cache=StateCache(8)))
+    assert spy.seen[-1] == (("a", "a1"), ("a", "a2"), ("b", "b1"))
+
+
+class Spy(Note):
+    """A ``Note`` that records every state it decides on in ``seen``."""
+
+    seen: list[Seen] = msgspec.field(default_factory=list)
+
+    def handle(self, state: Seen) -> Writes:
+        self.seen.append(state)
+        return super().handle(state)
+
+
+def in_log_order(history: History) -> Seen:
+    stored = sorted(
+        (event for events in history.streams.values() for event in events),
+        key=lambda event: event.position,
+    )
+    return tuple((str(event.stream_id), decode_text(event)) for event in stored)
+
+
+def decode_text(event: StoredEvent) -> str:
+    decoded = registry.decode(event)
+    assert isinstance(decoded, Noted)
+    return decoded.text
+
+
+def test_a_cached_state_remembers_the_last_position_of_a_full_fold() -> None:
+    # The read saw a1 a2 of "a" and b1 b2 of "b"; a3 committed in between at a position
+    # below b2's. The append conflicts, and a3 must be folded before b2: the cache's
+    # last position is b2's (the highest read), not a stream's first or lowest last.
+    history = History()
+    history.add(A, "a1", position=1)
+    history.add(B, "b1", position=2)
+    history.add(A, "a2", position=4)
+    history.add(B, "b2", position=6)
+    # a4 lands after b2: only the first new event of a stream tells whether it was missed.
+    driver = Driver(history, before_append=late_write_before_append(1, A, 5, "a3", "a4"))
+    spy = Spy(main=A, also=(B,))
+    driver.run(pipeline(spy, cache=StateCache(8)))
+    history.streams[A].pop()  # the run's own note
+    assert spy.seen[-1] == in_log_order(history)
+
+
+def late_write_before_append(number: int, stream: StreamId, position: int, *texts: str) -> Any:
+    """A ``before_append`` hook: another writer commits ``texts``, the first at ``position``,
+    just before the ``number``-th append (counting from 1)."""
+    count = 0
+
+    def hook(history: History) -> None:
+        nonlocal count
+        count += 1
+        if count == number:
+            history.add(stream, *texts, position=position)
+
+    return hook
+
+
+def test_a_cached_state_brought_up_to_date_remembers_the_last_position_read() -> None:
+    cache = StateCache(8)
+    history = History()
+    history.add(A, "a1", position=1)
+    history.add(B, "b1", position=2)
+    Driver(history).run(pipeline(Spy(main=A, also=(B,)), cache=cache))  # writes at 3
+    history.add(A, "a3", position=4)
+    history.add(B, "b2", position=5)
+    history.add(A, "a4", position=7)
+    history.add(B, "b3", position=9)
+    # The cached guess conflicts; the read of a3 a4 b2 b3 brings the state up to date,
+    # and the decision on it conflicts too: a5 committed below b3, after that read saw
+    # b3. The next fold must put a5 before b3: the cache's last position is b3's.
+    driver = Driver(history, before_append=late_write_before_append(2, A, 8, "a5"))
+    spy = Spy(main=A, also=(B,))
+    driver.run(pipeline(spy, cache=cache))
+    history.streams[A].pop()  # the run's own note
+    assert spy.seen[-1] == in_log_order(history)
+
+
+def test_a_cached_state_of_empty_streams_is_brought_up_to_date_without_a_refold() -> None:
+    cache = StateCache(8)
+    history = History()
+    Driver(history).run(pipeline(Quiet(main=A), cache=cache))
+    history.add(A, "a1")
+    driver = Driver(history)
+    driver.run(pipeline(Quiet(main=A), cache=cache))
+    assert [read.streams for read in driver.reads] == [((A, 1),)]
+
+
+def test_a_cached_state_remembers_the_last_version_read_of_each_stream() -> None:
+    cache = StateCache(8)
+    history = history_of({A: ["a1"]})
+    Driver(history).run(pipeline(Note(main=A), cache=cache))  # cached at version 2
+    history.add(A, "a3", "a4")
+    driver = Driver(history)
+    driver.run(pipeline(Note(main=A), cache=cache))
+    # The guess conflicts; the read of a3 a4 brings the state to version 4, and the
+    # decision on it is appended at 4 without a second conflict.
+    assert [read.streams for read in driver.reads] == [((A, 3),)]
+    assert [append.expected for append in driver.appends] == [{A: 2}, {A: 4}]
+    assert texts(driver.appends[-1].writes) == {"a": ["saw 4"]}
+
+
+def test_a_deduplicated_append_is_not_cached_as_the_runs_own_write() -> None:
+    # The first run wrote "saw 1" under the key; the rerun decides "saw 2", which the
+    # store does not write. The cache must hold what was read, not the rerun's decision.
+    cache = StateCache(8)
+    driver = Driver(history_of({A: ["a1"]}))
+    driver.run(pipeline(Note(main=A), idempotency_key="key-1"))
+    rerun = driver.run(pipeline(Note(main=A), idempotency_key="key-1", cache=cache))
+    assert rerun.deduplicated
+    assert rerun.events == ()  # the rerun's own decision was not written
+    driver.run(pipeline(Note(main=A), cache=cache))
+    assert texts(driver.appends[-1].writes) == {"a": ["saw 2"]}
+    assert [decode_text(event) for event in driver.history.streams[A]] == [
+        "a1",
+        "saw 1",
+        "saw 2",
+    ]
+
+
+def test_the_cache_keeps_the_most_recently_used_states_up_to_its_size() -> None:
+    cache = StateCache(2)
+    history = history_of({A: ["a1"], B: ["b1"], C: ["c1"]})
+    for stream in (A, B, A, C):  # A is used again after B, so B is the one to go for C
+        Driver(history).run(pipeline(Note(main=stream), cache=cache))
+    for stream, read in ((A, False), (C, False), (B, True)):
+        driver = Driver(history)
+        driver.run(pipeline(Note(main=stream), cache=cache))
+        assert bool(driver.reads) is read, stream
+
+
+def continued(
+    first: Effect, rest: Generator[Effect, Any, CommandResult]
+) -> Generator[Effect, Any, CommandResult]:
+    """A pipeline already started by hand (``first`` is what it yielded), to be driven on.
+    Conflicts thrown in are not passed on: use it only where none occurs."""
+    outcome = yield first
+    while True:
+        try:
+            effect = rest.send(outcome)
+        except StopIteration as done:
+            result: CommandResult = done.value
+            return result
+        outcome = yield effect
+
+
+def test_a_run_that_ends_after_another_counts_as_the_more_recent_use() -> None:
+    # Runs of one executor share its cache and interleave: the run on "a" takes its
+    # cached state, the run on "b" starts and ends, then the run on "a" ends. "a" was
+    # used last, so caching "c" pushes "b" out.
+    cache = StateCache(2)
+    history = history_of({A: ["a1"], B: ["b1"], C: ["c1"]})
+    Driver(history).run(pipeline(Note(main=A), cache=cache))
+    on_a = pipeline(Note(main=A), cache=cache)
+    first = next(on_a)
+    Driver(history).run(pipeline(Note(main=B), cache=cache))
+    Driver(history).run(continued(first, on_a))
+    Driver(history).run(pipeline(Note(main=C), cache=cache))
+    for stream, read in ((A, False), (B, True)):
+        driver = Driver(history)
+        driver.run(pipeline(Note(main=stream), cache=cache))
+        assert bool(driver.reads) is read, stream
 
 
 def test_a_failing_apply_leaves_the_cached_state_usable() -> None:
@@ -650,6 +844,21 @@ def test_a_failing_apply_leaves_the_cached_state_usable() -> None:
     driver.run(pipeline(Fragile(main=A), cache=cache))
     assert driver.reads[0].streams == ((A, 3),)
     assert texts(driver.appends[-1].writes) == {"a": ["saw 4"]}
+
+
+def test_an_apply_failing_on_the_runs_own_events_keeps_the_write_and_drops_the_cache() -> None:
+    class Poisoner(Fragile):
+        def handle(self, state: Seen) -> Writes:
+            return {self.main: [Noted(text="poison")]}
+
+    cache = StateCache(8)
+    history = history_of({A: ["a1"]})
+    written = Driver(history).run(pipeline(Poisoner(main=A, strict=True), cache=cache))
+    assert written.stream_versions == {A: 2}
+    driver = Driver(history)
+    driver.run(pipeline(Poisoner(main=A), cache=cache))
+    assert driver.reads[0].streams == ((A, 1),)  # nothing cached: folded from the start
+    assert driver.thrown == []
 
 
 def test_a_rejecting_handle_leaves_the_cached_state_usable() -> None:
@@ -749,6 +958,13 @@ def test_a_command_that_creates_streams_appends_without_reading() -> None:
     assert result.attempts == 1
 
 
+def test_a_command_that_creates_streams_appends_without_reading_when_nothing_is_cached() -> None:
+    driver = Driver()
+    driver.run(pipeline(Create(main=A), cache=StateCache(8)))
+    assert driver.reads == []
+    assert driver.appends[0].expected == {A: 0}
+
+
 def test_a_created_stream_that_exists_after_all_is_read_and_decided_again() -> None:
     driver = Driver(history_of({A: ["a1"]}))
     driver.run(pipeline(Create(main=A)))
@@ -812,3 +1028,58 @@ def test_a_cached_state_after_own_writes_matches_a_full_fold() -> None:
     for _ in range(4):
         fresh.run(pipeline(Note(main=A, also=(B,))))
     assert texts(cached.appends[-1].writes) == texts(fresh.appends[-1].writes) == {"a": ["saw 5"]}
+
+
+def conflict_once_after_a_read(driver: Driver) -> Driver:
+    """Make another writer add to ``a`` just before the first append decided on a read."""
+    done: list[bool] = []
+
+    def late_writer(history: History) -> None:
+        if driver.reads and not done:
+            done.append(True)
+            history.add(A, "a-late")
+
+    driver.before_append = late_writer
+    return driver
+
+
+#: Sets up a run whose first decision is a wrong guess: the driver, the command, its cache.
+Arrange = Callable[[], tuple[Driver, Command[Any], StateCache]]
+
+
+def guessed_on_empty(command: type[Create]) -> Arrange:
+    def arrange() -> tuple[Driver, Command[Any], StateCache]:
+        return Driver(history_of({A: ["a1"]})), command(main=A), StateCache(8)
+
+    return arrange
+
+
+def guessed_on_a_stale_cache() -> tuple[Driver, Command[Any], StateCache]:
+    cache = StateCache(8)
+    history = history_of({A: ["a1"]})
+    Driver(history).run(pipeline(Note(main=A), cache=cache))
+    history.add(A, "a-other")  # another process writes: the cached state is stale
+    return Driver(history), Note(main=A), cache
+
+
+@pytest.mark.parametrize(
+    "arrange",
+    [
+        pytest.param(guessed_on_empty(CreateUnlessEmpty), id="refused-by-the-command"),
+        pytest.param(guessed_on_empty(QuietWhenEmpty), id="nothing-to-write"),
+        pytest.param(guessed_on_empty(Create), id="created-stream-exists"),
+        pytest.param(guessed_on_a_stale_cache, id="stale-cached-state"),
+    ],
+)
+def test_a_wrong_guess_does_not_use_up_a_retry_attempt(arrange: Arrange) -> None:
+    # Two attempts allowed, and the first decision on a read state meets a real
+    # conflict: the second attempt is still there, whatever became of the guess.
+    driver, command, cache = arrange()
+    conflict_once_after_a_read(driver)
+    result = driver.run(
+        pipeline(command, cache=cache, retry=RetryPolicy(max_attempts=2, initial_delay=0.0))
+    )
+    assert result.attempts == 2
+    assert len(driver.sleeps) == 1
+    assert len(driver.thrown) == len(driver.appends) - 1
+    assert texts(driver.appends[-1].writes)["a"][-1].startswith("saw ")

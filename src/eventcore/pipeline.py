@@ -76,6 +76,8 @@ class CommandResult(msgspec.Struct, frozen=True, kw_only=True):
     ``events`` are the events this run decided and wrote (empty when the command had
     nothing to write, or when ``deduplicated``: an earlier run with the same idempotency
     key had written its own). ``stream_versions`` are the written streams' new versions.
+    ``attempts`` counts the decisions taken on a state read from the store; a decision on
+    a guessed state (``creates_streams``, the state cache) that proved wrong is not one.
     """
 
     events: tuple[Event, ...]
@@ -144,12 +146,15 @@ def run_command(
             result: AppendResult = yield Append(encoded, dict(folded.versions), idempotency_key)
         except ConcurrencyConflict as conflict:
             # A cached state stays valid: the next attempt reads what it is missing.
+            if guessed:
+                # A wrong guess met no contention: it is no attempt, and it reads again
+                # at once, without backing off.
+                attempt -= 1
+                continue
             if attempt >= retry.max_attempts:
                 raise RetriesExhausted(name, attempt, conflict) from conflict
-            if not guessed:
-                # Another writer won the race: back off so we do not collide again.
-                # A wrong guess met no contention, so it reads again at once.
-                yield Sleep(retry.delay(attempt, rng))
+            # Another writer won the race: back off so we do not collide again.
+            yield Sleep(retry.delay(attempt, rng))
             continue
         if cache is not None and not result.deduplicated:
             _remember_own_write(cache, command, declared, folded, decided, result)

@@ -8,11 +8,12 @@ from eventcore.errors import ConcurrencyConflict, DuplicateEventId
 from eventcore.store import EventStore
 from eventcore.types import StreamId
 from tests.builders import events, new_event
-from tests.store.reading import read_log, snapshot
+from tests.store.reading import all_heads, read_log, snapshot
 
 ORDER = StreamId("order-1")
 STOCK = StreamId("stock-1")
 CUSTOMER = StreamId("customer-1")
+SHIPMENT = StreamId("shipment-1")
 
 
 async def seed(store: EventStore) -> None:
@@ -61,6 +62,69 @@ async def test_append_with_read_only_stream_at_expected_version_succeeds(
 
     assert await store.stream_version(ORDER) == 3
     assert await store.stream_version(STOCK) == 1
+
+
+# A stream given an empty event list is dropped from the writes and stays in ``expected``:
+# it is read-only, exactly as if it had been left out of ``writes``.
+
+
+async def test_a_stream_given_no_events_is_read_only(store: EventStore) -> None:
+    await seed(store)
+    before = await all_heads(store)
+
+    result = await store.append(
+        {ORDER: events(1), STOCK: [], SHIPMENT: []},
+        expected={ORDER: 2, STOCK: 1, SHIPMENT: 0},
+    )
+
+    assert result.stream_versions == {ORDER: 3}
+    assert len(result.positions) == 1
+    heads = {head.stream_id: head for head in await all_heads(store)}
+    assert SHIPMENT not in heads
+    assert heads[STOCK] == next(head for head in before if head.stream_id == STOCK)
+    assert [event.stream_id for event in await read_log(store, after=6)] == [ORDER]
+
+
+@pytest.mark.parametrize(
+    ("expected", "stale"),
+    [({STOCK: 0, SHIPMENT: 0}, STOCK), ({STOCK: 1, SHIPMENT: 1}, SHIPMENT)],
+    ids=["stale-stream", "stream-that-is-not-there"],
+)
+async def test_a_stream_given_no_events_still_has_its_expected_version_checked(
+    store: EventStore, expected: dict[StreamId, int], stale: StreamId
+) -> None:
+    await seed(store)
+    before = await snapshot(store)
+
+    with pytest.raises(ConcurrencyConflict) as caught:
+        await store.append(
+            {ORDER: events(1), STOCK: [], SHIPMENT: []}, expected={ORDER: 2, **expected}
+        )
+
+    assert caught.value.stream_id == stale
+    assert await snapshot(store) == before
+
+
+# Sizes around 256: the SQLite writer looks stream versions up 256 at a time.
+@pytest.mark.parametrize("count", [256, 257, 300])
+async def test_an_append_checks_every_one_of_many_streams(store: EventStore, count: int) -> None:
+    streams = [StreamId(f"s-{n:04}") for n in range(count)]
+    await store.append(
+        {stream: events(1) for stream in streams}, expected=dict.fromkeys(streams, 0)
+    )
+
+    result = await store.append(
+        {stream: events(1) for stream in streams}, expected=dict.fromkeys(streams, 1)
+    )
+    assert result.stream_versions == dict.fromkeys(streams, 2)
+
+    # Each stream is checked, the last one looked up included.
+    before = await snapshot(store)
+    stale = {**dict.fromkeys(streams, 2), streams[-1]: 1}
+    with pytest.raises(ConcurrencyConflict) as caught:
+        await store.append({streams[0]: events(1)}, expected=stale)
+    assert caught.value.stream_id == streams[-1]
+    assert await snapshot(store) == before
 
 
 async def test_append_expecting_zero_creates_a_new_stream(store: EventStore) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import msgspec
 import pytest
 
 from eventcore.errors import (
@@ -151,6 +152,14 @@ async def test_append_rejects_invalid_idempotency_key(seeded: EventStore, key: A
     )
 
 
+async def test_idempotency_key_of_1024_characters_is_accepted(store: EventStore) -> None:
+    key = "k" * 1024
+
+    first = await store.append({A: events(1)}, expected={A: 0}, idempotency_key=key)
+
+    assert await store.find_append(key) == msgspec.structs.replace(first, deduplicated=True)
+
+
 async def test_append_rejects_something_that_is_not_a_new_event(seeded: EventStore) -> None:
     await assert_rejected(
         seeded, InvalidAppend, writes={A: [new_event(), {"type": "X"}]}, expected={A: 1}
@@ -159,8 +168,17 @@ async def test_append_rejects_something_that_is_not_a_new_event(seeded: EventSto
 
 @pytest.mark.parametrize(
     "event_type",
-    ["", "X" * 256, "Order\x00Placed", "Order\nPlaced"],
-    ids=["empty", "256-chars", "nul", "newline"],
+    [
+        pytest.param("", id="empty"),
+        pytest.param("X" * 256, id="256-chars"),
+        pytest.param("Order\x00Placed", id="nul"),
+        pytest.param("Order\nPlaced", id="newline"),
+        pytest.param("Order\x1fPlaced", id="last-c0-control"),
+        pytest.param("Order\x7fPlaced", id="del"),
+        pytest.param("Order\x80Placed", id="first-c1-control"),
+        pytest.param("Order\x85Placed", id="c1-next-line"),
+        pytest.param("Order\x9fPlaced", id="last-c1-control"),
+    ],
 )
 async def test_append_rejects_event_with_an_invalid_type(
     seeded: EventStore, event_type: str
@@ -171,9 +189,30 @@ async def test_append_rejects_event_with_an_invalid_type(
 
 
 @pytest.mark.parametrize(
+    "event_type",
+    [
+        pytest.param("X" * 255, id="255-chars"),
+        pytest.param("Order Placed", id="space"),
+        pytest.param("Order~Placed", id="tilde-before-del"),
+        pytest.param("Order\xa0Placed", id="no-break-space-after-c1"),
+        pytest.param("Bestellung\u00fcbermittelt", id="non-ascii-letter"),
+    ],
+)
+async def test_event_type_of_printable_characters_is_stored_as_given(
+    store: EventStore, event_type: str
+) -> None:
+    await store.append({A: [new_event(type=event_type)]}, expected={A: 0})
+
+    assert [event.type for event in await store.read_stream(A)] == [event_type]
+
+
+@pytest.mark.parametrize(
     "metadata",
     [
-        pytest.param(Metadata(actor="a\x00b"), id="field"),
+        *(
+            pytest.param(Metadata(**{field: "a\x00b"}), id=field)
+            for field in ("correlation_id", "causation_id", "traceparent", "tracestate", "actor")
+        ),
         pytest.param(Metadata(extra={"k": "a\x00b"}), id="extra-value"),
         pytest.param(Metadata(extra={"k\x00": "v"}), id="extra-key"),
     ],
@@ -195,6 +234,7 @@ async def test_append_rejects_metadata_holding_a_nul(
         pytest.param(NewEvent(type="A", data=b"{}", event_id="x"), id="event-id-str"),  # type: ignore[arg-type]
         pytest.param(NewEvent(type="A", data=b"{}", schema_version=0), id="schema-version-0"),
         pytest.param(NewEvent(type="A", data=b"{}", schema_version="1"), id="schema-version-str"),  # type: ignore[arg-type]
+        pytest.param(NewEvent(type="A", data=b"{}", schema_version=True), id="schema-version-bool"),
         pytest.param(NewEvent(type="A", data=b"{}", metadata={}), id="metadata-dict"),  # type: ignore[arg-type]
         pytest.param(new_event(metadata=Metadata(actor=5)), id="metadata-actor-int"),  # type: ignore[arg-type]
         pytest.param(new_event(metadata=Metadata(extra={"n": 1})), id="metadata-extra-int"),  # type: ignore[dict-item]

@@ -174,6 +174,103 @@ def test_a_failed_commit_fails_the_whole_batch_and_leaves_nothing(
     assert result.positions == (1,)
 
 
+def break_inserts_of(connection: sqlite3.Connection, event_type: str, how: str) -> None:
+    """Make inserting an event of ``event_type`` fail on ``connection``.
+
+    ``abort``: a constraint error that undoes the statement (SQLite's default);
+    ``rollback``: a constraint error with which SQLite ends the whole transaction;
+    ``database-error``: a failure of the database itself, not a verdict on the row.
+    """
+    if how == "database-error":
+
+        def fail() -> None:
+            raise RuntimeError("the database failed")
+
+        connection.create_function("fail", 0, fail)
+        action = "SELECT fail()"
+    else:
+        action = f"SELECT RAISE({how.upper()}, 'refused by a trigger')"
+    connection.execute(
+        f"CREATE TEMP TRIGGER break_inserts BEFORE INSERT ON events"
+        f" WHEN NEW.type = '{event_type}' BEGIN {action}; END"
+    )
+
+
+def stale_head(connection: sqlite3.Connection, stream: str) -> None:
+    """A row for ``stream`` at version 1 that the streams table does not know of: the file
+    changed behind the store's back, so writing the stream breaks a uniqueness rule."""
+    connection.execute(
+        "INSERT INTO events (position, stream_id, version, event_id, type, schema_version,"
+        " data, recorded_at) VALUES (1, ?, 1, ?, 'Stray', 1, X'7b7d', 0)",
+        (stream, new_event().event_id.bytes),
+    )
+
+
+def heads(connection: sqlite3.Connection) -> dict[str, int]:
+    return dict(connection.execute("SELECT stream_id, version FROM streams").fetchall())
+
+
+def stored_ids(connection: sqlite3.Connection) -> set[bytes]:
+    return {row[0] for row in connection.execute("SELECT event_id FROM events")}
+
+
+def ids_of(request: AppendRequest) -> set[bytes]:
+    return {event.event_id.bytes for _, batch in request.writes for event in batch}
+
+
+def failing_append(size: int) -> AppendRequest:
+    """An append to "b" whose last event is one the broken inserts refuse."""
+    return request("b", 0, batch=[*events(size - 1), new_event(type="Refused")])
+
+
+@pytest.mark.parametrize("size", [1, 2], ids=["one-event", "two-events"])
+@pytest.mark.parametrize("cause", ["abort", "stale-head"])
+def test_an_unexpected_constraint_error_fails_only_its_own_append(
+    writer_connection: sqlite3.Connection, cause: str, size: int
+) -> None:
+    if cause == "stale-head":
+        stale_head(writer_connection, "b")
+    else:
+        break_inserts_of(writer_connection, "Refused", cause)
+    batch = [request("a", 0, 2), failing_append(size), request("c", 0)]
+    before = stored_ids(writer_connection)
+
+    outcomes = GroupCommitter().run_batch(writer_connection, batch)
+
+    assert [succeeded for succeeded, _ in outcomes] == [True, False, True]
+    assert isinstance(outcomes[1][1], StoreUnavailable)
+    assert stored_ids(writer_connection) == before | ids_of(batch[0]) | ids_of(batch[2])
+    assert heads(writer_connection) == {"a": 2, "c": 1}
+    first = outcomes[0][1].positions[0]
+    assert [result.positions for _, result in outcomes if isinstance(result, AppendResult)] == [
+        (first, first + 1),
+        (first + 2,),
+    ]
+
+
+@pytest.mark.parametrize("size", [1, 2], ids=["one-event", "two-events"])
+@pytest.mark.parametrize("cause", ["rollback", "database-error"])
+def test_a_database_error_in_one_append_fails_every_append_of_its_batch(
+    writer_connection: sqlite3.Connection, db_path: Path, cause: str, size: int
+) -> None:
+    break_inserts_of(writer_connection, "Refused", cause)
+    committer = GroupCommitter()
+
+    outcomes = committer.run_batch(
+        writer_connection, [request("a", 0, 2), failing_append(size), request("c", 0)]
+    )
+
+    assert [succeeded for succeeded, _ in outcomes] == [False, False, False]
+    assert all(isinstance(error, StoreUnavailable) for _, error in outcomes)
+    assert not writer_connection.in_transaction
+    assert count_events(db_path) == 0
+    assert heads(writer_connection) == {}
+    # Nothing of the failed batch is left behind to get in the way of the next one.
+    [(succeeded, result)] = committer.run_batch(writer_connection, [request("a", 0, 2)])
+    assert succeeded
+    assert result.positions == (1, 2)
+
+
 def test_idempotency_key_reused_within_one_batch_writes_once(
     writer_connection: sqlite3.Connection, db_path: Path
 ) -> None:
@@ -187,6 +284,30 @@ def test_idempotency_key_reused_within_one_batch_writes_once(
     assert second.deduplicated
     assert second.positions == first.positions
     assert count_events(db_path) == 1
+
+
+def test_stream_heads_are_looked_up_in_a_few_padded_statements(
+    writer_connection: sqlite3.Connection,
+) -> None:
+    # Each IN list is padded to a power of two, so batches of any size reuse the same
+    # handful of statements in SQLite's statement cache instead of one per size.
+    statements: list[str] = []
+    writer_connection.set_trace_callback(statements.append)
+    committer = GroupCommitter()
+    for count in (1, 3, 5, 100, 300):
+        streams = {sid(f"{count}-{n}"): events(1) for n in range(count)}
+        request = AppendRequest.build(streams, dict.fromkeys(streams, 0), None, 1024 * 1024)
+        [(succeeded, _)] = committer.run_batch(writer_connection, [request])
+        assert succeeded
+    writer_connection.set_trace_callback(None)
+
+    # The trace shows each statement with its values bound; no stream name has a comma.
+    widths = [
+        statement.split(" IN (")[1].count(",") + 1
+        for statement in statements
+        if statement.startswith("SELECT stream_id")
+    ]
+    assert widths == [1, 4, 8, 128, 256, 64]
 
 
 # --- the file ------------------------------------------------------------------------------

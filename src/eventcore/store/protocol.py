@@ -62,8 +62,11 @@ class EventStore(AbstractAsyncContextManager["EventStore", None], Protocol):
         ``expected`` holds the version read of *every* stream the caller decided on,
         written or not (0 = the stream did not exist). If any stream is elsewhere, raise
         ``ConcurrencyConflict`` and write nothing. Writing a stream missing from
-        ``expected`` raises ``UndeclaredStream``. With an ``idempotency_key`` already
-        used, write nothing and return the first append's result (``deduplicated=True``).
+        ``expected`` raises ``UndeclaredStream``. A stream given an empty list of events is
+        read-only: its expected version is checked, nothing is written to it, and it is
+        not in the result's ``stream_versions``; an append with no events at all is
+        ``EmptyAppend``. With an ``idempotency_key`` already used, write nothing and
+        return the first append's result (``deduplicated=True``).
         """
         ...
 

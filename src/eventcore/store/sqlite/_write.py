@@ -7,9 +7,10 @@ of an append. The writer thread therefore takes all appends queued while it was 
 Appends stay independent although they share a transaction: each one's rows go in
 as one unit (inside its own SAVEPOINT when it has several events), so a conflicting or
 duplicate append undoes only its own writes and fails alone, and the others still
-commit. Appends later in the batch see the writes of earlier ones (same transaction,
-and the batch's view of stream heads moves on with each success), so conflict checks
-stay exact.
+commit. An error of the database itself (one that is no verdict on an append's rows, or
+one on which SQLite ends the transaction) fails every append of the batch. Appends later
+in the batch see the writes of earlier ones (same transaction, and the batch's view of
+stream heads moves on with each success), so conflict checks stay exact.
 
 One writer per store, and ``BEGIN IMMEDIATE`` (the file's write lock) across processes,
 means positions are handed out and committed in the same order: a reader following the
@@ -130,6 +131,14 @@ class GroupCommitter:
                 # Not a verdict on this append but on the database: fail the whole batch.
                 raise
             except Exception as error:
+                if not connection.in_transaction:
+                    # SQLite ended the whole transaction on this append's error (a
+                    # constraint whose resolution is ROLLBACK): the earlier appends went
+                    # with it, and what follows would run outside any transaction, each
+                    # statement committing alone. None of the batch stands.
+                    raise sqlite3.OperationalError(
+                        f"the database rolled the transaction back: {error}"
+                    ) from error
                 # A conflict, a duplicate id, or a bug confined to this append: it wrote
                 # nothing (see _Batch.append), and the rest of the batch carries on.
                 outcomes.append(failure(error))
