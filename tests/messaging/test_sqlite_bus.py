@@ -18,10 +18,10 @@ import msgspec
 import pytest
 
 from eventcore.errors import BusClosed, BusUnavailable, DatabaseNotFound, InvalidUrl
-from eventcore.messaging.sqlite import _consumer as sqlite_bus_consumer
 from eventcore.messaging import open_bus
 from eventcore.messaging.bus import DeadLetter, Delivery
 from eventcore.messaging.sqlite import SqliteBus
+from eventcore.messaging.sqlite import _consumer as sqlite_bus_consumer
 from eventcore.messaging.sqlite._schema import LATEST_VERSION
 from eventcore.messaging.url import BusUrl
 from tests.messaging.helpers import PATIENCE, TOPIC, ids, outgoing
