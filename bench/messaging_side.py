@@ -710,7 +710,8 @@ def describe(name: str, sizes: Sizes, backend: Backend, *, raw: bool) -> str:
             f"{K_HOP_RATE:.0f}/s to a SQLite file store; a LogFollower on the same file in "
             "another process notes each one's arrival; value = p99 of append returning → "
             "batch handed to the follower (p50, max and the waiting follower's CPU over "
-            f"{K_HOP_IDLE:.0f} s idle in facts)"
+            f"{K_HOP_IDLE:.0f} s idle in facts); eventsourcing has no follower woken "
+            "from another process (its runners prompt followers within one process)"
         )
     if name == "k_end_to_end_latency_p99":
         where = "in the same process" if backend.name == "memory" else "in its own process"

@@ -329,4 +329,7 @@ SagaMachine.TestCase.settings = settings(
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow],
 )
+# Hundreds of random sagas of many steps: well within a minute on an idle machine, not
+# on a loaded one, where the suite's 60 s limit cut it short mid-example.
+SagaMachine.TestCase.pytestmark = [pytest.mark.timeout(300)]
 test_the_saga_follows_its_rules = SagaMachine.TestCase
