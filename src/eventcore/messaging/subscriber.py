@@ -27,6 +27,10 @@ is the first of the next such batch, and only the first may be parked for its
 deliveries (``_settle_carefully``). Deliveries this subscriber gave back untried (at the
 half-time mark, or on ``stop``) are remembered and not counted.
 
+The subscriber is a ``Worker`` (``eventcore.lifecycle``): it is ready once it has
+joined its group, holding the partitions the assignment gave it (none, while the group
+has more members than partitions: it stands by and takes some over as others leave).
+
 No message ends ``run``: whatever reading or handling one raises is that message's
 outcome (``_subscriber_handling``), and a dead-letter box that fails to keep a letter
 leaves the message unsettled, to come again.
@@ -46,6 +50,7 @@ import msgspec
 
 from eventcore.errors import BusClosed, BusError, InvalidInput
 from eventcore.events import Event, EventRegistry
+from eventcore.lifecycle import Readiness
 from eventcore.messaging._subscriber_handling import Handling, Outcome, describe
 from eventcore.messaging.bus import (
     DEFAULT_ACK_WAIT,
@@ -142,6 +147,7 @@ class Subscriber:
             rng=random.Random(),
         )
         self._consumer: Consumer | None = None
+        self._readiness = Readiness(f"subscriber of group {group!r} on {topic!r}")
         #: Deliveries given back without being tried, per (partition, sequence).
         self._untried: dict[_Key, int] = {}
         self._handled = self._ignored = self._retried = self._dead_lettered = 0
@@ -173,6 +179,12 @@ class Subscriber:
         """Ask ``run`` to return: it finishes (or gives back) the batch in hand and
         leaves the group."""
         self._stopping.set()
+        self._readiness.stopped()
+
+    async def ready(self) -> None:
+        """Return once ``run`` has joined the group; raise what failed ``run`` before
+        that (the bus's error), or ``WorkerStopped``."""
+        await self._readiness.wait()
 
     async def run(self) -> None:
         """Join the group and handle messages until ``stop``.
@@ -183,10 +195,15 @@ class Subscriber:
         failures are waited out (``retry_poll``) and ``status().last_error`` shows them."""
         if self._stopping.is_set():
             return
-        consumer = await self._bus.consumer(
-            self._topic, self._group, member=self._member, ack_wait=self._ack_wait
-        )
+        try:
+            consumer = await self._bus.consumer(
+                self._topic, self._group, member=self._member, ack_wait=self._ack_wait
+            )
+        except BaseException as error:
+            self._readiness.fail(error)
+            raise
         self._consumer = consumer
+        self._readiness.set()
         try:
             await self._loop(consumer)
         finally:
