@@ -28,8 +28,9 @@ deliveries (``_settle_carefully``). Deliveries this subscriber gave back untried
 half-time mark, or on ``stop``) are remembered and not counted.
 
 The subscriber is a ``Worker`` (``eventcore.lifecycle``): it is ready once it has
-joined its group, holding the partitions the assignment gave it (none, while the group
-has more members than partitions: it stands by and takes some over as others leave).
+joined its group and its first fetch (which does not wait for messages) has taken the
+partitions the assignment gives it — none while the group has more members than
+partitions: it stands by, and takes some over as others leave.
 
 No message ends ``run``: whatever reading or handling one raises is that message's
 outcome (``_subscriber_handling``), and a dead-letter box that fails to keep a letter
@@ -182,8 +183,8 @@ class Subscriber:
         self._readiness.stopped()
 
     async def ready(self) -> None:
-        """Return once ``run`` has joined the group; raise what failed ``run`` before
-        that (the bus's error), or ``WorkerStopped``."""
+        """Return once ``run`` has joined the group and taken its partitions; raise what
+        failed ``run`` before that (the bus's error), or ``WorkerStopped``."""
         await self._readiness.wait()
 
     async def run(self) -> None:
@@ -199,17 +200,16 @@ class Subscriber:
             consumer = await self._bus.consumer(
                 self._topic, self._group, member=self._member, ack_wait=self._ack_wait
             )
+            self._consumer = consumer
+            try:
+                await self._loop(consumer)
+            finally:
+                # Leaving hands this member's partitions (and anything unsettled) to the
+                # others; it must happen even when run() is cancelled.
+                await asyncio.shield(consumer.aclose())
         except BaseException as error:
             self._readiness.fail(error)
             raise
-        self._consumer = consumer
-        self._readiness.set()
-        try:
-            await self._loop(consumer)
-        finally:
-            # Leaving hands this member's partitions (and anything unsettled) to the
-            # others; it must happen even when run() is cancelled.
-            await asyncio.shield(consumer.aclose())
 
     async def _loop(self, consumer: Consumer) -> None:
         next_retry_poll = time.monotonic()
@@ -219,7 +219,11 @@ class Subscriber:
                     await self._run_retries()
                     next_retry_poll = time.monotonic() + self._retry_poll
                 wait = min(_FETCH_WAIT, max(0.0, next_retry_poll - time.monotonic()))
-                deliveries = await self._fetch(consumer, wait)
+                # The first fetch takes the partitions without waiting for a message:
+                # the subscriber is ready once it has them.
+                ready = self._readiness.is_ready
+                deliveries = await self._fetch(consumer, wait if ready else 0.0)
+                self._readiness.set()
                 if deliveries:
                     await self._settle(consumer, deliveries)
             except BusClosed:
