@@ -206,7 +206,11 @@ class Relay:
 
     async def run(self) -> None:
         """Publish until ``stop()``. Raises the store's or bus's error that ended it
-        (``StoreClosed``, ``BusClosed``: closed under it); a bus outage is waited out."""
+        (``StoreClosed``, ``BusClosed``: closed under it); a bus outage is waited out.
+        Stopped before it starts, it returns at once."""
+        if self._stopping:
+            self._moved.set()  # ``published`` callers: nothing more is coming
+            return
         try:
             start = await self._starting_position()
         except BaseException as error:
