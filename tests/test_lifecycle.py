@@ -236,3 +236,28 @@ async def test_running_raises_the_error_of_a_worker_that_cannot_start(site: Site
         with pytest.raises(BusClosed):
             async with running(*workers):
                 pytest.fail("the block ran without a bus")
+
+
+class _Quitter:
+    """A defective worker: its run() returns by itself before it is ever ready."""
+
+    async def run(self) -> None:
+        return
+
+    def stop(self) -> None:
+        pass
+
+    def status(self) -> None:
+        return None
+
+    async def ready(self) -> None:
+        await asyncio.Event().wait()
+
+
+async def test_running_refuses_a_worker_whose_run_ends_before_it_is_ready(site: Site) -> None:
+    relay = KINDS[0].build(site)
+
+    async with asyncio.timeout(PATIENCE):
+        with pytest.raises(WorkerStopped):
+            async with running(relay, _Quitter()):
+                pytest.fail("the block ran without one of its workers")

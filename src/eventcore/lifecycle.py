@@ -102,25 +102,25 @@ async def running(*workers: Worker[Any]) -> AsyncIterator[None]:
     worker and raises that error.
     """
     tasks = [asyncio.create_task(worker.run()) for worker in workers]
+    readying = asyncio.gather(*(worker.ready() for worker in workers))
     try:
-        readying = asyncio.gather(*(worker.ready() for worker in workers))
-        try:
-            # Whichever comes first: everyone ready, or a run that ended (failed) early.
-            watched: set[asyncio.Future[Any]] = {readying, *tasks}
-            await asyncio.wait(watched, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            if not readying.done():
-                readying.cancel()
-            await asyncio.gather(readying, return_exceptions=True)
+        # Whichever comes first: everyone ready, or a run that ended early.
+        watched: set[asyncio.Future[Any]] = {readying, *tasks}
+        await asyncio.wait(watched, return_when=asyncio.FIRST_COMPLETED)
         for task in tasks:
-            if task.done() and task.exception() is not None:
+            if task.done() and not task.cancelled() and task.exception() is not None:
                 raise task.exception()  # type: ignore[misc]
+        if not readying.done():
+            raise WorkerStopped("a worker whose run() returned before it was ready")
         readying.result()
         yield
     finally:
         for worker in workers:
             worker.stop()
+        readying.cancel()
         outcomes = await asyncio.gather(*tasks, return_exceptions=True)
+        # Retrieved, so an error that settled it is not reported as never seen.
+        await asyncio.gather(readying, return_exceptions=True)
     for outcome in outcomes:
         if isinstance(outcome, BaseException):
             raise outcome
