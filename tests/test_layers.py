@@ -16,7 +16,13 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("events", ("eventcore.events",)),
     (
         "plumbing",
-        ("eventcore._schema_version", "eventcore._sqlite", "eventcore._nats", "eventcore.leases"),
+        (
+            "eventcore._schema_version",
+            "eventcore._sqlite",
+            "eventcore._nats",
+            "eventcore.leases",
+            "eventcore.lifecycle",
+        ),
     ),
     ("store", ("eventcore.store",)),
     (

@@ -18,6 +18,7 @@ MODULES = [
     "eventcore.types",
     "eventcore.errors",
     "eventcore.events",
+    "eventcore.lifecycle",
     "eventcore.command",
     "eventcore.store",
     "eventcore.store.protocol",

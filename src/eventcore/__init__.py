@@ -36,9 +36,11 @@ from eventcore.errors import (
     TooManyStreams,
     UndeclaredStream,
     UnknownEventType,
+    WorkerStopped,
 )
 from eventcore.events import Event, EventRegistry
 from eventcore.executor import Executor
+from eventcore.lifecycle import Worker
 from eventcore.messaging import (
     Bus,
     DeadLetter,
@@ -145,6 +147,8 @@ __all__ = [
     "UndeclaredStream",
     "UnknownEventType",
     "VersionRetired",
+    "Worker",
+    "WorkerStopped",
     "Writes",
     "__version__",
     "handles",

@@ -38,6 +38,7 @@
     │   ├── BusUnavailable
     │   └── BusClosed
     ├── TransformFailed              a federation rule could not transform one event
+    ├── WorkerStopped                a worker was stopped before it was ready
     ├── ServiceCallError             a call to another service failed; it may succeed later
     │   ├── CircuitOpen              the target's breaker refused the call: nothing was sent
     │   ├── ServiceUnavailable       no live instance, or every attempt failed
@@ -97,6 +98,7 @@ __all__ = [
     "TransformFailed",
     "UndeclaredStream",
     "UnknownEventType",
+    "WorkerStopped",
 ]
 
 
@@ -443,6 +445,15 @@ class CallTimeout(ServiceCallError, TimeoutError):
 
 
 # --- installation ----------------------------------------------------------------------------
+
+
+class WorkerStopped(EventcoreError):
+    """A long-running worker (relay, subscriber, projection runner) was stopped before it
+    was ready: nothing it would have become ready for is going to happen."""
+
+    def __init__(self, worker: str) -> None:
+        self.worker = worker
+        super().__init__(f"{worker} was stopped before it was ready")
 
 
 class MissingDependency(EventcoreError, ImportError):

@@ -135,8 +135,7 @@ async def test_a_failing_handler_stops_the_runner_and_writes_nothing_of_its_batc
     )
     runner = ProjectionRunner(Broken(), target, Source("orders", store, registry), batch_size=5)
 
-    with pytest.raises(ExceptionGroup) as raised:
+    with pytest.raises(RuntimeError, match="bug in a handler"):
         await runner.run()
 
-    assert raised.group_contains(RuntimeError)
     assert len(await table(target, "SELECT * FROM orders")) == 5  # the first batch only

@@ -16,7 +16,12 @@ never skips one.
 A batch the bus refuses (``BusError``: the server is down, a timeout) is published
 again, with backoff, until the bus takes it; batches behind it wait. The relay never
 gives up and never moves past an event it could not publish: a stuck relay shows in
-its lag and ``last_error``, not as a lost event.
+its lag and ``last_error``, not as a lost event. A closed bus or store (``BusClosed``,
+``StoreClosed``) is not an outage — nothing would reopen it — and ends ``run`` with
+that error at once; the checkpoint stays where the bus last took it.
+
+The relay is a ``Worker`` (``eventcore.lifecycle``): it is ready once it has loaded
+its checkpoint and knows where it starts.
 
 The checkpoint is bound to the store it counts: it keeps the store's id
 (``EventStore.store_id``) beside the position. The bus can outlive the store — a
@@ -44,7 +49,8 @@ from typing import Final
 
 import msgspec
 
-from eventcore.errors import BusError, InvalidInput
+from eventcore.errors import BusClosed, BusError, InvalidInput
+from eventcore.lifecycle import Readiness
 from eventcore.messaging.bus import Bus, OutgoingMessage
 from eventcore.messaging.envelope import encode_envelope, envelopes_of
 from eventcore.messaging.names import check_name
@@ -145,6 +151,7 @@ class Relay:
         self._republished = 0
         self._last_error: str | None = None
         self._stopping = False
+        self._readiness = Readiness(f"relay {service!r}")
         self._rng = random.Random()
 
     @property
@@ -159,9 +166,15 @@ class Relay:
     def stop(self) -> None:
         """Let ``run`` return after settling what is in flight (and saving the checkpoint)."""
         self._stopping = True
+        self._readiness.stopped()
         self._room.set()
         if self._follower is not None:
             self._follower.stop()
+
+    async def ready(self) -> None:
+        """Return once ``run`` has loaded the checkpoint and starts publishing from it;
+        raise what failed ``run`` before that, or ``WorkerStopped``."""
+        await self._readiness.wait()
 
     def status(self) -> RelayStatus:
         head = self._follower.head if self._follower is not None else self._position
@@ -192,7 +205,17 @@ class Relay:
             await self._moved.wait()
 
     async def run(self) -> None:
-        start = await self._starting_position()
+        """Publish until ``stop()``. Raises the store's or bus's error that ended it
+        (``StoreClosed``, ``BusClosed``: closed under it); a bus outage is waited out.
+        Stopped before it starts, it returns at once."""
+        if self._stopping:
+            self._moved.set()  # ``published`` callers: nothing more is coming
+            return
+        try:
+            start = await self._starting_position()
+        except BaseException as error:
+            self._readiness.fail(error)
+            raise
         # Wake ``published`` callers already waiting for a position the checkpoint covers.
         self._moved.set()
         follower = LogFollower(
@@ -204,6 +227,7 @@ class Relay:
         self._follower = follower
         if self._stopping:
             follower.stop()
+        self._readiness.set()
         try:
             async with asyncio.TaskGroup() as group:
                 settling = group.create_task(self._settle_in_order())
@@ -341,6 +365,8 @@ class Relay:
         while True:
             try:
                 await publishing
+            except BusClosed:
+                raise
             except BusError as error:
                 attempt += 1
                 self._last_error = f"{type(error).__name__}: {error}"
@@ -363,6 +389,8 @@ class Relay:
             try:
                 await self._bus.save_checkpoint(self._service, checkpoint)
                 break
+            except BusClosed:
+                raise
             except BusError as error:
                 # The position is still right in memory; only a crash now would make
                 # the next run republish from the older checkpoint.

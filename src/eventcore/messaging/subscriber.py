@@ -27,6 +27,11 @@ is the first of the next such batch, and only the first may be parked for its
 deliveries (``_settle_carefully``). Deliveries this subscriber gave back untried (at the
 half-time mark, or on ``stop``) are remembered and not counted.
 
+The subscriber is a ``Worker`` (``eventcore.lifecycle``): it is ready once it has
+joined its group and its first fetch (which does not wait for messages) has taken the
+partitions the assignment gives it — none while the group has more members than
+partitions: it stands by, and takes some over as others leave.
+
 No message ends ``run``: whatever reading or handling one raises is that message's
 outcome (``_subscriber_handling``), and a dead-letter box that fails to keep a letter
 leaves the message unsettled, to come again.
@@ -46,6 +51,7 @@ import msgspec
 
 from eventcore.errors import BusClosed, BusError, InvalidInput
 from eventcore.events import Event, EventRegistry
+from eventcore.lifecycle import Readiness
 from eventcore.messaging._subscriber_handling import Handling, Outcome, describe
 from eventcore.messaging.bus import (
     DEFAULT_ACK_WAIT,
@@ -142,6 +148,7 @@ class Subscriber:
             rng=random.Random(),
         )
         self._consumer: Consumer | None = None
+        self._readiness = Readiness(f"subscriber of group {group!r} on {topic!r}")
         #: Deliveries given back without being tried, per (partition, sequence).
         self._untried: dict[_Key, int] = {}
         self._handled = self._ignored = self._retried = self._dead_lettered = 0
@@ -173,6 +180,12 @@ class Subscriber:
         """Ask ``run`` to return: it finishes (or gives back) the batch in hand and
         leaves the group."""
         self._stopping.set()
+        self._readiness.stopped()
+
+    async def ready(self) -> None:
+        """Return once ``run`` has joined the group and taken its partitions; raise what
+        failed ``run`` before that (the bus's error), or ``WorkerStopped``."""
+        await self._readiness.wait()
 
     async def run(self) -> None:
         """Join the group and handle messages until ``stop``.
@@ -183,16 +196,20 @@ class Subscriber:
         failures are waited out (``retry_poll``) and ``status().last_error`` shows them."""
         if self._stopping.is_set():
             return
-        consumer = await self._bus.consumer(
-            self._topic, self._group, member=self._member, ack_wait=self._ack_wait
-        )
-        self._consumer = consumer
         try:
-            await self._loop(consumer)
-        finally:
-            # Leaving hands this member's partitions (and anything unsettled) to the
-            # others; it must happen even when run() is cancelled.
-            await asyncio.shield(consumer.aclose())
+            consumer = await self._bus.consumer(
+                self._topic, self._group, member=self._member, ack_wait=self._ack_wait
+            )
+            self._consumer = consumer
+            try:
+                await self._loop(consumer)
+            finally:
+                # Leaving hands this member's partitions (and anything unsettled) to the
+                # others; it must happen even when run() is cancelled.
+                await asyncio.shield(consumer.aclose())
+        except BaseException as error:
+            self._readiness.fail(error)
+            raise
 
     async def _loop(self, consumer: Consumer) -> None:
         next_retry_poll = time.monotonic()
@@ -202,7 +219,11 @@ class Subscriber:
                     await self._run_retries()
                     next_retry_poll = time.monotonic() + self._retry_poll
                 wait = min(_FETCH_WAIT, max(0.0, next_retry_poll - time.monotonic()))
-                deliveries = await self._fetch(consumer, wait)
+                # The first fetch takes the partitions without waiting for a message:
+                # the subscriber is ready once it has them.
+                ready = self._readiness.is_ready
+                deliveries = await self._fetch(consumer, wait if ready else 0.0)
+                self._readiness.set()
                 if deliveries:
                     await self._settle(consumer, deliveries)
             except BusClosed:

@@ -19,6 +19,10 @@ skip the new store's first events or apply them over the old state: rebuild the
 projection from the new store. A checkpoint saved before checkpoints kept their store is
 taken as this store's up to its head (and bound to it at once); above the head it is
 proof of another log.
+
+The runner is a ``Worker`` (``eventcore.lifecycle``): it is ready once it has loaded
+its version and every source's checkpoint and follows them. A closed store or target
+(``StoreClosed``) ends ``run`` with that error rather than being waited out.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from dataclasses import dataclass
 import msgspec
 
 from eventcore.events import EventRegistry
+from eventcore.lifecycle import Readiness
 from eventcore.projection.errors import CheckpointMismatch, InvalidProjection, VersionRetired
 from eventcore.projection.projection import Projection
 from eventcore.projection.target import Batch, Target
@@ -117,6 +122,7 @@ class ProjectionRunner:
         self._rates = {name: _Rate() for name in names}
         self._following = asyncio.Event()
         self._stopping = False
+        self._readiness = Readiness(f"projection runner of {projection.name!r}")
 
     @property
     def version(self) -> int | None:
@@ -126,10 +132,25 @@ class ProjectionRunner:
     def stop(self) -> None:
         """Let ``run`` return once each source's batch in hand is committed."""
         self._stopping = True
+        self._readiness.stopped()
         for follower in self._followers.values():
             follower.stop()
 
+    async def ready(self) -> None:
+        """Return once ``run`` has loaded the version and checkpoints and follows the
+        sources; raise what failed ``run`` before that, or ``WorkerStopped``."""
+        await self._readiness.wait()
+
     async def run(self) -> None:
+        """Apply events until ``stop()``; raises what ended it (``CheckpointMismatch``,
+        a store's or target's error)."""
+        try:
+            await self._run_versions()
+        except BaseException as error:
+            self._readiness.fail(error)
+            raise
+
+    async def _run_versions(self) -> None:
         while not self._stopping:
             switched = False
             try:
@@ -164,11 +185,18 @@ class ProjectionRunner:
         }
         if self._stopping:
             return
+        self._readiness.set()
         self._following.set()
         try:
             async with asyncio.TaskGroup() as group:
                 for source in self._sources:
                     group.create_task(self._follow(source, version, self._followers[source.name]))
+        except BaseExceptionGroup as failures:
+            # Almost always one source's failure (its store closed, a handler's bug):
+            # raised as itself, so callers catch StoreClosed rather than unpack a group.
+            if len(failures.exceptions) == 1:
+                raise failures.exceptions[0] from None
+            raise
         finally:
             # These followers are done: wake whoever waits on them (``caught_up``).
             self._following.clear()

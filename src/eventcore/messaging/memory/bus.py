@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from eventcore.errors import BusClosed, InvalidInput
-from eventcore.leases.memory import MemoryLeases
+from eventcore.leases import KeepAlive, MemoryLeases
 from eventcore.messaging._input import (
     check_checkpoint,
     check_delay,
@@ -234,7 +234,9 @@ class MemoryConsumer:
         # Which owned partition a fetch looks at first, so a small ``max_messages``
         # does not starve the higher partitions.
         self._start_at = 0
-        self._renewer: asyncio.Task[None] | None = None
+        self._keep_alive = KeepAlive(
+            assignment.renew, ttl=assignment.ttl, name=f"eventcore-memory-lease-{self.member}"
+        )
         self._closed = False
 
     @property
@@ -246,14 +248,7 @@ class MemoryConsumer:
         return self._assignment.owned
 
     def _start(self) -> None:
-        self._renewer = asyncio.get_running_loop().create_task(
-            self._renew_forever(), name=f"eventcore-memory-lease-{self.member}"
-        )
-
-    async def _renew_forever(self) -> None:
-        while True:
-            await asyncio.sleep(self._assignment.ttl / 3)
-            await self._assignment.renew()
+        self._keep_alive.start()
 
     def _check_open(self) -> None:
         if self._closed:
@@ -394,10 +389,7 @@ class MemoryConsumer:
         if self._closed:
             return
         self._closed = True
-        if self._renewer is not None:
-            self._renewer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._renewer
+        await self._keep_alive.aclose()
         self._cursors.clear()
         await self._assignment.leave()
         self._bus._consumers.discard(self)

@@ -21,6 +21,7 @@ from nats.js.errors import BadRequestError
 
 from eventcore._nats.errors import translated
 from eventcore.errors import BusClosed, BusError
+from eventcore.leases import KeepAlive
 from eventcore.leases.nats import KvLeases
 from eventcore.messaging._input import check_delay, check_delivery, check_fetch
 from eventcore.messaging.assignment import PartitionAssignment
@@ -69,7 +70,12 @@ class NatsConsumer:
         self._readers: dict[int, PartitionReader] = {}
         self._lock = asyncio.Lock()
         self._arrival = asyncio.Event()
-        self._renewer: asyncio.Task[None] | None = None
+        self._keep_alive = KeepAlive(
+            self._assignment.renew,
+            ttl=lease_ttl,
+            name=f"eventcore-nats-lease-{member}",
+            lock=self._lock,
+        )
         self._rebalanced_at = 0.0
         # Often enough that a partition given up by a leaving member is taken over soon.
         self._rebalance_every = min(max(lease_ttl / 10, 0.05), 1.0)
@@ -86,23 +92,8 @@ class NatsConsumer:
     async def start(self) -> None:
         async with self._lock:
             await self._assignment.renew()
-        self._renewer = asyncio.create_task(
-            self._renew_forever(), name=f"eventcore-nats-lease-{self.member}"
-        )
-
-    async def _renew_forever(self) -> None:
-        # ``while not closed`` rather than ``while True``: nats-py swallows a
-        # CancelledError that lands inside some of its calls (``_flush_pending``), so a
-        # renewal cancelled mid-call carries on, and only this flag ends the loop.
-        while not self._closed:
-            # A little under the ttl / 3 after which ``rebalance`` renews by itself, on the
-            # fetch path, should this task be late.
-            await asyncio.sleep(self._assignment.ttl / 4)
-            # A failed renewal (server away) is tried again next round; the leases run
-            # out meanwhile, which is what should happen to a member that cannot be seen.
-            with contextlib.suppress(BusError):
-                async with self._lock:
-                    await self._assignment.renew()
+        # Should it be late, ``rebalance`` renews by itself on the fetch path.
+        self._keep_alive.start()
 
     def _check_open(self) -> None:
         if self._closed:
@@ -248,11 +239,8 @@ class NatsConsumer:
             return
         self._closed = True
         self._arrival.set()
-        if self._renewer is not None:
-            self._renewer.cancel()
-            # Bounded: see ``_renew_forever`` — a swallowed cancel ends it at its next
-            # round instead, within one sleep.
-            await asyncio.wait({self._renewer}, timeout=self._assignment.ttl)
+        # Bounded, even if nats-py swallows the cancel (``KeepAlive.aclose``).
+        await self._keep_alive.aclose()
         with contextlib.suppress(BusError):
             async with self._lock:
                 # Hands every partition over (``_hand_over``) before releasing its lease.

@@ -14,14 +14,14 @@ every few milliseconds at first and less often while nothing comes.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import sqlite3
 import time
 from collections.abc import Callable, Sequence
 from typing import Final
 
-from eventcore.errors import BusClosed, BusError, InvalidInput
+from eventcore.errors import BusClosed, InvalidInput
+from eventcore.leases import KeepAlive
 from eventcore.messaging._input import check_delay, check_delivery, check_fetch
 from eventcore.messaging._wakeup import Wakeup
 from eventcore.messaging.assignment import PartitionAssignment
@@ -77,7 +77,12 @@ class SqliteConsumer:
         # What this member handed out and has not settled: partition → sequence → attempt.
         self._unsettled: dict[int, dict[int, int]] = {}
         self._start_at = 0
-        self._renewer: asyncio.Task[None] | None = None
+        self._keep_alive = KeepAlive(
+            assignment.renew,
+            ttl=assignment.ttl,
+            name=f"eventcore-sqlite-lease-{assignment.member}",
+            lock=self._lock,
+        )
         self._background: set[asyncio.Future[None]] = set()
         self._closed = False
 
@@ -102,21 +107,7 @@ class SqliteConsumer:
     async def _join(self) -> None:
         async with self._lock:
             await self._assignment.renew()
-        self._renewer = asyncio.get_running_loop().create_task(
-            self._renew_forever(), name=f"eventcore-sqlite-lease-{self.member}"
-        )
-
-    async def _renew_forever(self) -> None:
-        while True:
-            await asyncio.sleep(self._assignment.ttl / 3)
-            try:
-                async with self._lock:
-                    await self._assignment.renew()
-            except BusClosed:
-                return
-            except BusError as error:
-                # The next renewal may succeed; a lease lost meanwhile is noticed then.
-                _logger.warning("renewing leases of %s failed: %s", self.member, error)
+        self._keep_alive.start()
 
     def _check_open(self) -> None:
         if self._closed:
@@ -129,10 +120,7 @@ class SqliteConsumer:
         self._closed = True
         self._on_close(self)
         self._wakeup.fire()
-        if self._renewer is not None:
-            self._renewer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._renewer
+        await self._keep_alive.aclose()
         if self._worker.closed:
             return
         open_deliveries = [
