@@ -24,6 +24,7 @@ proof of another log.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -31,6 +32,7 @@ from dataclasses import dataclass
 import msgspec
 
 from eventcore.events import EventRegistry
+from eventcore.instrumentation import BatchApplied, BatchStarted, FanOut, Hooks, resolve
 from eventcore.projection.errors import CheckpointMismatch, InvalidProjection, VersionRetired
 from eventcore.projection.projection import Projection
 from eventcore.projection.target import Batch, Target
@@ -41,6 +43,8 @@ from eventcore.store.protocol import EventStore
 __all__ = ["ProjectionRunner", "ProjectionStatus", "Source", "SourceStatus"]
 
 #: Weight of the newest batch in the events/s figure (an exponential moving average).
+_logger = logging.getLogger(__name__)
+
 _RATE_WEIGHT = 0.2
 
 
@@ -101,6 +105,7 @@ class ProjectionRunner:
         version: int | None = None,
         batch_size: int = 1000,
         poll_interval: float = DEFAULT_POLL_INTERVAL,
+        hooks: Hooks | None = None,
     ) -> None:
         self._sources = (sources,) if isinstance(sources, Source) else tuple(sources)
         names = [source.name for source in self._sources]
@@ -117,6 +122,7 @@ class ProjectionRunner:
         self._rates = {name: _Rate() for name in names}
         self._following = asyncio.Event()
         self._stopping = False
+        self._hooks = resolve(hooks)
 
     @property
     def version(self) -> int | None:
@@ -164,6 +170,12 @@ class ProjectionRunner:
         }
         if self._stopping:
             return
+        _logger.info(
+            "projection %s: version %d starts at %s",
+            projection.name,
+            version,
+            ", ".join(f"{name} position {position}" for name, position in start.items()),
+        )
         self._following.set()
         try:
             async with asyncio.TaskGroup() as group:
@@ -198,11 +210,52 @@ class ProjectionRunner:
         handlers = self._projection.handlers_for(source.name)
         rate = self._rates[source.name]
         store_id = self._store_ids[source.name]
+        name = self._projection.name
+        behind = True
         async for events in follower.batches():
             batch = Batch(
                 source.name, events, handlers, source.registry, rate.update(len(events)), store_id
             )
-            await self._target.commit(self._projection, version, batch)
+            if self._hooks is None:
+                await self._target.commit(self._projection, version, batch)
+            else:
+                await self._observed_commit(self._hooks, source.name, version, batch, follower)
+            # Logged once per stretch of catching up, not per batch.
+            caught_up = follower.head <= max(follower.scanned, events[-1].position)
+            if caught_up and behind:
+                _logger.info(
+                    "projection %s: source %s caught up at position %d (version %d)",
+                    name,
+                    source.name,
+                    events[-1].position,
+                    version,
+                )
+            behind = not caught_up
+
+    async def _observed_commit(
+        self, hooks: FanOut, source: str, version: int, batch: Batch, follower: LogFollower
+    ) -> None:
+        events = batch.events
+        scope = hooks.batch_started(
+            BatchStarted(
+                projection=self._projection.name, source=source, version=version, events=events
+            )
+        )
+        started = time.perf_counter()
+        await self._target.commit(self._projection, version, batch)
+        last = events[-1].position
+        hooks.batch_applied(
+            BatchApplied(
+                projection=self._projection.name,
+                source=source,
+                version=version,
+                events=len(events),
+                position=last,
+                lag_events=max(follower.head - max(follower.scanned, last), 0),
+                seconds=time.perf_counter() - started,
+            ),
+            scope,
+        )
 
     async def caught_up(self) -> None:
         """Return once every source has processed its log up to the head it has now
