@@ -30,7 +30,14 @@ from eventcore import (
     Writes,
     open_store,
 )
-from eventcore.instrumentation import NO_HOOKS, FanOut, Hooks, install_hooks
+from eventcore.instrumentation import (
+    NO_HOOKS,
+    DeadLettered,
+    DeliveryFinished,
+    FanOut,
+    Hooks,
+    install_hooks,
+)
 from eventcore.messaging import Bus, open_bus
 from eventcore.messaging.relay import Relay
 from eventcore.messaging.subscriber import Received, Subscriber
@@ -142,6 +149,26 @@ class Recorder(Hooks):
         return calls
 
 
+class Settled(Hooks):
+    """Sets ``done`` once ``count`` messages were handled or parked."""
+
+    def __init__(self, count: int) -> None:
+        self.left = count
+        self.done = asyncio.Event()
+
+    def _one(self) -> None:
+        self.left -= 1
+        if self.left == 0:
+            self.done.set()
+
+    def delivery_finished(self, event: DeliveryFinished, scope: object) -> None:
+        if event.outcome == "handled":
+            self._one()
+
+    def dead_lettered(self, event: DeadLettered) -> None:
+        self._one()
+
+
 class Raising(Hooks):
     """Raises in every method it has."""
 
@@ -251,6 +278,7 @@ async def deliver_all(site: Site) -> Subscriber:
             failed.add(received.envelope.id)
             raise RuntimeError("a passing failure")
 
+    settled = Settled(2)
     subscriber = Subscriber(
         site.bus,
         TOPIC,
@@ -258,12 +286,11 @@ async def deliver_all(site: Site) -> Subscriber:
         group="ledger",
         registry=registry,
         retry_backoff=(0.001, 0.005),
-        hooks=site.hooks,
+        hooks=FanOut(site.hooks, settled),
     )
     running = asyncio.create_task(subscriber.run())
     async with asyncio.timeout(PATIENCE):
-        while (status := subscriber.status()).handled + status.dead_lettered < 2:
-            await asyncio.sleep(0.01)
+        await settled.done.wait()
     subscriber.stop()
     await running
     return subscriber
