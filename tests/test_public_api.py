@@ -19,6 +19,7 @@ MODULES = [
     "eventcore.errors",
     "eventcore.events",
     "eventcore.command",
+    "eventcore.instrumentation",
     "eventcore.store",
     "eventcore.store.protocol",
     "eventcore.store.payload",
