@@ -24,6 +24,7 @@ from eventcore import (
     EventStore,
     Executor,
     Metadata,
+    RetriesExhausted,
     RetryPolicy,
     StoredEvent,
     StreamId,
@@ -406,6 +407,27 @@ async def test_a_command_with_a_conflict_reports_its_reads_appends_retry_and_out
 ) -> None:
     await run_command(site)
     assert recorder.take() == command_sequence(backend)
+
+
+async def test_a_command_out_of_retries_reports_its_failure(site: Site, recorder: Recorder) -> None:
+    executor = Executor(
+        cast(EventStore, Rival(site.store)),
+        registry,
+        retry=RetryPolicy(max_attempts=1),
+        hooks=site.hooks,
+    )
+    with pytest.raises(RetriesExhausted):
+        await executor.execute(Deposit(account=ACCOUNT, amount=5))
+    assert recorder.take()[-1] == (
+        "command_failed",
+        {
+            "command": "Deposit",
+            "error": "RetriesExhausted",
+            "attempts": 1,
+            "conflicts": 1,
+            "streams_read": 1,
+        },
+    )
 
 
 async def test_a_relay_publish_reports_the_batch_and_how_far_it_got(
