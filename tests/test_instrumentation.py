@@ -23,12 +23,18 @@ from eventcore import (
     EventRegistry,
     EventStore,
     Executor,
+    MemoryTarget,
+    MemoryTransaction,
     Metadata,
+    Projection,
+    ProjectionRunner,
     RetriesExhausted,
     RetryPolicy,
+    Source,
     StoredEvent,
     StreamId,
     Writes,
+    handles,
     open_store,
 )
 from eventcore.instrumentation import (
@@ -144,6 +150,13 @@ class Recorder(Hooks):
 
     def dead_lettered(self, event: Any) -> None:
         self._keep("dead_lettered", event)
+
+    def batch_started(self, event: Any) -> object:
+        return self._keep("batch_started", event)
+
+    def batch_applied(self, event: Any, scope: object) -> None:
+        assert scope == "batch_started"
+        self._keep("batch_applied", event)
 
     def take(self) -> list[tuple[str, dict[str, Any]]]:
         calls, self.calls = self.calls, []
@@ -451,6 +464,31 @@ async def test_a_delivery_reports_its_retry_its_handling_and_its_dead_letter(
     fetched = [fields["count"] for method, fields in calls if method == "deliveries_fetched"]
     assert sum(fetched) == 2
     assert [call for call in calls if call[0] != "deliveries_fetched"] == delivery_sequence(*ids)
+
+
+class Balance(Projection):
+    name = "balance"
+
+    @handles(Deposited)
+    async def deposited(self, tx: MemoryTransaction, event: Deposited, stored: StoredEvent) -> None:
+        tx.state["total"] = tx.state.get("total", 0) + event.amount
+
+
+async def test_a_projection_batch_reports_its_events_and_lag(
+    site: Site, recorder: Recorder
+) -> None:
+    await run_command(site)
+    recorder.take()
+    target = MemoryTarget()
+    runner = ProjectionRunner(
+        Balance(), target, Source("bank", site.store, registry), hooks=site.hooks
+    )
+    await runner.catch_up()
+    where = {"projection": "balance", "source": "bank", "version": 1}
+    assert recorder.take() == [
+        ("batch_started", {**where, "events": [1, 2]}),
+        ("batch_applied", {**where, "events": 2, "position": 2, "lag_events": 0, "error": None}),
+    ]
 
 
 async def test_a_hook_that_raises_breaks_nothing_and_the_others_still_hear_everything(

@@ -237,12 +237,16 @@ class BatchStarted(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class BatchApplied(msgspec.Struct, frozen=True, kw_only=True):
+    """``error`` is None when the batch and its checkpoint committed; ``position`` is
+    its last event's, ``lag_events`` what the source's log holds past it."""
+
     projection: str
     source: str
     version: int
     events: int
     position: int
     lag_events: int
+    error: BaseException | None
     seconds: float
 
 

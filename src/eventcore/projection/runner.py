@@ -242,20 +242,27 @@ class ProjectionRunner:
             )
         )
         started = time.perf_counter()
-        await self._target.commit(self._projection, version, batch)
         last = events[-1].position
-        hooks.batch_applied(
-            BatchApplied(
-                projection=self._projection.name,
-                source=source,
-                version=version,
-                events=len(events),
-                position=last,
-                lag_events=max(follower.head - max(follower.scanned, last), 0),
-                seconds=time.perf_counter() - started,
-            ),
-            scope,
-        )
+        error: BaseException | None = None
+        try:
+            await self._target.commit(self._projection, version, batch)
+        except BaseException as failure:
+            error = failure
+            raise
+        finally:
+            hooks.batch_applied(
+                BatchApplied(
+                    projection=self._projection.name,
+                    source=source,
+                    version=version,
+                    events=len(events),
+                    position=last,
+                    lag_events=max(follower.head - max(follower.scanned, last), 0),
+                    error=error,
+                    seconds=time.perf_counter() - started,
+                ),
+                scope,
+            )
 
     async def caught_up(self) -> None:
         """Return once every source has processed its log up to the head it has now
