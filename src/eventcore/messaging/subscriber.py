@@ -220,6 +220,7 @@ class Subscriber:
         next_retry_poll = time.monotonic()
         names = (self._topic, self._group)
         outage = False
+        owned = consumer.partitions
         while not self._stopping.is_set():
             try:
                 if time.monotonic() >= next_retry_poll:
@@ -230,6 +231,14 @@ class Subscriber:
                 if outage:
                     outage = False
                     _logger.info("subscriber %s/%s: the bus answers again", *names)
+                if consumer.partitions != owned:
+                    owned = consumer.partitions
+                    _logger.info(
+                        "subscriber %s/%s: member %s now owns partitions %s",
+                        *names,
+                        consumer.member,
+                        sorted(owned),
+                    )
                 if deliveries:
                     if self._hooks is not None:
                         self._hooks.deliveries_fetched(

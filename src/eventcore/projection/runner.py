@@ -42,9 +42,9 @@ from eventcore.store.protocol import EventStore
 
 __all__ = ["ProjectionRunner", "ProjectionStatus", "Source", "SourceStatus"]
 
-#: Weight of the newest batch in the events/s figure (an exponential moving average).
 _logger = logging.getLogger(__name__)
 
+#: Weight of the newest batch in the events/s figure (an exponential moving average).
 _RATE_WEIGHT = 0.2
 
 
@@ -220,9 +220,10 @@ class ProjectionRunner:
                 await self._target.commit(self._projection, version, batch)
             else:
                 await self._observed_commit(self._hooks, source.name, version, batch, follower)
-            # Logged once per stretch of catching up, not per batch.
-            caught_up = follower.head <= max(follower.scanned, events[-1].position)
-            if caught_up and behind:
+            # Logged once per run of the version: under a steady flow a follower is
+            # caught up and behind by turns, and a line each time would be noise.
+            if behind and follower.head <= max(follower.scanned, events[-1].position):
+                behind = False
                 _logger.info(
                     "projection %s: source %s caught up at position %d (version %d)",
                     name,
@@ -230,7 +231,6 @@ class ProjectionRunner:
                     events[-1].position,
                     version,
                 )
-            behind = not caught_up
 
     async def _observed_commit(
         self, hooks: FanOut, source: str, version: int, batch: Batch, follower: LogFollower
