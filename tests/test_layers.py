@@ -14,6 +14,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "src" / "eventcore"
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("values", ("eventcore._version", "eventcore.types", "eventcore.errors")),
     ("events", ("eventcore.events",)),
+    ("instrumentation", ("eventcore.instrumentation",)),
     (
         "plumbing",
         (

@@ -20,6 +20,7 @@ MODULES = [
     "eventcore.events",
     "eventcore.lifecycle",
     "eventcore.command",
+    "eventcore.instrumentation",
     "eventcore.store",
     "eventcore.store.protocol",
     "eventcore.store.payload",

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import time
 import uuid
 from collections.abc import Mapping
 from typing import Any
@@ -15,6 +16,15 @@ from typing import Any
 from eventcore.command import Command
 from eventcore.errors import CommandTimeout, ConcurrencyConflict, InvalidInput
 from eventcore.events import EventRegistry
+from eventcore.instrumentation import (
+    CommandFailed,
+    CommandFinished,
+    CommandRetried,
+    CommandStarted,
+    FanOut,
+    Hooks,
+    resolve,
+)
 from eventcore.pipeline import (
     Append,
     CommandResult,
@@ -50,6 +60,7 @@ class Executor:
         max_streams: int = DEFAULT_MAX_STREAMS,
         cache_size: int = 0,
         rng: random.Random | None = None,
+        hooks: Hooks | None = None,
     ) -> None:
         if max_streams < 1:
             raise InvalidInput(f"max_streams must be at least 1, got {max_streams}")
@@ -61,6 +72,7 @@ class Executor:
         self.max_streams = max_streams
         self._cache = StateCache(cache_size) if cache_size else None
         self._rng = rng or random.Random()
+        self._hooks = resolve(hooks)
 
     async def execute(
         self,
@@ -88,6 +100,67 @@ class Executor:
                 actor=metadata.actor,
                 extra=metadata.extra,
             )
+        hooks = self._hooks
+        if hooks is not None:
+            return await self._observed(hooks, command, metadata, idempotency_key, timeout)
+        return await self._run(command, metadata, idempotency_key, timeout, None)
+
+    async def _observed(
+        self,
+        hooks: FanOut,
+        command: Command[Any],
+        metadata: Metadata,
+        idempotency_key: str | None,
+        timeout: float | None,  # noqa: ASYNC109
+    ) -> CommandResult:
+        name = type(command).__name__
+        started = time.perf_counter()
+        scope = hooks.command_started(
+            CommandStarted(command=name, idempotency_key=idempotency_key, metadata=metadata)
+        )
+        # Asked inside the command's scope, so a tracing hook writes the command span's
+        # context into every event the command appends.
+        metadata = hooks.append_metadata(metadata)
+        run = _Observed(hooks, name, scope)
+        try:
+            result = await self._run(command, metadata, idempotency_key, timeout, run)
+        except BaseException as error:
+            hooks.command_failed(
+                CommandFailed(
+                    command=name,
+                    error=error,
+                    attempts=getattr(error, "attempts", run.appends),
+                    conflicts=run.conflicts,
+                    streams_read=run.streams_read,
+                    seconds=time.perf_counter() - started,
+                ),
+                scope,
+            )
+            raise
+        hooks.command_finished(
+            CommandFinished(
+                command=name,
+                outcome="deduplicated"
+                if result.deduplicated
+                else ("written" if result.event_ids else "nothing"),
+                attempts=result.attempts,
+                conflicts=run.conflicts,
+                streams_read=run.streams_read,
+                events=len(result.event_ids),
+                seconds=time.perf_counter() - started,
+            ),
+            scope,
+        )
+        return result
+
+    async def _run(
+        self,
+        command: Command[Any],
+        metadata: Metadata,
+        idempotency_key: str | None,
+        timeout: float | None,  # noqa: ASYNC109
+        run: _Observed | None,
+    ) -> CommandResult:
         pipeline = run_command(
             command,
             self.registry,
@@ -99,11 +172,11 @@ class Executor:
             rng=self._rng,
         )
         if timeout is None:
-            return await self._drive(pipeline)
+            return await self._drive(pipeline, run)
         deadline = asyncio.timeout(timeout)
         try:
             async with deadline:
-                return await self._drive(pipeline)
+                return await self._drive(pipeline, run)
         except TimeoutError as error:
             # Only our own deadline is a CommandTimeout; a TimeoutError raised by the
             # store (a driver's own timeout) passes through as what it is.
@@ -111,9 +184,10 @@ class Executor:
                 raise
             raise CommandTimeout(type(command).__name__, timeout) from error
 
-    async def _drive(self, pipeline: Any) -> CommandResult:
+    async def _drive(self, pipeline: Any, run: _Observed | None) -> CommandResult:
         outcome: Any = None
         failure: BaseException | None = None
+        conflict: ConcurrencyConflict | None = None
         while True:
             try:
                 effect = pipeline.send(outcome) if failure is None else pipeline.throw(failure)
@@ -122,17 +196,25 @@ class Executor:
                 return result
             outcome, failure = None, None
             if isinstance(effect, ReadStreams):
+                if run is not None:
+                    run.streams_read += len(effect.streams)
                 outcome = await self._read(effect)
             elif isinstance(effect, Append):
+                if run is not None:
+                    run.appends += 1
                 try:
                     outcome = await self.store.append(
                         effect.writes,
                         expected=effect.expected,
                         idempotency_key=effect.idempotency_key,
                     )
-                except ConcurrencyConflict as conflict:
-                    failure = conflict
+                except ConcurrencyConflict as refused:
+                    failure = conflict = refused
+                    if run is not None:
+                        run.conflicts += 1
             elif isinstance(effect, Sleep):
+                if run is not None and conflict is not None:
+                    run.retried(conflict, effect.seconds)
                 await asyncio.sleep(effect.seconds)
             elif isinstance(effect, FindAppend):
                 outcome = await self.store.find_append(effect.idempotency_key)
@@ -146,3 +228,28 @@ class Executor:
             *(read(stream, from_version=version) for stream, version in effect.streams)
         )
         return {stream: events for (stream, _), events in zip(effect.streams, results, strict=True)}
+
+
+class _Observed:
+    """What one observed run did, counted as its effects go by."""
+
+    __slots__ = ("appends", "command", "conflicts", "hooks", "scope", "streams_read")
+
+    def __init__(self, hooks: FanOut, command: str, scope: object) -> None:
+        self.hooks = hooks
+        self.command = command
+        self.scope = scope
+        self.appends = self.conflicts = self.streams_read = 0
+
+    def retried(self, conflict: ConcurrencyConflict, delay: float) -> None:
+        self.hooks.command_retried(
+            CommandRetried(
+                command=self.command,
+                attempt=self.appends,
+                stream_id=str(conflict.stream_id),
+                expected=conflict.expected,
+                actual=conflict.actual,
+                delay=delay,
+            ),
+            self.scope,
+        )

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import time
 from datetime import UTC, datetime
 from typing import Literal
 
@@ -43,6 +44,7 @@ from eventcore.errors import (
     UnknownEventType,
 )
 from eventcore.events import Event, EventRegistry
+from eventcore.instrumentation import DeliveryFinished, DeliveryRetried, DeliveryStarted, FanOut
 from eventcore.messaging.bus import DeadLetter, Delivery
 from eventcore.messaging.envelope import DistributedEvent, decode_envelope
 from eventcore.messaging.inbox import Handler, Received
@@ -90,6 +92,7 @@ class Handling:
         max_message_bytes: int,
         stopping: asyncio.Event,
         rng: random.Random,
+        hooks: FanOut | None = None,
     ) -> None:
         self._topic = topic
         self._group = group
@@ -99,6 +102,7 @@ class Handling:
         self._max_bytes = max_message_bytes
         self._stopping = stopping
         self._rng = rng
+        self._hooks = hooks
         #: The outage a handler is waiting out right now, if any.
         self.outage: str | None = None
 
@@ -158,6 +162,61 @@ class Handling:
             # A ``DecodeError`` by contract; anything else would be a reader's bug, and
             # reading the same bytes again would meet it again.
             return self._failed(delivery, error, before + 1, 0)
+        if self._hooks is None:
+            return await self._handle_envelope(delivery, envelope, before, tries, letter, None)
+        return await self._observed(self._hooks, delivery, envelope, before, tries, letter)
+
+    async def _observed(
+        self,
+        hooks: FanOut,
+        delivery: Delivery,
+        envelope: DistributedEvent,
+        before: int,
+        tries: int,
+        letter: DeadLetter | None,
+    ) -> Outcome:
+        scope = hooks.delivery_started(
+            DeliveryStarted(
+                topic=self._topic,
+                group=self._group,
+                message_id=delivery.message_id,
+                event_type=envelope.type,
+                stream_id=envelope.subject,
+                attempt=delivery.attempt,
+                occurred_at=envelope.time,
+                published_at=delivery.published_at,
+                metadata=envelope.metadata,
+            )
+        )
+        started = time.perf_counter()
+        outcome: Outcome | None = None
+        try:
+            outcome = await self._handle_envelope(delivery, envelope, before, tries, letter, scope)
+            return outcome
+        finally:
+            hooks.delivery_finished(
+                DeliveryFinished(
+                    topic=self._topic,
+                    group=self._group,
+                    message_id=delivery.message_id,
+                    # None: a closed store or bus, or cancellation, ended the handling.
+                    outcome=outcome.kind if outcome is not None else "abandoned",
+                    retries=outcome.retries if outcome is not None else 0,
+                    error=outcome.error if outcome is not None else None,
+                    seconds=time.perf_counter() - started,
+                ),
+                scope,
+            )
+
+    async def _handle_envelope(
+        self,
+        delivery: Delivery,
+        envelope: DistributedEvent,
+        before: int,
+        tries: int,
+        letter: DeadLetter | None,
+        scope: object,
+    ) -> Outcome:
         handler = self._handlers.get(envelope.type)
         if handler is None:
             return Outcome(kind="ignored")
@@ -189,7 +248,20 @@ class Handling:
             except Exception as error:
                 if tried >= tries:
                     return self._failed(delivery, error, before + tried, tried - 1)
-                if await self._stopped_within(self._policy.delay(tried, self._rng)):
+                delay = self._policy.delay(tried, self._rng)
+                if self._hooks is not None:
+                    self._hooks.delivery_retried(
+                        DeliveryRetried(
+                            topic=self._topic,
+                            group=self._group,
+                            message_id=delivery.message_id,
+                            attempt=before + tried,
+                            error=error,
+                            delay=delay,
+                        ),
+                        scope,
+                    )
+                if await self._stopped_within(delay):
                     return Outcome(kind="abandoned", retries=tried - 1, error=describe(error))
             else:
                 self.outage = None

@@ -50,6 +50,7 @@ from typing import Final
 import msgspec
 
 from eventcore.errors import BusClosed, BusError, InvalidInput
+from eventcore.instrumentation import Hooks, PublishFinished, PublishStarted, RelayProgress, resolve
 from eventcore.lifecycle import Readiness
 from eventcore.messaging.bus import Bus, OutgoingMessage
 from eventcore.messaging.envelope import encode_envelope, envelopes_of
@@ -102,6 +103,8 @@ class _Pending(msgspec.Struct):
     messages: list[OutgoingMessage]
     last_position: int
     publishing: asyncio.Task[None]
+    #: The batch's events, for the instrumentation hooks (their trace contexts).
+    events: list[StoredEvent]
 
 
 class Relay:
@@ -121,6 +124,7 @@ class Relay:
         window: int = 4096,
         batch_size: int = 512,
         poll_interval: float = DEFAULT_POLL_INTERVAL,
+        hooks: Hooks | None = None,
     ) -> None:
         check_name("service", service)
         if window < 1 or batch_size < 1:
@@ -153,6 +157,7 @@ class Relay:
         self._stopping = False
         self._readiness = Readiness(f"relay {service!r}")
         self._rng = random.Random()
+        self._hooks = resolve(hooks)
 
     @property
     def service(self) -> str:
@@ -227,6 +232,13 @@ class Relay:
         self._follower = follower
         if self._stopping:
             follower.stop()
+        _logger.info(
+            "relay %s started at position %d of store %s (head %d)",
+            self._service,
+            start,
+            self._store_id,
+            self._head_at_start,
+        )
         self._readiness.set()
         try:
             async with asyncio.TaskGroup() as group:
@@ -255,6 +267,13 @@ class Relay:
             self._pending.clear()
             self._in_flight = 0
             self._moved.set()
+            _logger.info(
+                "relay %s stopped at position %d (checkpoint %d, %d published)",
+                self._service,
+                self._position,
+                self._checkpoint,
+                self._published,
+            )
 
     async def _starting_position(self) -> int:
         """Where this run starts: the bus's checkpoint if it counts this store's log,
@@ -297,8 +316,8 @@ class Relay:
             self._room.clear()
             await self._room.wait()
         self._in_flight += len(messages)
-        publishing = asyncio.ensure_future(self._publish(messages))
-        self._pending.append(_Pending(messages, events[-1].position, publishing))
+        publishing = asyncio.ensure_future(self._publish(messages, events))
+        self._pending.append(_Pending(messages, events[-1].position, publishing, events))
         self._work.set()
 
     def _messages_of(self, events: list[StoredEvent]) -> list[OutgoingMessage]:
@@ -311,9 +330,40 @@ class Relay:
             for (_, topic), envelope in zip(routed, envelopes, strict=True)
         ]
 
-    async def _publish(self, messages: list[OutgoingMessage]) -> None:
-        if messages:
+    async def _publish(
+        self, messages: list[OutgoingMessage], events: list[StoredEvent], attempt: int = 1
+    ) -> None:
+        if not messages:
+            return
+        hooks = self._hooks
+        if hooks is None:
             await self._bus.publish(messages)
+            return
+        scope = hooks.publish_started(
+            PublishStarted(
+                service=self._service,
+                events=events,
+                topics=tuple(dict.fromkeys(message.topic for message in messages)),
+                attempt=attempt,
+            )
+        )
+        started = time.perf_counter()
+        error: BaseException | None = None
+        try:
+            await self._bus.publish(messages)
+        except BaseException as failure:
+            error = failure
+            raise
+        finally:
+            hooks.publish_finished(
+                PublishFinished(
+                    service=self._service,
+                    events=len(messages),
+                    error=error,
+                    seconds=time.perf_counter() - started,
+                ),
+                scope,
+            )
 
     async def _settle_in_order(self) -> None:
         """Wait for each batch's acknowledgement in log order; republish refused ones;
@@ -349,6 +399,16 @@ class Relay:
             self._position = head.last_position
             self._room.set()
             self._moved.set()
+            if self._hooks is not None:
+                status = self.status()
+                self._hooks.relay_progress(
+                    RelayProgress(
+                        service=self._service,
+                        published=len(head.messages),
+                        position=status.position,
+                        lag_events=status.lag_events,
+                    )
+                )
             if time.monotonic() - self._checkpointed_at >= _CHECKPOINT_INTERVAL:
                 await self._save_checkpoint()
 
@@ -374,11 +434,26 @@ class Relay:
                     raise _Abandoned from error
                 if attempt == 1:
                     self._republished += 1
+                    _logger.warning(
+                        "relay %s: the bus refused the batch up to position %d (%s);"
+                        " publishing it again until it is taken",
+                        self._service,
+                        pending.last_position,
+                        self._last_error,
+                    )
                 await asyncio.sleep(_REPUBLISH.delay(min(attempt, 16), self._rng))
-                publishing = asyncio.ensure_future(self._publish(pending.messages))
+                publishing = asyncio.ensure_future(
+                    self._publish(pending.messages, pending.events, attempt + 1)
+                )
                 continue
             if attempt:
                 self._last_error = None
+                _logger.info(
+                    "relay %s: the bus took the batch up to position %d after %d refusals",
+                    self._service,
+                    pending.last_position,
+                    attempt,
+                )
             return
 
     async def _save_checkpoint(self) -> None:

@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import math
 import random
 import time
@@ -51,6 +52,7 @@ import msgspec
 
 from eventcore.errors import BusClosed, BusError, InvalidInput
 from eventcore.events import Event, EventRegistry
+from eventcore.instrumentation import DeadLettered, DeliveriesFetched, Hooks, resolve
 from eventcore.lifecycle import Readiness
 from eventcore.messaging._subscriber_handling import Handling, Outcome, describe
 from eventcore.messaging.bus import (
@@ -70,6 +72,8 @@ __all__ = ["Handler", "Received", "Subscriber", "SubscriberStatus"]
 
 #: The longest a fetch waits for a first message before the loop looks around again.
 _FETCH_WAIT = 1.0
+_logger = logging.getLogger(__name__)
+
 #: The most deliveries given back untried that a subscriber remembers.
 _MAX_UNTRIED = 100_000
 
@@ -122,6 +126,7 @@ class Subscriber:
         member: str | None = None,
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
         retry_poll: float = 2.0,
+        hooks: Hooks | None = None,
     ) -> None:
         self._bus = bus
         self._topic = check_name("topic", topic)
@@ -137,6 +142,7 @@ class Subscriber:
         self._retry_poll = float(retry_poll)
         policy = _policy(max_deliveries, retry_backoff, ack_wait)
         self._stopping = asyncio.Event()
+        self._hooks = resolve(hooks)
         self._handling = Handling(
             topic=topic,
             group=group,
@@ -146,6 +152,7 @@ class Subscriber:
             max_message_bytes=max_message_bytes,
             stopping=self._stopping,
             rng=random.Random(),
+            hooks=self._hooks,
         )
         self._consumer: Consumer | None = None
         self._readiness = Readiness(f"subscriber of group {group!r} on {topic!r}")
@@ -201,18 +208,36 @@ class Subscriber:
                 self._topic, self._group, member=self._member, ack_wait=self._ack_wait
             )
             self._consumer = consumer
+            _logger.info(
+                "subscriber %s/%s: member %s joined, owns partitions %s",
+                self._topic,
+                self._group,
+                consumer.member,
+                sorted(consumer.partitions),
+            )
             try:
                 await self._loop(consumer)
             finally:
                 # Leaving hands this member's partitions (and anything unsettled) to the
                 # others; it must happen even when run() is cancelled.
                 await asyncio.shield(consumer.aclose())
+                _logger.info(
+                    "subscriber %s/%s: member %s left (%d handled, %d dead-lettered)",
+                    self._topic,
+                    self._group,
+                    consumer.member,
+                    self._handled,
+                    self._dead_lettered,
+                )
         except BaseException as error:
             self._readiness.fail(error)
             raise
 
     async def _loop(self, consumer: Consumer) -> None:
         next_retry_poll = time.monotonic()
+        names = (self._topic, self._group)
+        outage = False
+        owned = consumer.partitions
         while not self._stopping.is_set():
             try:
                 if time.monotonic() >= next_retry_poll:
@@ -224,7 +249,24 @@ class Subscriber:
                 ready = self._readiness.is_ready
                 deliveries = await self._fetch(consumer, wait if ready else 0.0)
                 self._readiness.set()
+                if outage:
+                    outage = False
+                    _logger.info("subscriber %s/%s: the bus answers again", *names)
+                if consumer.partitions != owned:
+                    owned = consumer.partitions
+                    _logger.info(
+                        "subscriber %s/%s: member %s now owns partitions %s",
+                        *names,
+                        consumer.member,
+                        sorted(owned),
+                    )
                 if deliveries:
+                    if self._hooks is not None:
+                        self._hooks.deliveries_fetched(
+                            DeliveriesFetched(
+                                topic=self._topic, group=self._group, count=len(deliveries)
+                            )
+                        )
                     await self._settle(consumer, deliveries)
             except BusClosed:
                 raise
@@ -232,6 +274,14 @@ class Subscriber:
                 # The bus is down or failed mid-call: anything unsettled comes again
                 # after ack_wait, and the inbox absorbs what was already done.
                 self._last_error = describe(error)
+                if not outage:
+                    outage = True
+                    _logger.warning(
+                        "subscriber %s/%s: the bus failed (%s); trying again every %g s",
+                        *names,
+                        self._last_error,
+                        self._retry_poll,
+                    )
                 if await self._stopped_within(self._retry_poll):
                     return
 
@@ -403,6 +453,26 @@ class Subscriber:
                 self._last_error = describe(error)
                 return False
             self._dead_lettered += 1
+            letter = outcome.letter
+            _logger.warning(
+                "subscriber %s/%s: parked message %s after %d attempts: %s",
+                letter.topic,
+                letter.group,
+                letter.message_id,
+                letter.attempts,
+                letter.reason,
+            )
+            if self._hooks is not None:
+                self._hooks.dead_lettered(
+                    DeadLettered(
+                        topic=letter.topic,
+                        group=letter.group,
+                        message_id=letter.message_id,
+                        reason=letter.reason,
+                        error_type=letter.error_type,
+                        attempts=letter.attempts,
+                    )
+                )
         elif outcome.kind == "ignored":
             self._ignored += 1
         else:

@@ -28,6 +28,7 @@ its version and every source's checkpoint and follows them. A closed store or ta
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -35,6 +36,7 @@ from dataclasses import dataclass
 import msgspec
 
 from eventcore.events import EventRegistry
+from eventcore.instrumentation import BatchApplied, BatchStarted, FanOut, Hooks, resolve
 from eventcore.lifecycle import Readiness
 from eventcore.projection.errors import CheckpointMismatch, InvalidProjection, VersionRetired
 from eventcore.projection.projection import Projection
@@ -44,6 +46,8 @@ from eventcore.store.follower import DEFAULT_POLL_INTERVAL, LogFollower
 from eventcore.store.protocol import EventStore
 
 __all__ = ["ProjectionRunner", "ProjectionStatus", "Source", "SourceStatus"]
+
+_logger = logging.getLogger(__name__)
 
 #: Weight of the newest batch in the events/s figure (an exponential moving average).
 _RATE_WEIGHT = 0.2
@@ -106,6 +110,7 @@ class ProjectionRunner:
         version: int | None = None,
         batch_size: int = 1000,
         poll_interval: float = DEFAULT_POLL_INTERVAL,
+        hooks: Hooks | None = None,
     ) -> None:
         self._sources = (sources,) if isinstance(sources, Source) else tuple(sources)
         names = [source.name for source in self._sources]
@@ -123,6 +128,7 @@ class ProjectionRunner:
         self._following = asyncio.Event()
         self._stopping = False
         self._readiness = Readiness(f"projection runner of {projection.name!r}")
+        self._hooks = resolve(hooks)
 
     @property
     def version(self) -> int | None:
@@ -185,6 +191,12 @@ class ProjectionRunner:
         }
         if self._stopping:
             return
+        _logger.info(
+            "projection %s: version %d starts at %s",
+            projection.name,
+            version,
+            ", ".join(f"{name} position {position}" for name, position in start.items()),
+        )
         self._readiness.set()
         self._following.set()
         try:
@@ -226,11 +238,59 @@ class ProjectionRunner:
         handlers = self._projection.handlers_for(source.name)
         rate = self._rates[source.name]
         store_id = self._store_ids[source.name]
+        name = self._projection.name
+        behind = True
         async for events in follower.batches():
             batch = Batch(
                 source.name, events, handlers, source.registry, rate.update(len(events)), store_id
             )
+            if self._hooks is None:
+                await self._target.commit(self._projection, version, batch)
+            else:
+                await self._observed_commit(self._hooks, source.name, version, batch, follower)
+            # Logged once per run of the version: under a steady flow a follower is
+            # caught up and behind by turns, and a line each time would be noise.
+            if behind and follower.head <= max(follower.scanned, events[-1].position):
+                behind = False
+                _logger.info(
+                    "projection %s: source %s caught up at position %d (version %d)",
+                    name,
+                    source.name,
+                    events[-1].position,
+                    version,
+                )
+
+    async def _observed_commit(
+        self, hooks: FanOut, source: str, version: int, batch: Batch, follower: LogFollower
+    ) -> None:
+        events = batch.events
+        scope = hooks.batch_started(
+            BatchStarted(
+                projection=self._projection.name, source=source, version=version, events=events
+            )
+        )
+        started = time.perf_counter()
+        last = events[-1].position
+        error: BaseException | None = None
+        try:
             await self._target.commit(self._projection, version, batch)
+        except BaseException as failure:
+            error = failure
+            raise
+        finally:
+            hooks.batch_applied(
+                BatchApplied(
+                    projection=self._projection.name,
+                    source=source,
+                    version=version,
+                    events=len(events),
+                    position=last,
+                    lag_events=max(follower.head - max(follower.scanned, last), 0),
+                    error=error,
+                    seconds=time.perf_counter() - started,
+                ),
+                scope,
+            )
 
     async def caught_up(self) -> None:
         """Return once every source has processed its log up to the head it has now

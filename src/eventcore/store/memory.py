@@ -15,7 +15,9 @@ from datetime import UTC, datetime
 import msgspec
 
 from eventcore.errors import ConcurrencyConflict, DuplicateEventId, StoreClosed
+from eventcore.instrumentation import Hooks, resolve
 from eventcore.store._head_signal import HeadSignal
+from eventcore.store._observed import observe_append, observe_read
 from eventcore.store.protocol import AppendResult
 from eventcore.store.request import DEFAULT_MAX_PAYLOAD_BYTES, AppendRequest
 from eventcore.types import EventId, NewEvent, StoredEvent, StreamHead, StreamId
@@ -24,8 +26,11 @@ __all__ = ["MemoryStore"]
 
 
 class MemoryStore:
-    def __init__(self, *, max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES) -> None:
+    def __init__(
+        self, *, max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES, hooks: Hooks | None = None
+    ) -> None:
         self._max_payload_bytes = max_payload_bytes
+        self._hooks = resolve(hooks)
         self._log: list[StoredEvent] = []
         self._streams: dict[StreamId, list[StoredEvent]] = {}
         self._event_ids: set[EventId] = set()
@@ -41,6 +46,10 @@ class MemoryStore:
     async def __aexit__(self, *_: object) -> None:
         await self.aclose()
 
+    def use_hooks(self, hooks: Hooks | None) -> None:
+        """Call ``hooks`` from now on (None: the process default; ``NO_HOOKS``: none)."""
+        self._hooks = resolve(hooks)
+
     def _check_open(self) -> None:
         if self._closed:
             raise StoreClosed()
@@ -54,6 +63,14 @@ class MemoryStore:
     ) -> AppendResult:
         self._check_open()
         request = AppendRequest.build(writes, expected, idempotency_key, self._max_payload_bytes)
+        if self._hooks is not None:
+            return await observe_append(self._hooks, "memory", request, self._append)
+        return self._commit(request)
+
+    async def _append(self, request: AppendRequest) -> AppendResult:
+        return self._commit(request)
+
+    def _commit(self, request: AppendRequest) -> AppendResult:
         if request.idempotency_key is not None:
             earlier = self._idempotency.get(request.idempotency_key)
             if earlier is not None:
@@ -108,6 +125,11 @@ class MemoryStore:
     async def read_stream(self, stream_id: StreamId, *, from_version: int = 1) -> list[StoredEvent]:
         self._check_open()
         stream_id = StreamId(stream_id)
+        if self._hooks is not None:
+            return await observe_read(self._hooks, "memory", stream_id, from_version, self._read)
+        return list(self._streams.get(stream_id, ())[max(from_version, 1) - 1 :])
+
+    async def _read(self, stream_id: StreamId, from_version: int) -> list[StoredEvent]:
         return list(self._streams.get(stream_id, ())[max(from_version, 1) - 1 :])
 
     async def read_all(

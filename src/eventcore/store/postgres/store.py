@@ -51,7 +51,9 @@ from eventcore.errors import (
     StoreClosed,
     StoreUnavailable,
 )
+from eventcore.instrumentation import Hooks, resolve
 from eventcore.store._head_signal import HeadSignal
+from eventcore.store._observed import observe_append, observe_read
 from eventcore.store.postgres import _read as q
 from eventcore.store.postgres._append_batch import BATCH_STATEMENT
 from eventcore.store.postgres._batch import AppendBatcher, BatchRunner
@@ -178,6 +180,7 @@ class PostgresStore:
         self._max_payload_bytes = max_payload_bytes
         self._sql = _Statements(config.schema)
         self._closed = False
+        self._hooks = resolve(None)
         self._writer = BatchRunner(
             pool,
             self._sql.append_batch,
@@ -322,6 +325,10 @@ class PostgresStore:
                 await self._fail(error, operation)
         raise AssertionError("unreachable")
 
+    def use_hooks(self, hooks: Hooks | None) -> None:
+        """Call ``hooks`` from now on (None: the process default; ``NO_HOOKS``: none)."""
+        self._hooks = resolve(hooks)
+
     # --- writing -------------------------------------------------------------------------
 
     async def append(
@@ -336,6 +343,13 @@ class PostgresStore:
         # Queued for the writer's next batch; never retried after a lost connection (the
         # commit may or may not have happened: only the caller's idempotency key makes a
         # second attempt safe).
+        if self._hooks is not None:
+            return await observe_append(self._hooks, "postgresql", request, self._append)
+        result = await self._batcher.submit(request)
+        self._head.advance(result.last_position)
+        return result
+
+    async def _append(self, request: AppendRequest) -> AppendResult:
         result = await self._batcher.submit(request)
         self._head.advance(result.last_position)
         return result
@@ -346,6 +360,10 @@ class PostgresStore:
         self._check_open()
         # Validated here, before queueing: a bad id fails its caller, never a batch.
         stream_id = StreamId(stream_id)
+        if self._hooks is not None:
+            return await observe_read(
+                self._hooks, "postgresql", stream_id, from_version, self._reads.read
+            )
         return await self._reads.read(stream_id, from_version)
 
     async def read_all(

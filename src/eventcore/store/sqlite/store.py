@@ -24,7 +24,9 @@ import msgspec
 
 from eventcore._sqlite.thread import ConnectionThread
 from eventcore.errors import StoreClosed
+from eventcore.instrumentation import Hooks, resolve
 from eventcore.store._head_signal import HeadSignal
+from eventcore.store._observed import observe_append, observe_read
 from eventcore.store.protocol import AppendResult
 from eventcore.store.request import DEFAULT_MAX_PAYLOAD_BYTES, AppendRequest
 from eventcore.store.sqlite._connect import (
@@ -77,6 +79,11 @@ class SqliteStore:
             "eventcore-sqlite-watch", partial(connect_reader, config), self._head
         )
         self._closed = False
+        self._hooks = resolve(None)
+
+    def use_hooks(self, hooks: Hooks | None) -> None:
+        """Call ``hooks`` from now on (None: the process default; ``NO_HOOKS``: none)."""
+        self._hooks = resolve(hooks)
 
     # --- opening and closing -------------------------------------------------------------
 
@@ -191,6 +198,13 @@ class SqliteStore:
     ) -> AppendResult:
         self._check_open()
         request = AppendRequest.build(writes, expected, idempotency_key, self._max_payload_bytes)
+        if self._hooks is not None:
+            return await observe_append(self._hooks, "sqlite", request, self._append)
+        result: AppendResult = await self._writer.submit(request)
+        self._head.advance(result.last_position)
+        return result
+
+    async def _append(self, request: AppendRequest) -> AppendResult:
         result: AppendResult = await self._writer.submit(request)
         self._head.advance(result.last_position)
         return result
@@ -208,9 +222,17 @@ class SqliteStore:
 
     async def read_stream(self, stream_id: StreamId, *, from_version: int = 1) -> list[StoredEvent]:
         self._check_open()
+        if self._hooks is not None:
+            return await observe_read(
+                self._hooks, "sqlite", StreamId(stream_id), from_version, self._read_stream
+            )
         events: list[StoredEvent] = await self._read(
             self._reads.stream(StreamId(stream_id), from_version)
         )
+        return events
+
+    async def _read_stream(self, stream_id: StreamId, from_version: int) -> list[StoredEvent]:
+        events: list[StoredEvent] = await self._read(self._reads.stream(stream_id, from_version))
         return events
 
     async def read_all(

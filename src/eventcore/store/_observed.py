@@ -1,0 +1,103 @@
+"""The store backends' calls into the instrumentation seam, in one place.
+
+A backend calls these only when it holds hooks (``if self._hooks is not None``), so an
+uninstrumented store builds no record and times nothing.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+
+from eventcore.instrumentation import (
+    AppendFinished,
+    AppendStarted,
+    FanOut,
+    ReadFinished,
+    ReadStarted,
+)
+from eventcore.store.protocol import AppendResult
+from eventcore.store.request import AppendRequest
+from eventcore.types import StoredEvent, StreamId
+
+__all__ = ["observe_append", "observe_read"]
+
+
+async def observe_append(
+    hooks: FanOut,
+    store: str,
+    request: AppendRequest,
+    append: Callable[[AppendRequest], Awaitable[AppendResult]],
+) -> AppendResult:
+    streams = len(request.writes)
+    scope = hooks.append_started(
+        AppendStarted(store=store, events=request.event_count, streams=streams)
+    )
+    started = time.perf_counter()
+    try:
+        result = await append(request)
+    except BaseException as error:
+        hooks.append_finished(
+            AppendFinished(
+                store=store,
+                events=request.event_count,
+                streams=streams,
+                deduplicated=False,
+                last_position=0,
+                error=error,
+                seconds=time.perf_counter() - started,
+            ),
+            scope,
+        )
+        raise
+    hooks.append_finished(
+        AppendFinished(
+            store=store,
+            events=request.event_count,
+            streams=streams,
+            deduplicated=result.deduplicated,
+            last_position=result.last_position,
+            error=None,
+            seconds=time.perf_counter() - started,
+        ),
+        scope,
+    )
+    return result
+
+
+async def observe_read(
+    hooks: FanOut,
+    store: str,
+    stream_id: StreamId,
+    from_version: int,
+    read: Callable[[StreamId, int], Awaitable[list[StoredEvent]]],
+) -> list[StoredEvent]:
+    scope = hooks.read_started(
+        ReadStarted(store=store, stream_id=stream_id, from_version=from_version)
+    )
+    started = time.perf_counter()
+    try:
+        events = await read(stream_id, from_version)
+    except BaseException as error:
+        hooks.read_finished(
+            ReadFinished(
+                store=store,
+                stream_id=stream_id,
+                events=0,
+                error=error,
+                seconds=time.perf_counter() - started,
+            ),
+            scope,
+        )
+        raise
+    hooks.read_finished(
+        ReadFinished(
+            store=store,
+            stream_id=stream_id,
+            events=len(events),
+            error=None,
+            seconds=time.perf_counter() - started,
+        ),
+        scope,
+    )
+    return events
