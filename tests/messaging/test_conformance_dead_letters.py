@@ -12,6 +12,7 @@ import pytest
 from eventcore.errors import DeadLetterNotFound, InvalidInput
 from eventcore.messaging.bus import Bus, DeadLetter, DeadLetterBox
 from eventcore.messaging.envelope import DEFAULT_MAX_MESSAGE_BYTES
+from eventcore.types import StreamId
 from tests.messaging.buses import Connect
 
 _T0 = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
@@ -57,6 +58,14 @@ async def test_a_letter_is_kept_as_it_was_put(bus: Bus) -> None:
     assert await box.get(letter.letter_id) == letter
     assert await box.letters() == [letter]
     assert await box.count() == 1
+
+
+async def test_a_letter_keyed_by_a_stream_id_is_kept(bus: Bus) -> None:
+    # The NATS box could not encode a str subclass, the type of a store's stream ids.
+    letter = msgspec.structs.replace(_letter("m1"), key=StreamId("account-1"))
+    box = await _box_with(bus, letter)
+
+    assert (await box.get(letter.letter_id)).key == "account-1"
 
 
 async def test_letters_come_oldest_first_and_filter_by_group_and_topic(bus: Bus) -> None:

@@ -60,7 +60,14 @@ class _Live(NamedTuple):
     revision: int
 
 
-_encoder = msgspec.json.Encoder()
+def _plain(value: object) -> object:
+    # A str subclass (a ``StreamId`` as a letter's key) is kept as the str it is.
+    if isinstance(value, str):
+        return str(value)
+    raise NotImplementedError(f"cannot keep a {type(value).__name__} in a dead letter")
+
+
+_encoder = msgspec.json.Encoder(enc_hook=_plain)
 _stored = msgspec.json.Decoder(_Stored)
 #: Room kept in a value for what travels with it (subject, headers).
 _MARGIN = 8 * 1024
