@@ -11,9 +11,9 @@ too (it is another connection); that costs one needless head read per append, wh
 waiters were woken already by the append itself.
 
 With nobody waiting the thread sleeps on an event, so a store that only writes, or a
-follower busy catching up, costs nothing. Measured (bench ``k`` across processes, docs/
-guides/two-services.md): a hop between processes in about the interval, at well under
-one percent of a core while waiting.
+follower busy catching up, costs nothing. Measured (bench ``k`` across processes,
+docs/guides/two-services.md): a hop between processes in about the interval, at well
+under one percent of a core while waiting.
 """
 
 from __future__ import annotations
