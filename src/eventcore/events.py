@@ -86,9 +86,7 @@ class EventRegistry:
         name = event_type.__event_type__
         known = self._types.get(name)
         if known is not None and known is not event_type:
-            raise InvalidInput(
-                f"event type {name!r} is already registered to {known.__qualname__}"
-            )
+            raise InvalidInput(f"event type {name!r} is already registered to {known.__qualname__}")
         self._types[name] = event_type
         self._decoders[name] = msgspec.json.Decoder(event_type, dec_hook=_decode_value)
         return event_type
