@@ -336,6 +336,48 @@ def test_every_document_and_section_named_exists() -> None:
     assert not problems, "\n".join(problems)
 
 
+#: A path to a Python file as prose names one: from the repository's root (``tests/…``,
+#: ``src/…``, ``bench/…``, ``tools/…``), or inside the package (``store/sqlite/_write.py``), maybe
+#: with a glob (``test_contract_*.py``) and a test (``::test_name``).
+PY_MENTION = re.compile(r"(?<![\w/.*-])((?:[\w*-]+/)+[\w*-]+\.py)(?:::(\w+))?")
+PACKAGE = SRC / "eventcore"
+
+
+def missing_python(source: Path, path: str, test: str | None) -> str | None:
+    """Why ``path`` (and ``test`` in it) named in ``source`` does not resolve, or None."""
+    top = path.split("/", 1)[0]
+    if top == "src" and not path.startswith("src/eventcore/"):
+        return None  # another project's tree, as a test's sample data
+    if top in {"tests", "src", "bench", "tools"}:
+        found = sorted(ROOT.glob(path))
+    elif top == "eventcore":
+        found = sorted(SRC.glob(path))
+    else:
+        # A module named by its path in the package, from any level of it (a section
+        # about the messaging layer names ``nats/_consumer.py``).
+        found = sorted(PACKAGE.glob(path)) or sorted(PACKAGE.glob(f"**/{path}"))
+    if not found:
+        return f"{source.relative_to(ROOT)} names {path}, which is not in the repository"
+    if test is not None and not any(
+        re.search(rf"^(?:async )?def {test}\b", file.read_text(encoding="utf-8"), re.MULTILINE)
+        for file in found
+    ):
+        return f"{source.relative_to(ROOT)} names {path}::{test}, which has no such test"
+    return None
+
+
+def test_every_python_file_and_test_named_exists() -> None:
+    """A module moved or a test renamed leaves no pointer to where it was."""
+    problems = [
+        missing_python(source, path, test or None)
+        for source in NAMING
+        if source != Path(__file__)
+        for path, test in PY_MENTION.findall(source.read_text(encoding="utf-8"))
+    ]
+    problems = [problem for problem in problems if problem]
+    assert not problems, "\n".join(problems)
+
+
 def test_the_readme_names_every_test_server_the_suite_uses() -> None:
     """Whoever runs the suite learns from the README which servers it uses and how to
     point it at others."""

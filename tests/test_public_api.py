@@ -1,6 +1,6 @@
 """The public surface: ``eventcore.__all__`` is the deliberate list, and nothing drifts from it.
 
-Like httpx's ``tests/test_exported_members.py``: a name added to the package without being
+As httpx tests its exported members: a name added to the package without being
 listed (or listed without existing) fails here.
 """
 

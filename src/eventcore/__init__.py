@@ -5,6 +5,7 @@ from eventcore.command import Command, Writes
 from eventcore.errors import (
     BusClosed,
     BusError,
+    BusRejected,
     BusUnavailable,
     CommandFailed,
     CommandRejected,
@@ -81,6 +82,7 @@ __all__ = [
     "Bus",
     "BusClosed",
     "BusError",
+    "BusRejected",
     "BusUnavailable",
     "Checkpoint",
     "CheckpointMismatch",

@@ -16,7 +16,8 @@
     │   ├── InvalidName              a topic, consumer group or service name
     │   ├── InvalidSaga              a saga definition that cannot run
     │   ├── InvalidSagaInput         a saga start or operator action the saga refuses
-    │   └── InvalidConfig            a configuration file (the federation hub's): every problem
+    │   ├── InvalidConfig            a configuration file (the federation hub's): every problem
+    │   └── BusRejected              the bus's server refused the request as it is (NATS 400)
     ├── ConcurrencyConflict          re-read and try again (the executor does)
     ├── CommandFailed                the command did not take effect
     │   ├── CommandRejected          a business rule said no; never retried
@@ -58,6 +59,7 @@ from dataclasses import dataclass
 __all__ = [
     "BusClosed",
     "BusError",
+    "BusRejected",
     "BusUnavailable",
     "CallTimeout",
     "CircuitOpen",
@@ -239,6 +241,25 @@ class InvalidConfig(InvalidInput):
 
 
 # --- concurrency ---------------------------------------------------------------------------
+
+
+class BusRejected(InvalidInput):
+    """The bus's server refused the request as it stands: sending it again fails the same
+    way, so it is not an outage to wait out. On NATS a JetStream error of status 400 (a
+    message over the stream's size limit, a stream configured otherwise than eventcore
+    expects) or a message over the server's ``max_payload``.
+
+    ``code`` and ``err_code`` are the server's status and JetStream error code when it
+    gave them. Of a batch publish, the messages sent before the refused one may have
+    been taken.
+    """
+
+    def __init__(
+        self, message: str, *, code: int | None = None, err_code: int | None = None
+    ) -> None:
+        self.code = code
+        self.err_code = err_code
+        super().__init__(message)
 
 
 class ConcurrencyConflict(EventcoreError):

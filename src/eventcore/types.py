@@ -9,7 +9,6 @@ from __future__ import annotations
 import re
 import uuid
 from datetime import datetime
-from typing import NewType
 
 import msgspec
 
@@ -19,18 +18,12 @@ __all__ = [
     "EventId",
     "Metadata",
     "NewEvent",
-    "Position",
     "StoredEvent",
     "StreamHead",
     "StreamId",
-    "Version",
     "new_event_id",
 ]
 
-#: A stream's version: the number of events in it. 0 means "no stream yet".
-Version = NewType("Version", int)
-#: A place in a store's global log. Positions grow in commit order; the first is 1.
-Position = NewType("Position", int)
 #: Every event's unique id.
 EventId = uuid.UUID
 
@@ -122,6 +115,11 @@ class NewEvent(msgspec.Struct, frozen=True, kw_only=True):
 
 class StoredEvent(msgspec.Struct, frozen=True):
     """An event as a store returns it: encoded payload plus where and when it was written.
+
+    ``version`` is the stream's version with this event (a stream's first is 1; a stream
+    at version 0 does not exist yet); ``position`` is its place in the store's global
+    log (the first is 1; positions grow in commit order). Both are plain ``int``s: a
+    caller passes versions it read straight back as ``expected``.
 
     Backends build it positionally in their read loops, so the field order is fixed.
     """

@@ -71,6 +71,37 @@ def test_list_shows_every_letter_oldest_first(runner: CliRunner, bus_url: str) -
     assert table[0][6] == LETTERS[0].reason.strip()
 
 
+async def _claim(url: str, letter_id: str, holder: str) -> DeadLetter:
+    bus = await open_bus(url, create=False)
+    try:
+        await bus.dead_letters.request_retry(letter_id)
+        letter = await bus.dead_letters.get(letter_id)
+        (claimed,) = await bus.dead_letters.claim_retries(
+            letter.group, letter.topic, holder=holder, lease=600.0
+        )
+        return claimed
+    finally:
+        await bus.aclose()
+
+
+def test_list_shows_a_claimed_letter_with_its_holder(runner: CliRunner, bus_url: str) -> None:
+    claimed = asyncio.run(_claim(bus_url, "ledger:deposits:m-2", "worker-7"))
+    assert claimed.claimed_until is not None
+
+    listed = invoke(runner, "dlq", "list", "--bus", bus_url, "--group", "ledger")
+    as_json = invoke(runner, "dlq", "list", "--bus", bus_url, "--json", "--topic", "deposits")
+
+    assert listed.exit_code == 0, listed.output
+    statuses = {row[0]: row[4] for row in rows(listed.stdout)}
+    assert statuses["ledger:deposits:m-1"] == "dead"
+    assert statuses["ledger:deposits:m-2"].startswith("claimed by worker-7 until ")
+    records = {each["letter_id"]: each for each in map(json.loads, as_json.stdout.splitlines())}
+    assert records["ledger:deposits:m-2"]["status"] == "claimed"
+    assert records["ledger:deposits:m-2"]["claimed_by"] == "worker-7"
+    assert records["ledger:deposits:m-2"]["claimed_until"].endswith("Z")
+    assert records["ledger:deposits:m-1"]["claimed_by"] is None
+
+
 def test_list_filters_by_group_and_topic_and_pages(runner: CliRunner, bus_url: str) -> None:
     ledger = invoke(runner, "dlq", "list", "--bus", bus_url, "--group", "ledger")
     assert [row[0] for row in rows(ledger.stdout)] == [

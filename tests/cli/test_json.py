@@ -35,6 +35,8 @@ LETTER_FIELDS = [
     "message_id",
     "key",
     "status",
+    "claimed_by",
+    "claimed_until",
     "attempts",
     "failed_at",
     "error_type",

@@ -10,6 +10,9 @@ Usage (every line it prints is one JSON object, flushed at once)::
     python sqlite_bus_child.py hang URL GROUP ACK_WAIT LEASE_TTL
         fetches one batch, prints {"fetched": [...]}, then holds it unacknowledged
         until killed
+    python sqlite_bus_child.py claim URL GROUP LEASE
+        claims GROUP's dead letters marked for retry (holder "child"), prints
+        {"claimed": [letter ids]}, then holds them unhandled until killed
 """
 
 from __future__ import annotations
@@ -67,6 +70,13 @@ async def hang(url: str, group: str, ack_wait: float, lease_ttl: float) -> None:
     await asyncio.sleep(3600)
 
 
+async def claim(url: str, group: str, lease: float) -> None:
+    bus = await SqliteBus.open(BusUrl.parse(url))
+    letters = await bus.dead_letters.claim_retries(group, TOPIC, holder="child", lease=lease)
+    say(claimed=[letter.letter_id for letter in letters])
+    await asyncio.sleep(3600)
+
+
 def main(argv: list[str]) -> None:
     mode, url, *rest = argv
     if mode == "publish":
@@ -75,6 +85,8 @@ def main(argv: list[str]) -> None:
         asyncio.run(consume(url, rest[0]))
     elif mode == "hang":
         asyncio.run(hang(url, rest[0], float(rest[1]), float(rest[2])))
+    elif mode == "claim":
+        asyncio.run(claim(url, rest[0], float(rest[1])))
     else:
         raise SystemExit(f"unknown mode {mode!r}")
 

@@ -58,7 +58,10 @@ async def test_a_sqlite_bus_file_of_schema_version_1_keeps_everything_and_its_ch
     finally:
         await bus.aclose()
     with closing(sqlite3.connect(path)) as connection:
-        assert connection.execute("PRAGMA user_version").fetchone()[0] == 2
+        assert (
+            connection.execute("PRAGMA user_version").fetchone()[0]
+            == _sqlite_bus_schema.LATEST_VERSION
+        )
 
 
 async def _put_raw(namespace: str, key: str, value: bytes) -> None:

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import msgspec
 import pytest
 
-from eventcore.errors import DeadLetterNotFound
+from eventcore.errors import DeadLetterNotFound, InvalidInput
 from eventcore.messaging.bus import Bus, DeadLetter, DeadLetterBox
 from eventcore.messaging.envelope import DEFAULT_MAX_MESSAGE_BYTES
+from eventcore.types import StreamId
 from tests.messaging.buses import Connect
 
 _T0 = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
@@ -43,6 +46,11 @@ def _ids(letters: list[DeadLetter]) -> list[str]:
     return [letter.message_id for letter in letters]
 
 
+def _unclaimed(letter: DeadLetter) -> DeadLetter:
+    """``letter`` as it was before it was claimed (and marked for retry)."""
+    return msgspec.structs.replace(letter, status="dead", claimed_by=None, claimed_until=None)
+
+
 async def test_a_letter_is_kept_as_it_was_put(bus: Bus) -> None:
     letter = _letter("m1")
     box = await _box_with(bus, letter)
@@ -50,6 +58,14 @@ async def test_a_letter_is_kept_as_it_was_put(bus: Bus) -> None:
     assert await box.get(letter.letter_id) == letter
     assert await box.letters() == [letter]
     assert await box.count() == 1
+
+
+async def test_a_letter_keyed_by_a_stream_id_is_kept(bus: Bus) -> None:
+    # The NATS box could not encode a str subclass, the type of a store's stream ids.
+    letter = msgspec.structs.replace(_letter("m1"), key=StreamId("account-1"))
+    box = await _box_with(bus, letter)
+
+    assert (await box.get(letter.letter_id)).key == "account-1"
 
 
 async def test_letters_come_oldest_first_and_filter_by_group_and_topic(bus: Bus) -> None:
@@ -117,9 +133,9 @@ async def test_a_retry_marks_the_letter_and_its_group_claims_it_once(bus: Bus) -
     claimed = await box.claim_retries("billing", "orders")
 
     assert _ids(claimed) == ["m2"]
-    assert claimed[0].status == "retry"
+    assert claimed[0].status == "claimed"
     assert await box.claim_retries("billing", "orders") == []
-    assert _ids(await box.letters(group="billing")) == ["m1"]
+    assert _ids(await box.letters(group="billing")) == ["m1", "m2"]
     assert (await box.get(_letter("m1").letter_id)).status == "dead"
     assert await box.count(group="shipping") == 1
 
@@ -132,6 +148,67 @@ async def test_claiming_retries_takes_at_most_the_limit_oldest_first(bus: Bus) -
 
     assert _ids(await box.claim_retries("billing", "orders", limit=2)) == ["m0", "m1"]
     assert _ids(await box.claim_retries("billing", "orders", limit=2)) == ["m2"]
+
+
+async def test_a_claimed_letter_stays_in_the_box_marked_with_its_holder(bus: Bus) -> None:
+    letter = _letter("m1")
+    box = await _box_with(bus, letter, _letter("m2", minute=1))
+    await box.request_retry(letter.letter_id)
+    before = datetime.now(UTC)
+
+    (claimed,) = await box.claim_retries("billing", "orders", holder="member-1", lease=60.0)
+
+    assert (claimed.status, claimed.claimed_by) == ("claimed", "member-1")
+    assert claimed.claimed_until is not None
+    assert claimed.claimed_until >= before + timedelta(seconds=60)
+    assert _unclaimed(claimed) == letter
+    assert await box.get(letter.letter_id) == claimed
+    assert await box.letters() == [claimed, _letter("m2", minute=1)]
+    assert await box.count() == 2
+    # Under a live claim it is nobody else's, and asking for a retry again changes nothing.
+    await box.request_retry(letter.letter_id)
+    assert await box.claim_retries("billing", "orders", holder="member-2") == []
+    assert await box.get(letter.letter_id) == claimed
+
+
+async def test_a_letter_whose_claimer_died_is_claimed_again_once_its_claim_ran_out(
+    bus: Bus, make_bus: Connect
+) -> None:
+    letter = _letter("m1")
+    await _box_with(bus, letter)
+    await bus.dead_letters.request_retry(letter.letter_id)
+    claimer = await make_bus()
+    lease = 0.2
+    (taken,) = await claimer.dead_letters.claim_retries(
+        "billing", "orders", holder="doomed", lease=lease
+    )
+    if claimer is not bus:
+        # The claimer goes without handling the letter or giving it back. (The memory bus
+        # is one object for every handle: closing it would close the test's too.)
+        await claimer.aclose()
+
+    assert await bus.dead_letters.get(letter.letter_id) == taken
+    assert taken.claimed_until is not None
+    await asyncio.sleep(max(0.0, (taken.claimed_until - datetime.now(UTC)).total_seconds()))
+    (again,) = await bus.dead_letters.claim_retries("billing", "orders", holder="heir")
+
+    assert (again.status, again.claimed_by) == ("claimed", "heir")
+    assert _unclaimed(again) == letter
+
+
+@pytest.mark.parametrize(
+    "claim",
+    [{"holder": "x" * 257}, {"lease": 0.0}, {"lease": -1.0}, {"lease": float("nan")}],
+    ids=["long-holder", "zero-lease", "negative-lease", "nan-lease"],
+)
+async def test_a_bad_claim_is_refused_and_claims_nothing(bus: Bus, claim: dict[str, Any]) -> None:
+    letter = _letter("m1")
+    box = await _box_with(bus, letter)
+    await box.request_retry(letter.letter_id)
+
+    with pytest.raises(InvalidInput):
+        await box.claim_retries("billing", "orders", **claim)
+    assert (await box.get(letter.letter_id)).status == "retry"
 
 
 @pytest.mark.parametrize("operation", ["get", "drop", "request_retry"])
@@ -164,8 +241,10 @@ async def test_a_letter_for_the_largest_message_a_subscriber_reads_is_kept_whole
     assert await box.letters() == [letter, small]
     await box.request_retry(letter.letter_id)
     assert (await box.get(letter.letter_id)).body == body
-    (claimed,) = await box.claim_retries("billing", "orders")
-    assert claimed == msgspec.structs.replace(letter, status="retry")
+    (claimed,) = await box.claim_retries("billing", "orders", holder="h")
+    assert _unclaimed(claimed) == letter
+    assert await box.get(letter.letter_id) == claimed
+    await box.drop(letter.letter_id)
 
     # Replaced by a small letter of the same id, and dropped: no trace of the body left.
     await box.put(letter)

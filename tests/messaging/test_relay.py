@@ -20,7 +20,14 @@ from eventcore import (
     StreamId,
     open_store,
 )
-from eventcore.errors import BusError, BusUnavailable, InvalidInput, InvalidName, StoreClosed
+from eventcore.errors import (
+    BusError,
+    BusRejected,
+    BusUnavailable,
+    InvalidInput,
+    InvalidName,
+    StoreClosed,
+)
 from eventcore.messaging import Bus, OutgoingMessage, TopicMap, decode_envelope
 from eventcore.messaging import relay as relay_module
 from eventcore.messaging.bus import Consumer, DeadLetterBox
@@ -63,6 +70,8 @@ class _TestBus:
         self.refuse = refuse
         #: When set, a publish whose messages it answers True for is refused (every time).
         self.refusing: Callable[[Sequence[OutgoingMessage]], bool] | None = None
+        #: What a refused publish raises.
+        self.refusal: type[Exception] = BusUnavailable
         #: Event-loop steps a cancelled publish takes to wind down, as a real bus
         #: finishing its write before it honours the cancellation.
         self.winding_down = 0
@@ -97,7 +106,7 @@ class _TestBus:
             if self.refuse > 0 or (self.refusing is not None and self.refusing(messages)):
                 self.refuse = max(self.refuse - 1, 0)
                 self.refused_calls += 1
-                raise BusUnavailable("refused by the test")
+                raise self.refusal("refused by the test")
             await self.released.wait()
             if self.publish_delay:
                 await asyncio.sleep(self.publish_delay)
@@ -347,6 +356,27 @@ async def test_a_refused_publish_is_retried_and_the_checkpoint_never_passes_it(
         memory_bus, "withdrawals"
     )
     assert sorted(m.message_id for m in held) == sorted(mapped)
+
+
+async def test_a_message_the_bus_rejects_as_it_stands_ends_the_run_without_skipping_it(
+    store: EventStore, memory_bus: MemoryBus
+) -> None:
+    # BusRejected (NATS: over max_payload or the stream's max_msg_size) would be refused
+    # for ever: retrying hid it behind a growing lag.
+    last = await append_events(store, random_events(random.Random(5), 50))
+    bus = _TestBus(memory_bus)
+    bus.refusal = BusRejected
+    bus.refusing = lambda messages: True
+    relay = Relay(store, bus, TOPICS, service=SERVICE, batch_size=10)
+
+    with pytest.raises(BusRejected):
+        async with asyncio.timeout(PATIENCE):
+            await relay.run()
+
+    assert last > 0
+    assert bus.acknowledged == []
+    checkpoint = await memory_bus.load_checkpoint(SERVICE)
+    assert checkpoint is None or checkpoint.position == 0
 
 
 async def test_a_checkpoint_the_bus_refused_is_saved_again_and_the_error_cleared(

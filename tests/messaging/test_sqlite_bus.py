@@ -11,7 +11,7 @@ import signal
 import sqlite3
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import msgspec
@@ -158,6 +158,40 @@ async def test_a_consumer_killed_mid_batch_loses_nothing(url: str, spawn: Spawn)
         attempts = {d.message_id: d.attempt for d in got}
         # What the dead consumer held came again as a second attempt.
         assert {attempts[message_id] for message_id in fetched} == {2}
+    finally:
+        await bus.aclose()
+
+
+async def test_a_dead_letter_claimed_by_a_killed_process_is_kept_and_claimed_again(
+    url: str, spawn: Spawn
+) -> None:
+    letter = DeadLetter(
+        letter_id=DeadLetter.id_for("g", TOPIC, "m1"),
+        group="g",
+        topic=TOPIC,
+        message_id="m1",
+        key="k1",
+        body=b"{}",
+        reason="boom",
+        error_type="ValueError",
+        attempts=5,
+        failed_at=datetime(2026, 1, 2, tzinfo=UTC),
+    )
+    bus = await _open(url)
+    try:
+        await bus.dead_letters.put(letter)
+        await bus.dead_letters.request_retry(letter.letter_id)
+        child = await spawn("claim", url, "g", "0.5")
+        assert (await child.line())["claimed"] == [letter.letter_id]
+        child.process.send_signal(signal.SIGKILL)
+        await child.process.wait()
+
+        held = await bus.dead_letters.get(letter.letter_id)
+        assert (held.status, held.claimed_by) == ("claimed", "child")
+        assert held.claimed_until is not None
+        await asyncio.sleep(max(0.0, (held.claimed_until - datetime.now(UTC)).total_seconds()))
+        (again,) = await bus.dead_letters.claim_retries("g", TOPIC, holder="heir")
+        assert (again.letter_id, again.claimed_by, again.body) == (letter.letter_id, "heir", b"{}")
     finally:
         await bus.aclose()
 
@@ -317,8 +351,11 @@ async def test_dead_letters_outlive_the_process_that_put_them(url: str) -> None:
     try:
         assert await bus.dead_letters.letters() == [letter]
         await bus.dead_letters.request_retry(letter.letter_id)
-        claimed = await bus.dead_letters.claim_retries("g", TOPIC)
-        assert claimed == [msgspec.structs.replace(letter, status="retry")]
-        assert await bus.dead_letters.count() == 0
+        (claimed,) = await bus.dead_letters.claim_retries("g", TOPIC, holder="m")
+        assert claimed.claimed_until is not None
+        assert claimed == msgspec.structs.replace(
+            letter, status="claimed", claimed_by="m", claimed_until=claimed.claimed_until
+        )
+        assert await bus.dead_letters.letters() == [claimed]
     finally:
         await bus.aclose()

@@ -685,6 +685,43 @@ async def test_a_letter_marked_for_retry_is_handled_again(any_bus: Bus, producer
     assert recorder.message_ids == [message.message_id]
 
 
+@pytest.mark.parametrize("backend", ["memory", "sqlite", "nats"])
+async def test_a_letter_claimed_by_a_member_that_died_is_retried_once_the_claim_runs_out(
+    backend: str, tmp_path: Path, producer: Producer
+) -> None:
+    # Claimed letters used to leave the box at once: a member dying before it handled
+    # one lost it for good.
+    message = await producer.message("account-c", Deposited(account="c", amount=7))
+    letter_id = DeadLetter.id_for(GROUP, TOPIC, message.message_id)
+    async with _bus_on(backend, tmp_path) as bus:
+        box = bus.dead_letters
+        await box.put(
+            DeadLetter(
+                letter_id=letter_id,
+                group=GROUP,
+                topic=TOPIC,
+                message_id=message.message_id,
+                key=message.key,
+                body=message.body,
+                reason="RuntimeError: bug 42",
+                error_type="RuntimeError",
+                attempts=5,
+                failed_at=datetime.now(UTC),
+            )
+        )
+        await box.request_retry(letter_id)
+        # The member that claims it dies without handling it or giving it back.
+        (held,) = await box.claim_retries(GROUP, TOPIC, holder="dead-member", lease=0.3)
+        recorder = Recorder()
+        sub = subscriber(bus, {Deposited: recorder})
+        async with running(sub):
+            await until(lambda: sub.status().handled == 1, "retried after the claim ran out")
+        assert held.claimed_until is not None
+        assert datetime.now(UTC) >= held.claimed_until
+        assert await box.count() == 0
+        assert recorder.message_ids == [message.message_id]
+
+
 # --- members, stopping, cancelling -------------------------------------------------------
 
 

@@ -65,9 +65,12 @@ def list_letters(
 ) -> None:
     """Dead letters, oldest first: id, group, topic, type, stream, attempts, when, why.
 
+    A letter a subscriber took back for retry shows as claimed, by whom and until when
+    (past that moment, its claimer is taken for dead and the letter is claimed again).
+
     With --json, one object per letter: letter_id, group, topic, message_id, key,
-    status, attempts, failed_at, error_type, reason, event_type (null if the body is
-    not an eventcore envelope).
+    status, claimed_by, claimed_until (null unless claimed), attempts, failed_at,
+    error_type, reason, event_type (null if the body is not an eventcore envelope).
     """
     url = required_bus(bus)
     with reported():
@@ -127,7 +130,7 @@ async def _show(url: str, letter_id: str, as_json: bool) -> None:
         ("topic", letter.topic),
         ("message id", letter.message_id),
         ("stream", letter.key),
-        ("status", letter.status),
+        ("status", _status(letter)),
         ("attempts", str(letter.attempts)),
         ("failed at", render.timestamp(letter.failed_at)),
         ("error type", letter.error_type),
@@ -279,6 +282,13 @@ def _pretty(body: bytes) -> str:
         )
 
 
+def _status(letter: DeadLetter) -> str:
+    if letter.status != "claimed":
+        return letter.status
+    until = "" if letter.claimed_until is None else render.timestamp(letter.claimed_until)
+    return f"claimed by {render.one_line(letter.claimed_by or '?')} until {until}"
+
+
 def _letters_list(letters: list[DeadLetter]) -> Lines:
     """Two lines per letter rather than a table: a letter's id alone (group, topic and
     a 36-character message id) fills most of a terminal, and a table squeezed to fit
@@ -287,7 +297,7 @@ def _letters_list(letters: list[DeadLetter]) -> Lines:
     for letter in letters:
         head = Text(letter.letter_id, style="bold")
         head.append(f"  {_event_type(letter) or '?'}", style="magenta")
-        head.append(f"  stream {letter.key}  attempts {letter.attempts}  {letter.status}")
+        head.append(f"  stream {letter.key}  attempts {letter.attempts}  {_status(letter)}")
         head.append(f"  {render.timestamp(letter.failed_at)}", style="dim")
         lines.append(head)
         # The whole reason, however long: it is what the reader came for. Control

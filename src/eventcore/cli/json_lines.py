@@ -87,6 +87,8 @@ def letter_record(
         "message_id": letter.message_id,
         "key": letter.key,
         "status": letter.status,
+        "claimed_by": letter.claimed_by,
+        "claimed_until": None if letter.claimed_until is None else _time(letter.claimed_until),
         "attempts": letter.attempts,
         "failed_at": _time(letter.failed_at),
         "error_type": letter.error_type,

@@ -23,7 +23,7 @@ from eventcore.demo.bank import (
     Transfer,
     registry,
 )
-from eventcore.errors import CommandFailed, CommandRejected, EventcoreError
+from eventcore.errors import CommandFailed, CommandRejected, EventcoreError, InvalidInput
 from eventcore.executor import Executor
 from eventcore.retry import RetryPolicy
 from eventcore.store.protocol import EventStore
@@ -113,7 +113,7 @@ async def run_bank(
     that already holds other data; the audit reads only this run's streams.
     """
     if accounts < 2:
-        raise ValueError(f"a transfer needs two accounts; got {accounts}")
+        raise InvalidInput(f"a transfer needs two accounts; got {accounts}")
     prefix = f"bank-{secrets.token_hex(3)}"
     width = len(str(accounts))
     names = tuple(StreamId(f"{prefix}/account-{n:0{width}d}") for n in range(1, accounts + 1))

@@ -9,6 +9,8 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
+from eventcore.leases.protocol import check_ttl
+
 __all__ = ["MemoryLeases"]
 
 
@@ -25,6 +27,7 @@ class MemoryLeases:
         self._on_change = on_change
 
     async def heartbeat(self, scope: str, member: str, ttl: float) -> list[str]:
+        ttl = check_ttl(ttl)
         now = time.monotonic()
         members = self._members.setdefault(scope, {})
         members[member] = now + ttl
@@ -34,6 +37,7 @@ class MemoryLeases:
         return sorted(members)
 
     async def acquire(self, scope: str, partition: int, member: str, ttl: float) -> bool:
+        ttl = check_ttl(ttl)
         now = time.monotonic()
         claim = self._claims.get((scope, partition))
         if claim is not None and claim[0] != member and claim[1] > now:

@@ -20,6 +20,7 @@ from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
 from eventcore._nats.errors import translated
+from eventcore.leases.protocol import check_ttl
 
 __all__ = ["KvLeases"]
 
@@ -63,6 +64,7 @@ class KvLeases:
         return True
 
     async def heartbeat(self, scope: str, member: str, ttl: float) -> list[str]:
+        ttl = check_ttl(ttl)
         key = f"{scope}.members"
         with translated("renewing a group membership"):
             for _ in range(_ATTEMPTS):
@@ -76,6 +78,7 @@ class KvLeases:
         return sorted(live)
 
     async def acquire(self, scope: str, partition: int, member: str, ttl: float) -> bool:
+        ttl = check_ttl(ttl)
         key = f"{scope}.p.{partition}"
         with translated("claiming a partition"):
             for _ in range(_ATTEMPTS):

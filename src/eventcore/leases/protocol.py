@@ -9,9 +9,24 @@ share) and ``eventcore.leases.nats`` (a NATS key-value bucket).
 
 from __future__ import annotations
 
+import math
 from typing import Protocol, runtime_checkable
 
-__all__ = ["Leases"]
+from eventcore.errors import InvalidInput
+
+__all__ = ["Leases", "check_ttl"]
+
+
+def check_ttl(ttl: float, name: str = "ttl") -> float:
+    """``ttl`` as seconds a claim lives: a positive, finite number, or ``InvalidInput``."""
+    if (
+        isinstance(ttl, bool)
+        or not isinstance(ttl, int | float)
+        or not math.isfinite(ttl)
+        or ttl <= 0
+    ):
+        raise InvalidInput(f"{name} must be a positive number of seconds, got {ttl!r}")
+    return float(ttl)
 
 
 @runtime_checkable

@@ -13,6 +13,8 @@ import time
 from collections.abc import Callable
 from typing import Protocol, TypeVar
 
+from eventcore.leases.protocol import check_ttl
+
 __all__ = ["SqliteLeases", "Writes"]
 
 T = TypeVar("T")
@@ -23,12 +25,6 @@ class Writes(Protocol):
     tables, off the event loop, and returns its result."""
 
     async def write(self, body: Callable[[sqlite3.Connection], T]) -> T: ...
-
-
-def _check_ttl(ttl: float) -> float:
-    if not ttl > 0:
-        raise ValueError("ttl must be positive")
-    return float(ttl)
 
 
 class SqliteLeases:
@@ -43,7 +39,7 @@ class SqliteLeases:
         self._on_change = on_change or (lambda: None)
 
     async def heartbeat(self, scope: str, member: str, ttl: float) -> list[str]:
-        ttl = _check_ttl(ttl)
+        ttl = check_ttl(ttl)
 
         def body(connection: sqlite3.Connection) -> list[str]:
             now = time.time()
@@ -64,7 +60,7 @@ class SqliteLeases:
         return await self._writes.write(body)
 
     async def acquire(self, scope: str, partition: int, member: str, ttl: float) -> bool:
-        ttl = _check_ttl(ttl)
+        ttl = check_ttl(ttl)
 
         def body(connection: sqlite3.Connection) -> bool:
             now = time.time()

@@ -3,6 +3,7 @@ same input with the same error, before any I/O."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 from eventcore.errors import InvalidInput
@@ -12,6 +13,7 @@ from eventcore.store.checkpoint import Checkpoint
 
 __all__ = [
     "check_checkpoint",
+    "check_claim",
     "check_delay",
     "check_delivery",
     "check_fetch",
@@ -58,6 +60,19 @@ def check_letter_filter(group: str | None, topic: str | None, limit: int) -> Non
         check_name("topic", topic)
     if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
         raise InvalidInput(f"limit must be a positive whole number, got {limit!r}")
+
+
+def check_claim(holder: str, lease: float) -> None:
+    """The claimer's name and lease of ``DeadLetterBox.claim_retries``."""
+    if not isinstance(holder, str) or len(holder) > 256:
+        raise InvalidInput("a claim's holder must be a string of at most 256 characters")
+    if (
+        isinstance(lease, bool)
+        or not isinstance(lease, int | float)
+        or not math.isfinite(lease)
+        or lease <= 0
+    ):
+        raise InvalidInput(f"a claim's lease must be a positive number of seconds, got {lease!r}")
 
 
 def check_letter(letter: DeadLetter) -> None:

@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import time
 
+from eventcore.errors import InvalidInput
 from eventcore.leases import Leases
+from eventcore.leases.protocol import check_ttl
 
 __all__ = ["PartitionAssignment"]
 
@@ -32,10 +34,9 @@ class PartitionAssignment:
     def __init__(
         self, leases: Leases, *, scope: str, member: str, partitions: int, ttl: float
     ) -> None:
-        if partitions < 1:
-            raise ValueError("a topic has at least one partition")
-        if not ttl > 0:
-            raise ValueError("ttl must be positive")
+        if isinstance(partitions, bool) or not isinstance(partitions, int) or partitions < 1:
+            raise InvalidInput(f"a topic has at least one partition, got {partitions!r}")
+        ttl = check_ttl(ttl)
         self._leases = leases
         self.scope = scope
         self.member = member

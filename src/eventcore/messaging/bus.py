@@ -33,6 +33,7 @@ from eventcore.store.checkpoint import Checkpoint
 
 __all__ = [
     "DEFAULT_ACK_WAIT",
+    "DEFAULT_CLAIM_LEASE",
     "DEFAULT_PARTITIONS",
     "Bus",
     "Consumer",
@@ -48,6 +49,8 @@ __all__ = [
 DEFAULT_PARTITIONS = 8
 #: Seconds a delivery may stay unacknowledged before the bus delivers it again.
 DEFAULT_ACK_WAIT = 30.0
+#: Seconds a claim on a dead letter lasts unless the claimer says otherwise.
+DEFAULT_CLAIM_LEASE = 60.0
 
 
 def partition_of(key: str, partitions: int) -> int:
@@ -85,8 +88,11 @@ class DeadLetter(msgspec.Struct, frozen=True, kw_only=True):
     """A message a consumer group gave up on, with why.
 
     ``letter_id`` is ``"{group}:{topic}:{message_id}"``: one letter per message and group.
-    ``status`` is ``"dead"`` until someone asks for a retry (``"retry"``); the group's
-    subscriber then takes it back (``claim_retries``) and runs it through its handler.
+    ``status`` is ``"dead"`` until someone asks for a retry (``"retry"``); a member of
+    the group then claims it (``claim_retries``: ``"claimed"``, by ``claimed_by`` until
+    ``claimed_until``) and runs it through its handler. The letter stays in the box while
+    claimed: it is dropped once handled, put back if not finished, and a claim whose
+    holder died runs out at ``claimed_until``, after which the letter is claimed again.
     """
 
     letter_id: str
@@ -99,7 +105,9 @@ class DeadLetter(msgspec.Struct, frozen=True, kw_only=True):
     error_type: str
     attempts: int
     failed_at: datetime
-    status: Literal["dead", "retry"] = "dead"
+    status: Literal["dead", "retry", "claimed"] = "dead"
+    claimed_by: str | None = None
+    claimed_until: datetime | None = None
 
     @staticmethod
     def id_for(group: str, topic: str, message_id: str) -> str:
@@ -180,12 +188,26 @@ class DeadLetterBox(Protocol):
         ...
 
     async def request_retry(self, letter_id: str) -> None:
-        """Mark a letter for its group to run again; ``DeadLetterNotFound`` if none."""
+        """Mark a letter for its group to run again; ``DeadLetterNotFound`` if none.
+        A letter under a live claim is left as it is: it is being retried already."""
         ...
 
-    async def claim_retries(self, group: str, topic: str, limit: int = 100) -> list[DeadLetter]:
-        """Take the group's letters marked for retry out of the box (they are deleted).
-        A claimed letter that fails again is ``put`` back by the subscriber."""
+    async def claim_retries(
+        self,
+        group: str,
+        topic: str,
+        limit: int = 100,
+        *,
+        holder: str = "",
+        lease: float = DEFAULT_CLAIM_LEASE,
+    ) -> list[DeadLetter]:
+        """Claim the group's letters marked for retry, and those whose claim ran out,
+        oldest first: each stays in the box, ``"claimed"`` by ``holder`` for ``lease``
+        seconds, and is returned as stored. Two claimers never hold a letter at once.
+
+        The holder then ``drop``s each letter it handled and ``put``s back the others
+        (parked again, or marked for retry); a letter whose holder died is claimed
+        again once its claim ran out."""
         ...
 
     async def count(self, *, group: str | None = None) -> int: ...

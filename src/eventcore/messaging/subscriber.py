@@ -45,15 +45,15 @@ import logging
 import math
 import random
 import time
-from collections import deque
 from collections.abc import Mapping, Sequence
 
 import msgspec
 
-from eventcore.errors import BusClosed, BusError, InvalidInput
+from eventcore.errors import BusClosed, BusError, DeadLetterNotFound, InvalidInput
 from eventcore.events import Event, EventRegistry
 from eventcore.instrumentation import DeadLettered, DeliveriesFetched, Hooks, resolve
 from eventcore.lifecycle import Readiness
+from eventcore.messaging._claims import unclaimed
 from eventcore.messaging._subscriber_handling import Handling, Outcome, describe
 from eventcore.messaging.bus import (
     DEFAULT_ACK_WAIT,
@@ -423,18 +423,35 @@ class Subscriber:
                 self._untried.pop(_key(delivery), None)
 
     async def _run_retries(self) -> None:
-        """Run the group's dead letters marked for retry; a claimed letter is never lost:
-        what is not finished goes back to the box as it was."""
+        """Run the group's dead letters marked for retry, up to a batch, one claim at a
+        time. A claimed letter stays in the box until it is handled (then dropped) or
+        given back; should this process die in between, its claim runs out after
+        ``ack_wait`` and another member claims the letter again. A handler outlasting
+        that may see the letter twice, which the inbox absorbs, as for a delivery."""
         box = self._bus.dead_letters
-        pending = deque(await box.claim_retries(self._group, self._topic, self._batch_size))
-        try:
-            while pending and not self._stopping.is_set():
-                if not await self._conclude(await self._handling.letter(pending[0])):
-                    break
-                pending.popleft()
-        finally:
-            if pending:
-                await asyncio.shield(_put_back(box, list(pending)))
+        holder = self._consumer.member if self._consumer is not None else ""
+        for _ in range(self._batch_size):
+            if self._stopping.is_set():
+                return
+            taken = await box.claim_retries(
+                self._group, self._topic, 1, holder=holder, lease=self._ack_wait
+            )
+            if not taken:
+                return
+            letter = taken[0]
+            finished = False
+            try:
+                outcome = await self._handling.letter(letter)
+                finished = await self._conclude(outcome)
+            finally:
+                if not finished:
+                    await asyncio.shield(_give_back(box, letter))
+            if not finished:
+                return
+            if outcome.letter is None:
+                # Handled or ignored: done with. Parked again, it was replaced instead.
+                with contextlib.suppress(DeadLetterNotFound):
+                    await box.drop(letter.letter_id)
 
     async def _conclude(self, outcome: Outcome) -> bool:
         """Count ``outcome`` and park its letter; False if the message is not finished."""
@@ -488,9 +505,10 @@ class Subscriber:
         return True
 
 
-async def _put_back(box: DeadLetterBox, letters: list[DeadLetter]) -> None:
-    for letter in letters:
-        await box.put(msgspec.structs.replace(letter, status="retry"))
+async def _give_back(box: DeadLetterBox, letter: DeadLetter) -> None:
+    """Mark a claimed letter for retry again; if the bus fails, its claim runs out."""
+    with contextlib.suppress(BusError):
+        await box.put(unclaimed(letter))
 
 
 def _handlers_by_type(

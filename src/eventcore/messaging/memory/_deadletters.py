@@ -8,8 +8,9 @@ from datetime import datetime
 import msgspec
 
 from eventcore.errors import DeadLetterNotFound
-from eventcore.messaging._input import check_letter, check_letter_filter
-from eventcore.messaging.bus import DeadLetter
+from eventcore.messaging._claims import claimable, claimed, utc_now
+from eventcore.messaging._input import check_claim, check_letter, check_letter_filter
+from eventcore.messaging.bus import DEFAULT_CLAIM_LEASE, DeadLetter
 from eventcore.messaging.names import check_name
 
 __all__ = ["MemoryDeadLetterBox"]
@@ -22,7 +23,7 @@ class MemoryDeadLetterBox:
         self._check_open = check_open
         self._letters: dict[str, DeadLetter] = {}
         # The sort key of every id ever put, so ``after`` still pages on when the letter
-        # it names was dropped or claimed in the meantime.
+        # it names was dropped in the meantime.
         self._keys: dict[str, tuple[datetime, str]] = {}
 
     async def put(self, letter: DeadLetter) -> None:
@@ -68,22 +69,34 @@ class MemoryDeadLetterBox:
 
     async def request_retry(self, letter_id: str) -> None:
         letter = await self.get(letter_id)
-        self._letters[letter_id] = msgspec.structs.replace(letter, status="retry")
+        if letter.status == "dead":
+            self._letters[letter_id] = msgspec.structs.replace(letter, status="retry")
 
-    async def claim_retries(self, group: str, topic: str, limit: int = 100) -> list[DeadLetter]:
+    async def claim_retries(
+        self,
+        group: str,
+        topic: str,
+        limit: int = 100,
+        *,
+        holder: str = "",
+        lease: float = DEFAULT_CLAIM_LEASE,
+    ) -> list[DeadLetter]:
         self._check_open()
         check_letter_filter(group, topic, limit)
+        check_claim(holder, lease)
+        now = utc_now()
         due = sorted(
             (
                 letter
                 for letter in self._letters.values()
-                if letter.group == group and letter.topic == topic and letter.status == "retry"
+                if letter.group == group and letter.topic == topic and claimable(letter, now)
             ),
             key=_sort_key,
         )[:limit]
-        for letter in due:
-            del self._letters[letter.letter_id]
-        return due
+        taken = [claimed(letter, holder, now, lease) for letter in due]
+        for letter in taken:
+            self._letters[letter.letter_id] = letter
+        return taken
 
     async def count(self, *, group: str | None = None) -> int:
         self._check_open()

@@ -1,7 +1,7 @@
 """``KvDeadLetterBox``: dead letters in the NATS KV bucket ``{ns}_deadletters``.
 
 One key per letter, ``{group}.{topic}.{message id token}``, so one group's (or one
-group's and topic's) letters are listed by a key pattern. A dropped or claimed letter
+group's and topic's) letters are listed by a key pattern. A dropped letter
 leaves a tombstone (its sort key, no body) so that ``after`` can still page on from it;
 a later ``put`` of the same id replaces the tombstone.
 
@@ -33,8 +33,9 @@ from nats.js.kv import KeyValue
 from eventcore._nats.errors import translated
 from eventcore._nats.kv import entries, key_token
 from eventcore.errors import DeadLetterNotFound, InvalidInput
-from eventcore.messaging._input import check_letter, check_letter_filter
-from eventcore.messaging.bus import DeadLetter
+from eventcore.messaging._claims import claimable, claimed, utc_now
+from eventcore.messaging._input import check_claim, check_letter, check_letter_filter
+from eventcore.messaging.bus import DEFAULT_CLAIM_LEASE, DeadLetter
 from eventcore.messaging.names import check_name
 
 __all__ = ["KvDeadLetterBox"]
@@ -59,7 +60,14 @@ class _Live(NamedTuple):
     revision: int
 
 
-_encoder = msgspec.json.Encoder()
+def _plain(value: object) -> object:
+    # A str subclass (a ``StreamId`` as a letter's key) is kept as the str it is.
+    if isinstance(value, str):
+        return str(value)
+    raise NotImplementedError(f"cannot keep a {type(value).__name__} in a dead letter")
+
+
+_encoder = msgspec.json.Encoder(enc_hook=_plain)
 _stored = msgspec.json.Decoder(_Stored)
 #: Room kept in a value for what travels with it (subject, headers).
 _MARGIN = 8 * 1024
@@ -244,35 +252,54 @@ class KvDeadLetterBox:
         self._open()
         while True:
             live = await self._entry(letter_id)
+            if live.letter.status != "dead":
+                return
             retry = msgspec.structs.replace(live.letter, status="retry")
-            with translated("marking a dead letter for retry"):
-                try:
-                    await self._kv.update(
-                        live.key, _encode(retry, live.body_parts), last=live.revision
-                    )
-                except KeyWrongLastSequenceError:
-                    continue
-            return
+            if await self._replace(live, retry, "marking a dead letter for retry"):
+                return
 
-    async def claim_retries(self, group: str, topic: str, limit: int = 100) -> list[DeadLetter]:
+    async def _replace(self, live: _Live, letter: DeadLetter, doing: str) -> bool:
+        """Write ``letter`` over ``live`` (its body parts kept) unless it changed since
+        it was read."""
+        with translated(doing):
+            try:
+                await self._kv.update(
+                    live.key, _encode(letter, live.body_parts), last=live.revision
+                )
+            except KeyWrongLastSequenceError:
+                return False
+        return True
+
+    async def claim_retries(
+        self,
+        group: str,
+        topic: str,
+        limit: int = 100,
+        *,
+        holder: str = "",
+        lease: float = DEFAULT_CLAIM_LEASE,
+    ) -> list[DeadLetter]:
         self._open()
         check_letter_filter(group, topic, limit)
+        check_claim(holder, lease)
         with translated("listing dead letters"):
             found = await entries(self._js, self._bucket, f"{group}.{topic}.*")
+        now = utc_now()
         due: list[_Live] = []
         for entry in found:
             stored = _decode(entry.value)
-            if stored.letter is not None and stored.letter.status == "retry":
+            if stored.letter is not None and claimable(stored.letter, now):
                 due.append(_Live(entry.key, stored.letter, stored.body_parts, entry.revision or 0))
         due.sort(key=lambda live: _sort_key(live.letter))
-        claimed: list[DeadLetter] = []
-        for live in due[:limit]:
-            # Read whole before it is buried: its body parts go with it.
-            letter = await self._with_body(live)
+        taken: list[DeadLetter] = []
+        for live in due:
+            if len(taken) == limit:
+                break
+            letter = claimed(live.letter, holder, now, lease)
             # The compare-and-set makes a letter claimed by exactly one of two racing claimers.
-            if await self._bury(live):
-                claimed.append(letter)
-        return claimed
+            if await self._replace(live, letter, "claiming a dead letter"):
+                taken.append(await self._with_body(live._replace(letter=letter)))
+        return taken
 
     async def count(self, *, group: str | None = None) -> int:
         self._open()

@@ -48,7 +48,12 @@ class Publisher:
             if error is None:
                 future.set_result(None)
             else:
-                future.set_exception(APIError.from_error(error))
+                # from_error raises the error it makes; raised here, in the callback, it
+                # left the publish waiting until its timeout.
+                try:
+                    APIError.from_error(error)
+                except APIError as refused:
+                    future.set_exception(refused)
         else:
             future.set_result(None)
 

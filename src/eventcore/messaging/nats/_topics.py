@@ -76,9 +76,14 @@ class TopicStreams:
             )
             try:
                 info = await self._js.add_stream(config)
-            except BadRequestError:
+            except BadRequestError as refused:
                 # Another process created it first (with its own count): use theirs.
-                info = await self._js.stream_info(name)
+                # If there is none, the server refused our stream itself (its subjects
+                # taken by another stream, say): that is the error to tell.
+                try:
+                    info = await self._js.stream_info(name)
+                except NotFoundError:
+                    raise refused from None
         match = _DESCRIPTION.fullmatch(info.config.description or "")
         if match is None:
             raise BusError(f"stream {name!r} exists but was not created by eventcore")

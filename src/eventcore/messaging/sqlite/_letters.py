@@ -2,7 +2,7 @@
 
 Letters sort by ``failed_at`` then id. The sort position of every id ever put is
 kept (``bus_dead_letter_marks``), so ``after`` still pages on when the letter it names
-was dropped or claimed in the meantime.
+was dropped in the meantime.
 """
 
 from __future__ import annotations
@@ -13,15 +13,17 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
 from eventcore.errors import DeadLetterNotFound
-from eventcore.messaging._input import check_letter, check_letter_filter
-from eventcore.messaging.bus import DeadLetter
+from eventcore.messaging._claims import claimable, claimed, utc_now
+from eventcore.messaging._input import check_claim, check_letter, check_letter_filter
+from eventcore.messaging.bus import DEFAULT_CLAIM_LEASE, DeadLetter
 from eventcore.messaging.names import check_name
 from eventcore.messaging.sqlite._thread import Worker, write
 
 __all__ = ["SqliteDeadLetterBox"]
 
 _COLUMNS: Final = (
-    "letter_id, grp, topic, message_id, key, body, reason, error_type, attempts, failed_at, status"
+    "letter_id, grp, topic, message_id, key, body, reason, error_type, attempts, failed_at, status,"
+    " claimed_by, claimed_until"
 )
 _AWARE_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 _NAIVE_EPOCH: Final = datetime(1970, 1, 1)
@@ -48,6 +50,8 @@ def _letter(row: tuple[Any, ...]) -> DeadLetter:
         attempts=int(attempts),
         failed_at=datetime.fromisoformat(row[9]),
         status=row[10],
+        claimed_by=row[11],
+        claimed_until=None if row[12] is None else datetime.fromisoformat(row[12]),
     )
 
 
@@ -75,13 +79,15 @@ class SqliteDeadLetterBox:
             letter.attempts,
             letter.failed_at.isoformat(),
             letter.status,
+            letter.claimed_by,
+            None if letter.claimed_until is None else letter.claimed_until.isoformat(),
             order,
         )
 
         def body(connection: sqlite3.Connection) -> None:
             connection.execute(
                 f"INSERT OR REPLACE INTO bus_dead_letters ({_COLUMNS}, failed_order)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 values,
             )
             connection.execute(
@@ -155,28 +161,53 @@ class SqliteDeadLetterBox:
 
     async def request_retry(self, letter_id: str) -> None:
         def body(connection: sqlite3.Connection) -> None:
-            cursor = connection.execute(
-                "UPDATE bus_dead_letters SET status = 'retry' WHERE letter_id = ?", (letter_id,)
-            )
-            if cursor.rowcount == 0:
+            row = connection.execute(
+                "SELECT status FROM bus_dead_letters WHERE letter_id = ?", (letter_id,)
+            ).fetchone()
+            if row is None:
                 raise DeadLetterNotFound(letter_id)
+            if row[0] == "dead":
+                connection.execute(
+                    "UPDATE bus_dead_letters SET status = 'retry' WHERE letter_id = ?",
+                    (letter_id,),
+                )
 
         await self._write(body)
 
-    async def claim_retries(self, group: str, topic: str, limit: int = 100) -> list[DeadLetter]:
+    async def claim_retries(
+        self,
+        group: str,
+        topic: str,
+        limit: int = 100,
+        *,
+        holder: str = "",
+        lease: float = DEFAULT_CLAIM_LEASE,
+    ) -> list[DeadLetter]:
         check_letter_filter(group, topic, limit)
+        check_claim(holder, lease)
 
         def body(connection: sqlite3.Connection) -> list[DeadLetter]:
+            # Under the write lock, so two claimers (in any processes) never take the
+            # same letter. Claims are few: which ran out is judged here, not in SQL.
+            now = utc_now()
             rows = connection.execute(
                 f"SELECT {_COLUMNS} FROM bus_dead_letters"
-                " WHERE grp = ? AND topic = ? AND status = 'retry'"
-                " ORDER BY failed_order, letter_id LIMIT ?",
-                (group, topic, limit),
-            ).fetchall()
-            connection.executemany(
-                "DELETE FROM bus_dead_letters WHERE letter_id = ?", [(row[0],) for row in rows]
+                " WHERE grp = ? AND topic = ? AND status IN ('retry', 'claimed')"
+                " ORDER BY failed_order, letter_id",
+                (group, topic),
             )
-            return [_letter(row) for row in rows]
+            due = [letter for letter in map(_letter, rows) if claimable(letter, now)][:limit]
+            taken = [claimed(letter, holder, now, lease) for letter in due]
+            connection.executemany(
+                "UPDATE bus_dead_letters SET status = 'claimed', claimed_by = ?,"
+                " claimed_until = ? WHERE letter_id = ?",
+                [
+                    (holder, letter.claimed_until.isoformat(), letter.letter_id)
+                    for letter in taken
+                    if letter.claimed_until is not None
+                ],
+            )
+            return taken
 
         result: list[DeadLetter] = await self._write(body)
         return result

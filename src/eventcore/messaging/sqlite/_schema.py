@@ -139,6 +139,15 @@ _MIGRATIONS: Final[tuple[Migration, ...]] = (
             "ALTER TABLE bus_checkpoints ADD COLUMN store_id TEXT",
         ),
     ),
+    (
+        3,
+        (
+            # Who holds a letter claimed for retry, and until when (ISO 8601, UTC): the
+            # letter stays in the box until it is handled.
+            "ALTER TABLE bus_dead_letters ADD COLUMN claimed_by TEXT",
+            "ALTER TABLE bus_dead_letters ADD COLUMN claimed_until TEXT",
+        ),
+    ),
 )
 
 LATEST_VERSION: Final = latest(_MIGRATIONS)
