@@ -7,6 +7,7 @@ a mocking library: one conflicts on its first appends, one never answers a read.
 from __future__ import annotations
 
 import asyncio
+import random
 import uuid
 from collections.abc import AsyncIterator, Collection, Mapping, Sequence
 
@@ -395,6 +396,26 @@ async def test_a_conflicted_command_succeeds_on_the_attempt_after_the_conflicts(
     result = await executor(ConflictsFirst(store, conflicts)).execute(Deposit(account=A))
     assert result.attempts == conflicts + 1
     assert await store.stream_version(A) == 1
+
+
+async def test_a_conflicted_command_waits_its_backoff_before_the_next_attempt(
+    store: EventStore,
+) -> None:
+    conflicting = ConflictsFirst(store, conflicts=1)
+    # A delay drawn (seeded) below a minute's ceiling: far longer than the steps below.
+    policy = RetryPolicy(max_attempts=2, initial_delay=60.0, max_delay=60.0)
+    run = Executor(conflicting, registry, retry=policy, rng=random.Random(1))
+    task = asyncio.ensure_future(run.execute(Deposit(account=A)))
+    try:
+        # The wrapper's count is the signal; each step lets the executor go on.
+        while conflicting.appends < 1:  # noqa: ASYNC110
+            await asyncio.sleep(0)
+        for _ in range(50):
+            await asyncio.sleep(0)
+        assert conflicting.appends == 1, "the next attempt did not wait for its backoff"
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
 
 
 async def test_conflicted_attempts_write_nothing_of_their_own(store: EventStore) -> None:

@@ -614,7 +614,7 @@ async def test_batches_that_follow_within_the_idle_delay_postpone_the_idle_save(
     assert bus.saved == [last]
 
 
-async def test_a_stop_after_a_refused_batch_saves_the_checkpoint_up_to_what_was_acknowledged(
+async def test_a_stop_after_a_refused_batch_saves_up_to_what_was_acknowledged_and_keeps_the_refusal(
     store: EventStore, memory_bus: MemoryBus, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Neither interval nor idle saves: what is saved, the stop saved.
@@ -628,7 +628,7 @@ async def test_a_stop_after_a_refused_batch_saves_the_checkpoint_up_to_what_was_
     relay = Relay(store, bus, TOPICS, service=SERVICE, batch_size=10)
     task = asyncio.create_task(relay.run())
     try:
-        await wait_until(lambda: relay.status().position == 20 and bus.refused_calls > 0)
+        await wait_until(lambda: relay.status().position == 20 and bus.refused_calls > 1)
         assert bus.saved == []
     finally:
         relay.stop()
@@ -639,6 +639,9 @@ async def test_a_stop_after_a_refused_batch_saves_the_checkpoint_up_to_what_was_
     # One batch refused, however many times: one republished batch.
     assert bus.refused_calls > 1
     assert relay.status().republished_batches == 1
+    # The save that went through is not the refused batch: the status still says why
+    # the relay stopped short.
+    assert relay.status().last_error == "BusUnavailable: refused by the test"
 
 
 async def test_a_stop_while_the_window_is_full_and_the_bus_refuses_returns(

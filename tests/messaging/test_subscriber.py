@@ -900,10 +900,13 @@ async def test_a_letter_that_cannot_be_parked_is_not_acked(
     bus: Bus, producer: Producer, error: Exception
 ) -> None:
     recorder = Recorder()
+    failed_calls = 0
 
     async def handle(received: Received) -> None:
+        nonlocal failed_calls
         assert isinstance(received.event, Deposited)
         if received.event.amount == 1:
+            failed_calls += 1
             raise RuntimeError("always")
         await recorder(received)
 
@@ -921,6 +924,8 @@ async def test_a_letter_that_cannot_be_parked_is_not_acked(
     # nak'ed; the second delivery (the first counts as one call) had two calls left.
     assert (letter.error_type, letter.attempts) == ("RuntimeError", 3)
     assert recorder.amounts() == [2]
+    # Tried and given back: its delivery counts, so it was not given a fresh budget.
+    assert failed_calls == 5
 
 
 # --- closed resources, outages, stopping mid-outage --------------------------------------
@@ -1167,32 +1172,32 @@ async def test_a_redelivered_message_gets_only_the_tries_left_of_its_budget(
     assert (calls, letter.attempts, sub.status().retried) == (2, 3, 1)
 
 
-async def test_a_delivery_given_back_untried_does_not_count_against_the_tries(
+async def test_deliveries_given_back_untried_do_not_count_against_their_tries(
     bus: Bus, producer: Producer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     clock = _Clock()
     monkeypatch.setattr(subscriber_module, "time", clock)
     ack_wait = 10.0
-    calls: list[int] = []
+    calls: list[tuple[int, int]] = []
 
     async def handle(received: Received) -> None:
         assert isinstance(received.event, Deposited)
         if received.event.amount == 1:
-            clock.now += ack_wait  # past the batch's deadline: the second is given back
+            clock.now += ack_wait  # past the batch's deadline: the others are given back
             return
-        calls.append(received.delivery.attempt)
+        calls.append((received.event.amount, received.delivery.attempt))
         raise RuntimeError("always")
 
     await bus.publish(
-        [await producer.message("account-g", Deposited(account="g", amount=n)) for n in (1, 2)]
+        [await producer.message("account-g", Deposited(account="g", amount=n)) for n in (1, 2, 3)]
     )
     sub = subscriber(bus, {Deposited: handle}, ack_wait=ack_wait, max_deliveries=2)
     async with running(sub):
-        await until(lambda: sub.status().dead_lettered == 1, "parked")
-    # Its first delivery was given back untried: the second still gets both tries.
-    (letter,) = await bus.dead_letters.letters()
-    assert calls == [2, 2]
-    assert letter.attempts == 2
+        await until(lambda: sub.status().dead_lettered == 2, "both parked")
+    # Their first delivery was given back untried, both together: each of them (not
+    # only the last given back) still gets both tries on its second.
+    assert calls == [(2, 2), (2, 2), (3, 2), (3, 2)]
+    assert [letter.attempts for letter in await bus.dead_letters.letters()] == [2, 2]
 
 
 class _RecordingBackoff:

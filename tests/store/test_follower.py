@@ -393,6 +393,79 @@ async def test_a_failed_look_at_the_head_beside_a_read_ends_the_follower_with_it
     assert looks == [], "no head look is left running"
 
 
+async def test_a_look_at_the_head_that_failed_before_its_read_ended_ends_the_follower(
+    watched: Watched,
+) -> None:
+    await watched.inner.append({A: events(3)}, expected={A: 0})
+    looks = 0
+    failed = asyncio.Event()
+    settled_position = watched.settled_position
+
+    async def second_look_fails() -> int:
+        # The first look is made before the first read; the second goes on beside it.
+        nonlocal looks
+        looks += 1
+        if looks == 2:
+            failed.set()
+            raise StoreUnavailable("no head")
+        return await settled_position()
+
+    watched.settled_position = second_look_fails  # type: ignore[method-assign]
+    gate = watched.batch_gate = asyncio.Event()  # the read hands nothing over until then
+    follower = following(watched, poll_interval=60.0)
+    reading = follower.batches()
+    first = asyncio.ensure_future(anext(reading))
+    await failed.wait()
+    gate.set()
+    assert [e.position for e in await first] == [1, 2, 3]
+
+    # The look ended (failed) while the read was under way: its error is not lost.
+    with pytest.raises(StoreUnavailable, match="no head"):
+        async with asyncio.timeout(30):  # a swallowed error would wait for ever
+            await anext(reading)
+
+
+async def test_a_follower_cancelled_while_its_head_look_is_slow_leaves_no_look_running(
+    watched: Watched,
+) -> None:
+    await watched.inner.append({A: events(3)}, expected={A: 0})
+    looks = 0
+    slow_look = asyncio.Event()
+    settled_position = watched.settled_position
+
+    async def second_look_never_answers() -> int:
+        nonlocal looks
+        looks += 1
+        if looks == 2:
+            slow_look.set()
+            try:
+                await asyncio.Event().wait()
+            except asyncio.CancelledError:
+                for _ in range(3):  # like a store call that takes a moment to unwind
+                    await asyncio.sleep(0)
+                raise
+        return await settled_position()
+
+    watched.settled_position = second_look_never_answers  # type: ignore[method-assign]
+    follower = following(watched, poll_interval=60.0)
+
+    async def follow() -> None:
+        async for _ in follower.batches():
+            pass
+
+    task = asyncio.ensure_future(follow())
+    await slow_look.wait()
+    await watched.read_ended.wait()  # the read is over: the follower waits for the look
+    await finishes(asyncio.ensure_future(asyncio.sleep(0)))
+    task.cancel()
+
+    with pytest.raises(asyncio.CancelledError):
+        async with asyncio.timeout(30):  # a look waited for but never cancelled: for ever
+            await task
+    looks_left = [t for t in asyncio.all_tasks() if "_look_at_head" in repr(t.get_coro())]
+    assert looks_left == [], "no head look is left running"
+
+
 async def test_leaving_a_follower_mid_read_leaves_no_head_look_running(watched: Watched) -> None:
     await watched.inner.append({A: events(4)}, expected={A: 0})
     watched.looks_after_reads = True  # the look beside the read waits for the read to end
