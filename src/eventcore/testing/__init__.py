@@ -7,12 +7,12 @@ seeded fault-injecting wrappers, and helpers that wait until services are idle.
   ``docs/guides/testing-your-backend.md``).
 * :class:`FaultyStore`, :class:`FaultyBus` — wrappers that, from a seed, fail calls with
   the typed outage errors, delay them, deliver twice and drop connections.
-* :func:`until_idle` — wait until every relay has caught up and every delivery settled,
-  instead of polling.
+* :class:`Services`, :func:`until_idle` — run relays and subscribers together and wait
+  until every relay has caught up and every delivery settled, instead of polling.
 
 The contract classes need pytest, pytest-asyncio and hypothesis (``pip install
 eventcore[testing]``); they are imported only when first named, so the fault wrappers and
-:func:`until_idle` work without them.
+:class:`Services` work without them.
 """
 
 from __future__ import annotations
@@ -23,17 +23,16 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from eventcore.testing.bus import BusContract
     from eventcore.testing.faults import FaultPlan, FaultyBus, FaultyStore
-    from eventcore.testing.idle import until_idle
+    from eventcore.testing.idle import Services, until_idle
     from eventcore.testing.store import StoreContract
-    from eventcore.testing.target import TargetContract
 
 __all__ = [
     "BusContract",
     "FaultPlan",
     "FaultyBus",
     "FaultyStore",
+    "Services",
     "StoreContract",
-    "TargetContract",
     "until_idle",
 ]
 
@@ -44,8 +43,8 @@ _HOMES = {
     "FaultPlan": "eventcore.testing.faults",
     "FaultyBus": "eventcore.testing.faults",
     "FaultyStore": "eventcore.testing.faults",
+    "Services": "eventcore.testing.idle",
     "StoreContract": "eventcore.testing.store",
-    "TargetContract": "eventcore.testing.target",
     "until_idle": "eventcore.testing.idle",
 }
 
