@@ -43,6 +43,7 @@ from eventcore.messaging.subscriber import Subscriber
 from eventcore.messaging.topics import TopicMap
 from eventcore.store import EventStore
 from eventcore.store.checkpoint import Checkpoint
+from eventcore.testing.faults import FaultPlan, FaultyBus
 
 __all__ = ["Services", "until_idle"]
 
@@ -145,13 +146,23 @@ class Services:
     :class:`~eventcore.messaging.relay.Relay` and
     :class:`~eventcore.messaging.subscriber.Subscriber`, less the bus), run them with
     ``async with services.running():``, and ``await services.until_idle()`` inside.
+    With ``faults``, their bus misbehaves as the :class:`FaultPlan` says.
     """
 
-    def __init__(self, bus: Bus) -> None:
+    def __init__(self, bus: Bus, *, faults: FaultPlan | None = None) -> None:
         self._watch = _Watch()
-        self.bus: Bus = _WatchedBus(bus, self._watch)
+        watched = _WatchedBus(bus, self._watch)
+        #: The bus the services use: with ``faults``, a :class:`FaultyBus` over the one
+        #: that notes what is published and settled, so a fault never hides a real
+        #: acknowledgement from :meth:`until_idle`. Publish through it too.
+        self.bus: Bus = watched if faults is None else FaultyBus(watched, faults)
         self.relays: list[tuple[Relay, EventStore]] = []
         self.subscribers: list[tuple[Subscriber, str, str]] = []
+
+    @property
+    def faults(self) -> list[tuple[str, str]]:
+        """``(call, fault)`` for every fault injected so far; [] without ``faults``."""
+        return self.bus.faults if isinstance(self.bus, FaultyBus) else []
 
     def relay(self, store: EventStore, topics: TopicMap, *, service: str, **options: Any) -> Relay:
         relay = Relay(store, self.bus, topics, service=service, **options)
