@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from eventcore.testing.faults import FaultPlan, FaultyBus, FaultyStore
     from eventcore.testing.idle import Services, until_idle
     from eventcore.testing.store import StoreContract
+    from eventcore.testing.target import TargetContract
 
 __all__ = [
     "BusContract",
@@ -33,6 +34,7 @@ __all__ = [
     "FaultyStore",
     "Services",
     "StoreContract",
+    "TargetContract",
     "until_idle",
 ]
 
@@ -45,6 +47,7 @@ _HOMES = {
     "FaultyStore": "eventcore.testing.faults",
     "Services": "eventcore.testing.idle",
     "StoreContract": "eventcore.testing.store",
+    "TargetContract": "eventcore.testing.target",
     "until_idle": "eventcore.testing.idle",
 }
 
