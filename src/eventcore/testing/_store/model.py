@@ -111,6 +111,8 @@ async def assert_matches(store: EventStore, model: Model) -> None:
 class ModelContract:
     """The store contract: model."""
 
+    # Outermost, so pytest-asyncio in strict mode sees it through hypothesis's wrapper.
+    @pytest.mark.asyncio
     @settings(
         max_examples=25,
         deadline=None,
