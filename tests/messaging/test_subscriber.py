@@ -212,14 +212,15 @@ async def test_handlers_see_each_stream_in_order(any_bus: Bus, producer: Produce
             messages.append(
                 await producer.message(f"account-{name}", Deposited(account=name, amount=round_))
             )
-    await any_bus.publish(messages)
     recorder = Recorder()
+    services = services_with(any_bus, {Deposited: recorder})
+    await services.bus.publish(messages)
     flagged = await producer.message("account-a", Flagged(note="ignored"))
-    await any_bus.publish([flagged])
-    sub = subscriber(any_bus, {Deposited: recorder})
+    await services.bus.publish([flagged])
+    (sub,) = [sub for sub, _, _ in services.subscribers]
 
-    async with running(sub):
-        await until(lambda: sub.status().handled + sub.status().ignored == 31, "all handled")
+    async with services.running():
+        await services.until_idle(timeout=PATIENCE)
 
     by_stream: dict[str, list[int]] = {}
     for stream, version, _ in recorder.seen:
