@@ -31,7 +31,7 @@ from typing import TypeVar
 
 import msgspec
 
-from eventcore.errors import BusUnavailable, StoreUnavailable
+from eventcore.errors import BusUnavailable, InvalidInput, StoreUnavailable
 from eventcore.messaging.bus import (
     DEFAULT_ACK_WAIT,
     Bus,
@@ -70,8 +70,6 @@ class FaultPlan:
     calls: Collection[str] | None = None
 
     def __post_init__(self) -> None:
-        from eventcore.errors import InvalidInput
-
         for name in ("fail", "lose_reply", "delay", "drop", "duplicate"):
             rate = getattr(self, name)
             if not 0.0 <= rate <= 1.0:
