@@ -44,7 +44,8 @@ def _ids(letters: list[DeadLetter]) -> list[str]:
 
 
 class DeadLettersContract:
-    """The bus contract: dead_letters."""
+    """Part of :class:`BusContract`: the dead-letter box keeps, lists, pages,
+    retries and drops letters."""
 
     @pytest.mark.asyncio
     async def test_a_letter_is_kept_as_it_was_put(self, bus: Bus) -> None:

@@ -75,7 +75,9 @@ async def _everything_without_acking(consumer: Consumer) -> list[Delivery]:
 
 
 class GroupsContract:
-    """The bus contract: groups."""
+    """Part of :class:`BusContract`: the members of a consumer group share its
+    partitions — each owned by one member at a time, handed over without losing or
+    repeating a message."""
 
     @pytest.mark.asyncio
     async def test_two_members_split_the_partitions_and_each_message_goes_to_one(

@@ -33,7 +33,10 @@ def _letter(delivery: Delivery) -> DeadLetter:
 
 
 class IdentityContract:
-    """The bus contract: identity."""
+    """Part of :class:`BusContract`: each message has an identity of its own,
+    the same on every delivery, and its dead letter is named by it — also a message from
+    a producer that gave it no id (on NATS, one published without ``Nats-Msg-Id``),
+    whose letters once overwrote each other."""
 
     @pytest.mark.asyncio
     async def test_messages_without_an_id_each_get_their_own_stable_identity_and_letter(

@@ -40,7 +40,8 @@ def _count_letters(bus: Bus) -> Awaitable[object]:
 
 
 class LifecycleContract:
-    """The bus contract: lifecycle."""
+    """Part of :class:`BusContract`: checkpoints, closing, and names refused
+    before anything happens."""
 
     @pytest.mark.asyncio
     async def test_a_checkpoint_is_none_until_saved_and_keeps_its_position_and_store(

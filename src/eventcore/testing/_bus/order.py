@@ -38,7 +38,8 @@ async def _handle_all(consumer: Consumer, fail_every: int) -> list[int]:
 
 
 class OrderContract:
-    """The bus contract: order."""
+    """Part of :class:`BusContract`: within a group, each key's messages are
+    handled in publish order — also when some of them fail and are nak'ed."""
 
     @pytest.mark.parametrize("fail_every", [0, 4], ids=["no-failures", "with-naks"])
     @pytest.mark.asyncio

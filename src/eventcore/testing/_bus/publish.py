@@ -28,7 +28,8 @@ def _again_with_another_body_and_key(message: OutgoingMessage) -> list[list[Outg
 
 
 class PublishContract:
-    """The bus contract: publish."""
+    """Part of :class:`BusContract`: what is published is consumed, once per
+    group, and stored once per id."""
 
     @pytest.mark.asyncio
     async def test_a_published_message_arrives_as_it_was_sent(self, bus: Bus) -> None:

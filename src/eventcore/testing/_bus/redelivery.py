@@ -18,7 +18,9 @@ def _one_key(count: int) -> list[OutgoingMessage]:
 
 
 class RedeliveryContract:
-    """The bus contract: redelivery."""
+    """Part of :class:`BusContract`: at-least-once delivery — unacknowledged and
+    nak'ed messages come again, with ``attempt`` counting, and a partition waits for its
+    unsettled deliveries."""
 
     @pytest.mark.asyncio
     async def test_an_unacknowledged_message_comes_again_after_the_ack_wait(self, bus: Bus) -> None:

@@ -38,7 +38,8 @@ async def seed(store: EventStore) -> None:
 
 
 class AppendContract:
-    """The store contract: append."""
+    """Part of :class:`StoreContract`: appends are atomic across streams, checked
+    against every stream read (§3)."""
 
     @pytest.mark.asyncio
     async def test_append_writes_several_streams_at_once(self, store: EventStore) -> None:

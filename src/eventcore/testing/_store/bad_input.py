@@ -69,7 +69,8 @@ def _nested(depth: int) -> bytes:
 
 
 class BadInputContract:
-    """The store contract: bad_input."""
+    """Part of :class:`StoreContract`: bad input of any kind is a typed error and
+    writes nothing (§3, last bullet)."""
 
     @pytest_asyncio.fixture
     async def seeded(self, store: EventStore) -> EventStore:

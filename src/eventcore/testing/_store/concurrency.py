@@ -26,7 +26,8 @@ MAX_ATTEMPTS = 500
 
 
 class ConcurrencyContract:
-    """The store contract: concurrency."""
+    """Part of :class:`StoreContract`: concurrent read-then-append writers keep
+    every stream and the log consistent."""
 
     @pytest.mark.asyncio
     async def test_concurrent_writers_with_retries_keep_streams_contiguous(

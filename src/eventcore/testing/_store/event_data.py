@@ -24,7 +24,8 @@ FULL_METADATA = Metadata(
 
 
 class EventDataContract:
-    """The store contract: event_data."""
+    """Part of :class:`StoreContract`: what goes in comes back — payload bytes,
+    metadata, type, schema version (§3)."""
 
     @pytest.mark.asyncio
     async def test_metadata_round_trips_every_field(self, store: EventStore) -> None:

@@ -28,7 +28,8 @@ async def fill(store: EventStore, count: int) -> list[int]:
 
 
 class GlobalLogContract:
-    """The store contract: global_log."""
+    """Part of :class:`StoreContract`: the global log — unique, ordered positions
+    and resumable batched reads (§3)."""
 
     @pytest.mark.asyncio
     async def test_the_settled_position_is_the_head_when_no_append_is_in_flight(

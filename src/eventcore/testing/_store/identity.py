@@ -14,7 +14,9 @@ from eventcore.testing._store_fixtures import MakeStore
 
 
 class IdentityContract:
-    """The store contract: identity."""
+    """Part of :class:`StoreContract`: a store has an identity, made with it and
+    kept for its lifetime (protocol ``store_id``); checkpoints keep it to know which log
+    they count."""
 
     @pytest.mark.asyncio
     async def test_a_store_id_is_a_uuid_that_stays_the_same(self, store: EventStore) -> None:

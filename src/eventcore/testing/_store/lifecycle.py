@@ -34,7 +34,8 @@ CALLS: list[Any] = [
 
 
 class LifecycleContract:
-    """The store contract: lifecycle."""
+    """Part of :class:`StoreContract`: a closed store refuses every call; closing
+    is idempotent (protocol ``aclose``), and ``async with`` closes it."""
 
     @pytest.mark.parametrize("call", CALLS)
     @pytest.mark.asyncio

@@ -109,7 +109,9 @@ async def assert_matches(store: EventStore, model: Model) -> None:
 
 
 class ModelContract:
-    """The store contract: model."""
+    """Part of :class:`StoreContract`, property-based: random appends, conflicts
+    and idempotent retries keep every backend in step with a model that is just a list
+    per stream and one global list."""
 
     # Outermost, so pytest-asyncio in strict mode sees it through hypothesis's wrapper.
     @pytest.mark.asyncio

@@ -14,7 +14,8 @@ OTHER = StreamId("account-2")
 
 
 class StreamsContract:
-    """The store contract: streams."""
+    """Part of :class:`StoreContract`: streams, their versions and heads
+    (docs/architecture.md#the-store-contract, first bullet)."""
 
     @pytest.mark.asyncio
     async def test_new_store_is_empty(self, store: EventStore) -> None:

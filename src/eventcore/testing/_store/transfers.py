@@ -158,7 +158,8 @@ _runs: dict[tuple[str, str], Ledger] = {}
 
 
 class TransfersContract:
-    """The store contract: transfers."""
+    """Part of :class:`StoreContract`: the concurrency contract, end to end: many writers
+    moving money through the executor."""
 
     @pytest_asyncio.fixture(params=[0, 16], ids=["uncached", "cached"])
     async def ledger(self, request: pytest.FixtureRequest, make_store: MakeStore) -> Ledger:

@@ -17,7 +17,8 @@ NEVER = 60.0
 
 
 class WaitContract:
-    """The store contract: wait."""
+    """Part of :class:`StoreContract`: ``wait_for_events`` — wake on a committed
+    event past a mark, else time out."""
 
     @pytest.mark.asyncio
     async def test_wait_returns_true_at_once_when_the_log_is_past_the_mark(
