@@ -40,6 +40,8 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("messaging", ("eventcore.messaging",)),
     ("coordination", ("eventcore.resilience", "eventcore.saga")),
     ("federation", ("eventcore.federation",)),
+    # Contract suites and test helpers: may use every layer below the runtime.
+    ("testing", ("eventcore.testing",)),
     ("runtime", ("eventcore.cli", "eventcore.demo")),
 ]
 RANK = {name: rank for rank, (name, _) in enumerate(LAYERS)}

@@ -7,6 +7,8 @@ listed (or listed without existing) fails here.
 from __future__ import annotations
 
 import importlib
+import subprocess
+import sys
 from types import ModuleType
 
 import pytest
@@ -41,6 +43,12 @@ MODULES = [
     "eventcore.federation.matcher",
     "eventcore.federation.routing",
     "eventcore.federation.transforms",
+    "eventcore.testing",
+    "eventcore.testing.store",
+    "eventcore.testing.bus",
+    "eventcore.testing.target",
+    "eventcore.testing.faults",
+    "eventcore.testing.idle",
 ]
 
 
@@ -95,3 +103,16 @@ def test_exported_errors_share_one_root() -> None:
 
     assert errors
     assert all(issubclass(error, eventcore.EventcoreError) for error in errors)
+
+
+def test_the_fault_wrappers_and_services_need_no_pytest() -> None:
+    # eventcore.testing's contract classes need pytest (the ``testing`` extra); what a
+    # program may use outside a test run must not pull it in.
+    code = (
+        "import sys, eventcore.testing as t; t.FaultyStore; t.FaultyBus; t.Services;"
+        " print('pytest' in sys.modules, 'hypothesis' in sys.modules)"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
+    assert result.stdout.split() == ["False", "False"]

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from eventcore.messaging.bus import Bus
+from eventcore.testing.bus import LEASE_TTL, PARTITIONS
 from tests.backends import skip_or_fail
 from tests.messaging.buses import (
     BUSES,
@@ -26,10 +27,9 @@ from tests.messaging.buses import (
     unavailable_reason,
 )
 
-#: Short enough that members take over from each other quickly, long enough that a
-#: busy test machine does not let a live member's lease run out.
-TEST_LEASE_TTL = 1.0
-TEST_PARTITIONS = 4
+#: The settings every test bus has unless a test asks for others: the bus contract's.
+TEST_LEASE_TTL = LEASE_TTL
+TEST_PARTITIONS = PARTITIONS
 
 MakeSite = Callable[..., Awaitable[Connect]]
 

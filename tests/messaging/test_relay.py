@@ -34,6 +34,7 @@ from eventcore.messaging.bus import Consumer, DeadLetterBox
 from eventcore.messaging.memory import MemoryBus
 from eventcore.messaging.relay import Relay
 from eventcore.store.checkpoint import Checkpoint
+from eventcore.testing import FaultPlan, FaultyBus, FaultyStore
 
 SERVICE = "accounts"
 #: Bounds waits for things that happen in milliseconds; only a hang reaches it.
@@ -275,6 +276,69 @@ async def test_every_mapped_event_is_published_once_as_its_envelope_and_others_a
         memory_bus, "withdrawals"
     )
     assert sorted(m.message_id for m in held) == sorted(ids)
+
+
+async def publish_under_faults(
+    store: EventStore, memory_bus: MemoryBus, seed: int, window: int
+) -> tuple[list[StoredEvent], list[OutgoingMessage]]:
+    """Runs a relay over a seeded fault schedule until it published 300 events; returns
+    the mapped events and every message the bus holds."""
+    last = await append_events(store, random_events(random.Random(seed), 300))
+    # Publishes and checkpoint saves fail, lose their reply, stall and drop the
+    # connection; the store's reads stall, so batches interleave differently per seed.
+    bus = FaultyBus(
+        memory_bus,
+        FaultPlan(
+            seed=seed,
+            fail=0.15,
+            lose_reply=0.15,
+            delay=0.3,
+            drop=0.05,
+            calls={"publish", "save_checkpoint"},
+        ),
+    )
+    slow_store = FaultyStore(store, FaultPlan(seed=seed, delay=0.5))
+    relay = Relay(slow_store, bus, TOPICS, service=SERVICE, batch_size=16, window=window)
+
+    await run_until_published(relay, last)
+
+    assert {kind for _, kind in bus.faults} & {"fail", "lose_reply", "drop"}
+    events = [e for e in await stored_events(store) if e.type != "NoteAdded"]
+    published = [
+        message
+        for topic in ("deposits", "withdrawals")
+        for message in await bus_contents(memory_bus, topic)
+    ]
+    return events, published
+
+
+@pytest.mark.parametrize("seed", range(6))
+async def test_under_seeded_faults_a_pipelined_relay_publishes_every_event_exactly_once(
+    store: EventStore, memory_bus: MemoryBus, seed: int
+) -> None:
+    events, published = await publish_under_faults(store, memory_bus, seed, window=64)
+
+    assert sorted(m.message_id for m in published) == sorted(str(e.event_id) for e in events)
+
+
+@pytest.mark.parametrize("seed", range(6))
+async def test_under_seeded_faults_a_one_batch_window_publishes_each_stream_in_order_once(
+    store: EventStore, memory_bus: MemoryBus, seed: int
+) -> None:
+    # docs/delivery.md ("What can reorder", 3): only one batch in flight keeps a refused
+    # batch from landing behind a later one.
+    events, published = await publish_under_faults(store, memory_bus, seed, window=1)
+
+    # Each (topic, stream): its events in log order, each once.
+    in_log: dict[tuple[str | None, str], list[str]] = {}
+    for event in events:
+        in_log.setdefault((TOPICS.topic_for(event.type), event.stream_id), []).append(
+            str(event.event_id)
+        )
+    on_bus: dict[tuple[str | None, str], list[str]] = {}
+    for message in published:
+        on_bus.setdefault((message.topic, message.key), []).append(message.message_id)
+    assert on_bus == in_log
 
 
 async def test_a_new_relay_starts_after_the_checkpoint_and_publishes_only_what_is_new(

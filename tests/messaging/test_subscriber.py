@@ -37,6 +37,7 @@ from eventcore.messaging.bus import partition_of
 from eventcore.messaging.envelope import encode_envelope, envelope_of
 from eventcore.messaging.memory import MemoryBus
 from eventcore.messaging.subscriber import Received, Subscriber
+from eventcore.testing import FaultPlan, Services
 from tests.backends import skip_or_fail
 from tests.messaging.buses import BUSES, unavailable_reason
 
@@ -163,15 +164,25 @@ async def running(*subscribers: Subscriber) -> AsyncIterator[list[asyncio.Task[N
             await asyncio.gather(*tasks)
 
 
+#: The subscriber settings of these tests.
+SETTINGS: dict[str, Any] = {
+    "group": GROUP,
+    "registry": registry,
+    "retry_backoff": FAST,
+    "retry_poll": 0.02,
+}
+
+
 def subscriber(bus: Bus, handlers: dict[Any, Any], **options: Any) -> Subscriber:
-    settings: dict[str, Any] = {
-        "group": GROUP,
-        "registry": registry,
-        "retry_backoff": FAST,
-        "retry_poll": 0.02,
-        **options,
-    }
-    return Subscriber(bus, TOPIC, handlers, **settings)
+    return Subscriber(bus, TOPIC, handlers, **(SETTINGS | options))
+
+
+def services_with(bus: Bus, handlers: dict[Any, Any], **options: Any) -> Services:
+    """One subscriber on ``bus``, run and waited on as ``Services``; publish through
+    ``services.bus``."""
+    services = Services(bus)
+    services.subscriber(TOPIC, handlers, **(SETTINGS | options))
+    return services
 
 
 class Recorder:
@@ -201,14 +212,15 @@ async def test_handlers_see_each_stream_in_order(any_bus: Bus, producer: Produce
             messages.append(
                 await producer.message(f"account-{name}", Deposited(account=name, amount=round_))
             )
-    await any_bus.publish(messages)
     recorder = Recorder()
+    services = services_with(any_bus, {Deposited: recorder})
+    await services.bus.publish(messages)
     flagged = await producer.message("account-a", Flagged(note="ignored"))
-    await any_bus.publish([flagged])
-    sub = subscriber(any_bus, {Deposited: recorder})
+    await services.bus.publish([flagged])
+    (sub,) = [sub for sub, _, _ in services.subscribers]
 
-    async with running(sub):
-        await until(lambda: sub.status().handled + sub.status().ignored == 31, "all handled")
+    async with services.running():
+        await services.until_idle(timeout=PATIENCE)
 
     by_stream: dict[str, list[int]] = {}
     for stream, version, _ in recorder.seen:
@@ -252,10 +264,10 @@ async def test_a_republished_event_runs_its_command_once(bus: Bus, producer: Pro
     # The relay published it again past the bus's dedupe window: a new message id,
     # the same envelope.
     again = as_message(stored, message_id="republished-1")
-    await bus.publish([first, again])
-    sub = subscriber(bus, {Deposited: credit})
-    async with running(sub):
-        await until(lambda: sub.status().handled == 2, "both messages handled")
+    services = services_with(bus, {Deposited: credit})
+    await services.bus.publish([first, again])
+    async with services.running():
+        await services.until_idle(timeout=PATIENCE)
 
     written = await store.read_stream(StreamId("ledger-a"))
     assert [registry.decode(event) for event in written] == [
@@ -265,6 +277,62 @@ async def test_a_republished_event_runs_its_command_once(bus: Bus, producer: Pro
     metadata = written[0].metadata
     assert metadata.causation_id == str(stored.event_id)
     assert metadata.correlation_id == "c-1"
+    await store.aclose()
+
+
+@pytest.mark.parametrize("seed", range(5))
+async def test_under_seeded_bus_faults_every_message_takes_effect_once(
+    bus: Bus, producer: Producer, seed: int
+) -> None:
+    # Fetches, acks and naks fail, lose their reply, stall, drop the connection, and
+    # fetched deliveries come again: the inbox must keep every effect single.
+    plan = FaultPlan(
+        seed=seed,
+        fail=0.1,
+        lose_reply=0.1,
+        delay=0.2,
+        drop=0.03,
+        duplicate=0.2,
+        calls={"fetch", "ack", "nak"},
+    )
+    services = Services(bus, faults=plan)
+    store = await open_store("memory://")
+    executor = Executor(store, registry)
+
+    async def credit(received: Received) -> None:
+        assert isinstance(received.event, Deposited)
+        ledger = StreamId(f"ledger-{received.event.account}")
+        await received.run(executor, Credit(ledger=ledger, amount=received.event.amount))
+
+    messages = [
+        await producer.message(f"account-{n % 7}", Deposited(account=str(n % 7), amount=n))
+        for n in range(1, 61)
+    ]
+    services.subscriber(
+        TOPIC,
+        {Deposited: credit},
+        group=GROUP,
+        registry=registry,
+        retry_backoff=FAST,
+        retry_poll=0.01,
+        ack_wait=1.0,
+        max_deliveries=50,
+        batch_size=4,
+    )
+    async with services.running():
+        await services.bus.publish(messages)
+        await services.until_idle(timeout=PATIENCE)
+
+    faults = {kind for _, kind in services.faults}
+    assert "duplicate" in faults
+    assert faults & {"fail", "lose_reply", "drop"}
+    credited = [
+        registry.decode(event).amount  # type: ignore[attr-defined]
+        for n in range(7)
+        for event in await store.read_stream(StreamId(f"ledger-{n}"))
+    ]
+    assert sorted(credited) == list(range(1, 61))
+    assert await bus.dead_letters.count() == 0
     await store.aclose()
 
 
@@ -281,10 +349,10 @@ async def test_named_steps_run_several_commands_for_one_event_each_once(
             await received.run(executor, command, step=ledger)
 
     (stored,) = await producer.record("account-s", Deposited(account="s", amount=1))
-    await bus.publish([as_message(stored), as_message(stored, message_id="republished-2")])
-    sub = subscriber(bus, {Deposited: credit_twice})
-    async with running(sub):
-        await until(lambda: sub.status().handled == 2, "both messages handled")
+    services = services_with(bus, {Deposited: credit_twice})
+    await services.bus.publish([as_message(stored), as_message(stored, message_id="republished-2")])
+    async with services.running():
+        await services.until_idle(timeout=PATIENCE)
 
     assert await store.stream_version(StreamId("main-s")) == 1
     assert await store.stream_version(StreamId("audit-s")) == 1

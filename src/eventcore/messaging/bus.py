@@ -15,7 +15,7 @@ consumer's ``ack_wait`` — the member died, hung, or lost its lease — is deli
 again, with ``attempt`` counting the deliveries. Publishing is idempotent per
 (topic, message id): a message published twice is stored once.
 
-Every backend passes one conformance suite (``tests/messaging/test_conformance_*.py``).
+Every backend passes one conformance suite (``eventcore.testing.bus.BusContract``).
 """
 
 from __future__ import annotations

@@ -16,6 +16,7 @@ from collections import Counter
 
 import msgspec
 import pytest
+import pytest_asyncio
 
 from eventcore import (
     Command,
@@ -29,8 +30,8 @@ from eventcore import (
     StreamId,
     Writes,
 )
-from tests.backends import Backend, MakeStore
-from tests.store.reading import read_log
+from eventcore.testing._reading import read_log
+from eventcore.testing._store_fixtures import MakeStore
 
 ACCOUNTS = tuple(StreamId(f"account-{n}") for n in range(5))
 OPENING_BALANCE = 100
@@ -153,69 +154,80 @@ async def run_transfers(store: EventStore, cache_size: int) -> Ledger:
 
 #: One run per (backend, cache size), shared by the tests below: each checks one
 #: property of the same run, so the scenario is not repeated for every property.
-_runs: dict[tuple[str, int], Ledger] = {}
+_runs: dict[tuple[str, str], Ledger] = {}
 
 
-@pytest.fixture(params=[0, 16], ids=["uncached", "cached"])
-async def ledger(request: pytest.FixtureRequest, backend: Backend, make_store: MakeStore) -> Ledger:
-    key = (backend.name, request.param)
-    if key not in _runs:
-        _runs[key] = await run_transfers(await make_store(), cache_size=request.param)
-    return _runs[key]
+class TransfersContract:
+    """Part of :class:`StoreContract`: the concurrency contract, end to end: many writers
+    moving money through the executor."""
 
+    @pytest_asyncio.fixture(params=[0, 16], ids=["uncached", "cached"])
+    async def ledger(self, request: pytest.FixtureRequest, make_store: MakeStore) -> Ledger:
+        # The test's parameters name the backend (when the suite is parametrised over
+        # several) and the cache size; the class names the backend otherwise.
+        key = (f"{type(self).__module__}.{type(self).__qualname__}", request.node.callspec.id)
+        if key not in _runs:
+            _runs[key] = await run_transfers(await make_store(), cache_size=request.param)
+        return _runs[key]
 
-async def test_every_transfer_either_succeeds_or_is_rejected(ledger: Ledger) -> None:
-    outcomes = ledger.outcomes
-    assert outcomes["succeeded"] + outcomes["rejected"] == WORKERS * TRANSFERS_PER_WORKER
-    assert outcomes["succeeded"] > 0
+    @pytest.mark.asyncio
+    async def test_every_transfer_either_succeeds_or_is_rejected(self, ledger: Ledger) -> None:
+        outcomes = ledger.outcomes
+        assert outcomes["succeeded"] + outcomes["rejected"] == WORKERS * TRANSFERS_PER_WORKER
+        assert outcomes["succeeded"] > 0
 
+    @pytest.mark.asyncio
+    async def test_concurrent_transfers_conserve_money(self, ledger: Ledger) -> None:
+        total = sum(
+            balance_change(registry.decode(event))
+            for events in ledger.streams.values()
+            for event in events
+        )
+        assert total == OPENING_BALANCE * len(ACCOUNTS)
 
-async def test_concurrent_transfers_conserve_money(ledger: Ledger) -> None:
-    total = sum(
-        balance_change(registry.decode(event))
-        for events in ledger.streams.values()
-        for event in events
-    )
-    assert total == OPENING_BALANCE * len(ACCOUNTS)
+    @pytest.mark.asyncio
+    async def test_concurrent_transfers_never_overdraw_an_account(self, ledger: Ledger) -> None:
+        lowest = {}
+        for account, events in ledger.streams.items():
+            balance = lowest[account] = 0
+            for event in events:
+                balance += balance_change(registry.decode(event))
+                lowest[account] = min(lowest[account], balance)
+        assert lowest == dict.fromkeys(ACCOUNTS, 0)
 
+    @pytest.mark.asyncio
+    async def test_concurrent_transfers_keep_every_stream_contiguous(self, ledger: Ledger) -> None:
+        for events in ledger.streams.values():
+            assert [event.version for event in events] == list(range(1, len(events) + 1))
 
-async def test_concurrent_transfers_never_overdraw_an_account(ledger: Ledger) -> None:
-    lowest = {}
-    for account, events in ledger.streams.items():
-        balance = lowest[account] = 0
-        for event in events:
-            balance += balance_change(registry.decode(event))
-            lowest[account] = min(lowest[account], balance)
-    assert lowest == dict.fromkeys(ACCOUNTS, 0)
+    @pytest.mark.asyncio
+    async def test_concurrent_transfers_write_unique_event_ids(self, ledger: Ledger) -> None:
+        ids = [event.event_id for event in ledger.log]
+        assert len(set(ids)) == len(ids)
 
+    @pytest.mark.asyncio
+    async def test_concurrent_transfers_get_strictly_increasing_positions(
+        self, ledger: Ledger
+    ) -> None:
+        positions = [event.position for event in ledger.log]
+        assert all(before < after for before, after in itertools.pairwise(positions))
 
-async def test_concurrent_transfers_keep_every_stream_contiguous(ledger: Ledger) -> None:
-    for events in ledger.streams.values():
-        assert [event.version for event in events] == list(range(1, len(events) + 1))
+    @pytest.mark.asyncio
+    async def test_the_log_holds_two_events_per_successful_transfer_and_the_opens(
+        self,
+        ledger: Ledger,
+    ) -> None:
+        succeeded = ledger.outcomes["succeeded"]
+        assert len(ledger.log) == 2 * succeeded + len(ACCOUNTS)
+        assert Counter(event.type for event in ledger.log) == {
+            "Opened": len(ACCOUNTS),
+            "Debited": succeeded,
+            "Credited": succeeded,
+        }
 
-
-async def test_concurrent_transfers_write_unique_event_ids(ledger: Ledger) -> None:
-    ids = [event.event_id for event in ledger.log]
-    assert len(set(ids)) == len(ids)
-
-
-async def test_concurrent_transfers_get_strictly_increasing_positions(ledger: Ledger) -> None:
-    positions = [event.position for event in ledger.log]
-    assert all(before < after for before, after in itertools.pairwise(positions))
-
-
-async def test_the_log_holds_two_events_per_successful_transfer_and_the_opens(
-    ledger: Ledger,
-) -> None:
-    succeeded = ledger.outcomes["succeeded"]
-    assert len(ledger.log) == 2 * succeeded + len(ACCOUNTS)
-    assert Counter(event.type for event in ledger.log) == {
-        "Opened": len(ACCOUNTS),
-        "Debited": succeeded,
-        "Credited": succeeded,
-    }
-
-
-async def test_the_log_holds_exactly_the_events_of_the_streams(ledger: Ledger) -> None:
-    in_streams = sorted(event.position for events in ledger.streams.values() for event in events)
-    assert in_streams == [event.position for event in ledger.log]
+    @pytest.mark.asyncio
+    async def test_the_log_holds_exactly_the_events_of_the_streams(self, ledger: Ledger) -> None:
+        in_streams = sorted(
+            event.position for events in ledger.streams.values() for event in events
+        )
+        assert in_streams == [event.position for event in ledger.log]

@@ -12,10 +12,10 @@ from hypothesis import strategies as st
 
 from eventcore.errors import ConcurrencyConflict
 from eventcore.store import AppendResult, EventStore
+from eventcore.testing._builders import new_event
+from eventcore.testing._reading import all_heads, read_log
+from eventcore.testing._store_fixtures import MakeStore
 from eventcore.types import EventId, StreamId
-from tests.backends import MakeStore
-from tests.builders import new_event
-from tests.store.reading import all_heads, read_log
 
 NAMES = ["a", "b", "c", "d"]
 KEYS = ["k1", "k2", "k3"]
@@ -108,21 +108,28 @@ async def assert_matches(store: EventStore, model: Model) -> None:
         assert await store.stream_version(StreamId(name)) == len(stream)
 
 
-@settings(
-    max_examples=25,
-    deadline=None,
-    database=None,
-    suppress_health_check=[HealthCheck.function_scoped_fixture],
-)
-@given(ops=st.lists(appends(), min_size=1, max_size=12))
-async def test_random_appends_keep_the_store_consistent_with_a_model(
-    make_store: MakeStore, ops: list[Append]
-) -> None:
-    store = await make_store()  # a fresh store for every example
-    model = Model()
-    try:
-        for op in ops:
-            await apply(store, model, op)
-        await assert_matches(store, model)
-    finally:
-        await store.aclose()
+class ModelContract:
+    """Part of :class:`StoreContract`, property-based: random appends, conflicts
+    and idempotent retries keep every backend in step with a model that is just a list
+    per stream and one global list."""
+
+    # Outermost, so pytest-asyncio in strict mode sees it through hypothesis's wrapper.
+    @pytest.mark.asyncio
+    @settings(
+        max_examples=25,
+        deadline=None,
+        database=None,
+        suppress_health_check=[HealthCheck.function_scoped_fixture],
+    )
+    @given(ops=st.lists(appends(), min_size=1, max_size=12))
+    async def test_random_appends_keep_the_store_consistent_with_a_model(
+        self, make_store: MakeStore, ops: list[Append]
+    ) -> None:
+        store = await make_store()  # a fresh store for every example
+        model = Model()
+        try:
+            for op in ops:
+                await apply(store, model, op)
+            await assert_matches(store, model)
+        finally:
+            await store.aclose()

@@ -1,0 +1,230 @@
+"""Run relays and subscribers in a test and wait until they are idle, without polling.
+
+::
+
+    services = Services(bus)
+    services.relay(store, topics, service="bank")
+    ledger = services.subscriber("deposits", handlers, group="ledger")
+    async with services.running():
+        await executor.execute(...)
+        await services.until_idle(timeout=10)
+    # every event published, every message handled (or parked)
+
+"Idle" means: every relay has published and had acknowledged everything in its store up
+to the head, and every subscriber group has settled (handled, ignored or parked, then
+acknowledged) every message published on its topic through these services. Both are
+checked again after each wait, so work that causes more work (a handler whose command
+appends events the relay then publishes) is waited for as well.
+
+The services share one bus handle that notes every accepted publish and every
+acknowledgement; nothing is timed, the wait ends as soon as the last one lands. Works on
+any backend; needs nothing beyond eventcore.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import defaultdict
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
+
+from eventcore.messaging.bus import (
+    DEFAULT_ACK_WAIT,
+    Bus,
+    Consumer,
+    DeadLetterBox,
+    Delivery,
+    OutgoingMessage,
+)
+from eventcore.messaging.inbox import Handler
+from eventcore.messaging.relay import Relay
+from eventcore.messaging.subscriber import Subscriber
+from eventcore.messaging.topics import TopicMap
+from eventcore.store import EventStore
+from eventcore.store.checkpoint import Checkpoint
+from eventcore.testing.faults import FaultPlan, FaultyBus
+
+__all__ = ["Services", "until_idle"]
+
+
+class _Watch:
+    """What was accepted per topic and settled per (group, topic); wakes waiters on each."""
+
+    def __init__(self) -> None:
+        self.published: defaultdict[str, set[str]] = defaultdict(set)
+        self.settled: defaultdict[tuple[str, str], set[str]] = defaultdict(set)
+        self.changed = asyncio.Condition()
+
+    async def note(self) -> None:
+        async with self.changed:
+            self.changed.notify_all()
+
+
+class _WatchedBus:
+    """``bus``, noting every publish it accepted."""
+
+    def __init__(self, bus: Bus, watch: _Watch) -> None:
+        self.inner = bus
+        self._watch = watch
+
+    @property
+    def url(self) -> str:
+        return self.inner.url
+
+    @property
+    def dead_letters(self) -> DeadLetterBox:
+        return self.inner.dead_letters
+
+    async def publish(self, messages: Sequence[OutgoingMessage]) -> None:
+        await self.inner.publish(messages)
+        for message in messages:
+            self._watch.published[message.topic].add(message.message_id)
+        await self._watch.note()
+
+    async def consumer(
+        self,
+        topic: str,
+        group: str,
+        *,
+        member: str | None = None,
+        ack_wait: float = DEFAULT_ACK_WAIT,
+    ) -> Consumer:
+        inner = await self.inner.consumer(topic, group, member=member, ack_wait=ack_wait)
+        return _WatchedConsumer(inner, self._watch, group)
+
+    async def load_checkpoint(self, name: str) -> Checkpoint | None:
+        return await self.inner.load_checkpoint(name)
+
+    async def save_checkpoint(self, name: str, checkpoint: Checkpoint) -> None:
+        await self.inner.save_checkpoint(name, checkpoint)
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+    async def __aenter__(self) -> _WatchedBus:
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        await self.aclose()
+
+
+class _WatchedConsumer:
+    def __init__(self, consumer: Consumer, watch: _Watch, group: str) -> None:
+        self.inner = consumer
+        self._watch = watch
+        self._group = group
+
+    @property
+    def member(self) -> str:
+        return self.inner.member
+
+    @property
+    def partitions(self) -> frozenset[int]:
+        return self.inner.partitions
+
+    async def fetch(self, max_messages: int, timeout: float) -> list[Delivery]:  # noqa: ASYNC109
+        return await self.inner.fetch(max_messages, timeout)
+
+    async def ack(self, deliveries: Sequence[Delivery]) -> None:
+        await self.inner.ack(deliveries)
+        for delivery in deliveries:
+            self._watch.settled[self._group, delivery.topic].add(delivery.message_id)
+        await self._watch.note()
+
+    async def nak(self, delivery: Delivery, delay: float = 0.0) -> None:
+        await self.inner.nak(delivery, delay)
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+class Services:
+    """Relays and subscribers sharing one bus, run together and waited on together.
+
+    Make them with :meth:`relay` and :meth:`subscriber` (same arguments as
+    :class:`~eventcore.messaging.relay.Relay` and
+    :class:`~eventcore.messaging.subscriber.Subscriber`, less the bus), run them with
+    ``async with services.running():``, and ``await services.until_idle()`` inside.
+    With ``faults``, their bus misbehaves as the :class:`FaultPlan` says.
+    """
+
+    def __init__(self, bus: Bus, *, faults: FaultPlan | None = None) -> None:
+        self._watch = _Watch()
+        watched = _WatchedBus(bus, self._watch)
+        #: The bus the services use: with ``faults``, a :class:`FaultyBus` over the one
+        #: that notes what is published and settled, so a fault never hides a real
+        #: acknowledgement from :meth:`until_idle`. Publish through it too.
+        self.bus: Bus = watched if faults is None else FaultyBus(watched, faults)
+        self.relays: list[tuple[Relay, EventStore]] = []
+        self.subscribers: list[tuple[Subscriber, str, str]] = []
+
+    @property
+    def faults(self) -> list[tuple[str, str]]:
+        """``(call, fault)`` for every fault injected so far; [] without ``faults``."""
+        return self.bus.faults if isinstance(self.bus, FaultyBus) else []
+
+    def relay(self, store: EventStore, topics: TopicMap, *, service: str, **options: Any) -> Relay:
+        relay = Relay(store, self.bus, topics, service=service, **options)
+        self.relays.append((relay, store))
+        return relay
+
+    def subscriber(
+        self,
+        topic: str,
+        handlers: Mapping[Any, Handler] | Sequence[Handler],
+        *,
+        group: str,
+        **options: Any,
+    ) -> Subscriber:
+        subscriber = Subscriber(self.bus, topic, handlers, group=group, **options)
+        self.subscribers.append((subscriber, topic, group))
+        return subscriber
+
+    @asynccontextmanager
+    async def running(self) -> AsyncIterator[Services]:
+        """Run every relay and subscriber; on exit stop them all and wait for them. A
+        worker that fails is raised here (as itself when it is the only one)."""
+        workers = [relay for relay, _ in self.relays] + [sub for sub, _, _ in self.subscribers]
+        tasks = [asyncio.create_task(worker.run()) for worker in workers]
+        try:
+            yield self
+        finally:
+            for worker in workers:
+                worker.stop()
+            results = await asyncio.gather(*tasks, return_exceptions=True)
+            failures = [r for r in results if isinstance(r, BaseException)]
+            if len(failures) == 1:
+                raise failures[0]
+            if failures:
+                raise BaseExceptionGroup("services failed", failures)
+
+    def _unsettled(self) -> int:
+        return sum(
+            len(self._watch.published[topic] - self._watch.settled[group, topic])
+            for _, topic, group in self.subscribers
+        )
+
+    async def until_idle(self, timeout: float = 30.0) -> None:  # noqa: ASYNC109
+        """Return once every relay has caught up with its store's head and every
+        subscriber group has settled every message published on its topic; raises
+        ``TimeoutError`` after ``timeout`` seconds."""
+        async with asyncio.timeout(timeout):
+            while True:
+                for relay, store in self.relays:
+                    await relay.published(await store.last_position())
+                async with self._watch.changed:
+                    await self._watch.changed.wait_for(lambda: self._unsettled() == 0)
+                # Handlers may have appended events since: idle only when a pass waited
+                # for nothing.
+                heads = [await store.last_position() for _, store in self.relays]
+                if all(
+                    relay.position >= head
+                    for (relay, _), head in zip(self.relays, heads, strict=True)
+                ) and (self._unsettled() == 0):
+                    return
+
+
+async def until_idle(services: Services, timeout: float = 30.0) -> None:  # noqa: ASYNC109
+    """``await services.until_idle(timeout)``."""
+    await services.until_idle(timeout)
