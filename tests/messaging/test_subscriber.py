@@ -152,6 +152,16 @@ async def until(condition: Callable[[], bool], what: str) -> None:
     assert condition(), what
 
 
+async def assert_the_next_member_handles_it(bus: Bus) -> None:
+    """The one message left on the bus (a deposit of 1) was neither acked nor parked: a
+    fresh member of the group receives it and handles it once."""
+    recorder = Recorder()
+    later = subscriber(bus, {Deposited: recorder})
+    async with running(later):
+        await until(lambda: later.status().handled == 1, "handled by the next member")
+    assert recorder.amounts() == [1]
+
+
 @asynccontextmanager
 async def running(*subscribers: Subscriber) -> AsyncIterator[list[asyncio.Task[None]]]:
     tasks = [asyncio.create_task(subscriber.run()) for subscriber in subscribers]
@@ -858,11 +868,7 @@ async def test_stop_during_backoff_leaves_the_message_for_later(
         await failing.wait()
     assert sub.status().dead_lettered == 0
 
-    recorder = Recorder()
-    later = subscriber(bus, {Deposited: recorder})
-    async with running(later):
-        await until(lambda: later.status().handled == 1, "handled by the next member")
-    assert recorder.amounts() == [1]
+    await assert_the_next_member_handles_it(bus)
 
 
 async def test_cancelled_mid_batch_acks_only_what_was_handled(bus: Bus, producer: Producer) -> None:
@@ -1059,11 +1065,7 @@ async def test_a_handler_meeting_a_closed_store_or_bus_stops_the_subscriber_with
     assert (status.handled, status.dead_lettered) == (0, 0)
     assert await bus.dead_letters.count() == 0
     # Neither acked nor parked: the message comes again to the next member.
-    recorder = Recorder()
-    later = subscriber(bus, {Deposited: recorder})
-    async with running(later):
-        await until(lambda: later.status().handled == 1, "handled by the next member")
-    assert recorder.amounts() == [1]
+    await assert_the_next_member_handles_it(bus)
 
 
 async def test_an_outage_does_not_use_up_the_tries_of_a_message(
@@ -1112,11 +1114,7 @@ async def test_a_stop_during_an_outage_neither_acks_nor_counts_the_message_as_ha
     assert (status.handled, status.ignored, status.dead_lettered) == (0, 0, 0)
     assert await bus.dead_letters.count() == 0
 
-    recorder = Recorder()
-    later = subscriber(bus, {Deposited: recorder})
-    async with running(later):
-        await until(lambda: later.status().handled == 1, "handled by the next member")
-    assert recorder.amounts() == [1]
+    await assert_the_next_member_handles_it(bus)
 
 
 # --- dead letters taken back for retry ---------------------------------------------------
