@@ -356,7 +356,7 @@ def command_sequence(store: str) -> list[tuple[str, dict[str, Any]]]:
 
 RELAY_SEQUENCE = [
     ("publish_started", {"service": "bank", "events": [1, 2], "topics": (TOPIC,), "attempt": 1}),
-    ("publish_finished", {"service": "bank", "events": 2, "error": None}),
+    ("publish_finished", {"service": "bank", "events": 2, "per_topic": {TOPIC: 2}, "error": None}),
     ("relay_progress", {"service": "bank", "published": 2, "position": 2, "lag_events": 0}),
 ]
 

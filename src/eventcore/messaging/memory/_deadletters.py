@@ -98,11 +98,17 @@ class MemoryDeadLetterBox:
             self._letters[letter.letter_id] = letter
         return taken
 
-    async def count(self, *, group: str | None = None) -> int:
+    async def count(self, *, group: str | None = None, topic: str | None = None) -> int:
         self._check_open()
         if group is not None:
             check_name("group", group)
-        return sum(1 for letter in self._letters.values() if group is None or letter.group == group)
+        if topic is not None:
+            check_name("topic", topic)
+        return sum(
+            1
+            for letter in self._letters.values()
+            if (group is None or letter.group == group) and (topic is None or letter.topic == topic)
+        )
 
 
 def _sort_key(letter: DeadLetter) -> tuple[datetime, str]:

@@ -301,9 +301,16 @@ class KvDeadLetterBox:
                 taken.append(await self._with_body(live._replace(letter=letter)))
         return taken
 
-    async def count(self, *, group: str | None = None) -> int:
+    async def count(self, *, group: str | None = None, topic: str | None = None) -> int:
         self._open()
         if group is not None:
             check_name("group", group)
-        letters = await self._all(">" if group is None else f"{group}.>")
-        return len(letters)
+        if topic is not None:
+            check_name("topic", topic)
+        # Keys are group.topic.message: a wildcard stands in for what is not given.
+        pattern = f"{group or '*'}.{topic or '*'}.*"
+        if group is None and topic is None:
+            pattern = ">"
+        with translated("counting dead letters"):
+            found = await entries(self._js, self._bucket, pattern)
+        return sum(1 for entry in found if entry.value is not None and _decode(entry.value).letter)

@@ -212,17 +212,18 @@ class SqliteDeadLetterBox:
         result: list[DeadLetter] = await self._write(body)
         return result
 
-    async def count(self, *, group: str | None = None) -> int:
+    async def count(self, *, group: str | None = None, topic: str | None = None) -> int:
         if group is not None:
             check_name("group", group)
+        if topic is not None:
+            check_name("topic", topic)
 
         def body(connection: sqlite3.Connection) -> int:
-            if group is None:
-                row = connection.execute("SELECT count(*) FROM bus_dead_letters").fetchone()
-            else:
-                row = connection.execute(
-                    "SELECT count(*) FROM bus_dead_letters WHERE grp = ?", (group,)
-                ).fetchone()
+            row = connection.execute(
+                "SELECT count(*) FROM bus_dead_letters"
+                " WHERE (? IS NULL OR grp = ?) AND (? IS NULL OR topic = ?)",
+                (group, group, topic, topic),
+            ).fetchone()
             return int(row[0])
 
         result: int = await self._worker.run(body)

@@ -53,7 +53,7 @@ from eventcore.errors import (
 )
 from eventcore.instrumentation import Hooks, resolve
 from eventcore.store._head_signal import HeadSignal
-from eventcore.store._observed import observe_append, observe_read
+from eventcore.store._observed import announce_connections, observe_append, observe_read
 from eventcore.store.postgres import _read as q
 from eventcore.store.postgres._append_batch import BATCH_STATEMENT
 from eventcore.store.postgres._batch import AppendBatcher, BatchRunner
@@ -181,6 +181,7 @@ class PostgresStore:
         self._sql = _Statements(config.schema)
         self._closed = False
         self._hooks = resolve(None)
+        announce_connections(None, self._hooks, "postgresql", self, self._connections)
         self._writer = BatchRunner(
             pool,
             self._sql.append_batch,
@@ -265,6 +266,7 @@ class PostgresStore:
         if self._closed:
             return
         self._closed = True
+        announce_connections(self._hooks, None, "postgresql", self, self._connections)
         self._head.close()
         try:
             await self._batcher.aclose()  # appends already queued are written first
@@ -327,7 +329,13 @@ class PostgresStore:
 
     def use_hooks(self, hooks: Hooks | None) -> None:
         """Call ``hooks`` from now on (None: the process default; ``NO_HOOKS``: none)."""
-        self._hooks = resolve(hooks)
+        old, self._hooks = self._hooks, resolve(hooks)
+        if not self._closed:
+            announce_connections(old, self._hooks, "postgresql", self, self._connections)
+
+    def _connections(self) -> int:
+        # The pool's (opened on demand, closed when idle long); the listener's is apart.
+        return 0 if self._closed else int(self._pool.get_stats().get("pool_size", 0))
 
     # --- writing -------------------------------------------------------------------------
 

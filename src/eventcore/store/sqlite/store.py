@@ -26,7 +26,7 @@ from eventcore._sqlite.thread import ConnectionThread
 from eventcore.errors import StoreClosed
 from eventcore.instrumentation import Hooks, resolve
 from eventcore.store._head_signal import HeadSignal
-from eventcore.store._observed import observe_append, observe_read
+from eventcore.store._observed import announce_connections, observe_append, observe_read
 from eventcore.store.protocol import AppendResult
 from eventcore.store.request import DEFAULT_MAX_PAYLOAD_BYTES, AppendRequest
 from eventcore.store.sqlite._connect import (
@@ -80,10 +80,17 @@ class SqliteStore:
         )
         self._closed = False
         self._hooks = resolve(None)
+        announce_connections(None, self._hooks, "sqlite", self, self._connections)
 
     def use_hooks(self, hooks: Hooks | None) -> None:
         """Call ``hooks`` from now on (None: the process default; ``NO_HOOKS``: none)."""
-        self._hooks = resolve(hooks)
+        old, self._hooks = self._hooks, resolve(hooks)
+        if not self._closed:
+            announce_connections(old, self._hooks, "sqlite", self, self._connections)
+
+    def _connections(self) -> int:
+        # The writer's and each reader's, held from opening to closing.
+        return 0 if self._closed else 1 + len(self._readers)
 
     # --- opening and closing -------------------------------------------------------------
 
@@ -159,6 +166,7 @@ class SqliteStore:
         if self._closed:
             return
         self._closed = True
+        announce_connections(self._hooks, None, "sqlite", self, self._connections)
         self._head.close()
         # Readers first, the writer last: the last connection to close folds the WAL back
         # into the file and removes it, which none does when they all close at once (each
