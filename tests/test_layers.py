@@ -40,6 +40,8 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("messaging", ("eventcore.messaging",)),
     ("coordination", ("eventcore.resilience", "eventcore.saga")),
     ("federation", ("eventcore.federation",)),
+    # Tracing, metrics and logs on the instrumentation seam; nothing below knows them.
+    ("observability", ("eventcore.observability",)),
     # Contract suites and test helpers: may use every layer below the runtime.
     ("testing", ("eventcore.testing",)),
     ("runtime", ("eventcore.cli", "eventcore.demo")),
@@ -169,6 +171,35 @@ def test_module_imports_no_private_module_of_another_package(path: Path) -> None
         if (owner := private_owner(imported)) is not None and not within(module, owner)
     )
     assert not foreign, f"{module} imports private modules of other packages: {foreign}"
+
+
+#: Third-party packages only the observability package may import (design §6).
+OBSERVABILITY_ONLY = ("prometheus_client", "opentelemetry")
+
+
+def third_party_imports(path: Path) -> set[str]:
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.add(node.module)
+    return found
+
+
+@pytest.mark.parametrize("path", ALL_SOURCES, ids=module_name)
+def test_only_the_observability_package_imports_prometheus_or_opentelemetry(
+    path: Path,
+) -> None:
+    module = module_name(path)
+    if within(module, "eventcore.observability"):
+        return
+    found = sorted(
+        name
+        for name in third_party_imports(path)
+        if any(name == root or name.startswith(root + ".") for root in OBSERVABILITY_ONLY)
+    )
+    assert not found, f"{module} imports {found}: only eventcore.observability may"
 
 
 def test_no_import_cycle() -> None:
