@@ -149,7 +149,6 @@ class Subscriber:
         policy = _policy(max_deliveries, retry_backoff, ack_wait)
         self._stopping = asyncio.Event()
         self._hooks = resolve(hooks)
-        self._count_letters = self._hooks is not None and self._hooks.wants("dead_letters_counted")
         self._handling = Handling(
             topic=topic,
             group=group,
@@ -167,6 +166,8 @@ class Subscriber:
         self._untried: dict[_Key, int] = {}
         self._handled = self._ignored = self._retried = self._dead_lettered = 0
         self._last_error: str | None = None
+        #: Counting the group's dead letters costs a query: only for a hook that wants it.
+        self._count_letters = self._hooks is not None and self._hooks.wants("dead_letters_counted")
 
     @property
     def topic(self) -> str:
