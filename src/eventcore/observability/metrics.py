@@ -34,11 +34,14 @@ metric                                                 from
                                                        at each scrape
 =====================================================  =====================================
 
-A later concern (sagas, breakers) adds its event to the seam and its families the same
-way: declared in ``_Families``, set by one ``Hooks`` method here.
+A later concern (sagas, breakers) adds its event to the seam and its metric the same
+way: one ``_Family`` in ``FAMILIES``, set by one ``Hooks`` method here.
 
-Hook methods run on the event loop and only touch in-memory values; the labelled
-children are kept in plain dicts so the hot path takes one dict lookup per metric.
+Hook methods run on the event loop, inline, so the values are plain numbers in dicts
+(no lock, no prometheus_client object on the hot path); ``collect``, called by the
+registry at each scrape from whatever thread serves it, turns them into metric families.
+Reading a dict another thread is adding to is safe under the GIL once copied in one
+call (``list(d.items())``), which is how ``collect`` reads.
 """
 
 from __future__ import annotations
@@ -46,10 +49,19 @@ from __future__ import annotations
 import threading
 import time
 import weakref
-from collections.abc import Callable
-from typing import Generic, TypeVar
+from bisect import bisect_left
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Literal
 
-from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import REGISTRY, CollectorRegistry
+from prometheus_client.metrics_core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.registry import Collector
 
 from eventcore.errors import CommandRejected
 from eventcore.instrumentation import (
@@ -69,144 +81,229 @@ from eventcore.instrumentation import (
     ServiceHealth,
 )
 
-__all__ = ["METRIC_NAMES", "PrometheusHooks", "metrics_hooks"]
+__all__ = ["FAMILIES", "METRIC_NAMES", "PrometheusHooks", "metrics_hooks"]
 
 _COMMAND_SECONDS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 _BATCH_SIZES = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096)
 
-_Child = TypeVar("_Child")
+_Labels = tuple[str, ...]
 
 
-class _Families:
-    """Every metric family, registered on one registry."""
+@dataclass(frozen=True)
+class _Family:
+    """One metric: its name (a counter's without ``_total``), kind, help and labels."""
 
-    def __init__(self, registry: CollectorRegistry) -> None:
-        self.commands = Counter(
-            "eventcore_commands",
-            "Commands executed, by command type and outcome.",
-            ["command", "outcome"],
-            registry=registry,
-        )
-        self.command_seconds = Histogram(
-            "eventcore_command_duration_seconds",
-            "Time a command took, its reads, retries and append included.",
-            ["command"],
-            buckets=_COMMAND_SECONDS,
-            registry=registry,
-        )
-        self.command_errors = Counter(
-            "eventcore_command_errors",
-            "Commands that failed, by command type and error class.",
-            ["command", "error"],
-            registry=registry,
-        )
-        self.command_conflicts = Counter(
-            "eventcore_command_conflicts",
-            "Concurrency conflicts commands met (each one read again and retried).",
-            ["command"],
-            registry=registry,
-        )
-        self.appended = Counter(
-            "eventcore_events_appended",
-            "Events committed to the event store (deduplicated appends not counted).",
-            ["store"],
-            registry=registry,
-        )
-        self.batch_size = Histogram(
-            "eventcore_append_batch_size",
-            "Events per append to the event store.",
-            buckets=_BATCH_SIZES,
-            registry=registry,
-        )
-        self.published = Counter(
-            "eventcore_events_published",
-            "Messages the relay published and the bus acknowledged, by topic.",
-            ["topic"],
-            registry=registry,
-        )
-        self.relay_lag = Gauge(
-            "eventcore_relay_lag_events",
-            "Store log positions the relay has seen but not yet published.",
-            ["service"],
-            registry=registry,
-        )
-        self.consumed = Counter(
-            "eventcore_events_consumed",
-            "Deliveries a consumer group settled: handled, ignored (no handler) or dead.",
-            ["topic", "group", "outcome"],
-            registry=registry,
-        )
-        self.event_lag = Gauge(
-            "eventcore_event_lag_seconds",
-            "Age of the latest event a consumer group started handling (now - its time).",
-            ["topic", "group"],
-            registry=registry,
-        )
-        self.consumer_lag = Gauge(
-            "eventcore_consumer_lag_events",
-            "Messages waiting for this process's members of a consumer group.",
-            ["topic", "group"],
-            registry=registry,
-        )
-        self.dead_letters = Gauge(
-            "eventcore_dead_letters",
-            "Dead letters a consumer group holds in the bus's box.",
-            ["topic", "group"],
-            registry=registry,
-        )
-        self.projection_lag = Gauge(
-            "eventcore_projection_lag_events",
-            "Store log positions past a projection's last applied batch.",
-            ["projection"],
-            registry=registry,
-        )
-        self.health = Gauge(
-            "eventcore_service_health",
-            "1 while the service is healthy, 0 while it is not.",
-            ["service"],
-            registry=registry,
-        )
-        self.connections = Gauge(
-            "eventcore_active_connections",
-            "Connections the process's event stores hold open, by backend.",
-            ["backend"],
-            registry=registry,
-        )
+    name: str
+    kind: Literal["counter", "gauge", "histogram"]
+    help: str
+    labels: _Labels = ()
+    buckets: tuple[float, ...] = ()
+
+    @property
+    def exposed(self) -> str:
+        """The name a query uses (``_total`` on a counter; a histogram's own name)."""
+        return f"{self.name}_total" if self.kind == "counter" else self.name
 
 
-#: Every family ``PrometheusHooks`` exposes (counters with their ``_total``).
-METRIC_NAMES: tuple[str, ...] = (
-    "eventcore_commands_total",
+COMMANDS = _Family(
+    "eventcore_commands",
+    "counter",
+    "Commands executed, by command type and outcome.",
+    ("command", "outcome"),
+)
+COMMAND_SECONDS = _Family(
     "eventcore_command_duration_seconds",
-    "eventcore_command_errors_total",
-    "eventcore_command_conflicts_total",
-    "eventcore_events_appended_total",
+    "histogram",
+    "Time a command took, its reads, retries and append included.",
+    ("command",),
+    _COMMAND_SECONDS,
+)
+COMMAND_ERRORS = _Family(
+    "eventcore_command_errors",
+    "counter",
+    "Commands that failed, by command type and error class.",
+    ("command", "error"),
+)
+COMMAND_CONFLICTS = _Family(
+    "eventcore_command_conflicts",
+    "counter",
+    "Concurrency conflicts commands met (each one read again and retried).",
+    ("command",),
+)
+APPENDED = _Family(
+    "eventcore_events_appended",
+    "counter",
+    "Events committed to the event store (deduplicated appends not counted).",
+    ("store",),
+)
+BATCH_SIZE = _Family(
     "eventcore_append_batch_size",
-    "eventcore_events_published_total",
+    "histogram",
+    "Events per append to the event store.",
+    (),
+    _BATCH_SIZES,
+)
+PUBLISHED = _Family(
+    "eventcore_events_published",
+    "counter",
+    "Messages the relay published and the bus acknowledged, by topic.",
+    ("topic",),
+)
+RELAY_LAG = _Family(
     "eventcore_relay_lag_events",
-    "eventcore_events_consumed_total",
+    "gauge",
+    "Store log positions the relay has seen but not yet published.",
+    ("service",),
+)
+CONSUMED = _Family(
+    "eventcore_events_consumed",
+    "counter",
+    "Deliveries a consumer group settled: handled, ignored (no handler) or dead.",
+    ("topic", "group", "outcome"),
+)
+EVENT_LAG = _Family(
     "eventcore_event_lag_seconds",
+    "gauge",
+    "Age of the latest event a consumer group started handling (now - its time).",
+    ("topic", "group"),
+)
+CONSUMER_LAG = _Family(
     "eventcore_consumer_lag_events",
+    "gauge",
+    "Messages waiting for this process's members of a consumer group.",
+    ("topic", "group"),
+)
+DEAD_LETTERS = _Family(
     "eventcore_dead_letters",
+    "gauge",
+    "Dead letters a consumer group holds in the bus's box.",
+    ("topic", "group"),
+)
+PROJECTION_LAG = _Family(
     "eventcore_projection_lag_events",
+    "gauge",
+    "Store log positions past a projection's last applied batch.",
+    ("projection",),
+)
+HEALTH = _Family(
     "eventcore_service_health",
+    "gauge",
+    "1 while the service is healthy, 0 while it is not.",
+    ("service",),
+)
+CONNECTIONS = _Family(
     "eventcore_active_connections",
+    "gauge",
+    "Connections the process's event stores hold open, by backend.",
+    ("backend",),
 )
 
+#: Every family ``PrometheusHooks`` exposes, in the order of the exposition.
+FAMILIES: tuple[_Family, ...] = (
+    COMMANDS,
+    COMMAND_SECONDS,
+    COMMAND_ERRORS,
+    COMMAND_CONFLICTS,
+    APPENDED,
+    BATCH_SIZE,
+    PUBLISHED,
+    RELAY_LAG,
+    CONSUMED,
+    EVENT_LAG,
+    CONSUMER_LAG,
+    DEAD_LETTERS,
+    PROJECTION_LAG,
+    HEALTH,
+    CONNECTIONS,
+)
+#: The names queries use (counters with their ``_total``).
+METRIC_NAMES: tuple[str, ...] = tuple(family.exposed for family in FAMILIES)
 
-class _Children(Generic[_Child]):
-    """A family's labelled children by label values, looked up without the family's
-    lock once made."""
 
-    def __init__(self, make: Callable[..., _Child]) -> None:
-        self._make = make
-        self._made: dict[tuple[str, ...], _Child] = {}
+class _Histogram:
+    """One labelled histogram: a count per bucket (not cumulative), the sum, the count."""
 
-    def __call__(self, *labels: str) -> _Child:
-        child = self._made.get(labels)
-        if child is None:
-            child = self._made[labels] = self._make(*labels)
-        return child
+    __slots__ = ("counts", "sum")
+
+    def __init__(self, buckets: int) -> None:
+        self.counts = [0] * (buckets + 1)  # the last one: above every bound (+Inf)
+        self.sum = 0.0
+
+
+class _Values:
+    """The numbers of every family, by label values."""
+
+    def __init__(self) -> None:
+        self.numbers: dict[_Family, dict[_Labels, float]] = {
+            family: {} for family in FAMILIES if family.kind != "histogram"
+        }
+        self.histograms: dict[_Family, dict[_Labels, _Histogram]] = {
+            family: {} for family in FAMILIES if family.kind == "histogram"
+        }
+
+    def add(self, family: _Family, labels: _Labels, amount: float = 1.0) -> None:
+        numbers = self.numbers[family]
+        numbers[labels] = numbers.get(labels, 0.0) + amount
+
+    def set(self, family: _Family, labels: _Labels, value: float) -> None:
+        self.numbers[family][labels] = value
+
+    def observe(self, family: _Family, labels: _Labels, value: float) -> None:
+        histograms = self.histograms[family]
+        histogram = histograms.get(labels)
+        if histogram is None:
+            histogram = histograms[labels] = _Histogram(len(family.buckets))
+        # bisect_left: a value equal to a bound belongs to that bound's bucket (le).
+        histogram.counts[bisect_left(family.buckets, value)] += 1
+        histogram.sum += value
+
+
+def _numbers(family: _Family) -> CounterMetricFamily | GaugeMetricFamily:
+    labels = list(family.labels)
+    if family.kind == "counter":
+        return CounterMetricFamily(family.name, family.help, labels=labels)
+    return GaugeMetricFamily(family.name, family.help, labels=labels)
+
+
+def _histograms(family: _Family) -> HistogramMetricFamily:
+    return HistogramMetricFamily(family.name, family.help, labels=list(family.labels))
+
+
+class _Collector(Collector):
+    """What the registry reads at each scrape."""
+
+    def __init__(self, values: _Values, connections: Callable[[], dict[_Labels, float]]) -> None:
+        self._values = values
+        self._connections = connections
+
+    def describe(self) -> Iterator[Metric]:
+        for family in FAMILIES:
+            yield _histograms(family) if family.kind == "histogram" else _numbers(family)
+
+    def collect(self) -> Iterator[Metric]:
+        for family in FAMILIES:
+            yield self._histograms(family) if family.kind == "histogram" else self._numbers(family)
+
+    def _numbers(self, family: _Family) -> Metric:
+        metric = _numbers(family)
+        if family is CONNECTIONS:
+            found = list(self._connections().items())
+        else:
+            found = list(self._values.numbers[family].items())
+        for labels, value in found:
+            metric.add_metric(list(labels), value)
+        return metric
+
+    def _histograms(self, family: _Family) -> Metric:
+        metric = _histograms(family)
+        bounds = [*(str(float(bound)) for bound in family.buckets), "+Inf"]
+        for labels, histogram in list(self._values.histograms[family].items()):
+            running, cumulative = 0, []
+            for bound, count in zip(bounds, list(histogram.counts), strict=True):
+                running += count
+                cumulative.append((bound, float(running)))
+            metric.add_metric(list(labels), cumulative, histogram.sum)
+        return metric
 
 
 class PrometheusHooks(Hooks):
@@ -217,24 +314,13 @@ class PrometheusHooks(Hooks):
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self._registry = REGISTRY if registry is None else registry
-        self._families = families = _Families(self._registry)
-        self._commands = _Children(families.commands.labels)
-        self._command_seconds = _Children(families.command_seconds.labels)
-        self._command_errors = _Children(families.command_errors.labels)
-        self._command_conflicts = _Children(families.command_conflicts.labels)
-        self._appended = _Children(families.appended.labels)
-        self._published = _Children(families.published.labels)
-        self._relay_lag = _Children(families.relay_lag.labels)
-        self._consumed = _Children(families.consumed.labels)
-        self._event_lag = _Children(families.event_lag.labels)
-        self._consumer_lag = _Children(families.consumer_lag.labels)
-        self._dead_letters = _Children(families.dead_letters.labels)
-        self._projection_lag = _Children(families.projection_lag.labels)
+        self._values = _Values()
         #: Each member's lag, summed per group: members are not a label (they are ids).
         self._member_lags: dict[tuple[str, str], dict[str, int]] = {}
         #: Per backend, each holder's count of open connections (called at a scrape).
         self._holders: dict[str, dict[int, Callable[[], int]]] = {}
         self._holders_lock = threading.Lock()
+        self._registry.register(_Collector(self._values, self._connections))
 
     @property
     def registry(self) -> CollectorRegistry:
@@ -243,54 +329,58 @@ class PrometheusHooks(Hooks):
     def set_service_health(self, service: str, healthy: bool) -> None:
         """Mark ``service`` healthy (1) or not (0); the runtime calls it as its checks
         change (through the seam's ``service_health``)."""
-        self._families.health.labels(service).set(1 if healthy else 0)
+        self._values.set(HEALTH, (service,), 1.0 if healthy else 0.0)
 
     # --- commands ------------------------------------------------------------------------
 
     def command_finished(self, event: CommandFinished, scope: object) -> None:
-        self._commands(event.command, event.outcome).inc()
-        self._command_seconds(event.command).observe(event.seconds)
+        values, command = self._values, (event.command,)
+        values.add(COMMANDS, (event.command, event.outcome))
+        values.observe(COMMAND_SECONDS, command, event.seconds)
         if event.conflicts:
-            self._command_conflicts(event.command).inc(event.conflicts)
+            values.add(COMMAND_CONFLICTS, command, event.conflicts)
 
     def command_failed(self, event: CommandFailed, scope: object) -> None:
+        values, command = self._values, (event.command,)
         outcome = "rejected" if isinstance(event.error, CommandRejected) else "failed"
-        self._commands(event.command, outcome).inc()
-        self._command_seconds(event.command).observe(event.seconds)
-        self._command_errors(event.command, type(event.error).__name__).inc()
+        values.add(COMMANDS, (event.command, outcome))
+        values.observe(COMMAND_SECONDS, command, event.seconds)
+        values.add(COMMAND_ERRORS, (event.command, type(event.error).__name__))
         if event.conflicts:
-            self._command_conflicts(event.command).inc(event.conflicts)
+            values.add(COMMAND_CONFLICTS, command, event.conflicts)
 
     # --- the store -----------------------------------------------------------------------
 
     def append_finished(self, event: AppendFinished, scope: object) -> None:
         if event.error is None and not event.deduplicated:
-            self._appended(event.store).inc(event.events)
-            self._families.batch_size.observe(event.events)
+            self._values.add(APPENDED, (event.store,), event.events)
+            self._values.observe(BATCH_SIZE, (), event.events)
 
     def connections_opened(self, event: ConnectionsOpened) -> None:
         with self._holders_lock:
-            holders = self._holders.get(event.backend)
-            if holders is None:
-                holders = self._holders[event.backend] = {}
-                self._families.connections.labels(event.backend).set_function(
-                    _summing(holders, self._holders_lock)
-                )
-            holders[event.owner] = event.count
+            self._holders.setdefault(event.backend, {})[event.owner] = event.count
 
     def connections_closed(self, event: ConnectionsClosed) -> None:
         with self._holders_lock:
             self._holders.get(event.backend, {}).pop(event.owner, None)
+
+    def _connections(self) -> dict[_Labels, float]:
+        # Called on the scraping thread; the loop adds and drops holders meanwhile.
+        with self._holders_lock:
+            holders = [
+                (backend, list(counts.values())) for backend, counts in self._holders.items()
+            ]
+        return {(backend,): float(sum(count() for count in counts)) for backend, counts in holders}
 
     # --- the relay -----------------------------------------------------------------------
 
     def publish_finished(self, event: PublishFinished, scope: object) -> None:
         if event.error is None:
             for topic, count in event.per_topic.items():
-                self._published(topic).inc(count)
+                self._values.add(PUBLISHED, (topic,), count)
 
     def relay_progress(self, event: RelayProgress) -> None:
-        self._relay_lag(event.service).set(event.lag_events)
+        self._values.set(RELAY_LAG, (event.service,), event.lag_events)
 
     # --- subscribers ---------------------------------------------------------------------
 
@@ -300,39 +390,29 @@ class PrometheusHooks(Hooks):
         key = (event.topic, event.group)
         lags = self._member_lags.setdefault(key, {})
         lags[event.member] = event.lag_events
-        self._consumer_lag(*key).set(sum(lags.values()))
+        self._values.set(CONSUMER_LAG, key, sum(lags.values()))
 
     def delivery_started(self, event: DeliveryStarted) -> object:
         lag = time.time() - event.occurred_at.timestamp()
-        self._event_lag(event.topic, event.group).set(max(lag, 0.0))
+        self._values.set(EVENT_LAG, (event.topic, event.group), max(lag, 0.0))
         return None
 
     def delivery_finished(self, event: DeliveryFinished, scope: object) -> None:
         # An abandoned delivery was not settled: it comes again and is counted then.
         if event.outcome != "abandoned":
-            self._consumed(event.topic, event.group, event.outcome).inc()
+            self._values.add(CONSUMED, (event.topic, event.group, event.outcome))
 
     def dead_letters_counted(self, event: DeadLettersCounted) -> None:
-        self._dead_letters(event.topic, event.group).set(event.count)
+        self._values.set(DEAD_LETTERS, (event.topic, event.group), event.count)
 
     # --- projections and the service ------------------------------------------------------
 
     def batch_applied(self, event: BatchApplied, scope: object) -> None:
         if event.error is None:
-            self._projection_lag(event.projection).set(event.lag_events)
+            self._values.set(PROJECTION_LAG, (event.projection,), event.lag_events)
 
     def service_health(self, event: ServiceHealth) -> None:
         self.set_service_health(event.service, event.healthy)
-
-
-def _summing(holders: dict[int, Callable[[], int]], lock: threading.Lock) -> Callable[[], float]:
-    def total() -> float:
-        # Called on the scraping thread; the loop adds and drops holders meanwhile.
-        with lock:
-            counts = list(holders.values())
-        return float(sum(count() for count in counts))
-
-    return total
 
 
 _by_registry: weakref.WeakKeyDictionary[CollectorRegistry, PrometheusHooks] = (
