@@ -9,6 +9,8 @@ Setups, installed as the process default (``install_hooks``) before the workload
 its store, executor and relay:
 
 * ``plain`` — no hooks;
+* ``no-op`` — a hook that does nothing: what the seam itself costs once anything
+  listens (the records built, the hooked path taken), whatever the hook;
 * ``metrics`` — ``PrometheusHooks`` on a registry of its own per run (what a service
   that turns metrics on pays on its hot path; a scrape is not part of it).
 
@@ -63,14 +65,16 @@ def _j(ctx: Context) -> float:
     return float(asyncio.run(messaging_side.j_relay_throughput(ctx)))
 
 
-#: Workload letter → (name, unit, measure).
-WORKLOADS: dict[str, tuple[str, str, Callable[[Context], float]]] = {
-    "b": ("b_new_streams_concurrent", "commands/s", _b),
-    "j": ("j_relay_throughput", "events/s", _j),
+#: Workload letter → (name, unit, measure, how many operations it does).
+WORKLOADS: dict[str, tuple[str, str, Callable[[Context], float], Callable[[Sizes], int]]] = {
+    "b": ("b_new_streams_concurrent", "commands/s", _b, lambda sizes: sizes.concurrent_streams),
+    "j": ("j_relay_throughput", "events/s", _j, lambda sizes: sizes.relay_events),
 }
 
 SETUPS: dict[str, Callable[[], None]] = {
     "plain": lambda: install_hooks(),
+    # The seam's own share: hooks that do nothing, so the library takes its hooked path.
+    "no-op": lambda: install_hooks(Hooks()),
     "metrics": lambda: install_hooks(fresh_metrics_hooks()),
 }
 
@@ -89,15 +93,20 @@ class OverheadRow:
     target_met: bool | None
     repeat: int
     samples: list[float]
+    #: Median process CPU time per operation (every thread, setup included): steadier
+    #: than throughput on a machine others load too.
+    cpu_us_per_op: float
+    cpu_slower_pct: float
 
 
 def measure(
     letter: str, backend: Backend, sizes: Sizes, repeat: int, root: Path
 ) -> list[OverheadRow]:
-    name, unit, run = WORKLOADS[letter]
+    name, unit, run, operations = WORKLOADS[letter]
     repeat = max(repeat, 3)
     names = list(SETUPS)
     samples: dict[str, list[float]] = {setup: [] for setup in names}
+    cpu: dict[str, list[float]] = {setup: [] for setup in names}
     for rep in range(repeat):
         for setup in names[rep % len(names) :] + names[: rep % len(names)]:
             workdir = root / f"{letter}-{rep}-{setup}"
@@ -106,8 +115,10 @@ def measure(
             backend.prepare(workdir)
             SETUPS[setup]()
             started = time.perf_counter()
+            cpu_started = time.process_time()
             try:
                 value = run(ctx)
+                cpu[setup].append((time.process_time() - cpu_started) / operations(sizes) * 1e6)
             finally:
                 install_hooks()
                 backend.cleanup(workdir)
@@ -120,10 +131,12 @@ def measure(
                 flush=True,
             )
     plain = statistics.median(samples["plain"])
+    plain_cpu = statistics.median(cpu["plain"])
     rows = []
     for setup in names:
         median = statistics.median(samples[setup])
         slower = (plain - median) / plain * 100 if plain else 0.0
+        cpu_per_op = statistics.median(cpu[setup])
         limited = setup != "plain"
         rows.append(
             OverheadRow(
@@ -138,6 +151,8 @@ def measure(
                 target_met=slower <= MAX_SLOWER if limited else None,
                 repeat=repeat,
                 samples=samples[setup],
+                cpu_us_per_op=round(cpu_per_op, 2),
+                cpu_slower_pct=round((cpu_per_op - plain_cpu) / plain_cpu * 100, 2),
             )
         )
     return rows
@@ -174,7 +189,9 @@ def main(argv: list[str] | None = None) -> int:
                     verdict = "" if row.target_met is None else (" ✓" if row.target_met else " ✗")
                     print(
                         f"{row.workload} on {row.backend}, {row.setup}: {row.median:,.0f} "
-                        f"{row.unit} ({row.slower_pct:+.1f}% slower than plain){verdict}"
+                        f"{row.unit} ({row.slower_pct:+.1f}% slower than plain){verdict}; "
+                        f"{row.cpu_us_per_op:,.1f} µs CPU per operation "
+                        f"({row.cpu_slower_pct:+.1f}%)"
                     )
     finally:
         backend.finish()

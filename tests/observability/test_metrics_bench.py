@@ -24,8 +24,10 @@ def test_the_metrics_overhead_bench_prints_plain_and_metrics_for_each_workload()
     rows = [json.loads(line) for line in done.stdout.splitlines() if line.strip()]
     assert [(row["workload"], row["setup"]) for row in rows] == [
         ("b_new_streams_concurrent", "plain"),
+        ("b_new_streams_concurrent", "no-op"),
         ("b_new_streams_concurrent", "metrics"),
         ("j_relay_throughput", "plain"),
+        ("j_relay_throughput", "no-op"),
         ("j_relay_throughput", "metrics"),
     ]
     assert all(row["kind"] == "overhead" and len(row["samples"]) == 3 for row in rows)
