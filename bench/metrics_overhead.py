@@ -14,11 +14,12 @@ its store, executor and relay:
 * ``metrics`` — ``PrometheusHooks`` on a registry of its own per run (what a service
   that turns metrics on pays on its hot path; a scrape is not part of it).
 
-The setups rotate within each repetition so neither always runs first; at least three
-repetitions; each setup prints one JSON line (``"kind": "overhead"``, as
-``bench/overhead.py`` does for tracing): its median, the plain median, and how much
-slower it is. ``fresh_metrics_hooks`` is what ``bench/overhead.py`` adds to its SDK
-setup (``SDK_EXTRAS["metrics"]``) to measure tracing and metrics together.
+The setups rotate within each repetition so none always runs first; at least three
+repetitions; each setup prints one JSON line (``"kind": "overhead"``, as the tracing
+overhead bench does): its median, the plain median, how much slower it is, and the
+process CPU time per operation (steadier than throughput on a shared machine).
+``fresh_metrics_hooks`` is what the tracing overhead bench adds to its SDK setup
+(``SDK_EXTRAS["metrics"]``) to measure tracing and metrics together.
 """
 
 from __future__ import annotations
