@@ -5,6 +5,8 @@ health and store connections reach the gauges."""
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -146,3 +148,21 @@ async def test_a_postgresql_store_reports_its_pools_connections(tmp_path: Path) 
         assert total(metrics.registry, "eventcore_active_connections", backend="postgresql") >= 1
         assert total(metrics.registry, "eventcore_events_appended_total", store="postgresql") == 1
     assert total(metrics.registry, "eventcore_active_connections") == 0
+
+
+def test_without_prometheus_client_the_package_imports_and_metrics_name_the_extra() -> None:
+    script = (
+        "import sys\n"
+        "sys.modules['prometheus_client'] = None  # as if it were not installed\n"
+        "import eventcore.observability as observability\n"
+        "from eventcore.errors import MissingDependency\n"
+        "try:\n"
+        "    observability.metrics_hooks\n"
+        "except MissingDependency as error:\n"
+        "    print(error)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert "pip install 'eventcore[metrics]'" in done.stdout

@@ -1,9 +1,21 @@
 """Observability on the instrumentation seam (``eventcore.instrumentation``): Prometheus
 metrics (the ``metrics`` extra). The only package that imports ``prometheus_client``;
-nothing else in eventcore knows it is there."""
+nothing else in eventcore knows it is there. See ``docs/guides/observability.md``.
 
-from eventcore.observability.exposition import MetricsServer, metrics_app, serve_metrics
-from eventcore.observability.metrics import METRIC_NAMES, PrometheusHooks, metrics_hooks
+The metrics names are imported when first used, so importing this package needs no
+extra; using one without ``prometheus-client`` installed raises ``MissingDependency``,
+which names the extra."""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
+
+from eventcore.errors import MissingDependency
+
+if TYPE_CHECKING:
+    from eventcore.observability.exposition import MetricsServer, metrics_app, serve_metrics
+    from eventcore.observability.metrics import METRIC_NAMES, PrometheusHooks, metrics_hooks
 
 __all__ = [
     "METRIC_NAMES",
@@ -13,3 +25,26 @@ __all__ = [
     "metrics_hooks",
     "serve_metrics",
 ]
+
+#: Each lazily imported name → the module of this package that holds it.
+_LAZY = {
+    "METRIC_NAMES": "metrics",
+    "PrometheusHooks": "metrics",
+    "metrics_hooks": "metrics",
+    "MetricsServer": "exposition",
+    "metrics_app": "exposition",
+    "serve_metrics": "exposition",
+}
+
+
+def __getattr__(name: str) -> object:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    try:
+        found = importlib.import_module(f"{__name__}.{module}")
+    except ImportError as error:
+        raise MissingDependency.of(error, "Prometheus metrics") from error
+    value: object = getattr(found, name)
+    globals()[name] = value  # found once: later uses skip this function
+    return value
