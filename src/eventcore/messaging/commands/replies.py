@@ -8,7 +8,7 @@ the same reply topic feeds ``replied.correlation_id``, ``succeeded``,
 
 from __future__ import annotations
 
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar, overload
 
 import msgspec
 
@@ -53,7 +53,15 @@ class Rejected(msgspec.Struct, frozen=True, kw_only=True):
 CommandReply = Succeeded[R] | Rejected
 
 
-def reply_of(replied: CommandReplied, result: type[R] | Any = Any) -> Succeeded[R] | Rejected:
+@overload
+def reply_of(replied: CommandReplied, result: type[R]) -> Succeeded[R] | Rejected: ...
+
+
+@overload
+def reply_of(replied: CommandReplied) -> Succeeded[Any] | Rejected: ...
+
+
+def reply_of(replied: CommandReplied, result: Any = Any) -> Succeeded[Any] | Rejected:
     """The typed answer of a stored or received reply; ``DecodeError`` when its result
     is not a ``result``."""
     if not replied.succeeded:

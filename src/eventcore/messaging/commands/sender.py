@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from typing import Any, TypeVar
+from typing import Any, TypeVar, overload
 
 import msgspec
 
@@ -128,16 +128,39 @@ class CommandSender:
             subscriber=self._subscriber.status(),
         )
 
+    @overload
     async def send(
         self,
         service: str,
         command: object,
         *,
         deadline: float,
-        result: type[R] | Any = Any,
+        result: type[R],
         idempotency_key: str | None = None,
         metadata: Metadata | None = None,
-    ) -> Succeeded[R] | Rejected:
+    ) -> Succeeded[R] | Rejected: ...
+
+    @overload
+    async def send(
+        self,
+        service: str,
+        command: object,
+        *,
+        deadline: float,
+        idempotency_key: str | None = None,
+        metadata: Metadata | None = None,
+    ) -> Succeeded[Any] | Rejected: ...
+
+    async def send(
+        self,
+        service: str,
+        command: object,
+        *,
+        deadline: float,
+        result: Any = Any,
+        idempotency_key: str | None = None,
+        metadata: Metadata | None = None,
+    ) -> Succeeded[Any] | Rejected:
         """Send ``command`` to ``service`` and return its reply: ``Succeeded`` with the
         result as a ``result`` (JSON builtins unless given), or ``Rejected`` with the
         reason.
