@@ -13,6 +13,11 @@ starts again from its checkpoint: it may publish a message twice (the bus drops
 duplicates by message id; the subscriber's inbox drops what gets through), and it
 never skips one.
 
+Commands sent over the bus and their replies (``eventcore.messaging.commands``) are
+stored events too: a ``CommandRequested`` is published to its target's command topic
+as a command message, a ``CommandReplied`` to the topic its request named, whatever
+the topic map says (they are addressed, not facts a service chooses to publish).
+
 A batch the bus refuses (``BusError``: the server is down, a timeout) is published
 again, with backoff, until the bus takes it; batches behind it wait. The relay never
 gives up and never moves past an event it could not publish: a stuck relay shows in
