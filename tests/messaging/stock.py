@@ -74,8 +74,31 @@ def reservation(command: ReserveStock, events: tuple[Event, ...]) -> dict[str, A
 
 
 def registry() -> EventRegistry:
-    return EventRegistry([StockReserved, Restocked, *COMMAND_EVENTS])
+    return EventRegistry([StockReserved, Restocked, ShelfOpened, *COMMAND_EVENTS])
 
 
 def executor(store: Any) -> Executor:
     return Executor(store, registry())
+
+
+class ShelfOpened(Event):
+    sku: str
+
+
+class OpenShelf(Command[bool]):
+    """Refuses a shelf that exists; usually creates it, so decides before reading."""
+
+    shelf: StreamId
+
+    creates_streams = True
+
+    def initial_state(self) -> bool:
+        return False
+
+    def apply(self, state: bool, stream_id: StreamId, event: Event) -> bool:
+        return True
+
+    def handle(self, state: bool) -> Writes:
+        if state:
+            raise CommandRejected(f"{self.shelf} is open already")
+        return {self.shelf: [ShelfOpened(sku=self.shelf.removeprefix("shelf-"))]}

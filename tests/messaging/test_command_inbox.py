@@ -18,7 +18,14 @@ from eventcore.pipeline import CommandResult
 from eventcore.testing import FaultPlan, FaultyStore
 from eventcore.types import StoredEvent
 from tests.backends import BACKENDS, skip_or_fail, unavailable_reason
-from tests.messaging.stock import ReserveStock, StockReserved, executor, registry, reservation
+from tests.messaging.stock import (
+    OpenShelf,
+    ReserveStock,
+    StockReserved,
+    executor,
+    registry,
+    reservation,
+)
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -151,3 +158,31 @@ async def test_no_failed_or_lost_append_leaves_events_without_their_reply(
         assert append is not None
         assert event.event_id in append.event_ids
         assert len(append.event_ids) == 2
+
+
+async def test_a_key_that_succeeded_answers_with_its_success_though_the_command_would_now_refuse(
+    store: EventStore,
+) -> None:
+    """``OpenShelf`` refuses a shelf that exists (and decides on a guessed empty state
+    first, ``creates_streams``): a retry of the request that opened it must still hear
+    that it succeeded."""
+    runner = executor(store)
+    shelf = StreamId("shelf-figs")
+
+    async def open_shelf(correlation: str) -> CommandResult:
+        return await runner.execute(
+            answering(OpenShelf(shelf=shelf), request("open", correlation), None),
+            idempotency_key=f"command:inventory:orders:{correlation}",
+        )
+
+    first = await open_shelf("c-1")
+    again = await open_shelf("c-1")
+    retried = await open_shelf("c-2")
+
+    assert [type(event).__name__ for event in first.events] == ["ShelfOpened", "CommandReplied"]
+    assert again.deduplicated
+    [repeat] = retried.events
+    assert isinstance(repeat, CommandReplied)
+    assert repeat.succeeded
+    assert repeat.first_correlation_id == "c-1"
+    assert len(await store.read_stream(shelf)) == 1
