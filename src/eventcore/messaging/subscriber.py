@@ -50,7 +50,7 @@ from collections.abc import Mapping, Sequence
 import msgspec
 
 from eventcore.errors import BusClosed, BusError, DeadLetterNotFound, InvalidInput
-from eventcore.events import Event, EventRegistry
+from eventcore.events import Event
 from eventcore.instrumentation import DeadLettered, DeliveriesFetched, Hooks, resolve
 from eventcore.lifecycle import Readiness
 from eventcore.messaging._claims import unclaimed
@@ -64,7 +64,7 @@ from eventcore.messaging.bus import (
     Delivery,
 )
 from eventcore.messaging.envelope import DEFAULT_MAX_MESSAGE_BYTES
-from eventcore.messaging.inbox import Handler, Received, event_type_of
+from eventcore.messaging.inbox import Handler, PayloadTypes, Received, event_type_of
 from eventcore.messaging.names import check_name
 from eventcore.retry import RetryPolicy
 
@@ -118,7 +118,7 @@ class Subscriber:
         handlers: Mapping[str | type[Event], Handler] | Sequence[Handler],
         *,
         group: str,
-        registry: EventRegistry,
+        registry: PayloadTypes,
         max_deliveries: int = 5,
         retry_backoff: tuple[float, float] = (0.05, 2.0),
         batch_size: int = 256,
@@ -512,7 +512,7 @@ async def _give_back(box: DeadLetterBox, letter: DeadLetter) -> None:
 
 
 def _handlers_by_type(
-    handlers: Mapping[str | type[Event], Handler] | Sequence[Handler], registry: EventRegistry
+    handlers: Mapping[str | type[Event], Handler] | Sequence[Handler], registry: PayloadTypes
 ) -> dict[str, Handler]:
     pairs: list[tuple[str | type[Event], Handler]] = []
     if isinstance(handlers, Mapping):
