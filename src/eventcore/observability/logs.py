@@ -85,10 +85,13 @@ class JsonFormatter(logging.Formatter):
                 fields[key] = value
         try:
             return _encoder.encode(fields).decode()
-        except (TypeError, ValueError, OverflowError):
-            # A value the hook cannot turn into JSON either (a dict with tuple keys, an
-            # integer past 64 bits): the line still goes out, that field as text.
+        except _UNENCODABLE:
+            # A value the hook cannot turn into JSON either (a list holding itself): the
+            # line still goes out, that field as text.
             return _encoder.encode({key: _plain(value) for key, value in fields.items()}).decode()
+
+
+_UNENCODABLE = (TypeError, ValueError, OverflowError, RecursionError)
 
 
 def _text(value: object) -> str:
@@ -98,8 +101,8 @@ def _text(value: object) -> str:
 def _plain(value: object) -> object:
     try:
         _encoder.encode(value)
-    except (TypeError, ValueError, OverflowError):
-        return str(value)
+    except _UNENCODABLE:
+        return repr(value) if isinstance(value, list | dict) else str(value)
     return value
 
 
