@@ -6,7 +6,8 @@ and databases:
 * ``{CommandType}`` (internal): one per command execution. Its store reads and its
   append are child spans (``read_stream``, ``append``: client spans with
   ``db.system``); it ends with the streams it read, its attempts, its conflicts (each
-  also an event on the span) and its outcome.
+  also an event on the span) and its outcome. Store calls are traced only under a
+  recording span: alone they would each be a trace of one span.
 * The command span's W3C trace context is written into every event the command
   appends (``traceparent``, ``tracestate`` in its metadata): the store keeps it, the
   envelope carries it over the bus.
@@ -22,9 +23,11 @@ A batch (publish, apply) whose traced events all belong to one trace is also mad
 child of the first of them, so a request's trace shows its events being published and
 projected; a batch mixing requests starts a trace of its own, tied to each by a link.
 
-With ``opentelemetry-api`` alone (no SDK configured) every span is a non-recording
-one and costs little, yet the context still flows: a command run under an incoming
-``traceparent`` writes that context into its events.
+With ``opentelemetry-api`` alone (no SDK configured when the hooks are built) they
+start no span, and cost a check per call; the context events carry still flows, as the API would pass it on:
+a command run under a current span (one a web framework took from a request) writes
+that span's context into its events, and a handler's commands (``Received.run``) write
+the context of the event they handle.
 """
 
 from __future__ import annotations
@@ -35,7 +38,17 @@ from contextvars import Token
 import msgspec
 from opentelemetry import context as otel_context
 from opentelemetry import trace
-from opentelemetry.trace import Span, SpanContext, SpanKind, Status, StatusCode, TracerProvider
+from opentelemetry.trace import (
+    NoOpTracerProvider,
+    ProxyTracerProvider,
+    Span,
+    SpanContext,
+    SpanKind,
+    Status,
+    StatusCode,
+    Tracer,
+    TracerProvider,
+)
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from opentelemetry.util.types import AttributeValue
 
@@ -69,6 +82,8 @@ TRACER_NAME = "eventcore"
 MAX_LINKS = 128
 
 _w3c = TraceContextTextMapPropagator()
+#: The API's own providers: without an SDK behind them, spans record nothing.
+_NO_SDK = (ProxyTracerProvider, NoOpTracerProvider)
 
 
 class _Scope:
@@ -85,12 +100,16 @@ class OpenTelemetryHooks(Hooks):
     """The seam's hooks that trace: install with ``install_hooks(tracing_hooks())``
     before building stores, executors, relays, subscribers and projection runners.
 
-    ``tracer_provider``: where spans go; None (the usual) is the global one set with
-    ``opentelemetry.trace.set_tracer_provider``, looked up at each span, so it may be
-    configured after these hooks are built."""
+    ``tracer_provider``: where spans go; None (the usual) is the global one, set with
+    ``opentelemetry.trace.set_tracer_provider``. Set it *before* building the hooks:
+    hooks built while no SDK is configured start no span, ever (that check is made
+    once, here, so that such hooks cost next to nothing per call)."""
 
     def __init__(self, tracer_provider: TracerProvider | None = None) -> None:
-        self._tracer = trace.get_tracer(TRACER_NAME, __version__, tracer_provider)
+        provider = tracer_provider or trace.get_tracer_provider()
+        self._tracer: Tracer | None = None
+        if not isinstance(provider, _NO_SDK):
+            self._tracer = provider.get_tracer(TRACER_NAME, __version__)
 
     # --- commands ---------------------------------------------------------------------
 
@@ -105,19 +124,22 @@ class OpenTelemetryHooks(Hooks):
         return msgspec.structs.replace(metadata, traceparent=traceparent, tracestate=tracestate)
 
     def command_started(self, event: CommandStarted) -> object:
+        tracer = self._tracer
+        if tracer is None:
+            return None
         metadata = event.metadata
         parent: otel_context.Context | None = None
         # Under a span already (a subscriber's delivery, a web request): its child. Else
         # the caller may have brought a context from outside, in the metadata.
         if metadata.traceparent and not trace.get_current_span().get_span_context().is_valid:
             parent = _context_of(metadata)
-        attributes: dict[str, AttributeValue] = {}
-        if metadata.correlation_id is not None:
-            attributes["eventcore.correlation_id"] = metadata.correlation_id
-        if event.idempotency_key is not None:
-            attributes["eventcore.idempotency_key"] = event.idempotency_key
-        span = self._tracer.start_span(
-            event.command, context=parent, kind=SpanKind.INTERNAL, attributes=attributes
+        span = tracer.start_span(
+            event.command,
+            context=parent,
+            kind=SpanKind.INTERNAL,
+            attributes=None
+            if event.idempotency_key is None
+            else {"eventcore.idempotency_key": event.idempotency_key},
         )
         return _entered(span)
 
@@ -145,7 +167,6 @@ class OpenTelemetryHooks(Hooks):
                     "eventcore.command.attempts": event.attempts,
                     "eventcore.command.conflicts": event.conflicts,
                     "eventcore.command.streams_read": event.streams_read,
-                    "eventcore.command.events": event.events,
                 }
             )
         _left(scope)
@@ -169,59 +190,59 @@ class OpenTelemetryHooks(Hooks):
     # --- the store --------------------------------------------------------------------
 
     def read_started(self, event: ReadStarted) -> object:
+        # Only under a recording span (a command's): a store call outside any traced
+        # operation would be a trace of one span, and with the API alone this keeps
+        # every store call down to one context lookup.
+        tracer = self._tracer
+        if tracer is None or not trace.get_current_span().is_recording():
+            return None
         # A leaf: not made current, nothing runs under it.
-        return self._tracer.start_span(
+        return tracer.start_span(
             "read_stream",
             kind=SpanKind.CLIENT,
             attributes={
                 "db.system": event.store,
-                "db.system.name": event.store,
                 "db.operation.name": "read_stream",
                 "eventcore.stream_id": event.stream_id,
-                "eventcore.from_version": event.from_version,
             },
         )
 
     def read_finished(self, event: ReadFinished, scope: object) -> None:
         if not isinstance(scope, Span):
             return
-        if scope.is_recording():
-            scope.set_attribute("eventcore.events", event.events)
-            if event.error is not None:
-                _failed(scope, event.error)
+        if event.error is not None:
+            _failed(scope, event.error)
         scope.end()
 
     def append_started(self, event: AppendStarted) -> object:
-        return self._tracer.start_span(
+        tracer = self._tracer
+        if tracer is None or not trace.get_current_span().is_recording():
+            return None
+        return tracer.start_span(
             "append",
             kind=SpanKind.CLIENT,
             attributes={
                 "db.system": event.store,
-                "db.system.name": event.store,
                 "db.operation.name": "append",
                 "db.operation.batch.size": event.events,
-                "eventcore.streams": event.streams,
             },
         )
 
     def append_finished(self, event: AppendFinished, scope: object) -> None:
         if not isinstance(scope, Span):
             return
-        if scope.is_recording():
-            if event.error is None:
-                scope.set_attributes(
-                    {
-                        "eventcore.deduplicated": event.deduplicated,
-                        "eventcore.last_position": event.last_position,
-                    }
-                )
-            else:
-                _failed(scope, event.error)
+        if event.error is not None:
+            _failed(scope, event.error)
+        elif event.deduplicated:
+            scope.set_attribute("eventcore.deduplicated", True)
         scope.end()
 
     # --- the relay --------------------------------------------------------------------
 
     def publish_started(self, event: PublishStarted) -> object:
+        tracer = self._tracer
+        if tracer is None:
+            return None
         topics = event.topics
         attributes: dict[str, AttributeValue] = {
             "messaging.system": event.bus,
@@ -236,7 +257,7 @@ class OpenTelemetryHooks(Hooks):
         else:
             attributes["eventcore.topics"] = list(topics)
             name = "publish"
-        span = self._tracer.start_span(
+        span = tracer.start_span(
             name,
             context=_batch_parent(event.events),
             kind=SpanKind.PRODUCER,
@@ -258,10 +279,13 @@ class OpenTelemetryHooks(Hooks):
     # --- the subscriber ---------------------------------------------------------------
 
     def delivery_started(self, event: DeliveryStarted) -> object:
+        tracer = self._tracer
+        if tracer is None:
+            return None
         # The envelope's context, not whatever the subscriber's task holds: the message
         # continues the trace of the command that wrote it. None: a trace of its own.
         parent = _context_of(event.metadata) or otel_context.Context()
-        span = self._tracer.start_span(
+        span = tracer.start_span(
             f"process {event.topic}",
             context=parent,
             kind=SpanKind.CONSUMER,
@@ -305,7 +329,10 @@ class OpenTelemetryHooks(Hooks):
     # --- projections ------------------------------------------------------------------
 
     def batch_started(self, event: BatchStarted) -> object:
-        span = self._tracer.start_span(
+        tracer = self._tracer
+        if tracer is None:
+            return None
+        span = tracer.start_span(
             f"apply {event.projection}",
             context=_batch_parent(event.events),
             kind=SpanKind.INTERNAL,
