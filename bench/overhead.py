@@ -9,22 +9,27 @@ Setups, each installed as the process default (``install_hooks``) before the
 workload builds its store, executor and relay:
 
 * ``plain`` — no hooks;
+* ``empty-hook`` — a hook that does nothing: the seam's own cost, for reference;
 * ``otel-api`` — the tracing hooks with OpenTelemetry's API alone: no SDK configured,
   so every span is a non-recording one (target: at most 2% slower than plain);
 * ``otel-sdk`` — the tracing hooks on the SDK, sampling every trace into a
   ``BatchSpanProcessor`` whose exporter drops the spans (what is measured is eventcore
   and the SDK, not a collector), plus every hook in ``SDK_EXTRAS`` (target: at most 15%
-  slower). Metrics join this setup by registering there.
+  slower). Metrics join this setup by registering there;
+* ``otel-sdk-10pct`` — the same keeping one trace in ten (``ParentBased(
+  TraceIdRatioBased(0.1))``), for reference: what sampling buys back.
 
 For j every event carries a trace context of its own (as if each came from a separate
 request), so each batch span gets its full share of links. The setups rotate within
 each repetition so none always runs first; each prints one JSON line: its median, the
-plain median, how much slower it is and whether that meets the target.
+plain median, how much slower it is and whether that meets the target, and the CPU
+time per operation beside plain's (steadier on a shared machine than throughput).
 """
 
 from __future__ import annotations
 
 import asyncio
+import gc
 import random
 import statistics
 import time
@@ -36,11 +41,16 @@ from typing import Any
 import msgspec
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
-from opentelemetry.sdk.trace.sampling import ALWAYS_ON
+from opentelemetry.sdk.trace.sampling import (
+    ALWAYS_ON,
+    ParentBased,
+    Sampler,
+    TraceIdRatioBased,
+)
 
 from bench import eventcore_side, messaging_side
-from bench.common import Backend, Context, Sizes, Stopwatch
-from eventcore import EventStore, Metadata, StreamId, open_store
+from bench.common import Backend, Context, Sizes, split
+from eventcore import EventStore, Executor, Metadata, StreamId, open_store
 from eventcore.instrumentation import Hooks, install_hooks
 from eventcore.messaging import open_bus
 from eventcore.messaging.relay import Relay
@@ -84,8 +94,8 @@ def _api_only() -> Callable[[], None]:
     return install_hooks
 
 
-def _sdk() -> Callable[[], None]:
-    provider = TracerProvider(sampler=ALWAYS_ON)
+def _sdk(sampler: Sampler = ALWAYS_ON) -> Callable[[], None]:
+    provider = TracerProvider(sampler=sampler)
     provider.add_span_processor(BatchSpanProcessor(_Dropped()))
     install_hooks(tracing_hooks(provider), *(make() for make in SDK_EXTRAS.values()))
 
@@ -96,20 +106,85 @@ def _sdk() -> Callable[[], None]:
     return finish
 
 
+def _empty_hook() -> Callable[[], None]:
+    install_hooks(Hooks())
+    return install_hooks
+
+
 def setups() -> list[Setup]:
     sdk_name = "+".join(["otel-sdk", *SDK_EXTRAS])
     return [
         Setup("plain", None, _plain),
+        # The seam's own cost with a hook that does nothing: what is left of otel-api's
+        # figure past it is the tracing hooks' own.
+        Setup("empty-hook", None, _empty_hook),
         Setup("otel-api", 2.0, _api_only),
         Setup(sdk_name, 15.0, _sdk),
+        # What an operator does when every trace costs too much: keep one in ten.
+        Setup("otel-sdk-10pct", None, lambda: _sdk(ParentBased(TraceIdRatioBased(0.1)))),
     ]
 
 
 # --- the workloads -----------------------------------------------------------------------
 
 
-def _b(ctx: Context) -> float:
-    return float(eventcore_side.run("b_new_streams_concurrent", ctx))
+class _Clock:
+    """Wall and CPU seconds of what runs inside ``with clock:`` (collected first). CPU
+    time is the process's, its threads' included (SQLite's): less swayed than wall time
+    by whatever else the machine runs, it is the steadier view of what tracing adds."""
+
+    def __init__(self) -> None:
+        self.wall = self.cpu = 0.0
+
+    def __enter__(self) -> _Clock:
+        gc.collect()
+        self._wall, self._cpu = time.perf_counter(), time.process_time()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.wall += time.perf_counter() - self._wall
+        self.cpu += time.process_time() - self._cpu
+
+    def sample(self, count: int) -> Sample:
+        return Sample(rate=count / self.wall, cpu_us=self.cpu / count * 1e6)
+
+
+@dataclass(frozen=True)
+class Sample:
+    #: Operations per second (wall clock).
+    rate: float
+    #: CPU microseconds per operation.
+    cpu_us: float
+
+
+async def _b_concurrent(ctx: Context) -> Sample:
+    """Workload b as ``eventcore_side`` runs it: new streams, 64 commands at a time."""
+    count = ctx.sizes.concurrent_streams
+    commands = [
+        eventcore_side.OpenAccount(account=eventcore_side.account(index), owner="bench")
+        for index in range(count)
+    ]
+    async with eventcore_side.opened(ctx.backend.eventcore_url(ctx.workdir)) as store:
+        executor = Executor(store, eventcore_side.registry)
+
+        async def worker(mine: list[eventcore_side.OpenAccount]) -> None:
+            for command in mine:
+                await executor.execute(command)
+
+        shares, start = [], 0
+        for quota in split(count, ctx.sizes.concurrency):
+            shares.append(commands[start : start + quota])
+            start += quota
+        clock = _Clock()
+        with clock:
+            async with asyncio.TaskGroup() as group:
+                for share in shares:
+                    group.create_task(worker(share))
+        return clock.sample(count)
+
+
+def _b(ctx: Context) -> Sample:
+    return asyncio.run(_b_concurrent(ctx))
 
 
 def _traceparent(rng: random.Random) -> str:
@@ -132,15 +207,15 @@ async def _populate_traced(store: EventStore, count: int, per_append: int = 1_00
     return last
 
 
-async def _j_traced(ctx: Context) -> float:
+async def _j_traced(ctx: Context) -> Sample:
     count = ctx.sizes.relay_events
-    stopwatch = Stopwatch()
+    clock = _Clock()
     async with await open_store(ctx.backend.eventcore_url(ctx.workdir)) as store:
         last = await _populate_traced(store, count)
         bus = await open_bus(ctx.backend.bus_url(ctx.workdir))
         try:
             relay = Relay(store, bus, messaging_side.TOPICS, service=messaging_side.SERVICE)
-            with stopwatch.running():
+            with clock:
                 running = asyncio.create_task(relay.run())
                 async with asyncio.timeout(60 + count / 1_000):
                     await messaging_side._until_published(relay, running, last)
@@ -149,15 +224,15 @@ async def _j_traced(ctx: Context) -> float:
                 raise RuntimeError(f"the relay published {relay.status().published} of {count}")
         finally:
             await bus.aclose()
-    return stopwatch.rate(count)
+    return clock.sample(count)
 
 
-def _j(ctx: Context) -> float:
+def _j(ctx: Context) -> Sample:
     return asyncio.run(_j_traced(ctx))
 
 
 #: Workload letter → (name, unit, measure).
-WORKLOADS: dict[str, tuple[str, str, Callable[[Context], float]]] = {
+WORKLOADS: dict[str, tuple[str, str, Callable[[Context], Sample]]] = {
     "b": ("b_new_streams_concurrent", "commands/s", _b),
     "j": ("j_relay_throughput_traced", "events/s", _j),
 }
@@ -175,6 +250,9 @@ class OverheadRow:
     slower_pct: float
     target: str | None
     target_met: bool | None
+    #: Median CPU microseconds per operation, and percent more than plain's.
+    cpu_us_per_op: float
+    cpu_more_pct: float
     repeat: int
     samples: list[float]
 
@@ -190,12 +268,12 @@ def measure_overhead(
     root: Path,
     progress: Callable[[str], None],
 ) -> list[OverheadRow]:
-    """Run workload ``letter`` under every setup ``repeat`` times (at least 3), rotating
+    """Run workload ``letter`` under every setup ``repeat`` times (at least 5), rotating
     the order; one row per setup, plain's first."""
     name, unit, measure = WORKLOADS[letter]
-    repeat = max(repeat, 3)
+    repeat = max(repeat, 5)
     chosen = setups()
-    samples: dict[str, list[float]] = {setup.name: [] for setup in chosen}
+    samples: dict[str, list[Sample]] = {setup.name: [] for setup in chosen}
     for rep in range(repeat):
         order = chosen[rep % len(chosen) :] + chosen[: rep % len(chosen)]
         for setup in order:
@@ -204,23 +282,24 @@ def measure_overhead(
             ctx = Context(backend=backend, sizes=sizes, workdir=workdir, cache_dir=root)
             backend.prepare(workdir)
             finish = setup.install()
-            started = time.perf_counter()
             try:
-                value = measure(ctx)
+                sample = measure(ctx)
             finally:
                 finish()
                 install_hooks()
                 backend.cleanup(workdir)
-            samples[setup.name].append(value)
+            samples[setup.name].append(sample)
             progress(
                 f"  [{name} overhead] rep {rep + 1}/{repeat} {setup.name:<16} "
-                f"{value:>12,.0f} {unit}  ({time.perf_counter() - started:.1f}s)"
+                f"{sample.rate:>12,.0f} {unit}, {sample.cpu_us:8.1f} CPU µs/op"
             )
-    plain = statistics.median(samples["plain"])
+    plain = statistics.median(sample.rate for sample in samples["plain"])
+    plain_cpu = statistics.median(sample.cpu_us for sample in samples["plain"])
     rows = []
     for setup in chosen:
-        median = statistics.median(samples[setup.name])
-        slower = (plain - median) / plain * 100 if plain else 0.0
+        median = statistics.median(sample.rate for sample in samples[setup.name])
+        cpu = statistics.median(sample.cpu_us for sample in samples[setup.name])
+        slower = (plain - median) / plain * 100
         rows.append(
             OverheadRow(
                 workload=name,
@@ -234,8 +313,10 @@ def measure_overhead(
                 if setup.max_slower is None
                 else f"≤ {setup.max_slower:g}% slower than plain",
                 target_met=None if setup.max_slower is None else slower <= setup.max_slower,
+                cpu_us_per_op=round(cpu, 2),
+                cpu_more_pct=round((cpu - plain_cpu) / plain_cpu * 100, 2),
                 repeat=repeat,
-                samples=samples[setup.name],
+                samples=[sample.rate for sample in samples[setup.name]],
             )
         )
     return rows
