@@ -6,6 +6,7 @@ batches; with the API alone the context still flows."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -282,3 +283,30 @@ async def test_a_garbled_traceparent_starts_a_fresh_trace_instead_of_failing(
     span = traced.one("PlaceOrder")
     assert span.parent is None
     assert event.metadata.traceparent == traceparent_of(span)
+
+
+async def test_a_cancelled_command_is_marked_so_and_not_as_an_error(traced: Traced) -> None:
+    async with await open_store("memory://", hooks=traced.hooks) as store:
+        executor = wire("shop", store, await open_bus("memory://"), traced.hooks).executor
+        reading = asyncio.Event()
+
+        async def stuck_read(*args: object, **kwargs: object) -> list[StoredEvent]:
+            reading.set()
+            await asyncio.Event().wait()
+            raise AssertionError("never woken")
+
+        store.read_stream = stuck_read  # type: ignore[method-assign]
+        running = asyncio.create_task(executor.execute(ReadingOrder(stream=ORDER, order="1")))
+        await reading.wait()
+        running.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await running
+
+    span = traced.one("ReadingOrder")
+    assert span.attributes is not None
+    assert span.attributes["eventcore.command.outcome"] == "cancelled"
+    assert span.status.status_code is not StatusCode.ERROR
+
+
+class ReadingOrder(PlaceOrder):
+    """Reads its stream first (PlaceOrder does too; named apart to find its span)."""

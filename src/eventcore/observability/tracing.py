@@ -24,14 +24,15 @@ child of the first of them, so a request's trace shows its events being publishe
 projected; a batch mixing requests starts a trace of its own, tied to each by a link.
 
 With ``opentelemetry-api`` alone (no SDK configured when the hooks are built) they
-start no span, and cost a check per call; the context events carry still flows, as the API would pass it on:
-a command run under a current span (one a web framework took from a request) writes
-that span's context into its events, and a handler's commands (``Received.run``) write
-the context of the event they handle.
+start no span and cost a test per call; the context events carry still flows, as the
+API would pass it on: a command run under a current span (one a web framework took
+from a request) writes that span's context into its events, and a handler's commands
+(``Received.run``) write the context of the event they handle.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from contextvars import Token
 
@@ -176,9 +177,10 @@ class OpenTelemetryHooks(Hooks):
             return
         span = scope.span
         if span.is_recording():
+            cancelled = isinstance(event.error, asyncio.CancelledError)
             span.set_attributes(
                 {
-                    "eventcore.command.outcome": "failed",
+                    "eventcore.command.outcome": "cancelled" if cancelled else "failed",
                     "eventcore.command.attempts": event.attempts,
                     "eventcore.command.conflicts": event.conflicts,
                     "eventcore.command.streams_read": event.streams_read,
@@ -378,6 +380,10 @@ def _left(scope: _Scope) -> None:
 
 
 def _failed(span: Span, error: BaseException) -> None:
+    if isinstance(error, asyncio.CancelledError):
+        # Stopping, or a caller's deadline: the work was dropped, nothing went wrong.
+        span.set_attribute("eventcore.cancelled", True)
+        return
     span.set_attribute("error.type", type(error).__qualname__)
     span.record_exception(error)
     span.set_status(Status(StatusCode.ERROR, f"{type(error).__name__}: {error}"))
