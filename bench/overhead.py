@@ -10,8 +10,11 @@ workload builds its store, executor and relay:
 
 * ``plain`` — no hooks;
 * ``empty-hook`` — a hook that does nothing: the seam's own cost, for reference;
-* ``otel-api`` — the tracing hooks with OpenTelemetry's API alone: no SDK configured,
-  so every span is a non-recording one (target: at most 2% slower than plain);
+* ``otel-api`` — ``install_hooks(tracing_hooks())`` with OpenTelemetry's API alone, no
+  SDK configured: nothing could be recorded, so that installs nothing (target: at most
+  2% slower than plain);
+* ``otel-api-hooks`` — ``OpenTelemetryHooks()`` installed all the same, without an SDK:
+  they start no span but pass on a current span's context, for reference;
 * ``otel-sdk`` — the tracing hooks on the SDK, sampling every trace into a
   ``BatchSpanProcessor`` whose exporter drops the spans (what is measured is eventcore
   and the SDK, not a collector), plus every hook in ``SDK_EXTRAS`` (target: at most 15%
@@ -54,7 +57,7 @@ from eventcore import EventStore, Executor, Metadata, StreamId, open_store
 from eventcore.instrumentation import Hooks, install_hooks
 from eventcore.messaging import open_bus
 from eventcore.messaging.relay import Relay
-from eventcore.observability import tracing_hooks
+from eventcore.observability import OpenTelemetryHooks, tracing_hooks
 from eventcore.types import NewEvent
 
 __all__ = ["SDK_EXTRAS", "WORKLOADS", "OverheadRow", "measure_overhead", "setups"]
@@ -94,6 +97,11 @@ def _api_only() -> Callable[[], None]:
     return install_hooks
 
 
+def _api_hooks() -> Callable[[], None]:
+    install_hooks(OpenTelemetryHooks())
+    return install_hooks
+
+
 def _sdk(sampler: Sampler = ALWAYS_ON) -> Callable[[], None]:
     provider = TracerProvider(sampler=sampler)
     provider.add_span_processor(BatchSpanProcessor(_Dropped()))
@@ -119,6 +127,7 @@ def setups() -> list[Setup]:
         # figure past it is the tracing hooks' own.
         Setup("empty-hook", None, _empty_hook),
         Setup("otel-api", 2.0, _api_only),
+        Setup("otel-api-hooks", None, _api_hooks),
         Setup(sdk_name, 15.0, _sdk),
         # What an operator does when every trace costs too much: keep one in ten.
         Setup("otel-sdk-10pct", None, lambda: _sdk(ParentBased(TraceIdRatioBased(0.1)))),

@@ -11,10 +11,11 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import pytest
+from opentelemetry import trace
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from opentelemetry.trace import SpanKind, StatusCode
+from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, StatusCode, TraceFlags
 
 from eventcore import (
     EventStore,
@@ -29,6 +30,7 @@ from eventcore import (
     handles,
     open_store,
 )
+from eventcore.instrumentation import NO_HOOKS
 from eventcore.messaging import open_bus
 from eventcore.observability import OpenTelemetryHooks, tracing_hooks
 from eventcore.testing import Services
@@ -258,17 +260,35 @@ async def test_a_projection_batch_is_traced_linked_to_its_events(traced: Traced)
     assert apply.attributes["eventcore.events"] == 1
 
 
-async def test_with_the_api_alone_an_incoming_context_still_reaches_the_events() -> None:
-    # No SDK: the global tracer provider is the API's, whose spans record nothing.
+async def test_without_an_sdk_tracing_hooks_are_none_and_a_handled_context_still_flows() -> None:
+    # No SDK: the global tracer provider is the API's own, which records nothing.
+    assert tracing_hooks() is NO_HOOKS
+    # What Received.run passes a handler's command: the envelope's context, kept.
     incoming = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
-    hooks = tracing_hooks()
-    async with await open_store("memory://", hooks=hooks) as store:
-        executor = wire("shop", store, await open_bus("memory://"), hooks).executor
+    async with await open_store("memory://") as store:
+        executor = wire("shop", store, await open_bus("memory://"), tracing_hooks()).executor
         await executor.execute(
             PlaceOrder(stream=ORDER, order="1"), metadata=Metadata(traceparent=incoming)
         )
         [event] = await store.read_stream(ORDER)
     assert event.metadata.traceparent == incoming
+
+
+async def test_hooks_built_without_an_sdk_pass_on_the_current_span_context() -> None:
+    incoming = SpanContext(
+        trace_id=0x0AF7651916CD43DD8448EB211C80319C,
+        span_id=0xB7AD6B7169203331,
+        is_remote=True,
+        trace_flags=TraceFlags(TraceFlags.SAMPLED),
+    )
+    hooks = OpenTelemetryHooks()
+    async with await open_store("memory://", hooks=hooks) as store:
+        executor = wire("shop", store, await open_bus("memory://"), hooks).executor
+        # As a web framework's instrumentation leaves it: the request's remote context.
+        with trace.use_span(NonRecordingSpan(incoming)):
+            await executor.execute(PlaceOrder(stream=ORDER, order="1"))
+        [event] = await store.read_stream(ORDER)
+    assert event.metadata.traceparent == "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
 
 
 async def test_a_garbled_traceparent_starts_a_fresh_trace_instead_of_failing(

@@ -23,10 +23,11 @@ A batch (publish, apply) whose traced events all belong to one trace is also mad
 child of the first of them, so a request's trace shows its events being published and
 projected; a batch mixing requests starts a trace of its own, tied to each by a link.
 
-With ``opentelemetry-api`` alone (no SDK configured when the hooks are built) they
-start no span and cost a test per call; the context events carry still flows, as the
-API would pass it on: a command run under a current span (one a web framework took
-from a request) writes that span's context into its events, and a handler's commands
+With ``opentelemetry-api`` alone (no SDK configured), ``tracing_hooks()`` is
+``NO_HOOKS``: nothing is recorded, so nothing is called. ``OpenTelemetryHooks`` built
+then start no span either, at a test per call, but pass the context on as the API
+would: a command run under a current span (one a web framework took from a request)
+writes that span's context into its events. Either way a handler's commands
 (``Received.run``) write the context of the event they handle.
 """
 
@@ -55,6 +56,7 @@ from opentelemetry.util.types import AttributeValue
 
 from eventcore._version import __version__
 from eventcore.instrumentation import (
+    NO_HOOKS,
     AppendFinished,
     AppendStarted,
     BatchApplied,
@@ -361,10 +363,20 @@ class OpenTelemetryHooks(Hooks):
         _left(scope)
 
 
-def tracing_hooks(tracer_provider: TracerProvider | None = None) -> OpenTelemetryHooks:
+def tracing_hooks(tracer_provider: TracerProvider | None = None) -> Hooks:
     """Hooks that trace every command, store call, publish, delivery and projection
-    batch: ``install_hooks(tracing_hooks())``."""
-    return OpenTelemetryHooks(tracer_provider)
+    batch: ``install_hooks(tracing_hooks())``, once the SDK is configured.
+
+    With no SDK behind ``tracer_provider`` (the global one when None) nothing would be
+    recorded: this returns ``NO_HOOKS`` then, so a service that always installs
+    tracing pays nothing until an operator configures the SDK. The trace context of
+    handled events still flows on (``Received.run`` passes it to the command); for
+    hooks that also pass on a current span's context without an SDK, build
+    ``OpenTelemetryHooks`` yourself."""
+    provider = tracer_provider or trace.get_tracer_provider()
+    if isinstance(provider, _NO_SDK):
+        return NO_HOOKS
+    return OpenTelemetryHooks(provider)
 
 
 def _entered(span: Span) -> _Scope:
