@@ -41,32 +41,38 @@ def start(name: str, store_url: str, bus_url: str, endpoint: str) -> subprocess.
     )
 
 
-def stop(processes: list[subprocess.Popen[str]]) -> None:
+def stop(processes: list[subprocess.Popen[str]]) -> list[str]:
+    """SIGTERM each (each flushes its spans as it exits); what each that failed said."""
     for process in processes:
         if process.poll() is None:
             process.terminate()
+    failures = []
     for process in processes:
         try:
             _, errors = process.communicate(timeout=PATIENCE)
         except subprocess.TimeoutExpired:
             process.kill()
             _, errors = process.communicate()
-        assert process.returncode == 0, errors
+        if process.returncode != 0:
+            failures.append(f"{process.args!r} exited {process.returncode}:\n{errors}")
+    return failures
 
 
 def run_chain(receiver: Receiver, store_url: str, bus_url: str) -> list[Received]:
     """Run the three services until ``shipping``'s command has been exported, stop them
-    (each flushes its spans as it exits) and return every span received."""
+    and return every span received."""
     processes = [
         start(name, store_url.format(name=name), bus_url, receiver.endpoint) for name in SERVICES
     ]
+    done = False
     try:
         done = receiver.wait_for(
             lambda spans: any(span.name == "ScheduleShipment" for span in spans), PATIENCE
         )
     finally:
-        stop(processes)
-    assert done, sorted((span.service, span.name) for span in receiver.spans)
+        failures = stop(processes)
+    assert done, (sorted((span.service, span.name) for span in receiver.spans), failures)
+    assert not failures, failures
     return receiver.spans
 
 
