@@ -92,6 +92,7 @@ class Handling:
         stopping: asyncio.Event,
         rng: random.Random,
         hooks: FanOut | None = None,
+        bus: str = "",
     ) -> None:
         self._topic = topic
         self._group = group
@@ -102,6 +103,7 @@ class Handling:
         self._stopping = stopping
         self._rng = rng
         self._hooks = hooks
+        self._bus = bus
         #: The outage a handler is waiting out right now, if any.
         self.outage: str | None = None
 
@@ -187,6 +189,7 @@ class Handling:
                 occurred_at=envelope.time,
                 published_at=delivery.published_at,
                 metadata=envelope.metadata,
+                bus=self._bus,
             )
         )
         started = time.perf_counter()

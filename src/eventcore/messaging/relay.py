@@ -57,7 +57,7 @@ import msgspec
 from eventcore.errors import BusClosed, BusError, DecodeError, InvalidInput
 from eventcore.instrumentation import Hooks, PublishFinished, PublishStarted, RelayProgress, resolve
 from eventcore.lifecycle import Readiness
-from eventcore.messaging.bus import Bus, OutgoingMessage
+from eventcore.messaging.bus import Bus, OutgoingMessage, bus_kind
 from eventcore.messaging.commands.outbox import ROUTED_TYPES, outgoing_of
 from eventcore.messaging.envelope import encode_envelope, envelopes_of
 from eventcore.messaging.names import check_name
@@ -164,6 +164,8 @@ class Relay:
         self._readiness = Readiness(f"relay {service!r}")
         self._rng = random.Random()
         self._hooks = resolve(hooks)
+        # Named in what the hooks hear; read once, and only when someone listens.
+        self._bus_kind = bus_kind(bus) if self._hooks is not None else ""
 
     @property
     def service(self) -> str:
@@ -385,6 +387,7 @@ class Relay:
                 events=events,
                 topics=tuple(dict.fromkeys(message.topic for message in messages)),
                 attempt=attempt,
+                bus=self._bus_kind,
             )
         )
         started = time.perf_counter()

@@ -62,6 +62,7 @@ from eventcore.messaging.bus import (
     DeadLetter,
     DeadLetterBox,
     Delivery,
+    bus_kind,
 )
 from eventcore.messaging.envelope import DEFAULT_MAX_MESSAGE_BYTES
 from eventcore.messaging.inbox import Handler, PayloadTypes, Received, event_type_of
@@ -153,6 +154,7 @@ class Subscriber:
             stopping=self._stopping,
             rng=random.Random(),
             hooks=self._hooks,
+            bus=bus_kind(bus) if self._hooks is not None else "",
         )
         self._consumer: Consumer | None = None
         self._readiness = Readiness(f"subscriber of group {group!r} on {topic!r}")
