@@ -26,6 +26,7 @@
     │   └── TooManyStreams           stream discovery went past its cap
     ├── DecodeError                  stored or received bytes could not be read
     │   ├── UnknownEventType
+    │   ├── UnknownCommandType       a command message of a type the service does not accept
     │   └── InvalidMessage           a bus message that is not a valid envelope
     │       └── MessageTooLarge
     ├── NotFound
@@ -43,7 +44,8 @@
     ├── ServiceCallError             a call to another service failed; it may succeed later
     │   ├── CircuitOpen              the target's breaker refused the call: nothing was sent
     │   ├── ServiceUnavailable       no live instance, or every attempt failed
-    │   └── CallTimeout              the call's time ran out (also a TimeoutError)
+    │   ├── CallTimeout              the call's time ran out (also a TimeoutError)
+    │   └── ReplyTimeout             no reply to a command in time (also a TimeoutError)
     └── MissingDependency            a backend's driver is not installed (also an ImportError)
 
 Each error is complete when raised: it carries the values a caller needs
@@ -89,6 +91,7 @@ __all__ = [
     "MissingDependency",
     "NotFound",
     "PayloadTooLarge",
+    "ReplyTimeout",
     "RetriesExhausted",
     "ServiceCallError",
     "ServiceUnavailable",
@@ -99,6 +102,7 @@ __all__ = [
     "TooManyStreams",
     "TransformFailed",
     "UndeclaredStream",
+    "UnknownCommandType",
     "UnknownEventType",
     "WorkerStopped",
 ]
@@ -331,6 +335,17 @@ class UnknownEventType(DecodeError):
         )
 
 
+class UnknownCommandType(DecodeError):
+    """A command message whose type the receiving service does not accept."""
+
+    def __init__(self, command_type: str) -> None:
+        self.command_type = command_type
+        super().__init__(
+            f"unknown command type {command_type!r}: this service does not accept it "
+            "(add its class to the CommandReceiver)"
+        )
+
+
 class InvalidMessage(DecodeError):
     """A message received from a bus that is not a valid eventcore envelope.
 
@@ -463,6 +478,24 @@ class CallTimeout(ServiceCallError, TimeoutError):
         self.target = target
         self.seconds = seconds
         super().__init__(f"the call to {target!r} did not finish within {seconds:.3g} s")
+
+
+class ReplyTimeout(ServiceCallError, TimeoutError):
+    """No reply to the command sent to ``service`` came within ``seconds``.
+
+    The command may still run (its request is stored and will be delivered): send it
+    again under the same ``idempotency_key`` to get its reply without running it twice.
+    """
+
+    def __init__(self, service: str, command: str, idempotency_key: str, seconds: float) -> None:
+        self.service = service
+        self.command = command
+        self.idempotency_key = idempotency_key
+        self.seconds = seconds
+        super().__init__(
+            f"no reply from {service!r} to {command} (idempotency key {idempotency_key!r}) "
+            f"within {seconds:.3g} s"
+        )
 
 
 # --- installation ----------------------------------------------------------------------------

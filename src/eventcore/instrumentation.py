@@ -170,12 +170,14 @@ class ConnectionsClosed(msgspec.Struct, frozen=True, kw_only=True):
 
 class PublishStarted(msgspec.Struct, frozen=True, kw_only=True):
     """A batch the relay hands to the bus (again, ``attempt`` > 1, after a refusal).
-    ``events`` carry their metadata, hence each one's trace context."""
+    ``events`` carry their metadata, hence each one's trace context; ``bus`` is the
+    bus's kind, its URL's scheme (``memory``, ``sqlite``, ``nats``)."""
 
     service: str
     events: Sequence[StoredEvent]
     topics: tuple[str, ...]
     attempt: int
+    bus: str = ""
 
 
 class PublishFinished(msgspec.Struct, frozen=True, kw_only=True):
@@ -215,7 +217,8 @@ class DeliveriesFetched(msgspec.Struct, frozen=True, kw_only=True):
 
 class DeliveryStarted(msgspec.Struct, frozen=True, kw_only=True):
     """A message about to be handled. ``metadata`` is the envelope's (its trace context
-    is the producing command's); ``occurred_at`` the event's time, for lag."""
+    is the producing command's); ``occurred_at`` the event's time, for lag; ``bus`` the
+    bus's kind, as in ``PublishStarted``."""
 
     topic: str
     group: str
@@ -226,6 +229,7 @@ class DeliveryStarted(msgspec.Struct, frozen=True, kw_only=True):
     occurred_at: datetime
     published_at: datetime
     metadata: Metadata
+    bus: str = ""
 
 
 class DeliveryRetried(msgspec.Struct, frozen=True, kw_only=True):

@@ -1,10 +1,11 @@
-"""Observability on the instrumentation seam (``eventcore.instrumentation``): Prometheus
-metrics (the ``metrics`` extra). The only package that imports ``prometheus_client``;
-nothing else in eventcore knows it is there. See ``docs/guides/observability.md``.
+"""Observability on the instrumentation seam (``eventcore.instrumentation``): tracing
+(OpenTelemetry), logs that carry the trace, and Prometheus metrics. The only package
+that imports OpenTelemetry or ``prometheus_client``; nothing else in eventcore knows
+about them. See ``docs/guides/observability.md``.
 
 The metrics names are imported when first used, so importing this package needs no
-extra; using one without ``prometheus-client`` installed raises ``MissingDependency``,
-which names the extra."""
+``metrics`` extra (tracing does without it); using one without ``prometheus-client``
+installed raises ``MissingDependency``, which names the extra."""
 
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ import importlib
 from typing import TYPE_CHECKING
 
 from eventcore.errors import MissingDependency
+from eventcore.observability.logs import JsonFormatter, TraceContextFilter
+from eventcore.observability.tracing import OpenTelemetryHooks, tracing_hooks
 
 if TYPE_CHECKING:
     from eventcore.observability.exposition import MetricsServer, metrics_app, serve_metrics
@@ -19,11 +22,15 @@ if TYPE_CHECKING:
 
 __all__ = [
     "METRIC_NAMES",
+    "JsonFormatter",
     "MetricsServer",
+    "OpenTelemetryHooks",
     "PrometheusHooks",
+    "TraceContextFilter",
     "metrics_app",
     "metrics_hooks",
     "serve_metrics",
+    "tracing_hooks",
 ]
 
 #: Each lazily imported name → the module of this package that holds it.

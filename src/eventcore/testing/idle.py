@@ -29,6 +29,9 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
+from eventcore.command import Command
+from eventcore.events import EventRegistry
+from eventcore.executor import Executor
 from eventcore.messaging.bus import (
     DEFAULT_ACK_WAIT,
     Bus,
@@ -37,6 +40,7 @@ from eventcore.messaging.bus import (
     Delivery,
     OutgoingMessage,
 )
+from eventcore.messaging.commands import CommandReceiver, CommandSender, ResultOf
 from eventcore.messaging.inbox import Handler
 from eventcore.messaging.relay import Relay
 from eventcore.messaging.subscriber import Subscriber
@@ -157,7 +161,7 @@ class Services:
         #: acknowledgement from :meth:`until_idle`. Publish through it too.
         self.bus: Bus = watched if faults is None else FaultyBus(watched, faults)
         self.relays: list[tuple[Relay, EventStore]] = []
-        self.subscribers: list[tuple[Subscriber, str, str]] = []
+        self.subscribers: list[tuple[Subscriber | CommandReceiver | CommandSender, str, str]] = []
 
     @property
     def faults(self) -> list[tuple[str, str]]:
@@ -180,6 +184,29 @@ class Services:
         subscriber = Subscriber(self.bus, topic, handlers, group=group, **options)
         self.subscribers.append((subscriber, topic, group))
         return subscriber
+
+    def receiver(
+        self,
+        executor: Executor,
+        commands: Sequence[type[Command[Any]]] | Mapping[type[Command[Any]], ResultOf | None],
+        *,
+        service: str,
+        **options: Any,
+    ) -> CommandReceiver:
+        """A :class:`~eventcore.messaging.commands.CommandReceiver` of ``service``."""
+        receiver = CommandReceiver(self.bus, executor, commands, service=service, **options)
+        status = receiver.status().subscriber
+        self.subscribers.append((receiver, status.topic, status.group))
+        return receiver
+
+    def sender(
+        self, store: EventStore, registry: EventRegistry, *, service: str, **options: Any
+    ) -> CommandSender:
+        """A :class:`~eventcore.messaging.commands.CommandSender` of ``service``."""
+        sender = CommandSender(store, self.bus, registry, service=service, **options)
+        status = sender.status().subscriber
+        self.subscribers.append((sender, status.topic, status.group))
+        return sender
 
     @asynccontextmanager
     async def running(self) -> AsyncIterator[Services]:
