@@ -89,7 +89,8 @@ _BATCH_SIZES = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096)
 _Labels = tuple[str, ...]
 
 
-@dataclass(frozen=True)
+# eq=False: a family is a dict key on the hot path, hashed by identity (no field tuple).
+@dataclass(frozen=True, eq=False)
 class _Family:
     """One metric: its name (a counter's without ``_total``), kind, help and labels."""
 
@@ -314,7 +315,13 @@ class PrometheusHooks(Hooks):
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self._registry = REGISTRY if registry is None else registry
-        self._values = _Values()
+        self._values = values = _Values()
+        # The hot path's own dicts, bound once: one lookup each per call.
+        self._commands = values.numbers[COMMANDS]
+        self._appended = values.numbers[APPENDED]
+        self._consumed = values.numbers[CONSUMED]
+        self._command_seconds = values.histograms[COMMAND_SECONDS]
+        self._batch_sizes = values.histograms[BATCH_SIZE]
         #: Each member's lag, summed per group: members are not a label (they are ids).
         self._member_lags: dict[tuple[str, str], dict[str, int]] = {}
         #: Per backend, each holder's count of open connections (called at a scrape).
@@ -334,11 +341,17 @@ class PrometheusHooks(Hooks):
     # --- commands ------------------------------------------------------------------------
 
     def command_finished(self, event: CommandFinished, scope: object) -> None:
-        values, command = self._values, (event.command,)
-        values.add(COMMANDS, (event.command, event.outcome))
-        values.observe(COMMAND_SECONDS, command, event.seconds)
+        # Once per command: written out rather than through _Values, a third faster.
+        commands, key = self._commands, (event.command, event.outcome)
+        commands[key] = commands.get(key, 0.0) + 1.0
+        command = (event.command,)
+        histogram = self._command_seconds.get(command)
+        if histogram is None:
+            histogram = self._command_seconds[command] = _Histogram(len(_COMMAND_SECONDS))
+        histogram.counts[bisect_left(_COMMAND_SECONDS, event.seconds)] += 1
+        histogram.sum += event.seconds
         if event.conflicts:
-            values.add(COMMAND_CONFLICTS, command, event.conflicts)
+            self._values.add(COMMAND_CONFLICTS, command, event.conflicts)
 
     def command_failed(self, event: CommandFailed, scope: object) -> None:
         values, command = self._values, (event.command,)
@@ -353,8 +366,13 @@ class PrometheusHooks(Hooks):
 
     def append_finished(self, event: AppendFinished, scope: object) -> None:
         if event.error is None and not event.deduplicated:
-            self._values.add(APPENDED, (event.store,), event.events)
-            self._values.observe(BATCH_SIZE, (), event.events)
+            appended, store, events = self._appended, (event.store,), event.events
+            appended[store] = appended.get(store, 0.0) + events
+            histogram = self._batch_sizes.get(())
+            if histogram is None:
+                histogram = self._batch_sizes[()] = _Histogram(len(_BATCH_SIZES))
+            histogram.counts[bisect_left(_BATCH_SIZES, events)] += 1
+            histogram.sum += events
 
     def connections_opened(self, event: ConnectionsOpened) -> None:
         with self._holders_lock:
@@ -400,7 +418,8 @@ class PrometheusHooks(Hooks):
     def delivery_finished(self, event: DeliveryFinished, scope: object) -> None:
         # An abandoned delivery was not settled: it comes again and is counted then.
         if event.outcome != "abandoned":
-            self._values.add(CONSUMED, (event.topic, event.group, event.outcome))
+            consumed, key = self._consumed, (event.topic, event.group, event.outcome)
+            consumed[key] = consumed.get(key, 0.0) + 1.0
 
     def dead_letters_counted(self, event: DeadLettersCounted) -> None:
         self._values.set(DEAD_LETTERS, (event.topic, event.group), event.count)
