@@ -96,6 +96,9 @@ class SagaDriver:
     registered with it. ``executor`` runs ``Local`` steps (required when a saga has one);
     its registry gets the command events too. ``clock`` gives seconds since the epoch —
     deadlines are stored as such, so every instance must agree on it.
+    ``run_requests=False`` (a command-line tool): ``Local`` and ``Call`` requests it
+    decides are only recorded; the service's worker runs them when their timeout brings
+    the next attempt.
     """
 
     def __init__(
@@ -110,6 +113,7 @@ class SagaDriver:
         hooks: Hooks | None = None,
         clock: Callable[[], float] = time.time,
         cache_size: int = 10_000,
+        run_requests: bool = True,
     ) -> None:
         self._service = check_name("service", service)
         self._reply_to = check_name("reply topic", reply_to or saga_replies_topic(service))
@@ -119,7 +123,7 @@ class SagaDriver:
                 raise InvalidInput(f"{saga!r} is not a Saga")
             if saga.name in self._sagas:
                 raise InvalidInput(f"two sagas are called {saga.name!r}")
-            if executor is None and _has_local(saga):
+            if run_requests and executor is None and _has_local(saga):
                 raise InvalidInput(f"saga {saga.name!r} has Local steps: give an executor")
             self._sagas[saga.name] = saga
         for event_type in (*SAGA_EVENTS, *COMMAND_EVENTS):
@@ -136,6 +140,7 @@ class SagaDriver:
         self._cache_size = cache_size
         self._running: dict[str, asyncio.Task[None]] = {}
         self._rng = random.Random()
+        self._run_requests = run_requests
         self.conflicts = 0
 
     @property
@@ -277,7 +282,7 @@ class SagaDriver:
     def launch(self, stream: StreamId, request: Request) -> None:
         """Run a ``Local`` or ``Call`` request in the background and feed its reply to the
         saga (nothing when the same attempt runs here already)."""
-        if request.correlation_id in self._running:
+        if not self._run_requests or request.correlation_id in self._running:
             return
         if isinstance(request, RunLocal):
             work = self._run_local(stream, request)
