@@ -22,7 +22,11 @@ from tests.messaging.buses import BUSES
 from tests.messaging.buses import unavailable_reason as bus_unavailable
 
 #: site → (bus backend, store backend)
-SITES = {"memory": ("memory", "memory"), "sqlite": ("sqlite", "sqlite"), "nats": ("nats", "postgres")}
+SITES = {
+    "memory": ("memory", "memory"),
+    "sqlite": ("sqlite", "sqlite"),
+    "nats": ("nats", "postgres"),
+}
 
 Site = tuple[Bus, dict[str, EventStore]]
 

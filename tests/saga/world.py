@@ -180,9 +180,7 @@ def order_saga(
                 compensate_late_success=compensate_late_success and index == 2,
             )
         )
-    return Saga(
-        "place-order", data=Order, steps=steps, deadline=deadline, compensation_retry=retry
-    )
+    return Saga("place-order", data=Order, steps=steps, deadline=deadline, compensation_retry=retry)
 
 
 @dataclass
