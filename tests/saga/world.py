@@ -195,7 +195,9 @@ class World:
     registry: EventRegistry = field(default_factory=lambda: EventRegistry(EVENTS))
 
     def worker(self, *sagas: Saga[Any], **options: Any) -> SagaWorker:
-        return SagaWorker(
+        """A saga worker of ``orders``, to run with ``running``; ``until_idle`` waits
+        for the replies it reads to be taken."""
+        worker = SagaWorker(
             self.stores["orders"],
             self.services.bus,
             sagas,
@@ -204,6 +206,9 @@ class World:
             poll_interval=0.05,
             **options,
         )
+        replies = worker.status().reply_subscriber
+        self.services.subscribers.append((worker, replies.topic, replies.group))
+        return worker
 
     async def effects(self, service: str, order_id: str) -> list[str]:
         """What the participant did for the order: ``reserve``, ``undo reserve``…"""

@@ -173,6 +173,17 @@ class SagaIndex:
 
     # --- keeping up ----------------------------------------------------------------------
 
+    async def up_to_date(self) -> None:
+        """Return once everything the log held when called is folded in: what a listing
+        needs to show the sagas as they are (an operator's retry just made included)."""
+        if not self._following:
+            await self.catch_up()
+            return
+        head = await self._store.last_position()
+        follower = self._follower
+        if follower is not None:
+            await follower.reached(head)
+
     async def catch_up(self) -> None:
         """Fold in what the log holds past ``position`` now (not while ``run`` follows)."""
         reader = self._store.read_all(after=self._position, types=SAGA_EVENT_TYPES)

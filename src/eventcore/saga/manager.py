@@ -144,8 +144,7 @@ class SagaManager:
         return streams[0]
 
     async def _refresh(self) -> None:
-        if not self._index.following:
-            await self._index.catch_up()
+        await self._index.up_to_date()
 
     # --- repairing -----------------------------------------------------------------------
 

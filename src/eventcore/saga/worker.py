@@ -259,15 +259,20 @@ class SagaWorker:
         saga_id: str,
         *,
         until: Collection[SagaStatus] = ENDED,
+        after: SagaState | None = None,
         timeout: float = 30.0,  # noqa: ASYNC109
     ) -> SagaState:
         """The saga's state once its status is one of ``until`` (completed, compensated,
-        stuck or aborted unless given), as this worker's index sees it; ``TimeoutError``
-        after ``timeout`` seconds."""
+        stuck or aborted unless given), as this worker's index sees it — and it has seen
+        the saga move past ``after`` (a state an operator's retry returned, say);
+        ``TimeoutError`` after ``timeout`` seconds."""
         name = saga if isinstance(saga, str) else saga.name
         wanted = frozenset(until)
+        since = after.version if after is not None else 0
         return await self._index.wait_for(
-            saga_stream(name, saga_id), lambda state: state.status in wanted, timeout
+            saga_stream(name, saga_id),
+            lambda state: state.status in wanted and state.version > since,
+            timeout,
         )
 
     # --- inputs from the bus -------------------------------------------------------------
