@@ -35,7 +35,7 @@ async def test_a_participant_that_never_answers_times_out_and_is_compensated(
     site: Site,
 ) -> None:
     bus, stores = site
-    saga = order_saga(timeout=0.3)
+    saga = order_saga(timeouts={"ship": 0.3})
     async with world(bus, stores, silent=frozenset({"shipping"})) as built:
         worker = built.worker(saga)
         async with running(worker):
@@ -69,7 +69,7 @@ async def test_a_deadline_that_fell_due_while_the_owner_was_down_fires_after_res
     site: Site,
 ) -> None:
     bus, stores = site
-    saga = order_saga(timeout=0.3)
+    saga = order_saga(timeouts={"ship": 0.3})
     async with world(bus, stores, silent=frozenset({"shipping"})) as built:
         first = built.worker(saga)
         async with running(first):
@@ -99,7 +99,7 @@ async def test_a_late_reply_after_compensation_changes_nothing_but_is_recorded(
     memory_site: Site,
 ) -> None:
     bus, stores = memory_site
-    saga = order_saga(timeout=0.2)
+    saga = order_saga(timeouts={"charge": 0.2})
     async with world(bus, stores, silent=frozenset({"payments"})) as built:
         worker = built.worker(saga)
         async with running(worker):
@@ -125,7 +125,7 @@ async def test_a_late_reply_after_compensation_changes_nothing_but_is_recorded(
 
 async def test_a_late_success_the_step_asks_to_undo_is_compensated(memory_site: Site) -> None:
     bus, stores = memory_site
-    saga = order_saga(timeout=0.2, compensate_late_success=True)
+    saga = order_saga(timeouts={"ship": 0.2}, compensate_late_success=True)
     async with world(bus, stores, silent=frozenset({"shipping"})) as built:
         worker = built.worker(saga)
         async with running(worker):
