@@ -21,6 +21,7 @@ from eventcore.saga import (
     Local,
     Saga,
     SagaContext,
+    SagaManager,
     Send,
     StartOn,
     Step,
@@ -165,9 +166,8 @@ async def test_a_local_command_in_flight_runs_again_after_a_restart_once_in_effe
     saga = checkout(notifier)
     async with world(bus, stores) as built:
         executor = Executor(stores["orders"], built.registry)
-        # A driver alone records the start (and the Local request) and runs nothing.
-        from eventcore.saga import SagaManager
-
+        # A manager without a worker records the start (and the Local request), and
+        # runs nothing: as if the owner had died right after the append.
         tool = SagaManager.over(stores["orders"], built.registry, [saga], service="orders")
         await tool.start(saga, "c-3", Order("3", 5))
         worker = built.worker(saga, executor=executor)
