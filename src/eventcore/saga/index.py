@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import Callable, Iterable, Sequence
 
 import msgspec
@@ -29,6 +30,8 @@ from eventcore.store.protocol import EventStore
 from eventcore.types import StoredEvent, StreamId
 
 __all__ = ["SagaIndex", "SagaSummary"]
+
+_logger = logging.getLogger(__name__)
 
 #: Called with a saga's stream and its state each time the index folds new events of it.
 Listener = Callable[[StreamId, SagaState], None]
@@ -197,16 +200,16 @@ class SagaIndex:
         if self._stopping.is_set():
             self._readiness.stopped()
             return
+        follower = LogFollower(
+            self._store,
+            after=self._position,
+            types=SAGA_EVENT_TYPES,
+            poll_interval=self._poll_interval,
+        )
+        self._follower = follower
         self._following = True
         try:
             head = await self._store.last_position()
-            follower = LogFollower(
-                self._store,
-                after=self._position,
-                types=SAGA_EVENT_TYPES,
-                poll_interval=self._poll_interval,
-            )
-            self._follower = follower
             if self._stopping.is_set():
                 follower.stop()
             readying = asyncio.create_task(self._ready_at(follower, head))
@@ -251,9 +254,12 @@ class SagaIndex:
                 continue  # read twice (a catch-up beside a restart): folded already
             try:
                 state = evolve(before, self._registry.decode(stored))  # type: ignore[arg-type]
-            except Exception:
+            except Exception as error:
                 # Not a saga's stream after all (a saga event type written by hand):
                 # nothing to drive there, and no reason to stop following.
+                _logger.warning(
+                    "saga index: skipped event %s of stream %s: %r", stored.event_id, stream, error
+                )
                 continue
             self._states[stream] = state
             self._versions[stream] = stored.version
