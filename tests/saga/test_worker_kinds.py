@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from eventcore import Event, Executor, StreamId
+from eventcore import Event, EventRegistry, Executor, StreamId, TopicMap
 from eventcore.instrumentation import (
     Hooks,
     SagaCompensationEnded,
@@ -27,8 +27,10 @@ from eventcore.saga import (
     Step,
     idempotency_key,
 )
+from eventcore.testing import Services
 from tests.saga.conftest import Site
 from tests.saga.world import (
+    ACCEPTS,
     PLACED,
     RULES,
     BookShipment,
@@ -39,6 +41,8 @@ from tests.saga.world import (
     ReleaseCredit,
     order_saga,
     order_stream,
+    participant_executor,
+    result_of,
     world,
 )
 
@@ -287,3 +291,30 @@ async def test_the_hooks_hear_of_starts_steps_compensations_and_statuses(
         ("running", "compensating"),
         ("compensating", "compensated"),
     ]
+
+
+async def test_services_run_a_saga_worker_and_wait_for_its_replies(memory_site: Site) -> None:
+    """``Services.saga_worker``: run with the relays and receivers, its replies waited for
+    by ``until_idle``."""
+    bus, stores = memory_site
+    saga = order_saga()
+    services = Services(bus)
+    for service in ("orders", *ACCEPTS):
+        services.relay(stores[service], TopicMap(), service=service, poll_interval=0.05)
+    for service, accepts in ACCEPTS.items():
+        services.receiver(
+            participant_executor(stores[service]),
+            dict.fromkeys(accepts, result_of),
+            service=service,
+        )
+    worker = services.saga_worker(
+        stores["orders"], [saga], service="orders", registry=EventRegistry(), poll_interval=0.05
+    )
+    async with services.running():
+        await worker.ready()
+        await worker.start(saga, "s-1", Order("1", 5))
+        state = await worker.wait(saga, "s-1", timeout=40)
+        await services.until_idle(timeout=40)
+
+    assert state.status == "completed"
+    assert worker.status().replies == 3
