@@ -143,3 +143,19 @@ async def test_a_late_success_the_step_asks_to_undo_is_compensated(memory_site: 
 
     assert state.compensated == ("charge", "reserve", "ship")
     assert shipped == ["ship", "undo ship"]
+
+
+async def test_the_sagas_deadline_ends_a_step_that_waits_longer(memory_site: Site) -> None:
+    bus, stores = memory_site
+    saga = order_saga(deadline=0.3)  # the steps would wait 5 s each
+    async with world(bus, stores, silent=frozenset({"shipping"})) as built:
+        worker = built.worker(saga)
+        async with running(worker):
+            await worker.start(saga, "order-14", Order("14", 10))
+            state = await worker.wait(saga, "order-14", timeout=40)
+            view = await worker.manager.show("order-14")
+
+    assert state.status == "compensated"
+    ship = next(step for step in view.steps if step.name == "ship")
+    assert ship.status == "timed out"
+    assert ship.attempts[0].reason == "the saga's deadline passed (0.3 s after it started)"

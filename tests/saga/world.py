@@ -28,7 +28,7 @@ from eventcore.messaging.commands import COMMAND_EVENTS, CommandReceiver
 from eventcore.retry import RetryPolicy
 from eventcore.saga import Saga, SagaContext, SagaWorker, Send, Step
 from eventcore.store import EventStore
-from eventcore.testing import Services
+from eventcore.testing import FaultPlan, Services
 
 PARTICIPANTS = ("inventory", "payments", "shipping")
 STEPS = ("reserve", "charge", "ship")
@@ -252,11 +252,14 @@ async def world(
     stores: dict[str, EventStore],
     *,
     silent: frozenset[str] = frozenset(),
+    faults: FaultPlan | None = None,
+    ack_wait: float | None = None,
 ) -> AsyncIterator[World]:
     """The world, with its relays and receivers running (but those of ``silent``
-    participants: they never answer until the test runs them)."""
+    participants: they never answer until the test runs them); with ``faults``, on a
+    bus that fails as the plan says."""
     RULES.clear()
-    services = Services(bus)
+    services = Services(bus, faults=faults)
     built = World(bus, stores, services)
     for service in ("orders", *PARTICIPANTS):
         topics = TopicMap({OrderPlaced: PLACED}) if service == "orders" else TopicMap()
@@ -268,6 +271,7 @@ async def world(
             participant_executor(stores[service]),
             dict.fromkeys(ACCEPTS[service], result_of),
             service=service,
+            **({} if ack_wait is None else {"ack_wait": ack_wait}),
         )
     async with services.running():
         for receiver in built.receivers.values():

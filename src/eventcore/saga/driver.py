@@ -40,6 +40,7 @@ from eventcore.errors import (
     InvalidInput,
     InvalidSagaInput,
     SagaNotFound,
+    StoreClosed,
 )
 from eventcore.events import EventRegistry
 from eventcore.executor import Executor
@@ -81,6 +82,8 @@ _logger = logging.getLogger(__name__)
 #: How often one input is decided again after its append conflicted. Each conflict
 #: means another instance moved the saga on; a handful in a row means a hot loop.
 _MAX_CONFLICTS: Final = 16
+#: How often a reply run here (a Local's, a Call's) is offered to a store that fails.
+_FEED_ATTEMPTS: Final = 5
 
 
 def saga_replies_topic(service: str) -> str:
@@ -301,17 +304,27 @@ class SagaDriver:
         task.add_done_callback(lambda _: self._running.pop(f"reply:{reply.correlation_id}", None))
 
     async def _feed(self, stream: StreamId, reply: Reply) -> None:
-        try:
-            await self.apply(stream, reply)
-        except Exception as error:
-            # The saga's timeout (or the reply coming again over the bus, for a Local)
-            # decides what becomes of the attempt.
-            _logger.warning(
-                "saga %s: the reply to %s could not be recorded: %r",
-                stream,
-                reply.correlation_id,
-                error,
-            )
+        for attempt in range(_FEED_ATTEMPTS):
+            try:
+                await self.apply(stream, reply)
+                return
+            except (InvalidInput, SagaNotFound, StoreClosed) as error:
+                failure: Exception = error
+                break
+            except Exception as error:
+                # An outage of the owner's store: a Call's reply lives only here, so it
+                # is worth a few tries before the step's timeout decides instead.
+                failure = error
+                self._cache.pop(stream, None)
+                await asyncio.sleep(0.05 * 2**attempt)
+        # The saga's timeout (or the reply coming again over the bus, for a Local)
+        # decides what becomes of the attempt.
+        _logger.warning(
+            "saga %s: the reply to %s could not be recorded: %r",
+            stream,
+            reply.correlation_id,
+            failure,
+        )
 
     def _remaining(self, request: Request) -> float | None:
         if request.timeout_at is None:

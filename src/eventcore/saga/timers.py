@@ -65,6 +65,7 @@ class SagaTimer:
         self._limit = asyncio.Semaphore(concurrency)
         self._firing: set[asyncio.Task[None]] = set()
         self._fired = self._changed = self._failed = 0
+        self._closed: StoreClosed | None = None
         index.listen(self._schedule)
 
     def _schedule(self, stream: StreamId, state: SagaState) -> None:
@@ -108,6 +109,8 @@ class SagaTimer:
                 if indexed.done() and not indexed.cancelled() and indexed.exception() is None:
                     self._readiness.set()
                     await self._loop()
+            if self._closed is not None:
+                raise self._closed
         except BaseException as error:
             self._readiness.fail(error)
             raise
@@ -141,8 +144,10 @@ class SagaTimer:
             decision = await self._driver.apply(stream, DeadlineFired(key=key))
         except SagaNotFound:
             return
-        except StoreClosed:
-            raise
+        except StoreClosed as error:
+            # Nothing reopens it: end the timer with it, as every worker does.
+            self._closed = error
+            self.stop()
         except Exception as error:
             self._failed += 1
             _logger.warning(

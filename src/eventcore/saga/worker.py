@@ -36,7 +36,7 @@ from typing import Any, Final
 
 import msgspec
 
-from eventcore.errors import InvalidSagaInput, SagaNotFound
+from eventcore.errors import InvalidInput, InvalidSagaInput, SagaNotFound
 from eventcore.events import Event, EventRegistry
 from eventcore.executor import Executor
 from eventcore.instrumentation import Hooks
@@ -292,6 +292,9 @@ class SagaWorker:
             return
         except InvalidSagaInput as error:
             self._ignore(replied, error.reason)
+            return
+        except InvalidInput as error:
+            self._ignore(replied, f"{named!r} is not a saga's stream: {error}")
             return
         if decision.changed:
             self._replied += 1
