@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from eventcore import Event, EventRegistry, Executor, StreamId, TopicMap
+from eventcore.errors import InvalidInput
 from eventcore.instrumentation import (
     Hooks,
     SagaCompensationEnded,
@@ -22,6 +23,7 @@ from eventcore.saga import (
     Saga,
     SagaContext,
     SagaManager,
+    SagaWorker,
     Send,
     StartOn,
     Step,
@@ -318,3 +320,34 @@ async def test_services_run_a_saga_worker_and_wait_for_its_replies(memory_site: 
 
     assert state.status == "completed"
     assert worker.status().replies == 3
+
+
+async def test_two_instances_fire_a_deadline_once_in_effect(memory_site: Site) -> None:
+    bus, stores = memory_site
+    saga = order_saga(timeouts={"ship": 0.2})
+    async with world(bus, stores, silent=frozenset({"shipping"})) as built:
+        first = built.worker(saga, member="a")
+        second = built.worker(saga, member="b")
+        async with running(first, second):
+            await first.start(saga, "d-1", Order("1", 5))
+            state = await second.wait(saga, "d-1", timeout=40)
+        view = await first.manager.show("d-1")
+        charged = await built.effects("payments", "1")
+
+    assert state.status == "compensated"
+    assert charged == ["charge", "undo charge"]
+    assert [entry.event for entry in view.timeline].count("SagaStepTimedOut") == 1
+    assert first.status().timer.changed + second.status().timer.changed == 1
+
+
+def test_start_topics_need_a_saga_that_starts_on_an_event(memory_site: Site) -> None:
+    bus, stores = memory_site
+    with pytest.raises(InvalidInput, match="no saga here starts on an event"):
+        SagaWorker(
+            stores["orders"],
+            bus,
+            [order_saga()],
+            service="orders",
+            registry=EventRegistry(),
+            start_topics=["orders-placed"],
+        )

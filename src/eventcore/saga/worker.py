@@ -145,6 +145,8 @@ class SagaWorker:
             for trigger in saga.start_on:
                 self._starts_on.setdefault(trigger.event_type, []).append(saga)
         self._starters: list[Subscriber] = []
+        if start_topics and not self._starts_on:
+            raise InvalidInput("start_topics given, but no saga here starts on an event (StartOn)")
         if start_topics:
             start_registry = EventRegistry(self._starts_on)
             for topic in start_topics:
