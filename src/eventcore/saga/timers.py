@@ -23,7 +23,7 @@ import logging
 
 import msgspec
 
-from eventcore.errors import SagaNotFound, StoreClosed
+from eventcore.errors import InvalidInput, SagaNotFound, StoreClosed
 from eventcore.lifecycle import Readiness
 from eventcore.saga.driver import SagaDriver
 from eventcore.saga.index import SagaIndex
@@ -143,6 +143,11 @@ class SagaTimer:
         try:
             decision = await self._driver.apply(stream, DeadlineFired(key=key))
         except SagaNotFound:
+            return
+        except InvalidInput as error:
+            # The saga refuses it, or no definition here runs its type: firing it again
+            # would be refused again.
+            _logger.warning("saga %s: deadline %s was not fired: %s", stream, key, error)
             return
         except StoreClosed as error:
             # Nothing reopens it: end the timer with it, as every worker does.
