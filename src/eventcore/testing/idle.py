@@ -45,6 +45,8 @@ from eventcore.messaging.inbox import Handler
 from eventcore.messaging.relay import Relay
 from eventcore.messaging.subscriber import Subscriber
 from eventcore.messaging.topics import TopicMap
+from eventcore.saga.definition import Saga
+from eventcore.saga.worker import SagaWorker
 from eventcore.store import EventStore
 from eventcore.store.checkpoint import Checkpoint
 from eventcore.testing.faults import FaultPlan, FaultyBus
@@ -161,7 +163,9 @@ class Services:
         #: acknowledgement from :meth:`until_idle`. Publish through it too.
         self.bus: Bus = watched if faults is None else FaultyBus(watched, faults)
         self.relays: list[tuple[Relay, EventStore]] = []
-        self.subscribers: list[tuple[Subscriber | CommandReceiver | CommandSender, str, str]] = []
+        self.subscribers: list[
+            tuple[Subscriber | CommandReceiver | CommandSender | SagaWorker, str, str]
+        ] = []
 
     @property
     def faults(self) -> list[tuple[str, str]]:
@@ -207,6 +211,22 @@ class Services:
         status = sender.status().subscriber
         self.subscribers.append((sender, status.topic, status.group))
         return sender
+
+    def saga_worker(
+        self,
+        store: EventStore,
+        sagas: Sequence[Saga[Any]],
+        *,
+        service: str,
+        registry: EventRegistry,
+        **options: Any,
+    ) -> SagaWorker:
+        """A :class:`~eventcore.saga.SagaWorker` of ``service``. :meth:`until_idle`
+        waits for its replies to be taken; a saga's end is ``worker.wait(...)``'s."""
+        worker = SagaWorker(store, self.bus, sagas, service=service, registry=registry, **options)
+        status = worker.status().reply_subscriber
+        self.subscribers.append((worker, status.topic, status.group))
+        return worker
 
     @asynccontextmanager
     async def running(self) -> AsyncIterator[Services]:
