@@ -1,0 +1,444 @@
+"""``Hub``: the federation hub's worker — read each source, route, publish, then ack.
+
+For every (bus, topic) a rule reads, the hub is a member of its consumer group
+(``group``, ``"federation"`` by default) on that topic, and loops the way the bus
+contract asks of a consumer: fetch a batch, route every event of it (``route``, the
+pure core), publish every copy to its targets, park the events whose transformations
+failed in the hub's dead letters (the source bus's box, under the hub's group, with
+the reason), and only then acknowledge the whole batch. So the source is acknowledged
+only once every target bus acknowledged every copy.
+
+Exactly once in effect: a copy's id comes from (rule, original id) alone, so a batch
+read again — the hub was killed between publishing and acknowledging, or a target
+failed halfway — republishes the same ids, which the target bus de-duplicates
+(``Nats-Msg-Id``, the SQLite bus's (topic, message id)) and a consumer's inbox absorbs.
+Copies keep the original's subject (the stream id) as their key, and a batch's copies
+go out in the order the source handed them, so each stream's events reach a target
+partition in order.
+
+Failures: an event that cannot be read, or that a rule's transformations fail on, is
+that event's own outcome (a dead letter; the other rules' copies still go out) and
+never stops the hub. A bus that fails (``BusError``) is an outage: what was fetched is
+sent back (``nak``) and the source is read again after ``retry_poll``; a *closed* bus
+(``BusClosed``) ends ``run``, as for every worker. The hub is a ``Worker``: ready once
+it has joined the group of every source and taken its partitions.
+
+Lag and counts go to the instrumentation seam (``FederationBatch``), one record per
+batch: nothing is built when no hook is installed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import time
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+
+import msgspec
+
+from eventcore.errors import BusClosed, BusError, InvalidInput, InvalidMessage
+from eventcore.federation.config import HubConfig
+from eventcore.federation.routing import route
+from eventcore.federation.rules import Origin, Rule
+from eventcore.instrumentation import DeadLettered, FederationBatch, Hooks, resolve
+from eventcore.lifecycle import Readiness
+from eventcore.messaging.bus import (
+    DEFAULT_ACK_WAIT,
+    Bus,
+    Consumer,
+    DeadLetter,
+    Delivery,
+    OutgoingMessage,
+)
+from eventcore.messaging.envelope import (
+    DEFAULT_MAX_MESSAGE_BYTES,
+    decode_envelope,
+    encode_envelope,
+)
+from eventcore.messaging.names import check_name
+
+__all__ = ["DEFAULT_GROUP", "Hub", "HubStatus", "SourceStatus"]
+
+#: The consumer group the hub reads its sources as, unless told otherwise.
+DEFAULT_GROUP = "federation"
+#: The longest a fetch waits for a first message before the loop looks around again.
+_FETCH_WAIT = 1.0
+#: The longest reason a letter keeps (several rules may fail on one event).
+_MAX_REASON_CHARS = 2000
+
+_logger = logging.getLogger(__name__)
+
+
+class SourceStatus(msgspec.Struct, frozen=True, kw_only=True):
+    """One source the hub reads: ``origin`` is ``<bus alias>/<topic>``; ``lag_seconds``
+    how long the last batch's newest message had been on the source bus when the batch
+    was settled (None before the first)."""
+
+    origin: str
+    member: str | None
+    partitions: tuple[int, ...]
+    received: int
+    lag_seconds: float | None
+
+
+class HubStatus(msgspec.Struct, frozen=True, kw_only=True):
+    """What the hub has done since it started. ``routed`` counts copies made (one per
+    matching rule, published to each of its targets); ``unmatched`` events no rule
+    took; ``dead_lettered`` events parked (unreadable, or a transformation failed)."""
+
+    group: str
+    sources: tuple[SourceStatus, ...]
+    received: int
+    routed: int
+    unmatched: int
+    dead_lettered: int
+    last_error: str | None
+
+
+class _Source:
+    """The hub's reading of one origin."""
+
+    def __init__(self, origin: Origin, bus: Bus, rules: tuple[Rule, ...]) -> None:
+        self.origin = origin
+        self.text = str(origin)
+        self.bus = bus
+        # Only the rules that read here: the others could never match its events.
+        self.rules = rules
+        self.consumer: Consumer | None = None
+        self.received = 0
+        self.lag: float | None = None
+        self.ready = False
+
+
+class Hub:
+    """Routes events between buses by the rules of ``config``; see the module docs.
+
+    ``buses`` maps every bus alias of the configuration to an open bus (the caller opens
+    and closes them: ``eventcore federate run`` does). ``member`` names this hub's
+    member in each group: a hub restarted in place under the same name takes its
+    partitions back at once instead of waiting for its predecessor's leases to run out.
+    """
+
+    def __init__(
+        self,
+        config: HubConfig,
+        buses: Mapping[str, Bus],
+        *,
+        group: str = DEFAULT_GROUP,
+        member: str | None = None,
+        batch_size: int = 500,
+        ack_wait: float = DEFAULT_ACK_WAIT,
+        retry_poll: float = 2.0,
+        max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+        hooks: Hooks | None = None,
+    ) -> None:
+        if not isinstance(config, HubConfig):
+            raise InvalidInput(f"expected a HubConfig (load_config), got {type(config).__name__}")
+        missing = sorted(set(config.buses) - set(buses))
+        if missing:
+            raise InvalidInput(
+                f"no open bus for the alias(es) {', '.join(missing)} of {config.file}"
+            )
+        self._group = check_name("group", group)
+        self._member = check_name("member", member) if member is not None else None
+        _check_whole("batch_size", batch_size)
+        _check_whole("max_message_bytes", max_message_bytes)
+        _check_seconds("ack_wait", ack_wait)
+        _check_seconds("retry_poll", retry_poll)
+        self._config = config
+        self._buses = dict(buses)
+        self._batch_size = batch_size
+        self._ack_wait = float(ack_wait)
+        self._retry_poll = float(retry_poll)
+        self._max_bytes = max_message_bytes
+        self._hooks = resolve(hooks)
+        self._sources = [
+            _Source(
+                origin,
+                self._buses[origin.bus],
+                tuple(rule for rule in config.rules if rule.source.origin == origin),
+            )
+            for origin in config.origins
+        ]
+        self._stopping = asyncio.Event()
+        self._readiness = Readiness(f"federation hub {group!r}")
+        self._routed = self._unmatched = self._dead_lettered = 0
+        self._last_error: str | None = None
+
+    @property
+    def group(self) -> str:
+        return self._group
+
+    def status(self) -> HubStatus:
+        sources = []
+        for source in self._sources:
+            consumer = source.consumer
+            sources.append(
+                SourceStatus(
+                    origin=source.text,
+                    member=consumer.member if consumer is not None else self._member,
+                    partitions=tuple(sorted(consumer.partitions)) if consumer else (),
+                    received=source.received,
+                    lag_seconds=source.lag,
+                )
+            )
+        return HubStatus(
+            group=self._group,
+            sources=tuple(sources),
+            received=sum(source.received for source in self._sources),
+            routed=self._routed,
+            unmatched=self._unmatched,
+            dead_lettered=self._dead_lettered,
+            last_error=self._last_error,
+        )
+
+    def stop(self) -> None:
+        """Ask ``run`` to return: each source finishes (or sends back) its batch in hand
+        and leaves its group."""
+        self._stopping.set()
+        self._readiness.stopped()
+
+    async def ready(self) -> None:
+        """Return once every source's group is joined and its partitions taken."""
+        await self._readiness.wait()
+
+    async def run(self) -> None:
+        """Read every source until ``stop``; raise ``BusClosed`` if a bus is closed under
+        the hub, or the bus's error if a group cannot be joined."""
+        if self._stopping.is_set():
+            return
+        try:
+            async with asyncio.TaskGroup() as tasks:
+                for source in self._sources:
+                    tasks.create_task(self._read(source))
+        except BaseExceptionGroup as failures:
+            error = failures.exceptions[0] if len(failures.exceptions) == 1 else failures
+            self._readiness.fail(error)
+            raise error from None
+        except BaseException as error:
+            self._readiness.fail(error)
+            raise
+
+    async def _read(self, source: _Source) -> None:
+        consumer = await source.bus.consumer(
+            source.origin.topic, self._group, member=self._member, ack_wait=self._ack_wait
+        )
+        source.consumer = consumer
+        _logger.info(
+            "federation hub %s: reading %s as member %s (partitions %s)",
+            self._group,
+            source.text,
+            consumer.member,
+            sorted(consumer.partitions),
+        )
+        try:
+            await self._loop(source, consumer)
+        finally:
+            # Leaving hands the partitions (and anything unsettled) back to the group;
+            # it must happen even when run() is cancelled.
+            await asyncio.shield(consumer.aclose())
+
+    def _note_ready(self, source: _Source) -> None:
+        if not source.ready:
+            source.ready = True
+            if all(each.ready for each in self._sources):
+                self._readiness.set()
+
+    async def _loop(self, source: _Source, consumer: Consumer) -> None:
+        outage = False
+        while not self._stopping.is_set():
+            try:
+                # The first fetch takes the partitions without waiting for a message.
+                deliveries = await self._fetch(consumer, _FETCH_WAIT if source.ready else 0.0)
+                self._note_ready(source)
+                if outage:
+                    outage = False
+                    _logger.info("federation hub %s: %s answers again", self._group, source.text)
+                if deliveries:
+                    await self._forward(source, consumer, deliveries)
+            except BusClosed:
+                raise
+            except BusError as error:
+                # Whatever was not acknowledged comes again (after ack_wait at worst),
+                # and is published again under the same ids.
+                self._last_error = f"{type(error).__name__}: {error}"
+                if not outage:
+                    outage = True
+                    _logger.warning(
+                        "federation hub %s: a bus failed while forwarding %s (%s); trying "
+                        "again every %g s",
+                        self._group,
+                        source.text,
+                        self._last_error,
+                        self._retry_poll,
+                    )
+                if await self._stopped_within(self._retry_poll):
+                    return
+
+    async def _fetch(self, consumer: Consumer, wait: float) -> list[Delivery]:
+        """A fetch that ``stop`` cuts short; leaving the group gives back what a fetch
+        cut short may have taken."""
+        fetching = asyncio.ensure_future(consumer.fetch(self._batch_size, wait))
+        stopping = asyncio.ensure_future(self._stopping.wait())
+        try:
+            await asyncio.wait({fetching, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopping.cancel()
+            if not fetching.done():
+                fetching.cancel()
+                await asyncio.gather(fetching, return_exceptions=True)
+        if fetching.cancelled():
+            return []
+        return fetching.result()
+
+    async def _forward(
+        self, source: _Source, consumer: Consumer, deliveries: Sequence[Delivery]
+    ) -> None:
+        """Route one batch, publish its copies, park its failures, then ack it all."""
+        started = time.perf_counter()
+        outgoing: dict[str, list[OutgoingMessage]] = {}
+        letters: list[DeadLetter] = []
+        outcomes: Counter[tuple[str, str]] = Counter()
+        origin, rules = source.origin, source.rules
+        routed = unmatched = 0
+        for delivery in deliveries:
+            try:
+                envelope = decode_envelope(delivery.body, max_bytes=self._max_bytes)
+            except InvalidMessage as error:
+                letters.append(self._letter(delivery, str(error), type(error).__name__))
+                outcomes["", "invalid"] += 1
+                continue
+            routing = route(envelope, origin, rules)
+            if not routing.matched:
+                unmatched += 1
+                outcomes["", "unmatched"] += 1
+                continue
+            for copy in routing.routed:
+                body = encode_envelope(copy.envelope)
+                for target in copy.targets:
+                    outgoing.setdefault(target.bus, []).append(
+                        OutgoingMessage(target.topic, copy.envelope.id, envelope.subject, body)
+                    )
+                outcomes[copy.rule, "routed"] += 1
+                routed += 1
+            if routing.failed:
+                reason = "; ".join(str(failure) for failure in routing.failed)
+                letters.append(self._letter(delivery, reason, "TransformFailed"))
+                for failure in routing.failed:
+                    outcomes[failure.rule, "failed"] += 1
+        try:
+            await self._publish(outgoing)
+            for letter in letters:
+                await source.bus.dead_letters.put(letter)
+        except BusError as error:
+            if not isinstance(error, BusClosed):
+                await self._give_back(consumer, deliveries)
+            raise
+        await consumer.ack(deliveries)
+        source.received += len(deliveries)
+        self._routed += routed
+        self._unmatched += unmatched
+        self._dead_lettered += len(letters)
+        now = datetime.now(UTC)
+        source.lag = max(0.0, (now - deliveries[-1].published_at).total_seconds())
+        hooks = self._hooks
+        if hooks is not None:
+            for letter in letters:
+                hooks.dead_lettered(
+                    DeadLettered(
+                        topic=letter.topic,
+                        group=letter.group,
+                        message_id=letter.message_id,
+                        reason=letter.reason,
+                        error_type=letter.error_type,
+                        attempts=letter.attempts,
+                    )
+                )
+            hooks.federation_batch(
+                FederationBatch(
+                    group=self._group,
+                    origin=source.text,
+                    events=len(deliveries),
+                    outcomes=tuple((rule, kind, n) for (rule, kind), n in outcomes.items()),
+                    lag_seconds=source.lag,
+                    seconds=time.perf_counter() - started,
+                )
+            )
+        for letter in letters:
+            _logger.warning(
+                "federation hub %s: parked message %s of %s: %s",
+                self._group,
+                letter.message_id,
+                source.text,
+                letter.reason,
+            )
+
+    async def _publish(self, outgoing: dict[str, list[OutgoingMessage]]) -> None:
+        """Every target bus's share at once; the first failure if one fails."""
+        if len(outgoing) == 1:
+            ((alias, messages),) = outgoing.items()
+            await self._buses[alias].publish(messages)
+            return
+        try:
+            async with asyncio.TaskGroup() as publishing:
+                for alias, messages in outgoing.items():
+                    publishing.create_task(self._buses[alias].publish(messages))
+        except BaseExceptionGroup as failures:
+            raise _single(failures) from None
+
+    def _letter(self, delivery: Delivery, reason: str, error_type: str) -> DeadLetter:
+        if len(reason) > _MAX_REASON_CHARS:
+            reason = reason[: _MAX_REASON_CHARS - 1] + "…"
+        return DeadLetter(
+            letter_id=DeadLetter.id_for(self._group, delivery.topic, delivery.message_id),
+            group=self._group,
+            topic=delivery.topic,
+            message_id=delivery.message_id,
+            key=delivery.key,
+            body=delivery.body,
+            reason=reason,
+            error_type=error_type,
+            attempts=delivery.attempt,
+            failed_at=datetime.now(UTC),
+        )
+
+    async def _give_back(self, consumer: Consumer, deliveries: Sequence[Delivery]) -> None:
+        """After a failed publish: send the batch back so it comes again in order. If
+        the source fails too, the deliveries come again after ``ack_wait``."""
+        with contextlib.suppress(BusError):
+            for delivery in deliveries:
+                await consumer.nak(delivery, self._retry_poll)
+
+    async def _stopped_within(self, seconds: float) -> bool:
+        try:
+            async with asyncio.timeout(seconds):
+                await self._stopping.wait()
+        except TimeoutError:
+            return False
+        return True
+
+
+def _single(error: BaseException) -> BaseException:
+    """The error itself, or the first of a group of publishes that failed."""
+    while isinstance(error, BaseExceptionGroup) and error.exceptions:
+        error = error.exceptions[0]
+    return error
+
+
+def _check_whole(name: str, value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise InvalidInput(f"{name} must be a whole number of at least 1, got {value!r}")
+
+
+def _check_seconds(name: str, value: object) -> None:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not math.isfinite(value)
+        or value <= 0
+    ):
+        raise InvalidInput(f"{name} must be a positive number of seconds, got {value!r}")
