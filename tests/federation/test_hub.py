@@ -10,7 +10,7 @@ from typing import Any
 import msgspec
 import pytest
 
-from eventcore.errors import BusClosed, InvalidInput
+from eventcore.errors import BusClosed, BusUnavailable, InvalidInput
 from eventcore.federation import Hub, routed_id
 from eventcore.instrumentation import DeadLettered, FederationBatch, Hooks
 from eventcore.lifecycle import running
@@ -250,7 +250,9 @@ async def test_under_seeded_faults_every_copy_arrives_once_and_each_stream_in_or
         await publish(buses["main"], *events[start : start + 50])
     # No ``duplicate``: it hands a delivery out again past later ones of its partition,
     # which no bus does (each keeps a partition's redeliveries in order).
-    plan = FaultPlan(seed=rng.randrange(2**32), fail=0.1, lose_reply=0.1)
+    # Nor ``consumer``: a hub that cannot join its group fails run(), as a subscriber does.
+    calls = {"publish", "fetch", "ack", "nak"}
+    plan = FaultPlan(seed=rng.randrange(2**32), fail=0.1, lose_reply=0.1, calls=calls)
     main, edge = FaultyBus(buses["main"], plan), FaultyBus(buses["edge"], plan)
     hub = Hub(
         config(RENAME), {"main": main, "edge": edge}, batch_size=20, retry_poll=0.01, ack_wait=2
@@ -284,6 +286,15 @@ async def test_a_closed_bus_ends_run_with_bus_closed(buses: dict[str, Bus]) -> N
     with pytest.raises(BusClosed):
         async with asyncio.timeout(10):
             await running_hub
+
+
+async def test_a_hub_that_cannot_join_a_source_fails_run_and_ready(buses: dict[str, Bus]) -> None:
+    down = FaultyBus(buses["main"], FaultPlan(seed=1, fail=1.0, calls={"consumer"}))
+    hub = Hub(config(RENAME), {"main": down, "edge": buses["edge"]})
+    with pytest.raises(BusUnavailable):
+        await hub.run()
+    with pytest.raises(BusUnavailable):
+        await hub.ready()
 
 
 async def test_stop_before_run_returns_at_once(buses: dict[str, Bus]) -> None:
