@@ -141,6 +141,38 @@ async def test_a_failed_transformation_parks_the_event_and_the_others_go_on(
     assert await settled(buses["main"], "users")
 
 
+async def test_a_letter_marked_for_retry_is_routed_again_and_dropped_once_it_goes_through(
+    buses: dict[str, Bus],
+) -> None:
+    bad = envelope(id="bad", data={"email": "e@x.org", "profile": "not an object"})
+    await publish(buses["main"], bad)
+    hub = Hub(config(RENAME, FRAGILE), buses, retry_poll=0.05)
+    async with running(hub):
+        await until(lambda: hub.status().dead_lettered == 1)
+        # Still failing: parked again, with the reason, one more attempt.
+        (letter,) = await buses["main"].dead_letters.letters(group="federation")
+        await buses["main"].dead_letters.request_retry(letter.letter_id)
+        await until(lambda: hub.status().retried == 1)
+    (again,) = await buses["main"].dead_letters.letters(group="federation")
+    assert (again.status, again.attempts) == ("dead", letter.attempts + 1)
+    assert "rule 'profiles'" in again.reason
+
+    # The rule mended (it now drops the whole profile): the retry goes through.
+    mended = FRAGILE.replace("profile.phone", "profile")
+    await buses["main"].dead_letters.request_retry(again.letter_id)
+    hub = Hub(config(RENAME, mended), buses, retry_poll=0.05)
+    async with running(hub):
+        (profile,) = await read(buses["edge"], "profiles", 1)
+        await until(lambda: hub.status().retried == 1)
+    assert profile.id == routed_id("profiles", "bad")
+    assert data_of(profile) == {"email": "e@x.org"}
+    assert await buses["main"].dead_letters.letters(group="federation") == []
+    # The other rule's copy went out again under its id: the target kept one.
+    counter = await buses["edge"].consumer("billing", "counter")
+    assert len(await counter.fetch(10, 0.2)) == 1
+    await counter.aclose()
+
+
 async def test_an_unreadable_message_is_parked_and_the_hub_goes_on(buses: dict[str, Bus]) -> None:
     await buses["main"].publish([OutgoingMessage("users", "junk", "k", b"not json")])
     await publish(buses["main"], envelope(id="good"))

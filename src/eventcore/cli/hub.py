@@ -34,6 +34,8 @@ def describe_status(status: HubStatus) -> str:
         f"{status.received} received, {status.routed} routed, {status.unmatched} unmatched, "
         f"{status.dead_lettered} dead-lettered"
     )
+    if status.retried:
+        line += f", {status.retried} retried"
     if lags:
         line += f"; lag {lags}"
     if status.last_error:

@@ -40,7 +40,13 @@ from datetime import UTC, datetime
 
 import msgspec
 
-from eventcore.errors import BusClosed, BusError, InvalidInput, InvalidMessage
+from eventcore.errors import (
+    BusClosed,
+    BusError,
+    DeadLetterNotFound,
+    InvalidInput,
+    InvalidMessage,
+)
 from eventcore.federation.config import HubConfig
 from eventcore.federation.routing import route
 from eventcore.federation.rules import Origin, Rule
@@ -88,7 +94,8 @@ class SourceStatus(msgspec.Struct, frozen=True, kw_only=True):
 class HubStatus(msgspec.Struct, frozen=True, kw_only=True):
     """What the hub has done since it started. ``routed`` counts copies made (one per
     matching rule, published to each of its targets); ``unmatched`` events no rule
-    took; ``dead_lettered`` events parked (unreadable, or a transformation failed)."""
+    took; ``dead_lettered`` events parked (unreadable, or a transformation failed);
+    ``retried`` dead letters taken back (``eventcore dlq retry``) and routed again."""
 
     group: str
     sources: tuple[SourceStatus, ...]
@@ -96,7 +103,20 @@ class HubStatus(msgspec.Struct, frozen=True, kw_only=True):
     routed: int
     unmatched: int
     dead_lettered: int
+    retried: int
     last_error: str | None
+
+
+class _Routed:
+    """What the rules made of a batch: copies by target bus alias, letters to park, and
+    counts by (rule, outcome)."""
+
+    def __init__(self) -> None:
+        self.outgoing: dict[str, list[OutgoingMessage]] = {}
+        self.letters: list[DeadLetter] = []
+        self.outcomes: Counter[tuple[str, str]] = Counter()
+        self.copies = 0
+        self.unmatched = 0
 
 
 class _Source:
@@ -166,7 +186,7 @@ class Hub:
         ]
         self._stopping = asyncio.Event()
         self._readiness = Readiness(f"federation hub {group!r}")
-        self._routed = self._unmatched = self._dead_lettered = 0
+        self._routed = self._unmatched = self._dead_lettered = self._retried = 0
         self._last_error: str | None = None
 
     @property
@@ -193,6 +213,7 @@ class Hub:
             routed=self._routed,
             unmatched=self._unmatched,
             dead_lettered=self._dead_lettered,
+            retried=self._retried,
             last_error=self._last_error,
         )
 
@@ -250,10 +271,15 @@ class Hub:
 
     async def _loop(self, source: _Source, consumer: Consumer) -> None:
         outage = False
+        next_retry_poll = time.monotonic()
         while not self._stopping.is_set():
             try:
+                if source.ready and time.monotonic() >= next_retry_poll:
+                    await self._run_retries(source, consumer)
+                    next_retry_poll = time.monotonic() + self._retry_poll
+                wait = min(_FETCH_WAIT, max(0.0, next_retry_poll - time.monotonic()))
                 # The first fetch takes the partitions without waiting for a message.
-                deliveries = await self._fetch(consumer, _FETCH_WAIT if source.ready else 0.0)
+                deliveries = await self._fetch(consumer, wait if source.ready else 0.0)
                 self._note_ready(source)
                 if outage:
                     outage = False
@@ -300,39 +326,12 @@ class Hub:
     ) -> None:
         """Route one batch, publish its copies, park its failures, then ack it all."""
         started = time.perf_counter()
-        outgoing: dict[str, list[OutgoingMessage]] = {}
-        letters: list[DeadLetter] = []
-        outcomes: Counter[tuple[str, str]] = Counter()
-        origin, rules = source.origin, source.rules
-        routed = unmatched = 0
+        routed = _Routed()
         for delivery in deliveries:
-            try:
-                envelope = decode_envelope(delivery.body, max_bytes=self._max_bytes)
-            except InvalidMessage as error:
-                letters.append(self._letter(delivery, str(error), type(error).__name__))
-                outcomes["", "invalid"] += 1
-                continue
-            routing = route(envelope, origin, rules)
-            if not routing.matched:
-                unmatched += 1
-                outcomes["", "unmatched"] += 1
-                continue
-            for copy in routing.routed:
-                body = encode_envelope(copy.envelope)
-                for target in copy.targets:
-                    outgoing.setdefault(target.bus, []).append(
-                        OutgoingMessage(target.topic, copy.envelope.id, envelope.subject, body)
-                    )
-                outcomes[copy.rule, "routed"] += 1
-                routed += 1
-            if routing.failed:
-                reason = "; ".join(str(failure) for failure in routing.failed)
-                letters.append(self._letter(delivery, reason, "TransformFailed"))
-                for failure in routing.failed:
-                    outcomes[failure.rule, "failed"] += 1
+            self._route_one(source, routed, delivery, delivery.body, delivery.attempt)
         try:
-            await self._publish(outgoing)
-            for letter in letters:
+            await self._publish(routed.outgoing)
+            for letter in routed.letters:
                 await source.bus.dead_letters.put(letter)
         except BusError as error:
             if not isinstance(error, BusClosed):
@@ -340,11 +339,82 @@ class Hub:
             raise
         await consumer.ack(deliveries)
         source.received += len(deliveries)
-        self._routed += routed
-        self._unmatched += unmatched
-        self._dead_lettered += len(letters)
         now = datetime.now(UTC)
         source.lag = max(0.0, (now - deliveries[-1].published_at).total_seconds())
+        self._settled(source, routed, len(deliveries), started)
+
+    async def _run_retries(self, source: _Source, consumer: Consumer) -> None:
+        """Route again the letters of this source marked for retry (``eventcore dlq
+        retry``), one batch: a letter whose rules all succeed now is dropped, one that
+        fails again is parked again with the new reason. Should the hub die on the way,
+        the claims run out after ``ack_wait`` and the letters are claimed again; their
+        copies, published again, keep their ids."""
+        box = source.bus.dead_letters
+        letters = await box.claim_retries(
+            self._group,
+            source.origin.topic,
+            self._batch_size,
+            holder=consumer.member,
+            lease=self._ack_wait,
+        )
+        if not letters:
+            return
+        started = time.perf_counter()
+        routed = _Routed()
+        for letter in letters:
+            self._route_one(source, routed, letter, letter.body, letter.attempts + 1)
+        await self._publish(routed.outgoing)
+        parked = {letter.letter_id for letter in routed.letters}
+        for letter in routed.letters:
+            await box.put(letter)
+        for letter in letters:
+            if letter.letter_id not in parked:
+                with contextlib.suppress(DeadLetterNotFound):
+                    await box.drop(letter.letter_id)
+        self._retried += len(letters)
+        self._settled(source, routed, len(letters), started)
+
+    def _route_one(
+        self,
+        source: _Source,
+        routed: _Routed,
+        message: Delivery | DeadLetter,
+        body: bytes,
+        attempt: int,
+    ) -> None:
+        """Route one message into ``routed``: its copies, or its letter and outcomes."""
+        outcomes = routed.outcomes
+        try:
+            envelope = decode_envelope(body, max_bytes=self._max_bytes)
+        except InvalidMessage as error:
+            routed.letters.append(self._letter(message, str(error), type(error).__name__, attempt))
+            outcomes["", "invalid"] += 1
+            return
+        routing = route(envelope, source.origin, source.rules)
+        if not routing.matched:
+            routed.unmatched += 1
+            outcomes["", "unmatched"] += 1
+            return
+        for copy in routing.routed:
+            encoded = encode_envelope(copy.envelope)
+            for target in copy.targets:
+                routed.outgoing.setdefault(target.bus, []).append(
+                    OutgoingMessage(target.topic, copy.envelope.id, envelope.subject, encoded)
+                )
+            outcomes[copy.rule, "routed"] += 1
+            routed.copies += 1
+        if routing.failed:
+            reason = "; ".join(str(failure) for failure in routing.failed)
+            routed.letters.append(self._letter(message, reason, "TransformFailed", attempt))
+            for failure in routing.failed:
+                outcomes[failure.rule, "failed"] += 1
+
+    def _settled(self, source: _Source, routed: _Routed, events: int, started: float) -> None:
+        """Count what a batch (or a round of retries) came to, and tell the hooks."""
+        self._routed += routed.copies
+        self._unmatched += routed.unmatched
+        self._dead_lettered += len(routed.letters)
+        letters = routed.letters
         hooks = self._hooks
         if hooks is not None:
             for letter in letters:
@@ -362,9 +432,9 @@ class Hub:
                 FederationBatch(
                     group=self._group,
                     origin=source.text,
-                    events=len(deliveries),
-                    outcomes=tuple((rule, kind, n) for (rule, kind), n in outcomes.items()),
-                    lag_seconds=source.lag,
+                    events=events,
+                    outcomes=tuple((rule, kind, n) for (rule, kind), n in routed.outcomes.items()),
+                    lag_seconds=source.lag or 0.0,
                     seconds=time.perf_counter() - started,
                 )
             )
@@ -390,19 +460,21 @@ class Hub:
         except BaseExceptionGroup as failures:
             raise _single(failures) from None
 
-    def _letter(self, delivery: Delivery, reason: str, error_type: str) -> DeadLetter:
+    def _letter(
+        self, message: Delivery | DeadLetter, reason: str, error_type: str, attempts: int
+    ) -> DeadLetter:
         if len(reason) > _MAX_REASON_CHARS:
             reason = reason[: _MAX_REASON_CHARS - 1] + "…"
         return DeadLetter(
-            letter_id=DeadLetter.id_for(self._group, delivery.topic, delivery.message_id),
+            letter_id=DeadLetter.id_for(self._group, message.topic, message.message_id),
             group=self._group,
-            topic=delivery.topic,
-            message_id=delivery.message_id,
-            key=delivery.key,
-            body=delivery.body,
+            topic=message.topic,
+            message_id=message.message_id,
+            key=message.key,
+            body=message.body,
             reason=reason,
             error_type=error_type,
-            attempts=delivery.attempt,
+            attempts=attempts,
             failed_at=datetime.now(UTC),
         )
 
