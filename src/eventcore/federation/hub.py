@@ -6,7 +6,9 @@ contract asks of a consumer: fetch a batch, route every event of it (``route``, 
 pure core), publish every copy to its targets, park the events whose transformations
 failed in the hub's dead letters (the source bus's box, under the hub's group, with
 the reason), and only then acknowledge the whole batch. So the source is acknowledged
-only once every target bus acknowledged every copy.
+only once every target bus acknowledged every copy. Every ``retry_poll`` seconds it
+also takes back its letters marked for retry (``eventcore dlq retry``) and routes them
+again the same way.
 
 Exactly once in effect: a copy's id comes from (rule, original id) alone, so a batch
 read again — the hub was killed between publishing and acknowledging, or a target
