@@ -118,3 +118,18 @@ def test_bench_messaging_workloads_run_on_nats() -> None:
     if reason is not None:
         skip_or_fail(reason, "the NATS benchmark must run")
     _run_messaging("nats", {"j_relay_throughput", "k_end_to_end_latency_p99"})
+
+
+def test_bench_hub_workload_compares_with_the_relay_on_nats() -> None:
+    from bench.common import NatsBackend
+
+    reason = NatsBackend().unavailable()
+    if reason is not None:
+        skip_or_fail(reason, "the NATS benchmark must run")
+    (row,) = run_bench("--backend=nats", "--only=o")
+    assert row["workload"] == "o_hub_throughput"
+    assert isinstance(row["eventcore"], float)
+    assert isinstance(row["raw"], float)  # the relay (j), same run
+    assert isinstance(row["ratio_vs_raw"], float)
+    assert isinstance(row["target_met"], bool)
+    assert "eventsourcing has no hub" in row["notes"]
