@@ -36,7 +36,6 @@ import contextlib
 import logging
 import math
 import time
-from collections import Counter
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 
@@ -47,10 +46,9 @@ from eventcore.errors import (
     BusError,
     DeadLetterNotFound,
     InvalidInput,
-    InvalidMessage,
 )
+from eventcore.federation._batch import Batch
 from eventcore.federation.config import HubConfig
-from eventcore.federation.routing import route
 from eventcore.federation.rules import Origin, Rule
 from eventcore.instrumentation import DeadLettered, FederationBatch, Hooks, resolve
 from eventcore.lifecycle import Readiness
@@ -58,15 +56,10 @@ from eventcore.messaging.bus import (
     DEFAULT_ACK_WAIT,
     Bus,
     Consumer,
-    DeadLetter,
     Delivery,
     OutgoingMessage,
 )
-from eventcore.messaging.envelope import (
-    DEFAULT_MAX_MESSAGE_BYTES,
-    decode_envelope,
-    encode_envelope,
-)
+from eventcore.messaging.envelope import DEFAULT_MAX_MESSAGE_BYTES
 from eventcore.messaging.names import check_name
 
 __all__ = ["DEFAULT_GROUP", "Hub", "HubStatus", "SourceStatus"]
@@ -75,8 +68,6 @@ __all__ = ["DEFAULT_GROUP", "Hub", "HubStatus", "SourceStatus"]
 DEFAULT_GROUP = "federation"
 #: The longest a fetch waits for a first message before the loop looks around again.
 _FETCH_WAIT = 1.0
-#: The longest reason a letter keeps (several rules may fail on one event).
-_MAX_REASON_CHARS = 2000
 
 _logger = logging.getLogger(__name__)
 
@@ -107,18 +98,6 @@ class HubStatus(msgspec.Struct, frozen=True, kw_only=True):
     dead_lettered: int
     retried: int
     last_error: str | None
-
-
-class _Routed:
-    """What the rules made of a batch: copies by target bus alias, letters to park, and
-    counts by (rule, outcome)."""
-
-    def __init__(self) -> None:
-        self.outgoing: dict[str, list[OutgoingMessage]] = {}
-        self.letters: list[DeadLetter] = []
-        self.outcomes: Counter[tuple[str, str]] = Counter()
-        self.copies = 0
-        self.unmatched = 0
 
 
 class _Source:
@@ -328,9 +307,9 @@ class Hub:
     ) -> None:
         """Route one batch, publish its copies, park its failures, then ack it all."""
         started = time.perf_counter()
-        routed = _Routed()
+        routed = self._batch(source)
         for delivery in deliveries:
-            self._route_one(source, routed, delivery, delivery.body, delivery.attempt)
+            routed.add(delivery, delivery.attempt)
         try:
             await self._publish(routed.outgoing)
             for letter in routed.letters:
@@ -362,9 +341,9 @@ class Hub:
         if not letters:
             return
         started = time.perf_counter()
-        routed = _Routed()
+        routed = self._batch(source)
         for letter in letters:
-            self._route_one(source, routed, letter, letter.body, letter.attempts + 1)
+            routed.add(letter, letter.attempts + 1)
         await self._publish(routed.outgoing)
         parked = {letter.letter_id for letter in routed.letters}
         for letter in routed.letters:
@@ -376,42 +355,10 @@ class Hub:
         self._retried += len(letters)
         self._settled(source, routed, len(letters), started)
 
-    def _route_one(
-        self,
-        source: _Source,
-        routed: _Routed,
-        message: Delivery | DeadLetter,
-        body: bytes,
-        attempt: int,
-    ) -> None:
-        """Route one message into ``routed``: its copies, or its letter and outcomes."""
-        outcomes = routed.outcomes
-        try:
-            envelope = decode_envelope(body, max_bytes=self._max_bytes)
-        except InvalidMessage as error:
-            routed.letters.append(self._letter(message, str(error), type(error).__name__, attempt))
-            outcomes["", "invalid"] += 1
-            return
-        routing = route(envelope, source.origin, source.rules)
-        if not routing.matched:
-            routed.unmatched += 1
-            outcomes["", "unmatched"] += 1
-            return
-        for copy in routing.routed:
-            encoded = encode_envelope(copy.envelope)
-            for target in copy.targets:
-                routed.outgoing.setdefault(target.bus, []).append(
-                    OutgoingMessage(target.topic, copy.envelope.id, envelope.subject, encoded)
-                )
-            outcomes[copy.rule, "routed"] += 1
-            routed.copies += 1
-        if routing.failed:
-            reason = "; ".join(str(failure) for failure in routing.failed)
-            routed.letters.append(self._letter(message, reason, "TransformFailed", attempt))
-            for failure in routing.failed:
-                outcomes[failure.rule, "failed"] += 1
+    def _batch(self, source: _Source) -> Batch:
+        return Batch(self._group, source.origin, source.rules, self._max_bytes)
 
-    def _settled(self, source: _Source, routed: _Routed, events: int, started: float) -> None:
+    def _settled(self, source: _Source, routed: Batch, events: int, started: float) -> None:
         """Count what a batch (or a round of retries) came to, and tell the hooks."""
         self._routed += routed.copies
         self._unmatched += routed.unmatched
@@ -461,24 +408,6 @@ class Hub:
                     publishing.create_task(self._buses[alias].publish(messages))
         except BaseExceptionGroup as failures:
             raise _single(failures) from None
-
-    def _letter(
-        self, message: Delivery | DeadLetter, reason: str, error_type: str, attempts: int
-    ) -> DeadLetter:
-        if len(reason) > _MAX_REASON_CHARS:
-            reason = reason[: _MAX_REASON_CHARS - 1] + "…"
-        return DeadLetter(
-            letter_id=DeadLetter.id_for(self._group, message.topic, message.message_id),
-            group=self._group,
-            topic=message.topic,
-            message_id=message.message_id,
-            key=message.key,
-            body=message.body,
-            reason=reason,
-            error_type=error_type,
-            attempts=attempts,
-            failed_at=datetime.now(UTC),
-        )
 
     async def _give_back(self, consumer: Consumer, deliveries: Sequence[Delivery]) -> None:
         """After a failed publish: send the batch back so it comes again in order. If
