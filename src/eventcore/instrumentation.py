@@ -1,5 +1,5 @@
 """The instrumentation seam: hooks that the library calls at each command, append, read,
-publish, delivery, dead letter, projection batch and saga step.
+publish, delivery, dead letter, projection batch, saga step and federation hub batch.
 
 Tracing, metrics and extra logging attach here and nowhere else; nothing in this module
 knows about OpenTelemetry or Prometheus. A hook is a subclass of ``Hooks`` that
@@ -48,6 +48,7 @@ __all__ = [
     "DeliveryRetried",
     "DeliveryStarted",
     "FanOut",
+    "FederationBatch",
     "Hooks",
     "PublishFinished",
     "PublishStarted",
@@ -234,6 +235,28 @@ class DeadLettered(msgspec.Struct, frozen=True, kw_only=True):
     attempts: int
 
 
+# --- the federation hub -------------------------------------------------------------
+
+
+class FederationBatch(msgspec.Struct, frozen=True, kw_only=True):
+    """One batch the hub (consumer group ``group``) read at ``origin`` (``<bus
+    alias>/<topic>``), routed, published and settled.
+
+    ``outcomes`` counts its events as ``(rule, outcome, events)``: ``routed`` (the
+    rule's copy reached every target), ``failed`` (the rule's transformations failed:
+    the event went to the hub's dead letters); events no rule took count under rule
+    ``""`` as ``unmatched``, unreadable messages as ``invalid``. ``lag_seconds``: how
+    long before settling the batch its last message reached the source bus — how far
+    behind the source the hub reads."""
+
+    group: str
+    origin: str
+    events: int
+    outcomes: tuple[tuple[str, str, int], ...]
+    lag_seconds: float
+    seconds: float
+
+
 # --- projections ----------------------------------------------------------------------
 
 
@@ -369,6 +392,9 @@ class Hooks:
     def dead_lettered(self, event: DeadLettered) -> None:
         pass
 
+    def federation_batch(self, event: FederationBatch) -> None:
+        pass
+
     def batch_started(self, event: BatchStarted) -> object:
         return None
 
@@ -500,6 +526,9 @@ class FanOut(Hooks):
 
     def dead_lettered(self, event: DeadLettered) -> None:
         self._note("dead_lettered", event)
+
+    def federation_batch(self, event: FederationBatch) -> None:
+        self._note("federation_batch", event)
 
     def batch_started(self, event: BatchStarted) -> object:
         return self._start("batch_started", event)
