@@ -9,12 +9,14 @@ reaches the memory, SQLite and NATS buses at once.
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from typing import Generic, Self, TypeVar
 
 from eventcore.errors import BusClosed, InvalidInput
+from eventcore.leases import KeepAlive
 from eventcore.messaging._input import (
     check_checkpoint,
     check_claim,
@@ -200,9 +202,20 @@ class LetterBoxFront(ABC):
 
 
 class AssignedMember:
-    """A consumer's identity and partitions, as its ``PartitionAssignment`` holds them."""
+    """A consumer's identity and partitions, as its ``PartitionAssignment`` holds them,
+    and its joining: renewals and rebalances take ``_lock``, so that a renewal never
+    re-acquires a lease a rebalance just released."""
 
     _assignment: PartitionAssignment
+    _lock: asyncio.Lock
+    _keep_alive: KeepAlive
+
+    async def _join(self) -> None:
+        """Take this member's first partitions, then keep its leases alive (should a
+        renewal be late, the fetch path's rebalance renews by itself)."""
+        async with self._lock:
+            await self._assignment.renew()
+        self._keep_alive.start()
 
     @property
     def member(self) -> str:

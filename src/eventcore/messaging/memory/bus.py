@@ -135,8 +135,7 @@ class MemoryBus(BusFront["MemoryConsumer", MemoryDeadLetterBox]):
         )
         consumer = MemoryConsumer(self, topic, stored, progress, assignment, ack_wait)
         self._consumers.add(consumer)
-        await assignment.renew()
-        consumer._start()
+        await consumer._join()
         return consumer
 
     def _topic(self, name: str) -> _Topic:
@@ -183,13 +182,14 @@ class MemoryConsumer(AssignedMember):
         # Which owned partition a fetch looks at first, so a small ``max_messages``
         # does not starve the higher partitions.
         self._start_at = 0
+        self._lock = asyncio.Lock()
         self._keep_alive = KeepAlive(
-            assignment.renew, ttl=assignment.ttl, name=f"eventcore-memory-lease-{self.member}"
+            assignment.renew,
+            ttl=assignment.ttl,
+            name=f"eventcore-memory-lease-{self.member}",
+            lock=self._lock,
         )
         self._closed = False
-
-    def _start(self) -> None:
-        self._keep_alive.start()
 
     def _check_open(self) -> None:
         if self._closed:
@@ -219,7 +219,8 @@ class MemoryConsumer(AssignedMember):
             self._check_open()
 
     async def _rebalance(self) -> None:
-        await self._assignment.rebalance()
+        async with self._lock:
+            await self._assignment.rebalance()
         owned = self._assignment.owned
         for partition in list(self._cursors):
             if partition not in owned:

@@ -82,12 +82,6 @@ class NatsConsumer(AssignedMember):
         self._rebalance_every = min(max(lease_ttl / 10, 0.05), 1.0)
         self._closed = False
 
-    async def start(self) -> None:
-        async with self._lock:
-            await self._assignment.renew()
-        # Should it be late, ``rebalance`` renews by itself on the fetch path.
-        self._keep_alive.start()
-
     def _check_open(self) -> None:
         if self._closed:
             raise BusClosed()

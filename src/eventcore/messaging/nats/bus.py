@@ -187,7 +187,7 @@ class NatsBus(BusFront[NatsConsumer, KvDeadLetterBox]):
             lease_ttl=self._lease_ttl,
             ack_wait=ack_wait,
         )
-        await consumer.start()
+        await consumer._join()
         self._consumers.add(consumer)
         return consumer
 

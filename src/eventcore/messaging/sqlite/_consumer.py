@@ -97,11 +97,6 @@ class SqliteConsumer(AssignedMember):
 
     # --- lifecycle -----------------------------------------------------------------------
 
-    async def _join(self) -> None:
-        async with self._lock:
-            await self._assignment.renew()
-        self._keep_alive.start()
-
     def _check_open(self) -> None:
         if self._closed:
             raise BusClosed()
