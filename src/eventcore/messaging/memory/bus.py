@@ -1,7 +1,9 @@
 """``MemoryBus``: the whole bus contract inside one process, for tests and throwaway runs.
 
 Nothing in here awaits in the middle of a change, so on one event loop every
-operation is atomic without a lock. Waiting consumers sleep on an ``asyncio.Event``
+operation is atomic without a lock. (A consumer's renewals and rebalances do take its
+``_lock``, as on the other buses, so that all three join through one ``_join``; here it is
+never contended.) Waiting consumers sleep on an ``asyncio.Event``
 that is set (and replaced) whenever something they might be waiting for happens:
 a publish, an ack, a partition released, a member leaving, the bus closing.
 """
