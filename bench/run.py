@@ -1,7 +1,7 @@
 """Benchmark eventcore side by side with the ``eventsourcing`` library and the raw driver.
 
     python bench/run.py [--backend sqlite|memory|postgres|nats] [--quick] [--json]
-                        [--repeat N] [--only a,b,...] [--scale F]
+                        [--repeat N] [--only a,b,...] [--scale F] [--overhead]
 
 ``--backend nats`` runs the messaging workloads (j, k, l) with the bus on the NATS server
 at 127.0.0.1:4222; the other backends run every workload that has a side for them.
@@ -9,6 +9,9 @@ at 127.0.0.1:4222; the other backends run every workload that has a side for the
 Every workload runs on every side in each repetition, on fresh databases, timing only the
 workload. Medians are reported: with ``--json`` one JSON object per workload on stdout,
 otherwise a table. Progress goes to stderr.
+
+``--overhead`` also runs b and j (of those selected) plain and with the tracing hooks
+(``bench/overhead.py``), one more JSON line per setup, ``"kind": "overhead"``.
 """
 
 from __future__ import annotations
@@ -24,13 +27,16 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 if __package__ in {None, ""}:  # run as a script: make ``bench`` importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import BACKENDS, Backend, Context, Sizes
 from bench.workloads import Measure, Workload, select
+
+if TYPE_CHECKING:
+    from bench.overhead import OverheadRow
 
 SIDES = ("eventcore", "eventsourcing", "raw")
 
@@ -181,6 +187,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--scale", type=float, default=1.0, help="multiply every size (e.g. 0.01 for a smoke run)"
     )
     parser.add_argument("--keep", action="store_true", help="keep the temp dir (prints its path)")
+    parser.add_argument(
+        "--overhead",
+        action="store_true",
+        help="also run b and j (of those selected) plain and with tracing on (bench/overhead.py)",
+    )
     args = parser.parse_args(argv)
     if args.repeat is not None and args.repeat < 1:
         parser.error("--repeat must be at least 1")
@@ -209,6 +220,7 @@ def main(argv: list[str] | None = None) -> int:
     progress(header)
     progress(f"sizes: {json.dumps(asdict(sizes))}")
     rows: list[Row] = []
+    overhead_rows: list[OverheadRow] = []
     started = time.perf_counter()
     root = Path(tempfile.mkdtemp(prefix="eventcore-bench-"))
     try:
@@ -218,6 +230,11 @@ def main(argv: list[str] | None = None) -> int:
             rows.append(row)
             if args.json:
                 print(json.dumps(asdict(row)), flush=True)
+        if args.overhead:
+            overhead_rows = run_overhead(workloads, backend, sizes, repeat, root)
+            for extra in overhead_rows:
+                if args.json:
+                    print(json.dumps(extra.as_json()), flush=True)
     finally:
         backend.finish()
         if args.keep:
@@ -232,8 +249,29 @@ def main(argv: list[str] | None = None) -> int:
     progress(footer)
     if not args.json:
         print_table(rows, header)
+        if args.overhead:
+            for extra in overhead_rows:
+                print(
+                    f"{extra.workload} {extra.setup}: {extra.median:,.0f} {extra.unit} "
+                    f"({extra.slower_pct:+.1f}% slower than plain {extra.plain:,.0f}; "
+                    f"target {extra.target or '—'})"
+                )
         print(footer)
     return 0
+
+
+def run_overhead(
+    workloads: list[Workload], backend: Backend, sizes: Sizes, repeat: int, root: Path
+) -> list[OverheadRow]:
+    """The overhead rows of the selected workloads that have them (b, j)."""
+    from bench.overhead import WORKLOADS as OVERHEAD_WORKLOADS
+    from bench.overhead import measure_overhead
+
+    found: list[OverheadRow] = []
+    for letter in sorted({workload.letter for workload in workloads} & OVERHEAD_WORKLOADS.keys()):
+        progress(f"{letter} overhead …")
+        found.extend(measure_overhead(letter, backend, sizes, repeat, root, progress))
+    return found
 
 
 def _json_default(value: Any) -> Any:  # pragma: no cover - everything is plain already

@@ -118,3 +118,24 @@ def test_bench_messaging_workloads_run_on_nats() -> None:
     if reason is not None:
         skip_or_fail(reason, "the NATS benchmark must run")
     _run_messaging("nats", {"j_relay_throughput", "k_end_to_end_latency_p99"})
+
+
+def test_bench_overhead_prints_a_line_per_setup_beside_the_plain_run() -> None:
+    rows = run_bench("--backend=memory", "--only=b,j", "--overhead")
+    plain = [row["workload"] for row in rows if "kind" not in row]
+    assert plain == ["b_new_streams_concurrent", "j_relay_throughput"]
+    extra = [row for row in rows if row.get("kind") == "overhead"]
+    setups = ["plain", "empty-hook", "otel-api", "otel-api-hooks", "otel-sdk", "otel-sdk-10pct"]
+    for workload in ("b_new_streams_concurrent", "j_relay_throughput_traced"):
+        mine = [row for row in extra if row["workload"] == workload]
+        assert [row["setup"] for row in mine] == setups
+        for row in mine:
+            assert row["repeat"] >= 3  # medians of at least three runs
+            assert len(row["samples"]) == row["repeat"]
+            assert isinstance(row["median"], float)
+            assert isinstance(row["cpu_us_per_op"], float)
+        targets = {row["setup"]: row["target"] for row in mine if row["target"] is not None}
+        assert targets == {
+            "otel-api": "≤ 2% slower than plain",
+            "otel-sdk": "≤ 15% slower than plain",
+        }

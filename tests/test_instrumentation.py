@@ -354,14 +354,18 @@ def command_sequence(store: str) -> list[tuple[str, dict[str, Any]]]:
     ]
 
 
-RELAY_SEQUENCE = [
-    ("publish_started", {"service": "bank", "events": [1, 2], "topics": (TOPIC,), "attempt": 1}),
-    ("publish_finished", {"service": "bank", "events": 2, "error": None}),
-    ("relay_progress", {"service": "bank", "published": 2, "position": 2, "lag_events": 0}),
-]
+def relay_sequence(bus: str) -> list[tuple[str, dict[str, Any]]]:
+    return [
+        (
+            "publish_started",
+            {"service": "bank", "events": [1, 2], "topics": (TOPIC,), "attempt": 1, "bus": bus},
+        ),
+        ("publish_finished", {"service": "bank", "events": 2, "error": None}),
+        ("relay_progress", {"service": "bank", "published": 2, "position": 2, "lag_events": 0}),
+    ]
 
 
-def delivery_sequence(first: str, second: str) -> list[tuple[str, dict[str, Any]]]:
+def delivery_sequence(first: str, second: str, bus: str) -> list[tuple[str, dict[str, Any]]]:
     where = {"topic": TOPIC, "group": "ledger"}
 
     def started(message_id: str) -> tuple[str, dict[str, Any]]:
@@ -373,6 +377,7 @@ def delivery_sequence(first: str, second: str) -> list[tuple[str, dict[str, Any]
                 "event_type": "Deposited",
                 "stream_id": ACCOUNT,
                 "attempt": 1,
+                "bus": bus,
             },
         )
 
@@ -444,16 +449,16 @@ async def test_a_command_out_of_retries_reports_its_failure(site: Site, recorder
 
 
 async def test_a_relay_publish_reports_the_batch_and_how_far_it_got(
-    site: Site, recorder: Recorder
+    site: Site, recorder: Recorder, backend: str
 ) -> None:
     await run_command(site)
     recorder.take()
     await relay_all(site)
-    assert recorder.take() == RELAY_SEQUENCE
+    assert recorder.take() == relay_sequence(backend)
 
 
 async def test_a_delivery_reports_its_retry_its_handling_and_its_dead_letter(
-    site: Site, recorder: Recorder
+    site: Site, recorder: Recorder, backend: str
 ) -> None:
     await run_command(site)
     await relay_all(site)
@@ -463,7 +468,9 @@ async def test_a_delivery_reports_its_retry_its_handling_and_its_dead_letter(
     calls = without_delays(recorder.take())
     fetched = [fields["count"] for method, fields in calls if method == "deliveries_fetched"]
     assert sum(fetched) == 2
-    assert [call for call in calls if call[0] != "deliveries_fetched"] == delivery_sequence(*ids)
+    assert [call for call in calls if call[0] != "deliveries_fetched"] == delivery_sequence(
+        *ids, backend
+    )
 
 
 class Balance(Projection):

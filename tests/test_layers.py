@@ -40,6 +40,8 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("messaging", ("eventcore.messaging",)),
     ("coordination", ("eventcore.resilience", "eventcore.saga")),
     ("federation", ("eventcore.federation",)),
+    # Tracing, metrics and logs on the instrumentation seam: nothing below knows of them.
+    ("observability", ("eventcore.observability",)),
     # Contract suites and test helpers: may use every layer below the runtime.
     ("testing", ("eventcore.testing",)),
     ("runtime", ("eventcore.cli", "eventcore.demo")),
@@ -169,6 +171,39 @@ def test_module_imports_no_private_module_of_another_package(path: Path) -> None
         if (owner := private_owner(imported)) is not None and not within(module, owner)
     )
     assert not foreign, f"{module} imports private modules of other packages: {foreign}"
+
+
+#: Third-party packages only one eventcore package may import: the seam keeps the rest
+#: of the library free of them (docs/architecture.md, "Observability").
+CONFINED = {
+    "opentelemetry": "eventcore.observability",
+    "prometheus_client": "eventcore.observability",
+}
+
+
+def third_party_imports(path: Path) -> set[str]:
+    """The top-level names of every non-eventcore module ``path`` imports, wherever the
+    import stands."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            found.update(alias.name.partition(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.add(node.module.partition(".")[0])
+    return found - {"eventcore"}
+
+
+@pytest.mark.parametrize("path", ALL_SOURCES, ids=module_name)
+def test_only_the_observability_package_imports_opentelemetry_or_prometheus(
+    path: Path,
+) -> None:
+    module = module_name(path)
+    stray = sorted(
+        name
+        for name in third_party_imports(path)
+        if name in CONFINED and not within(module, CONFINED[name])
+    )
+    assert not stray, f"{module} imports {stray}: only {sorted(set(CONFINED.values()))} may"
 
 
 def test_no_import_cycle() -> None:

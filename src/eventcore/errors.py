@@ -26,6 +26,7 @@
     │   └── TooManyStreams           stream discovery went past its cap
     ├── DecodeError                  stored or received bytes could not be read
     │   ├── UnknownEventType
+    │   ├── UnknownCommandType       a command message of a type the service does not accept
     │   └── InvalidMessage           a bus message that is not a valid envelope
     │       └── MessageTooLarge
     ├── NotFound
@@ -43,7 +44,8 @@
     ├── ServiceCallError             a call to another service failed; it may succeed later
     │   ├── CircuitOpen              the target's breaker refused the call: nothing was sent
     │   ├── ServiceUnavailable       no live instance, or every attempt failed
-    │   └── CallTimeout              the call's time ran out (also a TimeoutError)
+    │   ├── CallTimeout              the call's time ran out (also a TimeoutError)
+    │   └── ReplyTimeout             no reply to a command in time (also a TimeoutError)
     └── MissingDependency            a backend's driver is not installed (also an ImportError)
 
 Each error is complete when raised: it carries the values a caller needs
@@ -89,7 +91,9 @@ __all__ = [
     "MissingDependency",
     "NotFound",
     "PayloadTooLarge",
+    "ReplyTimeout",
     "RetriesExhausted",
+    "SagaNotFound",
     "ServiceCallError",
     "ServiceUnavailable",
     "StoreClosed",
@@ -99,6 +103,7 @@ __all__ = [
     "TooManyStreams",
     "TransformFailed",
     "UndeclaredStream",
+    "UnknownCommandType",
     "UnknownEventType",
     "WorkerStopped",
 ]
@@ -331,6 +336,17 @@ class UnknownEventType(DecodeError):
         )
 
 
+class UnknownCommandType(DecodeError):
+    """A command message whose type the receiving service does not accept."""
+
+    def __init__(self, command_type: str) -> None:
+        self.command_type = command_type
+        super().__init__(
+            f"unknown command type {command_type!r}: this service does not accept it "
+            "(add its class to the CommandReceiver)"
+        )
+
+
 class InvalidMessage(DecodeError):
     """A message received from a bus that is not a valid eventcore envelope.
 
@@ -357,6 +373,16 @@ class StreamNotFound(NotFound):
     def __init__(self, stream_id: str) -> None:
         self.stream_id = stream_id
         super().__init__(f"stream {stream_id!r} does not exist")
+
+
+class SagaNotFound(NotFound):
+    """No saga of that id (and type, when given) is in the owner's store; or the id
+    names sagas of several types and ``saga_type`` must say which."""
+
+    def __init__(self, saga_id: str, reason: str) -> None:
+        self.saga_id = saga_id
+        self.reason = reason
+        super().__init__(f"saga {saga_id!r}: {reason}")
 
 
 class DeadLetterNotFound(NotFound):
@@ -463,6 +489,24 @@ class CallTimeout(ServiceCallError, TimeoutError):
         self.target = target
         self.seconds = seconds
         super().__init__(f"the call to {target!r} did not finish within {seconds:.3g} s")
+
+
+class ReplyTimeout(ServiceCallError, TimeoutError):
+    """No reply to the command sent to ``service`` came within ``seconds``.
+
+    The command may still run (its request is stored and will be delivered): send it
+    again under the same ``idempotency_key`` to get its reply without running it twice.
+    """
+
+    def __init__(self, service: str, command: str, idempotency_key: str, seconds: float) -> None:
+        self.service = service
+        self.command = command
+        self.idempotency_key = idempotency_key
+        self.seconds = seconds
+        super().__init__(
+            f"no reply from {service!r} to {command} (idempotency key {idempotency_key!r}) "
+            f"within {seconds:.3g} s"
+        )
 
 
 # --- installation ----------------------------------------------------------------------------

@@ -1,5 +1,5 @@
 """The instrumentation seam: hooks that the library calls at each command, append, read,
-publish, delivery, dead letter and projection batch.
+publish, delivery, dead letter, projection batch and saga step.
 
 Tracing, metrics and extra logging attach here and nowhere else; nothing in this module
 knows about OpenTelemetry or Prometheus. A hook is a subclass of ``Hooks`` that
@@ -10,8 +10,8 @@ Cost when unused: every instrumented object resolves its hooks once, when it is 
 ``if hooks is not None`` — no event record is built, no method called.
 
 Installing: pass ``hooks=`` to an object (``Executor``, ``MemoryStore``, ``open_store``,
-``Relay``, ``Subscriber``, ``ProjectionRunner``), or install a process default with
-``install_hooks`` before the objects are built; ``hooks=NO_HOOKS`` opts one object out
+``Relay``, ``Subscriber``, ``ProjectionRunner``, ``SagaWorker``), or install a process
+default with ``install_hooks`` before the objects are built; ``hooks=NO_HOOKS`` opts one object out
 of the default. The default is read at construction, not at each call, so the hot path
 pays nothing for the choice.
 
@@ -54,6 +54,10 @@ __all__ = [
     "ReadFinished",
     "ReadStarted",
     "RelayProgress",
+    "SagaCompensationEnded",
+    "SagaOpened",
+    "SagaStatusChanged",
+    "SagaStepEnded",
     "default_hooks",
     "install_hooks",
     "resolve",
@@ -146,12 +150,14 @@ class ReadFinished(msgspec.Struct, frozen=True, kw_only=True):
 
 class PublishStarted(msgspec.Struct, frozen=True, kw_only=True):
     """A batch the relay hands to the bus (again, ``attempt`` > 1, after a refusal).
-    ``events`` carry their metadata, hence each one's trace context."""
+    ``events`` carry their metadata, hence each one's trace context; ``bus`` is the
+    bus's kind, its URL's scheme (``memory``, ``sqlite``, ``nats``)."""
 
     service: str
     events: Sequence[StoredEvent]
     topics: tuple[str, ...]
     attempt: int
+    bus: str = ""
 
 
 class PublishFinished(msgspec.Struct, frozen=True, kw_only=True):
@@ -182,7 +188,8 @@ class DeliveriesFetched(msgspec.Struct, frozen=True, kw_only=True):
 
 class DeliveryStarted(msgspec.Struct, frozen=True, kw_only=True):
     """A message about to be handled. ``metadata`` is the envelope's (its trace context
-    is the producing command's); ``occurred_at`` the event's time, for lag."""
+    is the producing command's); ``occurred_at`` the event's time, for lag; ``bus`` the
+    bus's kind, as in ``PublishStarted``."""
 
     topic: str
     group: str
@@ -193,6 +200,7 @@ class DeliveryStarted(msgspec.Struct, frozen=True, kw_only=True):
     occurred_at: datetime
     published_at: datetime
     metadata: Metadata
+    bus: str = ""
 
 
 class DeliveryRetried(msgspec.Struct, frozen=True, kw_only=True):
@@ -248,6 +256,58 @@ class BatchApplied(msgspec.Struct, frozen=True, kw_only=True):
     lag_events: int
     error: BaseException | None
     seconds: float
+
+
+# --- sagas ------------------------------------------------------------------------------
+#
+# Sagas span processes and hours, so these are records of what happened, each with its
+# duration measured from the saga's own stream, not started/finished pairs: a tracing
+# hook makes a span with the recorded start time. The saga worker that committed a
+# decision reports its steps and compensations (once per decision, however many
+# instances run); status changes come from each process's view of the log, so a gauge of
+# sagas by status counts every saga in the store.
+
+
+class SagaOpened(msgspec.Struct, frozen=True, kw_only=True):
+    """A saga started (its ``SagaStarted`` committed)."""
+
+    saga: str
+    saga_id: str
+
+
+class SagaStepEnded(msgspec.Struct, frozen=True, kw_only=True):
+    """A step's action ended: ``outcome`` is ``succeeded``, ``failed`` (rejected, or its
+    request could not be built) or ``timed out``; ``seconds`` from its request."""
+
+    saga: str
+    saga_id: str
+    step: str
+    outcome: str
+    seconds: float
+    started_at: float
+
+
+class SagaCompensationEnded(msgspec.Struct, frozen=True, kw_only=True):
+    """An attempt to compensate ``step`` ended: ``succeeded``, ``failed`` or ``timed
+    out``; ``seconds`` from its request (0 when it could not be built)."""
+
+    saga: str
+    saga_id: str
+    step: str
+    attempt: int
+    outcome: str
+    seconds: float
+    started_at: float
+
+
+class SagaStatusChanged(msgspec.Struct, frozen=True, kw_only=True):
+    """A saga's status moved from ``previous`` (None: first seen by this process, when it
+    starts or reads the saga's first events) to ``status``."""
+
+    saga: str
+    saga_id: str
+    previous: str | None
+    status: str
 
 
 class Hooks:
@@ -313,6 +373,18 @@ class Hooks:
         return None
 
     def batch_applied(self, event: BatchApplied, scope: object) -> None:
+        pass
+
+    def saga_started(self, event: SagaOpened) -> None:
+        pass
+
+    def saga_step_finished(self, event: SagaStepEnded) -> None:
+        pass
+
+    def saga_compensation_finished(self, event: SagaCompensationEnded) -> None:
+        pass
+
+    def saga_status_changed(self, event: SagaStatusChanged) -> None:
         pass
 
 
@@ -434,6 +506,18 @@ class FanOut(Hooks):
 
     def batch_applied(self, event: BatchApplied, scope: object) -> None:
         self._end("batch_applied", event, scope)
+
+    def saga_started(self, event: SagaOpened) -> None:
+        self._note("saga_started", event)
+
+    def saga_step_finished(self, event: SagaStepEnded) -> None:
+        self._note("saga_step_finished", event)
+
+    def saga_compensation_finished(self, event: SagaCompensationEnded) -> None:
+        self._note("saga_compensation_finished", event)
+
+    def saga_status_changed(self, event: SagaStatusChanged) -> None:
+        self._note("saga_status_changed", event)
 
 
 _default: FanOut | None = None

@@ -1,6 +1,7 @@
 """Messaging between services (docs/architecture.md#messaging): the envelope, the bus and
-its backends (``open_bus``), the outbox relay, and durable subscriptions with an inbox and
-dead letters.
+its backends (``open_bus``), the outbox relay, durable subscriptions with an inbox and
+dead letters, and (in ``eventcore.messaging.commands``) commands sent over the bus with
+durable replies.
 
 Backends are imported when a URL names them, as ``open_store`` does for stores: the
 root never imports nats-py unless a ``nats://`` bus is opened."""

@@ -30,7 +30,7 @@ import asyncio
 import random
 import time
 from datetime import UTC, datetime
-from typing import Literal
+from typing import Any, Literal
 
 import msgspec
 
@@ -43,11 +43,10 @@ from eventcore.errors import (
     StoreError,
     UnknownEventType,
 )
-from eventcore.events import Event, EventRegistry
 from eventcore.instrumentation import DeliveryFinished, DeliveryRetried, DeliveryStarted, FanOut
 from eventcore.messaging.bus import DeadLetter, Delivery
 from eventcore.messaging.envelope import DistributedEvent, decode_envelope
-from eventcore.messaging.inbox import Handler, Received
+from eventcore.messaging.inbox import Handler, PayloadTypes, Received
 from eventcore.retry import RetryPolicy
 
 __all__ = ["Handling", "Outcome", "describe"]
@@ -87,12 +86,13 @@ class Handling:
         topic: str,
         group: str,
         handlers: dict[str, Handler],
-        registry: EventRegistry,
+        registry: PayloadTypes,
         policy: RetryPolicy,
         max_message_bytes: int,
         stopping: asyncio.Event,
         rng: random.Random,
         hooks: FanOut | None = None,
+        bus: str = "",
     ) -> None:
         self._topic = topic
         self._group = group
@@ -103,6 +103,7 @@ class Handling:
         self._stopping = stopping
         self._rng = rng
         self._hooks = hooks
+        self._bus = bus
         #: The outage a handler is waiting out right now, if any.
         self.outage: str | None = None
 
@@ -157,6 +158,8 @@ class Handling:
             if envelope.type not in self._registry:
                 # The topic carries a type this service does not know: its contract
                 # drifted. Parking it keeps it visible instead of silently skipped.
+                # The registry names the error (an unknown event, or command, type).
+                self._registry.type_of(envelope.type)
                 raise UnknownEventType(envelope.type)
         except Exception as error:
             # A ``DecodeError`` by contract; anything else would be a reader's bug, and
@@ -186,6 +189,7 @@ class Handling:
                 occurred_at=envelope.time,
                 published_at=delivery.published_at,
                 metadata=envelope.metadata,
+                bus=self._bus,
             )
         )
         started = time.perf_counter()
@@ -267,7 +271,7 @@ class Handling:
                 self.outage = None
                 return Outcome(kind="handled", retries=tried - 1)
 
-    def _decode(self, envelope: DistributedEvent) -> Event:
+    def _decode(self, envelope: DistributedEvent) -> Any:
         return self._registry.decode_payload(
             envelope.type, envelope.schema_version, envelope.payload
         )

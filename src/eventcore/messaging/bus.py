@@ -42,6 +42,7 @@ __all__ = [
     "Delivery",
     "Leases",
     "OutgoingMessage",
+    "bus_kind",
     "partition_of",
 ]
 
@@ -56,6 +57,11 @@ DEFAULT_CLAIM_LEASE = 60.0
 def partition_of(key: str, partitions: int) -> int:
     """The partition of ``key``: the same on every process and every run (CRC-32)."""
     return zlib.crc32(key.encode()) % partitions
+
+
+def bus_kind(bus: Bus) -> str:
+    """What kind of bus ``bus`` is (``memory``, ``sqlite``, ``nats``): its URL's scheme."""
+    return bus.url.partition(":")[0]
 
 
 class OutgoingMessage(msgspec.Struct, frozen=True):

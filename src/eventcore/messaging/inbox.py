@@ -19,7 +19,7 @@ from __future__ import annotations
 import inspect
 import typing
 from collections.abc import Awaitable, Callable
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 import msgspec
 
@@ -32,7 +32,7 @@ from eventcore.messaging.envelope import DistributedEvent
 from eventcore.pipeline import CommandResult
 from eventcore.types import Metadata
 
-__all__ = ["Handler", "Received", "event_type_of"]
+__all__ = ["Handler", "PayloadTypes", "Received", "event_type_of"]
 
 #: The event class a ``Received`` carries (covariant: a ``Received[UserRegistered]`` is
 #: a ``Received[Event]``).
@@ -87,6 +87,22 @@ class Received(msgspec.Struct, Generic[E], frozen=True, kw_only=True):
         return await executor.execute(
             command, idempotency_key=key, metadata=self.metadata, **kwargs
         )
+
+
+class PayloadTypes(Protocol):
+    """What a subscriber reads payloads with: an ``EventRegistry``, or the command types
+    a service accepts over the bus (``eventcore.messaging.commands``)."""
+
+    def __contains__(self, name: object) -> bool: ...
+
+    def type_of(self, name: str) -> type[Any]:
+        """The class of ``name``; for a name it does not know, its own ``DecodeError``
+        saying so (``UnknownEventType``, ``UnknownCommandType``)."""
+        ...
+
+    def decode_payload(self, name: str, schema_version: int, data: bytes) -> Any:
+        """The payload as an instance of its class; ``DecodeError`` when it is not one."""
+        ...
 
 
 #: A handler: called with each received event of its type; raising means "not handled".

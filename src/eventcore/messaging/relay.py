@@ -13,6 +13,11 @@ starts again from its checkpoint: it may publish a message twice (the bus drops
 duplicates by message id; the subscriber's inbox drops what gets through), and it
 never skips one.
 
+Commands sent over the bus and their replies (``eventcore.messaging.commands``) are
+stored events too: a ``CommandRequested`` is published to its target's command topic
+as a command message, a ``CommandReplied`` to the topic its request named, whatever
+the topic map says (they are addressed, not facts a service chooses to publish).
+
 A batch the bus refuses (``BusError``: the server is down, a timeout) is published
 again, with backoff, until the bus takes it; batches behind it wait. The relay never
 gives up and never moves past an event it could not publish: a stuck relay shows in
@@ -49,10 +54,11 @@ from typing import Final
 
 import msgspec
 
-from eventcore.errors import BusClosed, BusError, InvalidInput
+from eventcore.errors import BusClosed, BusError, DecodeError, InvalidInput
 from eventcore.instrumentation import Hooks, PublishFinished, PublishStarted, RelayProgress, resolve
 from eventcore.lifecycle import Readiness
-from eventcore.messaging.bus import Bus, OutgoingMessage
+from eventcore.messaging.bus import Bus, OutgoingMessage, bus_kind
+from eventcore.messaging.commands.outbox import ROUTED_TYPES, outgoing_of
 from eventcore.messaging.envelope import encode_envelope, envelopes_of
 from eventcore.messaging.names import check_name
 from eventcore.messaging.topics import TopicMap
@@ -158,6 +164,8 @@ class Relay:
         self._readiness = Readiness(f"relay {service!r}")
         self._rng = random.Random()
         self._hooks = resolve(hooks)
+        # Named in what the hooks hear; read once, and only when someone listens.
+        self._bus_kind = bus_kind(bus) if self._hooks is not None else ""
 
     @property
     def service(self) -> str:
@@ -322,6 +330,8 @@ class Relay:
 
     def _messages_of(self, events: list[StoredEvent]) -> list[OutgoingMessage]:
         topic_for = self._topics.topic_for
+        if any(event.type in ROUTED_TYPES for event in events):
+            return self._messages_with_commands(events)
         routed = [(event, topic) for event in events if (topic := topic_for(event.type))]
         self._skipped += len(events) - len(routed)
         envelopes = envelopes_of((event for event, _ in routed), source=self._service)
@@ -329,6 +339,38 @@ class Relay:
             OutgoingMessage(topic, envelope.id, envelope.subject, encode_envelope(envelope))
             for (_, topic), envelope in zip(routed, envelopes, strict=True)
         ]
+
+    def _messages_with_commands(self, events: list[StoredEvent]) -> list[OutgoingMessage]:
+        """A batch holding commands sent over the bus or their replies: those go where
+        they say (``eventcore.messaging.commands``), whatever the topic map says, and in
+        log order with the rest."""
+        messages: list[OutgoingMessage] = []
+        for event in events:
+            if event.type in ROUTED_TYPES:
+                try:
+                    messages.append(outgoing_of(event, source=self._service))
+                except DecodeError as error:
+                    # Only a request or reply written by hand could be unreadable; no
+                    # retry would make it readable, and waiting on it would stop the
+                    # outbox. It stays in the store, and the log says which it was.
+                    self._skipped += 1
+                    _logger.error(
+                        "relay %s: cannot send the %s at position %d: %s",
+                        self._service,
+                        event.type,
+                        event.position,
+                        error,
+                    )
+                continue
+            topic = self._topics.topic_for(event.type)
+            if topic is None:
+                self._skipped += 1
+                continue
+            (envelope,) = envelopes_of((event,), source=self._service)
+            messages.append(
+                OutgoingMessage(topic, envelope.id, envelope.subject, encode_envelope(envelope))
+            )
+        return messages
 
     async def _publish(
         self, messages: list[OutgoingMessage], events: list[StoredEvent], attempt: int = 1
@@ -345,6 +387,7 @@ class Relay:
                 events=events,
                 topics=tuple(dict.fromkeys(message.topic for message in messages)),
                 attempt=attempt,
+                bus=self._bus_kind,
             )
         )
         started = time.perf_counter()

@@ -50,7 +50,7 @@ from collections.abc import Mapping, Sequence
 import msgspec
 
 from eventcore.errors import BusClosed, BusError, DeadLetterNotFound, InvalidInput
-from eventcore.events import Event, EventRegistry
+from eventcore.events import Event
 from eventcore.instrumentation import DeadLettered, DeliveriesFetched, Hooks, resolve
 from eventcore.lifecycle import Readiness
 from eventcore.messaging._claims import unclaimed
@@ -62,9 +62,10 @@ from eventcore.messaging.bus import (
     DeadLetter,
     DeadLetterBox,
     Delivery,
+    bus_kind,
 )
 from eventcore.messaging.envelope import DEFAULT_MAX_MESSAGE_BYTES
-from eventcore.messaging.inbox import Handler, Received, event_type_of
+from eventcore.messaging.inbox import Handler, PayloadTypes, Received, event_type_of
 from eventcore.messaging.names import check_name
 from eventcore.retry import RetryPolicy
 
@@ -118,7 +119,7 @@ class Subscriber:
         handlers: Mapping[str | type[Event], Handler] | Sequence[Handler],
         *,
         group: str,
-        registry: EventRegistry,
+        registry: PayloadTypes,
         max_deliveries: int = 5,
         retry_backoff: tuple[float, float] = (0.05, 2.0),
         batch_size: int = 256,
@@ -153,6 +154,7 @@ class Subscriber:
             stopping=self._stopping,
             rng=random.Random(),
             hooks=self._hooks,
+            bus=bus_kind(bus) if self._hooks is not None else "",
         )
         self._consumer: Consumer | None = None
         self._readiness = Readiness(f"subscriber of group {group!r} on {topic!r}")
@@ -512,7 +514,7 @@ async def _give_back(box: DeadLetterBox, letter: DeadLetter) -> None:
 
 
 def _handlers_by_type(
-    handlers: Mapping[str | type[Event], Handler] | Sequence[Handler], registry: EventRegistry
+    handlers: Mapping[str | type[Event], Handler] | Sequence[Handler], registry: PayloadTypes
 ) -> dict[str, Handler]:
     pairs: list[tuple[str | type[Event], Handler]] = []
     if isinstance(handlers, Mapping):

@@ -29,11 +29,17 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
+from eventcore.command import Command
+from eventcore.events import EventRegistry
+from eventcore.executor import Executor
 from eventcore.messaging.bus import Bus, Consumer, Delivery, OutgoingMessage
+from eventcore.messaging.commands import CommandReceiver, CommandSender, ResultOf
 from eventcore.messaging.inbox import Handler
 from eventcore.messaging.relay import Relay
 from eventcore.messaging.subscriber import Subscriber
 from eventcore.messaging.topics import TopicMap
+from eventcore.saga.definition import Saga
+from eventcore.saga.worker import SagaWorker
 from eventcore.store import EventStore
 from eventcore.testing._wrapping import BusWrapper, ConsumerWrapper
 from eventcore.testing.faults import FaultPlan, FaultyBus
@@ -102,7 +108,9 @@ class Services:
         #: acknowledgement from :meth:`until_idle`. Publish through it too.
         self.bus: Bus = watched if faults is None else FaultyBus(watched, faults)
         self.relays: list[tuple[Relay, EventStore]] = []
-        self.subscribers: list[tuple[Subscriber, str, str]] = []
+        self.subscribers: list[
+            tuple[Subscriber | CommandReceiver | CommandSender | SagaWorker, str, str]
+        ] = []
 
     @property
     def faults(self) -> list[tuple[str, str]]:
@@ -125,6 +133,45 @@ class Services:
         subscriber = Subscriber(self.bus, topic, handlers, group=group, **options)
         self.subscribers.append((subscriber, topic, group))
         return subscriber
+
+    def receiver(
+        self,
+        executor: Executor,
+        commands: Sequence[type[Command[Any]]] | Mapping[type[Command[Any]], ResultOf | None],
+        *,
+        service: str,
+        **options: Any,
+    ) -> CommandReceiver:
+        """A :class:`~eventcore.messaging.commands.CommandReceiver` of ``service``."""
+        receiver = CommandReceiver(self.bus, executor, commands, service=service, **options)
+        status = receiver.status().subscriber
+        self.subscribers.append((receiver, status.topic, status.group))
+        return receiver
+
+    def sender(
+        self, store: EventStore, registry: EventRegistry, *, service: str, **options: Any
+    ) -> CommandSender:
+        """A :class:`~eventcore.messaging.commands.CommandSender` of ``service``."""
+        sender = CommandSender(store, self.bus, registry, service=service, **options)
+        status = sender.status().subscriber
+        self.subscribers.append((sender, status.topic, status.group))
+        return sender
+
+    def saga_worker(
+        self,
+        store: EventStore,
+        sagas: Sequence[Saga[Any]],
+        *,
+        service: str,
+        registry: EventRegistry,
+        **options: Any,
+    ) -> SagaWorker:
+        """A :class:`~eventcore.saga.SagaWorker` of ``service``. :meth:`until_idle`
+        waits for its replies to be taken; a saga's end is ``worker.wait(...)``'s."""
+        worker = SagaWorker(store, self.bus, sagas, service=service, registry=registry, **options)
+        status = worker.status().reply_subscriber
+        self.subscribers.append((worker, status.topic, status.group))
+        return worker
 
     @asynccontextmanager
     async def running(self) -> AsyncIterator[Services]:
