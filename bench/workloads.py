@@ -2,7 +2,8 @@
 
 Issue 2's targets apply to the SQLite and memory backends, issue 3's to PostgreSQL; the
 messaging workloads (j, k, l: issue 5) carry their own per backend, and run on the backends
-that have a bus (``--backend nats`` runs only them).
+that have a bus (``--backend nats`` runs only them), as does the federation hub's (o:
+issue 15).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from dataclasses import dataclass, field
 from bench import (
     eventcore_side,
     eventsourcing_side,
+    federation_side,
     messaging_side,
     projection_side,
     raw_sqlite,
@@ -308,6 +310,22 @@ WORKLOADS: tuple[Workload, ...] = (
         lambda s: "",
         backends=BUS_BACKENDS,
         backend_targets={"sqlite": Target("≥10,000 messages/s", minimum=10_000)},
+    ),
+    Workload(
+        "o_hub_throughput",
+        "events/s",
+        federation_side.measure,
+        None,
+        federation_side.measure_relay,
+        federation_side.describe,
+        backends=BUS_BACKENDS,
+        backend_targets={
+            "nats": Target(
+                "≥20,000 events/s and ≥50% of the relay (j, raw column)",
+                minimum=20_000,
+                min_raw_share=0.5,
+            )
+        },
     ),
 )
 

@@ -147,3 +147,18 @@ def test_bench_overhead_prints_a_line_per_setup_beside_the_plain_run() -> None:
             "otel-api": "≤ 2% slower than plain",
             "otel-sdk+metrics": "≤ 15% slower than plain",
         }
+
+
+def test_bench_hub_workload_compares_with_the_relay_on_nats() -> None:
+    from bench.common import NatsBackend
+
+    reason = NatsBackend().unavailable()
+    if reason is not None:
+        skip_or_fail(reason, "the NATS benchmark must run")
+    (row,) = run_bench("--backend=nats", "--only=o")
+    assert row["workload"] == "o_hub_throughput"
+    assert isinstance(row["eventcore"], float)
+    assert isinstance(row["raw"], float)  # the relay (j), same run
+    assert isinstance(row["ratio_vs_raw"], float)
+    assert isinstance(row["target_met"], bool)
+    assert "eventsourcing has no hub" in row["notes"]

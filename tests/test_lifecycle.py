@@ -19,6 +19,7 @@ import pytest
 from eventcore import (
     Bus,
     BusClosed,
+    EventRegistry,
     EventStore,
     MemoryTarget,
     MemoryTransaction,
@@ -42,7 +43,9 @@ from eventcore import (
 from eventcore.lifecycle import Worker, running
 from eventcore.projection import SqliteTarget
 from eventcore.projection.target import Target
+from eventcore.saga import SagaWorker, SagaWorkerStatus
 from tests.projection.orders import OrderPlaced, OrderSummary, append_all, registry
+from tests.saga.world import order_saga
 
 #: A guard against hanging, not a speed requirement.
 PATIENCE = 15.0
@@ -140,6 +143,21 @@ KINDS = [
         lambda runner: runner.version is not None,
         _close_store,
         StoreClosed,
+    ),
+    Kind(
+        "saga worker",
+        lambda site: SagaWorker(
+            site.store,
+            site.bus,
+            [order_saga()],
+            service="orders",
+            registry=EventRegistry(),
+            poll_interval=0.05,
+        ),
+        SagaWorkerStatus,
+        lambda worker: bool(worker.status().reply_subscriber.partitions),
+        _close_bus,
+        BusClosed,
     ),
 ]
 

@@ -93,6 +93,7 @@ __all__ = [
     "PayloadTooLarge",
     "ReplyTimeout",
     "RetriesExhausted",
+    "SagaNotFound",
     "ServiceCallError",
     "ServiceUnavailable",
     "StoreClosed",
@@ -372,6 +373,16 @@ class StreamNotFound(NotFound):
     def __init__(self, stream_id: str) -> None:
         self.stream_id = stream_id
         super().__init__(f"stream {stream_id!r} does not exist")
+
+
+class SagaNotFound(NotFound):
+    """No saga of that id (and type, when given) is in the owner's store; or the id
+    names sagas of several types and ``saga_type`` must say which."""
+
+    def __init__(self, saga_id: str, reason: str) -> None:
+        self.saga_id = saga_id
+        self.reason = reason
+        super().__init__(f"saga {saga_id!r}: {reason}")
 
 
 class DeadLetterNotFound(NotFound):

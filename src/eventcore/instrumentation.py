@@ -1,5 +1,5 @@
 """The instrumentation seam: hooks that the library calls at each command, append, read,
-publish, delivery, dead letter and projection batch.
+publish, delivery, dead letter, projection batch, saga step and federation hub batch.
 
 Tracing, metrics and extra logging attach here and nowhere else; nothing in this module
 knows about OpenTelemetry or Prometheus. A hook is a subclass of ``Hooks`` that
@@ -10,8 +10,8 @@ Cost when unused: every instrumented object resolves its hooks once, when it is 
 ``if hooks is not None`` — no event record is built, no method called.
 
 Installing: pass ``hooks=`` to an object (``Executor``, ``MemoryStore``, ``open_store``,
-``Relay``, ``Subscriber``, ``ProjectionRunner``), or install a process default with
-``install_hooks`` before the objects are built; ``hooks=NO_HOOKS`` opts one object out
+``Relay``, ``Subscriber``, ``ProjectionRunner``, ``SagaWorker``), or install a process
+default with ``install_hooks`` before the objects are built; ``hooks=NO_HOOKS`` opts one object out
 of the default. The default is read at construction, not at each call, so the hot path
 pays nothing for the choice.
 
@@ -55,12 +55,17 @@ __all__ = [
     "DeliveryRetried",
     "DeliveryStarted",
     "FanOut",
+    "FederationBatch",
     "Hooks",
     "PublishFinished",
     "PublishStarted",
     "ReadFinished",
     "ReadStarted",
     "RelayProgress",
+    "SagaCompensationEnded",
+    "SagaOpened",
+    "SagaStatusChanged",
+    "SagaStepEnded",
     "ServiceHealth",
     "default_hooks",
     "install_hooks",
@@ -272,6 +277,28 @@ class DeadLettersCounted(msgspec.Struct, frozen=True, kw_only=True):
     count: int
 
 
+# --- the federation hub -------------------------------------------------------------
+
+
+class FederationBatch(msgspec.Struct, frozen=True, kw_only=True):
+    """One batch the hub (consumer group ``group``) read at ``origin`` (``<bus
+    alias>/<topic>``), routed, published and settled.
+
+    ``outcomes`` counts its events as ``(rule, outcome, events)``: ``routed`` (the
+    rule's copy reached every target), ``failed`` (the rule's transformations failed:
+    the event went to the hub's dead letters); events no rule took count under rule
+    ``""`` as ``unmatched``, unreadable messages as ``invalid``. ``lag_seconds``: how
+    long before settling the batch its last message reached the source bus — how far
+    behind the source the hub reads."""
+
+    group: str
+    origin: str
+    events: int
+    outcomes: tuple[tuple[str, str, int], ...]
+    lag_seconds: float
+    seconds: float
+
+
 # --- projections ----------------------------------------------------------------------
 
 
@@ -304,6 +331,58 @@ class ServiceHealth(msgspec.Struct, frozen=True, kw_only=True):
 
     service: str
     healthy: bool
+
+
+# --- sagas ------------------------------------------------------------------------------
+#
+# Sagas span processes and hours, so these are records of what happened, each with its
+# duration measured from the saga's own stream, not started/finished pairs: a tracing
+# hook makes a span with the recorded start time. The saga worker that committed a
+# decision reports its steps and compensations (once per decision, however many
+# instances run); status changes come from each process's view of the log, so a gauge of
+# sagas by status counts every saga in the store.
+
+
+class SagaOpened(msgspec.Struct, frozen=True, kw_only=True):
+    """A saga started (its ``SagaStarted`` committed)."""
+
+    saga: str
+    saga_id: str
+
+
+class SagaStepEnded(msgspec.Struct, frozen=True, kw_only=True):
+    """A step's action ended: ``outcome`` is ``succeeded``, ``failed`` (rejected, or its
+    request could not be built) or ``timed out``; ``seconds`` from its request."""
+
+    saga: str
+    saga_id: str
+    step: str
+    outcome: str
+    seconds: float
+    started_at: float
+
+
+class SagaCompensationEnded(msgspec.Struct, frozen=True, kw_only=True):
+    """An attempt to compensate ``step`` ended: ``succeeded``, ``failed`` or ``timed
+    out``; ``seconds`` from its request (0 when it could not be built)."""
+
+    saga: str
+    saga_id: str
+    step: str
+    attempt: int
+    outcome: str
+    seconds: float
+    started_at: float
+
+
+class SagaStatusChanged(msgspec.Struct, frozen=True, kw_only=True):
+    """A saga's status moved from ``previous`` (None: first seen by this process, when it
+    starts or reads the saga's first events) to ``status``."""
+
+    saga: str
+    saga_id: str
+    previous: str | None
+    status: str
 
 
 class Hooks:
@@ -374,6 +453,9 @@ class Hooks:
     def dead_letters_counted(self, event: DeadLettersCounted) -> None:
         pass
 
+    def federation_batch(self, event: FederationBatch) -> None:
+        pass
+
     def batch_started(self, event: BatchStarted) -> object:
         return None
 
@@ -381,6 +463,18 @@ class Hooks:
         pass
 
     def service_health(self, event: ServiceHealth) -> None:
+        pass
+
+    def saga_started(self, event: SagaOpened) -> None:
+        pass
+
+    def saga_step_finished(self, event: SagaStepEnded) -> None:
+        pass
+
+    def saga_compensation_finished(self, event: SagaCompensationEnded) -> None:
+        pass
+
+    def saga_status_changed(self, event: SagaStatusChanged) -> None:
         pass
 
 
@@ -512,6 +606,9 @@ class FanOut(Hooks):
     def dead_letters_counted(self, event: DeadLettersCounted) -> None:
         self._note("dead_letters_counted", event)
 
+    def federation_batch(self, event: FederationBatch) -> None:
+        self._note("federation_batch", event)
+
     def batch_started(self, event: BatchStarted) -> object:
         return self._start("batch_started", event)
 
@@ -520,6 +617,18 @@ class FanOut(Hooks):
 
     def service_health(self, event: ServiceHealth) -> None:
         self._note("service_health", event)
+
+    def saga_started(self, event: SagaOpened) -> None:
+        self._note("saga_started", event)
+
+    def saga_step_finished(self, event: SagaStepEnded) -> None:
+        self._note("saga_step_finished", event)
+
+    def saga_compensation_finished(self, event: SagaCompensationEnded) -> None:
+        self._note("saga_compensation_finished", event)
+
+    def saga_status_changed(self, event: SagaStatusChanged) -> None:
+        self._note("saga_status_changed", event)
 
 
 _default: FanOut | None = None

@@ -104,12 +104,25 @@ class Send(Generic[D]):
 
 
 class Local(Generic[D]):
-    """Run the command ``build(context)`` returns in the saga's own service."""
+    """Run the command ``build(context)`` returns in the saga's own service.
 
-    __slots__ = ("build",)
+    The saga worker runs it with its ``Executor`` once per idempotency key, and its
+    reply is stored in the same append as the command's events, as a command sent over
+    the bus would be answered. ``result(command, events)`` makes the step's result from
+    what the command wrote (None when not given); a ``CommandRejected`` is the step's
+    failure.
+    """
 
-    def __init__(self, build: Callable[[SagaContext[D]], object]) -> None:
+    __slots__ = ("build", "result")
+
+    def __init__(
+        self,
+        build: Callable[[SagaContext[D]], object],
+        *,
+        result: Callable[[Any, tuple[Event, ...]], object] | None = None,
+    ) -> None:
         self.build = build
+        self.result = result
 
 
 class Call(Generic[D]):
@@ -331,6 +344,8 @@ def _check_action(saga: str, what: str, action: object) -> None:
     elif isinstance(action, Local):
         if not callable(action.build):
             raise InvalidSaga(saga, f"{what} has a builder that is not callable")
+        if action.result is not None and not callable(action.result):
+            raise InvalidSaga(saga, f"{what} makes its result with something not callable")
     elif isinstance(action, Call):
         if not callable(action.function):
             raise InvalidSaga(saga, f"{what} calls something that is not callable")

@@ -258,7 +258,7 @@ class _Builder:
                     )
                 else:
                     step.close(
-                        "compensation",
+                        event.correlation_id,
                         outcome,
                         event.at,
                         reason=event.reason,

@@ -30,7 +30,7 @@ def announce_connections(
     new: FanOut | None,
     backend: str,
     holder: object,
-    count: Callable[[], int],
+    count: Callable[[], int | None],
 ) -> None:
     """Tell hooks that stop (``old``) and start (``new``) watching ``holder`` that it
     holds connections; ``count`` is called only when a hook reads it."""
@@ -39,7 +39,9 @@ def announce_connections(
     if old is not None:
         old.connections_closed(ConnectionsClosed(backend=backend, owner=id(holder)))
     if new is not None:
-        new.connections_opened(ConnectionsOpened(backend=backend, owner=id(holder), count=count))
+        new.connections_opened(
+            ConnectionsOpened(backend=backend, owner=id(holder), count=lambda: count() or 0)
+        )
 
 
 async def observe_append(

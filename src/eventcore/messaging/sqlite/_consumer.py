@@ -22,6 +22,7 @@ from typing import Final
 
 from eventcore.errors import BusClosed, InvalidInput
 from eventcore.leases import KeepAlive
+from eventcore.messaging._backend import AssignedMember
 from eventcore.messaging._input import check_delay, check_delivery, check_fetch
 from eventcore.messaging._wakeup import Wakeup
 from eventcore.messaging.assignment import PartitionAssignment
@@ -43,7 +44,7 @@ _POLL_GROWTH: Final = 1.5
 _REBALANCE_EVERY: Final = 0.1
 
 
-class SqliteConsumer:
+class SqliteConsumer(AssignedMember):
     """Made by ``SqliteBus.consumer``."""
 
     def __init__(
@@ -87,14 +88,6 @@ class SqliteConsumer:
         self._closed = False
 
     @property
-    def member(self) -> str:
-        return self._assignment.member
-
-    @property
-    def partitions(self) -> frozenset[int]:
-        return self._assignment.owned
-
-    @property
     def topic(self) -> str:
         return self._topic
 
@@ -103,11 +96,6 @@ class SqliteConsumer:
         self._wakeup.fire()
 
     # --- lifecycle -----------------------------------------------------------------------
-
-    async def _join(self) -> None:
-        async with self._lock:
-            await self._assignment.renew()
-        self._keep_alive.start()
 
     def _check_open(self) -> None:
         if self._closed:
