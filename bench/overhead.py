@@ -10,6 +10,8 @@ workload builds its store, executor and relay:
 
 * ``plain`` — no hooks;
 * ``empty-hook`` — a hook that does nothing: the seam's own cost, for reference;
+* ``metrics`` — the Prometheus metrics hooks alone, on a registry of their own per run
+  (a scrape is not part of it), for reference;
 * ``otel-api`` — ``install_hooks(tracing_hooks())`` with OpenTelemetry's API alone, no
   SDK configured: nothing could be recorded, so that installs nothing (target: at most
   2% slower than plain);
@@ -18,7 +20,7 @@ workload builds its store, executor and relay:
 * ``otel-sdk`` — the tracing hooks on the SDK, sampling every trace into a
   ``BatchSpanProcessor`` whose exporter drops the spans (what is measured is eventcore
   and the SDK, not a collector), plus every hook in ``SDK_EXTRAS`` (target: at most 15%
-  slower). Metrics join this setup by registering there;
+  slower): the metrics hooks, so the setup is ``otel-sdk+metrics``;
 * ``otel-sdk-10pct`` — the same keeping one trace in ten (``ParentBased(
   TraceIdRatioBased(0.1))``), for reference: what sampling buys back.
 
@@ -50,6 +52,7 @@ from opentelemetry.sdk.trace.sampling import (
     Sampler,
     TraceIdRatioBased,
 )
+from prometheus_client import CollectorRegistry
 
 from bench import eventcore_side, messaging_side
 from bench.common import Backend, Context, Sizes, split
@@ -57,13 +60,19 @@ from eventcore import EventStore, Executor, Metadata, StreamId, open_store
 from eventcore.instrumentation import Hooks, install_hooks
 from eventcore.messaging import open_bus
 from eventcore.messaging.relay import Relay
-from eventcore.observability import OpenTelemetryHooks, tracing_hooks
+from eventcore.observability import OpenTelemetryHooks, PrometheusHooks, tracing_hooks
 from eventcore.types import NewEvent
 
 __all__ = ["SDK_EXTRAS", "WORKLOADS", "OverheadRow", "measure_overhead", "setups"]
 
-#: Hooks the ``otel-sdk`` setup installs beside tracing, by name (e.g. ``"metrics"``).
-SDK_EXTRAS: dict[str, Callable[[], Hooks]] = {}
+
+def _fresh_metrics() -> Hooks:
+    """Metrics hooks on a registry of their own, so each run starts from nothing."""
+    return PrometheusHooks(CollectorRegistry())
+
+
+#: Hooks the ``otel-sdk`` setup installs beside tracing, by name.
+SDK_EXTRAS: dict[str, Callable[[], Hooks]] = {"metrics": _fresh_metrics}
 
 
 class _Dropped(SpanExporter):
@@ -119,6 +128,11 @@ def _empty_hook() -> Callable[[], None]:
     return install_hooks
 
 
+def _metrics() -> Callable[[], None]:
+    install_hooks(_fresh_metrics())
+    return install_hooks
+
+
 def setups() -> list[Setup]:
     sdk_name = "+".join(["otel-sdk", *SDK_EXTRAS])
     return [
@@ -126,6 +140,7 @@ def setups() -> list[Setup]:
         # The seam's own cost with a hook that does nothing: what is left of otel-api's
         # figure past it is the tracing hooks' own.
         Setup("empty-hook", None, _empty_hook),
+        Setup("metrics", None, _metrics),
         Setup("otel-api", 2.0, _api_only),
         Setup("otel-api-hooks", None, _api_hooks),
         Setup(sdk_name, 15.0, _sdk),

@@ -125,7 +125,15 @@ def test_bench_overhead_prints_a_line_per_setup_beside_the_plain_run() -> None:
     plain = [row["workload"] for row in rows if "kind" not in row]
     assert plain == ["b_new_streams_concurrent", "j_relay_throughput"]
     extra = [row for row in rows if row.get("kind") == "overhead"]
-    setups = ["plain", "empty-hook", "otel-api", "otel-api-hooks", "otel-sdk", "otel-sdk-10pct"]
+    setups = [
+        "plain",
+        "empty-hook",
+        "metrics",
+        "otel-api",
+        "otel-api-hooks",
+        "otel-sdk+metrics",
+        "otel-sdk-10pct",
+    ]
     for workload in ("b_new_streams_concurrent", "j_relay_throughput_traced"):
         mine = [row for row in extra if row["workload"] == workload]
         assert [row["setup"] for row in mine] == setups
@@ -137,7 +145,7 @@ def test_bench_overhead_prints_a_line_per_setup_beside_the_plain_run() -> None:
         targets = {row["setup"]: row["target"] for row in mine if row["target"] is not None}
         assert targets == {
             "otel-api": "≤ 2% slower than plain",
-            "otel-sdk": "≤ 15% slower than plain",
+            "otel-sdk+metrics": "≤ 15% slower than plain",
         }
 
 

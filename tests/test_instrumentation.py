@@ -360,7 +360,10 @@ def relay_sequence(bus: str) -> list[tuple[str, dict[str, Any]]]:
             "publish_started",
             {"service": "bank", "events": [1, 2], "topics": (TOPIC,), "attempt": 1, "bus": bus},
         ),
-        ("publish_finished", {"service": "bank", "events": 2, "error": None}),
+        (
+            "publish_finished",
+            {"service": "bank", "events": 2, "per_topic": {TOPIC: 2}, "error": None},
+        ),
         ("relay_progress", {"service": "bank", "published": 2, "position": 2, "lag_events": 0}),
     ]
 

@@ -15,6 +15,10 @@ default with ``install_hooks`` before the objects are built; ``hooks=NO_HOOKS`` 
 of the default. The default is read at construction, not at each call, so the hot path
 pays nothing for the choice.
 
+Some readings cost a query (the dead letters a group holds): the library takes them only
+when a hook overrides the method that receives them (``FanOut.wants``), so tracing alone
+does not pay for what only metrics read.
+
 Operations with a duration come in pairs: ``*_started`` returns a *scope* (any value,
 e.g. a span and its context token), which the library hands back to the matching
 ``*_finished``/``*_failed``/``*_retried`` call; both calls run in the same task, so a
@@ -25,7 +29,7 @@ never breaks the library: the error is contained and logged once per hook and me
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 
 import msgspec
@@ -42,7 +46,10 @@ __all__ = [
     "CommandFinished",
     "CommandRetried",
     "CommandStarted",
+    "ConnectionsClosed",
+    "ConnectionsOpened",
     "DeadLettered",
+    "DeadLettersCounted",
     "DeliveriesFetched",
     "DeliveryFinished",
     "DeliveryRetried",
@@ -59,6 +66,7 @@ __all__ = [
     "SagaOpened",
     "SagaStatusChanged",
     "SagaStepEnded",
+    "ServiceHealth",
     "default_hooks",
     "install_hooks",
     "resolve",
@@ -146,6 +154,22 @@ class ReadFinished(msgspec.Struct, frozen=True, kw_only=True):
     seconds: float
 
 
+class ConnectionsOpened(msgspec.Struct, frozen=True, kw_only=True):
+    """A store (``backend`` as in ``AppendStarted.store``) holds connections from now
+    on: ``count()`` says how many are open at the moment it is called (a hook calls it
+    when it is read, e.g. at a scrape, never on the hot path). ``owner`` tells this
+    holder from others until its ``ConnectionsClosed``."""
+
+    backend: str
+    owner: int
+    count: Callable[[], int]
+
+
+class ConnectionsClosed(msgspec.Struct, frozen=True, kw_only=True):
+    backend: str
+    owner: int
+
+
 # --- the relay ------------------------------------------------------------------------
 
 
@@ -162,8 +186,11 @@ class PublishStarted(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class PublishFinished(msgspec.Struct, frozen=True, kw_only=True):
+    """``per_topic``: how many of the batch's ``events`` messages went to each topic."""
+
     service: str
     events: int
+    per_topic: Mapping[str, int]
     error: BaseException | None
     seconds: float
 
@@ -182,9 +209,15 @@ class RelayProgress(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class DeliveriesFetched(msgspec.Struct, frozen=True, kw_only=True):
+    """A fetch by group ``member`` gave ``count`` deliveries (0: nothing was ready).
+    ``lag_events``: messages of its partitions not yet handled, these included, as far
+    as the bus said (the fetched partitions only; None when the bus does not say)."""
+
     topic: str
     group: str
+    member: str
     count: int
+    lag_events: int | None
 
 
 class DeliveryStarted(msgspec.Struct, frozen=True, kw_only=True):
@@ -235,6 +268,15 @@ class DeadLettered(msgspec.Struct, frozen=True, kw_only=True):
     attempts: int
 
 
+class DeadLettersCounted(msgspec.Struct, frozen=True, kw_only=True):
+    """The dead letters of ``group`` on ``topic`` in the bus's box, counted at the
+    subscriber's retry poll (only when a hook ``wants`` it: it costs a query)."""
+
+    topic: str
+    group: str
+    count: int
+
+
 # --- the federation hub -------------------------------------------------------------
 
 
@@ -279,6 +321,16 @@ class BatchApplied(msgspec.Struct, frozen=True, kw_only=True):
     lag_events: int
     error: BaseException | None
     seconds: float
+
+
+# --- the service ------------------------------------------------------------------------
+
+
+class ServiceHealth(msgspec.Struct, frozen=True, kw_only=True):
+    """Whether ``service`` is healthy, as whoever runs it (the runtime) judges."""
+
+    service: str
+    healthy: bool
 
 
 # --- sagas ------------------------------------------------------------------------------
@@ -368,6 +420,12 @@ class Hooks:
     def read_finished(self, event: ReadFinished, scope: object) -> None:
         pass
 
+    def connections_opened(self, event: ConnectionsOpened) -> None:
+        pass
+
+    def connections_closed(self, event: ConnectionsClosed) -> None:
+        pass
+
     def publish_started(self, event: PublishStarted) -> object:
         return None
 
@@ -392,6 +450,9 @@ class Hooks:
     def dead_lettered(self, event: DeadLettered) -> None:
         pass
 
+    def dead_letters_counted(self, event: DeadLettersCounted) -> None:
+        pass
+
     def federation_batch(self, event: FederationBatch) -> None:
         pass
 
@@ -399,6 +460,9 @@ class Hooks:
         return None
 
     def batch_applied(self, event: BatchApplied, scope: object) -> None:
+        pass
+
+    def service_health(self, event: ServiceHealth) -> None:
         pass
 
     def saga_started(self, event: SagaOpened) -> None:
@@ -430,6 +494,12 @@ class FanOut(Hooks):
     @property
     def hooks(self) -> tuple[Hooks, ...]:
         return self._hooks
+
+    def wants(self, method: str) -> bool:
+        """Whether any hook overrides ``method``: readings that cost a query are taken
+        only for a hook that receives them."""
+        plain = getattr(Hooks, method)
+        return any(getattr(type(hook), method, plain) is not plain for hook in self._hooks)
 
     def _failed(self, index: int, method: str, error: Exception) -> None:
         if (index, method) in self._reported:
@@ -503,6 +573,12 @@ class FanOut(Hooks):
     def read_finished(self, event: ReadFinished, scope: object) -> None:
         self._end("read_finished", event, scope)
 
+    def connections_opened(self, event: ConnectionsOpened) -> None:
+        self._note("connections_opened", event)
+
+    def connections_closed(self, event: ConnectionsClosed) -> None:
+        self._note("connections_closed", event)
+
     def publish_started(self, event: PublishStarted) -> object:
         return self._start("publish_started", event)
 
@@ -527,6 +603,9 @@ class FanOut(Hooks):
     def dead_lettered(self, event: DeadLettered) -> None:
         self._note("dead_lettered", event)
 
+    def dead_letters_counted(self, event: DeadLettersCounted) -> None:
+        self._note("dead_letters_counted", event)
+
     def federation_batch(self, event: FederationBatch) -> None:
         self._note("federation_batch", event)
 
@@ -535,6 +614,9 @@ class FanOut(Hooks):
 
     def batch_applied(self, event: BatchApplied, scope: object) -> None:
         self._end("batch_applied", event, scope)
+
+    def service_health(self, event: ServiceHealth) -> None:
+        self._note("service_health", event)
 
     def saga_started(self, event: SagaOpened) -> None:
         self._note("saga_started", event)

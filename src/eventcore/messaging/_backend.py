@@ -169,11 +169,13 @@ class LetterBoxFront(ABC):
         check_claim(holder, lease)
         return await self._claim_retries(group, topic, limit, holder, lease)
 
-    async def count(self, *, group: str | None = None) -> int:
+    async def count(self, *, group: str | None = None, topic: str | None = None) -> int:
         self._check_open()
         if group is not None:
             check_name("group", group)
-        return await self._count(group)
+        if topic is not None:
+            check_name("topic", topic)
+        return await self._count(group, topic)
 
     @abstractmethod
     async def _put(self, letter: DeadLetter) -> None: ...
@@ -198,7 +200,7 @@ class LetterBoxFront(ABC):
     ) -> list[DeadLetter]: ...
 
     @abstractmethod
-    async def _count(self, group: str | None) -> int: ...
+    async def _count(self, group: str | None, topic: str | None) -> int: ...
 
 
 class AssignedMember:

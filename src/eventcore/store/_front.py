@@ -14,7 +14,7 @@ from typing import ClassVar, Self
 
 from eventcore.errors import StoreClosed
 from eventcore.instrumentation import FanOut, Hooks, resolve
-from eventcore.store._observed import observe_append, observe_read
+from eventcore.store._observed import announce_connections, observe_append, observe_read
 from eventcore.store.protocol import AppendResult
 from eventcore.store.request import AppendRequest
 from eventcore.types import NewEvent, StoredEvent, StreamId
@@ -32,7 +32,14 @@ class StoreFront(ABC):
 
     def use_hooks(self, hooks: Hooks | None) -> None:
         """Call ``hooks`` from now on (None: the process default; ``NO_HOOKS``: none)."""
-        self._hooks = resolve(hooks)
+        old, self._hooks = self._hooks, resolve(hooks)
+        if not self._closed and self._connections() is not None:
+            announce_connections(old, self._hooks, self.backend, self, self._connections)
+
+    def _connections(self) -> int | None:
+        """The connections the store holds open now, read when a hook asks (a scrape);
+        None for a backend that holds none."""
+        return None
 
     def _check_open(self) -> None:
         if self._closed:

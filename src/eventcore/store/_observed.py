@@ -12,6 +12,8 @@ from collections.abc import Awaitable, Callable
 from eventcore.instrumentation import (
     AppendFinished,
     AppendStarted,
+    ConnectionsClosed,
+    ConnectionsOpened,
     FanOut,
     ReadFinished,
     ReadStarted,
@@ -20,7 +22,26 @@ from eventcore.store.protocol import AppendResult
 from eventcore.store.request import AppendRequest
 from eventcore.types import StoredEvent, StreamId
 
-__all__ = ["observe_append", "observe_read"]
+__all__ = ["announce_connections", "observe_append", "observe_read"]
+
+
+def announce_connections(
+    old: FanOut | None,
+    new: FanOut | None,
+    backend: str,
+    holder: object,
+    count: Callable[[], int | None],
+) -> None:
+    """Tell hooks that stop (``old``) and start (``new``) watching ``holder`` that it
+    holds connections; ``count`` is called only when a hook reads it."""
+    if old is new:
+        return
+    if old is not None:
+        old.connections_closed(ConnectionsClosed(backend=backend, owner=id(holder)))
+    if new is not None:
+        new.connections_opened(
+            ConnectionsOpened(backend=backend, owner=id(holder), count=lambda: count() or 0)
+        )
 
 
 async def observe_append(

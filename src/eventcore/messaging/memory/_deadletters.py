@@ -77,9 +77,11 @@ class MemoryDeadLetterBox(LetterBoxFront):
             self._letters_by_id[letter.letter_id] = letter
         return taken
 
-    async def _count(self, group: str | None) -> int:
+    async def _count(self, group: str | None, topic: str | None) -> int:
         return sum(
-            1 for letter in self._letters_by_id.values() if group is None or letter.group == group
+            1
+            for letter in self._letters_by_id.values()
+            if (group is None or letter.group == group) and (topic is None or letter.topic == topic)
         )
 
 

@@ -281,6 +281,7 @@ class MemoryConsumer(AssignedMember):
             sequence=sequence,
             attempt=attempt,
             published_at=stored.published_at,
+            behind=len(self._stored.partitions[partition]) - sequence,
         )
 
     def _next_due(self) -> float:

@@ -280,6 +280,9 @@ class KvDeadLetterBox(LetterBoxFront):
                 taken.append(await self._with_body(live._replace(letter=letter)))
         return taken
 
-    async def _count(self, group: str | None) -> int:
-        letters = await self._all(">" if group is None else f"{group}.>")
-        return len(letters)
+    async def _count(self, group: str | None, topic: str | None) -> int:
+        # Keys are group.topic.message: a wildcard stands in for what is not given.
+        pattern = ">" if group is None and topic is None else f"{group or '*'}.{topic or '*'}.*"
+        with translated("counting dead letters"):
+            found = await entries(self._js, self._bucket, pattern)
+        return sum(1 for entry in found if entry.value is not None and _decode(entry.value).letter)

@@ -198,14 +198,13 @@ class SqliteDeadLetterBox(LetterBoxFront):
         result: list[DeadLetter] = await self._write(body)
         return result
 
-    async def _count(self, group: str | None) -> int:
+    async def _count(self, group: str | None, topic: str | None) -> int:
         def body(connection: sqlite3.Connection) -> int:
-            if group is None:
-                row = connection.execute("SELECT count(*) FROM bus_dead_letters").fetchone()
-            else:
-                row = connection.execute(
-                    "SELECT count(*) FROM bus_dead_letters WHERE grp = ?", (group,)
-                ).fetchone()
+            row = connection.execute(
+                "SELECT count(*) FROM bus_dead_letters"
+                " WHERE (? IS NULL OR grp = ?) AND (? IS NULL OR topic = ?)",
+                (group, group, topic, topic),
+            ).fetchone()
             return int(row[0])
 
         result: int = await self._worker.run(body)

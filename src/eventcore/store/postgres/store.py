@@ -54,6 +54,7 @@ from eventcore.errors import (
 from eventcore.instrumentation import resolve
 from eventcore.store._front import StoreFront
 from eventcore.store._head_signal import HeadSignal
+from eventcore.store._observed import announce_connections
 from eventcore.store.postgres import _read as q
 from eventcore.store.postgres._append_batch import BATCH_STATEMENT
 from eventcore.store.postgres._batch import AppendBatcher, BatchRunner
@@ -183,6 +184,7 @@ class PostgresStore(StoreFront):
         self._sql = _Statements(config.schema)
         self._closed = False
         self._hooks = resolve(None)
+        announce_connections(None, self._hooks, "postgresql", self, self._connections)
         self._writer = BatchRunner(
             pool,
             self._sql.append_batch,
@@ -261,6 +263,7 @@ class PostgresStore(StoreFront):
         if self._closed:
             return
         self._closed = True
+        announce_connections(self._hooks, None, "postgresql", self, self._connections)
         self._head.close()
         try:
             await self._batcher.aclose()  # appends already queued are written first
@@ -316,6 +319,10 @@ class PostgresStore(StoreFront):
                     continue
                 await self._fail(error, operation)
         raise AssertionError("unreachable")
+
+    def _connections(self) -> int:
+        # The pool's (opened on demand, closed when idle long); the listener's is apart.
+        return 0 if self._closed else int(self._pool.get_stats().get("pool_size", 0))
 
     # --- writing -------------------------------------------------------------------------
 

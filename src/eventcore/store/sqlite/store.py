@@ -26,6 +26,7 @@ from eventcore._sqlite.thread import ConnectionThread
 from eventcore.instrumentation import resolve
 from eventcore.store._front import StoreFront
 from eventcore.store._head_signal import HeadSignal
+from eventcore.store._observed import announce_connections
 from eventcore.store.protocol import AppendResult
 from eventcore.store.request import DEFAULT_MAX_PAYLOAD_BYTES, AppendRequest
 from eventcore.store.sqlite._connect import (
@@ -81,6 +82,11 @@ class SqliteStore(StoreFront):
         )
         self._closed = False
         self._hooks = resolve(None)
+        announce_connections(None, self._hooks, "sqlite", self, self._connections)
+
+    def _connections(self) -> int:
+        # The writer's and each reader's, held from opening to closing.
+        return 0 if self._closed else 1 + len(self._readers)
 
     # --- opening and closing -------------------------------------------------------------
 
@@ -150,6 +156,7 @@ class SqliteStore(StoreFront):
         if self._closed:
             return
         self._closed = True
+        announce_connections(self._hooks, None, "sqlite", self, self._connections)
         self._head.close()
         # Readers first, the writer last: the last connection to close folds the WAL back
         # into the file and removes it, which none does when they all close at once (each
