@@ -125,7 +125,16 @@ def test_bench_overhead_prints_a_line_per_setup_beside_the_plain_run() -> None:
     plain = [row["workload"] for row in rows if "kind" not in row]
     assert plain == ["b_new_streams_concurrent", "j_relay_throughput"]
     extra = [row for row in rows if row.get("kind") == "overhead"]
-    setups = ["plain", "empty-hook", "otel-api", "otel-api-hooks", "otel-sdk", "otel-sdk-10pct"]
+    setups = [
+        "plain",
+        "empty-hook",
+        "every-method-hook",
+        "otel-api",
+        "otel-api-hooks",
+        "otel-sdk",
+        "otel-sdk-10pct",
+        "sdk-bare-spans",
+    ]
     for workload in ("b_new_streams_concurrent", "j_relay_throughput_traced"):
         mine = [row for row in extra if row["workload"] == workload]
         assert [row["setup"] for row in mine] == setups
