@@ -16,6 +16,7 @@ from bench import (
     messaging_side,
     projection_side,
     raw_sqlite,
+    saga_side,
     replay_memory,
 )
 from bench.common import Backend, Context, Sizes
@@ -308,6 +309,39 @@ WORKLOADS: tuple[Workload, ...] = (
         lambda s: "",
         backends=BUS_BACKENDS,
         backend_targets={"sqlite": Target("≥10,000 messages/s", minimum=10_000)},
+    ),
+    Workload(
+        "m_saga_throughput",
+        "sagas/s",
+        saga_side.throughput,
+        None,
+        None,
+        lambda s: (
+            f"{saga_side.NOTE}; {s.saga_burst:,} sagas started at once, completed sagas/s from "
+            "the first start to the last completion"
+        ),
+        backends=frozenset({"sqlite", "nats"}),
+        backend_targets={
+            "sqlite": Target("≥300 sagas/s", minimum=300),
+            "nats": Target("≥300 sagas/s", minimum=300),
+        },
+    ),
+    Workload(
+        "m_saga_latency_p99",
+        "ms",
+        saga_side.latency,
+        None,
+        None,
+        lambda s: (
+            f"{saga_side.NOTE}; {s.saga_paced:,} sagas started at a steady rate (half a "
+            f"burst's throughput measured first, at most {s.saga_rate}/s), p99 "
+            "start→completed"
+        ),
+        backends=frozenset({"sqlite", "nats"}),
+        backend_targets={
+            "sqlite": Target("≤100 ms at half of 300/s", maximum=100.0),
+            "nats": Target("≤100 ms at half of 300/s", maximum=100.0),
+        },
     ),
 )
 
