@@ -226,7 +226,9 @@ async def owner(ctx: Context) -> AsyncIterator[Sagas]:
         for service in PARTICIPANTS:
             executor = Executor(stores[service], EventRegistry([Effect, Undone, *COMMAND_EVENTS]))
             workers.append(
-                CommandReceiver(bus, executor, dict.fromkeys(ACCEPTS[service], _result), service=service)
+                CommandReceiver(
+                    bus, executor, dict.fromkeys(ACCEPTS[service], _result), service=service
+                )
             )
         saga = order_saga()
         worker = SagaWorker(
