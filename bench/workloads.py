@@ -16,8 +16,8 @@ from bench import (
     messaging_side,
     projection_side,
     raw_sqlite,
-    saga_side,
     replay_memory,
+    saga_side,
 )
 from bench.common import Backend, Context, Sizes
 
