@@ -297,3 +297,68 @@ def throughput(ctx: Context) -> float:
 
 def latency(ctx: Context) -> float:
     return asyncio.run(_latency(ctx))
+
+
+class PeerUnavailable(Exception):
+    """The peer cannot run here; the message says why (it goes into the notes)."""
+
+
+def _peer(mode: str, ctx: Context) -> float:
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from bench import saga_peer
+
+    if ctx.backend.name != "nats":
+        raise PeerUnavailable("natsaga runs on NATS JetStream + PostgreSQL only (--backend nats)")
+    reason = saga_peer.unavailable()
+    if reason is not None:
+        raise PeerUnavailable(reason)
+    postgres = PostgresBackend()
+    reason = postgres.unavailable()
+    if reason is not None:
+        raise PeerUnavailable(reason)
+    schema = postgres.schema(f"{ctx.workdir.name}-natsaga")
+    postgres.create_schema(schema)
+    namespace = getattr(ctx.backend, "namespace", lambda w: "natsaga")(ctx.workdir)
+    sizes = {
+        "saga_burst": ctx.sizes.saga_burst,
+        "saga_paced": ctx.sizes.saga_paced,
+        "saga_rate": ctx.sizes.saga_rate,
+    }
+    try:
+        done = subprocess.run(
+            [
+                sys.executable,
+                str(Path(saga_peer.__file__)),
+                mode,
+                postgres.url,
+                schema,
+                getattr(ctx.backend, "server", "nats://127.0.0.1:4222"),
+                namespace,
+                json.dumps(sizes),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=900,
+            check=False,
+        )
+    finally:
+        postgres._admin(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+    if done.returncode != 0:
+        tail = done.stderr.strip().splitlines()[-1:] or ["no output"]
+        raise PeerUnavailable(f"natsaga failed here: {tail[0]}")
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    for key, value in result["facts"].items():
+        ctx.facts[key] = value
+    return float(result["value"])
+
+
+def peer_throughput(ctx: Context) -> float:
+    return _peer("tp", ctx)
+
+
+def peer_latency(ctx: Context) -> float:
+    return _peer("lat", ctx)

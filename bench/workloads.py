@@ -79,6 +79,11 @@ class Workload:
     backends: frozenset[str] = STORE_BACKENDS
     #: When given, the only targets: one per backend name (none on the others).
     backend_targets: Mapping[str, Target] = field(default_factory=dict)
+    #: Another library measured on the same workload (its column: ``peer``); its measure
+    #: raises ``saga_side.PeerUnavailable`` (the reason goes into the notes) where it
+    #: cannot run.
+    peer_name: str | None = None
+    peer: Measure | None = None
 
     @property
     def letter(self) -> str:
@@ -325,6 +330,8 @@ WORKLOADS: tuple[Workload, ...] = (
             "sqlite": Target("≥300 sagas/s", minimum=300),
             "nats": Target("≥300 sagas/s", minimum=300),
         },
+        peer_name="natsaga",
+        peer=saga_side.peer_throughput,
     ),
     Workload(
         "m_saga_latency_p99",
@@ -342,6 +349,8 @@ WORKLOADS: tuple[Workload, ...] = (
             "sqlite": Target("≤100 ms at half of 300/s", maximum=100.0),
             "nats": Target("≤100 ms at half of 300/s", maximum=100.0),
         },
+        peer_name="natsaga",
+        peer=saga_side.peer_latency,
     ),
 )
 
