@@ -24,7 +24,7 @@ from eventcore._sqlite.turns import begin_in_turn
 from eventcore.errors import BusClosed, BusUnavailable, EventcoreError
 from eventcore.messaging.sqlite._schema import BUSY_TIMEOUT
 
-__all__ = ["Job", "Worker", "write"]
+__all__ = ["Job", "Light", "Worker", "write"]
 
 T = TypeVar("T")
 
@@ -93,6 +93,28 @@ def _unavailable(message: str, cause: BaseException) -> BusUnavailable:
     return wrapped
 
 
+class Light:
+    """A job whose writes need not reach the disk before its caller hears back: claims
+    of deliveries, acks, naks, lease renewals. Lost by a power cut (never by a process
+    crash: the WAL is in the OS's cache), they only make the bus deliver again what it
+    delivered before — which at-least-once delivery and the subscribers' inboxes absorb.
+    Publishes, checkpoints and dead letters stay durable, and a durable commit makes
+    every earlier one in the WAL durable with it (the log is synced as a whole)."""
+
+    __slots__ = ("job",)
+
+    def __init__(self, job: Job) -> None:
+        self.job = job
+
+    def __call__(self, connection: sqlite3.Connection) -> object:
+        return self.job(connection)
+
+
+def _set_synchronous(connection: sqlite3.Connection, jobs: list[Job]) -> None:
+    durable = any(not isinstance(job, Light) for job in jobs)
+    connection.execute(f"PRAGMA synchronous = {'FULL' if durable else 'NORMAL'}")
+
+
 def _run_batch(connection: sqlite3.Connection, jobs: list[Job]) -> list[Outcome]:
     """The jobs one wake-up of the thread took, group-committed: one transaction (one
     fsync at ``synchronous=FULL``) for all of them rather than one each. Publishes,
@@ -103,6 +125,10 @@ def _run_batch(connection: sqlite3.Connection, jobs: list[Job]) -> list[Outcome]
     No outcome leaves before the commit; should the commit fail — or a job's error end
     the transaction, taking the batch's earlier writes with it — every job of that
     transaction fails (reads too: they saw writes that did not commit)."""
+    try:
+        _set_synchronous(connection, jobs)
+    except sqlite3.Error as error:
+        return [failure(_unavailable(f"SQLite bus: {error}", error))] * len(jobs)
     if len(jobs) == 1:
         return [_run_job(connection, jobs[0])]
     outcomes: list[Outcome] = []
@@ -149,11 +175,12 @@ class Worker:
     async def start(self) -> None:
         await self._thread.start()
 
-    async def run(self, job: Callable[[sqlite3.Connection], T]) -> T:
-        """Run ``job`` on the thread and return its result (or raise its error)."""
+    async def run(self, job: Callable[[sqlite3.Connection], T], *, durable: bool = True) -> T:
+        """Run ``job`` on the thread and return its result (or raise its error);
+        ``durable=False``: its commit need not be synced first (see ``Light``)."""
         if self.closed:
             raise BusClosed()
-        result: T = await self._thread.submit(job)
+        result: T = await self._thread.submit(job if durable else Light(job))
         return result
 
     async def stop(self) -> None:
