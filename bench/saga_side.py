@@ -214,6 +214,11 @@ async def owner(ctx: Context) -> AsyncIterator[Sagas]:
     """The four services running; yields the owner's saga starter."""
     async with AsyncExitStack() as stack:
         urls = _store_urls(ctx, stack)
+        ctx.facts["site"] = (
+            "PostgreSQL stores (a schema each) + NATS JetStream"
+            if ctx.backend.name == "nats"
+            else f"{ctx.backend.name} stores (a file each) + {ctx.backend.name} bus"
+        )
         bus = await open_bus(ctx.backend.bus_url(ctx.workdir))
         stack.push_async_callback(bus.aclose)
         stores: dict[str, EventStore] = {}
