@@ -122,7 +122,8 @@ def measure_workload(
                 f"  [{workload.name}] rep {rep + 1}/{repeat} {side:<13} "
                 f"{_fmt(value, workload.unit):>12} {workload.unit}  ({elapsed:.1f}s incl. setup)"
             )
-    medians = {side: statistics.median(values) for side, values in samples.items() if values}
+    samples = {side: values for side, values in samples.items() if values}
+    medians = {side: statistics.median(values) for side, values in samples.items()}
     eventcore = medians.get("eventcore")
     eventsourcing = medians.get("eventsourcing")
     raw = medians.get("raw")
