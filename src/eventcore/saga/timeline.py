@@ -186,18 +186,7 @@ class _Builder:
             case ev.SagaStepFailed():
                 step = self.steps[event.step]
                 if event.correlation_id is None:
-                    step.attempts.append(
-                        AttemptView(
-                            phase="action",
-                            attempt=1,
-                            correlation_id=None,
-                            requested_at=event.at,
-                            outcome="not sent",
-                            ended_at=event.at,
-                            duration=0.0,
-                            reason=event.reason,
-                        )
-                    )
+                    step.attempts.append(_not_sent("action", 1, event.at, event.reason))
                 else:
                     step.close(event.correlation_id, "failed", event.at, reason=event.reason)
                 return event.step, f"action failed: {event.reason}"
@@ -228,16 +217,8 @@ class _Builder:
                 outcome: Outcome = "timed out" if event.timed_out else "failed"
                 if event.correlation_id is None:
                     step.attempts.append(
-                        AttemptView(
-                            phase="compensation",
-                            attempt=event.attempt,
-                            correlation_id=None,
-                            requested_at=event.at,
-                            outcome="not sent",
-                            ended_at=event.at,
-                            duration=0.0,
-                            reason=event.reason,
-                            retry_at=event.retry_at,
+                        _not_sent(
+                            "compensation", event.attempt, event.at, event.reason, event.retry_at
                         )
                     )
                 else:
@@ -307,3 +288,20 @@ class _Builder:
             timeline=tuple(self.timeline),
             state=state,
         )
+
+
+def _not_sent(
+    phase: Phase, attempt: int, at: float, reason: str, retry_at: float | None = None
+) -> AttemptView:
+    """An attempt whose request could not be built: it ends as it begins, with ``reason``."""
+    return AttemptView(
+        phase=phase,
+        attempt=attempt,
+        correlation_id=None,
+        requested_at=at,
+        outcome="not sent",
+        ended_at=at,
+        duration=0.0,
+        reason=reason,
+        retry_at=retry_at,
+    )
