@@ -40,7 +40,7 @@ from eventcore import (
     open_bus,
     open_store,
 )
-from eventcore.lifecycle import Worker, running
+from eventcore.lifecycle import Worker, running, stopped_within, unless_stopped
 from eventcore.projection import SqliteTarget
 from eventcore.projection.target import Target
 from eventcore.saga import SagaWorker, SagaWorkerStatus
@@ -279,3 +279,52 @@ async def test_running_refuses_a_worker_whose_run_ends_before_it_is_ready(site: 
         with pytest.raises(WorkerStopped):
             async with running(relay, _Quitter()):
                 pytest.fail("the block ran without one of its workers")
+
+
+async def test_stopped_within_says_whether_stop_came_before_the_time_ran_out() -> None:
+    stopping = asyncio.Event()
+    assert await stopped_within(stopping, 0.01) is False
+    asyncio.get_running_loop().call_soon(stopping.set)
+    assert await stopped_within(stopping, 60) is True
+    # Already stopped: no wait at all.
+    assert await stopped_within(stopping, 60) is True
+
+
+async def test_unless_stopped_gives_the_result_or_cancels_the_work_on_stop() -> None:
+    stopping = asyncio.Event()
+
+    async def answer() -> int:
+        return 42
+
+    assert await unless_stopped(answer(), stopping) == 42
+
+    started = asyncio.Event()
+    cancelled = False
+
+    async def forever() -> int:
+        nonlocal cancelled
+        started.set()
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            cancelled = True
+            raise
+        return 0
+
+    async def stop_once_started() -> None:
+        await started.wait()
+        stopping.set()
+
+    stopper = asyncio.create_task(stop_once_started())
+    assert await unless_stopped(forever(), stopping) is None
+    # The work cut short was cancelled and waited for: nothing of it runs on.
+    assert cancelled
+    await stopper
+
+
+async def test_unless_stopped_raises_the_error_of_the_work() -> None:
+    async def fail() -> int:
+        raise ValueError("boom")
+
+    with pytest.raises(ValueError, match="boom"):
+        await unless_stopped(fail(), asyncio.Event())

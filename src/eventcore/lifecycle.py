@@ -19,21 +19,25 @@ runners, timers, the hub, registry heartbeats) are driven the same way:
 ``ready`` is a coroutine method rather than an ``asyncio.Event``: an event cannot carry
 the error that kept the worker from getting ready, and a waiter would hang on it.
 
-``running(*workers)`` runs several workers for the length of an ``async with`` block.
+``running(*workers)`` runs several workers for the length of an ``async with`` block;
+``stopped_within(stopping, seconds)`` is the pause of a worker's loop that ``stop()`` cuts
+short, and ``unless_stopped(work, stopping)`` the wait for one piece of work (a fetch) that
+it cuts short.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from typing import Any, Protocol, TypeVar, runtime_checkable
 
 from eventcore.errors import WorkerStopped
 
-__all__ = ["Readiness", "Worker", "running"]
+__all__ = ["Readiness", "Worker", "running", "stopped_within", "unless_stopped"]
 
 _Status = TypeVar("_Status", covariant=True)
+_T = TypeVar("_T")
 
 
 @runtime_checkable
@@ -124,3 +128,33 @@ async def running(*workers: Worker[Any]) -> AsyncIterator[None]:
     for outcome in outcomes:
         if isinstance(outcome, BaseException):
             raise outcome
+
+
+async def stopped_within(stopping: asyncio.Event, seconds: float) -> bool:
+    """Wait ``seconds``, or less if ``stopping`` is set meanwhile; True if it was."""
+    if stopping.is_set():
+        return True
+    try:
+        async with asyncio.timeout(seconds):
+            await stopping.wait()
+    except TimeoutError:
+        return False
+    return True
+
+
+async def unless_stopped(work: Awaitable[_T], stopping: asyncio.Event) -> _T | None:
+    """``work``'s result, or None if ``stopping`` is set first. Work cut short is
+    cancelled and waited for, so that it does not outlive its caller (a fetch, say,
+    would otherwise run on past the consumer it fetches from)."""
+    working = asyncio.ensure_future(work)
+    waiting = asyncio.ensure_future(stopping.wait())
+    try:
+        await asyncio.wait({working, waiting}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        waiting.cancel()
+        if not working.done():
+            working.cancel()
+            await asyncio.gather(working, return_exceptions=True)
+    if working.cancelled():
+        return None
+    return working.result()

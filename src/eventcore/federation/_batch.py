@@ -5,7 +5,6 @@ Pure: the hub does the publishing, parking and acknowledging."""
 from __future__ import annotations
 
 from collections import Counter
-from datetime import UTC, datetime
 
 from eventcore.errors import InvalidMessage
 from eventcore.federation.routing import route
@@ -69,15 +68,4 @@ class Batch:
     ) -> DeadLetter:
         if len(reason) > MAX_REASON_CHARS:
             reason = reason[: MAX_REASON_CHARS - 1] + "…"
-        return DeadLetter(
-            letter_id=DeadLetter.id_for(self._group, message.topic, message.message_id),
-            group=self._group,
-            topic=message.topic,
-            message_id=message.message_id,
-            key=message.key,
-            body=message.body,
-            reason=reason,
-            error_type=error_type,
-            attempts=attempts,
-            failed_at=datetime.now(UTC),
-        )
+        return DeadLetter.of(self._group, message, reason, error_type, attempts)

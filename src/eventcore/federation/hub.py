@@ -34,13 +34,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import math
 import time
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 
 import msgspec
 
+from eventcore._checks import check_seconds, check_whole
 from eventcore.errors import (
     BusClosed,
     BusError,
@@ -50,8 +50,8 @@ from eventcore.errors import (
 from eventcore.federation._batch import Batch
 from eventcore.federation.config import HubConfig
 from eventcore.federation.rules import Origin, Rule
-from eventcore.instrumentation import DeadLettered, FederationBatch, Hooks, resolve
-from eventcore.lifecycle import Readiness
+from eventcore.instrumentation import FederationBatch, Hooks, resolve
+from eventcore.lifecycle import Readiness, stopped_within, unless_stopped
 from eventcore.messaging.bus import (
     DEFAULT_ACK_WAIT,
     Bus,
@@ -61,6 +61,7 @@ from eventcore.messaging.bus import (
 )
 from eventcore.messaging.envelope import DEFAULT_MAX_MESSAGE_BYTES
 from eventcore.messaging.names import check_name
+from eventcore.messaging.subscriber import dead_lettered
 
 __all__ = ["DEFAULT_GROUP", "Hub", "HubStatus", "SourceStatus"]
 
@@ -146,10 +147,10 @@ class Hub:
             )
         self._group = check_name("group", group)
         self._member = check_name("member", member) if member is not None else None
-        _check_whole("batch_size", batch_size)
-        _check_whole("max_message_bytes", max_message_bytes)
-        _check_seconds("ack_wait", ack_wait)
-        _check_seconds("retry_poll", retry_poll)
+        check_whole("batch_size", batch_size)
+        check_whole("max_message_bytes", max_message_bytes)
+        check_seconds("ack_wait", ack_wait)
+        check_seconds("retry_poll", retry_poll)
         self._config = config
         self._buses = dict(buses)
         self._batch_size = batch_size
@@ -283,24 +284,14 @@ class Hub:
                         self._last_error,
                         self._retry_poll,
                     )
-                if await self._stopped_within(self._retry_poll):
+                if await stopped_within(self._stopping, self._retry_poll):
                     return
 
     async def _fetch(self, consumer: Consumer, wait: float) -> list[Delivery]:
-        """A fetch that ``stop`` cuts short; leaving the group gives back what a fetch
-        cut short may have taken."""
-        fetching = asyncio.ensure_future(consumer.fetch(self._batch_size, wait))
-        stopping = asyncio.ensure_future(self._stopping.wait())
-        try:
-            await asyncio.wait({fetching, stopping}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            stopping.cancel()
-            if not fetching.done():
-                fetching.cancel()
-                await asyncio.gather(fetching, return_exceptions=True)
-        if fetching.cancelled():
-            return []
-        return fetching.result()
+        """A fetch that ``stop`` cuts short. A fetch cut short may have taken deliveries
+        out; leaving the group (``aclose``) gives them back."""
+        fetched = await unless_stopped(consumer.fetch(self._batch_size, wait), self._stopping)
+        return [] if fetched is None else fetched
 
     async def _forward(
         self, source: _Source, consumer: Consumer, deliveries: Sequence[Delivery]
@@ -367,16 +358,7 @@ class Hub:
         hooks = self._hooks
         if hooks is not None:
             for letter in letters:
-                hooks.dead_lettered(
-                    DeadLettered(
-                        topic=letter.topic,
-                        group=letter.group,
-                        message_id=letter.message_id,
-                        reason=letter.reason,
-                        error_type=letter.error_type,
-                        attempts=letter.attempts,
-                    )
-                )
+                hooks.dead_lettered(dead_lettered(letter))
             hooks.federation_batch(
                 FederationBatch(
                     group=self._group,
@@ -416,32 +398,9 @@ class Hub:
             for delivery in deliveries:
                 await consumer.nak(delivery, self._retry_poll)
 
-    async def _stopped_within(self, seconds: float) -> bool:
-        try:
-            async with asyncio.timeout(seconds):
-                await self._stopping.wait()
-        except TimeoutError:
-            return False
-        return True
-
 
 def _single(error: BaseException) -> BaseException:
     """The error itself, or the first of a group of publishes that failed."""
     while isinstance(error, BaseExceptionGroup) and error.exceptions:
         error = error.exceptions[0]
     return error
-
-
-def _check_whole(name: str, value: object) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise InvalidInput(f"{name} must be a whole number of at least 1, got {value!r}")
-
-
-def _check_seconds(name: str, value: object) -> None:
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, int | float)
-        or not math.isfinite(value)
-        or value <= 0
-    ):
-        raise InvalidInput(f"{name} must be a positive number of seconds, got {value!r}")

@@ -29,7 +29,6 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from datetime import UTC, datetime
 from typing import Any, Literal
 
 import msgspec
@@ -44,6 +43,7 @@ from eventcore.errors import (
     UnknownEventType,
 )
 from eventcore.instrumentation import DeliveryFinished, DeliveryRetried, DeliveryStarted, FanOut
+from eventcore.lifecycle import stopped_within
 from eventcore.messaging.bus import DeadLetter, Delivery
 from eventcore.messaging.envelope import DistributedEvent, decode_envelope
 from eventcore.messaging.inbox import Handler, PayloadTypes, Received
@@ -244,7 +244,9 @@ class Handling:
                 tried -= 1
                 outages += 1
                 self.outage = describe(error)
-                if await self._stopped_within(_OUTAGE_BACKOFF.delay(min(outages, 16), self._rng)):
+                if await stopped_within(
+                    self._stopping, _OUTAGE_BACKOFF.delay(min(outages, 16), self._rng)
+                ):
                     return Outcome(kind="abandoned", retries=tried, error=self.outage)
                 continue
             except (CommandRejected, InvalidInput) as error:
@@ -265,7 +267,7 @@ class Handling:
                         ),
                         scope,
                     )
-                if await self._stopped_within(delay):
+                if await stopped_within(self._stopping, delay):
                     return Outcome(kind="abandoned", retries=tried - 1, error=describe(error))
             else:
                 self.outage = None
@@ -282,30 +284,8 @@ class Handling:
     def _dead(
         self, delivery: Delivery, reason: str, error_type: str, attempts: int, retries: int
     ) -> Outcome:
-        letter = DeadLetter(
-            letter_id=DeadLetter.id_for(self._group, self._topic, delivery.message_id),
-            group=self._group,
-            topic=self._topic,
-            message_id=delivery.message_id,
-            key=delivery.key,
-            body=delivery.body,
-            reason=reason,
-            error_type=error_type,
-            attempts=attempts,
-            failed_at=datetime.now(UTC),
-        )
+        letter = DeadLetter.of(self._group, delivery, reason, error_type, attempts)
         return Outcome(kind="dead", retries=retries, letter=letter, error=reason)
-
-    async def _stopped_within(self, seconds: float) -> bool:
-        """Wait ``seconds``, or less if the subscriber is told to stop; True if it was."""
-        if self._stopping.is_set():
-            return True
-        try:
-            async with asyncio.timeout(seconds):
-                await self._stopping.wait()
-        except TimeoutError:
-            return False
-        return True
 
 
 def describe(error: BaseException) -> str:

@@ -23,7 +23,7 @@ from __future__ import annotations
 import zlib
 from collections.abc import Sequence
 from contextlib import AbstractAsyncContextManager
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Literal, Protocol, runtime_checkable
 
 import msgspec
@@ -122,6 +122,30 @@ class DeadLetter(msgspec.Struct, frozen=True, kw_only=True):
     @staticmethod
     def id_for(group: str, topic: str, message_id: str) -> str:
         return f"{group}:{topic}:{message_id}"
+
+    @classmethod
+    def of(
+        cls,
+        group: str,
+        message: Delivery | DeadLetter,
+        reason: str,
+        error_type: str,
+        attempts: int,
+    ) -> DeadLetter:
+        """The letter of ``message`` (a delivery, or a letter tried again) that ``group``
+        gives up on now, after ``attempts`` attempts, for ``reason``."""
+        return cls(
+            letter_id=cls.id_for(group, message.topic, message.message_id),
+            group=group,
+            topic=message.topic,
+            message_id=message.message_id,
+            key=message.key,
+            body=message.body,
+            reason=reason,
+            error_type=error_type,
+            attempts=attempts,
+            failed_at=datetime.now(UTC),
+        )
 
 
 @runtime_checkable

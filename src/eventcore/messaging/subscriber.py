@@ -42,13 +42,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import math
 import random
 import time
 from collections.abc import Mapping, Sequence
 
 import msgspec
 
+from eventcore._checks import check_seconds, check_whole
 from eventcore.errors import BusClosed, BusError, DeadLetterNotFound, InvalidInput
 from eventcore.events import Event
 from eventcore.instrumentation import (
@@ -58,7 +58,7 @@ from eventcore.instrumentation import (
     Hooks,
     resolve,
 )
-from eventcore.lifecycle import Readiness
+from eventcore.lifecycle import Readiness, stopped_within, unless_stopped
 from eventcore.messaging._claims import unclaimed
 from eventcore.messaging._subscriber_handling import Handling, Outcome, describe
 from eventcore.messaging.bus import (
@@ -75,7 +75,7 @@ from eventcore.messaging.inbox import Handler, PayloadTypes, Received, event_typ
 from eventcore.messaging.names import check_name
 from eventcore.retry import RetryPolicy
 
-__all__ = ["Handler", "Received", "Subscriber", "SubscriberStatus"]
+__all__ = ["Handler", "Received", "Subscriber", "SubscriberStatus", "dead_lettered"]
 
 #: The longest a fetch waits for a first message before the loop looks around again.
 _FETCH_WAIT = 1.0
@@ -139,11 +139,11 @@ class Subscriber:
         self._topic = check_name("topic", topic)
         self._group = check_name("group", group)
         self._member = member
-        _check_whole("max_deliveries", max_deliveries)
-        _check_whole("batch_size", batch_size)
-        _check_whole("max_message_bytes", max_message_bytes)
-        _check_seconds("ack_wait", ack_wait)
-        _check_seconds("retry_poll", retry_poll)
+        check_whole("max_deliveries", max_deliveries)
+        check_whole("batch_size", batch_size)
+        check_whole("max_message_bytes", max_message_bytes)
+        check_seconds("ack_wait", ack_wait)
+        check_seconds("retry_poll", retry_poll)
         self._batch_size = batch_size
         self._ack_wait = float(ack_wait)
         self._retry_poll = float(retry_poll)
@@ -297,25 +297,14 @@ class Subscriber:
                         self._last_error,
                         self._retry_poll,
                     )
-                if await self._stopped_within(self._retry_poll):
+                if await stopped_within(self._stopping, self._retry_poll):
                     return
 
     async def _fetch(self, consumer: Consumer, wait: float) -> list[Delivery]:
         """A fetch that ``stop`` cuts short. A fetch cut short may have taken deliveries
         out; leaving the group (``aclose``) gives them back."""
-        fetching = asyncio.ensure_future(consumer.fetch(self._batch_size, wait))
-        stopping = asyncio.ensure_future(self._stopping.wait())
-        try:
-            await asyncio.wait({fetching, stopping}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            stopping.cancel()
-            if not fetching.done():
-                fetching.cancel()
-                # Wait for the cancelled fetch so it does not outlive the consumer.
-                await asyncio.gather(fetching, return_exceptions=True)
-        if fetching.cancelled():
-            return []
-        return fetching.result()
+        fetched = await unless_stopped(consumer.fetch(self._batch_size, wait), self._stopping)
+        return [] if fetched is None else fetched
 
     async def _settle(self, consumer: Consumer, deliveries: Sequence[Delivery]) -> None:
         """Handle one fetched batch and settle every delivery of it."""
@@ -505,29 +494,25 @@ class Subscriber:
                 letter.reason,
             )
             if self._hooks is not None:
-                self._hooks.dead_lettered(
-                    DeadLettered(
-                        topic=letter.topic,
-                        group=letter.group,
-                        message_id=letter.message_id,
-                        reason=letter.reason,
-                        error_type=letter.error_type,
-                        attempts=letter.attempts,
-                    )
-                )
+                self._hooks.dead_lettered(dead_lettered(letter))
         elif outcome.kind == "ignored":
             self._ignored += 1
         else:
             self._handled += 1
         return True
 
-    async def _stopped_within(self, seconds: float) -> bool:
-        try:
-            async with asyncio.timeout(seconds):
-                await self._stopping.wait()
-        except TimeoutError:
-            return False
-        return True
+
+def dead_lettered(letter: DeadLetter) -> DeadLettered:
+    """What the hooks are told of a letter just parked, by whichever worker parked it
+    (a subscriber, the federation hub)."""
+    return DeadLettered(
+        topic=letter.topic,
+        group=letter.group,
+        message_id=letter.message_id,
+        reason=letter.reason,
+        error_type=letter.error_type,
+        attempts=letter.attempts,
+    )
 
 
 def _lag(deliveries: Sequence[Delivery]) -> int | None:
@@ -604,18 +589,3 @@ def _policy(max_deliveries: int, backoff: tuple[float, float], ack_wait: float) 
             "lower max_deliveries or retry_backoff, or raise ack_wait"
         )
     return policy
-
-
-def _check_whole(name: str, value: object) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise InvalidInput(f"{name} must be a whole number of at least 1, got {value!r}")
-
-
-def _check_seconds(name: str, value: object) -> None:
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, int | float)
-        or not math.isfinite(value)
-        or value <= 0
-    ):
-        raise InvalidInput(f"{name} must be a positive number of seconds, got {value!r}")

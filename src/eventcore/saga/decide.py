@@ -33,25 +33,8 @@ from typing import Any
 import msgspec
 
 from eventcore.errors import InvalidSagaInput
+from eventcore.saga import events as ev
 from eventcore.saga.definition import Action, Call, Local, Saga, SagaContext, Send, Step
-from eventcore.saga.events import (
-    PlannedStep,
-    SagaAborted,
-    SagaCompensated,
-    SagaCompensationFailed,
-    SagaCompensationRequested,
-    SagaCompensationSucceeded,
-    SagaCompleted,
-    SagaEvent,
-    SagaLateReply,
-    SagaRetried,
-    SagaStarted,
-    SagaStepFailed,
-    SagaStepRequested,
-    SagaStepSucceeded,
-    SagaStepTimedOut,
-    SagaStuck,
-)
 from eventcore.saga.inputs import Abort, DeadlineFired, Input, Reply, Retry, Start, as_stored
 from eventcore.saga.keys import SAGA_DEADLINE, Phase, correlation_id, timeout_deadline
 from eventcore.saga.state import SagaState, evolve
@@ -114,7 +97,7 @@ class Decision(msgspec.Struct, frozen=True):
     ``cancel_deadlines``. ``state`` is the saga's state after the events."""
 
     state: SagaState | None
-    events: tuple[SagaEvent, ...] = ()
+    events: tuple[ev.SagaEvent, ...] = ()
     requests: tuple[Request, ...] = ()
     set_deadlines: Mapping[str, float] = {}
     cancel_deadlines: tuple[str, ...] = ()
@@ -181,12 +164,12 @@ def outstanding(saga: Saga[Any], state: SagaState) -> Request | None:
 def _start(saga: Saga[Any], start: Start, now: float) -> Decision:
     plan = _Plan(saga, None, now)
     plan.emit(
-        SagaStarted(
+        ev.SagaStarted(
             saga_type=saga.name,
             saga_id=start.saga_id,
             data=start.data,
             steps=tuple(
-                PlannedStep(step.name, step.compensation is not None) for step in saga.steps
+                ev.PlannedStep(step.name, step.compensation is not None) for step in saga.steps
             ),
             at=now,
             deadline_at=now + saga.deadline if saga.deadline is not None else None,
@@ -214,7 +197,7 @@ class _Plan:
         self.saga = saga
         self._state = state
         self.now = now
-        self.events: list[SagaEvent] = []
+        self.events: list[ev.SagaEvent] = []
         self.requests: list[Request] = []
 
     @property
@@ -222,7 +205,7 @@ class _Plan:
         assert self._state is not None, "a saga's first event is SagaStarted"
         return self._state
 
-    def emit(self, event: SagaEvent) -> None:
+    def emit(self, event: ev.SagaEvent) -> None:
         self.events.append(event)
         self._state = evolve(self._state, event)
 
@@ -250,7 +233,7 @@ class _Plan:
             # A builder that raises is a bug in the definition; the saga records it and
             # undoes what it did rather than stopping half way.
             self.emit(
-                SagaStepFailed(
+                ev.SagaStepFailed(
                     step=name,
                     correlation_id=None,
                     reason=f"its request could not be built: {error!r}",
@@ -260,7 +243,7 @@ class _Plan:
             self.compensate()
             return
         self.emit(
-            SagaStepRequested(
+            ev.SagaStepRequested(
                 step=name,
                 correlation_id=request.correlation_id,
                 idempotency_key=request.idempotency_key,
@@ -273,7 +256,7 @@ class _Plan:
     def advance(self) -> None:
         following = self.state.next_step()
         if following is None:
-            self.emit(SagaCompleted(at=self.now))
+            self.emit(ev.SagaCompleted(at=self.now))
         else:
             self.request_step(following)
 
@@ -282,7 +265,7 @@ class _Plan:
     def compensate(self) -> None:
         """Compensate the next step in line, or end the saga as compensated."""
         if not self.state.to_compensate:
-            self.emit(SagaCompensated(at=self.now))
+            self.emit(ev.SagaCompensated(at=self.now))
             return
         self.request_compensation(self.state.to_compensate[0])
 
@@ -300,7 +283,7 @@ class _Plan:
             )
             return
         self.emit(
-            SagaCompensationRequested(
+            ev.SagaCompensationRequested(
                 step=name,
                 attempt=attempt,
                 correlation_id=request.correlation_id,
@@ -324,7 +307,7 @@ class _Plan:
         used = attempt - self.state.budget_from + 1
         last = used >= policy.max_attempts
         self.emit(
-            SagaCompensationFailed(
+            ev.SagaCompensationFailed(
                 step=name,
                 attempt=attempt,
                 correlation_id=correlation,
@@ -336,7 +319,7 @@ class _Plan:
         )
         if last:
             self.emit(
-                SagaStuck(
+                ev.SagaStuck(
                     step=name,
                     reason=f"compensating {name!r} failed {used} times; last: {reason}",
                     attempts=used,
@@ -365,7 +348,9 @@ class _Plan:
             # An earlier attempt of the compensation under way did succeed: it ran
             # under the key of every attempt, so the compensation is done.
             self.emit(
-                SagaCompensationSucceeded(step=issued.step, correlation_id=correlation, at=self.now)
+                ev.SagaCompensationSucceeded(
+                    step=issued.step, correlation_id=correlation, at=self.now
+                )
             )
             self.compensate()
             return
@@ -377,7 +362,7 @@ class _Plan:
         )
         reopen = undo and state.status == "compensated"
         self.emit(
-            SagaLateReply(
+            ev.SagaLateReply(
                 step=issued.step,
                 phase=issued.phase,
                 correlation_id=correlation,
@@ -403,20 +388,22 @@ class _Plan:
             if reply.succeeded:
                 result = self._stored(reply.result)
                 self.emit(
-                    SagaStepSucceeded(
+                    ev.SagaStepSucceeded(
                         step=name, correlation_id=correlation, result=result, at=self.now
                     )
                 )
                 self.advance()
             else:
                 self.emit(
-                    SagaStepFailed(
+                    ev.SagaStepFailed(
                         step=name, correlation_id=correlation, reason=reply.reason, at=self.now
                     )
                 )
                 self.compensate()
         elif reply.succeeded:
-            self.emit(SagaCompensationSucceeded(step=name, correlation_id=correlation, at=self.now))
+            self.emit(
+                ev.SagaCompensationSucceeded(step=name, correlation_id=correlation, at=self.now)
+            )
             self.compensate()
         else:
             self.compensation_failed(name, attempt, correlation, reply.reason)
@@ -440,7 +427,7 @@ class _Plan:
                 reason = f"no reply within {waited:g} s"
             if pending.phase == "action":
                 self.emit(
-                    SagaStepTimedOut(
+                    ev.SagaStepTimedOut(
                         step=pending.step,
                         correlation_id=pending.correlation_id,
                         reason=reason,
@@ -458,12 +445,12 @@ class _Plan:
 
     def operator_retry(self, retry: Retry) -> None:
         self._must_be_stuck("retried")
-        self.emit(SagaRetried(at=self.now, operator=retry.operator, note=retry.note))
+        self.emit(ev.SagaRetried(at=self.now, operator=retry.operator, note=retry.note))
         self.request_compensation(self.state.to_compensate[0])
 
     def operator_abort(self, abort: Abort) -> None:
         self._must_be_stuck("aborted")
-        self.emit(SagaAborted(reason=abort.reason, at=self.now, operator=abort.operator))
+        self.emit(ev.SagaAborted(reason=abort.reason, at=self.now, operator=abort.operator))
 
     def _must_be_stuck(self, what: str) -> None:
         if self.state.status != "stuck":

@@ -13,24 +13,7 @@ from typing import Any, Literal
 import msgspec
 
 from eventcore.errors import InvalidInput
-from eventcore.saga.events import (
-    PlannedStep,
-    SagaAborted,
-    SagaCompensated,
-    SagaCompensationFailed,
-    SagaCompensationRequested,
-    SagaCompensationSucceeded,
-    SagaCompleted,
-    SagaEvent,
-    SagaLateReply,
-    SagaRetried,
-    SagaStarted,
-    SagaStepFailed,
-    SagaStepRequested,
-    SagaStepSucceeded,
-    SagaStepTimedOut,
-    SagaStuck,
-)
+from eventcore.saga import events as ev
 from eventcore.saga.keys import (
     SAGA_DEADLINE,
     Phase,
@@ -75,7 +58,7 @@ class SagaState(msgspec.Struct, frozen=True, kw_only=True):
     saga_type: str
     saga_id: str
     data: Any
-    steps: tuple[PlannedStep, ...]
+    steps: tuple[ev.PlannedStep, ...]
     status: SagaStatus
     started_at: float
     deadline_at: float | None
@@ -127,7 +110,7 @@ class SagaState(msgspec.Struct, frozen=True, kw_only=True):
         return due
 
 
-def replay(events: Iterable[SagaEvent]) -> SagaState | None:
+def replay(events: Iterable[ev.SagaEvent]) -> SagaState | None:
     """The state a saga's events fold to (None for no events)."""
     state: SagaState | None = None
     for event in events:
@@ -135,11 +118,11 @@ def replay(events: Iterable[SagaEvent]) -> SagaState | None:
     return state
 
 
-def evolve(state: SagaState | None, event: SagaEvent) -> SagaState:
+def evolve(state: SagaState | None, event: ev.SagaEvent) -> SagaState:
     """The state after ``event``. Events come from ``decide``; one that cannot follow
     ``state`` (a stream that is not a saga's) raises ``InvalidInput``."""
     if state is None:
-        if not isinstance(event, SagaStarted):
+        if not isinstance(event, ev.SagaStarted):
             raise InvalidInput(
                 f"a saga's stream starts with SagaStarted, not {type(event).__name__}"
             )
@@ -157,25 +140,25 @@ def evolve(state: SagaState | None, event: SagaEvent) -> SagaState:
     return msgspec.structs.replace(state, version=state.version + 1, **changes)
 
 
-def _changes(state: SagaState, event: SagaEvent) -> dict[str, Any]:
+def _changes(state: SagaState, event: ev.SagaEvent) -> dict[str, Any]:
     match event:
-        case SagaStepRequested():
+        case ev.SagaStepRequested():
             return {
                 "pending": Pending(
                     event.step, "action", 1, event.correlation_id, event.at, event.timeout_at
                 ),
                 "issued": {**state.issued, event.correlation_id: Issued(event.step, "action", 1)},
             }
-        case SagaStepSucceeded():
+        case ev.SagaStepSucceeded():
             return {
                 "pending": None,
                 "completed": (*state.completed, event.step),
                 "results": {**state.results, event.step: event.result},
                 "answered": state.answered | {event.correlation_id},
             }
-        case SagaStepFailed() | SagaStepTimedOut():
+        case ev.SagaStepFailed() | ev.SagaStepTimedOut():
             answered = state.answered
-            if isinstance(event, SagaStepFailed) and event.correlation_id is not None:
+            if isinstance(event, ev.SagaStepFailed) and event.correlation_id is not None:
                 answered = answered | {event.correlation_id}
             compensable = {step.name for step in state.steps if step.compensable}
             return {
@@ -187,7 +170,7 @@ def _changes(state: SagaState, event: SagaEvent) -> dict[str, Any]:
                 ),
                 "budget_from": 1,
             }
-        case SagaCompensationRequested():
+        case ev.SagaCompensationRequested():
             issued = Issued(event.step, "compensation", event.attempt)
             return {
                 "pending": Pending(
@@ -202,7 +185,7 @@ def _changes(state: SagaState, event: SagaEvent) -> dict[str, Any]:
                 "attempts": {**state.attempts, event.step: event.attempt},
                 "retry_at": None,
             }
-        case SagaCompensationSucceeded():
+        case ev.SagaCompensationSucceeded():
             return {
                 # A success of an earlier attempt also ends a later one in flight: both
                 # ran under the same idempotency key, so the compensation is done.
@@ -215,7 +198,7 @@ def _changes(state: SagaState, event: SagaEvent) -> dict[str, Any]:
                 "retry_at": None,
                 "budget_from": 1,
             }
-        case SagaCompensationFailed():
+        case ev.SagaCompensationFailed():
             answered = state.answered
             if event.correlation_id is not None and not event.timed_out:
                 answered = answered | {event.correlation_id}
@@ -225,22 +208,22 @@ def _changes(state: SagaState, event: SagaEvent) -> dict[str, Any]:
                 "attempts": {**state.attempts, event.step: event.attempt},
                 "retry_at": event.retry_at,
             }
-        case SagaStuck():
+        case ev.SagaStuck():
             return {"status": "stuck", "stuck_reason": event.reason}
-        case SagaRetried():
+        case ev.SagaRetried():
             head = state.to_compensate[0]
             return {
                 "status": "compensating",
                 "stuck_reason": None,
                 "budget_from": state.attempts.get(head, 0) + 1,
             }
-        case SagaAborted():
+        case ev.SagaAborted():
             return {"status": "aborted", "pending": None, "retry_at": None, "ended_at": event.at}
-        case SagaCompleted():
+        case ev.SagaCompleted():
             return {"status": "completed", "ended_at": event.at}
-        case SagaCompensated():
+        case ev.SagaCompensated():
             return {"status": "compensated", "ended_at": event.at}
-        case SagaLateReply():
+        case ev.SagaLateReply():
             changes: dict[str, Any] = {"answered": state.answered | {event.correlation_id}}
             if event.compensate:
                 changes["results"] = {**state.results, event.step: event.result}
@@ -258,6 +241,6 @@ def _changes(state: SagaState, event: SagaEvent) -> dict[str, Any]:
                 else:
                     changes["to_compensate"] = (event.step,)
             return changes
-        case SagaStarted():
+        case ev.SagaStarted():
             raise InvalidInput(f"saga {state.saga_id!r} has already started")
     raise InvalidInput(f"{type(event).__name__} is not a saga event")

@@ -14,23 +14,7 @@ from typing import Any, Literal
 import msgspec
 
 from eventcore.errors import InvalidInput
-from eventcore.saga.events import (
-    SagaAborted,
-    SagaCompensated,
-    SagaCompensationFailed,
-    SagaCompensationRequested,
-    SagaCompensationSucceeded,
-    SagaCompleted,
-    SagaEvent,
-    SagaLateReply,
-    SagaRetried,
-    SagaStarted,
-    SagaStepFailed,
-    SagaStepRequested,
-    SagaStepSucceeded,
-    SagaStepTimedOut,
-    SagaStuck,
-)
+from eventcore.saga import events as ev
 from eventcore.saga.keys import Phase
 from eventcore.saga.state import SagaState, SagaStatus, evolve
 
@@ -115,7 +99,7 @@ class SagaView(msgspec.Struct, frozen=True, kw_only=True):
     state: SagaState
 
     @classmethod
-    def of(cls, events: Iterable[SagaEvent]) -> SagaView:
+    def of(cls, events: Iterable[ev.SagaEvent]) -> SagaView:
         """The view of a saga's stream. Raises ``InvalidInput`` for no events, or a
         stream that is not a saga's."""
         builder = _Builder()
@@ -170,20 +154,20 @@ class _Builder:
         self.steps: dict[str, _Step] = {}
         self.timeline: list[Entry] = []
 
-    def add(self, event: SagaEvent) -> None:
+    def add(self, event: ev.SagaEvent) -> None:
         self.state = evolve(self.state, event)
         step, detail = self._record(event)
         self.timeline.append(
             Entry(at=event.at, event=type(event).__name__, step=step, detail=detail)
         )
 
-    def _record(self, event: SagaEvent) -> tuple[str | None, str]:
+    def _record(self, event: ev.SagaEvent) -> tuple[str | None, str]:
         match event:
-            case SagaStarted():
+            case ev.SagaStarted():
                 for planned in event.steps:
                     self.steps[planned.name] = _Step(planned.name, planned.compensable)
                 return None, f"started {event.saga_type} {event.saga_id!r}"
-            case SagaStepRequested():
+            case ev.SagaStepRequested():
                 self.steps[event.step].attempts.append(
                     AttemptView(
                         phase="action",
@@ -194,35 +178,24 @@ class _Builder:
                     )
                 )
                 return event.step, "action requested"
-            case SagaStepSucceeded():
+            case ev.SagaStepSucceeded():
                 step = self.steps[event.step]
                 step.result = event.result
                 step.close(event.correlation_id, "succeeded", event.at)
                 return event.step, "action succeeded"
-            case SagaStepFailed():
+            case ev.SagaStepFailed():
                 step = self.steps[event.step]
                 if event.correlation_id is None:
-                    step.attempts.append(
-                        AttemptView(
-                            phase="action",
-                            attempt=1,
-                            correlation_id=None,
-                            requested_at=event.at,
-                            outcome="not sent",
-                            ended_at=event.at,
-                            duration=0.0,
-                            reason=event.reason,
-                        )
-                    )
+                    step.attempts.append(_not_sent("action", 1, event.at, event.reason))
                 else:
                     step.close(event.correlation_id, "failed", event.at, reason=event.reason)
                 return event.step, f"action failed: {event.reason}"
-            case SagaStepTimedOut():
+            case ev.SagaStepTimedOut():
                 self.steps[event.step].close(
                     event.correlation_id, "timed out", event.at, reason=event.reason
                 )
                 return event.step, f"action timed out: {event.reason}"
-            case SagaCompensationRequested():
+            case ev.SagaCompensationRequested():
                 self.steps[event.step].attempts.append(
                     AttemptView(
                         phase="compensation",
@@ -233,27 +206,19 @@ class _Builder:
                     )
                 )
                 return event.step, f"compensation requested (attempt {event.attempt})"
-            case SagaCompensationSucceeded():
+            case ev.SagaCompensationSucceeded():
                 step = self.steps[event.step]
                 step.compensated = True
                 step.close(event.correlation_id, "succeeded", event.at)
                 step.supersede(event.at)
                 return event.step, "compensation succeeded"
-            case SagaCompensationFailed():
+            case ev.SagaCompensationFailed():
                 step = self.steps[event.step]
                 outcome: Outcome = "timed out" if event.timed_out else "failed"
                 if event.correlation_id is None:
                     step.attempts.append(
-                        AttemptView(
-                            phase="compensation",
-                            attempt=event.attempt,
-                            correlation_id=None,
-                            requested_at=event.at,
-                            outcome="not sent",
-                            ended_at=event.at,
-                            duration=0.0,
-                            reason=event.reason,
-                            retry_at=event.retry_at,
+                        _not_sent(
+                            "compensation", event.attempt, event.at, event.reason, event.retry_at
                         )
                     )
                 else:
@@ -268,7 +233,7 @@ class _Builder:
                 return event.step, f"compensation attempt {event.attempt} {outcome}: " + (
                     f"{event.reason}{then}"
                 )
-            case SagaLateReply():
+            case ev.SagaLateReply():
                 self.steps[event.step].late.append(
                     LateReplyView(
                         phase=event.phase,
@@ -282,17 +247,17 @@ class _Builder:
                 said = "succeeded" if event.succeeded else f"failed: {event.reason}"
                 then = "; it will be compensated" if event.compensate else "; ignored"
                 return event.step, f"late reply to the {event.phase}: {said}{then}"
-            case SagaStuck():
+            case ev.SagaStuck():
                 return event.step, f"stuck: {event.reason}"
-            case SagaRetried():
+            case ev.SagaRetried():
                 by = f" by {event.operator}" if event.operator else ""
                 return None, f"retried{by}" + (f": {event.note}" if event.note else "")
-            case SagaAborted():
+            case ev.SagaAborted():
                 by = f" by {event.operator}" if event.operator else ""
                 return None, f"aborted{by}: {event.reason}"
-            case SagaCompleted():
+            case ev.SagaCompleted():
                 return None, "completed"
-            case SagaCompensated():
+            case ev.SagaCompensated():
                 return None, "compensated"
         raise InvalidInput(f"{type(event).__name__} is not a saga event")
 
@@ -323,3 +288,20 @@ class _Builder:
             timeline=tuple(self.timeline),
             state=state,
         )
+
+
+def _not_sent(
+    phase: Phase, attempt: int, at: float, reason: str, retry_at: float | None = None
+) -> AttemptView:
+    """An attempt whose request could not be built: it ends as it begins, with ``reason``."""
+    return AttemptView(
+        phase=phase,
+        attempt=attempt,
+        correlation_id=None,
+        requested_at=at,
+        outcome="not sent",
+        ended_at=at,
+        duration=0.0,
+        reason=reason,
+        retry_at=retry_at,
+    )

@@ -56,22 +56,12 @@ class CommandEnvelope(DistributedEvent, frozen=True, kw_only=True, omit_defaults
     idempotencykey: str = ""
 
 
-class _Request(msgspec.Struct, frozen=True):
-    """The parts of a stored ``CommandRequested`` the relay needs, the command kept raw."""
-
-    service: str
-    command_type: str
-    command: msgspec.Raw
-    idempotency_key: str
-    correlation_id: str
-    reply_to: str
-
-
 class _ReplyTo(msgspec.Struct, frozen=True):
     reply_to: str
 
 
-_request_decoder = msgspec.json.Decoder(_Request)
+# The stored request read with its own class: its command stays raw (``msgspec.Raw``).
+_request_decoder = msgspec.json.Decoder(CommandRequested)
 _reply_decoder = msgspec.json.Decoder(_ReplyTo)
 _envelope_encoder = msgspec.json.Encoder()
 _command_decoder = msgspec.json.Decoder(CommandEnvelope)

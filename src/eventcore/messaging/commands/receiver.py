@@ -34,6 +34,7 @@ from eventcore.errors import InvalidCommand, InvalidInput, InvalidMessage
 from eventcore.executor import Executor
 from eventcore.instrumentation import Hooks
 from eventcore.messaging.bus import DEFAULT_ACK_WAIT, Bus
+from eventcore.messaging.commands._subscribed import SubscribedWorker
 from eventcore.messaging.commands.accepted import AcceptedCommands
 from eventcore.messaging.commands.answering import Request, ResultOf, answering
 from eventcore.messaging.commands.outbox import decode_command_envelope
@@ -62,7 +63,7 @@ class ReceiverStatus(msgspec.Struct, frozen=True, kw_only=True):
     subscriber: SubscriberStatus
 
 
-class CommandReceiver:
+class CommandReceiver(SubscribedWorker):
     """Runs the commands other services send to ``service``; see the module's docs.
 
     ``commands``: the command classes accepted, or a mapping of each to the function
@@ -120,16 +121,6 @@ class CommandReceiver:
     @property
     def topic(self) -> str:
         return self._subscriber.topic
-
-    async def run(self) -> None:
-        """Accept commands until ``stop()``; see ``Subscriber.run``."""
-        await self._subscriber.run()
-
-    def stop(self) -> None:
-        self._subscriber.stop()
-
-    async def ready(self) -> None:
-        await self._subscriber.ready()
 
     def status(self) -> ReceiverStatus:
         return ReceiverStatus(

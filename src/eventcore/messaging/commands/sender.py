@@ -27,6 +27,7 @@ from eventcore.errors import InvalidInput, ReplyTimeout
 from eventcore.events import EventRegistry
 from eventcore.instrumentation import Hooks
 from eventcore.messaging.bus import DEFAULT_ACK_WAIT, Bus
+from eventcore.messaging.commands._subscribed import SubscribedWorker
 from eventcore.messaging.commands.records import (
     COMMAND_EVENTS,
     CommandReplied,
@@ -63,7 +64,7 @@ class SenderStatus(msgspec.Struct, frozen=True, kw_only=True):
     subscriber: SubscriberStatus
 
 
-class CommandSender:
+class CommandSender(SubscribedWorker):
     """Sends commands from ``service`` and awaits their replies; see the module's docs.
 
     ``registry`` is the registry of ``store``: the request events are registered with
@@ -105,16 +106,6 @@ class CommandSender:
     @property
     def reply_to(self) -> str:
         return self._reply_to
-
-    async def run(self) -> None:
-        """Read replies until ``stop()``; see ``Subscriber.run``."""
-        await self._subscriber.run()
-
-    def stop(self) -> None:
-        self._subscriber.stop()
-
-    async def ready(self) -> None:
-        await self._subscriber.ready()
 
     def status(self) -> SenderStatus:
         return SenderStatus(
