@@ -15,6 +15,7 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
 from eventcore import EventRegistry
+from eventcore.instrumentation import SagaStatusChanged
 from eventcore.lifecycle import running
 from eventcore.observability import PrometheusHooks
 from eventcore.saga import SAGA_EVENTS, SagaIndex
@@ -38,6 +39,13 @@ STEP_COUNT = "eventcore_saga_step_duration_seconds_count"
 async def memory_site(tmp_path: Path) -> AsyncIterator[Site]:
     async with AsyncExitStack() as stack:
         yield await open_site("memory", tmp_path, stack)
+
+
+@pytest.fixture(params=["memory", "sqlite"])
+async def site(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Site]:
+    """In memory, and on the embedded default (SQLite bus and stores)."""
+    async with AsyncExitStack() as stack:
+        yield await open_site(request.param, tmp_path, stack)
 
 
 def by_status(registry: CollectorRegistry, saga: str = SAGA) -> dict[str, float]:
@@ -70,8 +78,8 @@ async def run_three_orders(site: Site) -> tuple[PrometheusHooks, dict[str, int],
     return metrics, counts, stores["orders"]
 
 
-async def test_saga_metrics_match_what_the_sagas_did(memory_site: Site) -> None:
-    metrics, counts, _ = await run_three_orders(memory_site)
+async def test_saga_metrics_match_what_the_sagas_did(site: Site) -> None:
+    metrics, counts, _ = await run_three_orders(site)
     registry = metrics.registry
 
     assert by_status(registry) == {"completed": 1, "compensated": 1, "stuck": 1}
@@ -138,3 +146,30 @@ async def test_promtool_accepts_the_saga_families(memory_site: Site, promtool: s
     assert 'eventcore_saga_step_duration_seconds_bucket{le="+Inf",saga="place-order"' in text
     problems = await asyncio.to_thread(run_promtool, promtool, "check", "metrics", text=text)
     assert problems.strip() == ""
+
+
+def changed(saga_id: str, previous: str | None, status: str) -> SagaStatusChanged:
+    return SagaStatusChanged(saga=SAGA, saga_id=saga_id, previous=previous, status=status)
+
+
+def test_a_view_behind_the_one_counted_never_moves_the_gauge() -> None:
+    metrics = fresh_metrics()
+    history = [
+        changed("s-1", None, "running"),
+        changed("s-1", "running", "compensating"),
+        changed("s-1", "compensating", "stuck"),
+    ]
+    for record in history:
+        metrics.saga_status_changed(record)
+    assert by_status(metrics.registry) == {"stuck": 1}
+    # A second index reads the same log from the start: at no point does it count.
+    for record in history:
+        metrics.saga_status_changed(record)
+        assert by_status(metrics.registry) == {"stuck": 1}
+    # The operator's retry, seen by either view, moves the saga on.
+    metrics.saga_status_changed(changed("s-1", "stuck", "compensating"))
+    metrics.saga_status_changed(changed("s-1", "stuck", "compensating"))
+    assert by_status(metrics.registry) == {"compensating": 1}
+    metrics.saga_status_changed(changed("s-1", "compensating", "compensated"))
+    metrics.saga_status_changed(changed("s-2", None, "running"))
+    assert by_status(metrics.registry) == {"compensated": 1, "running": 1}
