@@ -128,11 +128,13 @@ def test_bench_overhead_prints_a_line_per_setup_beside_the_plain_run() -> None:
     setups = [
         "plain",
         "empty-hook",
+        "every-method-hook",
         "metrics",
         "otel-api",
         "otel-api-hooks",
         "otel-sdk+metrics",
         "otel-sdk-10pct",
+        "sdk-bare-spans",
     ]
     for workload in ("b_new_streams_concurrent", "j_relay_throughput_traced"):
         mine = [row for row in extra if row["workload"] == workload]

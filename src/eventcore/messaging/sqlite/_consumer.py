@@ -127,7 +127,7 @@ class SqliteConsumer(AssignedMember):
 
         async with self._lock:
             if open_deliveries:
-                await self._worker.run(lambda connection: write(connection, expire))
+                await self._worker.run(lambda connection: write(connection, expire), durable=False)
             await self._assignment.leave()
 
     # --- fetching ------------------------------------------------------------------------
@@ -166,7 +166,7 @@ class SqliteConsumer(AssignedMember):
                 if time.monotonic() >= due_at:
                     look = True
                 elif self._known and time.monotonic() >= now + poll:
-                    newest = await self._worker.run(log.newest_message)
+                    newest = await self._worker.run(log.newest_message, durable=False)
                     look = newest != seen
                     poll = min(poll * _POLL_GROWTH, _POLL_MAX)
             self._check_open()
@@ -214,7 +214,9 @@ class SqliteConsumer(AssignedMember):
             )
             return result, log.newest_message(connection), time.time()
 
-        job = asyncio.ensure_future(self._worker.run(lambda connection: write(connection, body)))
+        job = asyncio.ensure_future(
+            self._worker.run(lambda connection: write(connection, body), durable=False)
+        )
         try:
             result, newest, now = await asyncio.shield(job)
         except asyncio.CancelledError:
@@ -245,7 +247,7 @@ class SqliteConsumer(AssignedMember):
                 lost,
             )
 
-        task = asyncio.ensure_future(self._worker.run(lambda c: write(c, expire)))
+        task = asyncio.ensure_future(self._worker.run(lambda c: write(c, expire), durable=False))
         self._background.add(task)
         task.add_done_callback(self._settled_in_background)
 
@@ -277,7 +279,8 @@ class SqliteConsumer(AssignedMember):
         await self._worker.run(
             lambda connection: write(
                 connection, lambda connection: log.ack(connection, group, topic, acked)
-            )
+            ),
+            durable=False,
         )
         for partition, sequences in acked.items():
             open_ones = self._unsettled.get(partition)
@@ -302,7 +305,8 @@ class SqliteConsumer(AssignedMember):
             lambda connection: write(
                 connection,
                 lambda connection: log.nak(connection, group, topic, partition, sequence, delay),
-            )
+            ),
+            durable=False,
         )
         for seq in [s for s in open_ones if s >= sequence]:
             del open_ones[seq]

@@ -2,8 +2,10 @@
 
 ``sqlite:///path/bus.db`` is shared safely by every process on the machine: the
 file is in WAL mode with ``synchronous=FULL`` (an accepted publish survives a power
-cut), every write is one ``BEGIN IMMEDIATE`` transaction that waits out another
-process's lock, and leases expire by the wall clock all processes share.
+cut; claims, acks and lease renewals commit without a sync of their own, see
+``_thread.Light``; the jobs one wake-up of the worker takes share one transaction),
+every write is one ``BEGIN IMMEDIATE`` transaction that waits out another process's
+lock, and leases expire by the wall clock all processes share.
 
 No ``sqlite3`` call runs on the event loop: each bus has one worker thread that owns
 its connection (``_thread``). Tables and migrations: ``_schema``;
@@ -48,7 +50,9 @@ class _Writes:
         self._worker = worker
 
     async def write(self, body: Callable[[sqlite3.Connection], T]) -> T:
-        return await self._worker.run(lambda connection: write(connection, body))
+        # Lease claims and renewals: a power cut loses at most a renewal, and every
+        # member claims afresh after one anyway.
+        return await self._worker.run(lambda connection: write(connection, body), durable=False)
 
 
 class SqliteBus(BusFront[SqliteConsumer, SqliteDeadLetterBox]):
