@@ -133,7 +133,11 @@ def test_the_dashboard_queries_only_metrics_that_exist() -> None:
 
 
 def test_the_dashboard_reads_histograms_through_their_series() -> None:
-    histograms = {"eventcore_command_duration_seconds", "eventcore_append_batch_size"}
+    histograms = {
+        "eventcore_command_duration_seconds",
+        "eventcore_append_batch_size",
+        "eventcore_saga_step_duration_seconds",
+    }
     for expr in dashboard_queries():
         for name in queried(expr):
             # A histogram is read through its series, never by its bare name.

@@ -32,10 +32,32 @@ metric                                                 from
                                                        ``service_health``)
 ``eventcore_active_connections{backend}``              connections the stores hold, read
                                                        at each scrape
+``eventcore_saga_instances{saga,status}``              sagas of the store by type and
+                                                       status, as the saga index sees them
+``eventcore_saga_step_duration_seconds{saga,step}``    histogram: a step's action, from its
+                                                       request to its end (any outcome)
+``eventcore_saga_compensations_total{saga,step}``      steps undone (compensations that
+                                                       succeeded; retries not counted)
+``eventcore_federation_events_total{rule,outcome}``    events the hub settled: routed,
+                                                       failed; rule ``""``: unmatched,
+                                                       invalid
+``eventcore_federation_lag_seconds{origin}``           how far behind a source the hub
+                                                       reads, at its last batch
 =====================================================  =====================================
 
-A later concern (sagas, breakers) adds its event to the seam and its metric the same
-way: one ``_Family`` in ``FAMILIES``, set by one ``Hooks`` method here.
+A later concern (breakers) adds its event to the seam and its metric the same way: one
+``_Family`` in ``FAMILIES``, set by one ``Hooks`` method here.
+
+Sagas by status is a gauge that must be right after a restart and whatever instance
+moved a saga, so it is not counted from transitions: each process's saga index reads
+the whole log when it starts and reports every saga's status (from None on first
+sight), and ``PrometheusHooks`` keeps each saga's last status and counts those. A
+restarted process starts from zero and is told every saga again; a second index in the
+same process (a worker restarted in place) repeats what is known, and a record whose
+``previous`` is not the status already held comes from a view behind this one, so it
+is skipped rather than counted twice. Every process with a saga worker reports every
+saga of its store: aggregate across instances with ``max``, not ``sum``. Steps and
+compensations are reported by the instance whose append ended them, once: those sum.
 
 Hook methods run on the event loop, inline, so the values are plain numbers in dicts
 (no lock, no prometheus_client object on the hot path); ``collect``, called by the
@@ -75,9 +97,13 @@ from eventcore.instrumentation import (
     DeliveriesFetched,
     DeliveryFinished,
     DeliveryStarted,
+    FederationBatch,
     Hooks,
     PublishFinished,
     RelayProgress,
+    SagaCompensationEnded,
+    SagaStatusChanged,
+    SagaStepEnded,
     ServiceHealth,
 )
 
@@ -85,6 +111,9 @@ __all__ = ["FAMILIES", "METRIC_NAMES", "PrometheusHooks", "metrics_hooks"]
 
 _COMMAND_SECONDS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 _BATCH_SIZES = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096)
+# A step is a round trip to another service: milliseconds on one machine, up to its
+# timeout (minutes, for a step that waits on a person or a slow partner).
+_STEP_SECONDS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600)
 
 _Labels = tuple[str, ...]
 
@@ -199,6 +228,40 @@ CONNECTIONS = _Family(
     ("backend",),
 )
 
+SAGAS = _Family(
+    "eventcore_saga_instances",
+    "gauge",
+    "Sagas of the owner's store by type and status (every saga, whichever instance "
+    "moved it: aggregate instances with max).",
+    ("saga", "status"),
+)
+SAGA_STEP_SECONDS = _Family(
+    "eventcore_saga_step_duration_seconds",
+    "histogram",
+    "Time a saga step's action took, from its request to its reply, failure or timeout.",
+    ("saga", "step"),
+    _STEP_SECONDS,
+)
+SAGA_COMPENSATIONS = _Family(
+    "eventcore_saga_compensations",
+    "counter",
+    "Saga steps undone: compensations that succeeded (each once, however many attempts).",
+    ("saga", "step"),
+)
+FEDERATED = _Family(
+    "eventcore_federation_events",
+    "counter",
+    "Events the federation hub settled, by rule and outcome: routed, failed (parked); "
+    'rule "": unmatched (no rule took it) or invalid (unreadable, parked).',
+    ("rule", "outcome"),
+)
+FEDERATION_LAG = _Family(
+    "eventcore_federation_lag_seconds",
+    "gauge",
+    "How long the newest message of the hub's last batch from a source had waited there.",
+    ("origin",),
+)
+
 #: Every family ``PrometheusHooks`` exposes, in the order of the exposition.
 FAMILIES: tuple[_Family, ...] = (
     COMMANDS,
@@ -216,6 +279,11 @@ FAMILIES: tuple[_Family, ...] = (
     PROJECTION_LAG,
     HEALTH,
     CONNECTIONS,
+    SAGAS,
+    SAGA_STEP_SECONDS,
+    SAGA_COMPENSATIONS,
+    FEDERATED,
+    FEDERATION_LAG,
 )
 #: The names queries use (counters with their ``_total``).
 METRIC_NAMES: tuple[str, ...] = tuple(family.exposed for family in FAMILIES)
@@ -327,6 +395,9 @@ class PrometheusHooks(Hooks):
         #: Per backend, each holder's count of open connections (called at a scrape).
         self._holders: dict[str, dict[int, Callable[[], int]]] = {}
         self._holders_lock = threading.Lock()
+        #: Each saga's status as last reported, by (saga type, saga id): what makes the
+        #: gauge of sagas by status idempotent (see the module docs). Not a label.
+        self._saga_status: dict[tuple[str, str], str] = {}
         self._registry.register(_Collector(self._values, self._connections))
 
     @property
@@ -432,6 +503,38 @@ class PrometheusHooks(Hooks):
 
     def service_health(self, event: ServiceHealth) -> None:
         self.set_service_health(event.service, event.healthy)
+
+    # --- sagas -----------------------------------------------------------------------------
+
+    def saga_status_changed(self, event: SagaStatusChanged) -> None:
+        key = (event.saga, event.saga_id)
+        held = self._saga_status.get(key)
+        if held is not None and event.previous != held:
+            # Another view of the log, behind this one (an index started after it):
+            # it tells a history already counted.
+            return
+        if held == event.status:
+            return
+        self._saga_status[key] = event.status
+        values = self._values
+        if held is not None:
+            values.add(SAGAS, (event.saga, held), -1.0)
+        values.add(SAGAS, (event.saga, event.status))
+
+    def saga_step_finished(self, event: SagaStepEnded) -> None:
+        self._values.observe(SAGA_STEP_SECONDS, (event.saga, event.step), event.seconds)
+
+    def saga_compensation_finished(self, event: SagaCompensationEnded) -> None:
+        if event.outcome == "succeeded":
+            self._values.add(SAGA_COMPENSATIONS, (event.saga, event.step))
+
+    # --- the federation hub ----------------------------------------------------------------
+
+    def federation_batch(self, event: FederationBatch) -> None:
+        values = self._values
+        for rule, outcome, events in event.outcomes:
+            values.add(FEDERATED, (rule, outcome), events)
+        values.set(FEDERATION_LAG, (event.origin,), event.lag_seconds)
 
 
 _by_registry: weakref.WeakKeyDictionary[CollectorRegistry, PrometheusHooks] = (
