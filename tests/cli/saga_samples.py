@@ -9,7 +9,7 @@ import time
 from typing import Any
 
 from eventcore import EventRegistry
-from eventcore.saga import Decision, DeadlineFired, Reply, SagaDriver, saga_stream
+from eventcore.saga import DeadlineFired, Decision, Reply, SagaDriver, saga_stream
 from eventcore.store import open_store
 from tests.saga.world import Order, order_saga
 
