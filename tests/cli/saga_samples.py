@@ -9,7 +9,7 @@ import time
 from typing import Any
 
 from eventcore import EventRegistry
-from eventcore.saga import DeadlineFired, Decision, Reply, SagaDriver, saga_stream
+from eventcore.saga import DeadlineFired, Decision, Reply, Saga, SagaDriver, saga_stream
 from eventcore.store import open_store
 from tests.saga.world import Order, order_saga
 
@@ -17,6 +17,8 @@ from tests.saga.world import Order, order_saga
 ORDER_SAGA = order_saga()
 #: What ``--sagas tests.cli.saga_samples:SAGAS`` names.
 SAGAS = [ORDER_SAGA]
+#: Sagas of another service: none of them is the order saga.
+OTHER_SAGAS = [Saga("ship-parcel", data=Order, steps=list(ORDER_SAGA.steps))]
 #: Not only sagas: what ``--sagas`` must refuse.
 NOT_SAGAS: list[Any] = [ORDER_SAGA, "place-order"]
 

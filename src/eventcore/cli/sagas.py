@@ -30,7 +30,7 @@ from eventcore.cli import json_lines, render
 from eventcore.cli.errors import EXIT_USAGE, fail, reported
 from eventcore.cli.options import JsonOutput, StoreUrl, inspected_store, nonempty, required
 from eventcore.cli.projections import load_reference
-from eventcore.errors import InvalidInput
+from eventcore.errors import InvalidInput, SagaNotFound
 from eventcore.events import EventRegistry
 from eventcore.messaging.commands import COMMAND_EVENTS, CommandRequested
 from eventcore.saga import (
@@ -43,6 +43,7 @@ from eventcore.saga import (
     SagaView,
     saga_replies_topic,
 )
+from eventcore.saga.streams import SAGA_EVENT_TYPES
 from eventcore.store.protocol import EventStore
 from eventcore.types import StreamId
 
@@ -377,7 +378,7 @@ async def _repair(
         registry = _registry()
         reader = SagaManager.over(opened, registry, service=_READER)
         stream = await reader.find(saga_id, saga_type=saga_type)
-        owner = await _owner(opened, registry, stream, service)
+        owner = await _owner(opened, registry, stream, service, saga_id)
         manager = SagaManager.over(opened, registry, definitions, service=owner)
         if retry is not None:
             operator, note = retry
@@ -388,12 +389,15 @@ async def _repair(
 
 
 async def _owner(
-    store: EventStore, registry: EventRegistry, stream: StreamId, given: str | None
+    store: EventStore, registry: EventRegistry, stream: StreamId, given: str | None, saga_id: str
 ) -> str:
     """The service the saga's replies go to: the one its earlier requests named. A
     retry sent under another name would have its replies go where no worker reads."""
     named: set[str] = set()
-    for stored in await store.read_stream(stream):
+    stored_events = await store.read_stream(stream)
+    if not any(stored.type in SAGA_EVENT_TYPES for stored in stored_events):
+        raise SagaNotFound(saga_id, f"no saga of that id is in the store ({stream})")
+    for stored in stored_events:
         if stored.type == CommandRequested.__event_type__:
             request = registry.decode(stored)
             assert isinstance(request, CommandRequested)
