@@ -48,9 +48,11 @@ from tests.saga.world import (
 #: predecessor held, and for the messages it had fetched but not settled.
 LEASE_TTL: Final = 2.0
 ACK_WAIT: Final = 5.0
-#: Far above what a kill costs a step (a restart and a lease), so no step here ends by
-#: its timeout; if one did, ``compensate_late_success`` still undoes what it did.
-STEP_TIMEOUT: Final = 30.0
+#: Far above what a kill costs a step (a restart and a lease) and what 300 sagas queued
+#: at once make one wait on NATS and PostgreSQL on a loaded machine (tens of seconds), so
+#: no step here ends by its timeout and the test knows how each saga ends; if one did,
+#: ``compensate_late_success`` would still undo what it did.
+STEP_TIMEOUT: Final = 150.0
 RETRY: Final = RetryPolicy(max_attempts=10, initial_delay=0.2, max_delay=1.0)
 
 

@@ -211,7 +211,8 @@ async def run_crash_test(site: Site) -> None:
     finally:
         for store in participants.values():
             await store.aclose()
-    assert not wrong, wrong[:20]
+    effects = [line for line in wrong if "effects" in line]
+    assert not wrong, f"{len(wrong)} wrong, {len(effects)} of effects: {wrong[:5]} {effects[:5]}"
 
 
 # Beyond the suite's minute: four processes started and each killed and restarted three times,
