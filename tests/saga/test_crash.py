@@ -15,6 +15,7 @@ at the end, reads the stores.
 from __future__ import annotations
 
 import asyncio
+import importlib
 import os
 import random
 import signal
@@ -36,8 +37,10 @@ from tests.saga.crash_service import SAGA, open_bus_for_test, refuses
 from tests.saga.world import EVENTS, PARTICIPANTS, STEPS, Order, order_stream
 
 SAGAS = 300
-#: How often each of the four processes is killed, and the seed of when.
+#: How often each of the four processes is killed (on the servers, where each kill
+#: costs more and each saga is slower: fewer), and the seed of when.
 KILLS_EACH = 3
+KILLS_EACH_ON_SERVERS = 2
 SEED = 1313
 SERVICES = ("orders", *PARTICIPANTS)
 ROOT = Path(__file__).resolve().parents[2]
@@ -137,7 +140,7 @@ async def _effects(store: EventStore, service: str, order_id: str) -> tuple[int,
     )
 
 
-async def run_crash_test(site: Site) -> None:
+async def run_crash_test(site: Site, kills_each: int = KILLS_EACH) -> None:
     await _prepare(site)
     rng = random.Random(SEED)
     open_sagas: list[int] = []
@@ -156,7 +159,7 @@ async def run_crash_test(site: Site) -> None:
         starting = asyncio.create_task(start_all())
         # Each kill falls due when a seeded share of the sagas has ended, not at a
         # seeded time: however fast the machine, every kill lands with sagas in flight.
-        victims = [name for name in SERVICES for _ in range(KILLS_EACH)]
+        victims = [name for name in SERVICES for _ in range(kills_each)]
         rng.shuffle(victims)
         marks = sorted(rng.sample(range(SAGAS // 20, SAGAS * 9 // 10), len(victims)))
         for victim, mark in zip(victims, marks, strict=True):
@@ -171,7 +174,7 @@ async def run_crash_test(site: Site) -> None:
             await services[victim].start(wait_ready=False)
         await starting
         try:
-            async with asyncio.timeout(120):
+            async with asyncio.timeout(180):
                 counts = await _ended(manager)
         except TimeoutError:
             counts = await manager.counts()
@@ -186,7 +189,7 @@ async def run_crash_test(site: Site) -> None:
         await orders.aclose()
 
     assert {name: service.kills for name, service in services.items()} == dict.fromkeys(
-        SERVICES, KILLS_EACH
+        SERVICES, kills_each
     )
     assert all(count > 0 for count in open_sagas), open_sagas
     assert set(counts) <= {"completed", "compensated"}, counts
@@ -215,11 +218,14 @@ async def run_crash_test(site: Site) -> None:
     assert not wrong, f"{len(wrong)} wrong, {len(effects)} of effects: {wrong[:5]} {effects[:5]}"
 
 
-# Beyond the suite's minute: four processes started and each killed and restarted three times,
-# while 300 sagas run through them (about a minute on the loaded 2-core machine).
+# Beyond the suite's minute: four processes started, each killed and restarted three
+# times, while 300 sagas run through them (25-30 s measured on the loaded 2-core machine).
 @pytest.mark.timeout(240)
 async def test_sagas_survive_kill_9_of_every_service_on_sqlite(tmp_path: Path) -> None:
-    pytest.importorskip("eventcore.messaging.sqlite")
+    try:
+        importlib.import_module("eventcore.messaging.sqlite")
+    except ImportError as error:
+        skip_or_fail(f"the crash test runs on the SQLite bus: {error}")
     logs = tmp_path / "logs"
     logs.mkdir()
     stores = {name: f"sqlite://{tmp_path.as_posix()}/{name}.db" for name in SERVICES}
@@ -256,10 +262,12 @@ async def _nats_postgres(tmp_path: Path) -> AsyncIterator[Site]:
         )
 
 
-# As above, on the servers: NATS and PostgreSQL round trips make each saga slower.
-@pytest.mark.timeout(240)
+# As above, on the servers, where 300 sagas take minutes: about 2-3 on the loaded 2-core
+# machine (a few sagas a second through four processes, NATS and PostgreSQL, and a few
+# seconds lost to each kill while a restarted process takes its leases back).
+@pytest.mark.timeout(420)
 async def test_sagas_survive_kill_9_of_every_service_on_nats_and_postgres(
     tmp_path: Path,
 ) -> None:
     async with _nats_postgres(tmp_path) as site:
-        await run_crash_test(site)
+        await run_crash_test(site, KILLS_EACH_ON_SERVERS)
