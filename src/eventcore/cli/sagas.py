@@ -20,7 +20,6 @@ import json
 from datetime import UTC, datetime
 from typing import Annotated, Any, Final, get_args
 
-import msgspec
 import typer
 from rich.console import Group as Lines
 from rich.table import Table
@@ -39,7 +38,6 @@ from eventcore.saga import (
     SagaManager,
     SagaState,
     SagaStatus,
-    SagaSummary,
     SagaView,
     saga_replies_topic,
 )
@@ -47,7 +45,7 @@ from eventcore.saga.streams import SAGA_EVENT_TYPES
 from eventcore.store.protocol import EventStore
 from eventcore.types import StreamId
 
-__all__ = ["app", "summary_record", "view_record"]
+__all__ = ["STATUSES", "app"]
 
 app = typer.Typer(help="List, show, retry and abort sagas.", no_args_is_help=True)
 
@@ -154,7 +152,7 @@ async def _list(url: str, status: list[str] | None, saga_type: str | None, as_js
         return
     if as_json:
         for summary in found:
-            json_lines.emit(summary_record(summary))
+            json_lines.emit(json_lines.saga_record(summary))
         return
     # A line per saga (two for a stuck one: why), not a table: ids and reasons are long,
     # and a table squeezed into a terminal cuts the very cells an operator came for.
@@ -215,7 +213,7 @@ async def _show(url: str, saga_id: str, saga_type: str | None, as_json: bool) ->
         manager = SagaManager.over(opened, _registry(), service=_READER)
         view = await manager.show(saga_id, saga_type=saga_type)
     if as_json:
-        json_lines.emit(view_record(view))
+        json_lines.emit(json_lines.saga_view_record(view))
         return
     render.stdout().print(_view(view), soft_wrap=True)
 
@@ -415,45 +413,6 @@ async def _owner(
             "cannot tell which service owns this saga from its stream: pass --service NAME"
         )
     return owners.pop()
-
-
-# --- records ----------------------------------------------------------------------------
-
-#: The fields of a saga's records that are times (seconds since the epoch in the store).
-_TIMES: Final = frozenset(
-    {"at", "started_at", "ended_at", "requested_at", "retry_at", "deadline_at", "timeout_at"}
-)
-
-
-def summary_record(summary: SagaSummary) -> dict[str, Any]:
-    """What ``sagas list --json`` prints for one saga."""
-    record: dict[str, Any] = _with_times(msgspec.to_builtins(summary))
-    return record
-
-
-def view_record(view: SagaView) -> dict[str, Any]:
-    """What ``sagas show --json`` prints: the view without its folded state."""
-    record: dict[str, Any] = _with_times(msgspec.to_builtins(view))
-    record.pop("state", None)
-    return record
-
-
-def _with_times(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {
-            key: (
-                _iso(item) if key in _TIMES and isinstance(item, int | float) else _with_times(item)
-            )
-            for key, item in value.items()
-        }
-    if isinstance(value, list | tuple):
-        return [_with_times(item) for item in value]
-    return value
-
-
-def _iso(seconds: float) -> str:
-    moment = datetime.fromtimestamp(seconds, UTC)
-    return moment.isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
 def _time(seconds: float) -> str:
