@@ -35,6 +35,7 @@ from eventcore.messaging.commands import COMMAND_EVENTS, CommandRequested
 from eventcore.saga import (
     SAGA_EVENTS,
     Saga,
+    SagaDriver,
     SagaManager,
     SagaState,
     SagaStatus,
@@ -377,7 +378,9 @@ async def _repair(
         reader = SagaManager.over(opened, registry, service=_READER)
         stream = await reader.find(saga_id, saga_type=saga_type)
         owner = await _owner(opened, registry, stream, service, saga_id)
-        manager = SagaManager.over(opened, registry, definitions, service=owner)
+        # The index the lookup read, not a second read of the whole log.
+        driver = SagaDriver(opened, registry, definitions, service=owner, run_requests=False)
+        manager = SagaManager(driver, reader.index)
         if retry is not None:
             operator, note = retry
             return await manager.retry(saga_id, saga_type=saga_type, operator=operator, note=note)
