@@ -219,7 +219,7 @@ async def run_crash_test(site: Site, kills_each: int = KILLS_EACH) -> None:
 
 
 # Beyond the suite's minute: four processes started, each killed and restarted three
-# times, while 300 sagas run through them (25-30 s measured on the loaded 2-core machine).
+# times, while 300 sagas run through them (16-30 s measured on the 2-core machine).
 @pytest.mark.timeout(240)
 async def test_sagas_survive_kill_9_of_every_service_on_sqlite(tmp_path: Path) -> None:
     try:
@@ -262,9 +262,9 @@ async def _nats_postgres(tmp_path: Path) -> AsyncIterator[Site]:
         )
 
 
-# As above, on the servers, where 300 sagas take minutes: about 2-3 on the loaded 2-core
-# machine (a few sagas a second through four processes, NATS and PostgreSQL, and a few
-# seconds lost to each kill while a restarted process takes its leases back).
+# As above, on the servers: 22 s measured on a quiet 2-core machine, but 100-200 s while
+# it is shared (a few sagas a second through four processes, NATS and PostgreSQL, and a
+# few seconds lost to each kill while a restarted process takes its leases back).
 @pytest.mark.timeout(420)
 async def test_sagas_survive_kill_9_of_every_service_on_nats_and_postgres(
     tmp_path: Path,
