@@ -50,6 +50,11 @@ class Sizes:
     paced_events: int = 10_000  # k
     paced_rate: int = 1_000  # k
     bus_messages: int = 50_000  # l
+    #: m: sagas started at once (throughput), then paced at half that rate, at most
+    #: ``saga_rate`` per second (half of the 300/s target), for ``saga_paced`` sagas.
+    saga_burst: int = 600  # m
+    saga_paced: int = 1_000  # m
+    saga_rate: int = 150  # m
     #: Events per append (or per save) when populating a store for a read workload.
     populate_batch: int = 1_000
 
@@ -72,6 +77,8 @@ class Sizes:
             relay_events=10_000,
             paced_events=3_000,
             bus_messages=10_000,
+            saga_burst=300,
+            saga_paced=300,
         )
 
     def scaled(self, factor: float) -> Sizes:
@@ -94,6 +101,8 @@ class Sizes:
             relay_events=scale(self.relay_events, 100),
             paced_events=scale(self.paced_events, 50),
             bus_messages=scale(self.bus_messages, 100),
+            saga_burst=scale(self.saga_burst, 20),
+            saga_paced=scale(self.saga_paced, 20),
         )
 
 

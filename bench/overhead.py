@@ -9,7 +9,12 @@ Setups, each installed as the process default (``install_hooks``) before the
 workload builds its store, executor and relay:
 
 * ``plain`` — no hooks;
-* ``empty-hook`` — a hook that does nothing: the seam's own cost, for reference;
+* ``empty-hook`` — a hook that overrides nothing: it resolves to no hooks at all, so this
+  is plain again (the seam calls only the methods a hook overrides), for reference;
+* ``every-method-hook`` — a hook that overrides every method with one that does nothing:
+  the seam's own cost (records, timing, one contained call each), for reference;
+* ``metrics`` — the Prometheus metrics hooks alone, on a registry of their own per run
+  (a scrape is not part of it), for reference;
 * ``otel-api`` — ``install_hooks(tracing_hooks())`` with OpenTelemetry's API alone, no
   SDK configured: nothing could be recorded, so that installs nothing (target: at most
   2% slower than plain);
@@ -18,9 +23,12 @@ workload builds its store, executor and relay:
 * ``otel-sdk`` — the tracing hooks on the SDK, sampling every trace into a
   ``BatchSpanProcessor`` whose exporter drops the spans (what is measured is eventcore
   and the SDK, not a collector), plus every hook in ``SDK_EXTRAS`` (target: at most 15%
-  slower). Metrics join this setup by registering there;
+  slower): the metrics hooks, so the setup is ``otel-sdk+metrics``;
 * ``otel-sdk-10pct`` — the same keeping one trace in ten (``ParentBased(
-  TraceIdRatioBased(0.1))``), for reference: what sampling buys back.
+  TraceIdRatioBased(0.1))``), for reference: what sampling buys back;
+* ``sdk-bare-spans`` — not our hooks: the least a tracer could do for the spans the issue
+  asks of b (a command span made current, an append span under it; no attributes, no
+  trace context into metadata) on the same SDK setup, for reference: the SDK's own floor.
 
 For j every event carries a trace context of its own (as if each came from a separate
 request), so each batch span gets its full share of links. The setups rotate within
@@ -39,9 +47,11 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import msgspec
+from opentelemetry import context as otel_context
+from opentelemetry import trace
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 from opentelemetry.sdk.trace.sampling import (
@@ -50,20 +60,35 @@ from opentelemetry.sdk.trace.sampling import (
     Sampler,
     TraceIdRatioBased,
 )
+from prometheus_client import CollectorRegistry
 
 from bench import eventcore_side, messaging_side
 from bench.common import Backend, Context, Sizes, split
 from eventcore import EventStore, Executor, Metadata, StreamId, open_store
-from eventcore.instrumentation import Hooks, install_hooks
+from eventcore.instrumentation import (
+    AppendFinished,
+    AppendStarted,
+    CommandFailed,
+    CommandFinished,
+    CommandStarted,
+    Hooks,
+    install_hooks,
+)
 from eventcore.messaging import open_bus
 from eventcore.messaging.relay import Relay
-from eventcore.observability import OpenTelemetryHooks, tracing_hooks
+from eventcore.observability import OpenTelemetryHooks, PrometheusHooks, tracing_hooks
 from eventcore.types import NewEvent
 
 __all__ = ["SDK_EXTRAS", "WORKLOADS", "OverheadRow", "measure_overhead", "setups"]
 
-#: Hooks the ``otel-sdk`` setup installs beside tracing, by name (e.g. ``"metrics"``).
-SDK_EXTRAS: dict[str, Callable[[], Hooks]] = {}
+
+def _fresh_metrics() -> Hooks:
+    """Metrics hooks on a registry of their own, so each run starts from nothing."""
+    return PrometheusHooks(CollectorRegistry())
+
+
+#: Hooks the ``otel-sdk`` setup installs beside tracing, by name.
+SDK_EXTRAS: dict[str, Callable[[], Hooks]] = {"metrics": _fresh_metrics}
 
 
 class _Dropped(SpanExporter):
@@ -119,18 +144,87 @@ def _empty_hook() -> Callable[[], None]:
     return install_hooks
 
 
+def _metrics() -> Callable[[], None]:
+    install_hooks(_fresh_metrics())
+    return install_hooks
+
+
+def _does_nothing(name: str) -> Callable[..., Any]:
+    if name == "append_metadata":
+        return lambda self, metadata: metadata
+    return lambda self, *_: None
+
+
+#: A hook with every method of the seam overridden by one that does nothing.
+_Listening = type(
+    "_Listening",
+    (Hooks,),
+    {
+        name: _does_nothing(name)
+        for name, value in vars(Hooks).items()
+        if not name.startswith("_") and callable(value)
+    },
+)
+
+
+def _every_method_hook() -> Callable[[], None]:
+    install_hooks(_Listening())
+    return install_hooks
+
+
+class _BareSpans(Hooks):
+    """A command span, current while the command runs, and an append span under it."""
+
+    def __init__(self, tracer: trace.Tracer) -> None:
+        self._tracer = tracer
+
+    def command_started(self, event: CommandStarted) -> object:
+        span = self._tracer.start_span(event.command)
+        return span, otel_context.attach(trace.set_span_in_context(span))
+
+    def command_finished(self, event: CommandFinished, scope: object) -> None:
+        span, token = cast(tuple[trace.Span, Any], scope)
+        otel_context.detach(token)
+        span.end()
+
+    def command_failed(self, event: CommandFailed, scope: object) -> None:
+        self.command_finished(cast(CommandFinished, event), scope)
+
+    def append_started(self, event: AppendStarted) -> object:
+        return self._tracer.start_span("append")
+
+    def append_finished(self, event: AppendFinished, scope: object) -> None:
+        cast(trace.Span, scope).end()
+
+
+def _sdk_bare() -> Callable[[], None]:
+    provider = TracerProvider(sampler=ALWAYS_ON)
+    provider.add_span_processor(BatchSpanProcessor(_Dropped()))
+    install_hooks(_BareSpans(provider.get_tracer("bench")))
+
+    def finish() -> None:
+        install_hooks()
+        provider.shutdown()
+
+    return finish
+
+
 def setups() -> list[Setup]:
     sdk_name = "+".join(["otel-sdk", *SDK_EXTRAS])
     return [
         Setup("plain", None, _plain),
-        # The seam's own cost with a hook that does nothing: what is left of otel-api's
-        # figure past it is the tracing hooks' own.
+        # A hook that overrides nothing resolves to none: plain again, for reference.
         Setup("empty-hook", None, _empty_hook),
+        # The seam's own cost: what is left of otel-api-hooks' figure past it is the
+        # tracing hooks' own.
+        Setup("every-method-hook", None, _every_method_hook),
+        Setup("metrics", None, _metrics),
         Setup("otel-api", 2.0, _api_only),
         Setup("otel-api-hooks", None, _api_hooks),
         Setup(sdk_name, 15.0, _sdk),
         # What an operator does when every trace costs too much: keep one in ten.
         Setup("otel-sdk-10pct", None, lambda: _sdk(ParentBased(TraceIdRatioBased(0.1)))),
+        Setup("sdk-bare-spans", None, _sdk_bare),
     ]
 
 

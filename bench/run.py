@@ -33,6 +33,7 @@ if __package__ in {None, ""}:  # run as a script: make ``bench`` importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import BACKENDS, Backend, Context, Sizes
+from bench.saga_side import PeerUnavailable
 from bench.workloads import Measure, Workload, select
 
 if TYPE_CHECKING:
@@ -60,6 +61,9 @@ class Row:
     samples: dict[str, list[float]]
     notes: str
     facts: dict[str, list[str]] = field(default_factory=dict)
+    #: Another library's figure on the same workload (``peer_name``), its median.
+    peer_name: str | None = None
+    peer: float | None = None
 
 
 def progress(message: str) -> None:
@@ -81,8 +85,10 @@ def measure_workload(
         "eventcore": workload.eventcore,
         "eventsourcing": workload.eventsourcing,
         "raw": workload.raw if backend.has_raw else None,
+        "peer": workload.peer,
     }
-    sides = [side for side in SIDES if measures[side] is not None]
+    sides = [side for side in (*SIDES, "peer") if measures[side] is not None]
+    peer_missing: str | None = None
     if workload.max_repeat is not None:
         repeat = min(repeat, workload.max_repeat)
     samples: dict[str, list[float]] = {side: [] for side in sides}
@@ -102,6 +108,9 @@ def measure_workload(
             backend.prepare(workdir)
             try:
                 value = measure(ctx)
+            except PeerUnavailable as reason:
+                peer_missing = str(reason)
+                continue
             finally:
                 backend.cleanup(workdir)
                 shutil.rmtree(workdir, ignore_errors=True)
@@ -113,6 +122,7 @@ def measure_workload(
                 f"  [{workload.name}] rep {rep + 1}/{repeat} {side:<13} "
                 f"{_fmt(value, workload.unit):>12} {workload.unit}  ({elapsed:.1f}s incl. setup)"
             )
+    samples = {side: values for side, values in samples.items() if values}
     medians = {side: statistics.median(values) for side, values in samples.items()}
     eventcore = medians.get("eventcore")
     eventsourcing = medians.get("eventsourcing")
@@ -125,6 +135,11 @@ def measure_workload(
         notes += "; " + "; ".join(f"{key}: {', '.join(values)}" for key, values in facts.items())
     if workload.raw is not None and not backend.has_raw:
         notes += f"; raw: no driver-level equivalent on {backend.name}"
+    if workload.peer_name is not None:
+        if peer_missing is not None:
+            notes += f"; {workload.peer_name} (peer) not measured: {peer_missing}"
+        else:
+            notes += f"; peer = {workload.peer_name}: {saga_peer_note()}"
     return Row(
         workload=workload.name,
         backend=backend.name,
@@ -140,7 +155,15 @@ def measure_workload(
         samples=samples,
         notes=notes,
         facts=facts,
+        peer_name=workload.peer_name,
+        peer=medians.get("peer"),
     )
+
+
+def saga_peer_note() -> str:
+    from bench import saga_peer
+
+    return " ".join((saga_peer.__doc__ or "").split("\n\n")[-1].split())
 
 
 def print_table(rows: list[Row], header: str) -> None:
@@ -149,7 +172,8 @@ def print_table(rows: list[Row], header: str) -> None:
 
     console = Console(width=None if sys.stdout.isatty() else 150)
     table = Table(title=header, show_lines=True)
-    for column in ("workload", "unit", "eventcore", "eventsourcing", "raw", "ratio", "target"):
+    columns = ("workload", "unit", "eventcore", "eventsourcing", "raw", "peer", "ratio", "target")
+    for column in columns:
         justify = "left" if column in {"workload", "unit", "target"} else "right"
         table.add_column(column, justify=justify)  # type: ignore[arg-type]
     for row in rows:
@@ -165,6 +189,7 @@ def print_table(rows: list[Row], header: str) -> None:
             _fmt(row.eventcore, row.unit),
             _fmt(row.eventsourcing, row.unit),
             _fmt(row.raw, row.unit),
+            "—" if row.peer_name is None else f"{_fmt(row.peer, row.unit)} ({row.peer_name})",
             ratio,
             target,
         )

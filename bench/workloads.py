@@ -2,7 +2,8 @@
 
 Issue 2's targets apply to the SQLite and memory backends, issue 3's to PostgreSQL; the
 messaging workloads (j, k, l: issue 5) carry their own per backend, and run on the backends
-that have a bus (``--backend nats`` runs only them).
+that have a bus (``--backend nats`` runs only them), as does the federation hub's (o:
+issue 15).
 """
 
 from __future__ import annotations
@@ -13,10 +14,12 @@ from dataclasses import dataclass, field
 from bench import (
     eventcore_side,
     eventsourcing_side,
+    federation_side,
     messaging_side,
     projection_side,
     raw_sqlite,
     replay_memory,
+    saga_side,
 )
 from bench.common import Backend, Context, Sizes
 
@@ -78,6 +81,11 @@ class Workload:
     backends: frozenset[str] = STORE_BACKENDS
     #: When given, the only targets: one per backend name (none on the others).
     backend_targets: Mapping[str, Target] = field(default_factory=dict)
+    #: Another library measured on the same workload (its column: ``peer``); its measure
+    #: raises ``saga_side.PeerUnavailable`` (the reason goes into the notes) where it
+    #: cannot run.
+    peer_name: str | None = None
+    peer: Measure | None = None
 
     @property
     def letter(self) -> str:
@@ -308,6 +316,59 @@ WORKLOADS: tuple[Workload, ...] = (
         lambda s: "",
         backends=BUS_BACKENDS,
         backend_targets={"sqlite": Target("≥10,000 messages/s", minimum=10_000)},
+    ),
+    Workload(
+        "m_saga_throughput",
+        "sagas/s",
+        saga_side.throughput,
+        None,
+        None,
+        lambda s: (
+            f"{saga_side.NOTE}; {s.saga_burst:,} sagas started at once, completed sagas/s from "
+            "the first start to the last completion"
+        ),
+        backends=frozenset({"sqlite", "nats"}),
+        backend_targets={
+            "sqlite": Target("≥300 sagas/s", minimum=300),
+            "nats": Target("≥300 sagas/s", minimum=300),
+        },
+        peer_name="natsaga",
+        peer=saga_side.peer_throughput,
+    ),
+    Workload(
+        "m_saga_latency_p99",
+        "ms",
+        saga_side.latency,
+        None,
+        None,
+        lambda s: (
+            f"{saga_side.NOTE}; {s.saga_paced:,} sagas started at a steady rate (half a "
+            f"burst's throughput measured first, at most {s.saga_rate}/s), p99 "
+            "start→completed"
+        ),
+        backends=frozenset({"sqlite", "nats"}),
+        backend_targets={
+            "sqlite": Target("≤100 ms at half of 300/s", maximum=100.0),
+            "nats": Target("≤100 ms at half of 300/s", maximum=100.0),
+        },
+        peer_name="natsaga",
+        peer=saga_side.peer_latency,
+    ),
+    Workload(
+        "o_hub_throughput",
+        "events/s",
+        federation_side.measure,
+        None,
+        federation_side.measure_relay,
+        federation_side.describe,
+        backends=BUS_BACKENDS,
+        backend_targets={
+            "nats": Target(
+                "≥20,000 events/s and ≥50% of the relay (j, raw column)",
+                minimum=20_000,
+                min_raw_share=0.5,
+            )
+        },
     ),
 )
 

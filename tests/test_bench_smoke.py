@@ -125,7 +125,17 @@ def test_bench_overhead_prints_a_line_per_setup_beside_the_plain_run() -> None:
     plain = [row["workload"] for row in rows if "kind" not in row]
     assert plain == ["b_new_streams_concurrent", "j_relay_throughput"]
     extra = [row for row in rows if row.get("kind") == "overhead"]
-    setups = ["plain", "empty-hook", "otel-api", "otel-api-hooks", "otel-sdk", "otel-sdk-10pct"]
+    setups = [
+        "plain",
+        "empty-hook",
+        "every-method-hook",
+        "metrics",
+        "otel-api",
+        "otel-api-hooks",
+        "otel-sdk+metrics",
+        "otel-sdk-10pct",
+        "sdk-bare-spans",
+    ]
     for workload in ("b_new_streams_concurrent", "j_relay_throughput_traced"):
         mine = [row for row in extra if row["workload"] == workload]
         assert [row["setup"] for row in mine] == setups
@@ -137,5 +147,20 @@ def test_bench_overhead_prints_a_line_per_setup_beside_the_plain_run() -> None:
         targets = {row["setup"]: row["target"] for row in mine if row["target"] is not None}
         assert targets == {
             "otel-api": "≤ 2% slower than plain",
-            "otel-sdk": "≤ 15% slower than plain",
+            "otel-sdk+metrics": "≤ 15% slower than plain",
         }
+
+
+def test_bench_hub_workload_compares_with_the_relay_on_nats() -> None:
+    from bench.common import NatsBackend
+
+    reason = NatsBackend().unavailable()
+    if reason is not None:
+        skip_or_fail(reason, "the NATS benchmark must run")
+    (row,) = run_bench("--backend=nats", "--only=o")
+    assert row["workload"] == "o_hub_throughput"
+    assert isinstance(row["eventcore"], float)
+    assert isinstance(row["raw"], float)  # the relay (j), same run
+    assert isinstance(row["ratio_vs_raw"], float)
+    assert isinstance(row["target_met"], bool)
+    assert "eventsourcing has no hub" in row["notes"]

@@ -1,7 +1,8 @@
 """The instrumentation seam: a recording hook sees, in order, what a command (with a
 conflict and a retry), a relay publish and a subscriber delivery (with a retry and a dead
 letter) did, on the memory and SQLite backends; a hook that raises breaks nothing; a
-hook's metadata is stored with the events; the process default and ``NO_HOOKS``."""
+hook's metadata is stored with the events; the process default and ``NO_HOOKS``; only
+the hooks that override a method hear it, in order, each with its own scope."""
 
 from __future__ import annotations
 
@@ -43,7 +44,9 @@ from eventcore.instrumentation import (
     DeliveryFinished,
     FanOut,
     Hooks,
+    default_hooks,
     install_hooks,
+    resolve,
 )
 from eventcore.messaging import Bus, open_bus
 from eventcore.messaging.relay import Relay
@@ -360,7 +363,10 @@ def relay_sequence(bus: str) -> list[tuple[str, dict[str, Any]]]:
             "publish_started",
             {"service": "bank", "events": [1, 2], "topics": (TOPIC,), "attempt": 1, "bus": bus},
         ),
-        ("publish_finished", {"service": "bank", "events": 2, "error": None}),
+        (
+            "publish_finished",
+            {"service": "bank", "events": 2, "per_topic": {TOPIC: 2}, "error": None},
+        ),
         ("relay_progress", {"service": "bank", "published": 2, "position": 2, "lag_events": 0}),
     ]
 
@@ -554,3 +560,107 @@ async def test_objects_built_after_install_hooks_use_it_unless_given_no_hooks() 
     assert len(commands) == 1
     # The store was built under the default too: both commands' appends were seen.
     assert [method for method, _ in recorder.calls].count("append_finished") == 2
+
+
+class Named(Hooks):
+    """Notes, in ``heard``, its name, the method and the scope it was handed."""
+
+    def __init__(self, name: str, heard: list[tuple[str, str, object]]) -> None:
+        self.name = name
+        self.heard = heard
+
+
+class StartsAndFinishes(Named):
+    def command_started(self, event: Any) -> object:
+        self.heard.append((self.name, "command_started", None))
+        return f"scope of {self.name}"
+
+    def command_finished(self, event: Any, scope: object) -> None:
+        self.heard.append((self.name, "command_finished", scope))
+
+
+class OnlyFinishes(Named):
+    def command_finished(self, event: Any, scope: object) -> None:
+        self.heard.append((self.name, "command_finished", scope))
+
+
+async def test_only_the_hooks_that_override_a_method_hear_it_in_order_each_with_its_scope() -> None:
+    heard: list[tuple[str, str, object]] = []
+    hooks = FanOut(
+        StartsAndFinishes("a", heard), OnlyFinishes("b", heard), StartsAndFinishes("c", heard)
+    )
+    assert hooks.wants("command_started")
+    assert hooks.wants("command_finished")
+    assert not hooks.wants("append_started", "read_finished", "dead_lettered")
+    async with await open_store("memory://") as store:
+        await Executor(store, registry, hooks=hooks).execute(Deposit(account=ACCOUNT, amount=1))
+    assert heard == [
+        ("a", "command_started", None),
+        ("c", "command_started", None),
+        ("a", "command_finished", "scope of a"),
+        ("b", "command_finished", None),
+        ("c", "command_finished", "scope of c"),
+    ]
+
+
+async def test_a_lone_hook_gets_its_own_scope_back_and_a_start_none_overrides_gives_none() -> None:
+    heard: list[tuple[str, str, object]] = []
+    async with await open_store("memory://") as store:
+        for hook in (StartsAndFinishes("alone", heard), OnlyFinishes("finisher", heard)):
+            await Executor(store, registry, hooks=hook).execute(Deposit(account=ACCOUNT, amount=1))
+    assert heard == [
+        ("alone", "command_started", None),
+        ("alone", "command_finished", "scope of alone"),
+        ("finisher", "command_finished", None),
+    ]
+
+
+def test_hooks_that_override_nothing_or_not_what_an_object_reports_resolve_to_none() -> None:
+    assert resolve(Hooks()) is None
+    assert resolve(FanOut(Hooks(), NO_HOOKS)) is None
+    only = OnlyFinishes("b", [])
+    assert resolve(only, "append_started", "append_finished") is None
+    assert resolve(only, "append_started", "command_finished") is not None
+    install_hooks(Hooks())
+    try:
+        assert default_hooks() is None
+    finally:
+        install_hooks()
+
+
+async def test_a_lone_hook_that_raises_is_contained_and_logged_once_per_method(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    hooks = FanOut(Raising())
+    async with await open_store("memory://", hooks=hooks) as store:
+        executor = Executor(store, registry, hooks=hooks)
+        with caplog.at_level(logging.WARNING, logger="eventcore.instrumentation"):
+            for _ in range(3):
+                await executor.execute(Deposit(account=ACCOUNT, amount=1))
+        assert [event.version for event in await store.read_stream(ACCOUNT)] == [1, 2, 3]
+    logged = [r.getMessage() for r in caplog.records if r.name == "eventcore.instrumentation"]
+    methods = [message.split(" in ")[1].split(" ")[0] for message in logged]
+    assert sorted(methods) == sorted(
+        [
+            "append_metadata",
+            "command_started",
+            "command_finished",
+            "read_started",
+            "read_finished",
+            "append_started",
+            "append_finished",
+        ]
+    )
+
+
+async def test_a_fan_out_inside_a_fan_out_is_heard_through() -> None:
+    heard: list[tuple[str, str, object]] = []
+    inner = FanOut(StartsAndFinishes("inner", heard))
+    hooks = FanOut(inner, OnlyFinishes("outer", heard))
+    async with await open_store("memory://") as store:
+        await Executor(store, registry, hooks=hooks).execute(Deposit(account=ACCOUNT, amount=1))
+    assert heard == [
+        ("inner", "command_started", None),
+        ("inner", "command_finished", "scope of inner"),
+        ("outer", "command_finished", None),
+    ]

@@ -531,6 +531,7 @@ class MissingDependency(EventcoreError, ImportError):
         "nats": ("nats-py", "nats"),
         "httpx": ("httpx", "runtime"),
         "cryptography": ("cryptography", "federation"),
+        "prometheus_client": ("prometheus-client", "metrics"),
     }
 
     def __init__(self, package: str, extra: str, needed_for: str) -> None:

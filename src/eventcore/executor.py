@@ -72,7 +72,8 @@ class Executor:
         self.max_streams = max_streams
         self._cache = StateCache(cache_size) if cache_size else None
         self._rng = rng or random.Random()
-        self._hooks = resolve(hooks)
+        # None unless a hook listens to commands: the store reports its own calls.
+        self._hooks = resolve(hooks, *_COMMAND_METHODS)
 
     async def execute(
         self,
@@ -115,8 +116,12 @@ class Executor:
     ) -> CommandResult:
         name = type(command).__name__
         started = time.perf_counter()
-        scope = hooks.command_started(
-            CommandStarted(command=name, idempotency_key=idempotency_key, metadata=metadata)
+        scope = (
+            hooks.command_started(
+                CommandStarted(command=name, idempotency_key=idempotency_key, metadata=metadata)
+            )
+            if hooks.wants("command_started")
+            else None
         )
         # Asked inside the command's scope, so a tracing hook writes the command span's
         # context into every event the command appends.
@@ -228,6 +233,15 @@ class Executor:
             *(read(stream, from_version=version) for stream, version in effect.streams)
         )
         return {stream: events for (stream, _), events in zip(effect.streams, results, strict=True)}
+
+
+_COMMAND_METHODS = (
+    "append_metadata",
+    "command_started",
+    "command_retried",
+    "command_finished",
+    "command_failed",
+)
 
 
 class _Observed:

@@ -1,5 +1,5 @@
 """The instrumentation seam: hooks that the library calls at each command, append, read,
-publish, delivery, dead letter, projection batch and saga step.
+publish, delivery, dead letter, projection batch, saga step and federation hub batch.
 
 Tracing, metrics and extra logging attach here and nowhere else; nothing in this module
 knows about OpenTelemetry or Prometheus. A hook is a subclass of ``Hooks`` that
@@ -7,13 +7,20 @@ overrides the methods it cares about (the others do nothing).
 
 Cost when unused: every instrumented object resolves its hooks once, when it is built
 (``resolve``), to ``None`` when there are none, and each call site is guarded by
-``if hooks is not None`` — no event record is built, no method called.
+``if hooks is not None`` — no event record is built, no method called. The same holds
+per method: a hook is called only for the methods it overrides (``FanOut`` finds them
+once, when built), and the library builds no record for a method no hook overrides
+(``FanOut.wants``); an object none of whose methods are overridden holds no hooks.
 
 Installing: pass ``hooks=`` to an object (``Executor``, ``MemoryStore``, ``open_store``,
 ``Relay``, ``Subscriber``, ``ProjectionRunner``, ``SagaWorker``), or install a process
 default with ``install_hooks`` before the objects are built; ``hooks=NO_HOOKS`` opts one object out
 of the default. The default is read at construction, not at each call, so the hot path
 pays nothing for the choice.
+
+Some readings cost a query (the dead letters a group holds): the library takes them only
+when a hook overrides the method that receives them (``FanOut.wants``), so tracing alone
+does not pay for what only metrics read.
 
 Operations with a duration come in pairs: ``*_started`` returns a *scope* (any value,
 e.g. a span and its context token), which the library hands back to the matching
@@ -24,9 +31,11 @@ never breaks the library: the error is contained and logged once per hook and me
 
 from __future__ import annotations
 
+import inspect
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
+from typing import Any
 
 import msgspec
 
@@ -42,12 +51,16 @@ __all__ = [
     "CommandFinished",
     "CommandRetried",
     "CommandStarted",
+    "ConnectionsClosed",
+    "ConnectionsOpened",
     "DeadLettered",
+    "DeadLettersCounted",
     "DeliveriesFetched",
     "DeliveryFinished",
     "DeliveryRetried",
     "DeliveryStarted",
     "FanOut",
+    "FederationBatch",
     "Hooks",
     "PublishFinished",
     "PublishStarted",
@@ -58,6 +71,7 @@ __all__ = [
     "SagaOpened",
     "SagaStatusChanged",
     "SagaStepEnded",
+    "ServiceHealth",
     "default_hooks",
     "install_hooks",
     "resolve",
@@ -145,6 +159,22 @@ class ReadFinished(msgspec.Struct, frozen=True, kw_only=True):
     seconds: float
 
 
+class ConnectionsOpened(msgspec.Struct, frozen=True, kw_only=True):
+    """A store (``backend`` as in ``AppendStarted.store``) holds connections from now
+    on: ``count()`` says how many are open at the moment it is called (a hook calls it
+    when it is read, e.g. at a scrape, never on the hot path). ``owner`` tells this
+    holder from others until its ``ConnectionsClosed``."""
+
+    backend: str
+    owner: int
+    count: Callable[[], int]
+
+
+class ConnectionsClosed(msgspec.Struct, frozen=True, kw_only=True):
+    backend: str
+    owner: int
+
+
 # --- the relay ------------------------------------------------------------------------
 
 
@@ -161,8 +191,11 @@ class PublishStarted(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class PublishFinished(msgspec.Struct, frozen=True, kw_only=True):
+    """``per_topic``: how many of the batch's ``events`` messages went to each topic."""
+
     service: str
     events: int
+    per_topic: Mapping[str, int]
     error: BaseException | None
     seconds: float
 
@@ -181,9 +214,15 @@ class RelayProgress(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class DeliveriesFetched(msgspec.Struct, frozen=True, kw_only=True):
+    """A fetch by group ``member`` gave ``count`` deliveries (0: nothing was ready).
+    ``lag_events``: messages of its partitions not yet handled, these included, as far
+    as the bus said (the fetched partitions only; None when the bus does not say)."""
+
     topic: str
     group: str
+    member: str
     count: int
+    lag_events: int | None
 
 
 class DeliveryStarted(msgspec.Struct, frozen=True, kw_only=True):
@@ -234,6 +273,37 @@ class DeadLettered(msgspec.Struct, frozen=True, kw_only=True):
     attempts: int
 
 
+class DeadLettersCounted(msgspec.Struct, frozen=True, kw_only=True):
+    """The dead letters of ``group`` on ``topic`` in the bus's box, counted at the
+    subscriber's retry poll (only when a hook ``wants`` it: it costs a query)."""
+
+    topic: str
+    group: str
+    count: int
+
+
+# --- the federation hub -------------------------------------------------------------
+
+
+class FederationBatch(msgspec.Struct, frozen=True, kw_only=True):
+    """One batch the hub (consumer group ``group``) read at ``origin`` (``<bus
+    alias>/<topic>``), routed, published and settled.
+
+    ``outcomes`` counts its events as ``(rule, outcome, events)``: ``routed`` (the
+    rule's copy reached every target), ``failed`` (the rule's transformations failed:
+    the event went to the hub's dead letters); events no rule took count under rule
+    ``""`` as ``unmatched``, unreadable messages as ``invalid``. ``lag_seconds``: how
+    long before settling the batch its last message reached the source bus — how far
+    behind the source the hub reads."""
+
+    group: str
+    origin: str
+    events: int
+    outcomes: tuple[tuple[str, str, int], ...]
+    lag_seconds: float
+    seconds: float
+
+
 # --- projections ----------------------------------------------------------------------
 
 
@@ -256,6 +326,16 @@ class BatchApplied(msgspec.Struct, frozen=True, kw_only=True):
     lag_events: int
     error: BaseException | None
     seconds: float
+
+
+# --- the service ------------------------------------------------------------------------
+
+
+class ServiceHealth(msgspec.Struct, frozen=True, kw_only=True):
+    """Whether ``service`` is healthy, as whoever runs it (the runtime) judges."""
+
+    service: str
+    healthy: bool
 
 
 # --- sagas ------------------------------------------------------------------------------
@@ -345,6 +425,12 @@ class Hooks:
     def read_finished(self, event: ReadFinished, scope: object) -> None:
         pass
 
+    def connections_opened(self, event: ConnectionsOpened) -> None:
+        pass
+
+    def connections_closed(self, event: ConnectionsClosed) -> None:
+        pass
+
     def publish_started(self, event: PublishStarted) -> object:
         return None
 
@@ -369,10 +455,19 @@ class Hooks:
     def dead_lettered(self, event: DeadLettered) -> None:
         pass
 
+    def dead_letters_counted(self, event: DeadLettersCounted) -> None:
+        pass
+
+    def federation_batch(self, event: FederationBatch) -> None:
+        pass
+
     def batch_started(self, event: BatchStarted) -> object:
         return None
 
     def batch_applied(self, event: BatchApplied, scope: object) -> None:
+        pass
+
+    def service_health(self, event: ServiceHealth) -> None:
         pass
 
     def saga_started(self, event: SagaOpened) -> None:
@@ -395,15 +490,39 @@ NO_HOOKS = Hooks()
 class FanOut(Hooks):
     """Calls several hooks in turn, each contained: one that raises is logged (once per
     hook and method) and skipped, and the others and the library carry on. Every hook
-    the library holds is wrapped in one (``resolve``)."""
+    the library holds is wrapped in one (``resolve``).
+
+    The work is done once, when it is built: for each method it finds the hooks that
+    override it, and only those are ever called; a method none overrides stays the
+    base's no-op, and ``wants`` tells the library so, which then builds no record for
+    it at all. A hook's methods are looked up then, not at each call."""
 
     def __init__(self, *hooks: Hooks) -> None:
         self._hooks = tuple(hook for hook in hooks if hook is not NO_HOOKS)
         self._reported: set[tuple[int, str]] = set()
+        wanted = []
+        for method, kind in _METHODS.items():
+            calls = tuple(
+                (index, call)
+                for index, hook in enumerate(self._hooks)
+                if (call := _overridden(hook, method)) is not None
+            )
+            if calls:
+                wanted.append(method)
+                # Shadows the base's no-op on this instance: the call site reaches the
+                # overriding hooks' methods through one contained call, no loop over
+                # hooks that do not listen.
+                setattr(self, method, kind(self, method, calls, len(self._hooks)))
+        self._wanted = frozenset(wanted)
 
     @property
     def hooks(self) -> tuple[Hooks, ...]:
         return self._hooks
+
+    def wants(self, *methods: str) -> bool:
+        """Whether any hook overrides any of ``methods``: when none does, the library
+        builds no record for them (and takes no reading that costs a query)."""
+        return not self._wanted.isdisjoint(methods)
 
     def _failed(self, index: int, method: str, error: Exception) -> None:
         if (index, method) in self._reported:
@@ -417,107 +536,116 @@ class FanOut(Hooks):
             exc_info=error,
         )
 
-    def _start(self, method: str, event: object) -> tuple[object, ...]:
-        scopes: list[object] = []
-        for index, hook in enumerate(self._hooks):
+
+# Scopes: a FanOut of one hook hands that hook's scope back as it is; of several, a
+# tuple with one slot per hook (None for a hook that does not override the start).
+
+_Call = Callable[..., Any]
+_Calls = tuple[tuple[int, _Call], ...]
+
+
+def _overridden(hook: Hooks, method: str) -> _Call | None:
+    """``hook``'s bound ``method``, or None when it is the base's no-op."""
+    call: _Call = getattr(hook, method)
+    if getattr(call, "__func__", None) is getattr(Hooks, method):
+        return None
+    return call
+
+
+def _start(fan: FanOut, method: str, calls: _Calls, width: int) -> _Call:
+    if width == 1:
+        [(index, call)] = calls
+
+        def start_one(event: object) -> object:
             try:
-                scopes.append(getattr(hook, method)(event))
+                return call(event)
             except Exception as error:
-                self._failed(index, method, error)
-                scopes.append(None)
+                fan._failed(index, method, error)
+                return None
+
+        return start_one
+
+    def start(event: object) -> object:
+        scopes: list[object] = [None] * width
+        for index, call in calls:
+            try:
+                scopes[index] = call(event)
+            except Exception as error:
+                fan._failed(index, method, error)
         return tuple(scopes)
 
-    def _end(self, method: str, event: object, scope: object) -> None:
-        scopes = scope if isinstance(scope, tuple) else ()
-        for index, hook in enumerate(self._hooks):
-            try:
-                getattr(hook, method)(event, scopes[index] if index < len(scopes) else None)
-            except Exception as error:
-                self._failed(index, method, error)
+    return start
 
-    def _note(self, method: str, event: object) -> None:
-        for index, hook in enumerate(self._hooks):
-            try:
-                getattr(hook, method)(event)
-            except Exception as error:
-                self._failed(index, method, error)
 
-    def append_metadata(self, metadata: Metadata) -> Metadata:
-        for index, hook in enumerate(self._hooks):
+def _end(fan: FanOut, method: str, calls: _Calls, width: int) -> _Call:
+    if width == 1:
+        [(index, call)] = calls
+
+        def end_one(event: object, scope: object) -> None:
             try:
-                added = hook.append_metadata(metadata)
+                call(event, scope)
             except Exception as error:
-                self._failed(index, "append_metadata", error)
+                fan._failed(index, method, error)
+
+        return end_one
+
+    def end(event: object, scope: object) -> None:
+        # None when no hook overrides the start: the library then built no scope.
+        scopes = scope if isinstance(scope, tuple) and len(scope) == width else None
+        for index, call in calls:
+            try:
+                call(event, None if scopes is None else scopes[index])
+            except Exception as error:
+                fan._failed(index, method, error)
+
+    return end
+
+
+def _note(fan: FanOut, method: str, calls: _Calls, width: int) -> _Call:
+    def note(event: object) -> None:
+        for index, call in calls:
+            try:
+                call(event)
+            except Exception as error:
+                fan._failed(index, method, error)
+
+    return note
+
+
+def _metadata(fan: FanOut, method: str, calls: _Calls, width: int) -> _Call:
+    def append_metadata(metadata: Metadata) -> Metadata:
+        for index, call in calls:
+            try:
+                added = call(metadata)
+            except Exception as error:
+                fan._failed(index, method, error)
                 continue
             if isinstance(added, Metadata):
                 metadata = added
         return metadata
 
-    def command_started(self, event: CommandStarted) -> object:
-        return self._start("command_started", event)
+    return append_metadata
 
-    def command_retried(self, event: CommandRetried, scope: object) -> None:
-        self._end("command_retried", event, scope)
 
-    def command_finished(self, event: CommandFinished, scope: object) -> None:
-        self._end("command_finished", event, scope)
+def _kind(name: str) -> Callable[[FanOut, str, _Calls, int], _Call]:
+    if name == "append_metadata":
+        return _metadata
+    signature = inspect.signature(getattr(Hooks, name))
+    if "scope" in signature.parameters:
+        return _end
+    # A method that hands back a scope opens a pair; the rest (saga_started among them)
+    # are notes, whatever their names say.
+    if signature.return_annotation in (object, "object"):
+        return _start
+    return _note
 
-    def command_failed(self, event: CommandFailed, scope: object) -> None:
-        self._end("command_failed", event, scope)
 
-    def append_started(self, event: AppendStarted) -> object:
-        return self._start("append_started", event)
-
-    def append_finished(self, event: AppendFinished, scope: object) -> None:
-        self._end("append_finished", event, scope)
-
-    def read_started(self, event: ReadStarted) -> object:
-        return self._start("read_started", event)
-
-    def read_finished(self, event: ReadFinished, scope: object) -> None:
-        self._end("read_finished", event, scope)
-
-    def publish_started(self, event: PublishStarted) -> object:
-        return self._start("publish_started", event)
-
-    def publish_finished(self, event: PublishFinished, scope: object) -> None:
-        self._end("publish_finished", event, scope)
-
-    def relay_progress(self, event: RelayProgress) -> None:
-        self._note("relay_progress", event)
-
-    def deliveries_fetched(self, event: DeliveriesFetched) -> None:
-        self._note("deliveries_fetched", event)
-
-    def delivery_started(self, event: DeliveryStarted) -> object:
-        return self._start("delivery_started", event)
-
-    def delivery_retried(self, event: DeliveryRetried, scope: object) -> None:
-        self._end("delivery_retried", event, scope)
-
-    def delivery_finished(self, event: DeliveryFinished, scope: object) -> None:
-        self._end("delivery_finished", event, scope)
-
-    def dead_lettered(self, event: DeadLettered) -> None:
-        self._note("dead_lettered", event)
-
-    def batch_started(self, event: BatchStarted) -> object:
-        return self._start("batch_started", event)
-
-    def batch_applied(self, event: BatchApplied, scope: object) -> None:
-        self._end("batch_applied", event, scope)
-
-    def saga_started(self, event: SagaOpened) -> None:
-        self._note("saga_started", event)
-
-    def saga_step_finished(self, event: SagaStepEnded) -> None:
-        self._note("saga_step_finished", event)
-
-    def saga_compensation_finished(self, event: SagaCompensationEnded) -> None:
-        self._note("saga_compensation_finished", event)
-
-    def saga_status_changed(self, event: SagaStatusChanged) -> None:
-        self._note("saga_status_changed", event)
+#: Every method of the seam, with how a FanOut dispatches it.
+_METHODS = {
+    name: _kind(name)
+    for name, value in vars(Hooks).items()
+    if not name.startswith("_") and callable(value)
+}
 
 
 _default: FanOut | None = None
@@ -528,7 +656,7 @@ def install_hooks(*hooks: Hooks) -> None:
     it). Objects already built keep what they resolved."""
     global _default
     fan = FanOut(*hooks)
-    _default = fan if fan.hooks else None
+    _default = fan if fan._wanted else None
 
 
 def default_hooks() -> Hooks | None:
@@ -536,13 +664,19 @@ def default_hooks() -> Hooks | None:
     return _default
 
 
-def resolve(hooks: Hooks | None) -> FanOut | None:
+def resolve(hooks: Hooks | None, *methods: str) -> FanOut | None:
     """What an object built with ``hooks=`` calls: None when there is nothing to call
-    (no hooks given and no default, or ``NO_HOOKS``), else a containing ``FanOut``."""
+    (no hooks given and no default, ``NO_HOOKS``, or hooks that override no method —
+    or none of ``methods``, the ones the object calls, when given), else a containing
+    ``FanOut``."""
     if hooks is None:
-        return _default
-    if isinstance(hooks, FanOut):
-        return hooks if hooks.hooks else None
-    if hooks is NO_HOOKS:
+        fan = _default
+    elif isinstance(hooks, FanOut):
+        fan = hooks
+    elif hooks is NO_HOOKS:
         return None
-    return FanOut(hooks)
+    else:
+        fan = FanOut(hooks)
+    if fan is None or not fan._wanted or (methods and not fan.wants(*methods)):
+        return None
+    return fan

@@ -3,14 +3,19 @@ routed through it, without a bus."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
 from eventcore.federation import Tokenizer, routed_id
-from tests.cli.conftest import invoke
+from eventcore.messaging import OutgoingMessage, open_bus
+from tests.cli.conftest import invoke, process_environment
 from tests.federation.samples import BUSES, KEY, rule
 
 HUB = (
@@ -169,3 +174,90 @@ def test_explain_shows_a_rule_that_failed_on_the_event_and_why(
     (failure,) = json.loads(record.stdout)["failed"]
     assert failure["rule"] == "r"
     assert failure["reason"] == "'email.home' is a list, not an object"
+
+
+# --- federate run ------------------------------------------------------------------------
+
+SQLITE_HUB = """
+[buses]
+main = "sqlite://{directory}/bus.db"
+
+[[rules]]
+name = "users-to-billing"
+source = {{ bus = "main", topic = "users" }}
+type = "UserRegistered"
+targets = [{{ bus = "main", topic = "billing" }}]
+transforms = [{{ op = "rename-type", to = "CustomerCreated" }}]
+"""
+
+
+def start_hub(*args: str, cwd: Path) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-P", "-c", "from eventcore.cli import main\nmain()", "federate", *args],
+        cwd=cwd,
+        env=process_environment(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+
+
+def publish_one(directory: Path) -> None:
+    async def publish() -> None:
+        bus = await open_bus(f"sqlite://{directory}/bus.db")
+        body = json.dumps(EVENT).encode()
+        await bus.publish([OutgoingMessage("users", "event-1", "user-1", body)])
+        await bus.aclose()
+
+    asyncio.run(publish())
+
+
+@pytest.mark.parametrize(
+    ("how", "stop"),
+    [(("run", "hub.toml"), signal.SIGTERM), (("--config", "hub.toml"), signal.SIGINT)],
+    ids=["run-sigterm", "config-sigint"],
+)
+def test_run_routes_until_a_signal_then_stops_cleanly(
+    tmp_path: Path, how: tuple[str, str], stop: signal.Signals
+) -> None:
+    (tmp_path / "hub.toml").write_text(SQLITE_HUB.format(directory=tmp_path), encoding="utf-8")
+    publish_one(tmp_path)
+    hub = start_hub(*how, "--status-every", "0.05", cwd=tmp_path)
+    try:
+        assert hub.stdout is not None
+        lines = [hub.stdout.readline().decode()]
+        assert lines[0].startswith("federate: ready: hub 'federation', 1 rule"), lines
+        while "1 routed" not in lines[-1]:
+            lines.append(hub.stdout.readline().decode())
+            assert lines[-1], lines
+        hub.send_signal(stop)
+        out, err = hub.communicate(timeout=30)
+    finally:
+        if hub.poll() is None:
+            hub.kill()
+    assert hub.returncode == 0, err.decode()
+    assert (
+        out.decode()
+        .splitlines()[-1]
+        .startswith("federate: stopped: 1 received, 1 routed, 0 unmatched, 0 dead-lettered")
+    )
+    assert b"Traceback" not in err
+
+
+def test_run_refuses_a_bad_configuration_before_opening_anything(
+    runner: CliRunner, tmp_path: Path
+) -> None:
+    bad = tmp_path / "hub.toml"
+    bad.write_text(
+        SQLITE_HUB.format(directory=tmp_path).replace('topic = "billing"', 'topic = ""'),
+        encoding="utf-8",
+    )
+    result = invoke(runner, "federate", "run", str(bad))
+    assert result.exit_code == 2
+    assert "rule 'users-to-billing': targets[0].topic" in result.stderr
+    assert not (tmp_path / "bus.db").exists()
+
+
+def test_federate_without_a_command_or_config_shows_its_help(runner: CliRunner) -> None:
+    result = invoke(runner, "federate")
+    assert "run" in result.output
+    assert "--config" in result.output

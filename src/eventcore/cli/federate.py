@@ -1,15 +1,18 @@
-"""``eventcore federate``: check a federation hub's configuration, and show what its
-rules make of an event.
+"""``eventcore federate``: run a federation hub, check its configuration, and show what
+its rules make of an event.
 
-Neither command opens a bus. ``check`` loads the configuration as the hub will (the
-environment variables it names included) and prints one line per problem. ``explain``
-routes one event, read from a file holding its CloudEvents JSON, and prints which rules
-matched and the exact copies they make. A ``function`` step's module is imported with
-the current directory first on the import path, as ``projections rebuild --app`` does.
+``run`` (or ``eventcore federate --config hub.toml``) runs the hub as a process
+(``eventcore.cli.hub``); ``check`` and ``explain`` open no bus. ``check`` loads the
+configuration as the hub will (the environment variables it names included) and prints
+one line per problem. ``explain`` routes one event, read from a file holding its
+CloudEvents JSON, and prints which rules matched and the exact copies they make. A
+``function`` step's module is imported with the current directory first on the import
+path, as ``projections rebuild --app`` does.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import sys
@@ -20,10 +23,12 @@ import typer
 from rich.text import Text
 
 from eventcore.cli import json_lines, render
-from eventcore.cli.errors import EXIT_USAGE, fail
+from eventcore.cli.errors import EXIT_USAGE, fail, reported
+from eventcore.cli.hub import serve
 from eventcore.cli.options import JsonOutput, nonempty
 from eventcore.errors import InvalidConfig, InvalidInput, InvalidMessage
-from eventcore.federation import HubConfig, Origin, Routing, load_config, route
+from eventcore.federation import DEFAULT_GROUP, HubConfig, Origin, Routing, load_config, route
+from eventcore.messaging.bus import DEFAULT_ACK_WAIT
 from eventcore.messaging.envelope import (
     DEFAULT_MAX_MESSAGE_BYTES,
     DistributedEvent,
@@ -35,9 +40,99 @@ from eventcore.messaging.names import check_name
 __all__ = ["app"]
 
 app = typer.Typer(
-    help="Check a federation hub's configuration and explain its routing.",
+    help="Run a federation hub, check its configuration, explain its routing.",
     no_args_is_help=True,
 )
+
+Group = Annotated[
+    str,
+    typer.Option(
+        "--group", metavar="NAME", help="The consumer group the hub reads its sources as."
+    ),
+]
+Member = Annotated[
+    str | None,
+    typer.Option(
+        "--member",
+        metavar="NAME",
+        help="This hub's member name in each group; a hub restarted under the same name "
+        "takes its partitions back at once (default: a fresh name).",
+    ),
+]
+BatchSize = Annotated[
+    int, typer.Option("--batch", min=1, metavar="N", help="Messages fetched per batch.")
+]
+AckWait = Annotated[
+    float,
+    typer.Option(
+        "--ack-wait",
+        min=0.001,
+        metavar="SECONDS",
+        help="How long a batch may stay unacknowledged before the source delivers it again.",
+    ),
+]
+StatusEvery = Annotated[
+    float,
+    typer.Option(
+        "--status-every", min=0.01, metavar="SECONDS", help="How often to print a status line."
+    ),
+]
+
+
+@app.callback(invoke_without_command=True)
+def federate(
+    context: typer.Context,
+    config: Annotated[
+        str | None,
+        typer.Option(
+            "--config",
+            metavar="CONFIG",
+            callback=nonempty,
+            help="Run the hub of this configuration (the same as: federate run CONFIG).",
+        ),
+    ] = None,
+    group: Group = DEFAULT_GROUP,
+    member: Member = None,
+    batch: BatchSize = 500,
+    ack_wait: AckWait = DEFAULT_ACK_WAIT,
+    status_every: StatusEvery = 10.0,
+) -> None:
+    """Run a federation hub (--config), or one of the commands below."""
+    if context.invoked_subcommand is not None:
+        return
+    if config is None:
+        typer.echo(context.get_help())
+        raise typer.Exit(EXIT_USAGE)
+    run(config, group, member, batch, ack_wait, status_every)
+
+
+@app.command("run")
+def run(
+    config: ConfigFile,
+    group: Group = DEFAULT_GROUP,
+    member: Member = None,
+    batch: BatchSize = 500,
+    ack_wait: AckWait = DEFAULT_ACK_WAIT,
+    status_every: StatusEvery = 10.0,
+) -> None:
+    """Run the hub of CONFIG until SIGTERM or SIGINT, then stop cleanly (exit 0).
+
+    Prints "federate: ready: ..." once every source is read, then a status line every
+    --status-every seconds while anything changed.
+    """
+    loaded = _loaded(config)
+    with reported():
+        asyncio.run(
+            serve(
+                loaded,
+                group=group,
+                member=member,
+                batch_size=batch,
+                ack_wait=ack_wait,
+                status_every=status_every,
+            )
+        )
+
 
 ConfigFile = Annotated[
     str,

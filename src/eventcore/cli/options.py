@@ -34,6 +34,8 @@ __all__ = [
     "page_limit",
     "required",
     "required_bus",
+    "required_url",
+    "url_option",
     "with_connect_timeout",
 ]
 
@@ -72,31 +74,34 @@ def nonempty(value: str | list[str] | None) -> str | list[str] | None:
     return value
 
 
+def url_option(flag: str, envvar: str, help: str) -> Any:
+    """``--store URL``, ``--bus URL``…: optional to typer, so that a missing one gets our
+    own message (``required_url``), which names both ways to give it."""
+    return typer.Option(
+        flag, envvar=envvar, callback=nonempty, metavar="URL", show_envvar=True, help=help
+    )
+
+
+def required_url(url: str | None, flag: str, envvar: str, example: str | None = None) -> str:
+    """The URL given, or leave with a message that says how to give one."""
+    if not url:
+        what = flag.removeprefix("--")
+        hint = f" (e.g. {example})" if example else ""
+        fail(f"no {what} given: pass {flag} URL or set {envvar}{hint}", EXIT_USAGE)
+    return url
+
+
 ENVVAR = "EVENTCORE_STORE"
 
-#: The store to inspect. Optional to typer, so that a missing one gets our own message,
-#: which names both ways to give it.
+#: The store to inspect.
 StoreUrl = Annotated[
-    str | None,
-    typer.Option(
-        "--store",
-        envvar=ENVVAR,
-        callback=nonempty,
-        metavar="URL",
-        show_envvar=True,
-        help="The store to read, e.g. sqlite:///tmp/events.db.",
-    ),
+    str | None, url_option("--store", ENVVAR, "The store to read, e.g. sqlite:///tmp/events.db.")
 ]
 
 
 def required(url: str | None) -> str:
-    """The URL given, or leave with a message that says how to give one."""
-    if not url:
-        fail(
-            f"no store given: pass --store URL or set {ENVVAR} (e.g. sqlite:///tmp/events.db)",
-            EXIT_USAGE,
-        )
-    return url
+    """The store URL given, or leave with a message that says how to give one."""
+    return required_url(url, "--store", ENVVAR, "sqlite:///tmp/events.db")
 
 
 #: Seconds the command line waits for a PostgreSQL server that does not answer, unless
@@ -133,28 +138,20 @@ async def inspected_store(url: str) -> AsyncIterator[EventStore]:
 
 BUS_ENVVAR = "EVENTCORE_BUS"
 
-#: The bus to inspect; optional to typer for the same reason as ``StoreUrl``.
+#: The bus to inspect.
 BusOption = Annotated[
     str | None,
-    typer.Option(
+    url_option(
         "--bus",
-        envvar=BUS_ENVVAR,
-        callback=nonempty,
-        metavar="URL",
-        show_envvar=True,
-        help="The message bus, e.g. sqlite:///tmp/bus.db or nats://127.0.0.1:4222.",
+        BUS_ENVVAR,
+        "The message bus, e.g. sqlite:///tmp/bus.db or nats://127.0.0.1:4222.",
     ),
 ]
 
 
 def required_bus(url: str | None) -> str:
     """The bus URL given, or leave with a message that says how to give one."""
-    if not url:
-        fail(
-            f"no bus given: pass --bus URL or set {BUS_ENVVAR} (e.g. sqlite:///tmp/bus.db)",
-            EXIT_USAGE,
-        )
-    return url
+    return required_url(url, "--bus", BUS_ENVVAR, "sqlite:///tmp/bus.db")
 
 
 @asynccontextmanager

@@ -29,6 +29,8 @@ from eventcore.cli.options import (
     inspected_store,
     nonempty,
     required,
+    required_url,
+    url_option,
     with_connect_timeout,
 )
 from eventcore.errors import InvalidInput, InvalidUrl
@@ -53,21 +55,16 @@ TARGET_ENVVAR = "EVENTCORE_TARGET"
 
 TargetUrl = Annotated[
     str | None,
-    typer.Option(
+    url_option(
         "--target",
-        envvar=TARGET_ENVVAR,
-        callback=nonempty,
-        metavar="URL",
-        show_envvar=True,
-        help="Where projections live: sqlite:///path/views.db or postgresql://…?schema=…",
+        TARGET_ENVVAR,
+        "Where projections live: sqlite:///path/views.db or postgresql://…?schema=…",
     ),
 ]
 
 
 def _required_target(url: str | None) -> str:
-    if not url:
-        fail(f"no target given: pass --target URL or set {TARGET_ENVVAR}", EXIT_USAGE)
-    return url
+    return required_url(url, "--target", TARGET_ENVVAR)
 
 
 _TARGET_SCHEMES = {"sqlite": "sqlite", "postgresql": "postgres", "postgres": "postgres"}

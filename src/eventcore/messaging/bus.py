@@ -77,7 +77,10 @@ class Delivery(msgspec.Struct, frozen=True):
     """A message handed to a consumer.
 
     ``sequence`` grows with publish order within a partition; ``attempt`` is 1 on the
-    first delivery to this group and grows with each redelivery.
+    first delivery to this group and grows with each redelivery. ``behind``: messages of
+    the partition published after this one and not yet acknowledged by the group, as the
+    bus knew at the fetch (None when it does not say); the subscriber's lag is read
+    from it.
     """
 
     topic: str
@@ -88,6 +91,7 @@ class Delivery(msgspec.Struct, frozen=True):
     sequence: int
     attempt: int
     published_at: datetime
+    behind: int | None = None
 
 
 class DeadLetter(msgspec.Struct, frozen=True, kw_only=True):
@@ -216,7 +220,9 @@ class DeadLetterBox(Protocol):
         again once its claim ran out."""
         ...
 
-    async def count(self, *, group: str | None = None) -> int: ...
+    async def count(self, *, group: str | None = None, topic: str | None = None) -> int:
+        """How many letters the box holds (of one group, of one topic, or both)."""
+        ...
 
 
 @runtime_checkable

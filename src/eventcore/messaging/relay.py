@@ -49,7 +49,7 @@ import asyncio
 import logging
 import random
 import time
-from collections import deque
+from collections import Counter, deque
 from typing import Final
 
 import msgspec
@@ -402,6 +402,7 @@ class Relay:
                 PublishFinished(
                     service=self._service,
                     events=len(messages),
+                    per_topic=Counter(message.topic for message in messages),
                     error=error,
                     seconds=time.perf_counter() - started,
                 ),

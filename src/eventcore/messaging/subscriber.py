@@ -51,7 +51,13 @@ import msgspec
 
 from eventcore.errors import BusClosed, BusError, DeadLetterNotFound, InvalidInput
 from eventcore.events import Event
-from eventcore.instrumentation import DeadLettered, DeliveriesFetched, Hooks, resolve
+from eventcore.instrumentation import (
+    DeadLettered,
+    DeadLettersCounted,
+    DeliveriesFetched,
+    Hooks,
+    resolve,
+)
 from eventcore.lifecycle import Readiness
 from eventcore.messaging._claims import unclaimed
 from eventcore.messaging._subscriber_handling import Handling, Outcome, describe
@@ -162,6 +168,8 @@ class Subscriber:
         self._untried: dict[_Key, int] = {}
         self._handled = self._ignored = self._retried = self._dead_lettered = 0
         self._last_error: str | None = None
+        #: Counting the group's dead letters costs a query: only for a hook that wants it.
+        self._count_letters = self._hooks is not None and self._hooks.wants("dead_letters_counted")
 
     @property
     def topic(self) -> str:
@@ -244,6 +252,7 @@ class Subscriber:
             try:
                 if time.monotonic() >= next_retry_poll:
                     await self._run_retries()
+                    await self._count_dead_letters()
                     next_retry_poll = time.monotonic() + self._retry_poll
                 wait = min(_FETCH_WAIT, max(0.0, next_retry_poll - time.monotonic()))
                 # The first fetch takes the partitions without waiting for a message:
@@ -262,13 +271,17 @@ class Subscriber:
                         consumer.member,
                         sorted(owned),
                     )
-                if deliveries:
-                    if self._hooks is not None:
-                        self._hooks.deliveries_fetched(
-                            DeliveriesFetched(
-                                topic=self._topic, group=self._group, count=len(deliveries)
-                            )
+                if self._hooks is not None:
+                    self._hooks.deliveries_fetched(
+                        DeliveriesFetched(
+                            topic=self._topic,
+                            group=self._group,
+                            member=consumer.member,
+                            count=len(deliveries),
+                            lag_events=_lag(deliveries),
                         )
+                    )
+                if deliveries:
                     await self._settle(consumer, deliveries)
             except BusClosed:
                 raise
@@ -455,6 +468,16 @@ class Subscriber:
                 with contextlib.suppress(DeadLetterNotFound):
                     await box.drop(letter.letter_id)
 
+    async def _count_dead_letters(self) -> None:
+        """Report how many letters the group holds on this topic, for a hook that
+        wants it (a gauge): the box is the truth, whoever parked or dropped them."""
+        if self._hooks is None or not self._count_letters:
+            return
+        count = await self._bus.dead_letters.count(group=self._group, topic=self._topic)
+        self._hooks.dead_letters_counted(
+            DeadLettersCounted(topic=self._topic, group=self._group, count=count)
+        )
+
     async def _conclude(self, outcome: Outcome) -> bool:
         """Count ``outcome`` and park its letter; False if the message is not finished."""
         self._retried += outcome.retries
@@ -505,6 +528,23 @@ class Subscriber:
         except TimeoutError:
             return False
         return True
+
+
+def _lag(deliveries: Sequence[Delivery]) -> int | None:
+    """Messages of the fetched partitions not yet handled: each partition's deliveries
+    and what its last one has behind it. 0 for an empty fetch: nothing is waiting that
+    this member could take now."""
+    last: dict[int, Delivery] = {}
+    taken: dict[int, int] = {}
+    for delivery in deliveries:
+        last[delivery.partition] = delivery
+        taken[delivery.partition] = taken.get(delivery.partition, 0) + 1
+    lag = 0
+    for partition, delivery in last.items():
+        if delivery.behind is None:
+            return None
+        lag += taken[partition] + delivery.behind
+    return lag
 
 
 async def _give_back(box: DeadLetterBox, letter: DeadLetter) -> None:

@@ -121,7 +121,8 @@ class OpenTelemetryHooks(Hooks):
         if not current.is_valid:
             return metadata
         traceparent = _traceparent(current)
-        tracestate = current.trace_state.to_header() or None
+        state = current.trace_state
+        tracestate = state.to_header() if state else None
         if traceparent == metadata.traceparent and tracestate == metadata.tracestate:
             return metadata
         return msgspec.structs.replace(metadata, traceparent=traceparent, tracestate=tracestate)
@@ -198,11 +199,16 @@ class OpenTelemetryHooks(Hooks):
         # operation would be a trace of one span, and with the API alone this keeps
         # every store call down to one context lookup.
         tracer = self._tracer
-        if tracer is None or not trace.get_current_span().is_recording():
+        if tracer is None:
+            return None
+        # Looked up once, and handed to the SDK, which would look it up again.
+        current = otel_context.get_current()
+        if not trace.get_current_span(current).is_recording():
             return None
         # A leaf: not made current, nothing runs under it.
         return tracer.start_span(
             "read_stream",
+            context=current,
             kind=SpanKind.CLIENT,
             attributes={
                 "db.system": event.store,
@@ -220,10 +226,14 @@ class OpenTelemetryHooks(Hooks):
 
     def append_started(self, event: AppendStarted) -> object:
         tracer = self._tracer
-        if tracer is None or not trace.get_current_span().is_recording():
+        if tracer is None:
+            return None
+        current = otel_context.get_current()
+        if not trace.get_current_span(current).is_recording():
             return None
         return tracer.start_span(
             "append",
+            context=current,
             kind=SpanKind.CLIENT,
             attributes={
                 "db.system": event.store,

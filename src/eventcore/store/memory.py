@@ -9,23 +9,25 @@ from __future__ import annotations
 import asyncio
 import bisect
 import uuid
-from collections.abc import AsyncIterator, Collection, Mapping, Sequence
+from collections.abc import AsyncIterator, Collection
 from datetime import UTC, datetime
 
 import msgspec
 
-from eventcore.errors import ConcurrencyConflict, DuplicateEventId, StoreClosed
+from eventcore.errors import ConcurrencyConflict, DuplicateEventId
 from eventcore.instrumentation import Hooks, resolve
+from eventcore.store._front import StoreFront
 from eventcore.store._head_signal import HeadSignal
-from eventcore.store._observed import observe_append, observe_read
 from eventcore.store.protocol import AppendResult
 from eventcore.store.request import DEFAULT_MAX_PAYLOAD_BYTES, AppendRequest
-from eventcore.types import EventId, NewEvent, StoredEvent, StreamHead, StreamId
+from eventcore.types import EventId, StoredEvent, StreamHead, StreamId
 
 __all__ = ["MemoryStore"]
 
 
-class MemoryStore:
+class MemoryStore(StoreFront):
+    backend = "memory"
+
     def __init__(
         self, *, max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES, hooks: Hooks | None = None
     ) -> None:
@@ -39,33 +41,6 @@ class MemoryStore:
         self._closed = False
         # Every MemoryStore is a log of its own, gone with the object.
         self._store_id = str(uuid.uuid4())
-
-    async def __aenter__(self) -> MemoryStore:
-        return self
-
-    async def __aexit__(self, *_: object) -> None:
-        await self.aclose()
-
-    def use_hooks(self, hooks: Hooks | None) -> None:
-        """Call ``hooks`` from now on (None: the process default; ``NO_HOOKS``: none)."""
-        self._hooks = resolve(hooks)
-
-    def _check_open(self) -> None:
-        if self._closed:
-            raise StoreClosed()
-
-    async def append(
-        self,
-        writes: Mapping[StreamId, Sequence[NewEvent]],
-        *,
-        expected: Mapping[StreamId, int],
-        idempotency_key: str | None = None,
-    ) -> AppendResult:
-        self._check_open()
-        request = AppendRequest.build(writes, expected, idempotency_key, self._max_payload_bytes)
-        if self._hooks is not None:
-            return await observe_append(self._hooks, "memory", request, self._append)
-        return self._commit(request)
 
     async def _append(self, request: AppendRequest) -> AppendResult:
         return self._commit(request)
@@ -122,23 +97,11 @@ class MemoryStore:
         self._check_open()
         return self._idempotency.get(idempotency_key)
 
-    async def read_stream(self, stream_id: StreamId, *, from_version: int = 1) -> list[StoredEvent]:
-        self._check_open()
-        stream_id = StreamId(stream_id)
-        if self._hooks is not None:
-            return await observe_read(self._hooks, "memory", stream_id, from_version, self._read)
+    async def _read_stream(self, stream_id: StreamId, from_version: int) -> list[StoredEvent]:
         return list(self._streams.get(stream_id, ())[max(from_version, 1) - 1 :])
 
-    async def _read(self, stream_id: StreamId, from_version: int) -> list[StoredEvent]:
-        return list(self._streams.get(stream_id, ())[max(from_version, 1) - 1 :])
-
-    async def read_all(
-        self,
-        *,
-        after: int = 0,
-        types: Collection[str] | None = None,
-        batch_size: int = 1000,
-        limit: int | None = None,
+    async def _read_all(
+        self, after: int, types: Collection[str] | None, batch_size: int, limit: int | None
     ) -> AsyncIterator[list[StoredEvent]]:
         self._check_open()
         wanted = frozenset(types) if types is not None else None

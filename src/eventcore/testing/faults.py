@@ -32,16 +32,9 @@ from typing import TypeVar
 import msgspec
 
 from eventcore.errors import BusUnavailable, InvalidInput, StoreUnavailable
-from eventcore.messaging.bus import (
-    DEFAULT_ACK_WAIT,
-    Bus,
-    Consumer,
-    DeadLetterBox,
-    Delivery,
-    OutgoingMessage,
-)
+from eventcore.messaging.bus import Bus, Consumer, Delivery
 from eventcore.store import AppendResult, EventStore
-from eventcore.store.checkpoint import Checkpoint
+from eventcore.testing._wrapping import BusWrapper, ConsumerWrapper
 from eventcore.types import NewEvent, StoredEvent, StreamHead, StreamId
 
 __all__ = ["FaultPlan", "FaultyBus", "FaultyConsumer", "FaultyStore"]
@@ -213,7 +206,7 @@ class FaultyStore:
         await self.aclose()
 
 
-class FaultyBus:
+class FaultyBus(BusWrapper):
     """A :class:`~eventcore.messaging.bus.Bus` that passes every call to ``bus``,
     faulted as ``plan`` says with ``BusUnavailable``; its consumers fault ``fetch``,
     ``ack`` and ``nak`` and hand out duplicates. Closing it closes ``bus``.
@@ -221,76 +214,35 @@ class FaultyBus:
     The dead-letter box is the inner bus's, unfaulted."""
 
     def __init__(self, bus: Bus, plan: FaultPlan) -> None:
-        self.inner = bus
+        super().__init__(bus)
         self._schedule = _Schedule(plan, BusUnavailable)
+
+    async def _call(self, call: str, operation: Callable[[], Awaitable[_T]]) -> _T:
+        return await self._schedule.run(call, operation)
 
     @property
     def faults(self) -> list[tuple[str, str]]:
         """``(call, fault)`` for every fault injected so far, its consumers' included."""
         return self._schedule.faults
 
-    @property
-    def url(self) -> str:
-        return self.inner.url
-
-    @property
-    def dead_letters(self) -> DeadLetterBox:
-        return self.inner.dead_letters
-
-    async def publish(self, messages: Sequence[OutgoingMessage]) -> None:
-        await self._schedule.run("publish", lambda: self.inner.publish(messages))
-
-    async def consumer(
-        self,
-        topic: str,
-        group: str,
-        *,
-        member: str | None = None,
-        ack_wait: float = DEFAULT_ACK_WAIT,
-    ) -> Consumer:
-        inner = await self._schedule.run(
-            "consumer",
-            lambda: self.inner.consumer(topic, group, member=member, ack_wait=ack_wait),
-        )
-        return FaultyConsumer(inner, self._schedule)
-
-    async def load_checkpoint(self, name: str) -> Checkpoint | None:
-        return await self._schedule.run("load_checkpoint", lambda: self.inner.load_checkpoint(name))
-
-    async def save_checkpoint(self, name: str, checkpoint: Checkpoint) -> None:
-        await self._schedule.run(
-            "save_checkpoint", lambda: self.inner.save_checkpoint(name, checkpoint)
-        )
-
-    async def aclose(self) -> None:
-        await self.inner.aclose()
-
-    async def __aenter__(self) -> FaultyBus:
-        return self
-
-    async def __aexit__(self, *_: object) -> None:
-        await self.aclose()
+    def _wrap(self, consumer: Consumer, group: str) -> Consumer:
+        return FaultyConsumer(consumer, self._schedule)
 
 
-class FaultyConsumer:
+class FaultyConsumer(ConsumerWrapper):
     """A consumer of a :class:`FaultyBus`; see there."""
 
     def __init__(self, consumer: Consumer, schedule: _Schedule) -> None:
-        self.inner = consumer
+        super().__init__(consumer)
         self._schedule = schedule
         #: Deliveries to hand out again with the next fetch.
         self._again: list[Delivery] = []
 
-    @property
-    def member(self) -> str:
-        return self.inner.member
-
-    @property
-    def partitions(self) -> frozenset[int]:
-        return self.inner.partitions
+    async def _call(self, call: str, operation: Callable[[], Awaitable[_T]]) -> _T:
+        return await self._schedule.run(call, operation)
 
     async def fetch(self, max_messages: int, timeout: float) -> list[Delivery]:  # noqa: ASYNC109
-        fetched = await self._schedule.run("fetch", lambda: self.inner.fetch(max_messages, timeout))
+        fetched = await super().fetch(max_messages, timeout)
         again, self._again = self._again, []
         for delivery in fetched:
             if self._schedule.duplicates():
@@ -298,12 +250,3 @@ class FaultyConsumer:
                 # As the bus would redeliver it: the same message, one attempt further.
                 self._again.append(msgspec.structs.replace(delivery, attempt=delivery.attempt + 1))
         return again + fetched
-
-    async def ack(self, deliveries: Sequence[Delivery]) -> None:
-        await self._schedule.run("ack", lambda: self.inner.ack(deliveries))
-
-    async def nak(self, delivery: Delivery, delay: float = 0.0) -> None:
-        await self._schedule.run("nak", lambda: self.inner.nak(delivery, delay))
-
-    async def aclose(self) -> None:
-        await self.inner.aclose()

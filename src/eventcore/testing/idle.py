@@ -32,14 +32,7 @@ from typing import Any
 from eventcore.command import Command
 from eventcore.events import EventRegistry
 from eventcore.executor import Executor
-from eventcore.messaging.bus import (
-    DEFAULT_ACK_WAIT,
-    Bus,
-    Consumer,
-    DeadLetterBox,
-    Delivery,
-    OutgoingMessage,
-)
+from eventcore.messaging.bus import Bus, Consumer, Delivery, OutgoingMessage
 from eventcore.messaging.commands import CommandReceiver, CommandSender, ResultOf
 from eventcore.messaging.inbox import Handler
 from eventcore.messaging.relay import Relay
@@ -48,7 +41,7 @@ from eventcore.messaging.topics import TopicMap
 from eventcore.saga.definition import Saga
 from eventcore.saga.worker import SagaWorker
 from eventcore.store import EventStore
-from eventcore.store.checkpoint import Checkpoint
+from eventcore.testing._wrapping import BusWrapper, ConsumerWrapper
 from eventcore.testing.faults import FaultPlan, FaultyBus
 
 __all__ = ["Services", "until_idle"]
@@ -67,82 +60,34 @@ class _Watch:
             self.changed.notify_all()
 
 
-class _WatchedBus:
+class _WatchedBus(BusWrapper):
     """``bus``, noting every publish it accepted."""
 
     def __init__(self, bus: Bus, watch: _Watch) -> None:
-        self.inner = bus
+        super().__init__(bus)
         self._watch = watch
 
-    @property
-    def url(self) -> str:
-        return self.inner.url
-
-    @property
-    def dead_letters(self) -> DeadLetterBox:
-        return self.inner.dead_letters
-
     async def publish(self, messages: Sequence[OutgoingMessage]) -> None:
-        await self.inner.publish(messages)
+        await super().publish(messages)
         for message in messages:
             self._watch.published[message.topic].add(message.message_id)
         await self._watch.note()
 
-    async def consumer(
-        self,
-        topic: str,
-        group: str,
-        *,
-        member: str | None = None,
-        ack_wait: float = DEFAULT_ACK_WAIT,
-    ) -> Consumer:
-        inner = await self.inner.consumer(topic, group, member=member, ack_wait=ack_wait)
-        return _WatchedConsumer(inner, self._watch, group)
-
-    async def load_checkpoint(self, name: str) -> Checkpoint | None:
-        return await self.inner.load_checkpoint(name)
-
-    async def save_checkpoint(self, name: str, checkpoint: Checkpoint) -> None:
-        await self.inner.save_checkpoint(name, checkpoint)
-
-    async def aclose(self) -> None:
-        await self.inner.aclose()
-
-    async def __aenter__(self) -> _WatchedBus:
-        return self
-
-    async def __aexit__(self, *_: object) -> None:
-        await self.aclose()
+    def _wrap(self, consumer: Consumer, group: str) -> Consumer:
+        return _WatchedConsumer(consumer, self._watch, group)
 
 
-class _WatchedConsumer:
+class _WatchedConsumer(ConsumerWrapper):
     def __init__(self, consumer: Consumer, watch: _Watch, group: str) -> None:
-        self.inner = consumer
+        super().__init__(consumer)
         self._watch = watch
         self._group = group
 
-    @property
-    def member(self) -> str:
-        return self.inner.member
-
-    @property
-    def partitions(self) -> frozenset[int]:
-        return self.inner.partitions
-
-    async def fetch(self, max_messages: int, timeout: float) -> list[Delivery]:  # noqa: ASYNC109
-        return await self.inner.fetch(max_messages, timeout)
-
     async def ack(self, deliveries: Sequence[Delivery]) -> None:
-        await self.inner.ack(deliveries)
+        await super().ack(deliveries)
         for delivery in deliveries:
             self._watch.settled[self._group, delivery.topic].add(delivery.message_id)
         await self._watch.note()
-
-    async def nak(self, delivery: Delivery, delay: float = 0.0) -> None:
-        await self.inner.nak(delivery, delay)
-
-    async def aclose(self) -> None:
-        await self.inner.aclose()
 
 
 class Services:

@@ -1,7 +1,9 @@
 """``MemoryBus``: the whole bus contract inside one process, for tests and throwaway runs.
 
 Nothing in here awaits in the middle of a change, so on one event loop every
-operation is atomic without a lock. Waiting consumers sleep on an ``asyncio.Event``
+operation is atomic without a lock. (A consumer's renewals and rebalances do take its
+``_lock``, as on the other buses, so that all three join through one ``_join``; here it is
+never contended.) Waiting consumers sleep on an ``asyncio.Event``
 that is set (and replaced) whenever something they might be waiting for happens:
 a publish, an ack, a partition released, a member leaving, the bus closing.
 """
@@ -11,32 +13,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from eventcore.errors import BusClosed, InvalidInput
 from eventcore.leases import KeepAlive, MemoryLeases
-from eventcore.messaging._input import (
-    check_checkpoint,
-    check_delay,
-    check_delivery,
-    check_fetch,
-    check_outgoing,
-    checkpoint_name,
-)
+from eventcore.messaging._backend import AssignedMember, BusFront
+from eventcore.messaging._input import check_delay, check_delivery, check_fetch
 from eventcore.messaging._wakeup import Wakeup
 from eventcore.messaging.assignment import PartitionAssignment
-from eventcore.messaging.bus import (
-    DEFAULT_ACK_WAIT,
-    DEFAULT_PARTITIONS,
-    Delivery,
-    OutgoingMessage,
-    partition_of,
-)
+from eventcore.messaging.bus import DEFAULT_PARTITIONS, Delivery, OutgoingMessage, partition_of
 from eventcore.messaging.memory._deadletters import MemoryDeadLetterBox
-from eventcore.messaging.names import check_name
 from eventcore.store.checkpoint import Checkpoint
 
 __all__ = ["DEFAULT_LEASE_TTL", "MemoryBus", "MemoryConsumer"]
@@ -91,7 +79,7 @@ class _Cursor:
     resume_at: float = 0.0
 
 
-class MemoryBus:
+class MemoryBus(BusFront["MemoryConsumer", MemoryDeadLetterBox]):
     """Topics, groups, dead letters and checkpoints in dicts; gone when the process ends.
 
     ``lease_ttl`` is how long a member's claim on a partition lives without renewal;
@@ -122,21 +110,7 @@ class MemoryBus:
             return "memory://"
         return f"memory://?partitions={self._partitions}"
 
-    @property
-    def dead_letters(self) -> MemoryDeadLetterBox:
-        return self._dead_letters
-
-    @property
-    def lease_ttl(self) -> float:
-        return self._lease_ttl
-
-    def _check_open(self) -> None:
-        if self._closed:
-            raise BusClosed()
-
-    async def publish(self, messages: Sequence[OutgoingMessage]) -> None:
-        self._check_open()
-        check_outgoing(messages)
+    async def _publish(self, messages: Sequence[OutgoingMessage]) -> None:
         published_at = datetime.now(UTC)
         for message in messages:
             topic = self._topic(message.topic)
@@ -147,23 +121,9 @@ class MemoryBus:
             topic.partitions[partition].append(
                 _Stored(message.message_id, message.key, bytes(message.body), published_at)
             )
-        if messages:
-            self._wakeup.fire()
+        self._wakeup.fire()
 
-    async def consumer(
-        self,
-        topic: str,
-        group: str,
-        *,
-        member: str | None = None,
-        ack_wait: float = DEFAULT_ACK_WAIT,
-    ) -> MemoryConsumer:
-        self._check_open()
-        check_name("topic", topic)
-        check_name("group", group)
-        member = check_name("member", member) if member is not None else uuid.uuid4().hex[:16]
-        if not isinstance(ack_wait, int | float) or not ack_wait > 0:
-            raise InvalidInput(f"ack_wait must be a positive number of seconds, got {ack_wait!r}")
+    async def _join(self, topic: str, group: str, member: str, ack_wait: float) -> MemoryConsumer:
         stored = self._topic(topic)
         progress = self._groups.setdefault(
             (group, topic), [_GroupPartition() for _ in stored.partitions]
@@ -175,10 +135,9 @@ class MemoryBus:
             partitions=len(stored.partitions),
             ttl=self._lease_ttl,
         )
-        consumer = MemoryConsumer(self, topic, stored, progress, assignment, float(ack_wait))
+        consumer = MemoryConsumer(self, topic, stored, progress, assignment, ack_wait)
         self._consumers.add(consumer)
-        await assignment.renew()
-        consumer._start()
+        await consumer._join()
         return consumer
 
     def _topic(self, name: str) -> _Topic:
@@ -188,14 +147,11 @@ class MemoryBus:
             self._topics[name] = topic
         return topic
 
-    async def load_checkpoint(self, name: str) -> Checkpoint | None:
-        self._check_open()
-        return self._checkpoints.get(checkpoint_name(name))
+    async def _load_checkpoint(self, name: str) -> Checkpoint | None:
+        return self._checkpoints.get(name)
 
-    async def save_checkpoint(self, name: str, checkpoint: Checkpoint) -> None:
-        self._check_open()
-        name = checkpoint_name(name)
-        self._checkpoints[name] = check_checkpoint(checkpoint)
+    async def _save_checkpoint(self, name: str, checkpoint: Checkpoint) -> None:
+        self._checkpoints[name] = checkpoint
 
     async def aclose(self) -> None:
         if self._closed:
@@ -205,14 +161,8 @@ class MemoryBus:
         self._closed = True
         self._wakeup.fire()
 
-    async def __aenter__(self) -> MemoryBus:
-        return self
 
-    async def __aexit__(self, *_: object) -> None:
-        await self.aclose()
-
-
-class MemoryConsumer:
+class MemoryConsumer(AssignedMember):
     """One member of a group on a topic of a ``MemoryBus``."""
 
     def __init__(
@@ -234,21 +184,14 @@ class MemoryConsumer:
         # Which owned partition a fetch looks at first, so a small ``max_messages``
         # does not starve the higher partitions.
         self._start_at = 0
+        self._lock = asyncio.Lock()
         self._keep_alive = KeepAlive(
-            assignment.renew, ttl=assignment.ttl, name=f"eventcore-memory-lease-{self.member}"
+            assignment.renew,
+            ttl=assignment.ttl,
+            name=f"eventcore-memory-lease-{self.member}",
+            lock=self._lock,
         )
         self._closed = False
-
-    @property
-    def member(self) -> str:
-        return self._assignment.member
-
-    @property
-    def partitions(self) -> frozenset[int]:
-        return self._assignment.owned
-
-    def _start(self) -> None:
-        self._keep_alive.start()
 
     def _check_open(self) -> None:
         if self._closed:
@@ -278,7 +221,8 @@ class MemoryConsumer:
             self._check_open()
 
     async def _rebalance(self) -> None:
-        await self._assignment.rebalance()
+        async with self._lock:
+            await self._assignment.rebalance()
         owned = self._assignment.owned
         for partition in list(self._cursors):
             if partition not in owned:
@@ -337,6 +281,7 @@ class MemoryConsumer:
             sequence=sequence,
             attempt=attempt,
             published_at=stored.published_at,
+            behind=len(self._stored.partitions[partition]) - sequence,
         )
 
     def _next_due(self) -> float:

@@ -23,6 +23,7 @@ from eventcore._nats.errors import translated
 from eventcore.errors import BusClosed, BusError
 from eventcore.leases import KeepAlive
 from eventcore.leases.nats import KvLeases
+from eventcore.messaging._backend import AssignedMember
 from eventcore.messaging._input import check_delay, check_delivery, check_fetch
 from eventcore.messaging.assignment import PartitionAssignment
 from eventcore.messaging.bus import Delivery
@@ -35,7 +36,7 @@ _MAX_ACK_PENDING = 10_000
 _FLUSH_TIMEOUT = 5
 
 
-class NatsConsumer:
+class NatsConsumer(AssignedMember):
     def __init__(
         self,
         nc: Client,
@@ -80,20 +81,6 @@ class NatsConsumer:
         # Often enough that a partition given up by a leaving member is taken over soon.
         self._rebalance_every = min(max(lease_ttl / 10, 0.05), 1.0)
         self._closed = False
-
-    @property
-    def member(self) -> str:
-        return self._assignment.member
-
-    @property
-    def partitions(self) -> frozenset[int]:
-        return self._assignment.owned
-
-    async def start(self) -> None:
-        async with self._lock:
-            await self._assignment.renew()
-        # Should it be late, ``rebalance`` renews by itself on the fetch path.
-        self._keep_alive.start()
 
     def _check_open(self) -> None:
         if self._closed:

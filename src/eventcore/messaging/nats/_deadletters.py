@@ -33,9 +33,9 @@ from nats.js.kv import KeyValue
 from eventcore._nats.errors import translated
 from eventcore._nats.kv import entries, key_token
 from eventcore.errors import DeadLetterNotFound, InvalidInput
+from eventcore.messaging._backend import LetterBoxFront
 from eventcore.messaging._claims import claimable, claimed, utc_now
-from eventcore.messaging._input import check_claim, check_letter, check_letter_filter
-from eventcore.messaging.bus import DEFAULT_CLAIM_LEASE, DeadLetter
+from eventcore.messaging.bus import DeadLetter
 from eventcore.messaging.names import check_name
 
 __all__ = ["KvDeadLetterBox"]
@@ -104,7 +104,7 @@ def _sort_key(letter: DeadLetter) -> tuple[datetime, str]:
     return (letter.failed_at, letter.letter_id)
 
 
-class KvDeadLetterBox:
+class KvDeadLetterBox(LetterBoxFront):
     """The ``DeadLetterBox`` protocol over one KV bucket."""
 
     def __init__(
@@ -117,16 +117,14 @@ class KvDeadLetterBox:
         bucket: str,
         max_payload: Callable[[], int],
     ) -> None:
+        super().__init__(check_open)
         self._kv = kv
         self._bodies = bodies
-        self._open = check_open
         self._js = js
         self._bucket = bucket
         self._max_payload = max_payload
 
-    async def put(self, letter: DeadLetter) -> None:
-        self._open()
-        check_letter(letter)
+    async def _put(self, letter: DeadLetter) -> None:
         key = _key(letter.group, letter.topic, letter.message_id)
         room = max(self._max_payload() - _MARGIN, _LEAST_PART)
         value = _encode(letter)
@@ -168,16 +166,9 @@ class KvDeadLetterBox:
                 letters.append(await self._with_body(live))
         return letters
 
-    async def letters(
-        self,
-        *,
-        group: str | None = None,
-        topic: str | None = None,
-        after: str | None = None,
-        limit: int = 100,
+    async def _letters(
+        self, group: str | None, topic: str | None, after: str | None, limit: int
     ) -> list[DeadLetter]:
-        self._open()
-        check_letter_filter(group, topic, limit)
         mark: tuple[datetime, str] | None = None
         if after is not None:
             mark = await self._mark_of(after)
@@ -216,8 +207,7 @@ class KvDeadLetterBox:
                 raise DeadLetterNotFound(letter_id) from None
         return key, _decode(entry.value), entry.revision or 0
 
-    async def get(self, letter_id: str) -> DeadLetter:
-        self._open()
+    async def _get(self, letter_id: str) -> DeadLetter:
         return await self._with_body(await self._entry(letter_id))
 
     async def _with_body(self, live: _Live) -> DeadLetter:
@@ -243,13 +233,11 @@ class KvDeadLetterBox:
             await self._delete_parts(live.key, range(live.body_parts))
         return True
 
-    async def drop(self, letter_id: str) -> None:
-        self._open()
+    async def _drop(self, letter_id: str) -> None:
         while not await self._bury(await self._entry(letter_id)):
             pass
 
-    async def request_retry(self, letter_id: str) -> None:
-        self._open()
+    async def _request_retry(self, letter_id: str) -> None:
         while True:
             live = await self._entry(letter_id)
             if live.letter.status != "dead":
@@ -270,18 +258,9 @@ class KvDeadLetterBox:
                 return False
         return True
 
-    async def claim_retries(
-        self,
-        group: str,
-        topic: str,
-        limit: int = 100,
-        *,
-        holder: str = "",
-        lease: float = DEFAULT_CLAIM_LEASE,
+    async def _claim_retries(
+        self, group: str, topic: str, limit: int, holder: str, lease: float
     ) -> list[DeadLetter]:
-        self._open()
-        check_letter_filter(group, topic, limit)
-        check_claim(holder, lease)
         with translated("listing dead letters"):
             found = await entries(self._js, self._bucket, f"{group}.{topic}.*")
         now = utc_now()
@@ -301,9 +280,9 @@ class KvDeadLetterBox:
                 taken.append(await self._with_body(live._replace(letter=letter)))
         return taken
 
-    async def count(self, *, group: str | None = None) -> int:
-        self._open()
-        if group is not None:
-            check_name("group", group)
-        letters = await self._all(">" if group is None else f"{group}.>")
-        return len(letters)
+    async def _count(self, group: str | None, topic: str | None) -> int:
+        # Keys are group.topic.message: a wildcard stands in for what is not given.
+        pattern = ">" if group is None and topic is None else f"{group or '*'}.{topic or '*'}.*"
+        with translated("counting dead letters"):
+            found = await entries(self._js, self._bucket, pattern)
+        return sum(1 for entry in found if entry.value is not None and _decode(entry.value).letter)

@@ -214,6 +214,7 @@ class PartitionReader:
                     sequence=sequence,
                     attempt=max(attempt, 1),
                     published_at=meta.timestamp or datetime.now(UTC),
+                    behind=_pending(msg),
                 )
             )
             self._unsettled[sequence] = (msg.reply, now)

@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
-import uuid
 import zlib
 from collections.abc import Sequence
 
@@ -33,9 +32,8 @@ from eventcore._nats.errors import translated
 from eventcore._nats.kv import find_bucket, key_token, open_bucket
 from eventcore.errors import BusClosed, BusUnavailable, DatabaseNotFound, InvalidInput
 from eventcore.leases.nats import KvLeases
-from eventcore.messaging._input import check_checkpoint, check_outgoing, checkpoint_name
-from eventcore.messaging.bus import DEFAULT_ACK_WAIT, OutgoingMessage
-from eventcore.messaging.names import check_name
+from eventcore.messaging._backend import BusFront
+from eventcore.messaging.bus import OutgoingMessage
 from eventcore.messaging.nats._consumer import NatsConsumer
 from eventcore.messaging.nats._deadletters import KvDeadLetterBox
 from eventcore.messaging.nats._publisher import Publisher
@@ -51,7 +49,7 @@ _CONNECT_TIMEOUT = 5.0
 _PASSWORD = re.compile(r"//([^:/@]*):[^@/]*@")
 
 
-class NatsBus:
+class NatsBus(BusFront[NatsConsumer, KvDeadLetterBox]):
     """The ``Bus`` protocol on NATS JetStream. Open it with ``await NatsBus.connect(url)``.
 
     ``lease_ttl`` is how long a member's claim on a partition lives without renewal
@@ -148,23 +146,7 @@ class NatsBus:
     def url(self) -> str:
         return _PASSWORD.sub(r"//\1@", self._url.raw)
 
-    @property
-    def dead_letters(self) -> KvDeadLetterBox:
-        return self._dead_letters
-
-    @property
-    def lease_ttl(self) -> float:
-        return self._lease_ttl
-
-    def _check_open(self) -> None:
-        if self._closed:
-            raise BusClosed()
-
-    async def publish(self, messages: Sequence[OutgoingMessage]) -> None:
-        self._check_open()
-        check_outgoing(messages)
-        if not messages:
-            return
+    async def _publish(self, messages: Sequence[OutgoingMessage]) -> None:
         counts: dict[str, int] = {}
         with translated("creating a topic"):
             for topic in {message.topic for message in messages}:
@@ -189,20 +171,7 @@ class NatsBus:
             self._topics.forget(counts)
             raise
 
-    async def consumer(
-        self,
-        topic: str,
-        group: str,
-        *,
-        member: str | None = None,
-        ack_wait: float = DEFAULT_ACK_WAIT,
-    ) -> NatsConsumer:
-        self._check_open()
-        check_name("topic", topic)
-        check_name("group", group)
-        member = check_name("member", member) if member is not None else uuid.uuid4().hex[:16]
-        if isinstance(ack_wait, bool) or not isinstance(ack_wait, int | float) or not ack_wait > 0:
-            raise InvalidInput(f"ack_wait must be a positive number of seconds, got {ack_wait!r}")
+    async def _join(self, topic: str, group: str, member: str, ack_wait: float) -> NatsConsumer:
         with translated("creating a topic"):
             partitions = await self._topics.partitions(topic)
         consumer = NatsConsumer(
@@ -216,15 +185,14 @@ class NatsBus:
             partitions=partitions,
             leases=self._leases,
             lease_ttl=self._lease_ttl,
-            ack_wait=float(ack_wait),
+            ack_wait=ack_wait,
         )
-        await consumer.start()
+        await consumer._join()
         self._consumers.add(consumer)
         return consumer
 
-    async def load_checkpoint(self, name: str) -> Checkpoint | None:
-        self._check_open()
-        key = key_token(checkpoint_name(name))
+    async def _load_checkpoint(self, name: str) -> Checkpoint | None:
+        key = key_token(name)
         with translated("reading a checkpoint"):
             try:
                 entry = await self._checkpoints.get(key)
@@ -232,10 +200,9 @@ class NatsBus:
                 return None
         return _checkpoint_of(entry.value or b"")
 
-    async def save_checkpoint(self, name: str, checkpoint: Checkpoint) -> None:
-        self._check_open()
-        key = key_token(checkpoint_name(name))
-        value = msgspec.json.encode(check_checkpoint(checkpoint))
+    async def _save_checkpoint(self, name: str, checkpoint: Checkpoint) -> None:
+        key = key_token(name)
+        value = msgspec.json.encode(checkpoint)
         with translated("saving a checkpoint"):
             await self._checkpoints.put(key, value)
 
@@ -252,12 +219,6 @@ class NatsBus:
         if not self._nc.is_closed:
             with contextlib.suppress(Exception):
                 await self._nc.close()
-
-    async def __aenter__(self) -> NatsBus:
-        return self
-
-    async def __aexit__(self, *_: object) -> None:
-        await self.aclose()
 
 
 def _checkpoint_of(value: bytes) -> Checkpoint:

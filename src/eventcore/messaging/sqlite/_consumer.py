@@ -22,6 +22,7 @@ from typing import Final
 
 from eventcore.errors import BusClosed, InvalidInput
 from eventcore.leases import KeepAlive
+from eventcore.messaging._backend import AssignedMember
 from eventcore.messaging._input import check_delay, check_delivery, check_fetch
 from eventcore.messaging._wakeup import Wakeup
 from eventcore.messaging.assignment import PartitionAssignment
@@ -43,7 +44,7 @@ _POLL_GROWTH: Final = 1.5
 _REBALANCE_EVERY: Final = 0.1
 
 
-class SqliteConsumer:
+class SqliteConsumer(AssignedMember):
     """Made by ``SqliteBus.consumer``."""
 
     def __init__(
@@ -87,14 +88,6 @@ class SqliteConsumer:
         self._closed = False
 
     @property
-    def member(self) -> str:
-        return self._assignment.member
-
-    @property
-    def partitions(self) -> frozenset[int]:
-        return self._assignment.owned
-
-    @property
     def topic(self) -> str:
         return self._topic
 
@@ -103,11 +96,6 @@ class SqliteConsumer:
         self._wakeup.fire()
 
     # --- lifecycle -----------------------------------------------------------------------
-
-    async def _join(self) -> None:
-        async with self._lock:
-            await self._assignment.renew()
-        self._keep_alive.start()
 
     def _check_open(self) -> None:
         if self._closed:
@@ -139,7 +127,7 @@ class SqliteConsumer:
 
         async with self._lock:
             if open_deliveries:
-                await self._worker.run(lambda connection: write(connection, expire))
+                await self._worker.run(lambda connection: write(connection, expire), durable=False)
             await self._assignment.leave()
 
     # --- fetching ------------------------------------------------------------------------
@@ -178,7 +166,7 @@ class SqliteConsumer:
                 if time.monotonic() >= due_at:
                     look = True
                 elif self._known and time.monotonic() >= now + poll:
-                    newest = await self._worker.run(log.newest_message)
+                    newest = await self._worker.run(log.newest_message, durable=False)
                     look = newest != seen
                     poll = min(poll * _POLL_GROWTH, _POLL_MAX)
             self._check_open()
@@ -226,7 +214,9 @@ class SqliteConsumer:
             )
             return result, log.newest_message(connection), time.time()
 
-        job = asyncio.ensure_future(self._worker.run(lambda connection: write(connection, body)))
+        job = asyncio.ensure_future(
+            self._worker.run(lambda connection: write(connection, body), durable=False)
+        )
         try:
             result, newest, now = await asyncio.shield(job)
         except asyncio.CancelledError:
@@ -257,7 +247,7 @@ class SqliteConsumer:
                 lost,
             )
 
-        task = asyncio.ensure_future(self._worker.run(lambda c: write(c, expire)))
+        task = asyncio.ensure_future(self._worker.run(lambda c: write(c, expire), durable=False))
         self._background.add(task)
         task.add_done_callback(self._settled_in_background)
 
@@ -289,7 +279,8 @@ class SqliteConsumer:
         await self._worker.run(
             lambda connection: write(
                 connection, lambda connection: log.ack(connection, group, topic, acked)
-            )
+            ),
+            durable=False,
         )
         for partition, sequences in acked.items():
             open_ones = self._unsettled.get(partition)
@@ -314,7 +305,8 @@ class SqliteConsumer:
             lambda connection: write(
                 connection,
                 lambda connection: log.nak(connection, group, topic, partition, sequence, delay),
-            )
+            ),
+            durable=False,
         )
         for seq in [s for s in open_ones if s >= sequence]:
             del open_ones[seq]

@@ -13,10 +13,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
 from eventcore.errors import DeadLetterNotFound
+from eventcore.messaging._backend import LetterBoxFront
 from eventcore.messaging._claims import claimable, claimed, utc_now
-from eventcore.messaging._input import check_claim, check_letter, check_letter_filter
-from eventcore.messaging.bus import DEFAULT_CLAIM_LEASE, DeadLetter
-from eventcore.messaging.names import check_name
+from eventcore.messaging.bus import DeadLetter
 from eventcore.messaging.sqlite._thread import Worker, write
 
 __all__ = ["SqliteDeadLetterBox"]
@@ -55,17 +54,18 @@ def _letter(row: tuple[Any, ...]) -> DeadLetter:
     )
 
 
-class SqliteDeadLetterBox:
+class SqliteDeadLetterBox(LetterBoxFront):
     """Dead letters in the ``bus_dead_letters`` table."""
 
     def __init__(self, worker: Worker) -> None:
+        # Once the bus is closed its worker refuses every call with ``BusClosed``.
+        super().__init__(None)
         self._worker = worker
 
     async def _write(self, body: Callable[[sqlite3.Connection], Any]) -> Any:
         return await self._worker.run(lambda connection: write(connection, body))
 
-    async def put(self, letter: DeadLetter) -> None:
-        check_letter(letter)
+    async def _put(self, letter: DeadLetter) -> None:
         order = _order_of(letter.failed_at)
         values = (
             letter.letter_id,
@@ -98,15 +98,9 @@ class SqliteDeadLetterBox:
 
         await self._write(body)
 
-    async def letters(
-        self,
-        *,
-        group: str | None = None,
-        topic: str | None = None,
-        after: str | None = None,
-        limit: int = 100,
+    async def _letters(
+        self, group: str | None, topic: str | None, after: str | None, limit: int
     ) -> list[DeadLetter]:
-        check_letter_filter(group, topic, limit)
 
         def body(connection: sqlite3.Connection) -> list[DeadLetter]:
             clauses: list[str] = []
@@ -137,7 +131,7 @@ class SqliteDeadLetterBox:
         result: list[DeadLetter] = await self._worker.run(body)
         return result
 
-    async def get(self, letter_id: str) -> DeadLetter:
+    async def _get(self, letter_id: str) -> DeadLetter:
         def body(connection: sqlite3.Connection) -> DeadLetter:
             row = connection.execute(
                 f"SELECT {_COLUMNS} FROM bus_dead_letters WHERE letter_id = ?", (letter_id,)
@@ -149,7 +143,7 @@ class SqliteDeadLetterBox:
         result: DeadLetter = await self._worker.run(body)
         return result
 
-    async def drop(self, letter_id: str) -> None:
+    async def _drop(self, letter_id: str) -> None:
         def body(connection: sqlite3.Connection) -> None:
             cursor = connection.execute(
                 "DELETE FROM bus_dead_letters WHERE letter_id = ?", (letter_id,)
@@ -159,7 +153,7 @@ class SqliteDeadLetterBox:
 
         await self._write(body)
 
-    async def request_retry(self, letter_id: str) -> None:
+    async def _request_retry(self, letter_id: str) -> None:
         def body(connection: sqlite3.Connection) -> None:
             row = connection.execute(
                 "SELECT status FROM bus_dead_letters WHERE letter_id = ?", (letter_id,)
@@ -174,17 +168,9 @@ class SqliteDeadLetterBox:
 
         await self._write(body)
 
-    async def claim_retries(
-        self,
-        group: str,
-        topic: str,
-        limit: int = 100,
-        *,
-        holder: str = "",
-        lease: float = DEFAULT_CLAIM_LEASE,
+    async def _claim_retries(
+        self, group: str, topic: str, limit: int, holder: str, lease: float
     ) -> list[DeadLetter]:
-        check_letter_filter(group, topic, limit)
-        check_claim(holder, lease)
 
         def body(connection: sqlite3.Connection) -> list[DeadLetter]:
             # Under the write lock, so two claimers (in any processes) never take the
@@ -212,17 +198,13 @@ class SqliteDeadLetterBox:
         result: list[DeadLetter] = await self._write(body)
         return result
 
-    async def count(self, *, group: str | None = None) -> int:
-        if group is not None:
-            check_name("group", group)
-
+    async def _count(self, group: str | None, topic: str | None) -> int:
         def body(connection: sqlite3.Connection) -> int:
-            if group is None:
-                row = connection.execute("SELECT count(*) FROM bus_dead_letters").fetchone()
-            else:
-                row = connection.execute(
-                    "SELECT count(*) FROM bus_dead_letters WHERE grp = ?", (group,)
-                ).fetchone()
+            row = connection.execute(
+                "SELECT count(*) FROM bus_dead_letters"
+                " WHERE (? IS NULL OR grp = ?) AND (? IS NULL OR topic = ?)",
+                (group, group, topic, topic),
+            ).fetchone()
             return int(row[0])
 
         result: int = await self._worker.run(body)

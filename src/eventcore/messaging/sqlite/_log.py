@@ -149,6 +149,7 @@ _PENDING = (
     " WHERE m.topic = ? AND m.partition = ? AND m.seq > ? AND coalesce(d.acked, 0) = 0"
     " ORDER BY m.seq LIMIT ?"
 )
+_HEAD = "SELECT coalesce(max(seq), 0) FROM bus_messages WHERE topic = ? AND partition = ?"
 _DELIVERED = (
     "INSERT INTO bus_deliveries (grp, topic, partition, seq, attempts, visible_at)"
     " VALUES (?, ?, ?, ?, ?, ?)"
@@ -192,6 +193,7 @@ def fetch(
             _DELIVERED,
             [(group, topic, partition, row[0], row[5] + 1, visible_at) for row in rows],
         )
+        head = connection.execute(_HEAD, (topic, partition)).fetchone()[0]
         deliveries.extend(
             Delivery(
                 topic=topic,
@@ -202,6 +204,7 @@ def fetch(
                 sequence=seq,
                 attempt=attempts + 1,
                 published_at=_micros_to_datetime(published_at),
+                behind=head - seq,
             )
             for seq, message_id, key, body, published_at, attempts in rows
         )
@@ -212,10 +215,7 @@ def ack(connection: sqlite3.Connection, group: str, topic: str, acked: dict[int,
     """Mark the sequences acknowledged (per partition) and move each partition's
     committed offset over every contiguous acknowledged sequence."""
     for partition, sequences in acked.items():
-        head = connection.execute(
-            "SELECT coalesce(max(seq), 0) FROM bus_messages WHERE topic = ? AND partition = ?",
-            (topic, partition),
-        ).fetchone()[0]
+        head = connection.execute(_HEAD, (topic, partition)).fetchone()[0]
         if max(sequences) > head:
             raise InvalidInput(
                 f"no message at partition {partition}, sequence {max(sequences)} of {topic!r}"

@@ -2,8 +2,10 @@
 
 ``sqlite:///path/bus.db`` is shared safely by every process on the machine: the
 file is in WAL mode with ``synchronous=FULL`` (an accepted publish survives a power
-cut), every write is one ``BEGIN IMMEDIATE`` transaction that waits out another
-process's lock, and leases expire by the wall clock all processes share.
+cut; claims, acks and lease renewals commit without a sync of their own, see
+``_thread.Light``; the jobs one wake-up of the worker takes share one transaction),
+every write is one ``BEGIN IMMEDIATE`` transaction that waits out another process's
+lock, and leases expire by the wall clock all processes share.
 
 No ``sqlite3`` call runs on the event loop: each bus has one worker thread that owns
 its connection (``_thread``). Tables and migrations: ``_schema``;
@@ -16,16 +18,14 @@ from __future__ import annotations
 import contextlib
 import os
 import sqlite3
-import uuid
 from collections.abc import Callable, Sequence
 from typing import TypeVar
 
-from eventcore.errors import BusClosed, InvalidInput, InvalidUrl
+from eventcore.errors import InvalidInput, InvalidUrl
 from eventcore.leases.sqlite import SqliteLeases
-from eventcore.messaging._input import check_checkpoint, check_outgoing, checkpoint_name
+from eventcore.messaging._backend import BusFront
 from eventcore.messaging.assignment import PartitionAssignment
-from eventcore.messaging.bus import DEFAULT_ACK_WAIT, OutgoingMessage
-from eventcore.messaging.names import check_name
+from eventcore.messaging.bus import OutgoingMessage
 from eventcore.messaging.sqlite import _log as log
 from eventcore.messaging.sqlite._consumer import SqliteConsumer
 from eventcore.messaging.sqlite._letters import SqliteDeadLetterBox
@@ -50,10 +50,12 @@ class _Writes:
         self._worker = worker
 
     async def write(self, body: Callable[[sqlite3.Connection], T]) -> T:
-        return await self._worker.run(lambda connection: write(connection, body))
+        # Lease claims and renewals: a power cut loses at most a renewal, and every
+        # member claims afresh after one anyway.
+        return await self._worker.run(lambda connection: write(connection, body), durable=False)
 
 
-class SqliteBus:
+class SqliteBus(BusFront[SqliteConsumer, SqliteDeadLetterBox]):
     """Open with ``await SqliteBus.open(BusUrl.parse("sqlite:///path/bus.db"))`` (or
     ``open_bus``). ``lease_ttl`` is how long a member's claim on a partition lives
     without renewal: how soon others take over from a member that died."""
@@ -93,27 +95,11 @@ class SqliteBus:
         return self._url.raw
 
     @property
-    def dead_letters(self) -> SqliteDeadLetterBox:
-        return self._dead_letters
-
-    @property
     def leases(self) -> SqliteLeases:
         return self._leases
 
-    @property
-    def lease_ttl(self) -> float:
-        return self._lease_ttl
-
-    def _check_open(self) -> None:
-        if self._closed:
-            raise BusClosed()
-
-    async def publish(self, messages: Sequence[OutgoingMessage]) -> None:
-        self._check_open()
+    async def _publish(self, messages: Sequence[OutgoingMessage]) -> None:
         batch = list(messages)
-        check_outgoing(batch)
-        if not batch:
-            return
         partitions = self._partitions
         await self._worker.run(
             lambda connection: write(
@@ -128,20 +114,7 @@ class SqliteBus:
             if topics is None or consumer.topic in topics:
                 consumer.wake()
 
-    async def consumer(
-        self,
-        topic: str,
-        group: str,
-        *,
-        member: str | None = None,
-        ack_wait: float = DEFAULT_ACK_WAIT,
-    ) -> SqliteConsumer:
-        self._check_open()
-        check_name("topic", topic)
-        check_name("group", group)
-        member = check_name("member", member) if member is not None else uuid.uuid4().hex[:16]
-        if not isinstance(ack_wait, int | float) or not ack_wait > 0:
-            raise InvalidInput(f"ack_wait must be a positive number of seconds, got {ack_wait!r}")
+    async def _join(self, topic: str, group: str, member: str, ack_wait: float) -> SqliteConsumer:
         default = self._partitions
         count: int = await self._worker.run(
             lambda connection: write(
@@ -163,7 +136,7 @@ class SqliteBus:
             group=group,
             partition_count=count,
             assignment=assignment,
-            ack_wait=float(ack_wait),
+            ack_wait=ack_wait,
         )
         self._consumers.add(consumer)
         try:
@@ -173,10 +146,7 @@ class SqliteBus:
             raise
         return consumer
 
-    async def load_checkpoint(self, name: str) -> Checkpoint | None:
-        self._check_open()
-        name = checkpoint_name(name)
-
+    async def _load_checkpoint(self, name: str) -> Checkpoint | None:
         def body(connection: sqlite3.Connection) -> Checkpoint | None:
             row = connection.execute(
                 "SELECT position, store_id FROM bus_checkpoints WHERE name = ?", (name,)
@@ -186,11 +156,7 @@ class SqliteBus:
         checkpoint: Checkpoint | None = await self._worker.run(body)
         return checkpoint
 
-    async def save_checkpoint(self, name: str, checkpoint: Checkpoint) -> None:
-        self._check_open()
-        name = checkpoint_name(name)
-        check_checkpoint(checkpoint)
-
+    async def _save_checkpoint(self, name: str, checkpoint: Checkpoint) -> None:
         def body(connection: sqlite3.Connection) -> None:
             connection.execute(
                 "INSERT INTO bus_checkpoints (name, position, store_id) VALUES (?, ?, ?)"
@@ -210,12 +176,6 @@ class SqliteBus:
                 await consumer.aclose()
         self._closed = True
         await self._worker.stop()
-
-    async def __aenter__(self) -> SqliteBus:
-        return self
-
-    async def __aexit__(self, *_: object) -> None:
-        await self.aclose()
 
 
 def _bus_path(url: BusUrl) -> str:

@@ -36,7 +36,7 @@ nothing: a schema without a store is ``DatabaseNotFound``, one that needs migrat
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Sequence
 from typing import Any, Final, NoReturn
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
@@ -51,9 +51,10 @@ from eventcore.errors import (
     StoreClosed,
     StoreUnavailable,
 )
-from eventcore.instrumentation import Hooks, resolve
+from eventcore.instrumentation import resolve
+from eventcore.store._front import StoreFront
 from eventcore.store._head_signal import HeadSignal
-from eventcore.store._observed import observe_append, observe_read
+from eventcore.store._observed import announce_connections
 from eventcore.store.postgres import _read as q
 from eventcore.store.postgres._append_batch import BATCH_STATEMENT
 from eventcore.store.postgres._batch import AppendBatcher, BatchRunner
@@ -72,7 +73,7 @@ from eventcore.store.postgres._stream_reads import ReadBatcher, stream_reads
 from eventcore.store.protocol import AppendResult
 from eventcore.store.request import DEFAULT_MAX_PAYLOAD_BYTES, AppendRequest
 from eventcore.store.url import StoreUrl
-from eventcore.types import NewEvent, StoredEvent, StreamHead, StreamId
+from eventcore.types import StoredEvent, StreamHead, StreamId
 
 __all__ = ["PostgresConfig", "PostgresStore", "migrate"]
 
@@ -165,8 +166,10 @@ class _Statements:
         self.store_id = render(STORE_ID, schema)
 
 
-class PostgresStore:
+class PostgresStore(StoreFront):
     """An ``EventStore`` in one schema of a PostgreSQL database. Open with ``open_url``."""
+
+    backend = "postgresql"
 
     def __init__(
         self,
@@ -181,6 +184,7 @@ class PostgresStore:
         self._sql = _Statements(config.schema)
         self._closed = False
         self._hooks = resolve(None)
+        announce_connections(None, self._hooks, "postgresql", self, self._connections)
         self._writer = BatchRunner(
             pool,
             self._sql.append_batch,
@@ -255,16 +259,11 @@ class PostgresStore:
             raise
         return cls(pool, config, max_payload_bytes)
 
-    async def __aenter__(self) -> PostgresStore:
-        return self
-
-    async def __aexit__(self, *_: object) -> None:
-        await self.aclose()
-
     async def aclose(self) -> None:
         if self._closed:
             return
         self._closed = True
+        announce_connections(self._hooks, None, "postgresql", self, self._connections)
         self._head.close()
         try:
             await self._batcher.aclose()  # appends already queued are written first
@@ -282,10 +281,6 @@ class PostgresStore:
     def channel(self) -> str:
         """The channel every append notifies, after commit, with its last position."""
         return channel_name(self._config.schema)
-
-    def _check_open(self) -> None:
-        if self._closed:
-            raise StoreClosed()
 
     # --- running statements --------------------------------------------------------------
 
@@ -325,54 +320,27 @@ class PostgresStore:
                 await self._fail(error, operation)
         raise AssertionError("unreachable")
 
-    def use_hooks(self, hooks: Hooks | None) -> None:
-        """Call ``hooks`` from now on (None: the process default; ``NO_HOOKS``: none)."""
-        self._hooks = resolve(hooks)
+    def _connections(self) -> int:
+        # The pool's (opened on demand, closed when idle long); the listener's is apart.
+        return 0 if self._closed else int(self._pool.get_stats().get("pool_size", 0))
 
     # --- writing -------------------------------------------------------------------------
 
-    async def append(
-        self,
-        writes: Mapping[StreamId, Sequence[NewEvent]],
-        *,
-        expected: Mapping[StreamId, int],
-        idempotency_key: str | None = None,
-    ) -> AppendResult:
-        self._check_open()
-        request = AppendRequest.build(writes, expected, idempotency_key, self._max_payload_bytes)
+    async def _append(self, request: AppendRequest) -> AppendResult:
         # Queued for the writer's next batch; never retried after a lost connection (the
         # commit may or may not have happened: only the caller's idempotency key makes a
         # second attempt safe).
-        if self._hooks is not None:
-            return await observe_append(self._hooks, "postgresql", request, self._append)
-        result = await self._batcher.submit(request)
-        self._head.advance(result.last_position)
-        return result
-
-    async def _append(self, request: AppendRequest) -> AppendResult:
         result = await self._batcher.submit(request)
         self._head.advance(result.last_position)
         return result
 
     # --- reading -------------------------------------------------------------------------
 
-    async def read_stream(self, stream_id: StreamId, *, from_version: int = 1) -> list[StoredEvent]:
-        self._check_open()
-        # Validated here, before queueing: a bad id fails its caller, never a batch.
-        stream_id = StreamId(stream_id)
-        if self._hooks is not None:
-            return await observe_read(
-                self._hooks, "postgresql", stream_id, from_version, self._reads.read
-            )
+    async def _read_stream(self, stream_id: StreamId, from_version: int) -> list[StoredEvent]:
         return await self._reads.read(stream_id, from_version)
 
-    async def read_all(
-        self,
-        *,
-        after: int = 0,
-        types: Collection[str] | None = None,
-        batch_size: int = 1000,
-        limit: int | None = None,
+    async def _read_all(
+        self, after: int, types: Collection[str] | None, batch_size: int, limit: int | None
     ) -> AsyncIterator[list[StoredEvent]]:
         self._check_open()
         async for batch in read_log(

@@ -16,17 +16,17 @@ from __future__ import annotations
 import asyncio
 import itertools
 import os
-from collections.abc import AsyncIterator, Collection, Mapping, Sequence
+from collections.abc import AsyncIterator, Collection
 from functools import partial
 from typing import Any, Final
 
 import msgspec
 
 from eventcore._sqlite.thread import ConnectionThread
-from eventcore.errors import StoreClosed
-from eventcore.instrumentation import Hooks, resolve
+from eventcore.instrumentation import resolve
+from eventcore.store._front import StoreFront
 from eventcore.store._head_signal import HeadSignal
-from eventcore.store._observed import observe_append, observe_read
+from eventcore.store._observed import announce_connections
 from eventcore.store.protocol import AppendResult
 from eventcore.store.request import DEFAULT_MAX_PAYLOAD_BYTES, AppendRequest
 from eventcore.store.sqlite._connect import (
@@ -40,7 +40,7 @@ from eventcore.store.sqlite._schema import read_store_id
 from eventcore.store.sqlite._watch import CommitWatch
 from eventcore.store.sqlite._write import MAX_GROUP, GroupCommitter, WriterJob
 from eventcore.store.url import StoreUrl
-from eventcore.types import NewEvent, StoredEvent, StreamHead, StreamId
+from eventcore.types import StoredEvent, StreamHead, StreamId
 
 __all__ = ["SqliteStore"]
 
@@ -52,8 +52,10 @@ _MAX_READ_BATCH: Final = 64
 _CLOSE_WITHIN: Final = 10.0
 
 
-class SqliteStore:
+class SqliteStore(StoreFront):
     """An ``EventStore`` in one SQLite file. Open with ``open_url`` or ``open``."""
+
+    backend = "sqlite"
 
     def __init__(
         self,
@@ -80,10 +82,11 @@ class SqliteStore:
         )
         self._closed = False
         self._hooks = resolve(None)
+        announce_connections(None, self._hooks, "sqlite", self, self._connections)
 
-    def use_hooks(self, hooks: Hooks | None) -> None:
-        """Call ``hooks`` from now on (None: the process default; ``NO_HOOKS``: none)."""
-        self._hooks = resolve(hooks)
+    def _connections(self) -> int:
+        # The writer's and each reader's, held from opening to closing.
+        return 0 if self._closed else 1 + len(self._readers)
 
     # --- opening and closing -------------------------------------------------------------
 
@@ -148,17 +151,12 @@ class SqliteStore:
             raise
         return cls(config, writer, committer, readers, Reads(), max_payload_bytes)
 
-    async def __aenter__(self) -> SqliteStore:
-        return self
-
-    async def __aexit__(self, *_: object) -> None:
-        await self.aclose()
-
     async def aclose(self) -> None:
         """Finish queued work (bounded), stop the threads, close the file. Idempotent."""
         if self._closed:
             return
         self._closed = True
+        announce_connections(self._hooks, None, "sqlite", self, self._connections)
         self._head.close()
         # Readers first, the writer last: the last connection to close folds the WAL back
         # into the file and removes it, which none does when they all close at once (each
@@ -168,10 +166,6 @@ class SqliteStore:
             *(reader.stop(within=_CLOSE_WITHIN) for reader in self._readers),
         )
         await self._writer.stop(within=_CLOSE_WITHIN)
-
-    def _check_open(self) -> None:
-        if self._closed:
-            raise StoreClosed()
 
     @property
     def path(self) -> str:
@@ -189,21 +183,6 @@ class SqliteStore:
 
     # --- writing -------------------------------------------------------------------------
 
-    async def append(
-        self,
-        writes: Mapping[StreamId, Sequence[NewEvent]],
-        *,
-        expected: Mapping[StreamId, int],
-        idempotency_key: str | None = None,
-    ) -> AppendResult:
-        self._check_open()
-        request = AppendRequest.build(writes, expected, idempotency_key, self._max_payload_bytes)
-        if self._hooks is not None:
-            return await observe_append(self._hooks, "sqlite", request, self._append)
-        result: AppendResult = await self._writer.submit(request)
-        self._head.advance(result.last_position)
-        return result
-
     async def _append(self, request: AppendRequest) -> AppendResult:
         result: AppendResult = await self._writer.submit(request)
         self._head.advance(result.last_position)
@@ -220,28 +199,12 @@ class SqliteStore:
         """Hand a read to the next reader thread, in turn."""
         return self._next_reader().submit(job)
 
-    async def read_stream(self, stream_id: StreamId, *, from_version: int = 1) -> list[StoredEvent]:
-        self._check_open()
-        if self._hooks is not None:
-            return await observe_read(
-                self._hooks, "sqlite", StreamId(stream_id), from_version, self._read_stream
-            )
-        events: list[StoredEvent] = await self._read(
-            self._reads.stream(StreamId(stream_id), from_version)
-        )
-        return events
-
     async def _read_stream(self, stream_id: StreamId, from_version: int) -> list[StoredEvent]:
         events: list[StoredEvent] = await self._read(self._reads.stream(stream_id, from_version))
         return events
 
-    async def read_all(
-        self,
-        *,
-        after: int = 0,
-        types: Collection[str] | None = None,
-        batch_size: int = 1000,
-        limit: int | None = None,
+    async def _read_all(
+        self, after: int, types: Collection[str] | None, batch_size: int, limit: int | None
     ) -> AsyncIterator[list[StoredEvent]]:
         self._check_open()
         wanted = wanted_types(types)

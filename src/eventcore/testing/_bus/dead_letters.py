@@ -80,6 +80,8 @@ class DeadLettersContract:
         assert _ids(await box.letters(group="billing", topic="orders")) == ["early", "late"]
         assert await box.count(group="shipping") == 1
         assert await box.count() == 4
+        assert await box.count(topic="orders") == 3
+        assert await box.count(group="billing", topic="orders") == 2
 
     @pytest.mark.asyncio
     async def test_letters_of_the_same_moment_come_in_id_order(self, bus: Bus) -> None:

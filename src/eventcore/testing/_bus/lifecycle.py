@@ -89,6 +89,18 @@ class LifecycleContract:
 
         assert await bus.load_checkpoint("relay-orders") is None
 
+    @pytest.mark.parametrize(
+        "ack_wait",
+        [0, -1.0, float("nan"), True, "5"],
+        ids=["zero", "negative", "nan", "bool", "text"],
+    )
+    @pytest.mark.asyncio
+    async def test_an_ack_wait_that_is_not_a_positive_number_of_seconds_is_refused(
+        self, bus: Bus, ack_wait: object
+    ) -> None:
+        with pytest.raises(InvalidInput):
+            await bus.consumer(TOPIC, "billing", ack_wait=ack_wait)  # type: ignore[arg-type]
+
     @pytest.mark.asyncio
     async def test_closing_twice_is_fine(self, bus: Bus) -> None:
         await bus.aclose()

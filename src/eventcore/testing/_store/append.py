@@ -177,37 +177,29 @@ class AppendContract:
         assert await store.stream_version(ORDER) == 0
         assert await store.last_position() == 0
 
+    @pytest.mark.parametrize(
+        ("expected", "conflict"),
+        [
+            ({ORDER: 1}, (ORDER, 1, 2)),
+            ({ORDER: 5}, (ORDER, 5, 2)),
+            ({ORDER: 2, STOCK: 0}, (STOCK, 0, 1)),
+        ],
+        ids=["written-stream-behind", "written-stream-ahead", "read-only-stream-behind"],
+    )
     @pytest.mark.asyncio
-    async def test_append_rejects_stale_written_stream(self, store: EventStore) -> None:
+    async def test_append_rejects_an_expected_version_the_stream_is_not_at(
+        self,
+        store: EventStore,
+        expected: dict[StreamId, int],
+        conflict: tuple[StreamId, int, int],
+    ) -> None:
         await seed(store)
         before = await snapshot(store)
 
         with pytest.raises(ConcurrencyConflict) as caught:
-            await store.append({ORDER: events(1)}, expected={ORDER: 1})
+            await store.append({ORDER: events(1)}, expected=expected)
 
-        assert (caught.value.stream_id, caught.value.expected, caught.value.actual) == (ORDER, 1, 2)
-        assert await snapshot(store) == before
-
-    @pytest.mark.asyncio
-    async def test_append_rejects_version_ahead_of_the_stream(self, store: EventStore) -> None:
-        await seed(store)
-        before = await snapshot(store)
-
-        with pytest.raises(ConcurrencyConflict) as caught:
-            await store.append({ORDER: events(1)}, expected={ORDER: 5})
-
-        assert (caught.value.stream_id, caught.value.expected, caught.value.actual) == (ORDER, 5, 2)
-        assert await snapshot(store) == before
-
-    @pytest.mark.asyncio
-    async def test_append_rejects_stale_read_only_stream(self, store: EventStore) -> None:
-        await seed(store)
-        before = await snapshot(store)
-
-        with pytest.raises(ConcurrencyConflict) as caught:
-            await store.append({ORDER: events(1)}, expected={ORDER: 2, STOCK: 0})
-
-        assert (caught.value.stream_id, caught.value.expected, caught.value.actual) == (STOCK, 0, 1)
+        assert (caught.value.stream_id, caught.value.expected, caught.value.actual) == conflict
         assert await snapshot(store) == before
 
     @pytest.mark.asyncio
