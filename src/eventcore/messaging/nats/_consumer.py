@@ -162,13 +162,13 @@ class NatsConsumer:
             raw, revision = await self._leases.read_handover(self._scope, partition)
             record = Handover.decode(raw)
             info = await self._open(durable, partition, record.start)
+            floor = (info.ack_floor.stream_seq if info.ack_floor else 0) or 0
             restart = bool(info.num_ack_pending) and not record.clean
             if restart:
-                floor = info.ack_floor.stream_seq if info.ack_floor else 0
-                delivered = info.delivered.stream_seq if info.delivered else 0
-                record = record.restarted(floor or 0, delivered or 0)
+                delivered = (info.delivered.stream_seq if info.delivered else 0) or 0
+                record = record.restarted(floor, delivered)
             else:
-                record = record.taken()
+                record = record.taken(floor)
             # Written before the consumer is deleted: should this member die between
             # the two, the next owner still creates it at ``record.start``.
             written = await self._leases.write_handover(

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import msgspec
 
-__all__ = ["Handover"]
+__all__ = ["Handover", "extra_attempts"]
 
 
 class Handover(msgspec.Struct, frozen=True, kw_only=True):
@@ -39,23 +39,26 @@ class Handover(msgspec.Struct, frozen=True, kw_only=True):
     def decode(raw: bytes | None) -> Handover:
         if not raw:
             return Handover()
-        try:
-            return _decoder.decode(raw)
-        except msgspec.DecodeError:
-            pass
         # Written by an eventcore from before this record: the unseen counts alone, saved
         # on a handover. Whether anyone held the partition since is unknown: not clean.
+        # (Tried first: as a record it would read as one with every field left out.)
         try:
             return Handover(unseen=_legacy.decode(raw))
+        except msgspec.DecodeError:
+            pass
+        try:
+            return _decoder.decode(raw)
         except msgspec.DecodeError:
             return Handover()
 
     def encode(self) -> bytes:
         return msgspec.json.encode(self)
 
-    def taken(self) -> Handover:
-        """The record a new owner writes: from now on it may hold deliveries."""
-        return msgspec.structs.replace(self, clean=False)
+    def taken(self, floor: int) -> Handover:
+        """The record a new owner writes: from now on it may hold deliveries. Extra
+        attempts of messages acknowledged (up to ``floor``) are no longer needed."""
+        extra = [(first, last, n) for first, last, n in self.extra if last > floor]
+        return msgspec.structs.replace(self, clean=False, extra=extra)
 
     def restarted(self, floor: int, delivered: int) -> Handover:
         """The record of a consumer started again after ``floor`` (every sequence up to
@@ -70,6 +73,7 @@ class Handover(msgspec.Struct, frozen=True, kw_only=True):
 
 
 def extra_attempts(extra: list[tuple[int, int, int]], sequence: int) -> int:
+    """The deliveries of ``sequence`` made before its consumer was started again."""
     return sum(n for first, last, n in extra if first <= sequence <= last)
 
 
