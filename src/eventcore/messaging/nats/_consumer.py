@@ -4,7 +4,8 @@ Ownership of partitions comes from ``PartitionAssignment`` over the KV leases; e
 owned partition is read by a ``PartitionReader`` on the durable pull consumer
 ``{group}-{p}``. Readers are added and removed only at the start of a fetch, when the
 member holds no unsettled delivery (the ``Consumer`` contract), so an ack always finds
-the reader of its delivery.
+the reader of its delivery. Taking a partition over after an owner that died holding
+deliveries starts its consumer again from the ack floor (``_reader``).
 """
 
 from __future__ import annotations
@@ -153,10 +154,12 @@ class NatsConsumer:
         stream order, before anything later, as on the SQLite and memory buses. The
         price: messages acknowledged above the floor come again too (the inbox absorbs
         them), and ``attempt`` is carried over by the record as an estimate
-        (``_handover``). Waiting for the ack wait instead, holding the later messages
-        back, cannot tell which pending deliveries are still held by someone and needs
-        a round trip per message to learn it; starting again needs two, once per
-        takeover, and none in the steady state."""
+        (``_handover``). Waiting for the ack wait instead, sending every later message
+        back meanwhile, was tried: JetStream counts the messages sent back as pending
+        too, so after a second kill no count or sequence tells the ones held by the
+        dead from those sent back, and the partition stalls for an ack wait each time.
+        Starting again costs a few round trips once per takeover after a death, and
+        nothing in the steady state."""
         durable = f"{self._group}-{partition}"
         for _ in range(_TAKEOVER_ATTEMPTS):
             raw, revision = await self._leases.read_handover(self._scope, partition)
