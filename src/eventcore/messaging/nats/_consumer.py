@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from nats.aio.client import Client
 from nats.js.api import AckPolicy, ConsumerConfig, ConsumerInfo, DeliverPolicy
 from nats.js.client import JetStreamContext
-from nats.js.errors import BadRequestError, NotFoundError
+from nats.js.errors import BadRequestError, NotFoundError, ServerError
 
 from eventcore._nats.errors import translated
 from eventcore.errors import BusClosed, BusError, BusUnavailable
@@ -221,9 +221,15 @@ class NatsConsumer:
         with translated("opening a partition's consumer"):
             try:
                 info: ConsumerInfo = await self._js.add_consumer(self._stream, config)
-            except BadRequestError:
-                # It exists with other settings (another member's ack_wait): read it as is.
-                info = await self._js.consumer_info(self._stream, durable)
+            except (BadRequestError, ServerError) as refused:
+                # It exists with settings the server will not change: another member's
+                # ack_wait, or a start sequence other than ``start`` (an owner died
+                # between writing the record and starting the consumer again; its
+                # successor starts it again anyway). Read it as is.
+                try:
+                    info = await self._js.consumer_info(self._stream, durable)
+                except NotFoundError:
+                    raise refused from None
         return info
 
     async def fetch(self, max_messages: int, timeout: float) -> list[Delivery]:  # noqa: ASYNC109
