@@ -52,12 +52,17 @@ async def publish(bus: Bus, *events: DistributedEvent, topic: str = "users") -> 
     )
 
 
+#: Only a hang reaches it: every test here normally reads what it waits for within
+#: seconds; the seeded-faults one waits out an ack wait for every lost reply.
+READ_DEADLINE = 45.0
+
+
 async def read(bus: Bus, topic: str, count: int) -> list[DistributedEvent]:
     """The first ``count`` messages on ``topic``, as a new group sees them."""
     consumer = await bus.consumer(topic, "check")
     seen: list[DistributedEvent] = []
     try:
-        async with asyncio.timeout(20):
+        async with asyncio.timeout(READ_DEADLINE):
             while len(seen) < count:
                 deliveries = await consumer.fetch(count, 0.2)
                 seen += [decode_envelope(d.body) for d in deliveries]

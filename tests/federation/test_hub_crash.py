@@ -4,11 +4,10 @@ on its source, and restarted at once under the same member name. In the end the 
 holds every routed copy exactly once in effect (each copy's id once, whatever a
 consumer saw twice), and each stream's copies in the order of its events.
 
-Order across a kill depends on the source bus: the SQLite bus starts a new member at
-the group's committed offset, so nothing overtakes what the killed hub left
-unacknowledged. A NATS source sends those again only after ``ack_wait`` and hands the
-new member later messages meanwhile; the NATS → NATS test checks exactly once, and is
-marked xfail (with the count) when that reordered a stream.
+Order across a kill is the source bus's promise: the restarted hub takes its
+partitions back at once and must get first what the killed one left unacknowledged
+(the SQLite bus starts it at the group's committed offset; the NATS bus starts the
+partition's consumer again from its ack floor).
 
 Two pairs of buses: a SQLite bus file → NATS JetStream, and NATS → NATS between two
 namespaces of one server. The kill schedule comes from a seeded RNG; the seed is
@@ -203,9 +202,7 @@ async def watch_target(bus: Bus, seen: Seen, done: asyncio.Event) -> None:
     done.set()
 
 
-async def run_crash_test(
-    tmp_path: Path, source_url: str, target_url: str, *, source_keeps_order: bool = True
-) -> None:
+async def run_crash_test(tmp_path: Path, source_url: str, target_url: str) -> None:
     seed = int(os.environ.get("EVENTCORE_CRASH_SEED") or random.randrange(2**32))
     print(f"hub crash test seed: {seed} (EVENTCORE_CRASH_SEED={seed} replays it)")
     rng = random.Random(seed)
@@ -253,13 +250,6 @@ async def run_crash_test(
     for copy_id in seen.order:
         copy = seen.copies[copy_id]
         versions.setdefault(copy.subject, []).append(copy.stream_version)
-    broken = {s: order for s, order in versions.items() if order != sorted(order)}
-    if broken and not source_keeps_order:
-        pytest.xfail(
-            f"{len(broken)} of {len(versions)} streams out of order: the NATS bus hands a "
-            "new member later messages of a partition before those its killed "
-            "predecessor left unacknowledged (they come back after ack_wait)"
-        )
     for stream, order in versions.items():
         assert order == list(range(1, len(order) + 1)), f"{stream} arrived as {order}"
 
@@ -299,5 +289,4 @@ async def test_a_hub_killed_again_and_again_routes_nats_to_nats_once_in_order(
         tmp_path,
         f"{NATS_URL}?namespace={namespaces[0]}",
         f"{NATS_URL}?namespace={namespaces[1]}",
-        source_keeps_order=False,
     )

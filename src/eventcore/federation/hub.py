@@ -392,10 +392,17 @@ class Hub:
             raise _single(failures) from None
 
     async def _give_back(self, consumer: Consumer, deliveries: Sequence[Delivery]) -> None:
-        """After a failed publish: send the batch back so it comes again in order. If
-        the source fails too, the deliveries come again after ``ack_wait``."""
-        with contextlib.suppress(BusError):
-            for delivery in deliveries:
+        """After a failed publish: send the batch back so it comes again in order.
+
+        A nak brings the later deliveries of its partition back after it, so only each
+        partition's first is sent back: one call per partition rather than per message,
+        and a call that fails costs its own partition alone (it comes again after
+        ``ack_wait``), not every partition after it."""
+        firsts: dict[int, Delivery] = {}
+        for delivery in deliveries:
+            firsts.setdefault(delivery.partition, delivery)
+        for delivery in firsts.values():
+            with contextlib.suppress(BusError):
                 await consumer.nak(delivery, self._retry_poll)
 
 

@@ -34,7 +34,6 @@ class _Claim(msgspec.Struct, frozen=True):
 
 _claim_decoder = msgspec.json.Decoder(_Claim)
 _members_decoder = msgspec.json.Decoder(dict[str, float])
-_unseen_decoder = msgspec.json.Decoder(dict[int, int])
 
 
 class KvLeases:
@@ -118,16 +117,22 @@ class KvLeases:
                 if await self._write(key, msgspec.json.encode(members), revision):
                     return
 
-    async def save_unseen(self, scope: str, partition: int, counts: dict[int, int]) -> None:
-        """Keep, for the partition's next owner, how many deliveries of each sequence no
-        application saw (they were sent back unread), so its ``attempt`` stays right."""
-        with translated("handing a partition over"):
-            await self._kv.put(f"{scope}.u.{partition}", msgspec.json.encode(counts))
-
-    async def load_unseen(self, scope: str, partition: int) -> dict[int, int]:
+    async def read_handover(self, scope: str, partition: int) -> tuple[bytes | None, int]:
+        """What the partition's last owner left its next (a messaging record, opaque
+        here), with its revision for ``write_handover``."""
         with translated("taking a partition over"):
+            return await self._read(f"{scope}.u.{partition}")
+
+    async def write_handover(
+        self, scope: str, partition: int, value: bytes, revision: int
+    ) -> int | None:
+        """Compare-and-set the partition's handover record; its new revision, or None
+        when someone else wrote it since ``revision`` (another owner took over)."""
+        key = f"{scope}.u.{partition}"
+        with translated("handing a partition over"):
             try:
-                entry = await self._kv.get(f"{scope}.u.{partition}")
-            except KeyNotFoundError:
-                return {}
-        return _unseen_decoder.decode(entry.value) if entry.value else {}
+                if revision == 0:
+                    return await self._kv.create(key, value)
+                return await self._kv.update(key, value, last=revision)
+            except KeyWrongLastSequenceError:
+                return None

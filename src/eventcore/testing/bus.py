@@ -23,6 +23,7 @@ from eventcore.testing._bus.lifecycle import LifecycleContract as BusLifecycleCo
 from eventcore.testing._bus.order import OrderContract
 from eventcore.testing._bus.publish import PublishContract
 from eventcore.testing._bus.redelivery import RedeliveryContract
+from eventcore.testing._bus.takeover import TakeoverContract
 from eventcore.testing._bus_fixtures import BusFixtures, Connect, MakeSite, PublishForeign
 from eventcore.testing._bus_steps import LEASE_TTL, PARTITIONS
 
@@ -41,6 +42,7 @@ __all__ = [
     "PublishContract",
     "PublishForeign",
     "RedeliveryContract",
+    "TakeoverContract",
 ]
 
 
@@ -53,5 +55,6 @@ class BusContract(
     OrderContract,
     PublishContract,
     RedeliveryContract,
+    TakeoverContract,
 ):
     """Every part of the bus contract; subclass it and provide ``make_site``."""

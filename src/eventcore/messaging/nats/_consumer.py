@@ -4,7 +4,8 @@ Ownership of partitions comes from ``PartitionAssignment`` over the KV leases; e
 owned partition is read by a ``PartitionReader`` on the durable pull consumer
 ``{group}-{p}``. Readers are added and removed only at the start of a fetch, when the
 member holds no unsettled delivery (the ``Consumer`` contract), so an ack always finds
-the reader of its delivery.
+the reader of its delivery. Taking a partition over after an owner that died holding
+deliveries starts its consumer again from the ack floor (``_reader``).
 """
 
 from __future__ import annotations
@@ -15,18 +16,19 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 
 from nats.aio.client import Client
-from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from nats.js.api import AckPolicy, ConsumerConfig, ConsumerInfo, DeliverPolicy
 from nats.js.client import JetStreamContext
-from nats.js.errors import BadRequestError
+from nats.js.errors import BadRequestError, NotFoundError, ServerError
 
 from eventcore._nats.errors import translated
-from eventcore.errors import BusClosed, BusError
+from eventcore.errors import BusClosed, BusError, BusUnavailable
 from eventcore.leases import KeepAlive
 from eventcore.leases.nats import KvLeases
 from eventcore.messaging._backend import AssignedMember
 from eventcore.messaging._input import check_delay, check_delivery, check_fetch
 from eventcore.messaging.assignment import PartitionAssignment
 from eventcore.messaging.bus import Delivery
+from eventcore.messaging.nats._handover import Handover
 from eventcore.messaging.nats._partition import PartitionReader
 
 __all__ = ["NatsConsumer"]
@@ -34,6 +36,9 @@ __all__ = ["NatsConsumer"]
 #: How many deliveries a partition's consumer lets be out unacknowledged at once.
 _MAX_ACK_PENDING = 10_000
 _FLUSH_TIMEOUT = 5
+#: Tries at writing the takeover record before giving up (each lost only to a late
+#: handover record of the previous owner).
+_TAKEOVER_ATTEMPTS = 5
 
 
 class NatsConsumer(AssignedMember):
@@ -69,6 +74,8 @@ class NatsConsumer(AssignedMember):
         )
         self._ack_wait = ack_wait
         self._readers: dict[int, PartitionReader] = {}
+        #: Revision of each owned partition's handover record, as this member wrote it.
+        self._revisions: dict[int, int] = {}
         self._lock = asyncio.Lock()
         self._arrival = asyncio.Event()
         self._keep_alive = KeepAlive(
@@ -105,33 +112,73 @@ class NatsConsumer(AssignedMember):
 
     async def _hand_over(self, partition: int) -> None:
         """Before a partition's lease is released: send back what this member holds of it
-        and leave the next owner the unseen-delivery counts. Done first so that the next
-        owner can never read past messages still held here."""
+        and leave the next owner the handover record. Done first so that the next owner
+        can never read past messages still held here."""
         reader = self._readers.pop(partition, None)
+        revision = self._revisions.pop(partition, 0)
         if reader is None:
             return
         with translated("giving up a partition"):
-            await reader.stop()
+            clean = await reader.stop()
             await self._nc.flush(timeout=_FLUSH_TIMEOUT)
-        await self._leases.save_unseen(self._scope, partition, reader.unseen)
+        record = reader.handover.handed_over(clean=clean, unseen=reader.unseen)
+        # Refused when another owner took the partition meanwhile (our lease ran out):
+        # its record stands, and ours must not tell it a clean story.
+        await self._leases.write_handover(self._scope, partition, record.encode(), revision)
 
     async def _reader(self, partition: int) -> PartitionReader:
+        """Take the partition over: read it through its consumer, from where the group
+        stands.
+
+        Why the consumer may have to start again: JetStream keeps a delivery nobody
+        acknowledged "pending" until its ack wait runs out, and meanwhile hands out the
+        messages after it. A previous owner that gave the partition up in order sent
+        everything it held back at once, so those come first; one that died (kill -9)
+        or stalled past its lease did not, and reading on would hand this member a
+        key's later messages before its earlier ones (the order rule of ``Consumer``).
+        Then, and only then, the consumer is deleted and made again to start right
+        after its ack floor: every message not acknowledged comes again at once, in
+        stream order, before anything later, as on the SQLite and memory buses. The
+        price: messages acknowledged above the floor come again too (the inbox absorbs
+        them), and ``attempt`` is carried over by the record as an estimate
+        (``_handover``). Waiting for the ack wait instead, sending every later message
+        back meanwhile, was tried: JetStream counts the messages sent back as pending
+        too, so after a second kill no count or sequence tells the ones held by the
+        dead from those sent back, and the partition stalls for an ack wait each time.
+        Starting again costs a few round trips once per takeover after a death, and
+        nothing in the steady state."""
         durable = f"{self._group}-{partition}"
-        config = ConsumerConfig(
-            durable_name=durable,
-            filter_subject=f"{self._namespace}.{self._topic}.{partition}",
-            ack_policy=AckPolicy.EXPLICIT,
-            deliver_policy=DeliverPolicy.ALL,
-            ack_wait=self._ack_wait,
-            max_deliver=-1,
-            max_ack_pending=_MAX_ACK_PENDING,
-        )
+        for _ in range(_TAKEOVER_ATTEMPTS):
+            raw, revision = await self._leases.read_handover(self._scope, partition)
+            record = Handover.decode(raw)
+            info = await self._open(durable, partition, record.start)
+            floor = (info.ack_floor.stream_seq if info.ack_floor else 0) or 0
+            restart = bool(info.num_ack_pending) and not record.clean
+            if restart:
+                delivered = (info.delivered.stream_seq if info.delivered else 0) or 0
+                record = record.restarted(floor, delivered)
+            else:
+                record = record.taken(floor)
+            # Written before the consumer is deleted: should this member die between
+            # the two, the next owner still creates it at ``record.start``.
+            written = await self._leases.write_handover(
+                self._scope, partition, record.encode(), revision
+            )
+            if written is None:
+                continue  # a late handover record of the previous owner: read it again
+            if restart:
+                with (
+                    translated("starting a partition's consumer again"),
+                    contextlib.suppress(NotFoundError),
+                ):
+                    await self._js.delete_consumer(self._stream, durable)
+                await self._open(durable, partition, record.start)
+            break
+        else:
+            raise BusUnavailable(
+                f"could not take partition {partition} over: its record keeps changing"
+            )
         with translated("opening a partition's consumer"):
-            try:
-                await self._js.add_consumer(self._stream, config)
-            except BadRequestError:
-                # It exists with other settings (another member's ack_wait): read it as is.
-                await self._js.consumer_info(self._stream, durable)
             reader = PartitionReader(
                 self._nc,
                 topic=self._topic,
@@ -141,8 +188,36 @@ class NatsConsumer(AssignedMember):
                 ack_wait=self._ack_wait,
                 wake=self._arrival.set,
             )
-            await reader.start(await self._leases.load_unseen(self._scope, partition))
+            await reader.start(record)
+        self._revisions[partition] = written
         return reader
+
+    async def _open(self, durable: str, partition: int, start: int) -> ConsumerInfo:
+        """The partition's durable consumer, created (at ``start``, or the beginning)
+        if it does not exist."""
+        config = ConsumerConfig(
+            durable_name=durable,
+            filter_subject=f"{self._namespace}.{self._topic}.{partition}",
+            ack_policy=AckPolicy.EXPLICIT,
+            deliver_policy=DeliverPolicy.BY_START_SEQUENCE if start else DeliverPolicy.ALL,
+            opt_start_seq=start or None,
+            ack_wait=self._ack_wait,
+            max_deliver=-1,
+            max_ack_pending=_MAX_ACK_PENDING,
+        )
+        with translated("opening a partition's consumer"):
+            try:
+                info: ConsumerInfo = await self._js.add_consumer(self._stream, config)
+            except (BadRequestError, ServerError) as refused:
+                # It exists with settings the server will not change: another member's
+                # ack_wait, or a start sequence other than ``start`` (an owner died
+                # between writing the record and starting the consumer again; its
+                # successor starts it again anyway). Read it as is.
+                try:
+                    info = await self._js.consumer_info(self._stream, durable)
+                except NotFoundError:
+                    raise refused from None
+        return info
 
     async def fetch(self, max_messages: int, timeout: float) -> list[Delivery]:  # noqa: ASYNC109
         self._check_open()

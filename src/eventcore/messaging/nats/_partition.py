@@ -35,6 +35,7 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
 from eventcore.messaging.bus import Delivery
+from eventcore.messaging.nats._handover import Handover, extra_attempts
 
 __all__ = ["PartitionReader"]
 
@@ -94,10 +95,16 @@ class PartitionReader:
         #: The last request found the partition empty.
         self._drained = False
         self._done = asyncio.Event()
+        self.handover = Handover()
+        #: Deliveries made before the consumer was started again (``Handover.extra``).
+        self._extra: list[tuple[int, int, int]] = []
 
-    async def start(self, unseen: dict[int, int]) -> None:
-        """Subscribe the inbox; ``unseen`` are the counts the previous owner left."""
-        self._unseen.update(unseen)
+    async def start(self, handover: Handover) -> None:
+        """Subscribe the inbox; ``handover`` is what the previous owner left (the
+        unseen counts, and the attempts of consumers since started again)."""
+        self.handover = handover
+        self._unseen.update(handover.unseen)
+        self._extra = handover.extra
         self._inbox = self._nc.new_inbox()
         self._sub = await self._nc.subscribe(self._inbox, cb=self._arrived)
 
@@ -204,6 +211,8 @@ class PartitionReader:
                 continue
             headers = msg.headers or {}
             attempt = meta.num_delivered - self._unseen.get(sequence, 0)
+            if self._extra:
+                attempt += extra_attempts(self._extra, sequence)
             taken.append(
                 Delivery(
                     topic=self.topic,
@@ -267,15 +276,23 @@ class PartitionReader:
             self._due[sequence] = now + delay + self._ack_wait + _DUE_GRACE
             await self._nc.publish(msg.reply, payload)
 
-    async def stop(self) -> None:
+    async def stop(self) -> bool:
         """Give everything unsettled or buffered back for the next owner, in order.
 
         An open request is let run out first (it may still bring a message, which is
-        then given back too); after it, nothing more comes to this inbox."""
+        then given back too); after it, nothing more comes to this inbox.
+
+        True when that was everything this member held of the partition, so that
+        JetStream sends it all again before anything later. Not so while some of it is
+        due back by itself (after a nak's delay or its ack wait): the next owner could
+        be handed later messages before it, and must start the consumer again."""
+        clean = not self._due and time.monotonic() >= self._hold_until
         if time.monotonic() < self._open_until:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(_LONGEST_WAIT + _REQUEST_TIMEOUT):
                     await self._done.wait()
+            # A request whose end never came may still bring a message nobody reads.
+            clean = clean and self._done.is_set()
         if self._sub is not None:
             sub, self._sub = self._sub, None
             await sub.unsubscribe()
@@ -284,6 +301,7 @@ class PartitionReader:
             reply, _ = self._unsettled.pop(sequence)
             await self._nc.publish(reply, payload)
         await self._return_buffer(payload, time.monotonic(), 0.0)
+        return clean
 
 
 def _usable(header: str | None) -> str | None:
