@@ -195,6 +195,20 @@ class OpenTelemetryHooks(Hooks):
     # --- the store --------------------------------------------------------------------
 
     def read_started(self, event: ReadStarted) -> object:
+        return self._store_span("read_stream", event.store, "eventcore.stream_id", event.stream_id)
+
+    def read_finished(self, event: ReadFinished, scope: object) -> None:
+        _store_span_ended(scope, event.error)
+
+    def append_started(self, event: AppendStarted) -> object:
+        return self._store_span("append", event.store, "db.operation.batch.size", event.events)
+
+    def append_finished(self, event: AppendFinished, scope: object) -> None:
+        _store_span_ended(scope, event.error, event.deduplicated)
+
+    def _store_span(
+        self, operation: str, store: str, key: str, value: AttributeValue
+    ) -> Span | None:
         # Only under a recording span (a command's): a store call outside any traced
         # operation would be a trace of one span, and with the API alone this keeps
         # every store call down to one context lookup.
@@ -207,49 +221,11 @@ class OpenTelemetryHooks(Hooks):
             return None
         # A leaf: not made current, nothing runs under it.
         return tracer.start_span(
-            "read_stream",
+            operation,
             context=current,
             kind=SpanKind.CLIENT,
-            attributes={
-                "db.system": event.store,
-                "db.operation.name": "read_stream",
-                "eventcore.stream_id": event.stream_id,
-            },
+            attributes={"db.system": store, "db.operation.name": operation, key: value},
         )
-
-    def read_finished(self, event: ReadFinished, scope: object) -> None:
-        if not isinstance(scope, Span):
-            return
-        if event.error is not None:
-            _failed(scope, event.error)
-        scope.end()
-
-    def append_started(self, event: AppendStarted) -> object:
-        tracer = self._tracer
-        if tracer is None:
-            return None
-        current = otel_context.get_current()
-        if not trace.get_current_span(current).is_recording():
-            return None
-        return tracer.start_span(
-            "append",
-            context=current,
-            kind=SpanKind.CLIENT,
-            attributes={
-                "db.system": event.store,
-                "db.operation.name": "append",
-                "db.operation.batch.size": event.events,
-            },
-        )
-
-    def append_finished(self, event: AppendFinished, scope: object) -> None:
-        if not isinstance(scope, Span):
-            return
-        if event.error is not None:
-            _failed(scope, event.error)
-        elif event.deduplicated:
-            scope.set_attribute("eventcore.deduplicated", True)
-        scope.end()
 
     # --- the relay --------------------------------------------------------------------
 
@@ -399,6 +375,18 @@ def _left(scope: _Scope) -> None:
     if scope.token is not None:
         otel_context.detach(scope.token)
     scope.span.end()
+
+
+def _store_span_ended(
+    scope: object, error: BaseException | None, deduplicated: bool = False
+) -> None:
+    if not isinstance(scope, Span):
+        return
+    if error is not None:
+        _failed(scope, error)
+    elif deduplicated:
+        scope.set_attribute("eventcore.deduplicated", True)
+    scope.end()
 
 
 def _failed(span: Span, error: BaseException) -> None:
