@@ -37,8 +37,10 @@ from hypothesis import strategies as st
 from typer.testing import CliRunner, Result
 
 from eventcore.cli import app
+from eventcore.cli.sagas import STATUSES
 from tests.backends import POSTGRES_URL
 from tests.cli.conftest import run_eventcore, snapshot, write_history
+from tests.cli.saga_samples import write_sagas
 from tests.cli.samples import LETTERS, fill_letters, project
 
 #: URL parameters, by name: the kind of file a good one names.
@@ -47,7 +49,12 @@ URL_KINDS = {"store": "store", "url": "store", "bus": "bus", "target": "target"}
 REFERENCES = {
     "app_ref": "tests.projection.orders:projections",
     "registry_ref": "tests.projection.orders:registry",
+    "sagas_ref": "tests.cli.saga_samples:SAGAS",
 }
+#: Options that take one of a few words, by name: the words.
+CHOICES = {"status": STATUSES}
+#: A good value for each required option that takes free text.
+TEXTS = {"reason": "refunded by hand"}
 #: (command, URL parameter) pairs that create what they name when it is missing: for
 #: them a missing file, an empty one or a new schema are good values, not bad ones.
 CREATING = {(("demo",), "store"), (("db", "migrate"), "url")}
@@ -58,6 +65,7 @@ EXISTING = {
     "name": "order_summary",
     "config": "hub.toml",
     "event": "event.json",
+    "saga_id": "order-3",
 }
 #: A federation hub's configuration and an event it routes (``federate check / explain``).
 HUB_CONFIG = """\
@@ -117,6 +125,8 @@ class Param:
             return "reference"
         if self.name in {"group", "topic"}:
             return "name"
+        if self.name in CHOICES:
+            return "choice"
         # A positional argument names a thing that must exist (a stream, a letter, a
         # projection); an option is a filter or a label, for which any text may be fine.
         return "existing" if not self.is_option else "text"
@@ -201,6 +211,8 @@ def scratch(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scratch]:
     asyncio.run(project(store_url, files["target"]))
     # A stream to show; of a type the projection does not handle, so a rebuild skips it.
     asyncio.run(write_history(store_url, [("account-alice", "AccountOpened", b"{}")]))
+    # Sagas to list, show, retry and abort (order-3 is stuck).
+    asyncio.run(write_sagas(store_url))
     asyncio.run(fill_letters(f"sqlite://{files['bus'].as_posix()}"))
     (directory / "notes.txt").write_text("not a database\n")
     (directory / "hub.toml").write_text(HUB_CONFIG)
@@ -238,6 +250,8 @@ def good_value(param: Param, scratch: Scratch) -> str:
         return REFERENCES[param.name]
     if param.role == "existing":
         return EXISTING[param.name]
+    if param.role == "text" and param.name in TEXTS:
+        return TEXTS[param.name]
     raise AssertionError(f"no good value for {param.label}")
 
 
@@ -416,6 +430,13 @@ def bad_values(param: Param, scratch: Scratch) -> st.SearchStrategy[str]:
         return st.one_of(*always, invalid, st.just("g" * 65))
     if param.role == "existing":
         return st.one_of(*always, st.text(min_size=1, max_size=40))
+    if param.role == "choice":
+        words = CHOICES[param.name]
+        return st.one_of(
+            *always,
+            st.text(min_size=1, max_size=20).filter(lambda text: text not in words),
+            st.sampled_from([word.upper() for word in words] + [f" {words[0]}", "stuck,running"]),
+        )
     return st.one_of(*always)
 
 
@@ -529,6 +550,10 @@ def test_the_fuzz_covers_every_command_and_option(scratch: Scratch) -> None:
         "projections rebuild",
         "federate check",
         "federate explain",
+        "sagas list",
+        "sagas show",
+        "sagas retry",
+        "sagas abort",
         "demo",
     }
 
@@ -562,6 +587,8 @@ REAL_CASES = [
     [b"dlq", b"list", b"--bus", b"sqlite:///tmp/\xfe\xfe.db"],
     [b"projections", b"rebuild", b"order_summary", b"--app", b"mod\xed\xa0\x80:x"],
     [b"demo", b"--seed", b"\xf0\x28\x8c\x28"],
+    [b"sagas", b"show", b"--store", b"STORE", b"--", b"order-\xff"],
+    [b"sagas", b"retry", b"order-3", b"--store", b"STORE", b"--sagas", b"tests.cli.\xfe:SAGAS"],
     [b"db", b"migrate", b"sqlite:///nowhere/\x80.db"],
 ]
 

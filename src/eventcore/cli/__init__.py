@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from eventcore._version import __version__
-from eventcore.cli import db, demo, dlq, events, federate, projections, streams
+from eventcore.cli import db, demo, dlq, events, federate, projections, sagas, streams
 from eventcore.cli.errors import OneLineErrors
 
 __all__ = ["app", "main"]
@@ -27,6 +27,7 @@ app.add_typer(db.app, name="db")
 app.add_typer(projections.app, name="projections")
 app.add_typer(dlq.app, name="dlq")
 app.add_typer(federate.app, name="federate")
+app.add_typer(sagas.app, name="sagas")
 app.command("demo")(demo.demo)
 
 
@@ -45,7 +46,8 @@ def _root(
         ),
     ] = False,
 ) -> None:
-    """Inspect event stores, follow the global log, check federation rules, run the demo."""
+    """Inspect event stores, follow the global log, repair sagas, check federation rules,
+    run the demo."""
 
 
 def main() -> None:

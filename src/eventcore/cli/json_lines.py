@@ -20,6 +20,16 @@ stderr, so stdout holds nothing but records.
 * ``dlq list``: ``letter_id``, ``group``, ``topic``, ``message_id``, ``key``, ``status``,
   ``attempts``, ``failed_at``, ``error_type``, ``reason``, ``event_type`` (null when
   the body is not an eventcore envelope); ``dlq show`` adds ``body`` or ``body_base64``.
+* ``sagas list``: ``saga_type``, ``saga_id``, ``status``, ``stream``, ``started_at``,
+  ``ended_at`` (null while open), ``step`` and ``phase`` (what it waits on or undoes
+  next, null once ended), ``stuck_reason``, ``events``.
+* ``sagas show``: ``saga_type``, ``saga_id``, ``status``, ``started_at``, ``ended_at``,
+  ``duration`` (seconds), ``data``, ``stuck_reason``, ``steps`` (each ``name``,
+  ``status``, ``compensable``, ``attempts`` — each ``phase``, ``attempt``,
+  ``correlation_id``, ``requested_at``, ``outcome``, ``ended_at``, ``duration``,
+  ``reason``, ``retry_at`` —, ``late_replies``, ``result``) and ``timeline`` (each
+  ``at``, ``event``, ``step``, ``detail``). A saga's times are stored as seconds since
+  the epoch and printed as the times above.
 """
 
 from __future__ import annotations
@@ -34,6 +44,7 @@ import msgspec
 
 from eventcore.messaging.bus import DeadLetter
 from eventcore.projection.target import SourceProgress, VersionInfo
+from eventcore.saga import SagaSummary, SagaView
 from eventcore.types import StoredEvent, StreamHead
 
 __all__ = [
@@ -41,6 +52,8 @@ __all__ = [
     "event_record",
     "letter_record",
     "progress_record",
+    "saga_record",
+    "saga_view_record",
     "stream_record",
     "version_record",
 ]
@@ -130,6 +143,39 @@ def progress_record(
             _time(datetime.fromtimestamp(progress.updated_at, UTC)) if progress else None
         ),
     }
+
+
+#: The fields of a saga's records that are times (seconds since the epoch in the store).
+_SAGA_TIMES = frozenset(
+    {"at", "started_at", "ended_at", "requested_at", "retry_at", "deadline_at", "timeout_at"}
+)
+
+
+def saga_record(summary: SagaSummary) -> dict[str, Any]:
+    record: dict[str, Any] = _saga_times(msgspec.to_builtins(summary))
+    return record
+
+
+def saga_view_record(view: SagaView) -> dict[str, Any]:
+    # Without the folded state: everything it holds is in the view, in an operator's terms.
+    record: dict[str, Any] = _saga_times(msgspec.to_builtins(view))
+    record.pop("state", None)
+    return record
+
+
+def _saga_times(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {
+            key: (
+                _time(datetime.fromtimestamp(item, UTC))
+                if key in _SAGA_TIMES and isinstance(item, int | float)
+                else _saga_times(item)
+            )
+            for key, item in value.items()
+        }
+    if isinstance(value, list | tuple):
+        return [_saga_times(item) for item in value]
+    return value
 
 
 def _time(moment: datetime) -> str:
