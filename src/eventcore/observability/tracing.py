@@ -161,36 +161,13 @@ class OpenTelemetryHooks(Hooks):
             )
 
     def command_finished(self, event: CommandFinished, scope: object) -> None:
-        if not isinstance(scope, _Scope):
-            return
-        span = scope.span
-        if span.is_recording():
-            span.set_attributes(
-                {
-                    "eventcore.command.outcome": event.outcome,
-                    "eventcore.command.attempts": event.attempts,
-                    "eventcore.command.conflicts": event.conflicts,
-                    "eventcore.command.streams_read": event.streams_read,
-                }
-            )
-        _left(scope)
+        _ended(scope, _command_attributes(event.outcome, event))
 
     def command_failed(self, event: CommandFailed, scope: object) -> None:
-        if not isinstance(scope, _Scope):
-            return
-        span = scope.span
-        if span.is_recording():
-            cancelled = isinstance(event.error, asyncio.CancelledError)
-            span.set_attributes(
-                {
-                    "eventcore.command.outcome": "cancelled" if cancelled else "failed",
-                    "eventcore.command.attempts": event.attempts,
-                    "eventcore.command.conflicts": event.conflicts,
-                    "eventcore.command.streams_read": event.streams_read,
-                }
-            )
-            _failed(span, event.error)
-        _left(scope)
+        cancelled = isinstance(event.error, asyncio.CancelledError)
+        _ended(
+            scope, _command_attributes("cancelled" if cancelled else "failed", event), event.error
+        )
 
     # --- the store --------------------------------------------------------------------
 
@@ -257,14 +234,7 @@ class OpenTelemetryHooks(Hooks):
         return _entered(span)
 
     def publish_finished(self, event: PublishFinished, scope: object) -> None:
-        if not isinstance(scope, _Scope):
-            return
-        span = scope.span
-        if span.is_recording():
-            span.set_attribute("messaging.batch.message_count", event.events)
-            if event.error is not None:
-                _failed(span, event.error)
-        _left(scope)
+        _ended(scope, {"messaging.batch.message_count": event.events}, event.error)
 
     # --- the subscriber ---------------------------------------------------------------
 
@@ -337,16 +307,11 @@ class OpenTelemetryHooks(Hooks):
         return _entered(span)
 
     def batch_applied(self, event: BatchApplied, scope: object) -> None:
-        if not isinstance(scope, _Scope):
-            return
-        span = scope.span
-        if span.is_recording():
-            span.set_attributes(
-                {"eventcore.position": event.position, "eventcore.lag_events": event.lag_events}
-            )
-            if event.error is not None:
-                _failed(span, event.error)
-        _left(scope)
+        _ended(
+            scope,
+            {"eventcore.position": event.position, "eventcore.lag_events": event.lag_events},
+            event.error,
+        )
 
 
 def tracing_hooks(tracer_provider: TracerProvider | None = None) -> Hooks:
@@ -369,6 +334,32 @@ def _entered(span: Span) -> _Scope:
     """``span`` made current until ``_left``: what runs in between is its child. The
     seam calls start and end in the same task, so the token resets where it was set."""
     return _Scope(span, otel_context.attach(trace.set_span_in_context(span)))
+
+
+def _ended(
+    scope: object, attributes: dict[str, AttributeValue], error: BaseException | None = None
+) -> None:
+    """End the span of ``scope`` (from ``_entered``), with ``attributes`` and, if the work
+    failed, ``error`` recorded when the span records."""
+    if not isinstance(scope, _Scope):
+        return
+    span = scope.span
+    if span.is_recording():
+        span.set_attributes(attributes)
+        if error is not None:
+            _failed(span, error)
+    _left(scope)
+
+
+def _command_attributes(
+    outcome: str, event: CommandFinished | CommandFailed
+) -> dict[str, AttributeValue]:
+    return {
+        "eventcore.command.outcome": outcome,
+        "eventcore.command.attempts": event.attempts,
+        "eventcore.command.conflicts": event.conflicts,
+        "eventcore.command.streams_read": event.streams_read,
+    }
 
 
 def _left(scope: _Scope) -> None:
