@@ -12,7 +12,16 @@ PACKAGE = Path(__file__).resolve().parent.parent / "src" / "eventcore"
 
 # Layers from the bottom up; a module's layer is found by the longest matching prefix.
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
-    ("values", ("eventcore._version", "eventcore._checks", "eventcore.types", "eventcore.errors")),
+    (
+        "values",
+        (
+            "eventcore._version",
+            "eventcore._checks",
+            "eventcore._closing",
+            "eventcore.types",
+            "eventcore.errors",
+        ),
+    ),
     ("events", ("eventcore.events",)),
     ("instrumentation", ("eventcore.instrumentation",)),
     (

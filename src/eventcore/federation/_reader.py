@@ -19,21 +19,22 @@ T = TypeVar("T")
 
 _MISSING: Any = object()
 
+# In this order: a bool is also an int.
+_KINDS: tuple[tuple[type, str], ...] = (
+    (bool, "a boolean"),
+    (str, "text"),
+    (int, "an integer"),
+    (float, "a number"),
+    (dict, "a table"),
+    (list, "an array"),
+)
+
 
 def kind(value: object) -> str:
     """What a TOML value is, in words."""
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, str):
-        return "text"
-    if isinstance(value, int):
-        return "an integer"
-    if isinstance(value, float):
-        return "a number"
-    if isinstance(value, dict):
-        return "a table"
-    if isinstance(value, list):
-        return "an array"
+    for python_type, words in _KINDS:
+        if isinstance(value, python_type):
+            return words
     return f"a {type(value).__name__}"  # TOML's dates and times
 
 

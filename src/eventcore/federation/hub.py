@@ -51,7 +51,7 @@ from eventcore.federation._batch import Batch
 from eventcore.federation.config import HubConfig
 from eventcore.federation.rules import Origin, Rule
 from eventcore.instrumentation import FederationBatch, Hooks, resolve
-from eventcore.lifecycle import Readiness, stopped_within, unless_stopped
+from eventcore.lifecycle import Readiness, stopped_within
 from eventcore.messaging.bus import (
     DEFAULT_ACK_WAIT,
     Bus,
@@ -61,7 +61,7 @@ from eventcore.messaging.bus import (
 )
 from eventcore.messaging.envelope import DEFAULT_MAX_MESSAGE_BYTES
 from eventcore.messaging.names import check_name
-from eventcore.messaging.subscriber import dead_lettered
+from eventcore.messaging.subscriber import dead_lettered, fetch_unless_stopped
 
 __all__ = ["DEFAULT_GROUP", "Hub", "HubStatus", "SourceStatus"]
 
@@ -261,7 +261,9 @@ class Hub:
                     next_retry_poll = time.monotonic() + self._retry_poll
                 wait = min(_FETCH_WAIT, max(0.0, next_retry_poll - time.monotonic()))
                 # The first fetch takes the partitions without waiting for a message.
-                deliveries = await self._fetch(consumer, wait if source.ready else 0.0)
+                deliveries = await fetch_unless_stopped(
+                    consumer, self._batch_size, self._stopping, wait if source.ready else 0.0
+                )
                 self._note_ready(source)
                 if outage:
                     outage = False
@@ -286,12 +288,6 @@ class Hub:
                     )
                 if await stopped_within(self._stopping, self._retry_poll):
                     return
-
-    async def _fetch(self, consumer: Consumer, wait: float) -> list[Delivery]:
-        """A fetch that ``stop`` cuts short. A fetch cut short may have taken deliveries
-        out; leaving the group (``aclose``) gives them back."""
-        fetched = await unless_stopped(consumer.fetch(self._batch_size, wait), self._stopping)
-        return [] if fetched is None else fetched
 
     async def _forward(
         self, source: _Source, consumer: Consumer, deliveries: Sequence[Delivery]

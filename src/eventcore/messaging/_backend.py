@@ -13,8 +13,9 @@ import asyncio
 import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
-from typing import Generic, Self, TypeVar
+from typing import Generic, TypeVar
 
+from eventcore._closing import Closing
 from eventcore.errors import BusClosed, InvalidInput
 from eventcore.leases import KeepAlive
 from eventcore.messaging._input import (
@@ -43,7 +44,7 @@ ConsumerT = TypeVar("ConsumerT", bound=Consumer)
 BoxT = TypeVar("BoxT", bound=DeadLetterBox)
 
 
-class BusFront(ABC, Generic[ConsumerT, BoxT]):
+class BusFront(Closing, Generic[ConsumerT, BoxT]):
     """``Bus`` less what each backend does itself: publishing checked messages, joining
     a group under checked names, keeping checkpoints under a checked name, closing."""
 
@@ -94,15 +95,6 @@ class BusFront(ABC, Generic[ConsumerT, BoxT]):
         self._check_open()
         name = checkpoint_name(name)
         await self._save_checkpoint(name, check_checkpoint(checkpoint))
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(self, *_: object) -> None:
-        await self.aclose()
-
-    @abstractmethod
-    async def aclose(self) -> None: ...
 
     @abstractmethod
     async def _publish(self, messages: Sequence[OutgoingMessage]) -> None:

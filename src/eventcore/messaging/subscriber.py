@@ -75,7 +75,14 @@ from eventcore.messaging.inbox import Handler, PayloadTypes, Received, event_typ
 from eventcore.messaging.names import check_name
 from eventcore.retry import RetryPolicy
 
-__all__ = ["Handler", "Received", "Subscriber", "SubscriberStatus", "dead_lettered"]
+__all__ = [
+    "Handler",
+    "Received",
+    "Subscriber",
+    "SubscriberStatus",
+    "dead_lettered",
+    "fetch_unless_stopped",
+]
 
 #: The longest a fetch waits for a first message before the loop looks around again.
 _FETCH_WAIT = 1.0
@@ -258,7 +265,9 @@ class Subscriber:
                 # The first fetch takes the partitions without waiting for a message:
                 # the subscriber is ready once it has them.
                 ready = self._readiness.is_ready
-                deliveries = await self._fetch(consumer, wait if ready else 0.0)
+                deliveries = await fetch_unless_stopped(
+                    consumer, self._batch_size, self._stopping, wait if ready else 0.0
+                )
                 self._readiness.set()
                 if outage:
                     outage = False
@@ -299,12 +308,6 @@ class Subscriber:
                     )
                 if await stopped_within(self._stopping, self._retry_poll):
                     return
-
-    async def _fetch(self, consumer: Consumer, wait: float) -> list[Delivery]:
-        """A fetch that ``stop`` cuts short. A fetch cut short may have taken deliveries
-        out; leaving the group (``aclose``) gives them back."""
-        fetched = await unless_stopped(consumer.fetch(self._batch_size, wait), self._stopping)
-        return [] if fetched is None else fetched
 
     async def _settle(self, consumer: Consumer, deliveries: Sequence[Delivery]) -> None:
         """Handle one fetched batch and settle every delivery of it."""
@@ -500,6 +503,16 @@ class Subscriber:
         else:
             self._handled += 1
         return True
+
+
+async def fetch_unless_stopped(
+    consumer: Consumer, batch_size: int, stopping: asyncio.Event, wait: float
+) -> list[Delivery]:
+    """``consumer.fetch(batch_size, wait)``, cut short (to no deliveries) once ``stopping``
+    is set. A fetch cut short may have taken deliveries out; leaving the group
+    (``aclose``) gives them back."""
+    fetched = await unless_stopped(consumer.fetch(batch_size, wait), stopping)
+    return [] if fetched is None else fetched
 
 
 def dead_lettered(letter: DeadLetter) -> DeadLettered:

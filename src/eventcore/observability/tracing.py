@@ -161,40 +161,31 @@ class OpenTelemetryHooks(Hooks):
             )
 
     def command_finished(self, event: CommandFinished, scope: object) -> None:
-        if not isinstance(scope, _Scope):
-            return
-        span = scope.span
-        if span.is_recording():
-            span.set_attributes(
-                {
-                    "eventcore.command.outcome": event.outcome,
-                    "eventcore.command.attempts": event.attempts,
-                    "eventcore.command.conflicts": event.conflicts,
-                    "eventcore.command.streams_read": event.streams_read,
-                }
-            )
-        _left(scope)
+        _ended(scope, _command_attributes(event.outcome, event))
 
     def command_failed(self, event: CommandFailed, scope: object) -> None:
-        if not isinstance(scope, _Scope):
-            return
-        span = scope.span
-        if span.is_recording():
-            cancelled = isinstance(event.error, asyncio.CancelledError)
-            span.set_attributes(
-                {
-                    "eventcore.command.outcome": "cancelled" if cancelled else "failed",
-                    "eventcore.command.attempts": event.attempts,
-                    "eventcore.command.conflicts": event.conflicts,
-                    "eventcore.command.streams_read": event.streams_read,
-                }
-            )
-            _failed(span, event.error)
-        _left(scope)
+        cancelled = isinstance(event.error, asyncio.CancelledError)
+        _ended(
+            scope, _command_attributes("cancelled" if cancelled else "failed", event), event.error
+        )
 
     # --- the store --------------------------------------------------------------------
 
     def read_started(self, event: ReadStarted) -> object:
+        return self._store_span("read_stream", event.store, "eventcore.stream_id", event.stream_id)
+
+    def read_finished(self, event: ReadFinished, scope: object) -> None:
+        _store_span_ended(scope, event.error)
+
+    def append_started(self, event: AppendStarted) -> object:
+        return self._store_span("append", event.store, "db.operation.batch.size", event.events)
+
+    def append_finished(self, event: AppendFinished, scope: object) -> None:
+        _store_span_ended(scope, event.error, event.deduplicated)
+
+    def _store_span(
+        self, operation: str, store: str, key: str, value: AttributeValue
+    ) -> Span | None:
         # Only under a recording span (a command's): a store call outside any traced
         # operation would be a trace of one span, and with the API alone this keeps
         # every store call down to one context lookup.
@@ -207,49 +198,11 @@ class OpenTelemetryHooks(Hooks):
             return None
         # A leaf: not made current, nothing runs under it.
         return tracer.start_span(
-            "read_stream",
+            operation,
             context=current,
             kind=SpanKind.CLIENT,
-            attributes={
-                "db.system": event.store,
-                "db.operation.name": "read_stream",
-                "eventcore.stream_id": event.stream_id,
-            },
+            attributes={"db.system": store, "db.operation.name": operation, key: value},
         )
-
-    def read_finished(self, event: ReadFinished, scope: object) -> None:
-        if not isinstance(scope, Span):
-            return
-        if event.error is not None:
-            _failed(scope, event.error)
-        scope.end()
-
-    def append_started(self, event: AppendStarted) -> object:
-        tracer = self._tracer
-        if tracer is None:
-            return None
-        current = otel_context.get_current()
-        if not trace.get_current_span(current).is_recording():
-            return None
-        return tracer.start_span(
-            "append",
-            context=current,
-            kind=SpanKind.CLIENT,
-            attributes={
-                "db.system": event.store,
-                "db.operation.name": "append",
-                "db.operation.batch.size": event.events,
-            },
-        )
-
-    def append_finished(self, event: AppendFinished, scope: object) -> None:
-        if not isinstance(scope, Span):
-            return
-        if event.error is not None:
-            _failed(scope, event.error)
-        elif event.deduplicated:
-            scope.set_attribute("eventcore.deduplicated", True)
-        scope.end()
 
     # --- the relay --------------------------------------------------------------------
 
@@ -281,14 +234,7 @@ class OpenTelemetryHooks(Hooks):
         return _entered(span)
 
     def publish_finished(self, event: PublishFinished, scope: object) -> None:
-        if not isinstance(scope, _Scope):
-            return
-        span = scope.span
-        if span.is_recording():
-            span.set_attribute("messaging.batch.message_count", event.events)
-            if event.error is not None:
-                _failed(span, event.error)
-        _left(scope)
+        _ended(scope, {"messaging.batch.message_count": event.events}, event.error)
 
     # --- the subscriber ---------------------------------------------------------------
 
@@ -361,16 +307,11 @@ class OpenTelemetryHooks(Hooks):
         return _entered(span)
 
     def batch_applied(self, event: BatchApplied, scope: object) -> None:
-        if not isinstance(scope, _Scope):
-            return
-        span = scope.span
-        if span.is_recording():
-            span.set_attributes(
-                {"eventcore.position": event.position, "eventcore.lag_events": event.lag_events}
-            )
-            if event.error is not None:
-                _failed(span, event.error)
-        _left(scope)
+        _ended(
+            scope,
+            {"eventcore.position": event.position, "eventcore.lag_events": event.lag_events},
+            event.error,
+        )
 
 
 def tracing_hooks(tracer_provider: TracerProvider | None = None) -> Hooks:
@@ -395,10 +336,48 @@ def _entered(span: Span) -> _Scope:
     return _Scope(span, otel_context.attach(trace.set_span_in_context(span)))
 
 
+def _ended(
+    scope: object, attributes: dict[str, AttributeValue], error: BaseException | None = None
+) -> None:
+    """End the span of ``scope`` (from ``_entered``), with ``attributes`` and, if the work
+    failed, ``error`` recorded when the span records."""
+    if not isinstance(scope, _Scope):
+        return
+    span = scope.span
+    if span.is_recording():
+        span.set_attributes(attributes)
+        if error is not None:
+            _failed(span, error)
+    _left(scope)
+
+
+def _command_attributes(
+    outcome: str, event: CommandFinished | CommandFailed
+) -> dict[str, AttributeValue]:
+    return {
+        "eventcore.command.outcome": outcome,
+        "eventcore.command.attempts": event.attempts,
+        "eventcore.command.conflicts": event.conflicts,
+        "eventcore.command.streams_read": event.streams_read,
+    }
+
+
 def _left(scope: _Scope) -> None:
     if scope.token is not None:
         otel_context.detach(scope.token)
     scope.span.end()
+
+
+def _store_span_ended(
+    scope: object, error: BaseException | None, deduplicated: bool = False
+) -> None:
+    if not isinstance(scope, Span):
+        return
+    if error is not None:
+        _failed(scope, error)
+    elif deduplicated:
+        scope.set_attribute("eventcore.deduplicated", True)
+    scope.end()
 
 
 def _failed(span: Span, error: BaseException) -> None:

@@ -28,6 +28,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Generic, TypeVar
 
+from eventcore._closing import Closing
 from eventcore._schema_version import require_current
 from eventcore.errors import DatabaseNotFound, StoreClosed, StoreUnavailable
 from eventcore.projection._target_schema import LATEST_VERSION, applied_version, migrate
@@ -114,7 +115,7 @@ class Dialect(Generic[C]):
         raise NotImplementedError
 
 
-class SqlTarget(Generic[C]):
+class SqlTarget(Closing, Generic[C]):
     """A ``Target`` whose state and checkpoints share one database (see module doc)."""
 
     def __init__(self, dialect: Dialect[C], thread_name: str, *, create: bool = True) -> None:

@@ -158,9 +158,3 @@ class PostgresTarget(SqlTarget[psycopg.Connection[Any]]):
             await target.aclose()
             raise
         return target
-
-    async def __aenter__(self) -> PostgresTarget:
-        return self
-
-    async def __aexit__(self, *_: object) -> None:
-        await self.aclose()

@@ -121,9 +121,3 @@ class SqliteTarget(SqlTarget[sqlite3.Connection]):
             await target.aclose()
             raise
         return target
-
-    async def __aenter__(self) -> SqliteTarget:
-        return self
-
-    async def __aexit__(self, *_: object) -> None:
-        await self.aclose()

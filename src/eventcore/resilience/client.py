@@ -40,9 +40,10 @@ import re
 import time
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
-from types import MappingProxyType, TracebackType
+from types import MappingProxyType
 from typing import Any, Final
 
+from eventcore._closing import Closing
 from eventcore.errors import (
     CallTimeout,
     CircuitOpen,
@@ -105,7 +106,7 @@ class _Call:
     status: int | None = None
 
 
-class ServiceClient:
+class ServiceClient(Closing):
     """Calls services by name; see this module's docstring for the rules.
 
     ``resolver``: ``async (service) -> base URLs`` of its live instances (the registry,
@@ -160,17 +161,6 @@ class ServiceClient:
         self._closed = False
 
     # --- lifecycle ----------------------------------------------------------------------
-
-    async def __aenter__(self) -> ServiceClient:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
     async def aclose(self) -> None:
         """Close the client's connections (not those of an ``http`` client passed in).

@@ -70,7 +70,7 @@ from eventcore.saga.events import (
     SagaStepTimedOut,
 )
 from eventcore.saga.inputs import Input, Reply, Start
-from eventcore.saga.state import SagaState, evolve
+from eventcore.saga.state import Pending, SagaState, evolve
 from eventcore.saga.streams import Loaded, load, saga_stream
 from eventcore.store.protocol import EventStore
 from eventcore.types import Metadata, NewEvent, StreamId
@@ -432,11 +432,7 @@ class SagaDriver:
                     if isinstance(event, SagaStepFailed)
                     else "timed out"
                 )
-                began = (
-                    pending.requested_at
-                    if pending is not None and pending.correlation_id == event.correlation_id
-                    else event.at
-                )
+                began = _began(pending, event.correlation_id, event.at)
                 hooks.saga_step_finished(
                     SagaStepEnded(
                         saga=saga,
@@ -454,11 +450,7 @@ class SagaDriver:
                 else:
                     outcome = "succeeded"
                     attempt = before.attempts.get(event.step, 0) if before is not None else 0
-                began = (
-                    pending.requested_at
-                    if pending is not None and pending.correlation_id == event.correlation_id
-                    else event.at
-                )
+                began = _began(pending, event.correlation_id, event.at)
                 hooks.saga_compensation_finished(
                     SagaCompensationEnded(
                         saga=saga,
@@ -480,6 +472,14 @@ def reply_of(replied: CommandReplied) -> Reply:
         result=replied.result_value() if replied.succeeded else None,
         reason=replied.reason,
     )
+
+
+def _began(pending: Pending | None, correlation_id: str | None, at: float) -> float:
+    """When the request that ``correlation_id`` answers was sent: the pending request's
+    time if it is that one, else ``at`` (the outcome's own time, so zero seconds)."""
+    if pending is not None and pending.correlation_id == correlation_id:
+        return pending.requested_at
+    return at
 
 
 def _has_local(saga: Saga[Any]) -> bool:

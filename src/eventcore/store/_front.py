@@ -8,10 +8,11 @@ taken only in ``_observed``, when a hook is installed.
 
 from __future__ import annotations
 
-from abc import ABC, abstractmethod
+from abc import abstractmethod
 from collections.abc import AsyncIterator, Collection, Mapping, Sequence
-from typing import ClassVar, Self
+from typing import ClassVar
 
+from eventcore._closing import Closing
 from eventcore.errors import StoreClosed
 from eventcore.instrumentation import FanOut, Hooks, resolve
 from eventcore.store._observed import announce_connections, observe_append, observe_read
@@ -22,7 +23,7 @@ from eventcore.types import NewEvent, StoredEvent, StreamId
 __all__ = ["StoreFront"]
 
 
-class StoreFront(ABC):
+class StoreFront(Closing):
     #: The backend's name in the hooks' records ("memory", "sqlite", "postgresql").
     backend: ClassVar[str]
 
@@ -77,15 +78,6 @@ class StoreFront(ABC):
         limit: int | None = None,
     ) -> AsyncIterator[list[StoredEvent]]:
         return self._read_all(after, types, batch_size, limit)
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(self, *_: object) -> None:
-        await self.aclose()
-
-    @abstractmethod
-    async def aclose(self) -> None: ...
 
     @abstractmethod
     async def _append(self, request: AppendRequest) -> AppendResult:

@@ -8,8 +8,9 @@ can fault it), and the bus hands each consumer it opens to ``_wrap``.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Self, TypeVar
+from typing import TypeVar
 
+from eventcore._closing import Closing
 from eventcore.messaging.bus import (
     DEFAULT_ACK_WAIT,
     Bus,
@@ -25,7 +26,7 @@ __all__ = ["BusWrapper", "ConsumerWrapper"]
 _T = TypeVar("_T")
 
 
-class BusWrapper:
+class BusWrapper(Closing):
     """``bus`` (as ``inner``), each call passed on; closing this closes ``bus``."""
 
     def __init__(self, bus: Bus) -> None:
@@ -70,12 +71,6 @@ class BusWrapper:
 
     async def aclose(self) -> None:
         await self.inner.aclose()
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(self, *_: object) -> None:
-        await self.aclose()
 
 
 class ConsumerWrapper:

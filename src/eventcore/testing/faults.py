@@ -31,6 +31,7 @@ from typing import TypeVar
 
 import msgspec
 
+from eventcore._closing import Closing
 from eventcore.errors import BusUnavailable, InvalidInput, StoreUnavailable
 from eventcore.messaging.bus import Bus, Consumer, Delivery
 from eventcore.store import AppendResult, EventStore
@@ -115,7 +116,7 @@ class _Schedule:
         return self._rng.random() < self.plan.duplicate
 
 
-class FaultyStore:
+class FaultyStore(Closing):
     """An :class:`~eventcore.store.EventStore` that passes every call to ``store``,
     faulted as ``plan`` says with ``StoreUnavailable``. Closing it closes ``store``."""
 
@@ -198,12 +199,6 @@ class FaultyStore:
 
     async def aclose(self) -> None:
         await self.inner.aclose()
-
-    async def __aenter__(self) -> FaultyStore:
-        return self
-
-    async def __aexit__(self, *_: object) -> None:
-        await self.aclose()
 
 
 class FaultyBus(BusWrapper):

@@ -89,21 +89,18 @@ class BatchRunner:
         self.statements = 0
 
     async def run(self, requests: list[AppendRequest]) -> list[Outcome]:
-        try:
-            return await self._attempt(requests)
-        except psycopg.Error as error:
-            failed = error
-        if not _rolled_back(failed):
-            return await self._all_failed(requests, failed)
-        if _is_race(failed):
-            # Nothing of the batch was written; the rival's rows are committed now (the
-            # server waited for them before reporting), so the checks will see them.
+        for _ in range(2):
             try:
                 return await self._attempt(requests)
             except psycopg.Error as error:
                 failed = error
             if not _rolled_back(failed):
                 return await self._all_failed(requests, failed)
+            if not _is_race(failed):
+                break
+            # A race, the first time: nothing of the batch was written; the rival's rows
+            # are committed now (the server waited for them before reporting), so the
+            # checks of a second attempt will see them.
         if len(requests) == 1:
             return [await self._explain(requests[0], failed)]
         if not (_is_bad_value(failed) or _is_race(failed)):
