@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import signal
 
+from eventcore._checks import check_seconds, check_whole
 from eventcore.federation import Hub, HubConfig, HubStatus
 from eventcore.messaging import Bus, open_bus
 
@@ -57,6 +58,11 @@ async def serve(
     status_every: float,
 ) -> None:
     """Run the hub of ``config`` until SIGTERM or SIGINT (see the module docs)."""
+    # Checked before any bus is opened: opening a SQLite bus creates its file, and a bad
+    # number must change nothing. typer's range checks let nan and inf through.
+    check_whole("batch_size", batch_size)
+    check_seconds("ack_wait", ack_wait)
+    check_seconds("status_every", status_every)
     opened: dict[str, Bus] = {}
     try:
         buses: dict[str, Bus] = {}
