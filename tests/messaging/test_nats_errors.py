@@ -8,13 +8,18 @@ can be made to give are provoked on it."""
 
 from __future__ import annotations
 
+import contextlib
+from typing import Any, cast
+
 import nats
 import nats.errors
 import nats.js.errors
 import pytest
-from nats.js.api import StreamConfig
+from nats.js.api import KeyValueConfig, StreamConfig
+from nats.js.client import JetStreamContext
 
 from eventcore._nats.errors import translated
+from eventcore._nats.kv import open_bucket
 from eventcore.errors import BusClosed, BusError, BusRejected, BusUnavailable, InvalidInput
 from eventcore.messaging.bus import OutgoingMessage
 from eventcore.messaging.nats import NatsBus
@@ -142,3 +147,52 @@ async def test_a_topic_whose_subjects_another_stream_holds_is_refused(namespace:
         await bus.aclose()
 
     assert (caught.value.code, caught.value.err_code) == (400, SUBJECTS_OVERLAP)
+
+
+class _RacedJetStream:
+    """A JetStream context that loses the race to create a bucket: another process
+    creates it first, and the server answers ours as it does under load — "subjects
+    overlap" instead of the usual no-op."""
+
+    def __init__(self, js: JetStreamContext, other: JetStreamContext) -> None:
+        self._js, self._other = js, other
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._js, name)
+
+    async def create_key_value(self, config: KeyValueConfig) -> Any:
+        await self._other.create_key_value(config)
+        raise nats.js.errors.BadRequestError(
+            code=400, err_code=SUBJECTS_OVERLAP, description="subjects overlap"
+        )
+
+
+async def test_a_bucket_another_process_created_at_the_same_instant_is_opened(
+    namespace: str,
+) -> None:
+    # Two children opening one bus at once: one of them died with BusRejected.
+    ours, other = await nats.connect(NATS_URL), await nats.connect(NATS_URL)
+    try:
+        raced = _RacedJetStream(ours.jetstream(), other.jetstream())
+        kv = await open_bucket(cast(JetStreamContext, raced), f"{namespace}_raced")
+        await kv.put("k", b"v")
+        assert (await kv.get("k")).value == b"v"
+    finally:
+        with contextlib.suppress(nats.js.errors.NotFoundError):
+            await ours.jetstream().delete_key_value(f"{namespace}_raced")
+        await ours.close()
+        await other.close()
+
+
+async def test_a_bucket_whose_subjects_another_stream_holds_is_refused(namespace: str) -> None:
+    bucket = f"{namespace}_held"
+    await _add_stream(StreamConfig(name=f"{namespace}_holder", subjects=[f"$KV.{bucket}.>"]))
+    client = await nats.connect(NATS_URL)
+    try:
+        with pytest.raises(nats.js.errors.BadRequestError) as caught:
+            await open_bucket(client.jetstream(), bucket)
+        await client.jetstream().delete_stream(f"{namespace}_holder")
+    finally:
+        await client.close()
+
+    assert caught.value.err_code == SUBJECTS_OVERLAP

@@ -20,7 +20,7 @@ from typing import Final
 from nats.aio.msg import Msg
 from nats.js.api import DeliverPolicy, KeyValueConfig, StorageType
 from nats.js.client import JetStreamContext
-from nats.js.errors import BucketNotFoundError, NotFoundError
+from nats.js.errors import BadRequestError, BucketNotFoundError, NotFoundError
 from nats.js.kv import KeyValue
 
 __all__ = ["entries", "find_bucket", "key_token", "open_bucket"]
@@ -62,8 +62,17 @@ async def open_bucket(js: JetStreamContext, name: str, *, max_age: float | None 
     kv = await find_bucket(js, name)
     if kv is None:
         config = KeyValueConfig(bucket=name, history=1, storage=StorageType.FILE, ttl=max_age)
-        # Two processes may create it at once; creating an identical bucket is a no-op.
-        return await js.create_key_value(config)
+        try:
+            return await js.create_key_value(config)
+        except BadRequestError as refused:
+            # Two processes creating the same bucket at once: the server usually treats
+            # the second as a no-op, but under load it may refuse it as "subjects
+            # overlap" (10065) while the first one's stream is being made. If the
+            # bucket is there now, that was the race; if not, the refusal is real.
+            kv = await find_bucket(js, name)
+            if kv is None:
+                raise refused from None
+            return kv
     if max_age is not None:
         info = await js.stream_info(f"KV_{name}")
         current = info.config.max_age
