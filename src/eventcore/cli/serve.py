@@ -1,0 +1,101 @@
+"""``eventcore serve module:service``: a service as a process of its own, with its HTTP
+face (docs/guides/serving.md).
+
+The store, bus and registry come from ``--store``/``--bus``/``--registry`` or
+``EVENTCORE_STORE``/``EVENTCORE_BUS``/``EVENTCORE_REGISTRY``, and replace what the
+service declares; the address from ``--host``/``--port`` (``EVENTCORE_HOST``,
+``EVENTCORE_PORT``). Once listening it prints ``serve: listening on http://HOST:PORT``
+(the real port when asked for 0); on SIGTERM or SIGINT it drains (see
+``eventcore.web.server``), prints ``serve: stopped`` and exits 0. URLs are never
+printed: they may hold passwords.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Annotated
+
+import typer
+
+from eventcore.cli.errors import reported
+from eventcore.cli.options import BUS_ENVVAR, ENVVAR, nonempty, url_option
+from eventcore.service import load_service
+from eventcore.service.config import DEFAULT_HOST, DEFAULT_PORT, REGISTRY_ENV
+
+__all__ = ["ServiceSpec", "serve"]
+
+#: The service to run, as ``module:attribute``.
+ServiceSpec = Annotated[
+    str,
+    typer.Argument(
+        metavar="MODULE:SERVICE",
+        callback=nonempty,
+        help="The service, as module:attribute (e.g. shop.payments:service).",
+    ),
+]
+
+
+def serve(
+    spec: ServiceSpec,
+    host: Annotated[
+        str, typer.Option("--host", envvar="EVENTCORE_HOST", show_envvar=True, help="Address to listen on.")
+    ] = DEFAULT_HOST,
+    port: Annotated[
+        int,
+        typer.Option(
+            "--port",
+            envvar="EVENTCORE_PORT",
+            show_envvar=True,
+            min=0,
+            max=65535,
+            help="Port to listen on (0: any free one, printed once listening).",
+        ),
+    ] = DEFAULT_PORT,
+    store: Annotated[
+        str | None, url_option("--store", ENVVAR, "The service's event store URL.")
+    ] = None,
+    bus: Annotated[str | None, url_option("--bus", BUS_ENVVAR, "The message bus URL.")] = None,
+    registry: Annotated[
+        str | None, url_option("--registry", REGISTRY_ENV, "The service registry URL.")
+    ] = None,
+    dev: Annotated[
+        bool,
+        typer.Option(
+            "--dev", envvar="EVENTCORE_DEV", show_envvar=True, help="Development mode: no authentication, more logs."
+        ),
+    ] = False,
+) -> None:
+    """Run a service with its HTTP face until SIGTERM or SIGINT, then drain and exit 0."""
+    with reported():
+        service = load_service(spec)
+        service.configure(store=store, bus=bus, registry=registry)
+        logging.basicConfig(level=logging.INFO if dev else logging.WARNING)
+        asyncio.run(_serve(service, host, port, dev))
+    print("serve: stopped", flush=True)
+
+
+async def _serve(service: object, host: str, port: int, dev: bool) -> None:
+    from eventcore.service import Service
+    from eventcore.web import serve as serve_web
+
+    assert isinstance(service, Service)  # noqa: S101 - load_service returns one
+    service.use_default_hooks()
+
+    def listening(bound_host: str, bound_port: int) -> None:
+        print(f"serve: listening on http://{bound_host}:{bound_port}", flush=True)
+
+    await serve_web(
+        service,
+        host=host,
+        port=port,
+        middleware=_security(dev),
+        on_listening=listening,
+        log_level="info" if dev else "warning",
+    )
+
+
+def _security(dev: bool) -> list[object]:
+    """The authentication and limits middleware: none yet (issue 14, item 5, plugs in
+    here; on by default, off under ``--dev``)."""
+    return []

@@ -1,0 +1,662 @@
+"""``Service``: one service, declared in one place and run as one unit.
+
+A service owns a store and publishes what it commits through its relay; it may accept
+commands over HTTP (``eventcore serve``) and over the bus, subscribe to other services'
+topics, run sagas and projections, and register itself for discovery. Declare it once::
+
+    service = Service("bank", events=registry, commands=[OpenAccount, Deposit],
+                      topics=TopicMap({...}), store="sqlite:///bank.db", bus="sqlite:///bus.db")
+    service.subscribe("payments", handlers)
+    service.project(balances, "sqlite:///views.db")
+
+and run it: ``async with service:`` (started and ready inside the block, drained and
+closed after it) or ``await service.run()`` (until ``stop()``; ``eventcore serve`` adds
+SIGTERM/SIGINT and the HTTP face).
+
+Every worker is built when the service starts, from the store and bus it opened, and
+runs under a ``Supervised`` that rebuilds it after a crash. Shutdown (``aclose``) goes in
+the order that loses nothing: close the intake (new work gets ``ServiceDraining``) →
+let admitted commands finish (bounded by ``grace``) → stop the workers that take work
+(subscribers, command receivers, sagas, projections: each finishes what it holds and
+keeps its checkpoint) → let the relay publish everything committed, then stop it →
+deregister → close the bus and the store it opened.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, Literal
+
+from eventcore.command import Command
+from eventcore.events import EventRegistry
+from eventcore.executor import Executor
+from eventcore.instrumentation import Hooks
+from eventcore.lifecycle import Worker
+from eventcore.messaging import open_bus
+from eventcore.messaging.bus import Bus
+from eventcore.messaging.commands import CommandReceiver, ResultOf
+from eventcore.messaging.inbox import Handler
+from eventcore.messaging.relay import Relay
+from eventcore.messaging.subscriber import Subscriber
+from eventcore.messaging.topics import TopicMap
+from eventcore.pipeline import CommandResult
+from eventcore.projection import Projection, ProjectionRunner, Source, open_target
+from eventcore.projection.target import Target
+from eventcore.retry import RetryPolicy
+from eventcore.saga.definition import Saga
+from eventcore.saga.worker import SagaWorker
+from eventcore.service.config import (
+    BUS_ENV,
+    DEFAULT_COMMAND_TIMEOUT,
+    DEFAULT_GRACE,
+    REGISTRY_ENV,
+    STORE_ENV,
+    setting,
+)
+from eventcore.service.errors import InvalidService, UnknownCommand
+from eventcore.service.intake import Intake
+from eventcore.service.registration import Registrar, open_registrar
+from eventcore.service.supervisor import DEFAULT_BACKOFF, Supervised, WorkerHealth
+from eventcore.store import EventStore, open_store
+from eventcore.types import Metadata
+
+__all__ = ["Service", "ServiceState", "Wiring"]
+
+logger = logging.getLogger("eventcore.service")
+
+#: ``declared``: not started; ``starting``: workers run, not all ready; ``ready``;
+#: ``draining``: taking no new work, finishing the rest; ``stopped``.
+ServiceState = Literal["declared", "starting", "ready", "draining", "stopped"]
+
+#: The order workers stop in: those that take work first, the relay (which publishes
+#: what they committed) last.
+_STOP_ORDER = ("intake", "relay")
+
+
+@dataclass(frozen=True)
+class Wiring:
+    """What a worker factory is given: the service's opened parts."""
+
+    service: str
+    instance: str
+    store: EventStore
+    bus: Bus | None
+    executor: Executor
+    events: EventRegistry
+    topics: TopicMap | None
+    hooks: Hooks | None
+
+
+WorkerFactory = Callable[[Wiring], Worker[Any]]
+
+
+@dataclass(frozen=True)
+class _Declared:
+    name: str
+    kind: str
+    make: Callable[[Wiring], Worker[Any]] | None
+    singleton: bool = False
+    needs_bus: bool = False
+    # A projection's target, opened at start when given as a URL.
+    projection: Projection | None = None
+    target: Target | str | None = None
+    options: Mapping[str, Any] | None = None
+
+
+class Service:
+    """A service: its parts declared here, built and run by ``start``/``run``."""
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        events: EventRegistry,
+        commands: Sequence[type[Command[Any]]] = (),
+        bus_commands: Sequence[type[Command[Any]]]
+        | Mapping[type[Command[Any]], ResultOf | None] = (),
+        topics: TopicMap | None = None,
+        store: str | EventStore | None = None,
+        bus: str | Bus | None = None,
+        registry: str | Registrar | None = None,
+        version: str = "0",
+        description: str = "",
+        retry: RetryPolicy | None = None,
+        hooks: Hooks | None = None,
+        command_timeout: float = DEFAULT_COMMAND_TIMEOUT,
+        grace: float = DEFAULT_GRACE,
+        backoff: tuple[float, float] = DEFAULT_BACKOFF,
+        max_relay_lag: int = 10_000,
+        max_projection_lag: int = 100_000,
+    ) -> None:
+        if not name or not name.strip():
+            raise InvalidService("a service needs a name")
+        if command_timeout <= 0 or grace < 0:
+            raise InvalidService(
+                f"command_timeout must be positive and grace not negative,"
+                f" got {command_timeout} and {grace}"
+            )
+        self.name = name
+        self.events = events
+        self.version = version
+        self.description = description
+        self.topics = topics
+        self.command_timeout = command_timeout
+        self.grace = grace
+        self.max_relay_lag = max_relay_lag
+        self.max_projection_lag = max_projection_lag
+        self.instance = uuid.uuid4().hex[:12]
+        #: The address registered for this instance (``eventcore serve`` sets it).
+        self.address = ""
+        self._commands: dict[str, type[Command[Any]]] = {}
+        for command in commands:
+            self._accept(command, self._commands)
+        self._bus_commands = bus_commands
+        self.bus_command_types: dict[str, type[Command[Any]]] = {}
+        for command in bus_commands:
+            self._accept(command, self.bus_command_types)
+        self._store_given = store
+        self._bus_given = bus
+        self._registry_given = registry
+        self._retry = retry
+        self._hooks = hooks
+        self._backoff = backoff
+        self._declared: list[_Declared] = []
+        self._state: ServiceState = "declared"
+        self._intake = Intake(name)
+        self._workers: list[tuple[str, Supervised]] = []
+        self._tasks: list[asyncio.Task[None]] = []
+        self._owned: list[Callable[[], Any]] = []
+        self._registrar: Any = None
+        self._store: EventStore | None = None
+        self._bus: Bus | None = None
+        self._executor: Executor | None = None
+        self._started_at: float | None = None
+        self._stop_requested = asyncio.Event()
+
+    # --- declaring ---------------------------------------------------------------------
+
+    def _accept(self, command: type[Command[Any]], into: dict[str, type[Command[Any]]]) -> None:
+        if not (isinstance(command, type) and issubclass(command, Command)):
+            raise InvalidService(f"{command!r} is not a Command class")
+        name = command.__name__
+        if name in into and into[name] is not command:
+            raise InvalidService(f"two commands named {name!r} in service {self.name!r}")
+        into[name] = command
+
+    def _declare(self, declared: _Declared) -> None:
+        if self._state != "declared":
+            raise InvalidService(f"service {self.name!r} is already started: declare before")
+        if any(each.name == declared.name for each in self._declared):
+            raise InvalidService(f"two workers named {declared.name!r} in {self.name!r}")
+        self._declared.append(declared)
+
+    def subscribe(
+        self,
+        topic: str,
+        handlers: Mapping[Any, Handler] | Sequence[Handler],
+        *,
+        group: str | None = None,
+        **options: Any,
+    ) -> None:
+        """Handle ``topic``'s events with ``handlers`` in consumer group ``group`` (by
+        default the service's name); ``options`` go to ``Subscriber``."""
+        chosen = group or self.name
+
+        def make(wiring: Wiring) -> Worker[Any]:
+            assert wiring.bus is not None  # noqa: S101 - checked at start (needs_bus)
+            return Subscriber(
+                wiring.bus,
+                topic,
+                handlers,
+                group=chosen,
+                registry=wiring.events,
+                hooks=wiring.hooks,
+                **options,
+            )
+
+        self._declare(
+            _Declared(f"subscriber:{topic}:{chosen}", "subscriber", make, needs_bus=True)
+        )
+
+    @property
+    def consumed_topics(self) -> list[str]:
+        """The topics the service subscribes to (for its AsyncAPI contract)."""
+        return [
+            each.name.split(":")[1] for each in self._declared if each.kind == "subscriber"
+        ]
+
+    def saga(self, *sagas: Saga[Any], **options: Any) -> None:
+        """Run ``sagas`` in one ``SagaWorker`` of this service; ``options`` go to it."""
+
+        def make(wiring: Wiring) -> Worker[Any]:
+            assert wiring.bus is not None  # noqa: S101 - checked at start (needs_bus)
+            return SagaWorker(
+                wiring.store,
+                wiring.bus,
+                sagas,
+                service=wiring.service,
+                registry=wiring.events,
+                executor=wiring.executor,
+                hooks=wiring.hooks,
+                **options,
+            )
+
+        names = ",".join(type(saga).__name__ for saga in sagas)
+        self._declare(_Declared(f"sagas:{names}", "saga", make, needs_bus=True))
+
+    def project(
+        self,
+        projection: Projection,
+        target: Target | str,
+        *,
+        singleton: bool = False,
+        **options: Any,
+    ) -> None:
+        """Keep ``projection`` up to date in ``target`` (an opened target, or a URL the
+        service opens and closes) from this service's store. ``singleton`` asks for
+        one runner across the service's instances (through a lease, when leadership
+        is available)."""
+        self._declare(
+            _Declared(
+                f"projection:{projection.name}",
+                "projection",
+                None,
+                singleton=singleton,
+                projection=projection,
+                target=target,
+                options=options,
+            )
+        )
+
+    def worker(self, name: str, make: WorkerFactory, *, singleton: bool = False) -> None:
+        """Run any other ``Worker`` that ``make`` builds from the service's parts."""
+        self._declare(_Declared(name, "worker", make, singleton=singleton))
+
+    def configure(
+        self,
+        *,
+        store: str | None = None,
+        bus: str | None = None,
+        registry: str | None = None,
+    ) -> None:
+        """Replace the declared store, bus or registry URL (the command line's flags)."""
+        if self._state != "declared":
+            raise InvalidService(f"service {self.name!r} is already started: configure before")
+        if store is not None:
+            self._store_given = store
+        if bus is not None:
+            self._bus_given = bus
+        if registry is not None:
+            self._registry_given = registry
+
+    def use_default_hooks(self) -> None:
+        """Report to Prometheus (so ``/metrics`` has the commands, appends, publishes…)
+        when the service was given no hooks and ``prometheus-client`` is installed."""
+        if self._hooks is not None:
+            return
+        try:
+            from eventcore.observability import metrics_hooks
+        except ImportError:
+            return
+        self._hooks = metrics_hooks()
+
+    # --- what it is --------------------------------------------------------------------
+
+    @property
+    def command_types(self) -> Mapping[str, type[Command[Any]]]:
+        """The commands accepted over HTTP, by name."""
+        return self._commands
+
+    @property
+    def state(self) -> ServiceState:
+        if self._state == "starting" and all(
+            supervised.status().ready for _, supervised in self._workers
+        ):
+            self._state = "ready"
+        return self._state
+
+    @property
+    def intake(self) -> Intake:
+        return self._intake
+
+    @property
+    def store(self) -> EventStore:
+        if self._store is None:
+            raise InvalidService(f"service {self.name!r} is not started")
+        return self._store
+
+    @property
+    def bus(self) -> Bus | None:
+        return self._bus
+
+    @property
+    def started_at(self) -> float | None:
+        return self._started_at
+
+    def workers(self) -> list[WorkerHealth]:
+        """Every supervised worker's health, in start order."""
+        return [supervised.status() for _, supervised in self._workers]
+
+    def relay(self) -> Relay | None:
+        """The relay running now (None without a bus, before start, between crashes)."""
+        for _, supervised in self._workers:
+            if supervised.kind == "relay":
+                current = supervised.current
+                return current if isinstance(current, Relay) else None
+        return None
+
+    # --- running -----------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Open the store and bus, build every worker and start them; returns without
+        waiting for them to be ready (``ready()`` does). On an error, whatever was
+        opened is closed again."""
+        if self._state != "declared":
+            raise InvalidService(f"service {self.name!r} was started already")
+        self._state = "starting"
+        try:
+            await self._open()
+            self._build()
+        except BaseException:
+            await self._close_resources()
+            self._state = "stopped"
+            raise
+        self._started_at = time.time()
+        for _, supervised in self._workers:
+            self._tasks.append(asyncio.create_task(supervised.run(), name=supervised.name))
+        # Registered once started, so that discovery never lists an instance that has
+        # not begun; a registry that fails is reported, and the service runs on.
+        await self._register()
+
+    async def ready(self) -> None:
+        """Return once every worker is ready (then stays so; crashes show in health)."""
+        await asyncio.gather(*(supervised.ready() for _, supervised in self._workers))
+        if self._state == "starting":
+            self._state = "ready"
+
+    async def _open(self) -> None:
+        store = self._store_given or setting(None, STORE_ENV)
+        if store is None:
+            raise InvalidService(
+                f"service {self.name!r} has no store: give store=, --store or {STORE_ENV}"
+            )
+        if isinstance(store, str):
+            self._store = await open_store(store)
+            self._owned.append(self._store.aclose)
+        else:
+            self._store = store
+        bus = self._bus_given or setting(None, BUS_ENV)
+        if isinstance(bus, str):
+            self._bus = await open_bus(bus)
+            self._owned.append(self._bus.aclose)
+        else:
+            self._bus = bus
+        self._executor = Executor(self._store, self.events, retry=self._retry, hooks=self._hooks)
+        for declared in self._declared:
+            if isinstance(declared.target, str):
+                target = await open_target(declared.target)
+                self._owned.append(target.aclose)
+                self._declared[self._declared.index(declared)] = _Declared(
+                    declared.name,
+                    declared.kind,
+                    None,
+                    singleton=declared.singleton,
+                    projection=declared.projection,
+                    target=target,
+                    options=declared.options,
+                )
+
+    def _wiring(self) -> Wiring:
+        assert self._store is not None and self._executor is not None  # noqa: S101
+        return Wiring(
+            service=self.name,
+            instance=self.instance,
+            store=self._store,
+            bus=self._bus,
+            executor=self._executor,
+            events=self.events,
+            topics=self.topics,
+            hooks=self._hooks,
+        )
+
+    def _supervise(
+        self, name: str, kind: str, make: Callable[[], Worker[Any]], *, singleton: bool = False
+    ) -> Supervised:
+        return Supervised(name, kind, make, backoff=self._backoff, singleton=singleton)
+
+    def _build(self) -> None:
+        wiring = self._wiring()
+        bus = wiring.bus
+        needs_bus = [each.name for each in self._declared if each.needs_bus]
+        if bus is None and (needs_bus or self.bus_command_types or self.topics is not None):
+            wanting = needs_bus or ["its relay or bus commands"]
+            raise InvalidService(
+                f"service {self.name!r} needs a bus for {', '.join(wanting)}:"
+                f" give bus=, --bus or {BUS_ENV}"
+            )
+        if self.bus_command_types:
+
+            def receiver() -> Worker[Any]:
+                assert bus is not None  # noqa: S101
+                return CommandReceiver(
+                    bus,
+                    wiring.executor,
+                    self._bus_commands,
+                    service=self.name,
+                    hooks=self._hooks,
+                )
+
+            self._workers.append(("intake", self._supervise("commands", "receiver", receiver)))
+        for declared in self._declared:
+            self._workers.append(("intake", self._supervised(declared, wiring)))
+        if bus is not None and self.topics is not None:
+            topics = self.topics
+
+            def relay() -> Worker[Any]:
+                assert bus is not None  # noqa: S101
+                return Relay(wiring.store, bus, topics, service=self.name, hooks=self._hooks)
+
+            self._workers.append(("relay", self._supervise("relay", "relay", relay)))
+
+    def _supervised(self, declared: _Declared, wiring: Wiring) -> Supervised:
+        if declared.kind == "projection":
+            projection, target = declared.projection, declared.target
+            assert projection is not None and isinstance(target, Target)  # noqa: S101
+            options = dict(declared.options or {})
+
+            def runner() -> Worker[Any]:
+                return ProjectionRunner(
+                    projection,
+                    target,
+                    Source(self.name, wiring.store, self.events),
+                    hooks=self._hooks,
+                    **options,
+                )
+
+            return self._supervise(
+                declared.name, "projection", runner, singleton=declared.singleton
+            )
+        make = declared.make
+        assert make is not None  # noqa: S101
+        return self._supervise(
+            declared.name, declared.kind, lambda: make(wiring), singleton=declared.singleton
+        )
+
+    async def _register(self) -> None:
+        given = self._registry_given or setting(None, REGISTRY_ENV)
+        if given is None:
+            return
+        try:
+            self._registrar = await open_registrar(given) if isinstance(given, str) else given
+            await self._registrar.register(
+                self.name,
+                self.instance,
+                self.address,
+                version=self.version,
+                metadata={"commands": ",".join(sorted(self._commands))},
+            )
+        except Exception as error:  # noqa: BLE001 - discovery is not the service's work
+            logger.warning("service %s could not register: %s", self.name, error)
+
+    async def _deregister(self) -> None:
+        if self._registrar is None:
+            return
+        try:
+            await self._registrar.deregister(self.name, self.instance)
+        except Exception as error:  # noqa: BLE001 - the TTL removes it anyway
+            logger.warning("service %s could not deregister: %s", self.name, error)
+        closing = getattr(self._registrar, "aclose", None)
+        if closing is not None and isinstance(self._registry_given, str):
+            with contextlib.suppress(Exception):
+                await closing()
+
+    async def execute(
+        self,
+        command: Command[Any],
+        *,
+        idempotency_key: str | None = None,
+        actor: str | None = None,
+        metadata: Metadata | None = None,
+    ) -> CommandResult:
+        """Run ``command`` as intake: refused with ``ServiceDraining`` once draining,
+        bounded by the service's command timeout."""
+        with self._intake.admit():
+            if self._executor is None:
+                raise InvalidService(f"service {self.name!r} is not started")
+            if actor is not None:
+                given = metadata or Metadata()
+                metadata = Metadata(
+                    correlation_id=given.correlation_id,
+                    causation_id=given.causation_id,
+                    traceparent=given.traceparent,
+                    tracestate=given.tracestate,
+                    actor=actor,
+                    extra=given.extra,
+                )
+            return await self._executor.execute(
+                command,
+                metadata=metadata,
+                idempotency_key=idempotency_key,
+                timeout=self.command_timeout,
+            )
+
+    def command_named(self, name: str) -> type[Command[Any]]:
+        found = self._commands.get(name)
+        if found is None:
+            raise UnknownCommand(self.name, name)
+        return found
+
+    def stop(self) -> None:
+        """Ask ``run()`` to drain and return (a signal handler calls this)."""
+        self._stop_requested.set()
+
+    async def run(self) -> None:
+        """Start, run until ``stop()``, then drain and close."""
+        await self.start()
+        try:
+            await self._stop_requested.wait()
+        finally:
+            await self.aclose()
+
+    async def drain(self) -> bool:
+        """Take no new work and wait (up to ``grace``) for admitted work to finish;
+        True if it all did."""
+        if self._state in ("declared", "stopped"):
+            return True
+        self._state = "draining"
+        self._intake.close()
+        finished = await self._intake.drained(self.grace)
+        if not finished:
+            logger.warning(
+                "service %s: %d commands still running after %.1fs",
+                self.name,
+                self._intake.in_flight,
+                self.grace,
+            )
+        return finished
+
+    async def aclose(self) -> None:
+        """Drain, stop every worker in order (the relay publishes what is committed
+        first), deregister and close what the service opened. Idempotent."""
+        if self._state == "stopped":
+            return
+        try:
+            await self.drain()
+            for group in _STOP_ORDER:
+                if group == "relay":
+                    await self._flush_relay()
+                await self._stop_group(group)
+        finally:
+            await self._deregister()
+            await self._close_resources()
+            self._state = "stopped"
+
+    async def _flush_relay(self) -> None:
+        relay = self.relay()
+        if relay is None or self._store is None:
+            return
+        try:
+            async with asyncio.timeout(self.grace):
+                await relay.published(await self._store.last_position())
+        except TimeoutError:
+            logger.warning(
+                "service %s: relay did not publish everything within %.1fs;"
+                " the next start publishes the rest",
+                self.name,
+                self.grace,
+            )
+        except Exception as error:  # noqa: BLE001 - the checkpoint is kept; next start resumes
+            logger.warning("service %s: relay flush failed: %s", self.name, error)
+
+    async def _stop_group(self, group: str) -> None:
+        chosen = [
+            (supervised, task)
+            for (each, supervised), task in zip(self._workers, self._tasks, strict=False)
+            if each == group
+        ]
+        for supervised, _ in chosen:
+            supervised.stop()
+        tasks = [task for _, task in chosen]
+        if not tasks:
+            return
+        _, pending = await asyncio.wait(tasks, timeout=max(self.grace, 0.1))
+        for task in pending:
+            logger.warning("service %s: worker %s did not stop in time", self.name, task.get_name())
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _close_resources(self) -> None:
+        for task in self._tasks:
+            if not task.done():
+                task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        while self._owned:
+            closing = self._owned.pop()
+            try:
+                await closing()
+            except Exception as error:  # noqa: BLE001 - close the rest regardless
+                logger.warning("service %s: closing failed: %s", self.name, error)
+
+    async def __aenter__(self) -> Service:
+        await self.start()
+        try:
+            await self.ready()
+        except BaseException:
+            await self.aclose()
+            raise
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.aclose()
