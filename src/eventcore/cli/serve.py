@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -22,6 +22,9 @@ from eventcore.cli.errors import reported
 from eventcore.cli.options import BUS_ENVVAR, ENVVAR, nonempty, url_option
 from eventcore.service import load_service
 from eventcore.service.config import DEFAULT_HOST, DEFAULT_PORT, REGISTRY_ENV
+
+if TYPE_CHECKING:
+    from starlette.middleware import Middleware
 
 __all__ = ["ServiceSpec", "serve"]
 
@@ -39,7 +42,10 @@ ServiceSpec = Annotated[
 def serve(
     spec: ServiceSpec,
     host: Annotated[
-        str, typer.Option("--host", envvar="EVENTCORE_HOST", show_envvar=True, help="Address to listen on.")
+        str,
+        typer.Option(
+            "--host", envvar="EVENTCORE_HOST", show_envvar=True, help="Address to listen on."
+        ),
     ] = DEFAULT_HOST,
     port: Annotated[
         int,
@@ -62,7 +68,10 @@ def serve(
     dev: Annotated[
         bool,
         typer.Option(
-            "--dev", envvar="EVENTCORE_DEV", show_envvar=True, help="Development mode: no authentication, more logs."
+            "--dev",
+            envvar="EVENTCORE_DEV",
+            show_envvar=True,
+            help="Development mode: no authentication, more logs.",
         ),
     ] = False,
 ) -> None:
@@ -79,7 +88,7 @@ async def _serve(service: object, host: str, port: int, dev: bool) -> None:
     from eventcore.service import Service
     from eventcore.web import serve as serve_web
 
-    assert isinstance(service, Service)  # noqa: S101 - load_service returns one
+    assert isinstance(service, Service)
     service.use_default_hooks()
 
     def listening(bound_host: str, bound_port: int) -> None:
@@ -95,7 +104,7 @@ async def _serve(service: object, host: str, port: int, dev: bool) -> None:
     )
 
 
-def _security(dev: bool) -> list[object]:
+def _security(dev: bool) -> list[Middleware]:
     """The authentication and limits middleware: none yet (issue 14, item 5, plugs in
     here; on by default, off under ``--dev``)."""
     return []

@@ -60,7 +60,7 @@ async def _reachable(name: str, probe: Awaitable[Any]) -> Check:
             await probe
     except TimeoutError:
         return Check(name=name, ok=False, detail=f"no answer within {CHECK_TIMEOUT}s")
-    except Exception as error:  # noqa: BLE001 - any failure is the answer
+    except Exception as error:
         return Check(name=name, ok=False, detail=type(error).__name__)
     return Check(name=name, ok=True)
 
@@ -75,11 +75,9 @@ async def readiness(service: Service) -> Readiness:
         checks.append(await _reachable("store", service.store.last_position()))
         bus = service.bus
         if bus is not None:
-            checks.append(
-                await _reachable("bus", bus.load_checkpoint(f"{service.name}.health"))
-            )
+            checks.append(await _reachable("bus", bus.load_checkpoint(f"{service.name}.health")))
         for worker in service.workers():
-            detail = worker.state
+            detail: str = worker.state
             if worker.restarts:
                 detail += f" after {worker.restarts} restarts ({worker.last_error})"
             checks.append(Check(name=f"worker:{worker.name}", ok=worker.ready, detail=detail))
@@ -119,7 +117,7 @@ async def status(service: Service) -> ServiceStatus:
         try:
             async with asyncio.timeout(CHECK_TIMEOUT):
                 letters = await bus.dead_letters.count()
-        except Exception:  # noqa: BLE001 - status shows what it can
+        except Exception:
             letters = None
     started = service.started_at
     return ServiceStatus(

@@ -20,7 +20,9 @@ def load_service(spec: str) -> Service:
     """The ``Service`` that ``spec`` (``package.module:attribute``) names."""
     module_name, colon, attribute = spec.partition(":")
     if not colon or not module_name.strip() or not attribute.strip():
-        raise InvalidService(f"name the service as module:attribute (e.g. shop.app:service), got {spec!r}")
+        raise InvalidService(
+            f"name the service as module:attribute (e.g. shop.app:service), got {spec!r}"
+        )
     # Run from a project directory, the service's module sits beside the caller.
     if "" not in sys.path and "." not in sys.path:
         sys.path.insert(0, "")
@@ -36,7 +38,5 @@ def load_service(spec: str) -> Service:
             raise InvalidService(f"module {module_name!r} has no attribute {attribute!r}")
         found = getattr(found, part)
     if not isinstance(found, Service):
-        raise InvalidService(
-            f"{spec!r} is a {type(found).__name__}, not an eventcore Service"
-        )
+        raise InvalidService(f"{spec!r} is a {type(found).__name__}, not an eventcore Service")
     return found

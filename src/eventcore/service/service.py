@@ -210,7 +210,7 @@ class Service:
         chosen = group or self.name
 
         def make(wiring: Wiring) -> Worker[Any]:
-            assert wiring.bus is not None  # noqa: S101 - checked at start (needs_bus)
+            assert wiring.bus is not None
             return Subscriber(
                 wiring.bus,
                 topic,
@@ -221,22 +221,18 @@ class Service:
                 **options,
             )
 
-        self._declare(
-            _Declared(f"subscriber:{topic}:{chosen}", "subscriber", make, needs_bus=True)
-        )
+        self._declare(_Declared(f"subscriber:{topic}:{chosen}", "subscriber", make, needs_bus=True))
 
     @property
     def consumed_topics(self) -> list[str]:
         """The topics the service subscribes to (for its AsyncAPI contract)."""
-        return [
-            each.name.split(":")[1] for each in self._declared if each.kind == "subscriber"
-        ]
+        return [each.name.split(":")[1] for each in self._declared if each.kind == "subscriber"]
 
     def saga(self, *sagas: Saga[Any], **options: Any) -> None:
         """Run ``sagas`` in one ``SagaWorker`` of this service; ``options`` go to it."""
 
         def make(wiring: Wiring) -> Worker[Any]:
-            assert wiring.bus is not None  # noqa: S101 - checked at start (needs_bus)
+            assert wiring.bus is not None
             return SagaWorker(
                 wiring.store,
                 wiring.bus,
@@ -414,7 +410,8 @@ class Service:
                 )
 
     def _wiring(self) -> Wiring:
-        assert self._store is not None and self._executor is not None  # noqa: S101
+        assert self._store is not None
+        assert self._executor is not None
         return Wiring(
             service=self.name,
             instance=self.instance,
@@ -444,7 +441,7 @@ class Service:
         if self.bus_command_types:
 
             def receiver() -> Worker[Any]:
-                assert bus is not None  # noqa: S101
+                assert bus is not None
                 return CommandReceiver(
                     bus,
                     wiring.executor,
@@ -460,7 +457,7 @@ class Service:
             topics = self.topics
 
             def relay() -> Worker[Any]:
-                assert bus is not None  # noqa: S101
+                assert bus is not None
                 return Relay(wiring.store, bus, topics, service=self.name, hooks=self._hooks)
 
             self._workers.append(("relay", self._supervise("relay", "relay", relay)))
@@ -468,7 +465,9 @@ class Service:
     def _supervised(self, declared: _Declared, wiring: Wiring) -> Supervised:
         if declared.kind == "projection":
             projection, target = declared.projection, declared.target
-            assert projection is not None and isinstance(target, Target)  # noqa: S101
+            assert projection is not None
+            assert target is not None
+            assert not isinstance(target, str)
             options = dict(declared.options or {})
 
             def runner() -> Worker[Any]:
@@ -484,7 +483,7 @@ class Service:
                 declared.name, "projection", runner, singleton=declared.singleton
             )
         make = declared.make
-        assert make is not None  # noqa: S101
+        assert make is not None
         return self._supervise(
             declared.name, declared.kind, lambda: make(wiring), singleton=declared.singleton
         )
@@ -502,7 +501,7 @@ class Service:
                 version=self.version,
                 metadata={"commands": ",".join(sorted(self._commands))},
             )
-        except Exception as error:  # noqa: BLE001 - discovery is not the service's work
+        except Exception as error:
             logger.warning("service %s could not register: %s", self.name, error)
 
     async def _deregister(self) -> None:
@@ -510,7 +509,7 @@ class Service:
             return
         try:
             await self._registrar.deregister(self.name, self.instance)
-        except Exception as error:  # noqa: BLE001 - the TTL removes it anyway
+        except Exception as error:
             logger.warning("service %s could not deregister: %s", self.name, error)
         closing = getattr(self._registrar, "aclose", None)
         if closing is not None and isinstance(self._registry_given, str):
@@ -612,7 +611,7 @@ class Service:
                 self.name,
                 self.grace,
             )
-        except Exception as error:  # noqa: BLE001 - the checkpoint is kept; next start resumes
+        except Exception as error:
             logger.warning("service %s: relay flush failed: %s", self.name, error)
 
     async def _stop_group(self, group: str) -> None:
@@ -641,7 +640,7 @@ class Service:
             closing = self._owned.pop()
             try:
                 await closing()
-            except Exception as error:  # noqa: BLE001 - close the rest regardless
+            except Exception as error:
                 logger.warning("service %s: closing failed: %s", self.name, error)
 
     async def __aenter__(self) -> Service:

@@ -104,7 +104,7 @@ class Supervised:
                 self._last_error = f"{type(error).__name__}: {error}"
                 if self._stopping.is_set():
                     break
-                if self._state == "ready":
+                if self._was_ready():
                     failures = 0
                 failures += 1
                 self._restarts += 1
@@ -132,16 +132,20 @@ class Supervised:
     async def _watch_ready(self, worker: Worker[Any]) -> None:
         try:
             await worker.ready()
-        except Exception:  # noqa: BLE001 - the run's own error is what counts, and is kept
+        except Exception:
             return
         self._state = "ready"
         self._readiness.set()
+
+    def _was_ready(self) -> bool:
+        # A method, not an inline test: the watcher task changes the state meanwhile.
+        return self._state == "ready"
 
     def _delay(self, failures: int) -> float:
         first, longest = self._backoff
         ceiling = min(longest, first * 2 ** (failures - 1))
         # Full jitter in the upper half: instances that crashed together restart apart.
-        return ceiling / 2 + self._rng.random() * ceiling / 2
+        return float(ceiling / 2 + self._rng.random() * ceiling / 2)
 
     def stop(self) -> None:
         self._stopping.set()

@@ -113,7 +113,7 @@ class _Face:
                 idempotency_key=None if key is None else f"http:{name}:{key}",
                 actor=principal if isinstance(principal, str) else None,
             )
-        except Exception as error:  # noqa: BLE001 - every error becomes its problem answer
+        except Exception as error:
             return problem_of(error, request.url.path)
         return _json(accepted_of(name, result))
 
@@ -124,7 +124,7 @@ class _Face:
                 events = await self.service.store.read_stream(stream_id)
                 if not events:
                     raise StreamNotFound(stream_id)
-        except Exception as error:  # noqa: BLE001
+        except Exception as error:
             return problem_of(error, request.url.path)
         return _json(
             StreamView(
@@ -148,7 +148,7 @@ class _Face:
                     found.extend(batch)
                     if len(found) >= limit:
                         break
-        except Exception as error:  # noqa: BLE001
+        except Exception as error:
             return problem_of(error, request.url.path)
         page = found[:limit]
         return _json(

@@ -44,7 +44,14 @@ def openapi(service: Service) -> dict[str, Any]:
     """The OpenAPI document of ``service``'s HTTP face."""
     commands = dict(service.command_types)
     events = list(service.events)
-    types: list[Any] = [*commands.values(), *events, CommandAccepted, EventPage, StreamView, Problem]
+    types: list[Any] = [
+        *commands.values(),
+        *events,
+        CommandAccepted,
+        EventPage,
+        StreamView,
+        Problem,
+    ]
     _, components = msgspec.json.schema_components(
         types, ref_template=_REF, schema_hook=schema_hook
     )

@@ -14,8 +14,8 @@ import msgspec
 from starlette.responses import Response
 
 from eventcore.errors import (
-    BusUnavailable,
     BusClosed,
+    BusUnavailable,
     CommandRejected,
     CommandTimeout,
     ConcurrencyConflict,

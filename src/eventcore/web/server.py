@@ -19,7 +19,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import signal
+import socket
 from collections.abc import Callable, Iterator, Sequence
 
 import uvicorn
@@ -34,6 +36,15 @@ logger = logging.getLogger("eventcore.web")
 
 
 class _Server(uvicorn.Server):
+    def __init__(self, config: uvicorn.Config) -> None:
+        super().__init__(config)
+        self.listening = asyncio.Event()
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        if self.started:
+            self.listening.set()
+
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
         # Signals are ours (see the module docs); uvicorn only stops when told.
@@ -67,7 +78,7 @@ async def serve(
         access_log=False,
         # Responses in hand when uvicorn stops get this long; the drain before it
         # already waited for the service's commands.
-        timeout_graceful_shutdown=max(service.grace, 1.0),
+        timeout_graceful_shutdown=max(math.ceil(service.grace), 1),
     )
     server = _Server(config)
     await service.start()
@@ -94,10 +105,9 @@ async def serve(
         await service.aclose()
 
 
-async def _listening(server: uvicorn.Server) -> int:
+async def _listening(server: _Server) -> int:
     """The port ``server`` listens on, once it does."""
-    while not server.started:
-        await asyncio.sleep(0.01)
+    await server.listening.wait()
     for listener in server.servers:
         for sock in listener.sockets:
             return int(sock.getsockname()[1])
