@@ -1,0 +1,173 @@
+"""``Service``: declared once, run as one unit; ready when its workers are; a crashed
+worker rebuilt after a backoff and shown in health; a drain that refuses new work, lets
+admitted work finish and publishes everything committed."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from eventcore.demo.bank import AccountOpened, OpenAccount, registry
+from eventcore.errors import WorkerStopped
+from eventcore.lifecycle import Readiness
+from eventcore.messaging.memory import MemoryBus
+from eventcore.messaging.topics import TopicMap
+from eventcore.service import (
+    InvalidService,
+    Service,
+    ServiceDraining,
+    Wiring,
+    readiness,
+    status,
+)
+from eventcore.store.memory import MemoryStore
+from eventcore.types import StreamId
+
+
+def bank(**options: Any) -> Service:
+    return Service(
+        "bank",
+        events=registry,
+        commands=[OpenAccount],
+        topics=TopicMap({AccountOpened: "bank"}),
+        store=options.pop("store", None) or MemoryStore(),
+        bus=options.pop("bus", None) or MemoryBus(),
+        **options,
+    )
+
+
+class Crashing:
+    """A worker that gets ready, then fails as soon as ``crash`` is set; counts builds."""
+
+    builds = 0
+
+    def __init__(self, crash: asyncio.Event) -> None:
+        type(self).builds += 1
+        self._crash = crash
+        self._stopping = asyncio.Event()
+        self._ready = Readiness("crashing")
+
+    async def run(self) -> None:
+        self._ready.set()
+        stopping = asyncio.ensure_future(self._stopping.wait())
+        crashing = asyncio.ensure_future(self._crash.wait())
+        await asyncio.wait({stopping, crashing}, return_when=asyncio.FIRST_COMPLETED)
+        stopping.cancel()
+        crashing.cancel()
+        if not self._stopping.is_set():
+            self._crash.clear()
+            raise RuntimeError("boom")
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    def status(self) -> str:
+        return "running"
+
+    async def ready(self) -> None:
+        await self._ready.wait()
+
+
+async def test_a_started_service_runs_commands_and_its_relay_publishes_them() -> None:
+    bus = MemoryBus()
+    async with bank(bus=bus) as service:
+        result = await service.execute(OpenAccount(account=StreamId("a"), initial_balance=5))
+        relay = service.relay()
+        assert relay is not None
+        await relay.published(result.positions[-1])
+        assert service.state == "ready"
+        assert (await readiness(service)).status == "ready"
+    assert service.state == "stopped"
+    checkpoint = await bus.load_checkpoint("bank")
+    assert checkpoint is not None
+    assert checkpoint.position == result.positions[-1]
+
+
+async def test_a_crashed_worker_is_rebuilt_and_its_restarts_show_in_health() -> None:
+    crash = asyncio.Event()
+    Crashing.builds = 0
+    service = bank(backoff=(0.001, 0.002))
+    service.worker("crashing", lambda wiring: Crashing(crash))
+    async with service:
+        crash.set()
+        while Crashing.builds < 2 or service.workers()[0].state != "ready":
+            await asyncio.sleep(0.001)
+        health = service.workers()[0]
+        assert health.restarts == 1
+        assert health.last_error == "RuntimeError: boom"
+        checks = {check.name: check for check in (await readiness(service)).checks}
+        assert "after 1 restarts" in checks["worker:crashing"].detail
+
+
+async def test_a_draining_service_refuses_new_commands_and_finishes_admitted_ones() -> None:
+    async with bank() as service:
+        admitted = service.intake.admit()
+        admitted.__enter__()
+        draining = asyncio.create_task(service.drain())
+        await asyncio.sleep(0)
+        with pytest.raises(ServiceDraining):
+            await service.execute(OpenAccount(account=StreamId("b"), initial_balance=1))
+        assert not draining.done()
+        assert (await readiness(service)).status == "draining"
+        admitted.__exit__(None, None, None)
+        assert await draining is True
+        assert (await status(service)).state == "draining"
+
+
+async def test_a_worker_factory_gets_the_opened_parts() -> None:
+    seen: list[Wiring] = []
+
+    def make(wiring: Wiring) -> Crashing:
+        seen.append(wiring)
+        return Crashing(asyncio.Event())
+
+    store = MemoryStore()
+    service = bank(store=store)
+    service.worker("probe", make)
+    async with service:
+        assert seen[0].store is store
+        assert seen[0].service == "bank"
+
+
+async def test_a_service_without_a_store_does_not_start(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("EVENTCORE_STORE", raising=False)
+    service = Service("bank", events=registry, commands=[OpenAccount])
+    with pytest.raises(InvalidService, match="has no store"):
+        await service.start()
+
+
+async def test_a_service_that_publishes_needs_a_bus(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("EVENTCORE_BUS", raising=False)
+    service = Service(
+        "bank", events=registry, topics=TopicMap({AccountOpened: "bank"}), store=MemoryStore()
+    )
+    with pytest.raises(InvalidService, match="needs a bus"):
+        await service.start()
+    assert service.state == "stopped"
+
+
+async def test_stopping_before_ready_raises_worker_stopped_from_ready() -> None:
+    never = asyncio.Event()
+
+    class NeverReady(Crashing):
+        async def run(self) -> None:
+            await self._stopping.wait()
+
+    service = bank()
+    service.worker("never", lambda wiring: NeverReady(never))
+    await service.start()
+    waiting = asyncio.create_task(service.ready())
+    await service.aclose()
+    with pytest.raises(WorkerStopped):
+        await waiting
+
+
+def test_declarations_are_checked_when_made() -> None:
+    service = bank()
+    service.worker("x", lambda wiring: Crashing(asyncio.Event()))
+    with pytest.raises(InvalidService, match="two workers"):
+        service.worker("x", lambda wiring: Crashing(asyncio.Event()))
+    with pytest.raises(InvalidService, match="not a Command"):
+        Service("bank", events=registry, commands=[AccountOpened])  # type: ignore[list-item]
