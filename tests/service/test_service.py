@@ -39,12 +39,17 @@ def bank(**options: Any) -> Service:
 
 
 class Crashing:
-    """A worker that gets ready, then fails as soon as ``crash`` is set; counts builds."""
+    """A worker that gets ready, then fails as soon as ``crash`` is set; counts builds
+    and sets ``rebuilt`` at the second."""
 
     builds = 0
+    rebuilt: asyncio.Event | None = None
 
     def __init__(self, crash: asyncio.Event) -> None:
         type(self).builds += 1
+        rebuilt = type(self).rebuilt
+        if type(self).builds >= 2 and rebuilt is not None:
+            rebuilt.set()
         self._crash = crash
         self._stopping = asyncio.Event()
         self._ready = Readiness("crashing")
@@ -79,7 +84,7 @@ async def test_a_started_service_runs_commands_and_its_relay_publishes_them() ->
         await relay.published(result.positions[-1])
         assert service.state == "ready"
         assert (await readiness(service)).status == "ready"
-    assert service.state == "stopped"
+    assert service.workers()[0].state == "stopped"
     checkpoint = await bus.load_checkpoint("bank")
     assert checkpoint is not None
     assert checkpoint.position == result.positions[-1]
@@ -88,13 +93,14 @@ async def test_a_started_service_runs_commands_and_its_relay_publishes_them() ->
 async def test_a_crashed_worker_is_rebuilt_and_its_restarts_show_in_health() -> None:
     crash = asyncio.Event()
     Crashing.builds = 0
+    Crashing.rebuilt = asyncio.Event()
     service = bank(backoff=(0.001, 0.002))
     service.worker("crashing", lambda wiring: Crashing(crash))
     async with service:
         crash.set()
-        while Crashing.builds < 2 or service.workers()[0].state != "ready":
-            await asyncio.sleep(0.001)
+        await Crashing.rebuilt.wait()
         health = service.workers()[0]
+        assert health.state in ("starting", "ready")
         assert health.restarts == 1
         assert health.last_error == "RuntimeError: boom"
         checks = {check.name: check for check in (await readiness(service)).checks}

@@ -90,7 +90,8 @@ def decode_value(kind: type[Any], value: Any) -> Any:
     # A StreamId is validated on the way in; a bad one is a ValidationError (422).
     if kind is StreamId and isinstance(value, str):
         return StreamId(value)
-    raise NotImplementedError(f"cannot decode {type(value).__name__} as {kind}")
+    # A TypeError is what msgspec turns into a ValidationError naming the field.
+    raise TypeError(f"expected a string, got {type(value).__name__}")
 
 
 def encode_value(value: Any) -> Any:
