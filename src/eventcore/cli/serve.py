@@ -5,9 +5,9 @@ The store, bus and registry come from ``--store``/``--bus``/``--registry`` or
 ``EVENTCORE_STORE``/``EVENTCORE_BUS``/``EVENTCORE_REGISTRY``, and replace what the
 service declares; the address from ``--host``/``--port`` (``EVENTCORE_HOST``,
 ``EVENTCORE_PORT``). Once listening it prints ``serve: listening on http://HOST:PORT``
-(the real port when asked for 0); on SIGTERM or SIGINT it drains (see
-``eventcore.web.server``), prints ``serve: stopped`` and exits 0. URLs are never
-printed: they may hold passwords.
+(the real port when asked for 0), then ``serve: ready`` once every worker is; on
+SIGTERM or SIGINT it drains (see ``eventcore.web.server``), prints ``serve: stopped``
+and exits 0. URLs are never printed: they may hold passwords.
 """
 
 from __future__ import annotations
@@ -100,6 +100,7 @@ async def _serve(service: object, host: str, port: int, dev: bool) -> None:
         port=port,
         middleware=_security(dev),
         on_listening=listening,
+        on_ready=lambda: print("serve: ready", flush=True),
         log_level="info" if dev else "warning",
     )
 

@@ -59,6 +59,7 @@ async def serve(
     middleware: Sequence[Middleware] = (),
     stopping: asyncio.Event | None = None,
     on_listening: Callable[[str, int], None] | None = None,
+    on_ready: Callable[[], None] | None = None,
     log_level: str = "warning",
 ) -> None:
     """Run ``service`` with its HTTP face until a signal (or ``stopping``), then drain."""
@@ -92,7 +93,10 @@ async def serve(
             service.address = f"http://{host}:{bound_port}"
             if on_listening is not None:
                 on_listening(host, bound_port)
+            readying = asyncio.create_task(_when_ready(service, on_ready))
             await asyncio.wait({serving, waiting}, return_when=asyncio.FIRST_COMPLETED)
+            readying.cancel()
+            await asyncio.gather(readying, return_exceptions=True)
         listening.cancel()
         await service.drain()
         server.should_exit = True
@@ -103,6 +107,12 @@ async def serve(
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.remove_signal_handler(sig)
         await service.aclose()
+
+
+async def _when_ready(service: Service, on_ready: Callable[[], None] | None) -> None:
+    await service.ready()
+    if on_ready is not None:
+        on_ready()
 
 
 async def _listening(server: _Server) -> int:
