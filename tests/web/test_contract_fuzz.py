@@ -27,9 +27,9 @@ CHECKS = ",".join(
 def test_no_generated_request_gets_a_5xx_or_an_undocumented_answer(tmp_path: Path) -> None:
     store, bus = f"sqlite:///{tmp_path / 'bank.db'}", f"sqlite:///{tmp_path / 'bus.db'}"
     with serving("--store", store, "--bus", bus, cwd=tmp_path) as served:
+        fuzz = ["run", f"{served.url}/openapi.json", "--checks", CHECKS, "--seed", "14"]
         done = subprocess.run(
-            [sys.executable, "-m", "schemathesis.cli", "run", f"{served.url}/openapi.json"]
-            + ["--checks", CHECKS, "--max-examples", "40", "--seed", "14"],
+            [sys.executable, "-m", "schemathesis.cli", *fuzz, "--max-examples", "40"],
             capture_output=True,
             text=True,
             cwd=tmp_path,
