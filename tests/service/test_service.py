@@ -13,7 +13,9 @@ from eventcore.demo.bank import AccountOpened, OpenAccount, registry
 from eventcore.errors import WorkerStopped
 from eventcore.lifecycle import Readiness
 from eventcore.messaging.memory import MemoryBus
+from eventcore.messaging.subscriber import Received
 from eventcore.messaging.topics import TopicMap
+from eventcore.projection import MemoryTarget, MemoryTransaction, Projection, handles
 from eventcore.service import (
     InvalidService,
     Service,
@@ -23,7 +25,7 @@ from eventcore.service import (
     status,
 )
 from eventcore.store.memory import MemoryStore
-from eventcore.types import StreamId
+from eventcore.types import StoredEvent, StreamId
 
 
 def bank(**options: Any) -> Service:
@@ -177,3 +179,37 @@ def test_declarations_are_checked_when_made() -> None:
         service.worker("x", lambda wiring: Crashing(asyncio.Event()))
     with pytest.raises(InvalidService, match="not a Command"):
         Service("bank", events=registry, commands=[AccountOpened])  # type: ignore[list-item]
+
+
+class Opened(Projection):
+    name = "opened"
+
+    @handles(AccountOpened)
+    def on_opened(self, tx: MemoryTransaction, event: AccountOpened, stored: StoredEvent) -> None:
+        tx.state[str(stored.stream_id)] = event.initial_balance
+
+
+async def test_subscriptions_and_projections_run_under_the_service() -> None:
+    bus = MemoryBus()
+    heard: list[str] = []
+    all_heard = asyncio.Event()
+
+    async def on_opened(received: Received[AccountOpened]) -> None:
+        heard.append(received.envelope.subject or "")
+        if len(heard) == 2:
+            all_heard.set()
+
+    target = MemoryTarget()
+    bank_service = bank(bus=bus)
+    bank_service.project(Opened(), target)
+    audit = Service("audit", events=registry, store=MemoryStore(), bus=bus)
+    audit.subscribe("bank", {AccountOpened: on_opened})
+    async with audit, bank_service:
+        for account in ("a", "b"):
+            await bank_service.execute(OpenAccount(account=StreamId(account), initial_balance=7))
+        await all_heard.wait()
+        runner = bank_service.workers()[0]
+        assert runner.kind == "projection"
+        assert {worker.kind for worker in audit.workers()} == {"subscriber"}
+        assert "bank" in audit.consumed_topics
+    assert target.state("opened") == {"a": 7, "b": 7}
