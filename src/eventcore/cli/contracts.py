@@ -5,8 +5,6 @@ commands, without running it (nothing is opened)."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
-from typing import Annotated
 
 import typer
 
@@ -20,29 +18,11 @@ app = typer.Typer(help="The contracts of a service: OpenAPI and AsyncAPI.", no_a
 
 
 @app.command("export")
-def export(
-    spec: ServiceSpec,
-    out: Annotated[
-        Path | None,
-        typer.Option(
-            "--out",
-            metavar="DIR",
-            help="Write openapi.json and asyncapi.json into DIR instead of printing both.",
-        ),
-    ] = None,
-) -> None:
-    """Print (or write) SERVICE's OpenAPI and AsyncAPI documents."""
+def export(spec: ServiceSpec) -> None:
+    """Print SERVICE's contracts as one JSON object: {"openapi": …, "asyncapi": …}."""
     from eventcore.web import asyncapi, openapi
 
     with reported():
         service = load_service(spec)
         documents = {"openapi": openapi(service), "asyncapi": asyncapi(service)}
-    if out is None:
-        typer.echo(json.dumps(documents, indent=2, sort_keys=True))
-        return
-    out.mkdir(parents=True, exist_ok=True)
-    for name, document in documents.items():
-        (out / f"{name}.json").write_text(
-            json.dumps(document, indent=2, sort_keys=True) + "\n", encoding="utf-8"
-        )
-        typer.echo(str(out / f"{name}.json"))
+    typer.echo(json.dumps(documents, indent=2, sort_keys=True))

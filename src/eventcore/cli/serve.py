@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -39,12 +40,26 @@ ServiceSpec = Annotated[
 ]
 
 
+_HOST = re.compile(r"[A-Za-z0-9.:_-]{1,253}")
+
+
+def _address(value: str) -> str:
+    """A host name or IP address; an empty one would listen on every interface."""
+    if not _HOST.fullmatch(value):
+        raise typer.BadParameter("must be a host name or an IP address")
+    return value
+
+
 def serve(
     spec: ServiceSpec,
     host: Annotated[
         str,
         typer.Option(
-            "--host", envvar="EVENTCORE_HOST", show_envvar=True, help="Address to listen on."
+            "--host",
+            envvar="EVENTCORE_HOST",
+            show_envvar=True,
+            callback=_address,
+            help="Address to listen on.",
         ),
     ] = DEFAULT_HOST,
     port: Annotated[

@@ -32,6 +32,9 @@ def load_service(spec: str) -> Service:
         if error.name is not None and module_name.startswith(error.name):
             raise InvalidService(f"no module named {module_name!r} (from {spec!r})") from error
         raise
+    except (TypeError, ValueError, UnicodeError) as error:
+        # A relative name (``..x``) or one no file system can hold.
+        raise InvalidService(f"{module_name!r} is not a module name (from {spec!r})") from error
     found: object = module
     for part in attribute.split("."):
         if not hasattr(found, part):

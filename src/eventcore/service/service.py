@@ -25,7 +25,6 @@ deregister → close the bus and the store it opened.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 import uuid
@@ -46,6 +45,7 @@ from eventcore.messaging.inbox import Handler
 from eventcore.messaging.relay import Relay
 from eventcore.messaging.subscriber import Subscriber
 from eventcore.messaging.topics import TopicMap
+from eventcore.messaging.url import BusUrl
 from eventcore.pipeline import CommandResult
 from eventcore.projection import Projection, ProjectionRunner, Source, open_target
 from eventcore.projection.target import Target
@@ -65,6 +65,7 @@ from eventcore.service.intake import Intake
 from eventcore.service.registration import Registrar, open_registrar
 from eventcore.service.supervisor import DEFAULT_BACKOFF, Supervised, WorkerHealth
 from eventcore.store import EventStore, open_store
+from eventcore.store.url import StoreUrl
 from eventcore.types import Metadata
 
 __all__ = ["Service", "ServiceState", "Wiring"]
@@ -383,12 +384,26 @@ class Service:
             raise InvalidService(
                 f"service {self.name!r} has no store: give store=, --store or {STORE_ENV}"
             )
+        bus = self._bus_given or setting(None, BUS_ENV)
+        registry = self._registry_given or setting(None, REGISTRY_ENV)
+        # Every URL is checked before anything is opened: a mistyped bus must not leave
+        # a store created behind it.
+        if isinstance(store, str):
+            StoreUrl.parse(store)
+        if isinstance(bus, str):
+            BusUrl.parse(bus)
+        if isinstance(registry, str):
+            self._registrar = await open_registrar(registry)
+            closing = getattr(self._registrar, "aclose", None)
+            if closing is not None:
+                self._owned.append(closing)
+        elif registry is not None:
+            self._registrar = registry
         if isinstance(store, str):
             self._store = await open_store(store)
             self._owned.append(self._store.aclose)
         else:
             self._store = store
-        bus = self._bus_given or setting(None, BUS_ENV)
         if isinstance(bus, str):
             self._bus = await open_bus(bus)
             self._owned.append(self._bus.aclose)
@@ -489,11 +504,9 @@ class Service:
         )
 
     async def _register(self) -> None:
-        given = self._registry_given or setting(None, REGISTRY_ENV)
-        if given is None:
+        if self._registrar is None:
             return
         try:
-            self._registrar = await open_registrar(given) if isinstance(given, str) else given
             await self._registrar.register(
                 self.name,
                 self.instance,
@@ -511,10 +524,6 @@ class Service:
             await self._registrar.deregister(self.name, self.instance)
         except Exception as error:
             logger.warning("service %s could not deregister: %s", self.name, error)
-        closing = getattr(self._registrar, "aclose", None)
-        if closing is not None and isinstance(self._registry_given, str):
-            with contextlib.suppress(Exception):
-                await closing()
 
     async def execute(
         self,
