@@ -8,13 +8,16 @@ import asyncio
 import json
 import signal
 import subprocess
+import uuid
 from pathlib import Path
 
 import httpx
+import pytest
 
 from eventcore.demo.bank import Deposited, Withdrawn, registry
 from eventcore.messaging import open_bus
 from eventcore.store import open_store
+from tests.backends import skip_or_fail
 from tests.web.serving import BANK, EVENTCORE, environment, serving
 
 
@@ -162,3 +165,41 @@ async def test_sigterm_under_load_leaves_every_answered_command_whole_and_publis
         await bus.aclose()
     assert checkpoint is not None
     assert checkpoint.position == head
+
+
+async def test_served_on_postgresql_and_nats_a_command_is_stored_and_published(
+    tmp_path: Path,
+) -> None:
+    from tests.backends import POSTGRES_URL
+    from tests.messaging.buses import NATS_URL, drop_nats_namespace, require_nats
+
+    await require_nats()
+    psycopg = pytest.importorskip("psycopg")
+    try:
+        psycopg.connect(POSTGRES_URL, connect_timeout=5).close()
+    except psycopg.OperationalError as error:
+        skip_or_fail(f"PostgreSQL unreachable: {error}")
+    token = uuid.uuid4().hex[:10]
+    store_url = f"{POSTGRES_URL}?schema=serve_{token}"
+    bus_url = f"{NATS_URL}?namespace=s{token}"
+    try:
+        with serving("--store", store_url, "--bus", bus_url, cwd=tmp_path) as served:
+            async with httpx.AsyncClient(base_url=served.url) as http:
+                body = {"account": "a", "initial_balance": 1}
+                answer = await http.post("/commands/OpenAccount", json=body)
+                assert answer.status_code == 200, answer.text
+                ready = (await http.get("/health/ready")).json()
+                assert ready["status"] == "ready", ready
+            code, _, err = await asyncio.to_thread(served.stop)
+        assert code == 0, err
+        bus = await open_bus(bus_url, create=False)
+        try:
+            checkpoint = await bus.load_checkpoint("bank")
+        finally:
+            await bus.aclose()
+        assert checkpoint is not None
+        assert checkpoint.position == answer.json()["positions"][-1]
+    finally:
+        await drop_nats_namespace(f"s{token}")
+        with psycopg.connect(POSTGRES_URL, autocommit=True) as admin:
+            admin.execute(f'DROP SCHEMA IF EXISTS "serve_{token}" CASCADE')
