@@ -5,6 +5,7 @@ admitted work finish and publishes everything committed."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
 from typing import Any
 
 import pytest
@@ -213,3 +214,42 @@ async def test_subscriptions_and_projections_run_under_the_service() -> None:
         assert {worker.kind for worker in audit.workers()} == {"subscriber"}
         assert "bank" in audit.consumed_topics
     assert target.state("opened") == {"a": 7, "b": 7}
+
+
+class Recording:
+    """A registry that records what the service told it."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, ...]] = []
+
+    async def register(
+        self,
+        service: str,
+        instance: str,
+        address: str,
+        *,
+        version: str,
+        metadata: Mapping[str, str],
+    ) -> None:
+        self.calls.append(("register", service, instance, address, version))
+
+    async def deregister(self, service: str, instance: str) -> None:
+        self.calls.append(("deregister", service, instance))
+
+
+async def test_an_instance_registers_once_started_and_deregisters_when_it_stops() -> None:
+    registry_ = Recording()
+    service = bank(registry=registry_, version="2.1")
+    service.address = "http://127.0.0.1:9"
+    async with service:
+        assert registry_.calls == [
+            ("register", "bank", service.instance, "http://127.0.0.1:9", "2.1")
+        ]
+    assert registry_.calls[-1] == ("deregister", "bank", service.instance)
+
+
+async def test_a_registry_url_this_build_cannot_open_stops_the_start() -> None:
+    service = bank(registry="memory://")
+    with pytest.raises(InvalidService, match="registry"):
+        await service.start()
+    assert service.state == "stopped"

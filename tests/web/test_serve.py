@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
+import socket
 import subprocess
 import uuid
 from pathlib import Path
@@ -203,3 +204,21 @@ async def test_served_on_postgresql_and_nats_a_command_is_stored_and_published(
         await drop_nats_namespace(f"s{token}")
         with psycopg.connect(POSTGRES_URL, autocommit=True) as admin:
             admin.execute(f'DROP SCHEMA IF EXISTS "serve_{token}" CASCADE')
+
+
+def test_a_port_in_use_is_a_one_line_error(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = subprocess.run(
+            [*EVENTCORE, "serve", BANK, "--port", str(port), *urls(tmp_path)],
+            capture_output=True,
+            text=True,
+            env=environment(),
+            cwd=tmp_path,
+            timeout=120,
+            check=False,
+        )
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.strip().splitlines()[-1] == f"error: could not listen on 127.0.0.1:{port}"

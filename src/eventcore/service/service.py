@@ -351,10 +351,11 @@ class Service:
 
     # --- running -----------------------------------------------------------------------
 
-    async def start(self) -> None:
+    async def start(self, *, register: bool = True) -> None:
         """Open the store and bus, build every worker and start them; returns without
         waiting for them to be ready (``ready()`` does). On an error, whatever was
-        opened is closed again."""
+        opened is closed again. ``register=False`` leaves registering in the service
+        registry to a later ``register()`` (once the address is known)."""
         if self._state != "declared":
             raise InvalidService(f"service {self.name!r} was started already")
         self._state = "starting"
@@ -368,9 +369,8 @@ class Service:
         self._started_at = time.time()
         for _, supervised in self._workers:
             self._tasks.append(asyncio.create_task(supervised.run(), name=supervised.name))
-        # Registered once started, so that discovery never lists an instance that has
-        # not begun; a registry that fails is reported, and the service runs on.
-        await self._register()
+        if register:
+            await self.register()
 
     async def ready(self) -> None:
         """Return once every worker is ready (then stays so; crashes show in health)."""
@@ -503,7 +503,11 @@ class Service:
             declared.name, declared.kind, lambda: make(wiring), singleton=declared.singleton
         )
 
-    async def _register(self) -> None:
+    async def register(self) -> None:
+        """Register this instance (name, instance id, ``address``, version) in the
+        service registry, if the service has one. Called once started, so discovery
+        never lists an instance that has not begun; a registry that fails is logged and
+        the service runs on (its registry's TTL is the backstop)."""
         if self._registrar is None:
             return
         try:

@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterator, Sequence
 import uvicorn
 from starlette.middleware import Middleware
 
-from eventcore.service import Service
+from eventcore.service import InvalidService, Service
 from eventcore.web.app import create_app
 
 __all__ = ["serve"]
@@ -41,7 +41,14 @@ class _Server(uvicorn.Server):
         self.listening = asyncio.Event()
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
-        await super().startup(sockets)
+        try:
+            await super().startup(sockets)
+        except SystemExit:
+            # uvicorn leaves by SystemExit when it cannot listen (having logged why); in
+            # a task that would escape the event loop itself. Stop serving instead: the
+            # caller sees ``serve()`` end without ``listening`` set.
+            self.should_exit = True
+            return
         if self.started:
             self.listening.set()
 
@@ -82,22 +89,27 @@ async def serve(
         timeout_graceful_shutdown=max(math.ceil(service.grace), 1),
     )
     server = _Server(config)
-    await service.start()
     try:
+        # Registered only once listening: discovery must give the address it listens on.
+        await service.start(register=False)
         serving = asyncio.create_task(server.serve())
         listening = asyncio.create_task(_listening(server))
         waiting = asyncio.create_task(stopping.wait())
         await asyncio.wait({serving, listening}, return_when=asyncio.FIRST_COMPLETED)
-        if listening.done() and not listening.cancelled() and not serving.done():
-            bound_port = listening.result()
-            service.address = f"http://{host}:{bound_port}"
-            if on_listening is not None:
-                on_listening(host, bound_port)
-            readying = asyncio.create_task(_when_ready(service, on_ready))
-            await asyncio.wait({serving, waiting}, return_when=asyncio.FIRST_COMPLETED)
-            readying.cancel()
-            await asyncio.gather(readying, return_exceptions=True)
-        listening.cancel()
+        if not listening.done():
+            listening.cancel()
+            waiting.cancel()
+            await serving
+            raise InvalidService(f"could not listen on {host}:{port}")
+        bound_port = listening.result()
+        service.address = f"http://{host}:{bound_port}"
+        if on_listening is not None:
+            on_listening(host, bound_port)
+        await service.register()
+        readying = asyncio.create_task(_when_ready(service, on_ready))
+        await asyncio.wait({serving, waiting}, return_when=asyncio.FIRST_COMPLETED)
+        readying.cancel()
+        await asyncio.gather(readying, return_exceptions=True)
         await service.drain()
         server.should_exit = True
         waiting.cancel()
