@@ -89,7 +89,16 @@ async def _ready(port: int) -> None:
     raise RuntimeError(f"the server on port {port} never got ready")
 
 
-async def _drive(port: int, commands: int, clients: int) -> float:
+def _cpu_seconds(pid: int) -> float | None:
+    """The user + system CPU time of process ``pid`` so far (Linux), or None."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def _drive(port: int, commands: int, clients: int, pid: int, facts: dict[str, str]) -> float:
     await _ready(port)
     connections = [await _Connection.open(port) for _ in range(clients)]
     numbers = iter(range(commands + clients))
@@ -105,9 +114,15 @@ async def _drive(port: int, commands: int, clients: int) -> float:
 
     try:
         await asyncio.gather(*(client(each, True) for each in connections))
+        cpu_before = _cpu_seconds(pid)
         started = time.perf_counter()
         await asyncio.gather(*(client(each, False) for each in connections))
-        return commands / (time.perf_counter() - started)
+        elapsed = time.perf_counter() - started
+        cpu_after = _cpu_seconds(pid)
+        if cpu_before is not None and cpu_after is not None:
+            # The server's own CPU per command: steadier than wall clock on a busy machine.
+            facts["server CPU µs/command"] = f"{(cpu_after - cpu_before) / commands * 1e6:,.0f}"
+        return commands / elapsed
     finally:
         for each in connections:
             await each.close()
@@ -119,7 +134,10 @@ def _measure(argv: list[str], env: dict[str, str], ctx: Context, port: int) -> f
         argv, cwd=ROOT, env=_environment(env), stdout=log, stderr=subprocess.STDOUT
     )
     try:
-        return asyncio.run(_drive(port, ctx.sizes.http_commands, ctx.sizes.concurrency))
+        sizes = ctx.sizes
+        return asyncio.run(
+            _drive(port, sizes.http_commands, sizes.concurrency, process.pid, ctx.facts)
+        )
     finally:
         process.send_signal(signal.SIGTERM)
         try:
