@@ -25,11 +25,11 @@ deregister → close the bus and the store it opened.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Literal
 
@@ -37,21 +37,19 @@ from eventcore.command import Command
 from eventcore.events import EventRegistry
 from eventcore.executor import Executor
 from eventcore.instrumentation import Hooks
-from eventcore.lifecycle import Worker
 from eventcore.messaging import open_bus
 from eventcore.messaging.bus import Bus
-from eventcore.messaging.commands import CommandReceiver, ResultOf
+from eventcore.messaging.commands import ResultOf
 from eventcore.messaging.inbox import Handler
 from eventcore.messaging.relay import Relay
-from eventcore.messaging.subscriber import Subscriber
 from eventcore.messaging.topics import TopicMap
 from eventcore.messaging.url import BusUrl
 from eventcore.pipeline import CommandResult
-from eventcore.projection import Projection, ProjectionRunner, Source, open_target
+from eventcore.projection import Projection, open_target
 from eventcore.projection.target import Target
 from eventcore.retry import RetryPolicy
 from eventcore.saga.definition import Saga
-from eventcore.saga.worker import SagaWorker
+from eventcore.service import declared
 from eventcore.service.config import (
     BUS_ENV,
     DEFAULT_COMMAND_TIMEOUT,
@@ -60,6 +58,7 @@ from eventcore.service.config import (
     STORE_ENV,
     setting,
 )
+from eventcore.service.declared import Declared, Wiring, WorkerFactory
 from eventcore.service.errors import InvalidService, UnknownCommand
 from eventcore.service.intake import Intake
 from eventcore.service.registration import Registrar, open_registrar
@@ -68,7 +67,7 @@ from eventcore.store import EventStore, open_store
 from eventcore.store.url import StoreUrl
 from eventcore.types import Metadata
 
-__all__ = ["Service", "ServiceState", "Wiring"]
+__all__ = ["Service", "ServiceState"]
 
 logger = logging.getLogger("eventcore.service")
 
@@ -79,36 +78,6 @@ ServiceState = Literal["declared", "starting", "ready", "draining", "stopped"]
 #: The order workers stop in: those that take work first, the relay (which publishes
 #: what they committed) last.
 _STOP_ORDER = ("intake", "relay")
-
-
-@dataclass(frozen=True)
-class Wiring:
-    """What a worker factory is given: the service's opened parts."""
-
-    service: str
-    instance: str
-    store: EventStore
-    bus: Bus | None
-    executor: Executor
-    events: EventRegistry
-    topics: TopicMap | None
-    hooks: Hooks | None
-
-
-WorkerFactory = Callable[[Wiring], Worker[Any]]
-
-
-@dataclass(frozen=True)
-class _Declared:
-    name: str
-    kind: str
-    make: Callable[[Wiring], Worker[Any]] | None
-    singleton: bool = False
-    needs_bus: bool = False
-    # A projection's target, opened at start when given as a URL.
-    projection: Projection | None = None
-    target: Target | str | None = None
-    options: Mapping[str, Any] | None = None
 
 
 class Service:
@@ -168,7 +137,8 @@ class Service:
         self._retry = retry
         self._hooks = hooks
         self._backoff = backoff
-        self._declared: list[_Declared] = []
+        self._declared: list[Declared] = []
+        self._targets: dict[str, Target] = {}
         self._state: ServiceState = "declared"
         self._intake = Intake(name)
         self._workers: list[tuple[str, Supervised]] = []
@@ -191,7 +161,7 @@ class Service:
             raise InvalidService(f"two commands named {name!r} in service {self.name!r}")
         into[name] = command
 
-    def _declare(self, declared: _Declared) -> None:
+    def _declare(self, declared: Declared) -> None:
         if self._state != "declared":
             raise InvalidService(f"service {self.name!r} is already started: declare before")
         if any(each.name == declared.name for each in self._declared):
@@ -208,45 +178,16 @@ class Service:
     ) -> None:
         """Handle ``topic``'s events with ``handlers`` in consumer group ``group`` (by
         default the service's name); ``options`` go to ``Subscriber``."""
-        chosen = group or self.name
-
-        def make(wiring: Wiring) -> Worker[Any]:
-            assert wiring.bus is not None
-            return Subscriber(
-                wiring.bus,
-                topic,
-                handlers,
-                group=chosen,
-                registry=wiring.events,
-                hooks=wiring.hooks,
-                **options,
-            )
-
-        self._declare(_Declared(f"subscriber:{topic}:{chosen}", "subscriber", make, needs_bus=True))
+        self._declare(declared.subscription(topic, handlers, group or self.name, options))
 
     @property
     def consumed_topics(self) -> list[str]:
         """The topics the service subscribes to (for its AsyncAPI contract)."""
-        return [each.name.split(":")[1] for each in self._declared if each.kind == "subscriber"]
+        return [each.topic for each in self._declared if each.topic is not None]
 
     def saga(self, *sagas: Saga[Any], **options: Any) -> None:
         """Run ``sagas`` in one ``SagaWorker`` of this service; ``options`` go to it."""
-
-        def make(wiring: Wiring) -> Worker[Any]:
-            assert wiring.bus is not None
-            return SagaWorker(
-                wiring.store,
-                wiring.bus,
-                sagas,
-                service=wiring.service,
-                registry=wiring.events,
-                executor=wiring.executor,
-                hooks=wiring.hooks,
-                **options,
-            )
-
-        names = ",".join(type(saga).__name__ for saga in sagas)
-        self._declare(_Declared(f"sagas:{names}", "saga", make, needs_bus=True))
+        self._declare(declared.sagas(sagas, options))
 
     def project(
         self,
@@ -260,21 +201,11 @@ class Service:
         service opens and closes) from this service's store. ``singleton`` asks for
         one runner across the service's instances (through a lease, when leadership
         is available)."""
-        self._declare(
-            _Declared(
-                f"projection:{projection.name}",
-                "projection",
-                None,
-                singleton=singleton,
-                projection=projection,
-                target=target,
-                options=options,
-            )
-        )
+        self._declare(declared.projection(projection, target, singleton, options))
 
     def worker(self, name: str, make: WorkerFactory, *, singleton: bool = False) -> None:
         """Run any other ``Worker`` that ``make`` builds from the service's parts."""
-        self._declare(_Declared(name, "worker", make, singleton=singleton))
+        self._declare(Declared(name, "worker", make, singleton=singleton))
 
     def configure(
         self,
@@ -410,19 +341,11 @@ class Service:
         else:
             self._bus = bus
         self._executor = Executor(self._store, self.events, retry=self._retry, hooks=self._hooks)
-        for declared in self._declared:
-            if isinstance(declared.target, str):
-                target = await open_target(declared.target)
+        for each in self._declared:
+            if each.target_url is not None:
+                target = await open_target(each.target_url)
                 self._owned.append(target.aclose)
-                self._declared[self._declared.index(declared)] = _Declared(
-                    declared.name,
-                    declared.kind,
-                    None,
-                    singleton=declared.singleton,
-                    projection=declared.projection,
-                    target=target,
-                    options=declared.options,
-                )
+                self._targets[each.name.removeprefix("projection:")] = target
 
     def _wiring(self) -> Wiring:
         assert self._store is not None
@@ -436,72 +359,31 @@ class Service:
             events=self.events,
             topics=self.topics,
             hooks=self._hooks,
+            targets=self._targets,
         )
-
-    def _supervise(
-        self, name: str, kind: str, make: Callable[[], Worker[Any]], *, singleton: bool = False
-    ) -> Supervised:
-        return Supervised(name, kind, make, backoff=self._backoff, singleton=singleton)
 
     def _build(self) -> None:
         wiring = self._wiring()
-        bus = wiring.bus
-        needs_bus = [each.name for each in self._declared if each.needs_bus]
-        if bus is None and (needs_bus or self.bus_command_types or self.topics is not None):
-            wanting = needs_bus or ["its relay or bus commands"]
+        recipes = [
+            *([declared.receiver(self._bus_commands)] if self.bus_command_types else []),
+            *self._declared,
+            *([declared.relay()] if self.topics is not None else []),
+        ]
+        wanting = [each.name for each in recipes if each.needs_bus]
+        if wiring.bus is None and wanting:
             raise InvalidService(
                 f"service {self.name!r} needs a bus for {', '.join(wanting)}:"
                 f" give bus=, --bus or {BUS_ENV}"
             )
-        if self.bus_command_types:
-
-            def receiver() -> Worker[Any]:
-                assert bus is not None
-                return CommandReceiver(
-                    bus,
-                    wiring.executor,
-                    self._bus_commands,
-                    service=self.name,
-                    hooks=self._hooks,
-                )
-
-            self._workers.append(("intake", self._supervise("commands", "receiver", receiver)))
-        for declared in self._declared:
-            self._workers.append(("intake", self._supervised(declared, wiring)))
-        if bus is not None and self.topics is not None:
-            topics = self.topics
-
-            def relay() -> Worker[Any]:
-                assert bus is not None
-                return Relay(wiring.store, bus, topics, service=self.name, hooks=self._hooks)
-
-            self._workers.append(("relay", self._supervise("relay", "relay", relay)))
-
-    def _supervised(self, declared: _Declared, wiring: Wiring) -> Supervised:
-        if declared.kind == "projection":
-            projection, target = declared.projection, declared.target
-            assert projection is not None
-            assert target is not None
-            assert not isinstance(target, str)
-            options = dict(declared.options or {})
-
-            def runner() -> Worker[Any]:
-                return ProjectionRunner(
-                    projection,
-                    target,
-                    Source(self.name, wiring.store, self.events),
-                    hooks=self._hooks,
-                    **options,
-                )
-
-            return self._supervise(
-                declared.name, "projection", runner, singleton=declared.singleton
+        for recipe in recipes:
+            supervised = Supervised(
+                recipe.name,
+                recipe.kind,
+                functools.partial(recipe.make, wiring),
+                backoff=self._backoff,
+                singleton=recipe.singleton,
             )
-        make = declared.make
-        assert make is not None
-        return self._supervise(
-            declared.name, declared.kind, lambda: make(wiring), singleton=declared.singleton
-        )
+            self._workers.append(("relay" if recipe.kind == "relay" else "intake", supervised))
 
     async def register(self) -> None:
         """Register this instance (name, instance id, ``address``, version) in the
