@@ -29,7 +29,7 @@ import functools
 import logging
 import time
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from types import TracebackType
 from typing import Any, Literal
 
@@ -37,15 +37,13 @@ from eventcore.command import Command
 from eventcore.events import EventRegistry
 from eventcore.executor import Executor
 from eventcore.instrumentation import Hooks
-from eventcore.messaging import open_bus
 from eventcore.messaging.bus import Bus
 from eventcore.messaging.commands import ResultOf
 from eventcore.messaging.inbox import Handler
 from eventcore.messaging.relay import Relay
 from eventcore.messaging.topics import TopicMap
-from eventcore.messaging.url import BusUrl
 from eventcore.pipeline import CommandResult
-from eventcore.projection import Projection, open_target
+from eventcore.projection import Projection
 from eventcore.projection.target import Target
 from eventcore.retry import RetryPolicy
 from eventcore.saga.definition import Saga
@@ -54,17 +52,14 @@ from eventcore.service.config import (
     BUS_ENV,
     DEFAULT_COMMAND_TIMEOUT,
     DEFAULT_GRACE,
-    REGISTRY_ENV,
-    STORE_ENV,
-    setting,
 )
 from eventcore.service.declared import Declared, Wiring, WorkerFactory
 from eventcore.service.errors import InvalidService, UnknownCommand
 from eventcore.service.intake import Intake
-from eventcore.service.registration import Registrar, open_registrar
+from eventcore.service.parts import Parts, open_parts
+from eventcore.service.registration import Registrar
 from eventcore.service.supervisor import DEFAULT_BACKOFF, Supervised, WorkerHealth
-from eventcore.store import EventStore, open_store
-from eventcore.store.url import StoreUrl
+from eventcore.store import EventStore
 from eventcore.types import Metadata
 
 __all__ = ["Service", "ServiceState"]
@@ -143,7 +138,7 @@ class Service:
         self._intake = Intake(name)
         self._workers: list[tuple[str, Supervised]] = []
         self._tasks: list[asyncio.Task[None]] = []
-        self._owned: list[Callable[[], Any]] = []
+        self._parts: Parts | None = None
         self._registrar: Any = None
         self._store: EventStore | None = None
         self._bus: Bus | None = None
@@ -310,42 +305,20 @@ class Service:
             self._state = "ready"
 
     async def _open(self) -> None:
-        store = self._store_given or setting(None, STORE_ENV)
-        if store is None:
-            raise InvalidService(
-                f"service {self.name!r} has no store: give store=, --store or {STORE_ENV}"
-            )
-        bus = self._bus_given or setting(None, BUS_ENV)
-        registry = self._registry_given or setting(None, REGISTRY_ENV)
-        # Every URL is checked before anything is opened: a mistyped bus must not leave
-        # a store created behind it.
-        if isinstance(store, str):
-            StoreUrl.parse(store)
-        if isinstance(bus, str):
-            BusUrl.parse(bus)
-        if isinstance(registry, str):
-            self._registrar = await open_registrar(registry)
-            closing = getattr(self._registrar, "aclose", None)
-            if closing is not None:
-                self._owned.append(closing)
-        elif registry is not None:
-            self._registrar = registry
-        if isinstance(store, str):
-            self._store = await open_store(store)
-            self._owned.append(self._store.aclose)
-        else:
-            self._store = store
-        if isinstance(bus, str):
-            self._bus = await open_bus(bus)
-            self._owned.append(self._bus.aclose)
-        else:
-            self._bus = bus
+        self._parts = parts = await open_parts(
+            self.name,
+            store=self._store_given,
+            bus=self._bus_given,
+            registry=self._registry_given,
+            target_urls={
+                each.name.removeprefix("projection:"): each.target_url
+                for each in self._declared
+                if each.target_url is not None
+            },
+        )
+        self._store, self._bus, self._registrar = parts.store, parts.bus, parts.registrar
+        self._targets = parts.targets
         self._executor = Executor(self._store, self.events, retry=self._retry, hooks=self._hooks)
-        for each in self._declared:
-            if each.target_url is not None:
-                target = await open_target(each.target_url)
-                self._owned.append(target.aclose)
-                self._targets[each.name.removeprefix("projection:")] = target
 
     def _wiring(self) -> Wiring:
         assert self._store is not None
@@ -401,6 +374,7 @@ class Service:
                 metadata={"commands": ",".join(sorted(self._commands))},
             )
         except Exception as error:
+            # Discovery is not the service's work: it serves on, unlisted until restarted.
             logger.warning("service %s could not register: %s", self.name, error)
 
     async def _deregister(self) -> None:
@@ -409,6 +383,7 @@ class Service:
         try:
             await self._registrar.deregister(self.name, self.instance)
         except Exception as error:
+            # The registry's TTL removes the instance anyway.
             logger.warning("service %s could not deregister: %s", self.name, error)
 
     async def execute(
@@ -507,6 +482,7 @@ class Service:
                 self.grace,
             )
         except Exception as error:
+            # The checkpoint is where the bus last took it: the next start resumes there.
             logger.warning("service %s: relay flush failed: %s", self.name, error)
 
     async def _stop_group(self, group: str) -> None:
@@ -531,12 +507,8 @@ class Service:
             if not task.done():
                 task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        while self._owned:
-            closing = self._owned.pop()
-            try:
-                await closing()
-            except Exception as error:
-                logger.warning("service %s: closing failed: %s", self.name, error)
+        if self._parts is not None:
+            await self._parts.aclose()
 
     async def __aenter__(self) -> Service:
         await self.start()

@@ -133,6 +133,7 @@ class Supervised:
         try:
             await worker.ready()
         except Exception:
+            # What kept it from ready also ends its run, and the run's error is the one kept.
             return
         self._state = "ready"
         self._readiness.set()

@@ -114,6 +114,7 @@ class _Face:
                 actor=principal if isinstance(principal, str) else None,
             )
         except Exception as error:
+            # Every error becomes its problem answer; one not mapped is a logged 500.
             return problem_of(error, request.url.path)
         return _json(accepted_of(name, result))
 
