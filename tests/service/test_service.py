@@ -12,7 +12,9 @@ import pytest
 
 from eventcore.demo.bank import AccountOpened, OpenAccount, registry
 from eventcore.errors import WorkerStopped
+from eventcore.events import EventRegistry
 from eventcore.lifecycle import Readiness
+from eventcore.messaging.commands import CommandSender, Succeeded
 from eventcore.messaging.memory import MemoryBus
 from eventcore.messaging.subscriber import Received
 from eventcore.messaging.topics import TopicMap
@@ -253,3 +255,26 @@ async def test_a_registry_url_this_build_cannot_open_stops_the_start() -> None:
     with pytest.raises(InvalidService, match="registry"):
         await service.start()
     assert service.state == "stopped"
+
+
+async def test_commands_accepted_over_the_bus_are_answered_through_the_relay() -> None:
+    bus = MemoryBus()
+    senders: list[CommandSender] = []
+
+    def sender(wiring: Wiring) -> CommandSender:
+        senders.append(
+            CommandSender(wiring.store, wiring.needed_bus(), wiring.events, service="client")
+        )
+        return senders[-1]
+
+    client = Service(
+        "client", events=EventRegistry(), topics=TopicMap(), store=MemoryStore(), bus=bus
+    )
+    client.worker("sender", sender)
+    accepting = bank(bus=bus, bus_commands=[OpenAccount])
+    async with accepting, client:
+        reply = await senders[-1].send(
+            "bank", OpenAccount(account=StreamId("z"), initial_balance=4), deadline=30
+        )
+        assert isinstance(reply, Succeeded)
+        assert await accepting.store.stream_version(StreamId("z")) == 1
