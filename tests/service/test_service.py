@@ -278,3 +278,14 @@ async def test_commands_accepted_over_the_bus_are_answered_through_the_relay() -
         )
         assert isinstance(reply, Succeeded)
         assert await accepting.store.stream_version(StreamId("z")) == 1
+
+
+async def test_a_service_given_no_urls_takes_them_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("EVENTCORE_STORE", "memory://")
+    monkeypatch.setenv("EVENTCORE_BUS", "memory://")
+    service = Service("bank", events=registry, topics=TopicMap({AccountOpened: "bank"}))
+    async with service:
+        assert service.bus is not None
+        assert (await status(service)).store != ""

@@ -222,3 +222,10 @@ def test_a_port_in_use_is_a_one_line_error(tmp_path: Path) -> None:
         )
     assert done.returncode == 2, done.stderr
     assert done.stderr.strip().splitlines()[-1] == f"error: could not listen on 127.0.0.1:{port}"
+
+
+def test_sigint_stops_it_as_sigterm_does(tmp_path: Path) -> None:
+    with serving(*urls(tmp_path), cwd=tmp_path) as served:
+        code, out, err = served.stop(signal.SIGINT)
+    assert code == 0, err
+    assert out.splitlines()[-1] == "serve: stopped"
