@@ -17,6 +17,7 @@
     │   ├── InvalidSaga              a saga definition that cannot run
     │   ├── InvalidSagaInput         a saga start or operator action the saga refuses
     │   ├── InvalidConfig            a configuration file (the federation hub's): every problem
+    │   ├── InvalidSettings          a setting (argument, flag, environment variable) unusable
     │   └── BusRejected              the bus's server refused the request as it is (NATS 400)
     ├── ConcurrencyConflict          re-read and try again (the executor does)
     ├── CommandFailed                the command did not take effect
@@ -89,6 +90,7 @@ __all__ = [
     "InvalidPayload",
     "InvalidSaga",
     "InvalidSagaInput",
+    "InvalidSettings",
     "InvalidStreamId",
     "InvalidUrl",
     "MessageTooLarge",
@@ -243,6 +245,17 @@ class ConfigProblem:
     def __str__(self) -> str:
         rule = f"rule {self.rule!r}: " if self.rule is not None else ""
         return f"{self.file}: {rule}{self.field}: {self.reason}"
+
+
+class InvalidSettings(InvalidInput):
+    """A setting (an argument, a command-line flag, an ``EVENTCORE_*`` variable, a file it
+    names) that cannot be used as given: ``setting`` names it, ``reason`` says why.
+    Nothing starts half-configured."""
+
+    def __init__(self, setting: str, reason: str) -> None:
+        self.setting = setting
+        self.reason = redact(reason)
+        super().__init__(f"{setting}: {self.reason}")
 
 
 class InvalidConfig(InvalidInput):
