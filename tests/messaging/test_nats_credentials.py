@@ -5,77 +5,28 @@ missing credentials are ``CredentialsRefused``; nothing shows a password or toke
 from __future__ import annotations
 
 import logging
-import socket
-import subprocess
-import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from eventcore.errors import BusUnavailable, CredentialsRefused, InvalidUrl
 from eventcore.messaging import open_bus
 from eventcore.messaging.url import BusUrl
-from tests.backends import skip_or_fail
+from tests.messaging.auth_nats import PASSWORD, TOKEN, free_port, serve_with_auth
 from tests.messaging.helpers import consume, ids, outgoing
-from tests.messaging.nats_server import nats_server_binary
 
-PASSWORD = "Wonderland-pw-7781"
-TOKEN = "S3cret-token-0042"
 WRONG = "Not-the-password-5521"
 SECRETS = (PASSWORD, TOKEN, WRONG)
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
-def _serve(directory: Path, authorization: str) -> Iterator[int]:
-    binary = nats_server_binary()
-    if binary is None:
-        skip_or_fail("no nats-server binary on this machine")
-    port = _free_port()
-    config = directory / "nats.conf"
-    config.write_text(
-        f"listen: 127.0.0.1:{port}\n"
-        f"jetstream {{ store_dir: {str(directory / 'js')!r} }}\n"
-        f"authorization {{ {authorization} }}\n"
-    )
-    process = subprocess.Popen(
-        [binary, "-c", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    try:
-        deadline = time.monotonic() + 10
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(f"nats-server exited at start ({process.returncode})")
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                    break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise RuntimeError("nats-server did not start listening") from None
-                time.sleep(0.02)
-        yield port
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
-
-
 @pytest.fixture(scope="module")
 def user_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
-    yield from _serve(
-        tmp_path_factory.mktemp("nats-users"),
-        f'users = [ {{ user: alice, password: "{PASSWORD}" }} ]',
-    )
+    yield from serve_with_auth(tmp_path_factory.mktemp("nats-users"), "users")
 
 
 @pytest.fixture(scope="module")
 def token_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
-    yield from _serve(tmp_path_factory.mktemp("nats-token"), f'token: "{TOKEN}"')
+    yield from serve_with_auth(tmp_path_factory.mktemp("nats-token"), "token")
 
 
 @pytest.fixture(autouse=True)
@@ -140,7 +91,7 @@ async def test_a_wrong_token_is_refused_without_showing_it(token_server: int) ->
 
 async def test_an_unreachable_server_is_unavailable_not_refused() -> None:
     with pytest.raises(BusUnavailable) as caught:
-        await open_bus(f"nats://alice:{PASSWORD}@127.0.0.1:{_free_port()}")
+        await open_bus(f"nats://alice:{PASSWORD}@127.0.0.1:{free_port()}")
 
     assert_no_secret(caught.value, repr(caught.value))
 
