@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import io
+import logging
 from urllib.parse import quote
 
 import pytest
@@ -19,7 +21,7 @@ from eventcore.errors import (
     StoreUnavailable,
 )
 from eventcore.messaging.url import BusUrl
-from eventcore.redaction import redact
+from eventcore.redaction import RedactingFilter, redact
 from eventcore.resilience.address import Target, check_base_url
 from eventcore.store.postgres.store import PostgresConfig
 from eventcore.store.url import StoreUrl
@@ -132,3 +134,25 @@ def test_every_eventcore_error_masks_what_its_message_quotes() -> None:
         assert SECRET not in str(error)
         assert SECRET not in repr(error)
         assert SECRET not in repr(error.args)
+
+
+def test_the_logging_filter_masks_messages_and_tracebacks() -> None:
+    url = f"postgresql://app:{SECRET}@db/x"
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.addFilter(RedactingFilter())
+    logger = logging.getLogger("tests.redaction")
+    logger.addHandler(handler)
+    try:
+        logger.warning("connecting to %s", url)
+        try:
+            raise ValueError(f"driver failed for {url}")
+        except ValueError:
+            logger.exception("it broke")
+    finally:
+        logger.removeHandler(handler)
+
+    written = stream.getvalue()
+    assert SECRET not in written
+    assert "connecting to postgresql://app:***@db/x" in written
+    assert "ValueError: driver failed for postgresql://app:***@db/x" in written

@@ -16,15 +16,20 @@ instead, so that the one rule lives here and nowhere else:
   (``?password=x``) or in libpq's ``key=value`` form (``password=x host=db``).
 
 ``redact`` takes any text, not only one URL, so an error message that quotes a URL (or a
-driver's message that quotes a connection string) is made safe whole.
+driver's message that quotes a connection string) is made safe whole. ``RedactingFilter``
+does the same to every log record that reaches a handler — its message and its
+traceback — for what a library below eventcore might log::
+
+    handler.addFilter(RedactingFilter())
 """
 
 from __future__ import annotations
 
+import logging
 import re
 from typing import Final
 
-__all__ = ["MASK", "redact"]
+__all__ = ["MASK", "RedactingFilter", "redact"]
 
 MASK: Final = "***"
 
@@ -66,3 +71,22 @@ def _mask_userinfo(match: re.Match[str]) -> str:
 
 def _mask_option(match: re.Match[str]) -> str:
     return f"{match['key']}{MASK}"
+
+
+class RedactingFilter(logging.Filter):
+    """Masks credentials in every record it sees (message, arguments and traceback); it
+    drops none. Put it on a handler: a logger's filters see only that logger's records."""
+
+    _formatter = logging.Formatter()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        shown = redact(message)
+        if shown != message:
+            record.msg, record.args = shown, None
+        if record.exc_info and not record.exc_text:
+            # Formatters use exc_text when it is set, so the traceback is shown masked.
+            record.exc_text = self._formatter.formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = redact(record.exc_text)
+        return True
