@@ -21,7 +21,7 @@ import asyncio
 import os
 import ssl
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Final
 
 import nats
@@ -78,11 +78,18 @@ def connection_settings(url: str, options: Mapping[str, str]) -> dict[str, Any]:
 
 
 async def connect(
-    url: str, options: Mapping[str, str], *, where: str, give_up_after: float, **extra: Any
+    url: str,
+    options: Mapping[str, str],
+    *,
+    where: str,
+    give_up_after: float,
+    unavailable: Callable[[str], Exception] = BusUnavailable,
+    **extra: Any,
 ) -> Client:
     """A connection to the NATS server ``url`` names, with its credentials; ``where`` (the
-    server's host and port) is what errors show. ``extra`` goes to ``nats.connect`` as is
-    (reconnection policy, name)."""
+    server's host and port) is what errors show. A server that cannot be reached is
+    ``unavailable(message)`` (the registry passes its own error); ``extra`` goes to
+    ``nats.connect`` as is (reconnection policy, name)."""
     settings = connection_settings(url, options)
     # nats-py reports why each try failed to this callback, and then raises only "no
     # servers"; it stays the connection's callback, so it keeps only the latest few.
@@ -102,7 +109,7 @@ async def connect(
             said = str(cause).lower()
             if any(refusal in said for refusal in _REFUSALS):
                 raise CredentialsRefused("NATS", where, str(cause)) from error
-        raise BusUnavailable(f"cannot reach NATS at {where}: {error!r}") from error
+        raise unavailable(f"cannot reach NATS at {where}: {error!r}") from error
 
 
 def _readable(url: str, option: str, path: str) -> str:
