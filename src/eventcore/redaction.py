@@ -12,7 +12,7 @@ instead, so that the one rule lives here and nowhere else:
   scheme it may be a token (``nats://TOKEN@host``, ``https://TOKEN@host``) and becomes
   ``***``;
 * the value of a secret-named option (``password``, ``sslpassword``, ``token``,
-  ``secret``, ``api_key``, ``nkey``, ``seed``) becomes ``***``, in a query string
+  ``secret``, ``api_key``, ``nkey``) becomes ``***``, in a query string
   (``?password=x``) or in libpq's ``key=value`` form (``password=x host=db``).
 
 ``redact`` takes any text, not only one URL, so an error message that quotes a URL (or a
@@ -44,7 +44,7 @@ _USERINFO: Final = re.compile(
 _SECRET_OPTION: Final = re.compile(
     r"(?P<key>(?:^|(?<=[\s?&;,(\"']))"
     r"(?:password|passwd|sslpassword|token|auth_token|secret|client_secret|api_key|apikey"
-    r"|nkey|seed)\s*=\s*)"
+    r"|nkey)\s*=\s*)"
     r"(?P<value>'(?:[^'\\]|\\.)*'|[^\s&;#,)\"']+)",
     re.IGNORECASE,
 )
