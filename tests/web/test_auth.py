@@ -11,12 +11,13 @@ from pathlib import Path
 import httpx
 import jwt
 import pytest
+from starlette.types import Message, Receive, Scope, Send
 
 from eventcore import EventStore, StreamId, open_store
 from eventcore.errors import InvalidSettings
 from eventcore.web.auth import AuthSettings, allow_roles
 from eventcore.web.credentials import ApiKeys, JwtVerifier
-from eventcore.web.principal import Principal
+from eventcore.web.principal import Principal, principal_of
 from eventcore.web.security import SecuritySettings, secure
 from tests.web.app import Face
 from tests.web.tokens import AUDIENCE, ISSUER, new_key, token, write_jwks, write_public_pem
@@ -310,3 +311,27 @@ async def test_no_token_shows_in_logs_or_responses(
     shown = caplog.text + "".join(a.text + str(a.headers) for a in answers)
     for secret in ("a-wrong-secret-key-value", refused_jwt, CI_KEY, OPS_KEY):
         assert secret not in shown
+
+
+async def test_a_websocket_without_a_token_is_closed_before_it_opens(tmp_path: Path) -> None:
+    reached: list[str] = []
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        reached.append(principal_of(scope).id)
+
+    sent: list[Message] = []
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    async def receive() -> Message:
+        return {"type": "websocket.connect"}
+
+    guarded = secure(app, settings_of(tmp_path))
+    scope = {"type": "websocket", "path": "/live", "headers": []}
+    await guarded(scope, receive, send)
+    known = [(b"authorization", f"Bearer {OPS_KEY}".encode())]
+    await guarded({**scope, "headers": known}, receive, send)
+
+    assert sent == [{"type": "websocket.close", "code": 1008, "reason": "unauthenticated"}]
+    assert reached == ["ops"]
