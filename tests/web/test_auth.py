@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -16,7 +17,7 @@ from starlette.types import Message, Receive, Scope, Send
 from eventcore import EventStore, StreamId, open_store
 from eventcore.errors import InvalidSettings
 from eventcore.web.auth import AuthSettings, allow_roles
-from eventcore.web.credentials import ApiKeys, JwtVerifier
+from eventcore.web.credentials import ApiKeys, JwtVerifier, Unauthenticated
 from eventcore.web.principal import Principal, principal_of
 from eventcore.web.security import SecuritySettings, secure
 from tests.web.app import Face
@@ -335,3 +336,18 @@ async def test_a_websocket_without_a_token_is_closed_before_it_opens(tmp_path: P
 
     assert sent == [{"type": "websocket.close", "code": 1008, "reason": "unauthenticated"}]
     assert reached == ["ops"]
+
+
+def test_a_remembered_jwt_is_refused_once_it_expires(tmp_path: Path) -> None:
+    now = [time.time()]
+    public = write_public_pem(TRUSTED, tmp_path / "trusted.pem")
+    verifier = JwtVerifier.from_public_key(public, leeway=0, clock=lambda: now[0])
+    issued = token(TRUSTED, "alice", expires_in=300)
+
+    first = verifier.principal(issued)
+    again = verifier.principal(issued)
+    now[0] += 301
+    with pytest.raises(Unauthenticated, match="expired"):
+        verifier.principal(issued)
+
+    assert first == again == Principal(id="alice", scheme="jwt")

@@ -12,6 +12,10 @@ picks the key). The signature, ``exp`` (required), ``nbf``, and — when configu
 the shared-secret ``HS*`` never are). ``sub`` is the principal's id; ``roles`` (a list)
 and ``scope`` (space-separated) give its roles.
 
+A verified JWT is remembered (by its digest, up to ``JWT_CACHE_SIZE`` of them) until
+it expires, so a client that sends the same token on every request pays for one
+signature check, not one per request.
+
 A token that is none of these raises ``Unauthenticated`` with a reason fit to show the
 caller (``WWW-Authenticate``'s ``error_description``) — never the token itself.
 """
@@ -20,7 +24,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable, Mapping, Sequence
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Final
 
@@ -31,6 +37,7 @@ from eventcore.web.principal import Principal
 
 __all__ = [
     "ASYMMETRIC_ALGORITHMS",
+    "JWT_CACHE_SIZE",
     "MIN_API_KEY_LENGTH",
     "ApiKeys",
     "JwtVerifier",
@@ -38,6 +45,7 @@ __all__ = [
 ]
 
 MIN_API_KEY_LENGTH: Final = 16
+JWT_CACHE_SIZE: Final = 4096
 #: Signature algorithms a public key can verify; the default accepted set.
 ASYMMETRIC_ALGORITHMS: Final = (
     "RS256",
@@ -140,6 +148,7 @@ class JwtVerifier:
         issuer: str | None = None,
         audience: str | None = None,
         leeway: float = 30.0,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         refused = sorted(set(algorithms) - set(ASYMMETRIC_ALGORITHMS))
         if refused:
@@ -155,6 +164,10 @@ class JwtVerifier:
         self._issuer = issuer
         self._audience = audience
         self._leeway = leeway
+        # Expiry is checked here, on this clock, for fresh tokens and remembered ones alike.
+        self._clock = clock
+        # digest of a verified token -> (its principal, when it expires)
+        self._verified: OrderedDict[bytes, tuple[Principal, float]] = OrderedDict()
 
     def __repr__(self) -> str:
         return f"JwtVerifier(keys={len(self._keys)}, issuer={self._issuer!r})"
@@ -191,6 +204,21 @@ class JwtVerifier:
 
     def principal(self, token: str) -> Principal:
         """The principal a valid token names; ``Unauthenticated`` otherwise."""
+        digest = _digest(token)
+        known = self._verified.get(digest)
+        if known is not None:
+            principal, expires = known
+            if self._clock() < expires + self._leeway:
+                self._verified.move_to_end(digest)
+                return principal
+            del self._verified[digest]
+        principal, expires = self._verify(token)
+        self._verified[digest] = (principal, expires)
+        if len(self._verified) > JWT_CACHE_SIZE:
+            self._verified.popitem(last=False)
+        return principal
+
+    def _verify(self, token: str) -> tuple[Principal, float]:
         try:
             header = jwt.get_unverified_header(token)
         except jwt.PyJWTError:
@@ -207,10 +235,9 @@ class JwtVerifier:
                 options={
                     "require": ["exp", "sub"],
                     "verify_aud": self._audience is not None,
+                    "verify_exp": False,
                 },
             )
-        except jwt.ExpiredSignatureError:
-            raise Unauthenticated("the token has expired") from None
         except jwt.InvalidSignatureError:
             raise Unauthenticated("the token's signature does not verify") from None
         except jwt.PyJWTError as error:
@@ -218,7 +245,12 @@ class JwtVerifier:
         subject = claims.get("sub")
         if not isinstance(subject, str) or not subject.strip():
             raise Unauthenticated("the token names no subject")
-        return Principal(id=subject, scheme="jwt", roles=_roles(claims))
+        expires = claims["exp"]
+        if isinstance(expires, bool) or not isinstance(expires, int | float):
+            raise Unauthenticated("the token's exp is not a time")
+        if self._clock() >= expires + self._leeway:
+            raise Unauthenticated("the token has expired")
+        return Principal(id=subject, scheme="jwt", roles=_roles(claims)), float(expires)
 
     def _key_for(self, kid: object) -> Any:
         if kid is None and len(self._keys) == 1:
