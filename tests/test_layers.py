@@ -18,6 +18,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "eventcore._version",
             "eventcore._checks",
             "eventcore._closing",
+            "eventcore.redaction",
             "eventcore.types",
             "eventcore.errors",
         ),
@@ -53,7 +54,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("observability", ("eventcore.observability",)),
     # Contract suites and test helpers: may use every layer below the runtime.
     ("testing", ("eventcore.testing",)),
-    ("runtime", ("eventcore.cli", "eventcore.demo")),
+    ("runtime", ("eventcore.web", "eventcore.cli", "eventcore.demo")),
 ]
 RANK = {name: rank for rank, (name, _) in enumerate(LAYERS)}
 
