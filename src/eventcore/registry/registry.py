@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from types import TracebackType
 
-from eventcore.errors import InvalidInput, MissingDependency
+from eventcore.errors import DatabaseNotFound, InvalidInput, MissingDependency
 from eventcore.leases.protocol import check_ttl
 from eventcore.registry.directory import Directory, MemoryDirectory
 from eventcore.registry.instance import Instance
@@ -79,6 +79,8 @@ async def open_registry(url: str, *, create: bool = True) -> Registry:
     ``RegistryUnavailable``; without nats-py a ``nats://`` URL is ``MissingDependency``."""
     parsed = RegistryUrl.parse(url)
     if parsed.backend == "memory":
+        if not create:
+            raise DatabaseNotFound(url, "a memory:// registry lives in the process that opened it")
         return Registry(MemoryDirectory(), backend="memory")
     if parsed.backend == "sqlite":
         from eventcore.registry.sqlite import SqliteDirectory

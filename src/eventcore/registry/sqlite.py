@@ -19,7 +19,7 @@ from typing import Final, TypeVar
 
 import msgspec
 
-from eventcore._schema_version import Migration
+from eventcore._schema_version import Migration, latest, require_current
 from eventcore._sqlite.file import REGISTRY, claim, connect_file
 from eventcore._sqlite.migrations import USER_VERSION, migrate
 from eventcore._sqlite.thread import ConnectionThread, Outcome, failure, success
@@ -82,13 +82,23 @@ def _connect(url: RegistryUrl, path: str, *, create: bool) -> sqlite3.Connection
             raise RegistryUnavailable(f"{path}: SQLite refused write-ahead logging ({mode})")
         # Registrations are renewed every few seconds: a power cut loses at most one.
         connection.execute("PRAGMA synchronous = NORMAL")
-        migrate(
-            connection,
-            _MIGRATIONS,
-            USER_VERSION,
-            what=REGISTRY.name,
-            unavailable=RegistryUnavailable,
-        )
+        if create:
+            migrate(
+                connection,
+                _MIGRATIONS,
+                USER_VERSION,
+                what=REGISTRY.name,
+                unavailable=RegistryUnavailable,
+            )
+        else:
+            # Looking only: migrating would be a write.
+            require_current(
+                USER_VERSION.applied(connection),
+                latest(_MIGRATIONS),
+                url=url.raw,
+                what=REGISTRY.name,
+                unavailable=RegistryUnavailable,
+            )
     except sqlite3.Error as error:
         connection.close()
         if getattr(error, "sqlite_errorcode", None) == sqlite3.SQLITE_NOTADB:
