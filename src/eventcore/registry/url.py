@@ -20,7 +20,7 @@ from eventcore.errors import InvalidName, InvalidUrl
 from eventcore.messaging.names import check_name
 from eventcore.store.url import split_url
 
-__all__ = ["RegistryUrl"]
+__all__ = ["RegistryUrl", "redacted"]
 
 _SCHEMES: Final = {"memory": "memory", "sqlite": "sqlite", "nats": "nats"}
 _OPTIONS: Final = frozenset({"namespace"})
@@ -35,7 +35,15 @@ class RegistryUrl(msgspec.Struct, frozen=True):
 
     @classmethod
     def parse(cls, url: str) -> RegistryUrl:
-        """The parsed URL, or ``InvalidUrl`` saying what is wrong with it."""
+        """The parsed URL, or ``InvalidUrl`` saying what is wrong with it (showing the
+        URL without its user name and password)."""
+        try:
+            return cls._parse(url)
+        except InvalidUrl as error:
+            raise InvalidUrl(redacted(url), error.reason) from None
+
+    @classmethod
+    def _parse(cls, url: str) -> RegistryUrl:
         backend, location, options = split_url(
             url, _SCHEMES, example="sqlite:///tmp/registry.db", noun="registry scheme"
         )
@@ -64,3 +72,17 @@ class RegistryUrl(msgspec.Struct, frozen=True):
     @property
     def namespace(self) -> str:
         return self.options.get("namespace", "eventcore")
+
+
+def redacted(url: object) -> str:
+    """``url`` with any user name and password (``nats://user:secret@host``) shown as
+    ``***``, for messages."""
+    text = str(url)
+    scheme, separator, rest = text.partition("://")
+    if not separator:
+        return text
+    authority, slash, tail = rest.partition("/")
+    userinfo, at, host = authority.rpartition("@")
+    if not at:
+        return text
+    return f"{scheme}://***@{host}{slash}{tail}"
