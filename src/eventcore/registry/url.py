@@ -81,8 +81,9 @@ def redacted(url: object) -> str:
     scheme, separator, rest = text.partition("://")
     if not separator:
         return text
-    authority, slash, tail = rest.partition("/")
-    userinfo, at, host = authority.rpartition("@")
-    if not at:
+    # Up to the query: a password may hold a "/" its writer forgot to escape.
+    before_query = rest.partition("?")[0].partition("#")[0]
+    at = before_query.rfind("@")
+    if at < 0:
         return text
-    return f"{scheme}://***@{host}{slash}{tail}"
+    return f"{scheme}://***@{rest[at + 1 :]}"
