@@ -10,6 +10,7 @@ from collections.abc import Awaitable, Callable
 import pytest
 
 from eventcore.errors import RegistryClosed, RegistryUnavailable, WorkerStopped
+from eventcore.instrumentation import Hooks, RegistrationRenewed
 from eventcore.lifecycle import Worker, running
 from eventcore.registry import Instance, MemoryDirectory, Registry
 
@@ -114,3 +115,33 @@ async def test_stopped_before_it_is_ready_ready_raises_worker_stopped() -> None:
 
     with pytest.raises(WorkerStopped):
         await registration.ready()
+
+
+class Recorder(Hooks):
+    def __init__(self) -> None:
+        self.heard: list[RegistrationRenewed] = []
+
+    def registration_renewed(self, event: RegistrationRenewed) -> None:
+        self.heard.append(event)
+
+
+async def test_each_attempt_is_reported_to_the_hooks() -> None:
+    directory = Flaky()
+    directory.down = True
+    recorder = Recorder()
+    registration = Registry(directory, backend="memory").register(INSTANCE, ttl=TTL, hooks=recorder)
+    task = asyncio.create_task(registration.run())
+    await directory.failed.wait()
+    directory.down = False
+    await registration.ready()
+    registration.stop()
+    await task
+
+    failed, succeeded = recorder.heard[0], recorder.heard[-1]
+    assert isinstance(failed.error, RegistryUnavailable)
+    assert succeeded.error is None
+    assert (succeeded.service, succeeded.instance_id, succeeded.backend) == (
+        "payments",
+        "p1",
+        "memory",
+    )

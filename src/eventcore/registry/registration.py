@@ -6,6 +6,7 @@ deregisters it, so the instance leaves the listing at once rather than after its
 process killed without stopping it simply stops renewing: the instance drops out when
 its TTL runs out.
 
+Each attempt is reported to the instrumentation hooks (``registration_renewed``).
 An outage (``RegistryUnavailable``) pauses it: the registration is tried again at the
 next renewal and the error kept in ``status()``; if the outage outlasts the TTL the
 instance drops out of the listing until a renewal gets through, which is what should
@@ -28,6 +29,7 @@ from typing import Final
 import msgspec
 
 from eventcore.errors import RegistryClosed, RegistryUnavailable, WorkerStopped
+from eventcore.instrumentation import Hooks, RegistrationRenewed, resolve
 from eventcore.leases import RENEWAL_FRACTION
 from eventcore.lifecycle import Readiness, stopped_within
 from eventcore.registry.directory import Directory
@@ -60,8 +62,18 @@ class RegistrationStatus(msgspec.Struct, frozen=True, kw_only=True):
 class Registration:
     """Keeps ``instance`` registered in ``directory`` while it runs; see the module."""
 
-    def __init__(self, directory: Directory, instance: Instance, *, ttl: float) -> None:
+    def __init__(
+        self,
+        directory: Directory,
+        instance: Instance,
+        *,
+        ttl: float,
+        backend: str = "memory",
+        hooks: Hooks | None = None,
+    ) -> None:
         self._directory = directory
+        self._backend = backend
+        self._hooks = resolve(hooks, "registration_renewed")
         self._instance = instance
         self._ttl = ttl
         self._stopping = asyncio.Event()
@@ -95,9 +107,11 @@ class Registration:
         await self._withdraw()
 
     async def _renew(self) -> None:
+        started = time.monotonic()
         try:
             await self._directory.announce(self._instance, self._ttl)
         except RegistryUnavailable as error:
+            self._report(error, started)
             self._last_error = str(error)
             _logger.warning(
                 "registering %s/%s failed: %s",
@@ -106,10 +120,23 @@ class Registration:
                 error,
             )
             return
+        self._report(None, started)
         self._renewals += 1
         self._renewed_at = time.monotonic()
         self._last_error = None
         self._readiness.set()
+
+    def _report(self, error: BaseException | None, started: float) -> None:
+        if self._hooks is not None:
+            self._hooks.registration_renewed(
+                RegistrationRenewed(
+                    service=self._instance.service,
+                    instance_id=self._instance.instance_id,
+                    backend=self._backend,
+                    error=error,
+                    seconds=time.monotonic() - started,
+                )
+            )
 
     async def _withdraw(self) -> None:
         if self._renewed_at is None:

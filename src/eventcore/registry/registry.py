@@ -16,6 +16,7 @@ from __future__ import annotations
 from types import TracebackType
 
 from eventcore.errors import DatabaseNotFound, InvalidInput, MissingDependency
+from eventcore.instrumentation import Hooks
 from eventcore.leases.protocol import check_ttl
 from eventcore.registry.directory import Directory, MemoryDirectory
 from eventcore.registry.instance import Instance
@@ -34,17 +35,20 @@ class Registry:
         #: ``memory``, ``sqlite`` or ``nats``.
         self.backend = backend
 
-    def register(self, instance: Instance, *, ttl: float = DEFAULT_TTL) -> Registration:
+    def register(
+        self, instance: Instance, *, ttl: float = DEFAULT_TTL, hooks: Hooks | None = None
+    ) -> Registration:
         """A ``Registration`` (a ``Worker``) that keeps ``instance`` listed while it
         runs, renewing it every ``ttl / 4`` seconds, and deregisters it when stopped.
         Run it in a task group, or ``async with`` it. A ``ttl`` that is not a number of
-        seconds in (0, ``MAX_TTL``] is ``InvalidInput``."""
+        seconds in (0, ``MAX_TTL``] is ``InvalidInput``. ``hooks``: where each renewal
+        is reported (default: the process's hooks)."""
         if not isinstance(instance, Instance):
             raise TypeError(f"expected an Instance, got {type(instance).__name__}")
         ttl = check_ttl(ttl)
         if ttl > MAX_TTL:
             raise InvalidInput(f"ttl must be at most {MAX_TTL:g} seconds, got {ttl:g}")
-        return Registration(self._directory, instance, ttl=ttl)
+        return Registration(self._directory, instance, ttl=ttl, backend=self.backend, hooks=hooks)
 
     async def discover(self, service: str) -> list[Instance]:
         """The live instances of ``service`` (``InvalidName`` if it cannot name one),
