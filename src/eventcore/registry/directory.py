@@ -83,11 +83,12 @@ class MemoryDirectory:
         self._check_open()
         await self._leases.heartbeat(instance.service, instance.instance_id, ttl)
         now = time.time()
+        for records in self._records.values():
+            for instance_id, record in list(records.items()):
+                if record.stale(now):
+                    del records[instance_id]
         records = self._records.setdefault(instance.service, {})
         records[instance.instance_id] = Record(instance, now, ttl)
-        for instance_id, record in list(records.items()):
-            if record.stale(now):
-                del records[instance_id]
 
     async def withdraw(self, instance: Instance) -> None:
         self._check_open()

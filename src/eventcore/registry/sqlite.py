@@ -197,7 +197,7 @@ class SqliteDirectory:
                 _Q["put"],
                 (instance.service, instance.instance_id, body, now, now + STALE_AFTER * ttl),
             )
-            connection.execute(_Q["sweep"], (instance.service, now))
+            connection.execute(_Q["sweep"], (now,))
 
         await self._writes.write(put)
 

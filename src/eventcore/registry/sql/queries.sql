@@ -5,7 +5,8 @@ ON CONFLICT (service, instance_id) DO UPDATE
 SET record = excluded.record, renewed_at = excluded.renewed_at, stale_at = excluded.stale_at;
 
 -- name: sweep
-DELETE FROM registry_instances WHERE service = ? AND stale_at < ?;
+-- Every service's: one whose instances all died has nobody left to sweep its own.
+DELETE FROM registry_instances WHERE stale_at < ?;
 
 -- name: remove
 DELETE FROM registry_instances WHERE service = ? AND instance_id = ?;
