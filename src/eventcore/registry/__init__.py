@@ -10,6 +10,9 @@
   out when its TTL runs out.
 - ``registry.discover(service)``, ``registry.services()``: the live instances, the
   services that have any.
+- ``Registrar(registry)``: ``await register(service, instance_id, address, ...)`` and
+  ``await deregister(service, instance_id)`` by call, for a runtime that owns no task
+  group for the registrations (each is still a ``Registration`` underneath).
 - ``RegistryResolver(registry)``: the resolver of ``eventcore.resilience.ServiceClient``.
 
 Errors: ``InvalidUrl``, ``InvalidName`` and ``InvalidInstance`` for bad input;
@@ -23,6 +26,7 @@ from eventcore.registry.instance import (
     Instance,
     check_instance_id,
 )
+from eventcore.registry.registrar import Registrar
 from eventcore.registry.registration import (
     DEFAULT_TTL,
     MAX_TTL,
@@ -41,6 +45,7 @@ __all__ = [
     "Directory",
     "Instance",
     "MemoryDirectory",
+    "Registrar",
     "Registration",
     "RegistrationStatus",
     "Registry",
