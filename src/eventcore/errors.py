@@ -16,6 +16,7 @@
     │   ├── InvalidName              a topic, consumer group or service name
     │   ├── InvalidSaga              a saga definition that cannot run
     │   ├── InvalidSagaInput         a saga start or operator action the saga refuses
+    │   ├── InvalidInstance          a service instance the registry refuses (a field too long...)
     │   ├── InvalidConfig            a configuration file (the federation hub's): every problem
     │   ├── InvalidSettings          a setting (argument, flag, environment variable) unusable
     │   └── BusRejected              the bus's server refused the request as it is (NATS 400)
@@ -40,6 +41,9 @@
     ├── BusError                     the message bus failed; the operation may be retried
     │   ├── BusUnavailable
     │   └── BusClosed
+    ├── RegistryError                the service registry's backend failed; it may be retried
+    │   ├── RegistryUnavailable
+    │   └── RegistryClosed
     ├── TransformFailed              a federation rule could not transform one event
     ├── CredentialsRefused           a server refused the credentials given: fix them
     ├── WorkerStopped                a worker was stopped before it was ready
@@ -85,6 +89,7 @@ __all__ = [
     "InvalidCommand",
     "InvalidConfig",
     "InvalidInput",
+    "InvalidInstance",
     "InvalidMessage",
     "InvalidName",
     "InvalidPayload",
@@ -97,6 +102,9 @@ __all__ = [
     "MissingDependency",
     "NotFound",
     "PayloadTooLarge",
+    "RegistryClosed",
+    "RegistryError",
+    "RegistryUnavailable",
     "ReplyTimeout",
     "RetriesExhausted",
     "SagaNotFound",
@@ -208,6 +216,16 @@ class InvalidName(InvalidInput):
         self.value = value
         self.reason = reason
         super().__init__(f"invalid {kind} {value!r}: {reason}")
+
+
+class InvalidInstance(InvalidInput):
+    """A service instance the registry refuses: ``field`` (``address``, ``version``,
+    ``metadata``...) and what is wrong with it. Nothing was registered."""
+
+    def __init__(self, field: str, reason: str) -> None:
+        self.field = field
+        self.reason = reason
+        super().__init__(f"invalid instance {field}: {reason}")
 
 
 class InvalidSaga(InvalidInput):
@@ -467,6 +485,19 @@ class CredentialsRefused(EventcoreError):
 class BusClosed(BusError):
     def __init__(self) -> None:
         super().__init__("the bus is closed")
+
+
+class RegistryError(EventcoreError):
+    """The service registry's backend failed. The operation may succeed if retried later."""
+
+
+class RegistryUnavailable(RegistryError):
+    """The registry's file or server could not be reached or gave up mid-operation."""
+
+
+class RegistryClosed(RegistryError):
+    def __init__(self) -> None:
+        super().__init__("the registry is closed")
 
 
 class TransformFailed(EventcoreError):
