@@ -18,6 +18,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "eventcore._version",
             "eventcore._checks",
             "eventcore._closing",
+            "eventcore.redaction",
             "eventcore.types",
             "eventcore.errors",
         ),
@@ -47,7 +48,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ),
     ("read side", ("eventcore.projection",)),
     ("messaging", ("eventcore.messaging",)),
-    ("coordination", ("eventcore.resilience", "eventcore.saga")),
+    ("coordination", ("eventcore.resilience", "eventcore.saga", "eventcore.registry")),
     ("federation", ("eventcore.federation",)),
     # Tracing, metrics and logs on the instrumentation seam: nothing below knows of them.
     ("observability", ("eventcore.observability",)),

@@ -1,15 +1,22 @@
-"""``eventcore serve`` as a real child process, for the tests that drive it over HTTP."""
+"""Serving in tests: ``eventcore serve`` as a real child process (``serving``), and an ASGI
+app served by uvicorn on a loopback port in the test's own loop (``served``)."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 import signal
+import socket
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+
+import uvicorn
+from starlette.types import ASGIApp
 
 import eventcore
 
@@ -74,3 +81,36 @@ def serving(*args: str, cwd: Path, spec: str = BANK, **env: str) -> Iterator[Ser
         if served.process.poll() is None:
             served.process.kill()
             served.process.communicate(timeout=30)
+
+
+# --- an ASGI app in the test's own loop (the security tests) ---
+
+
+class _QuietServer(uvicorn.Server):
+    # The test process keeps its own signal handling.
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+@contextlib.asynccontextmanager
+async def served(app: ASGIApp) -> AsyncIterator[str]:
+    """Serve ``app`` until the block ends; yields its base URL."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    config = uvicorn.Config(
+        app, lifespan="off", log_level="warning", access_log=False, timeout_graceful_shutdown=2
+    )
+    server = _QuietServer(config)
+    task = asyncio.create_task(server.serve(sockets=[sock]))
+    try:
+        while not server.started:
+            if task.done():
+                task.result()
+            await asyncio.sleep(0.005)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        await task

@@ -17,6 +17,7 @@ from eventcore.cli import (
     projections,
     sagas,
     serve,
+    services,
     streams,
 )
 from eventcore.cli.errors import OneLineErrors
@@ -40,6 +41,7 @@ app.add_typer(dlq.app, name="dlq")
 app.add_typer(federate.app, name="federate")
 app.add_typer(sagas.app, name="sagas")
 app.add_typer(contracts.app, name="contracts")
+app.add_typer(services.app, name="services")
 app.command("demo")(demo.demo)
 app.command("serve")(serve.serve)
 
@@ -60,7 +62,7 @@ def _root(
     ] = False,
 ) -> None:
     """Inspect event stores, follow the global log, repair sagas, check federation rules,
-    run the demo."""
+    list the services in a registry, run the demo."""
 
 
 def main() -> None:
