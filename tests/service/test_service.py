@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from eventcore.demo.bank import AccountOpened, OpenAccount, registry
-from eventcore.errors import WorkerStopped
+from eventcore.errors import InvalidUrl, WorkerStopped
 from eventcore.events import EventRegistry
 from eventcore.lifecycle import Readiness
 from eventcore.messaging.commands import CommandSender, Succeeded
@@ -19,6 +19,7 @@ from eventcore.messaging.memory import MemoryBus
 from eventcore.messaging.subscriber import Received
 from eventcore.messaging.topics import TopicMap
 from eventcore.projection import MemoryTarget, MemoryTransaction, Projection, handles
+from eventcore.registry import open_registry
 from eventcore.service import (
     InvalidService,
     Service,
@@ -250,11 +251,25 @@ async def test_an_instance_registers_once_started_and_deregisters_when_it_stops(
     assert registry_.calls[-1] == ("deregister", "bank", service.instance)
 
 
-async def test_a_registry_url_this_build_cannot_open_stops_the_start() -> None:
-    service = bank(registry="memory://")
-    with pytest.raises(InvalidService, match="registry"):
+async def test_a_registry_lists_the_instance_while_it_runs() -> None:
+    directory = await open_registry("memory://")
+    service = bank(registry=directory, version="3")
+    service.address = "http://127.0.0.1:9"
+    async with service:
+        [listed] = await directory.discover("bank")
+        assert listed.instance_id == service.instance
+        assert listed.address == "http://127.0.0.1:9"
+    assert await directory.discover("bank") == []
+    await directory.aclose()
+
+
+async def test_a_bad_registry_url_stops_the_start_before_anything_opens() -> None:
+    store = MemoryStore()
+    service = bank(store=store, registry="ftp://registry")
+    with pytest.raises(InvalidUrl):
         await service.start()
     assert service.state == "stopped"
+    assert await store.last_position() == 0
 
 
 async def test_commands_accepted_over_the_bus_are_answered_through_the_relay() -> None:

@@ -13,16 +13,16 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
 
 from eventcore.messaging import open_bus
 from eventcore.messaging.bus import Bus
 from eventcore.messaging.url import BusUrl
 from eventcore.projection import open_target
 from eventcore.projection.target import Target
+from eventcore.registry import Registry, RegistryUrl
 from eventcore.service.config import BUS_ENV, REGISTRY_ENV, STORE_ENV, setting
 from eventcore.service.errors import InvalidService
-from eventcore.service.registration import Registrar, open_registrar
+from eventcore.service.registration import Registrar, registrar_of
 from eventcore.store import EventStore, open_store
 from eventcore.store.url import StoreUrl
 
@@ -35,8 +35,8 @@ logger = logging.getLogger("eventcore.service")
 class Parts:
     store: EventStore
     bus: Bus | None
-    #: The service registry (a ``Registrar``), or None when the service registers nowhere.
-    registrar: Any
+    #: Where the service registers, or None when it registers nowhere.
+    registrar: Registrar | None
     #: Projection targets opened from URLs, by projection name.
     targets: dict[str, Target]
     owned: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
@@ -62,7 +62,7 @@ async def open_parts(
     *,
     store: str | EventStore | None,
     bus: str | Bus | None,
-    registry: str | Registrar | None,
+    registry: str | Registry | Registrar | None,
     target_urls: Mapping[str, str],
 ) -> Parts:
     store = store or setting(None, STORE_ENV)
@@ -76,12 +76,13 @@ async def open_parts(
         StoreUrl.parse(store)
     if isinstance(bus, str):
         BusUrl.parse(bus)
+    if isinstance(registry, str):
+        RegistryUrl.parse(registry)
     owned: list[Callable[[], Awaitable[None]]] = []
     try:
-        registrar: Any = registry
-        if isinstance(registry, str):
-            registrar = await open_registrar(registry)
-            closing = getattr(registrar, "aclose", None)
+        registrar: Registrar | None = None
+        if registry is not None:
+            registrar, closing = await registrar_of(registry)
             if closing is not None:
                 owned.append(closing)
         if isinstance(store, str):

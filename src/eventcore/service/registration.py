@@ -1,20 +1,21 @@
 """The seam between a service and a service registry: what ``Service`` needs of one.
 
-A registry given as an object needs ``register`` and ``deregister`` as below (heartbeats
-are the registry's own business: it keeps the instance's lease alive until deregistered
-or until the process dies and the TTL runs out). A registry given as a URL is opened with
-``eventcore.registry.open_registry`` when that package is installed with eventcore.
+A registry is given as a URL (opened with ``eventcore.registry.open_registry``), as an
+opened ``eventcore.registry.Registry``, or as any object with ``register`` and
+``deregister`` as below (``eventcore.registry.Registrar`` is one). Heartbeats are the
+registry's business: it keeps the instance listed until deregistered, or until the
+process dies and its TTL runs out.
 """
 
 from __future__ import annotations
 
-import importlib
-from collections.abc import Mapping
-from typing import Any, Protocol, runtime_checkable
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Protocol, runtime_checkable
 
-from eventcore.service.errors import InvalidService
+from eventcore.registry import Registrar as CallRegistrar
+from eventcore.registry import Registry, open_registry
 
-__all__ = ["Registrar", "open_registrar"]
+__all__ = ["Registrar", "registrar_of"]
 
 
 @runtime_checkable
@@ -32,12 +33,14 @@ class Registrar(Protocol):
     async def deregister(self, service: str, instance: str) -> None: ...
 
 
-async def open_registrar(url: str) -> Any:
-    """The registry at ``url``; ``InvalidService`` when this build has none."""
-    try:
-        module = importlib.import_module("eventcore.registry")
-    except ModuleNotFoundError as error:
-        raise InvalidService(
-            "a service registry URL was given, but this eventcore has no eventcore.registry"
-        ) from error
-    return await module.open_registry(url)
+async def registrar_of(
+    registry: str | Registry | Registrar,
+) -> tuple[Registrar, Callable[[], Awaitable[None]] | None]:
+    """The registrar of ``registry``, and how to close what was opened for it (None
+    when the caller owns it: a registry given opened is theirs to close)."""
+    if isinstance(registry, str):
+        opened = CallRegistrar(await open_registry(registry))
+        return opened, opened.aclose
+    if isinstance(registry, Registry):
+        return CallRegistrar(registry), None
+    return registry, None

@@ -45,6 +45,7 @@ from eventcore.messaging.topics import TopicMap
 from eventcore.pipeline import CommandResult
 from eventcore.projection import Projection
 from eventcore.projection.target import Target
+from eventcore.registry import Registry
 from eventcore.retry import RetryPolicy
 from eventcore.saga.definition import Saga
 from eventcore.service import declared
@@ -89,7 +90,7 @@ class Service:
         topics: TopicMap | None = None,
         store: str | EventStore | None = None,
         bus: str | Bus | None = None,
-        registry: str | Registrar | None = None,
+        registry: str | Registry | Registrar | None = None,
         version: str = "0",
         description: str = "",
         retry: RetryPolicy | None = None,
@@ -139,7 +140,7 @@ class Service:
         self._workers: list[tuple[str, Supervised]] = []
         self._tasks: list[asyncio.Task[None]] = []
         self._parts: Parts | None = None
-        self._registrar: Any = None
+        self._registrar: Registrar | None = None
         self._store: EventStore | None = None
         self._bus: Bus | None = None
         self._executor: Executor | None = None
