@@ -19,7 +19,9 @@ from eventcore.service import Service
 from eventcore.store import EventStore
 from eventcore.store.memory import MemoryStore
 from eventcore.testing import FaultPlan, FaultyStore
-from eventcore.web import PRINCIPAL, PROBLEM_BASE, PROBLEM_TYPE, create_app
+from eventcore.web import PROBLEM_BASE, PROBLEM_MEDIA_TYPE, create_app, security_middleware
+from eventcore.web.principal import Principal
+from eventcore.web.security import SecuritySettings
 
 
 def bank(store: EventStore | None = None, **options: Any) -> Service:
@@ -47,7 +49,7 @@ async def served() -> AsyncIterator[tuple[Service, httpx.AsyncClient]]:
 
 def assert_problem(response: httpx.Response, status: int, slug: str) -> dict[str, Any]:
     assert response.status_code == status, response.text
-    assert response.headers["content-type"] == PROBLEM_TYPE
+    assert response.headers["content-type"] == PROBLEM_MEDIA_TYPE
     body: dict[str, Any] = response.json()
     assert body["type"] == PROBLEM_BASE + slug
     assert body["status"] == status
@@ -192,22 +194,29 @@ async def test_reads_page_the_log_and_404_a_missing_stream(
     assert_problem(await client.get("/events", params={"after": "x"}), 422, "invalid-input")
 
 
-async def test_the_principal_a_middleware_set_is_the_events_actor() -> None:
-    class Principal:
-        def __init__(self, app: Any) -> None:
-            self.app = app
+KEYS = {"EVENTCORE_API_KEYS": "teller:teller-key-0123456789:teller,guest:guest-key-0123456789"}
 
-        async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-            scope[PRINCIPAL] = "alice"
-            await self.app(scope, receive, send)
 
-    from starlette.middleware import Middleware
+def tellers_only(principal: Principal, command: str) -> bool:
+    return "teller" in principal.roles
 
+
+async def test_behind_the_edge_the_caller_is_the_actor_and_the_hook_decides() -> None:
+    security = SecuritySettings.from_env(KEYS, authorize=tellers_only)
     async with (
         bank() as service,
-        await client_of(service, middleware=[Middleware(Principal)]) as client,
+        await client_of(service, middleware=security_middleware(security)) as client,
     ):
         body = {"account": "a", "initial_balance": 1}
-        assert (await client.post("/commands/OpenAccount", json=body)).status_code == 200
-        stream = (await client.get("/streams/a")).json()
-    assert stream["events"][0]["metadata"]["actor"] == "alice"
+        refused = await client.post("/commands/OpenAccount", json=body)
+        assert_problem(refused, 401, "unauthenticated")
+        guest = {"Authorization": "Bearer guest-key-0123456789"}
+        forbidden = await client.post("/commands/OpenAccount", json=body, headers=guest)
+        assert_problem(forbidden, 403, "forbidden")
+        assert await service.store.last_position() == 0
+        teller = {"Authorization": "Bearer teller-key-0123456789"}
+        accepted = await client.post("/commands/OpenAccount", json=body, headers=teller)
+        assert accepted.status_code == 200, accepted.text
+        stream = (await client.get("/streams/a", headers=teller)).json()
+        assert (await client.get("/health/live")).status_code == 200
+    assert stream["events"][0]["metadata"]["actor"] == "teller"

@@ -26,8 +26,11 @@ CHECKS = ",".join(
 
 def test_no_generated_request_gets_a_5xx_or_an_undocumented_answer(tmp_path: Path) -> None:
     store, bus = f"sqlite:///{tmp_path / 'bank.db'}", f"sqlite:///{tmp_path / 'bus.db'}"
-    with serving("--store", store, "--bus", bus, cwd=tmp_path) as served:
+    key = "fuzz-key-0123456789abcdef"
+    env = {"EVENTCORE_API_KEYS": f"fuzz:{key}"}
+    with serving("--store", store, "--bus", bus, cwd=tmp_path, **env) as served:
         fuzz = ["run", f"{served.url}/openapi.json", "--checks", CHECKS, "--seed", "14"]
+        fuzz += ["--header", f"Authorization: Bearer {key}"]
         done = subprocess.run(
             [sys.executable, "-m", "schemathesis.cli", *fuzz, "--max-examples", "40"],
             capture_output=True,

@@ -27,11 +27,20 @@ def urls(tmp_path: Path) -> tuple[str, str, str, str]:
     return "--store", store, "--bus", bus
 
 
+#: An operator's key for the tests that serve with authentication on.
+OPS_KEY = "ops-key-0123456789abcdef"
+OPS = {"Authorization": f"Bearer {OPS_KEY}"}
+
+
 def test_every_endpoint_answers_and_a_repeated_key_writes_once(tmp_path: Path) -> None:
+    keys = {"EVENTCORE_API_KEYS": f"ops:{OPS_KEY}"}
     with (
-        serving(*urls(tmp_path), cwd=tmp_path) as served,
-        httpx.Client(base_url=served.url) as http,
+        serving(*urls(tmp_path), cwd=tmp_path, **keys) as served,
+        httpx.Client(base_url=served.url, headers=OPS) as http,
     ):
+        assert http.get("/health/live", headers={"Authorization": ""}).status_code == 200
+        anonymous = httpx.post(f"{served.url}/commands/OpenAccount", json={})
+        assert anonymous.status_code == 401
         assert http.get("/health/live").json()["status"] == "alive"
         ready = http.get("/health/ready")
         assert ready.status_code == 200
@@ -44,7 +53,9 @@ def test_every_endpoint_answers_and_a_repeated_key_writes_once(tmp_path: Path) -
         assert again.json()["deduplicated"] is True
         assert again.json()["event_ids"] == first.json()["event_ids"]
         assert len(http.get("/events").json()["events"]) == 1
-        assert http.get("/streams/a").json()["version"] == 1
+        stream = http.get("/streams/a").json()
+        assert stream["version"] == 1
+        assert stream["events"][0]["metadata"]["actor"] == "ops"
         status = http.get("/status").json()
         assert status["service"] == "bank"
         assert {worker["name"] for worker in status["workers"]} == {"commands", "relay"}
@@ -103,7 +114,7 @@ async def test_sigterm_under_load_leaves_every_answered_command_whole_and_publis
     tmp_path: Path,
 ) -> None:
     args = urls(tmp_path)
-    with serving(*args, cwd=tmp_path) as served:
+    with serving(*args, "--dev", cwd=tmp_path) as served:
         limits = httpx.Limits(max_connections=CLIENTS, max_keepalive_connections=CLIENTS)
         async with httpx.AsyncClient(base_url=served.url, limits=limits, timeout=60) as http:
             for number in range(CLIENTS):
@@ -184,7 +195,7 @@ async def test_served_on_postgresql_and_nats_a_command_is_stored_and_published(
     store_url = f"{POSTGRES_URL}?schema=serve_{token}"
     bus_url = f"{NATS_URL}?namespace=s{token}"
     try:
-        with serving("--store", store_url, "--bus", bus_url, cwd=tmp_path) as served:
+        with serving("--store", store_url, "--bus", bus_url, "--dev", cwd=tmp_path) as served:
             async with httpx.AsyncClient(base_url=served.url) as http:
                 body = {"account": "a", "initial_balance": 1}
                 answer = await http.post("/commands/OpenAccount", json=body)
@@ -212,7 +223,7 @@ def test_a_port_in_use_is_a_one_line_error(tmp_path: Path) -> None:
         taken.listen()
         port = taken.getsockname()[1]
         done = subprocess.run(
-            [*EVENTCORE, "serve", BANK, "--port", str(port), *urls(tmp_path)],
+            [*EVENTCORE, "serve", BANK, "--port", str(port), "--dev", *urls(tmp_path)],
             capture_output=True,
             text=True,
             env=environment(),
@@ -225,7 +236,26 @@ def test_a_port_in_use_is_a_one_line_error(tmp_path: Path) -> None:
 
 
 def test_sigint_stops_it_as_sigterm_does(tmp_path: Path) -> None:
-    with serving(*urls(tmp_path), cwd=tmp_path) as served:
+    with serving(*urls(tmp_path), "--dev", cwd=tmp_path) as served:
         code, out, err = served.stop(signal.SIGINT)
     assert code == 0, err
     assert out.splitlines()[-1] == "serve: stopped"
+
+
+def test_outside_dev_mode_no_key_to_check_tokens_with_is_refused_before_it_starts(
+    tmp_path: Path,
+) -> None:
+    done = subprocess.run(
+        [*EVENTCORE, "serve", BANK, "--port", "0", *urls(tmp_path)],
+        capture_output=True,
+        text=True,
+        env=environment(),
+        cwd=tmp_path,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 2, done.stderr
+    [line] = done.stderr.strip().splitlines()
+    assert line.startswith("error: ")
+    assert done.stdout == ""
+    assert not (tmp_path / "bank.db").exists()

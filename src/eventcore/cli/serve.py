@@ -21,7 +21,8 @@ import typer
 
 from eventcore.cli.errors import reported
 from eventcore.cli.options import BUS_ENVVAR, ENVVAR, nonempty, url_option
-from eventcore.service import load_service
+from eventcore.errors import MissingDependency
+from eventcore.service import Service, load_service
 from eventcore.service.config import DEFAULT_HOST, DEFAULT_PORT, REGISTRY_ENV
 
 if TYPE_CHECKING:
@@ -94,16 +95,19 @@ def serve(
     with reported():
         service = load_service(spec)
         service.configure(store=store, bus=bus, registry=registry)
+        # Checked before anything starts: outside --dev, no key to check tokens with is
+        # an error, never a service open to all.
+        middleware = _security(service, dev)
         logging.basicConfig(level=logging.INFO if dev else logging.WARNING)
-        asyncio.run(_serve(service, host, port, dev))
+        asyncio.run(_serve(service, host, port, middleware, dev))
     print("serve: stopped", flush=True)
 
 
-async def _serve(service: object, host: str, port: int, dev: bool) -> None:
-    from eventcore.service import Service
+async def _serve(
+    service: Service, host: str, port: int, middleware: list[Middleware], dev: bool
+) -> None:
     from eventcore.web import serve as serve_web
 
-    assert isinstance(service, Service)
     service.use_default_hooks()
 
     def listening(bound_host: str, bound_port: int) -> None:
@@ -113,14 +117,21 @@ async def _serve(service: object, host: str, port: int, dev: bool) -> None:
         service,
         host=host,
         port=port,
-        middleware=_security(dev),
+        middleware=middleware,
         on_listening=listening,
         on_ready=lambda: print("serve: ready", flush=True),
         log_level="info" if dev else "warning",
     )
 
 
-def _security(dev: bool) -> list[Middleware]:
-    """The authentication and limits middleware: none yet (issue 14, item 5, plugs in
-    here; on by default, off under ``--dev``)."""
-    return []
+def _security(service: Service, dev: bool) -> list[Middleware]:
+    """Authentication, the service's authorisation hook and the request limits, from
+    ``EVENTCORE_*`` settings (docs/guides/security.md); under ``--dev`` nobody is asked
+    for a token, and the limits still hold."""
+    try:
+        from eventcore.web import security_middleware
+        from eventcore.web.security import SecuritySettings
+    except ImportError as error:
+        raise MissingDependency.of(error, "eventcore serve") from error
+
+    return security_middleware(SecuritySettings.from_env(dev=dev, authorize=service.authorize))

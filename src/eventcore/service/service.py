@@ -29,7 +29,7 @@ import functools
 import logging
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from types import TracebackType
 from typing import Any, Literal
 
@@ -100,6 +100,7 @@ class Service:
         backoff: tuple[float, float] = DEFAULT_BACKOFF,
         max_relay_lag: int = 10_000,
         max_projection_lag: int = 100_000,
+        authorize: Callable[[Any, str], bool | Awaitable[bool]] | None = None,
     ) -> None:
         if not name or not name.strip():
             raise InvalidService("a service needs a name")
@@ -117,6 +118,9 @@ class Service:
         self.grace = grace
         self.max_relay_lag = max_relay_lag
         self.max_projection_lag = max_projection_lag
+        #: Who may send which command over HTTP: ``(principal, command name) -> bool``
+        #: (``eventcore.web.auth.Authorizer``); None lets every authenticated caller.
+        self.authorize = authorize
         self.instance = uuid.uuid4().hex[:12]
         #: The address registered for this instance (``eventcore serve`` sets it).
         self.address = ""

@@ -2,24 +2,26 @@
 ``serve(service, host=, port=)``, which ``eventcore serve`` runs. Needs the ``runtime``
 extra (Starlette, uvicorn).
 
-Security plugs in as middleware: ``create_app(service, middleware=[...])`` and
-``serve(..., middleware=[...])`` wrap every route with it, outermost first. An
-authentication middleware puts the principal's name in ``scope[PRINCIPAL]``; it
-becomes the ``actor`` of the events a command writes."""
+Security is middleware: ``create_app(service, middleware=[...])`` and
+``serve(..., middleware=[...])`` wrap every route with it, outermost first;
+``security_middleware(settings)`` is eventcore's own (``eventcore.web.security``:
+authentication, per-command authorisation, request limits), which ``eventcore serve``
+puts in front unless ``--dev``. The authenticated principal is the ``actor`` of the
+events a command writes."""
 
-from eventcore.web.app import PRINCIPAL, create_app
+from eventcore.web.app import create_app
 from eventcore.web.asyncapi import asyncapi
 from eventcore.web.openapi import openapi
-from eventcore.web.problems import PROBLEM_BASE, PROBLEM_TYPE, Problem
-from eventcore.web.server import serve
+from eventcore.web.problems import PROBLEM_BASE, PROBLEM_MEDIA_TYPE, Problem
+from eventcore.web.server import security_middleware, serve
 
 __all__ = [
-    "PRINCIPAL",
     "PROBLEM_BASE",
-    "PROBLEM_TYPE",
+    "PROBLEM_MEDIA_TYPE",
     "Problem",
     "asyncapi",
     "create_app",
     "openapi",
+    "security_middleware",
     "serve",
 ]

@@ -7,10 +7,10 @@
 - ``GET /health/live``, ``GET /health/ready``, ``GET /status``, ``GET /metrics``;
 - ``GET /openapi.json``, ``GET /asyncapi.json``: the service's contracts.
 
-Authentication, authorisation and request limits are middleware given in
-``middleware`` (outermost first); the principal a middleware authenticated is read from
-``scope[PRINCIPAL]`` and stored as the events' ``actor``. Commands and reads pass the
-service's intake, so a draining service answers them 503 while probes still answer.
+Authentication, authorisation and request limits (``eventcore.web.security``) are
+middleware given in ``middleware``, outermost first; the principal the authentication
+authenticated (``principal_of``) becomes the events' ``actor``. Commands and reads pass
+the service's intake, so a draining service answers them 503 while probes still answer.
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ from eventcore.service import Service, readiness, status
 from eventcore.types import StreamId
 from eventcore.web.asyncapi import asyncapi
 from eventcore.web.openapi import openapi
+from eventcore.web.principal import actor_metadata, principal_of
 from eventcore.web.problems import problem, problem_of
 from eventcore.web.wire import (
     EventPage,
@@ -42,10 +43,7 @@ from eventcore.web.wire import (
     view_of,
 )
 
-__all__ = ["MAX_IDEMPOTENCY_KEY", "MAX_PAGE", "PRINCIPAL", "create_app"]
-
-#: The ASGI scope key an authentication middleware puts the principal's name under.
-PRINCIPAL = "eventcore.principal"
+__all__ = ["MAX_IDEMPOTENCY_KEY", "MAX_PAGE", "create_app"]
 #: The most events one ``GET /events`` page holds.
 MAX_PAGE = 1000
 #: The longest ``Idempotency-Key`` accepted.
@@ -106,12 +104,11 @@ class _Face:
                     request.url.path,
                 )
             command: Command[Any] = self.decoders[name].decode(await request.body())
-            principal = request.scope.get(PRINCIPAL)
             result = await self.service.execute(
                 command,
                 # Scoped by command: one key reused for another command is another request.
                 idempotency_key=None if key is None else f"http:{name}:{key}",
-                actor=principal if isinstance(principal, str) else None,
+                metadata=actor_metadata(principal_of(request)),
             )
         except Exception as error:
             # Every error becomes its problem answer; one not mapped is a logged 500.

@@ -12,7 +12,7 @@ import msgspec
 
 from eventcore._version import __version__
 from eventcore.service import Service
-from eventcore.web.problems import PROBLEM_TYPE, Problem
+from eventcore.web.problems import PROBLEM_MEDIA_TYPE, Problem
 from eventcore.web.wire import CommandAccepted, EventPage, StreamView, schema_hook
 
 __all__ = ["openapi"]
@@ -23,7 +23,7 @@ _REF = "#/components/schemas/{name}"
 def _problem(description: str) -> dict[str, Any]:
     return {
         "description": description,
-        "content": {PROBLEM_TYPE: {"schema": {"$ref": _REF.format(name="Problem")}}},
+        "content": {PROBLEM_MEDIA_TYPE: {"schema": {"$ref": _REF.format(name="Problem")}}},
     }
 
 
@@ -38,6 +38,28 @@ _HEALTH = {
     "description": "the named checks",
     "content": {"application/json": {"schema": {"type": "object"}}},
 }
+
+
+#: What the edge answers on any operation before it runs (``eventcore.web.security``):
+#: no or a bad token, a request over a limit, no answer in time.
+_EDGE = {
+    "401": "no token, or one that is not valid",
+    "408": "the body arrived too slowly",
+    "413": "the body is too large",
+    "431": "too many or too large headers",
+    "504": "no answer within the request deadline",
+}
+
+
+def _with_edge(operation: dict[str, Any], *, open_path: bool = False) -> dict[str, Any]:
+    responses = operation["responses"]
+    for status, description in _EDGE.items():
+        if status == "401" and open_path:
+            continue
+        responses.setdefault(status, _problem(description))
+    if open_path:
+        operation["security"] = []
+    return operation
 
 
 def openapi(service: Service) -> dict[str, Any]:
@@ -77,6 +99,7 @@ def openapi(service: Service) -> dict[str, Any]:
                 },
                 "responses": {
                     "200": _json("the command took effect", "CommandAccepted"),
+                    "403": _problem("the caller may not send this command"),
                     "404": _problem("no such command"),
                     "409": _problem("rejected by a business rule, or conflicts outlasted retries"),
                     "413": _problem("the body is too large"),
@@ -144,6 +167,9 @@ def openapi(service: Service) -> dict[str, Any]:
         if path == "/health/ready":
             responses["503"] = {**_HEALTH, "description": "a check failed, or draining"}
         paths[path] = {"get": {"tags": ["operations"], "responses": responses}}
+    for path, item in paths.items():
+        for operation in item.values():
+            _with_edge(operation, open_path=path == "/health/live")
     return {
         "openapi": "3.1.0",
         "info": {
@@ -153,5 +179,15 @@ def openapi(service: Service) -> dict[str, Any]:
             or f"The HTTP face of service {service.name} (eventcore {__version__}).",
         },
         "paths": paths,
-        "components": {"schemas": components},
+        "components": {
+            "schemas": components,
+            "securitySchemes": {
+                "bearer": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "an API key, or a JWT (docs/guides/security.md)",
+                }
+            },
+        },
+        "security": [{"bearer": []}],
     }

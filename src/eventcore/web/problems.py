@@ -26,13 +26,11 @@ from eventcore.errors import (
     StoreUnavailable,
 )
 from eventcore.service import ServiceDraining, UnknownCommand
+from eventcore.web.refusal import PROBLEM_BASE, PROBLEM_MEDIA_TYPE
 
-__all__ = ["PROBLEM_BASE", "PROBLEM_TYPE", "Problem", "problem", "problem_of"]
+__all__ = ["PROBLEM_BASE", "PROBLEM_MEDIA_TYPE", "Problem", "problem", "problem_of"]
 
 logger = logging.getLogger("eventcore.web")
-
-PROBLEM_BASE = "https://eventcore.dev/problems/"
-PROBLEM_TYPE = "application/problem+json"
 
 
 class Problem(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
@@ -68,7 +66,10 @@ def problem(slug: str, title: str, status: int, detail: str = "", instance: str 
     )
     headers = {"Retry-After": "1"} if status == 503 else None
     return Response(
-        msgspec.json.encode(body), status_code=status, media_type=PROBLEM_TYPE, headers=headers
+        msgspec.json.encode(body),
+        status_code=status,
+        media_type=PROBLEM_MEDIA_TYPE,
+        headers=headers,
     )
 
 

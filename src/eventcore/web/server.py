@@ -29,8 +29,11 @@ from starlette.middleware import Middleware
 
 from eventcore.service import InvalidService, Service
 from eventcore.web.app import create_app
+from eventcore.web.auth import AuthMiddleware
+from eventcore.web.limits import LimitsMiddleware
+from eventcore.web.security import SecuritySettings
 
-__all__ = ["serve"]
+__all__ = ["security_middleware", "serve"]
 
 logger = logging.getLogger("eventcore.web")
 
@@ -119,6 +122,15 @@ async def serve(
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.remove_signal_handler(sig)
         await service.aclose()
+
+
+def security_middleware(settings: SecuritySettings) -> list[Middleware]:
+    """eventcore's edge security as middleware for ``create_app``/``serve``: who may
+    call first, then what a request may cost (the order ``secure`` fixes)."""
+    return [
+        Middleware(AuthMiddleware, settings=settings.auth),
+        Middleware(LimitsMiddleware, limits=settings.limits),
+    ]
 
 
 async def _when_ready(service: Service, on_ready: Callable[[], None] | None) -> None:
