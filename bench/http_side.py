@@ -152,7 +152,8 @@ def eventcore(ctx: Context) -> float:
     port = _free_port()
     launch = "from eventcore.cli import main; main()"
     argv = [sys.executable, "-c", launch, "serve", "bench.http_service:service"]
-    argv += ["--port", str(port), "--store", ctx.backend.eventcore_url(ctx.workdir)]
+    # --dev: no bearer tokens, as the peer asks for none; the request limits still apply.
+    argv += ["--port", str(port), "--dev", "--store", ctx.backend.eventcore_url(ctx.workdir)]
     return _measure(argv, {}, ctx, port)
 
 
