@@ -259,3 +259,21 @@ def test_outside_dev_mode_no_key_to_check_tokens_with_is_refused_before_it_start
     assert line.startswith("error: ")
     assert done.stdout == ""
     assert not (tmp_path / "bank.db").exists()
+
+
+async def test_two_instances_are_listed_in_the_registry_until_each_stops(tmp_path: Path) -> None:
+    from eventcore.registry import open_registry
+
+    registry_url = f"sqlite:///{tmp_path / 'registry.db'}"
+    args = (*urls(tmp_path), "--dev", "--registry", registry_url)
+    with serving(*args, cwd=tmp_path) as one, serving(*args, cwd=tmp_path) as two:
+        registry = await open_registry(registry_url)
+        try:
+            listed = await registry.discover("bank")
+            assert sorted(each.address for each in listed) == sorted([one.url, two.url])
+            code, _, err = await asyncio.to_thread(one.stop)
+            assert code == 0, err
+            [left] = await registry.discover("bank")
+            assert left.address == two.url
+        finally:
+            await registry.aclose()
