@@ -258,6 +258,7 @@ async def test_a_registry_lists_the_instance_while_it_runs() -> None:
     async with service:
         [listed] = await directory.discover("bank")
         assert listed.instance_id == service.instance
+        assert len((await status(service)).registrations) == 1
         assert listed.address == "http://127.0.0.1:9"
     assert await directory.discover("bank") == []
     await directory.aclose()

@@ -52,6 +52,8 @@ class ServiceStatus(msgspec.Struct, frozen=True, kw_only=True):
     commands: tuple[str, ...]
     workers: tuple[WorkerHealth, ...]
     dead_letters: int | None
+    #: How this instance stands in the service registry (empty when it registers nowhere).
+    registrations: tuple[Any, ...] = ()
 
 
 async def _reachable(name: str, probe: Awaitable[Any]) -> Check:
@@ -134,4 +136,5 @@ async def status(service: Service) -> ServiceStatus:
         commands=tuple(sorted(service.command_types)),
         workers=tuple(service.workers()),
         dead_letters=letters,
+        registrations=tuple(service.registrations()),
     )

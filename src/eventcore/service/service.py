@@ -272,6 +272,12 @@ class Service:
         """Every supervised worker's health, in start order."""
         return [supervised.status() for _, supervised in self._workers]
 
+    def registrations(self) -> list[Any]:
+        """How this instance's registrations stand, when its registry says
+        (``eventcore.registry.Registrar.statuses``); else []."""
+        statuses = getattr(self._registrar, "statuses", None)
+        return list(statuses()) if callable(statuses) else []
+
     def relay(self) -> Relay | None:
         """The relay running now (None without a bus, before start, between crashes)."""
         for _, supervised in self._workers:
