@@ -503,6 +503,9 @@ ENVIRONMENT = {
     "EVENTCORE_BUS": "",
     "EVENTCORE_TARGET": "",
     "EVENTCORE_REGISTRY": "",
+    # ``serve`` checks its security settings first; with a key it goes on to check the
+    # values the fuzz gives it.
+    "EVENTCORE_API_KEYS": "fuzz:fuzz-key-0123456789abcdef",
 }
 
 
