@@ -5,7 +5,11 @@ admitted work finish and publishes everything committed."""
 from __future__ import annotations
 
 import asyncio
+import signal
+import subprocess
+import sys
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,6 +18,7 @@ from eventcore.demo.bank import AccountOpened, OpenAccount, registry
 from eventcore.errors import InvalidUrl, WorkerStopped
 from eventcore.events import EventRegistry
 from eventcore.lifecycle import Readiness
+from eventcore.messaging import open_bus
 from eventcore.messaging.commands import CommandSender, Succeeded
 from eventcore.messaging.memory import MemoryBus
 from eventcore.messaging.subscriber import Received
@@ -30,6 +35,7 @@ from eventcore.service import (
 )
 from eventcore.store.memory import MemoryStore
 from eventcore.types import StoredEvent, StreamId
+from tests.web.serving import environment
 
 
 def bank(**options: Any) -> Service:
@@ -305,3 +311,47 @@ async def test_a_service_given_no_urls_takes_them_from_the_environment(
     async with service:
         assert service.bus is not None
         assert (await status(service)).store != ""
+
+
+RUN_UNTIL_SIGNAL = """
+import asyncio, sys
+from eventcore.demo.bank import OpenAccount
+from eventcore.demo.bank_service import service
+from eventcore.types import StreamId
+
+async def main():
+    running = asyncio.create_task(service.run())
+    await service.ready()
+    await service.execute(OpenAccount(account=StreamId("a"), initial_balance=1))
+    print("ready", flush=True)
+    await running
+    print("stopped", service.state, flush=True)
+
+asyncio.run(main())
+"""
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+async def test_run_drains_and_returns_on_a_signal(tmp_path: Path, sig: signal.Signals) -> None:
+    store, bus = f"sqlite:///{tmp_path / 'bank.db'}", f"sqlite:///{tmp_path / 'bus.db'}"
+    env = {**environment(), "EVENTCORE_STORE": store, "EVENTCORE_BUS": bus}
+    process = subprocess.Popen(  # noqa: ASYNC220 - read line by line, as the child writes
+        [sys.executable, "-c", RUN_UNTIL_SIGNAL],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stdout is not None
+    assert (await asyncio.to_thread(process.stdout.readline)).strip() == "ready"
+    process.send_signal(sig)
+    out, err = await asyncio.to_thread(process.communicate, timeout=60)
+    assert process.returncode == 0, err
+    assert out.strip() == "stopped stopped"
+    opened = await open_bus(bus, create=False)
+    try:
+        checkpoint = await opened.load_checkpoint("bank")
+    finally:
+        await opened.aclose()
+    assert checkpoint is not None
+    assert checkpoint.position == 1

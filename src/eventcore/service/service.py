@@ -25,8 +25,10 @@ deregister → close the bus and the store it opened.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
+import signal
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -34,6 +36,7 @@ from types import TracebackType
 from typing import Any, Literal
 
 from eventcore.command import Command
+from eventcore.errors import WorkerStopped
 from eventcore.events import EventRegistry
 from eventcore.executor import Executor
 from eventcore.instrumentation import Hooks
@@ -150,6 +153,7 @@ class Service:
         self._executor: Executor | None = None
         self._started_at: float | None = None
         self._stop_requested = asyncio.Event()
+        self._started = asyncio.Event()
 
     # --- declaring ---------------------------------------------------------------------
 
@@ -303,6 +307,8 @@ class Service:
             await self._close_resources()
             self._state = "stopped"
             raise
+        finally:
+            self._started.set()
         self._started_at = time.time()
         for _, supervised in self._workers:
             self._tasks.append(asyncio.create_task(supervised.run(), name=supervised.name))
@@ -310,7 +316,12 @@ class Service:
             await self.register()
 
     async def ready(self) -> None:
-        """Return once every worker is ready (then stays so; crashes show in health)."""
+        """Return once the service has started and every worker is ready (then stays
+        so; crashes show in health). ``WorkerStopped`` if it stopped, or failed to
+        start, first."""
+        await self._started.wait()
+        if self._state == "stopped":
+            raise WorkerStopped(f"service {self.name!r}")
         await asyncio.gather(*(supervised.ready() for _, supervised in self._workers))
         if self._state == "starting":
             self._state = "ready"
@@ -434,15 +445,25 @@ class Service:
         return found
 
     def stop(self) -> None:
-        """Ask ``run()`` to drain and return (a signal handler calls this)."""
+        """Ask ``run()`` to drain and return (SIGTERM and SIGINT call this)."""
         self._stop_requested.set()
 
     async def run(self) -> None:
-        """Start, run until ``stop()``, then drain and close."""
-        await self.start()
+        """Start, run until ``stop()``, SIGTERM or SIGINT, then drain and close (a
+        service without an HTTP face; ``eventcore serve`` runs one with)."""
+        loop = asyncio.get_running_loop()
+        handled: list[signal.Signals] = []
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            # Only the main thread's loop can take signals; elsewhere stop() is the way.
+            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+                loop.add_signal_handler(sig, self.stop)
+                handled.append(sig)
         try:
+            await self.start()
             await self._stop_requested.wait()
         finally:
+            for sig in handled:
+                loop.remove_signal_handler(sig)
             await self.aclose()
 
     async def drain(self) -> bool:
