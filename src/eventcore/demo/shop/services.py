@@ -1,0 +1,129 @@
+"""Each shop service's pieces, wired from a store and a bus (and what it calls).
+
+One function per service builds what that service runs — its relay and topic map, the
+commands it takes over the bus, its subscriptions, sagas and projections — and returns
+them as ``ServiceParts``. The in-process runner runs every service's parts in one
+process; a ``Service`` of the runtime wraps the same parts, one process each.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from eventcore import (
+    EventRegistry,
+    EventStore,
+    Executor,
+    ProjectionRunner,
+    Relay,
+    Source,
+    TopicMap,
+    Worker,
+)
+from eventcore.demo.shop import analytics, inventory, orders, payments, shipping
+from eventcore.demo.shop.saga import CardPayments, OrderData, order_saga
+from eventcore.messaging.bus import Bus
+from eventcore.messaging.commands import COMMAND_EVENTS
+from eventcore.projection import Target
+from eventcore.resilience import ServiceClient
+from eventcore.saga import SAGA_EVENTS, Saga, SagaWorker
+
+__all__ = [
+    "OrdersParts",
+    "ServiceParts",
+    "analytics_service",
+    "inventory_service",
+    "orders_service",
+    "payments_service",
+    "shipping_service",
+]
+
+
+@dataclass
+class ServiceParts:
+    """What one service runs: ``workers`` (its relay first, when it has one), over
+    ``store``, with ``executor`` for its commands."""
+
+    name: str
+    store: EventStore
+    executor: Executor
+    workers: list[Worker[Any]] = field(default_factory=list)
+
+
+@dataclass(kw_only=True)
+class OrdersParts(ServiceParts):
+    """The orders service's parts, with its saga and the worker that drives it."""
+
+    saga: Saga[OrderData]
+    sagas: SagaWorker
+
+
+def _relay(store: EventStore, bus: Bus, topics: TopicMap, service: str) -> Relay:
+    # Every service that answers commands or publishes events needs its relay: replies
+    # and saga requests leave through the outbox like any event.
+    return Relay(store, bus, topics, service=service)
+
+
+def orders_service(
+    store: EventStore, bus: Bus, payments_api: CardPayments, *, step_timeout: float = 30.0
+) -> OrdersParts:
+    """Orders: publishes its events on the orders topic, owns the order saga (started
+    from ``OrderPlaced`` on that topic, its accept/complete/cancel steps run here)."""
+    registry = EventRegistry([*orders.EVENTS, *SAGA_EVENTS, *COMMAND_EVENTS])
+    executor = Executor(store, registry)
+    saga = order_saga(payments_api, timeout=step_timeout)
+    sagas = SagaWorker(
+        store,
+        bus,
+        [saga],
+        service=orders.SERVICE,
+        registry=registry,
+        executor=executor,
+        start_topics=[orders.ORDERS_TOPIC],
+    )
+    relay = _relay(store, bus, orders.orders_topics(), orders.SERVICE)
+    return OrdersParts(orders.SERVICE, store, executor, [relay, sagas], saga=saga, sagas=sagas)
+
+
+def inventory_service(store: EventStore, bus: Bus) -> ServiceParts:
+    """Inventory: takes the saga's reserve and release commands over the bus; ships a
+    completed order's stock from its subscription to the orders topic."""
+    executor = Executor(store, EventRegistry([*inventory.EVENTS, *COMMAND_EVENTS]))
+    workers: list[Worker[Any]] = [
+        _relay(store, bus, TopicMap(), inventory.SERVICE),
+        inventory.inventory_receiver(bus, executor),
+        inventory.inventory_subscriber(bus, executor),
+    ]
+    return ServiceParts(inventory.SERVICE, store, executor, workers)
+
+
+def payments_service(
+    store: EventStore, client: ServiceClient
+) -> tuple[ServiceParts, payments.Payments]:
+    """Payments: no worker of its own yet; ``Payments`` is what the saga calls, and it
+    calls the card gateway through ``client``."""
+    executor = Executor(store, payments.payments_registry())
+    return ServiceParts(payments.SERVICE, store, executor), payments.Payments(executor, client)
+
+
+def shipping_service(store: EventStore, bus: Bus) -> ServiceParts:
+    """Shipping: takes the saga's book and cancel commands over the bus."""
+    executor = Executor(store, EventRegistry([*shipping.EVENTS, *COMMAND_EVENTS]))
+    workers: list[Worker[Any]] = [
+        _relay(store, bus, TopicMap(), shipping.SERVICE),
+        shipping.shipping_receiver(bus, executor),
+    ]
+    return ServiceParts(shipping.SERVICE, store, executor, workers)
+
+
+def analytics_service(store: EventStore, bus: Bus, target: Target) -> ServiceParts:
+    """Analytics: records the hub's copies of the orders' events (its subscription), and
+    projects its own store into the ``sales`` view on ``target``."""
+    registry = analytics.analytics_registry()
+    executor = Executor(store, registry)
+    report = ProjectionRunner(
+        analytics.SalesReport(), target, Source(analytics.SERVICE, store, registry)
+    )
+    workers: list[Worker[Any]] = [analytics.analytics_subscriber(bus, executor), report]
+    return ServiceParts(analytics.SERVICE, store, executor, workers)
