@@ -18,13 +18,15 @@ __all__ = ["HUB_CONFIG", "analytics_hub", "hub_config"]
 HUB_CONFIG = "hub.toml"
 
 
-def hub_config(bus_url: str, hash_key: str) -> HubConfig:
-    """The hub's rules, with the bus URL and the hashing key they read from the
-    environment given here instead (``InvalidConfig`` if the key is too short)."""
+def hub_config(hash_key: str, bus_url: str = "memory://") -> HubConfig:
+    """The hub's rules, with the hashing key and the bus URL they read from the
+    environment given here instead (``InvalidConfig`` if the key is too short). The URL
+    matters only to a hub that opens its bus (``eventcore federate run``); one given an
+    open bus never reads it."""
     with as_file(files(__package__ or "eventcore.demo.shop") / HUB_CONFIG) as path:
         return load_config(path, environ={"SHOP_BUS_URL": bus_url, "SHOP_HASH_KEY": hash_key})
 
 
-def analytics_hub(bus: Bus, bus_url: str, hash_key: str, **options: object) -> Hub:
-    """The hub routing the orders topic to analytics on ``bus`` (opened at ``bus_url``)."""
-    return Hub(hub_config(bus_url, hash_key), {"shop": bus}, **options)  # type: ignore[arg-type]
+def analytics_hub(bus: Bus, hash_key: str, **options: object) -> Hub:
+    """The hub routing the orders topic to analytics on ``bus``."""
+    return Hub(hub_config(hash_key), {"shop": bus}, **options)  # type: ignore[arg-type]

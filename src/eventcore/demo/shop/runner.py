@@ -37,9 +37,10 @@ from eventcore.demo.shop.services import (
     payments_service,
     shipping_service,
 )
+from eventcore.federation import Hub
 from eventcore.lifecycle import running
 from eventcore.messaging.bus import Bus
-from eventcore.projection import open_target
+from eventcore.projection import Target, open_target
 from eventcore.resilience import BreakerPolicy, ServiceClient, StaticResolver
 from eventcore.retry import RetryPolicy
 from eventcore.saga import ENDED, SagaState, SagaWorker
@@ -68,6 +69,9 @@ GOOD_CARDS = ("4242424242424242", "5555555555554444")
 DECLINED_CARD = "4000000000000002"
 #: A country no carrier delivers to.
 NOWHERE = "AQ"
+#: Payments' circuit breaker around the gateway: quick to open and to probe again, as
+#: the demo's outages are short.
+GATEWAY_BREAKER = BreakerPolicy(consecutive_failures=5, reset_timeout=0.5, call_timeout=2.0)
 
 
 @dataclass(frozen=True)
@@ -138,6 +142,7 @@ class RunningShop:
     parts: dict[str, ServiceParts]
     sagas: SagaWorker
     gateway: CardGateway
+    hub: Hub
     placed_at: dict[str, float] = field(default_factory=dict)
     ended_at: dict[str, tuple[float, str]] = field(default_factory=dict)
     _ended: asyncio.Condition = field(default_factory=asyncio.Condition)
@@ -217,17 +222,32 @@ async def running_shop(
             stack.push_async_callback(stores[name].aclose)
         target = await open_target(site.views)
         stack.push_async_callback(target.aclose)
+        shop = running_shop_on(
+            bus, stores, target, faults=faults, hash_key=hash_key, step_timeout=step_timeout
+        )
+        yield await stack.enter_async_context(shop)
 
+
+@asynccontextmanager
+async def running_shop_on(
+    bus: Bus,
+    stores: Mapping[str, EventStore],
+    views: Target,
+    *,
+    faults: GatewayFaults | None = None,
+    hash_key: str | None = None,
+    step_timeout: float = 30.0,
+) -> AsyncIterator[RunningShop]:
+    """The shop on a bus and stores already open (a store per service of
+    ``SERVICES``; the caller closes them), with analytics' view on ``views``."""
+    async with AsyncExitStack() as stack:
         gateway = CardGateway(faults or GatewayFaults())
         gateway_url = await stack.enter_async_context(serve_gateway(gateway))
         client = ServiceClient(
             StaticResolver({payments.GATEWAY: [gateway_url]}),
             timeout=5.0,
             retry=RetryPolicy(max_attempts=3, initial_delay=0.05, max_delay=0.2),
-            # Quick to open and to probe again: the demo's outages are short.
-            breaker_policy=BreakerPolicy(
-                consecutive_failures=5, reset_timeout=0.5, call_timeout=2.0
-            ),
+            breaker_policy=GATEWAY_BREAKER,
         )
         await stack.enter_async_context(client)
 
@@ -240,13 +260,13 @@ async def running_shop(
             inventory.SERVICE: inventory_service(stores[inventory.SERVICE], bus),
             payments.SERVICE: payments_parts,
             shipping.SERVICE: shipping_service(stores[shipping.SERVICE], bus),
-            analytics.SERVICE: analytics_service(stores[analytics.SERVICE], bus, target),
+            analytics.SERVICE: analytics_service(stores[analytics.SERVICE], bus, views),
         }
-        hub = analytics_hub(bus, site.bus, hash_key or secrets.token_hex(32))
+        hub = analytics_hub(bus, hash_key or secrets.token_hex(32))
         workers: list[Worker[Any]] = [hub]
         for service in parts.values():
             workers.extend(service.workers)
-        shop = RunningShop(bus, stores, parts, orders_parts.sagas, gateway)
+        shop = RunningShop(bus, dict(stores), parts, orders_parts.sagas, gateway, hub)
         orders_parts.sagas.index.listen(shop._seen)
         async with running(*workers):
             await shop.stock_up()
