@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 from eventcore.demo.shop.gateway import GatewayFaults
 from eventcore.demo.shop.runner import SERVICES, RunningShop, running_shop_on
@@ -29,9 +30,10 @@ SITES = {
 
 @asynccontextmanager
 async def shop_on(
-    site: str, workdir: Path, faults: GatewayFaults | None = None
+    site: str, workdir: Path, faults: GatewayFaults | None = None, **options: Any
 ) -> AsyncIterator[RunningShop]:
-    """The shop running on ``site``'s backends, in ``workdir``."""
+    """The shop running on ``site``'s backends, in ``workdir``; ``options`` go to
+    ``running_shop_on``."""
     bus_name, store_name = SITES[site]
     bus_backend, store_backend = BUSES[bus_name], BACKENDS[store_name]
     reason = bus_unavailable(bus_backend) or store_unavailable(store_backend)
@@ -51,4 +53,6 @@ async def shop_on(
             stores[service] = await stack.enter_async_context(store_backend.open(store_dir))
         views = await open_target(f"sqlite://{workdir / 'views.db'}")
         stack.push_async_callback(views.aclose)
-        yield await stack.enter_async_context(running_shop_on(bus, stores, views, faults=faults))
+        yield await stack.enter_async_context(
+            running_shop_on(bus, stores, views, faults=faults, **options)
+        )

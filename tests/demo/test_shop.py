@@ -22,6 +22,7 @@ from eventcore.demo.shop.runner import (
     place_orders,
 )
 from eventcore.demo.shop.saga import SAGA_TYPE
+from eventcore.retry import RetryPolicy
 from eventcore.saga import SagaState
 from tests.demo.shop_sites import SITES, shop_on
 
@@ -149,4 +150,27 @@ async def test_a_slow_and_flaky_gateway_changes_nothing_that_matters(tmp_path: P
     async with shop_on("sqlite", tmp_path, faults) as shop:
         await place_orders(shop, plan, timeout=50)
         verdict = await check_invariants(shop.stores)
+    assert verdict.holds, "\n".join(verdict.lines())
+
+
+async def test_a_refund_the_gateway_keeps_refusing_is_stuck_until_an_operator_retries_it(
+    tmp_path: Path,
+) -> None:
+    faults = GatewayFaults(refunds_down=True)
+    twice = RetryPolicy(max_attempts=2, initial_delay=0.05, max_delay=0.05)
+    async with shop_on("memory", tmp_path, faults, compensation_retry=twice) as shop:
+        stuck = await _ended(shop, _order("stuck", country=NOWHERE))
+        faults.refunds_down = False
+        # The operator waits for the gateway to be back: by then payments' breaker,
+        # opened by the refusals, lets a probe through.
+        await asyncio.sleep(GATEWAY_BREAKER.reset_timeout)
+        retried = await shop.sagas.manager.retry("stuck", operator="ops", note="refunds back")
+        done = await shop.sagas.wait(SAGA_TYPE, "stuck", after=retried, timeout=30)
+        await shop.settle(10)
+        verdict = await check_invariants(shop.stores)
+    assert stuck.status == "stuck"
+    # Refused by the gateway, then by payments' breaker once it opened.
+    assert (stuck.stuck_reason or "").startswith("compensating 'charge' failed 2 times; last: ")
+    assert done.status == "compensated"
+    assert done.compensated == ("charge", "reserve", "accept")
     assert verdict.holds, "\n".join(verdict.lines())

@@ -33,12 +33,14 @@ DECLINED_SUFFIX = "0002"
 @dataclass
 class GatewayFaults:
     """How the gateway misbehaves: a share of requests ``slow`` by ``slow_seconds``, a
-    share refused with a 503 (``flaky``), everything refused while ``down``."""
+    share refused with a 503 (``flaky``), everything refused while ``down``, refunds
+    alone while ``refunds_down``."""
 
     slow: float = 0.0
     slow_seconds: float = 0.05
     flaky: float = 0.0
     down: bool = False
+    refunds_down: bool = False
     seed: int = 0
     rng: random.Random = field(init=False)
 
@@ -84,7 +86,7 @@ class CardGateway:
         return answer
 
     async def refund(self, key: str, charge_id: str) -> tuple[int, dict[str, object]]:
-        if await self._misbehave():
+        if self.faults.refunds_down or await self._misbehave():
             return 503, {"reason": "the card processor is unavailable"}
         answer = self.refunds.get(key)
         if answer is None:

@@ -237,9 +237,11 @@ async def running_shop_on(
     faults: GatewayFaults | None = None,
     hash_key: str | None = None,
     step_timeout: float = 30.0,
+    compensation_retry: RetryPolicy | None = None,
 ) -> AsyncIterator[RunningShop]:
     """The shop on a bus and stores already open (a store per service of
-    ``SERVICES``; the caller closes them), with analytics' view on ``views``."""
+    ``SERVICES``; the caller closes them), with analytics' view on ``views``.
+    ``step_timeout`` and ``compensation_retry`` go to the order saga (``order_saga``)."""
     async with AsyncExitStack() as stack:
         gateway = CardGateway(faults or GatewayFaults())
         gateway_url = await stack.enter_async_context(serve_gateway(gateway))
@@ -253,7 +255,11 @@ async def running_shop_on(
 
         payments_parts, card_payments = payments_service(stores[payments.SERVICE], client)
         orders_parts = orders_service(
-            stores[orders.SERVICE], bus, card_payments, step_timeout=step_timeout
+            stores[orders.SERVICE],
+            bus,
+            card_payments,
+            step_timeout=step_timeout,
+            compensation_retry=compensation_retry,
         )
         parts: dict[str, ServiceParts] = {
             orders.SERVICE: orders_parts,

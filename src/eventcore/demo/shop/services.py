@@ -27,6 +27,7 @@ from eventcore.messaging.bus import Bus
 from eventcore.messaging.commands import COMMAND_EVENTS
 from eventcore.projection import Target
 from eventcore.resilience import ServiceClient
+from eventcore.retry import RetryPolicy
 from eventcore.saga import SAGA_EVENTS, Saga, SagaWorker
 
 __all__ = [
@@ -70,13 +71,18 @@ def _relay(store: EventStore, bus: Bus, topics: TopicMap, service: str) -> Relay
 
 
 def orders_service(
-    store: EventStore, bus: Bus, payments_api: CardPayments, *, step_timeout: float = 30.0
+    store: EventStore,
+    bus: Bus,
+    payments_api: CardPayments,
+    *,
+    step_timeout: float = 30.0,
+    compensation_retry: RetryPolicy | None = None,
 ) -> OrdersParts:
     """Orders: publishes its events on the orders topic, owns the order saga (started
     from ``OrderPlaced`` on that topic, its accept/complete/cancel steps run here)."""
     registry = EventRegistry([*orders.EVENTS, *SAGA_EVENTS, *COMMAND_EVENTS])
     executor = Executor(store, registry)
-    saga = order_saga(payments_api, timeout=step_timeout)
+    saga = order_saga(payments_api, timeout=step_timeout, compensation_retry=compensation_retry)
     sagas = SagaWorker(
         store,
         bus,
