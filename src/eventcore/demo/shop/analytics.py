@@ -131,7 +131,7 @@ class RecordSale(Command[int]):
         return {self.sale: [self.event]}
 
 
-def analytics_subscriber(bus: Bus, executor: Executor, **options: object) -> Subscriber:
+def analytics_subscriber(bus: Bus, executor: Executor) -> Subscriber:
     """Analytics' subscription to the hub's copies of the orders service's events."""
 
     async def placed(received: Received[PlacedCopy]) -> None:
@@ -157,7 +157,6 @@ def analytics_subscriber(bus: Bus, executor: Executor, **options: object) -> Sub
         {PlacedCopy: placed, CompletedCopy: completed, CancelledCopy: cancelled},
         group=SERVICE,
         registry=EventRegistry([PlacedCopy, CompletedCopy, CancelledCopy]),
-        **options,  # type: ignore[arg-type]
     )
 
 

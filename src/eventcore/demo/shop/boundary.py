@@ -27,6 +27,6 @@ def hub_config(hash_key: str, bus_url: str = "memory://") -> HubConfig:
         return load_config(path, environ={"SHOP_BUS_URL": bus_url, "SHOP_HASH_KEY": hash_key})
 
 
-def analytics_hub(bus: Bus, hash_key: str, **options: object) -> Hub:
+def analytics_hub(bus: Bus, hash_key: str) -> Hub:
     """The hub routing the orders topic to analytics on ``bus``."""
-    return Hub(hub_config(hash_key), {"shop": bus}, **options)  # type: ignore[arg-type]
+    return Hub(hub_config(hash_key), {"shop": bus})

@@ -37,6 +37,7 @@ __all__ = [
     "StockReserved",
     "StockShipped",
     "inventory_receiver",
+    "inventory_registry",
     "inventory_subscriber",
     "stock_stream",
 ]
@@ -185,18 +186,17 @@ def reserved_result(command: ReserveStock, events: tuple[Event, ...]) -> dict[st
     return {"ref": f"reservation-{command.order_id}"}
 
 
-def inventory_receiver(bus: Bus, executor: Executor, **options: object) -> CommandReceiver:
+def inventory_receiver(bus: Bus, executor: Executor) -> CommandReceiver:
     """The commands inventory takes from other services over the bus: the order saga's."""
     return CommandReceiver(
         bus,
         executor,
         {ReserveStock: reserved_result, ReleaseStock: None},
         service=SERVICE,
-        **options,  # type: ignore[arg-type]
     )
 
 
-def inventory_subscriber(bus: Bus, executor: Executor, **options: object) -> Subscriber:
+def inventory_subscriber(bus: Bus, executor: Executor) -> Subscriber:
     """Inventory's subscription to the orders topic: a completed order's stock ships."""
 
     async def on_completed(received: Received[OrderCompleted]) -> None:
@@ -211,7 +211,6 @@ def inventory_subscriber(bus: Bus, executor: Executor, **options: object) -> Sub
         group=SERVICE,
         # Every type the topic carries: one it did not know would be parked as drift.
         registry=EventRegistry(PUBLISHED),
-        **options,  # type: ignore[arg-type]
     )
 
 

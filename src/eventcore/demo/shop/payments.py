@@ -145,7 +145,9 @@ class Payments:
     service name ``GATEWAY`` by default) to the card gateway.
     """
 
-    def __init__(self, executor: Executor, client: ServiceClient, *, gateway: str = GATEWAY):
+    def __init__(
+        self, executor: Executor, client: ServiceClient, *, gateway: str = GATEWAY
+    ) -> None:
         self._executor = executor
         self._client = client
         self._gateway = gateway

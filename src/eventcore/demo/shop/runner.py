@@ -170,7 +170,8 @@ class RunningShop:
             await self._ended.wait_for(lambda: all(i in self.ended_at for i in order_ids))
 
     async def caught_up(self) -> bool:
-        """Whether inventory and analytics have consumed every ended order's events."""
+        """Whether inventory and analytics have consumed every ended order's events
+        (analytics' projection aside: ``settle`` waits for it too)."""
         totals = await analytics.sales_totals(self.stores[analytics.SERVICE])
         completed = sum(status == "completed" for _, status in self.ended_at.values())
         shipped_orders: set[str] = set()
@@ -190,6 +191,8 @@ class RunningShop:
                 # Woken by analytics' next sale event; inventory is checked at least
                 # every tenth of a second.
                 await sales.wait_for_events(await sales.last_position(), 0.1)
+            for projection in self.parts[analytics.SERVICE].projections:
+                await projection.caught_up()
 
     async def stock_up(self) -> None:
         """Put the opening stock on the shelves, once (a second run adds nothing)."""

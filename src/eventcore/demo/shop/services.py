@@ -18,13 +18,14 @@ from eventcore import (
     ProjectionRunner,
     Relay,
     Source,
+    Subscriber,
     TopicMap,
     Worker,
 )
 from eventcore.demo.shop import analytics, inventory, orders, payments, shipping
 from eventcore.demo.shop.saga import CardPayments, OrderData, order_saga
 from eventcore.messaging.bus import Bus
-from eventcore.messaging.commands import COMMAND_EVENTS
+from eventcore.messaging.commands import COMMAND_EVENTS, CommandReceiver
 from eventcore.projection import Target
 from eventcore.resilience import ServiceClient
 from eventcore.retry import RetryPolicy
@@ -41,15 +42,36 @@ __all__ = [
 ]
 
 
-@dataclass
+@dataclass(kw_only=True)
 class ServiceParts:
-    """What one service runs: ``workers`` (its relay first, when it has one), over
-    ``store``, with ``executor`` for its commands."""
+    """What one service runs over its ``store``: the pieces a ``Service`` declares.
+
+    ``executor`` runs its commands; ``relay`` publishes its events (by its topic map)
+    and carries its replies and saga requests; ``receiver`` takes the commands other
+    services send it over the bus; ``subscribers`` are its subscriptions; ``sagas`` the
+    worker of the sagas it owns; ``projections`` its read models.
+    """
 
     name: str
     store: EventStore
     executor: Executor
-    workers: list[Worker[Any]] = field(default_factory=list)
+    relay: Relay | None = None
+    receiver: CommandReceiver | None = None
+    subscribers: list[Subscriber] = field(default_factory=list)
+    sagas: SagaWorker | None = None
+    projections: list[ProjectionRunner] = field(default_factory=list)
+
+    @property
+    def workers(self) -> list[Worker[Any]]:
+        """Every long-running piece, to run in one task group."""
+        pieces: list[Worker[Any] | None] = [
+            self.relay,
+            self.receiver,
+            *self.subscribers,
+            self.sagas,
+            *self.projections,
+        ]
+        return [piece for piece in pieces if piece is not None]
 
 
 @dataclass(kw_only=True)
@@ -92,8 +114,14 @@ def orders_service(
         executor=executor,
         start_topics=[orders.ORDERS_TOPIC],
     )
-    relay = _relay(store, bus, orders.orders_topics(), orders.SERVICE)
-    return OrdersParts(orders.SERVICE, store, executor, [relay, sagas], saga=saga, sagas=sagas)
+    return OrdersParts(
+        name=orders.SERVICE,
+        store=store,
+        executor=executor,
+        relay=_relay(store, bus, orders.orders_topics(), orders.SERVICE),
+        saga=saga,
+        sagas=sagas,
+    )
 
 
 def inventory_service(store: EventStore, bus: Bus) -> ServiceParts:
@@ -104,12 +132,14 @@ def inventory_service(store: EventStore, bus: Bus) -> ServiceParts:
     executor = Executor(
         store, EventRegistry([*inventory.EVENTS, *COMMAND_EVENTS]), cache_size=INVENTORY_CACHE
     )
-    workers: list[Worker[Any]] = [
-        _relay(store, bus, TopicMap(), inventory.SERVICE),
-        inventory.inventory_receiver(bus, executor),
-        inventory.inventory_subscriber(bus, executor),
-    ]
-    return ServiceParts(inventory.SERVICE, store, executor, workers)
+    return ServiceParts(
+        name=inventory.SERVICE,
+        store=store,
+        executor=executor,
+        relay=_relay(store, bus, TopicMap(), inventory.SERVICE),
+        receiver=inventory.inventory_receiver(bus, executor),
+        subscribers=[inventory.inventory_subscriber(bus, executor)],
+    )
 
 
 def payments_service(
@@ -118,17 +148,20 @@ def payments_service(
     """Payments: no worker of its own yet; ``Payments`` is what the saga calls, and it
     calls the card gateway through ``client``."""
     executor = Executor(store, payments.payments_registry())
-    return ServiceParts(payments.SERVICE, store, executor), payments.Payments(executor, client)
+    parts = ServiceParts(name=payments.SERVICE, store=store, executor=executor)
+    return parts, payments.Payments(executor, client)
 
 
 def shipping_service(store: EventStore, bus: Bus) -> ServiceParts:
     """Shipping: takes the saga's book and cancel commands over the bus."""
     executor = Executor(store, EventRegistry([*shipping.EVENTS, *COMMAND_EVENTS]))
-    workers: list[Worker[Any]] = [
-        _relay(store, bus, TopicMap(), shipping.SERVICE),
-        shipping.shipping_receiver(bus, executor),
-    ]
-    return ServiceParts(shipping.SERVICE, store, executor, workers)
+    return ServiceParts(
+        name=shipping.SERVICE,
+        store=store,
+        executor=executor,
+        relay=_relay(store, bus, TopicMap(), shipping.SERVICE),
+        receiver=shipping.shipping_receiver(bus, executor),
+    )
 
 
 def analytics_service(store: EventStore, bus: Bus, target: Target) -> ServiceParts:
@@ -139,5 +172,10 @@ def analytics_service(store: EventStore, bus: Bus, target: Target) -> ServicePar
     report = ProjectionRunner(
         analytics.SalesReport(), target, Source(analytics.SERVICE, store, registry)
     )
-    workers: list[Worker[Any]] = [analytics.analytics_subscriber(bus, executor), report]
-    return ServiceParts(analytics.SERVICE, store, executor, workers)
+    return ServiceParts(
+        name=analytics.SERVICE,
+        store=store,
+        executor=executor,
+        subscribers=[analytics.analytics_subscriber(bus, executor)],
+        projections=[report],
+    )

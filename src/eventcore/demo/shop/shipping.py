@@ -94,12 +94,11 @@ def booked_result(command: BookShipment, events: tuple[Event, ...]) -> dict[str,
     return {"ref": f"shipment-{command.order_id}"}
 
 
-def shipping_receiver(bus: Bus, executor: Executor, **options: object) -> CommandReceiver:
+def shipping_receiver(bus: Bus, executor: Executor) -> CommandReceiver:
     """The commands shipping takes over the bus: the order saga's."""
     return CommandReceiver(
         bus,
         executor,
         {BookShipment: booked_result, CancelShipment: None},
         service=SERVICE,
-        **options,  # type: ignore[arg-type]
     )
