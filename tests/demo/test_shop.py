@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from eventcore import RetryPolicy
 from eventcore.demo.shop import inventory, payments
 from eventcore.demo.shop.gateway import GatewayFaults
 from eventcore.demo.shop.invariants import check_invariants
@@ -22,7 +23,6 @@ from eventcore.demo.shop.runner import (
     place_orders,
 )
 from eventcore.demo.shop.saga import SAGA_TYPE
-from eventcore.retry import RetryPolicy
 from eventcore.saga import SagaState
 from tests.demo.shop_sites import SITES, shop_on
 

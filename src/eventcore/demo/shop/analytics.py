@@ -26,11 +26,11 @@ from eventcore import (
     StoredEvent,
     StreamId,
     Subscriber,
+    Writes,
     handles,
 )
-from eventcore.command import Writes
 from eventcore.demo.shop.catalog import Line
-from eventcore.messaging.bus import Bus
+from eventcore.messaging import Bus
 
 __all__ = [
     "ANALYTICS_TOPIC",

@@ -10,7 +10,7 @@ from __future__ import annotations
 from importlib.resources import as_file, files
 
 from eventcore.federation import Hub, HubConfig, load_config
-from eventcore.messaging.bus import Bus
+from eventcore.messaging import Bus
 
 __all__ = ["HUB_CONFIG", "analytics_hub", "hub_config"]
 

@@ -16,12 +16,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from eventcore import Command, CommandRejected, Event, EventRegistry, Executor, StreamId
-from eventcore.command import Writes
+from eventcore import Command, CommandRejected, Event, EventRegistry, Executor, StreamId, Writes
 from eventcore.demo.shop.catalog import Line
 from eventcore.demo.shop.orders import ORDERS_TOPIC, PUBLISHED, OrderCompleted
-from eventcore.messaging import Received, Subscriber
-from eventcore.messaging.bus import Bus
+from eventcore.messaging import Bus, Received, Subscriber
 from eventcore.messaging.commands import CommandReceiver
 
 __all__ = [

@@ -14,8 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from eventcore import Command, CommandRejected, Event, EventRegistry, StreamId, TopicMap
-from eventcore.command import Writes
+from eventcore import Command, CommandRejected, Event, EventRegistry, StreamId, TopicMap, Writes
 from eventcore.demo.shop.catalog import PRICES, Line, total_of
 
 __all__ = [

@@ -16,8 +16,7 @@ from dataclasses import dataclass
 
 import msgspec
 
-from eventcore import Command, CommandRejected, Event, EventRegistry, Executor, StreamId
-from eventcore.command import Writes
+from eventcore import Command, CommandRejected, Event, EventRegistry, Executor, StreamId, Writes
 from eventcore.resilience import ServiceClient
 
 __all__ = [

@@ -22,7 +22,7 @@ from typing import Any
 
 import msgspec
 
-from eventcore import EventStore, Executor, StreamId, Worker, open_bus, open_store
+from eventcore import EventStore, Executor, RetryPolicy, StreamId, Worker, open_bus, open_store
 from eventcore.demo.shop import analytics, inventory, orders, payments, shipping
 from eventcore.demo.shop.boundary import analytics_hub
 from eventcore.demo.shop.catalog import INITIAL_STOCK, PRICES
@@ -39,10 +39,9 @@ from eventcore.demo.shop.services import (
 )
 from eventcore.federation import Hub
 from eventcore.lifecycle import running
-from eventcore.messaging.bus import Bus
+from eventcore.messaging import Bus
 from eventcore.projection import Target, open_target
 from eventcore.resilience import BreakerPolicy, ServiceClient, StaticResolver
-from eventcore.retry import RetryPolicy
 from eventcore.saga import ENDED, SagaState, SagaWorker
 
 __all__ = [

@@ -23,11 +23,10 @@ from typing import Any, Protocol
 
 import msgspec
 
-from eventcore import Event
+from eventcore import Event, RetryPolicy
 from eventcore.demo.shop import inventory, orders, shipping
 from eventcore.demo.shop.catalog import Line
 from eventcore.demo.shop.payments import Charged
-from eventcore.retry import RetryPolicy
 from eventcore.saga import Call, Local, Saga, SagaContext, Send, StartOn, Step
 
 __all__ = ["SAGA_TYPE", "CardPayments", "OrderData", "Ref", "order_saga"]

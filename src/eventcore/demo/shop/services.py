@@ -17,6 +17,7 @@ from eventcore import (
     Executor,
     ProjectionRunner,
     Relay,
+    RetryPolicy,
     Source,
     Subscriber,
     TopicMap,
@@ -24,11 +25,10 @@ from eventcore import (
 )
 from eventcore.demo.shop import analytics, inventory, orders, payments, shipping
 from eventcore.demo.shop.saga import CardPayments, OrderData, order_saga
-from eventcore.messaging.bus import Bus
+from eventcore.messaging import Bus
 from eventcore.messaging.commands import COMMAND_EVENTS, CommandReceiver
 from eventcore.projection import Target
 from eventcore.resilience import ServiceClient
-from eventcore.retry import RetryPolicy
 from eventcore.saga import SAGA_EVENTS, Saga, SagaWorker
 
 __all__ = [

@@ -6,9 +6,8 @@ order saga compensates: the payment is refunded, the stock released.
 
 from __future__ import annotations
 
-from eventcore import Command, CommandRejected, Event, EventRegistry, Executor, StreamId
-from eventcore.command import Writes
-from eventcore.messaging.bus import Bus
+from eventcore import Command, CommandRejected, Event, EventRegistry, Executor, StreamId, Writes
+from eventcore.messaging import Bus
 from eventcore.messaging.commands import CommandReceiver
 
 __all__ = [
