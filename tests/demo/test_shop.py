@@ -166,3 +166,15 @@ async def test_a_refund_the_gateway_keeps_refusing_is_stuck_until_an_operator_re
     assert done.status == "compensated"
     assert done.compensated == ("charge", "reserve", "accept")
     assert verdict.holds, "\n".join(verdict.lines())
+
+
+async def test_a_charge_repeated_under_its_key_names_the_charge_recorded_first(
+    tmp_path: Path,
+) -> None:
+    async with shop_on("memory", tmp_path) as shop:
+        first = await shop.payments.charge("key-1", "o-9", 2_500, GOOD_CARD)
+        shop.gateway.charges.clear()  # a gateway restarted without its books
+        again = await shop.payments.charge("key-1", "o-9", 2_500, GOOD_CARD)
+        paid = await shop.stores["payments"].read_stream(payments.payment_stream("o-9"))
+    assert again == first
+    assert [event.type for event in paid] == ["PaymentCharged"]

@@ -167,16 +167,24 @@ class Payments:
             raise CommandRejected(reason)
         if response.status_code != 201:
             raise CommandRejected(f"the card gateway answered {response.status_code}")
-        charge_id = str(response.json()["charge_id"])
         record = RecordCharge(
             payment=stream,
             order_id=order_id,
             amount=amount,
-            charge_id=charge_id,
+            charge_id=str(response.json()["charge_id"]),
             card_last4=card_number[-4:],
         )
-        await self._executor.execute(record, idempotency_key=key)
-        return Charged(charge_id=charge_id)
+        result = await self._executor.execute(record, idempotency_key=key)
+        if not result.deduplicated:
+            return Charged(charge_id=record.charge_id)
+        # A repeat: the charge recorded the first time is the one a refund must name,
+        # whatever the gateway answered now (one restarted without its books would
+        # have made a new one).
+        for stored in await self._executor.store.read_stream(stream):
+            event = self._executor.registry.decode(stored)
+            if isinstance(event, PaymentCharged):
+                return Charged(charge_id=event.charge_id)
+        raise CommandRejected(f"order {order_id!r}: no charge recorded under {key!r}")
 
     async def refund(self, key: str, order_id: str, charge_id: str) -> None:
         """Refund the order's charge; nothing to do when it is refunded already."""

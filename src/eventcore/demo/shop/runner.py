@@ -142,6 +142,8 @@ class RunningShop:
     sagas: SagaWorker
     gateway: CardGateway
     hub: Hub
+    #: What the saga calls to charge and refund (payments' operations).
+    payments: payments.Payments
     placed_at: dict[str, float] = field(default_factory=dict)
     ended_at: dict[str, tuple[float, str]] = field(default_factory=dict)
     _ended: asyncio.Condition = field(default_factory=asyncio.Condition)
@@ -274,7 +276,9 @@ async def running_shop_on(
         workers: list[Worker[Any]] = [hub]
         for service in parts.values():
             workers.extend(service.workers)
-        shop = RunningShop(bus, dict(stores), parts, orders_parts.sagas, gateway, hub)
+        shop = RunningShop(
+            bus, dict(stores), parts, orders_parts.sagas, gateway, hub, card_payments
+        )
         orders_parts.sagas.index.listen(shop._seen)
         async with running(*workers):
             await shop.stock_up()
