@@ -1,4 +1,5 @@
-"""Fixtures shared by the whole suite: a fresh store on every backend in ``tests/backends.py``."""
+"""Fixtures shared by the whole suite: a fresh store on every backend in ``tests/backends.py``,
+and throwaway nats-servers that demand credentials (``tests/messaging/auth_nats.py``)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import faulthandler
 import itertools
 import os
 import sys
-from collections.abc import AsyncIterator, Generator
+from collections.abc import AsyncIterator, Generator, Iterator
 from contextlib import AsyncExitStack
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from tests.backends import (
     skip_or_fail,
     unavailable_reason,
 )
+from tests.messaging.auth_nats import serve_with_auth
 
 #: How long a test's teardown may take before the run is ended. pytest-timeout's alarm
 #: (pyproject.toml) fires once per test: when it has failed a hung test, the teardown
@@ -81,3 +83,16 @@ async def make_store(backend: Backend, tmp_path: Path) -> AsyncIterator[MakeStor
 async def store(make_store: MakeStore) -> EventStore:
     """A fresh, empty store on each backend; always closed after the test."""
     return await make_store()
+
+
+@pytest.fixture(scope="session")
+def nats_user_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
+    """The port of a nats-server that lets in the user ``alice`` with ``auth_nats.PASSWORD``
+    only; one for the session (tests keep apart by namespace)."""
+    yield from serve_with_auth(tmp_path_factory.mktemp("nats-users"), "users")
+
+
+@pytest.fixture(scope="session")
+def nats_token_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
+    """The port of a nats-server that lets in ``auth_nats.TOKEN`` only."""
+    yield from serve_with_auth(tmp_path_factory.mktemp("nats-token"), "token")

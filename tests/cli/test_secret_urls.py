@@ -1,19 +1,21 @@
-"""The command line never prints a password or token given in a store or bus URL:
+"""The command line never prints a password or token given in a store, bus or registry URL:
 everything it writes (stdout, stderr, in-process and as a process of its own, with the
 logs) is scanned, for URLs that fail in every way a URL can and for ones that work."""
 
 from __future__ import annotations
 
+import asyncio
+import json
 import logging
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
+from eventcore.registry import Instance, open_registry
 from tests.backends import POSTGRES_URL
 from tests.cli.conftest import invoke, run_eventcore
-from tests.messaging.auth_nats import PASSWORD, free_port, serve_with_auth
+from tests.messaging.auth_nats import PASSWORD, free_port
 
 WRONG = "Wrong-pg-password-6170"
 SECRETS = (PASSWORD, WRONG)
@@ -23,11 +25,6 @@ _USER = POSTGRES_URL.split("://", 1)[1].partition("@")[0]
 
 def pg(password: str, *, host: str = _HOST, database: str = "test", query: str = "") -> str:
     return f"postgresql://{_USER}:{password}@{host}/{database}{query}"
-
-
-@pytest.fixture(scope="module")
-def nats_port(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
-    yield from serve_with_auth(tmp_path_factory.mktemp("cli-nats"), "users")
 
 
 def store_commands(url: str) -> list[list[str]]:
@@ -89,32 +86,88 @@ def test_the_store_url_in_the_environment_is_redacted_too(runner: CliRunner) -> 
     assert_no_secret(result.output)
 
 
+def nats_commands(url: str) -> list[list[str]]:
+    return [
+        ["dlq", "list", "--bus", url],
+        ["dlq", "show", "x", "--bus", url],
+        ["services", "list", "--registry", url],
+        ["services", "list", "--registry", url, "--service", "payments", "--json"],
+    ]
+
+
 @pytest.mark.parametrize(
     "credentials",
     [f"alice:{PASSWORD}@", f"alice:{WRONG}@", f"{WRONG}@"],
     ids=["right-password", "wrong-password", "token"],
 )
-def test_dlq_commands_with_nats_credentials_print_no_secret(
-    runner: CliRunner, nats_port: int, credentials: str, caplog: pytest.LogCaptureFixture
+def test_bus_and_registry_commands_with_nats_credentials_print_no_secret(
+    runner: CliRunner, nats_user_server: int, credentials: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG)
-    url = f"nats://{credentials}127.0.0.1:{nats_port}?namespace=never_used_by_a_bus"
-    for args in (["dlq", "list", "--bus", url], ["dlq", "show", "x", "--bus", url]):
+    url = f"nats://{credentials}127.0.0.1:{nats_user_server}?namespace=never_used_by_a_bus"
+    for args in nats_commands(url):
         result = invoke(runner, *args)
 
-        assert result.exit_code != 0, result.output
+        assert result.exit_code != 0, (args, result.output)
         assert_no_secret(result.output)
         assert_no_secret(result.stderr)
         assert_no_secret(repr(result.exception))
     assert_no_secret(caplog.text)
 
 
-def test_a_refused_nats_password_says_so_in_one_line(runner: CliRunner, nats_port: int) -> None:
-    url = f"nats://alice:{WRONG}@127.0.0.1:{nats_port}"
+@pytest.mark.parametrize(
+    ("flag", "command"),
+    [("--bus", ["dlq", "list"]), ("--registry", ["services", "list"])],
+    ids=["bus", "registry"],
+)
+def test_a_refused_nats_password_says_so_in_one_line(
+    runner: CliRunner, nats_user_server: int, flag: str, command: list[str]
+) -> None:
+    url = f"nats://alice:{WRONG}@127.0.0.1:{nats_user_server}"
 
-    result = invoke(runner, "dlq", "list", "--bus", url)
+    result = invoke(runner, *command, flag, url)
 
+    assert result.exit_code == 1
     assert result.stderr.strip() == (
-        f"error: NATS at 127.0.0.1:{nats_port} refused the credentials given: "
+        f"error: NATS at 127.0.0.1:{nats_user_server} refused the credentials given: "
         "nats: 'Authorization Violation'"
     )
+
+
+async def _register_and_abandon(url: str, instance: Instance) -> None:
+    """Leave ``instance`` listed until its TTL, as a killed process would."""
+    registry = await open_registry(url)
+    try:
+        registration = registry.register(instance, ttl=600.0)
+        running = asyncio.create_task(registration.run())
+        await registration.ready()
+        running.cancel()
+        await asyncio.gather(running, return_exceptions=True)
+    finally:
+        await registry.aclose()
+
+
+def test_services_list_with_a_password_in_the_registry_url_lists_and_hides_it(
+    runner: CliRunner, nats_user_server: int, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    url = f"nats://alice:{PASSWORD}@127.0.0.1:{nats_user_server}?namespace=cli_services"
+    instance = Instance.of("payments", "http://127.0.0.1:8001", instance_id="pay-1")
+    asyncio.run(_register_and_abandon(url, instance))
+
+    listed = invoke(runner, "services", "list", "--registry", url, "--json")
+    from_env = invoke(runner, "services", "list", env={"EVENTCORE_REGISTRY": url})
+    wrong = run_eventcore(
+        [b"services", b"list", b"--registry", url.replace(PASSWORD, WRONG).encode()], tmp_path
+    )
+
+    assert listed.exit_code == 0, listed.output
+    assert [json.loads(line)["instance_id"] for line in listed.stdout.splitlines()] == ["pay-1"]
+    assert from_env.exit_code == 0, from_env.output
+    assert "pay-1" in from_env.stdout
+    assert wrong.returncode == 1
+    assert wrong.stderr.decode().count("\n") == 1
+    assert "refused the credentials" in wrong.stderr.decode()
+    for text in (listed.output, listed.stderr, from_env.output, from_env.stderr, caplog.text):
+        assert_no_secret(text)
+    assert_no_secret(wrong.stdout.decode() + wrong.stderr.decode())

@@ -12,21 +12,11 @@ import pytest
 from eventcore.errors import BusUnavailable, CredentialsRefused, InvalidUrl
 from eventcore.messaging import open_bus
 from eventcore.messaging.url import BusUrl
-from tests.messaging.auth_nats import PASSWORD, TOKEN, free_port, serve_with_auth
+from tests.messaging.auth_nats import PASSWORD, TOKEN, free_port
 from tests.messaging.helpers import consume, ids, outgoing
 
 WRONG = "Not-the-password-5521"
 SECRETS = (PASSWORD, TOKEN, WRONG)
-
-
-@pytest.fixture(scope="module")
-def user_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
-    yield from serve_with_auth(tmp_path_factory.mktemp("nats-users"), "users")
-
-
-@pytest.fixture(scope="module")
-def token_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
-    yield from serve_with_auth(tmp_path_factory.mktemp("nats-token"), "token")
 
 
 @pytest.fixture(autouse=True)
@@ -49,10 +39,10 @@ async def test_the_bus_publishes_and_consumes_with_credentials_in_its_url(
     request: pytest.FixtureRequest, auth: str
 ) -> None:
     if auth == "user":
-        port = request.getfixturevalue("user_server")
+        port = request.getfixturevalue("nats_user_server")
         url = f"nats://alice:{PASSWORD}@127.0.0.1:{port}?namespace=creds"
     else:
-        port = request.getfixturevalue("token_server")
+        port = request.getfixturevalue("nats_token_server")
         url = f"nats://{TOKEN}@127.0.0.1:{port}?namespace=creds"
     bus = await open_bus(url)
     try:
@@ -72,19 +62,19 @@ async def test_the_bus_publishes_and_consumes_with_credentials_in_its_url(
     ids=["wrong-password", "wrong-user", "none", "token-for-a-user-server"],
 )
 async def test_refused_credentials_are_a_typed_error_without_the_secret(
-    user_server: int, credentials: str
+    nats_user_server: int, credentials: str
 ) -> None:
     with pytest.raises(CredentialsRefused) as caught:
-        await open_bus(f"nats://{credentials}127.0.0.1:{user_server}?namespace=creds")
+        await open_bus(f"nats://{credentials}127.0.0.1:{nats_user_server}?namespace=creds")
 
     assert caught.value.server == "NATS"
-    assert caught.value.where == f"127.0.0.1:{user_server}"
+    assert caught.value.where == f"127.0.0.1:{nats_user_server}"
     assert_no_secret(caught.value, repr(caught.value), caught.value.__cause__)
 
 
-async def test_a_wrong_token_is_refused_without_showing_it(token_server: int) -> None:
+async def test_a_wrong_token_is_refused_without_showing_it(nats_token_server: int) -> None:
     with pytest.raises(CredentialsRefused) as caught:
-        await open_bus(f"nats://{WRONG}@127.0.0.1:{token_server}")
+        await open_bus(f"nats://{WRONG}@127.0.0.1:{nats_token_server}")
 
     assert_no_secret(caught.value, repr(caught.value))
 
@@ -105,10 +95,10 @@ async def test_an_unreachable_server_is_unavailable_not_refused() -> None:
     ],
 )
 async def test_credential_files_are_checked_before_connecting(
-    user_server: int, options: str, reason: str
+    nats_user_server: int, options: str, reason: str
 ) -> None:
     with pytest.raises(InvalidUrl, match=reason) as caught:
-        await open_bus(f"tls://alice:{PASSWORD}@127.0.0.1:{user_server}?{options}")
+        await open_bus(f"tls://alice:{PASSWORD}@127.0.0.1:{nats_user_server}?{options}")
 
     assert_no_secret(caught.value)
 

@@ -3,11 +3,13 @@ where they are given, with errors that say what is wrong."""
 
 from __future__ import annotations
 
+from typing import cast
+
 import pytest
 
 from eventcore import Event
 from eventcore.errors import InvalidInput, InvalidName, InvalidUrl
-from eventcore.messaging.bus import DEFAULT_PARTITIONS, partition_of
+from eventcore.messaging.bus import DEFAULT_PARTITIONS, Bus, bus_kind, partition_of
 from eventcore.messaging.names import check_name
 from eventcore.messaging.topics import TopicMap
 from eventcore.messaging.url import BusUrl
@@ -119,3 +121,23 @@ def test_a_nats_namespace_defaults_to_eventcore() -> None:
 def test_a_bad_bus_url_is_a_typed_error_that_says_why(url: str, reason: str) -> None:
     with pytest.raises(InvalidUrl, match=reason):
         BusUrl.parse(url)
+
+
+class _Shown:
+    def __init__(self, url: str) -> None:
+        self.url = url
+
+
+@pytest.mark.parametrize(
+    ("url", "kind"),
+    [
+        ("memory://", "memory"),
+        ("sqlite:///tmp/bus.db", "sqlite"),
+        ("nats://***@127.0.0.1:4222", "nats"),
+        ("tls://alice:***@nats.internal:4443?namespace=x", "nats"),
+        ("TLS://nats.internal", "nats"),
+    ],
+)
+def test_the_kind_of_a_bus_is_its_backend_whatever_the_scheme(url: str, kind: str) -> None:
+    # What metrics label a bus by: a bus that requires TLS is still a NATS bus.
+    assert bus_kind(cast(Bus, _Shown(url))) == kind

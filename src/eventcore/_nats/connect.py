@@ -28,12 +28,12 @@ import nats
 import nats.errors
 from nats.aio.client import Client
 
+from eventcore._nats.url import CONNECTION_OPTIONS
 from eventcore.errors import BusUnavailable, CredentialsRefused, InvalidUrl, MissingDependency
 
+# CONNECTION_OPTIONS (the query options read here) lives in ``eventcore._nats.url``, so
+# that URL types can check them without importing nats-py.
 __all__ = ["CONNECTION_OPTIONS", "connect", "connection_settings"]
-
-#: The query options this module reads; a URL type lets them through to ``connect``.
-CONNECTION_OPTIONS: Final = frozenset({"creds", "tls_ca", "tls_cert", "tls_key", "tls_hostname"})
 
 # What the server says (nats-py passes it on as a plain ``nats.errors.Error`` with no code,
 # so the text is all there is) when it will not take the credentials, or wants some.

@@ -28,6 +28,7 @@ from typing import Literal, Protocol, runtime_checkable
 
 import msgspec
 
+from eventcore._nats.url import SCHEMES as NATS_SCHEMES
 from eventcore.leases.protocol import Leases
 from eventcore.store.checkpoint import Checkpoint
 
@@ -60,8 +61,10 @@ def partition_of(key: str, partitions: int) -> int:
 
 
 def bus_kind(bus: Bus) -> str:
-    """What kind of bus ``bus`` is (``memory``, ``sqlite``, ``nats``): its URL's scheme."""
-    return bus.url.partition(":")[0]
+    """What kind of bus ``bus`` is (``memory``, ``sqlite``, ``nats``): its URL's scheme,
+    with ``tls://`` (NATS requiring TLS) counted as ``nats``."""
+    scheme = bus.url.partition(":")[0].lower()
+    return NATS_SCHEMES.get(scheme, scheme)
 
 
 class OutgoingMessage(msgspec.Struct, frozen=True):

@@ -17,24 +17,51 @@ test runs) can share one server without seeing each other.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from urllib.parse import urlsplit
+from collections.abc import Mapping, Set
+from typing import Final
 
 import msgspec
 
+from eventcore._nats.url import CONNECTION_OPTIONS, server_location
+from eventcore._nats.url import SCHEMES as NATS_SCHEMES
 from eventcore.errors import InvalidName, InvalidUrl
 from eventcore.messaging.bus import DEFAULT_PARTITIONS
 from eventcore.messaging.names import check_name
 from eventcore.redaction import redact
 from eventcore.store.url import split_url
 
-__all__ = ["BusUrl"]
+__all__ = ["BusUrl", "split_backend_url"]
 
-_SCHEMES = {"memory": "memory", "sqlite": "sqlite", "nats": "nats", "tls": "nats"}
-_OPTIONS = {"partitions", "namespace"}
-#: What nats-py is told about credentials and TLS (``eventcore._nats.connect``).
-_NATS_OPTIONS = {"creds", "tls_ca", "tls_cert", "tls_key", "tls_hostname"}
-_MAX_PARTITIONS = 256
+#: The schemes of a bus or registry URL, and the backend each names.
+_SCHEMES: Final = {"memory": "memory", "sqlite": "sqlite", **NATS_SCHEMES}
+_OPTIONS: Final = frozenset({"partitions", "namespace"})
+_MAX_PARTITIONS: Final = 256
+
+
+def split_backend_url(
+    url: str, known: Set[str], *, example: str, noun: str
+) -> tuple[str, str, dict[str, str]]:
+    """``split_url`` for the URLs of a bus and of a registry, which name the same
+    backends (``memory://``, ``sqlite://``, ``nats://`` or ``tls://``) → (backend,
+    location, options). ``known`` are the options the URL type reads; ``namespace``
+    among them is for NATS only, which also takes the connection options (credentials
+    and TLS files). A NATS location is the server's ``host:port``."""
+    backend, location, options = split_url(url, _SCHEMES, example=example, noun=noun)
+    allowed = known | CONNECTION_OPTIONS if backend == "nats" else known
+    unknown = sorted(set(options) - allowed)
+    if unknown:
+        listed = ", ".join(sorted(allowed))
+        raise InvalidUrl(url, f"unknown option(s) {', '.join(unknown)}; known: {listed}")
+    if "namespace" in options:
+        if backend != "nats":
+            raise InvalidUrl(url, "only nats:// takes a namespace")
+        try:
+            check_name("namespace", options["namespace"])
+        except InvalidName as error:
+            raise InvalidUrl(url, error.reason) from None
+    if backend == "nats":
+        location = server_location(url)
+    return backend, location, options
 
 
 class BusUrl(msgspec.Struct, frozen=True):
@@ -46,30 +73,9 @@ class BusUrl(msgspec.Struct, frozen=True):
 
     @classmethod
     def parse(cls, url: str) -> BusUrl:
-        backend, location, options = split_url(
-            url, _SCHEMES, example="sqlite:///tmp/bus.db", noun="bus scheme"
+        backend, location, options = split_backend_url(
+            url, _OPTIONS, example="sqlite:///tmp/bus.db", noun="bus scheme"
         )
-        allowed = _OPTIONS | _NATS_OPTIONS if backend == "nats" else _OPTIONS
-        unknown = sorted(set(options) - allowed)
-        if unknown:
-            known = ", ".join(sorted(allowed))
-            raise InvalidUrl(url, f"unknown option(s) {', '.join(unknown)}; known: {known}")
-        if "namespace" in options:
-            if backend != "nats":
-                raise InvalidUrl(url, "only nats:// takes a namespace")
-            try:
-                check_name("namespace", options["namespace"])
-            except InvalidName as error:
-                raise InvalidUrl(url, error.reason) from None
-        if backend == "nats":
-            try:
-                parts = urlsplit(url)
-                port = parts.port
-            except ValueError as error:
-                raise InvalidUrl(url, f"malformed host or port: {error}") from None
-            if not parts.hostname:
-                raise InvalidUrl(url, "no host; e.g. nats://127.0.0.1:4222")
-            location = f"{parts.hostname}:{port or 4222}"
         parsed = cls(raw=url, backend=backend, location=location, options=options)
         parsed.partitions  # noqa: B018 -- validates the option now, not at first use
         return parsed

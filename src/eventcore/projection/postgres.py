@@ -29,6 +29,7 @@ from psycopg import sql
 from eventcore.errors import InvalidUrl, StoreUnavailable
 from eventcore.projection._sql_target import Dialect, SqlTarget
 from eventcore.projection.projection import valid_identifier
+from eventcore.redaction import redact
 
 __all__ = ["PostgresTarget", "qmark_to_format"]
 
@@ -148,7 +149,8 @@ class PostgresTarget(SqlTarget[psycopg.Connection[Any]]):
         if synchronous_commit not in _SYNCHRONOUS_COMMIT:
             raise InvalidUrl(url, f"synchronous_commit must be one of {_SYNCHRONOUS_COMMIT}")
         conninfo = urlunsplit(("postgresql", parts.netloc, parts.path, urlencode(options), ""))
-        target = cls(conninfo, schema, synchronous_commit, where=url, create=create)
+        # ``where`` is only ever shown (errors, status): never the password.
+        target = cls(conninfo, schema, synchronous_commit, where=redact(url), create=create)
         try:
             await target._start()
         except psycopg.Error as error:

@@ -1,5 +1,6 @@
 """``NatsDirectory``: the registry in the NATS JetStream key-value bucket
-``{namespace}_registry``, for services on several machines (``nats://host:port``).
+``{namespace}_registry``, for services on several machines (``nats://host:port`` or
+``tls://host:port``, with credentials as the bus takes them: ``eventcore._nats.connect``).
 
 Keys: ``{service}.members`` is the lease primitive's (``KvLeases``: the live instances
 of the service, each with its expiry); ``{service}.i.{instance_id}`` holds the
@@ -10,19 +11,17 @@ killed instance's record, if no reader swept it first. Needs nats-py.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import time
 from collections.abc import Iterator
 from typing import Final
 
 import msgspec
-import nats
-import nats.errors
 from nats.aio.client import Client
 from nats.js.client import JetStreamContext
 from nats.js.kv import KeyValue
 
+from eventcore._nats.connect import connect
 from eventcore._nats.errors import translated
 from eventcore._nats.kv import entries, find_bucket, open_bucket
 from eventcore.errors import (
@@ -58,10 +57,6 @@ def _registry_errors(doing: str) -> Iterator[None]:
         raise RegistryUnavailable(str(error)) from error
 
 
-async def _ignore_error(error: Exception) -> None:
-    """nats-py reports connection trouble here as well as to the call that met it."""
-
-
 class NatsDirectory:
     """Open with ``await NatsDirectory.connect(RegistryUrl.parse("nats://host:4222"))``."""
 
@@ -77,23 +72,21 @@ class NatsDirectory:
     async def connect(cls, url: RegistryUrl, *, create: bool = True) -> NatsDirectory:
         """Connect and open the bucket; ``create=False`` creates nothing (a namespace
         no registry has used is ``DatabaseNotFound``)."""
-        server = url.raw.partition("?")[0]
-        try:
-            async with asyncio.timeout(_CONNECT_TIMEOUT):
-                nc = await nats.connect(
-                    servers=[server],
-                    name="eventcore-registry",
-                    connect_timeout=2.0,
-                    allow_reconnect=True,
-                    max_reconnect_attempts=2,
-                    reconnect_time_wait=0.25,
-                    error_cb=_ignore_error,
-                )
-        except (TimeoutError, OSError, nats.errors.Error) as error:
-            # The location only: the URL may carry credentials.
-            raise RegistryUnavailable(
-                f"cannot reach NATS at {url.location}: {type(error).__name__}"
-            ) from error
+        # Credentials and TLS as the bus has them; errors show the location only.
+        nc = await connect(
+            url.raw,
+            url.options,
+            where=url.location,
+            give_up_after=_CONNECT_TIMEOUT,
+            unavailable=RegistryUnavailable,
+            name="eventcore-registry",
+            connect_timeout=2.0,
+            allow_reconnect=True,
+            # nats-py applies this to the first connection too, where "for ever"
+            # would hide a wrong address behind a timeout; it becomes -1 below.
+            max_reconnect_attempts=2,
+            reconnect_time_wait=0.25,
+        )
         # Once connected, reconnect for ever: a server restart must not end the registry.
         nc.options["max_reconnect_attempts"] = -1
         try:

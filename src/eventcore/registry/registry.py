@@ -80,7 +80,8 @@ async def open_registry(url: str, *, create: bool = True) -> Registry:
     """The registry ``url`` names. A malformed URL is ``InvalidUrl``; with
     ``create=False`` (for tools that only look) nothing is created and a registry that
     does not exist yet is ``DatabaseNotFound``. An unreachable server is
-    ``RegistryUnavailable``; without nats-py a ``nats://`` URL is ``MissingDependency``."""
+    ``RegistryUnavailable``, one that refuses the URL's credentials
+    ``CredentialsRefused``; without nats-py a ``nats://`` URL is ``MissingDependency``."""
     parsed = RegistryUrl.parse(url)
     if parsed.backend == "memory":
         if not create:

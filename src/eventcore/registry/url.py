@@ -4,25 +4,29 @@
 * ``sqlite:///abs/path/registry.db`` (or ``sqlite://relative/registry.db``) — embedded:
   one file shared by every process on the machine.
 * ``nats://host:port`` — a NATS JetStream key-value bucket, for services on several
-  machines. Option ``namespace`` (default ``eventcore``): the bucket is
-  ``{namespace}_registry``, so several systems (or test runs) can share one server.
+  machines; ``tls://host:port`` requires TLS. Option ``namespace`` (default
+  ``eventcore``): the bucket is ``{namespace}_registry``, so several systems (or test
+  runs) can share one server.
+
+A NATS registry URL carries credentials as a bus URL does, and is read by the same code
+(``eventcore.messaging.url``, ``eventcore._nats.connect``): ``nats://user:password@host``,
+``nats://TOKEN@host``, ``?creds=/path/app.creds``, and ``?tls_ca=``, ``?tls_cert=`` +
+``?tls_key=``, ``?tls_hostname=``. They never show: ``repr`` and ``str`` of a
+``RegistryUrl`` and every error that quotes one mask them (``eventcore.redaction``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Final
-from urllib.parse import urlsplit
 
 import msgspec
 
-from eventcore.errors import InvalidName, InvalidUrl
-from eventcore.messaging.names import check_name
-from eventcore.store.url import split_url
+from eventcore.messaging.url import split_backend_url
+from eventcore.redaction import redact
 
-__all__ = ["RegistryUrl", "redacted"]
+__all__ = ["RegistryUrl"]
 
-_SCHEMES: Final = {"memory": "memory", "sqlite": "sqlite", "nats": "nats"}
 _OPTIONS: Final = frozenset({"namespace"})
 
 
@@ -36,54 +40,18 @@ class RegistryUrl(msgspec.Struct, frozen=True):
     @classmethod
     def parse(cls, url: str) -> RegistryUrl:
         """The parsed URL, or ``InvalidUrl`` saying what is wrong with it (showing the
-        URL without its user name and password)."""
-        try:
-            return cls._parse(url)
-        except InvalidUrl as error:
-            raise InvalidUrl(redacted(url), error.reason) from None
-
-    @classmethod
-    def _parse(cls, url: str) -> RegistryUrl:
-        backend, location, options = split_url(
-            url, _SCHEMES, example="sqlite:///tmp/registry.db", noun="registry scheme"
+        URL with its credentials masked)."""
+        backend, location, options = split_backend_url(
+            url, _OPTIONS, example="sqlite:///tmp/registry.db", noun="registry scheme"
         )
-        unknown = sorted(set(options) - _OPTIONS)
-        if unknown:
-            known = ", ".join(sorted(_OPTIONS))
-            raise InvalidUrl(url, f"unknown option(s) {', '.join(unknown)}; known: {known}")
-        if "namespace" in options:
-            if backend != "nats":
-                raise InvalidUrl(url, "only nats:// takes a namespace")
-            try:
-                check_name("namespace", options["namespace"])
-            except InvalidName as error:
-                raise InvalidUrl(url, error.reason) from None
-        if backend == "nats":
-            try:
-                parts = urlsplit(url)
-                port = parts.port
-            except ValueError as error:
-                raise InvalidUrl(url, f"malformed host or port: {error}") from None
-            if not parts.hostname:
-                raise InvalidUrl(url, "no host; e.g. nats://127.0.0.1:4222")
-            location = f"{parts.hostname}:{port or 4222}"
         return cls(raw=url, backend=backend, location=location, options=options)
+
+    def __repr__(self) -> str:
+        return f"RegistryUrl({redact(self.raw)!r})"
+
+    def __str__(self) -> str:
+        return redact(self.raw)
 
     @property
     def namespace(self) -> str:
         return self.options.get("namespace", "eventcore")
-
-
-def redacted(url: object) -> str:
-    """``url`` with any user name and password (``nats://user:secret@host``) shown as
-    ``***``, for messages."""
-    text = str(url)
-    scheme, separator, rest = text.partition("://")
-    if not separator:
-        return text
-    # Up to the query: a password may hold a "/" its writer forgot to escape.
-    before_query = rest.partition("?")[0].partition("#")[0]
-    at = before_query.rfind("@")
-    if at < 0:
-        return text
-    return f"{scheme}://***@{rest[at + 1 :]}"

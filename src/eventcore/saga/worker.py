@@ -148,7 +148,9 @@ class SagaWorker:
         if start_topics and not self._starts_on:
             raise InvalidInput("start_topics given, but no saga here starts on an event (StartOn)")
         if start_topics:
-            start_registry = EventRegistry(self._starts_on)
+            # The owner's own events share its topics with the ones that start sagas:
+            # they are known here (and ignored), not parked as a drifted contract.
+            start_registry = EventRegistry([*registry, *self._starts_on])
             for topic in start_topics:
                 self._starters.append(
                     Subscriber(

@@ -32,6 +32,7 @@ from eventcore.messaging.sqlite._letters import SqliteDeadLetterBox
 from eventcore.messaging.sqlite._schema import connect
 from eventcore.messaging.sqlite._thread import Worker, write
 from eventcore.messaging.url import BusUrl
+from eventcore.redaction import redact
 from eventcore.store.checkpoint import Checkpoint
 
 __all__ = ["DEFAULT_LEASE_TTL", "SqliteBus", "SqliteConsumer"]
@@ -92,7 +93,7 @@ class SqliteBus(BusFront[SqliteConsumer, SqliteDeadLetterBox]):
 
     @property
     def url(self) -> str:
-        return self._url.raw
+        return redact(self._url.raw)
 
     @property
     def leases(self) -> SqliteLeases:
