@@ -190,6 +190,8 @@ async def test_reads_page_the_log_and_404_a_missing_stream(
     assert stream["version"] == 1
     assert stream["events"][0]["data"] == {"initial_balance": 1}
     assert_problem(await client.get("/streams/zzz"), 404, "not-found")
+    empty = (await client.get("/streams/b", params={"from": 2})).json()
+    assert (empty["version"], empty["events"], empty["next_from"]) == (1, [], None)
     assert_problem(await client.get("/events", params={"limit": 0}), 422, "invalid-input")
     assert_problem(await client.get("/events", params={"after": "x"}), 422, "invalid-input")
 
@@ -220,3 +222,20 @@ async def test_behind_the_edge_the_caller_is_the_actor_and_the_hook_decides() ->
         stream = (await client.get("/streams/a", headers=teller)).json()
         assert (await client.get("/health/live")).status_code == 200
     assert stream["events"][0]["metadata"]["actor"] == "teller"
+
+
+async def test_a_long_stream_is_read_in_pages(served: tuple[Service, httpx.AsyncClient]) -> None:
+    _, client = served
+    await client.post("/commands/OpenAccount", json={"account": "a", "initial_balance": 9})
+    await client.post("/commands/OpenAccount", json={"account": "b", "initial_balance": 0})
+    for number in range(4):
+        body = {"source": "a", "target": "b", "amount": 1, "transfer_id": f"t{number}"}
+        assert (await client.post("/commands/Transfer", json=body)).status_code == 200
+    seen: list[int] = []
+    start: int | None = 1
+    while start is not None:
+        page = (await client.get("/streams/a", params={"from": start, "limit": 2})).json()
+        assert page["version"] == 5
+        seen += [event["version"] for event in page["events"]]
+        start = page["next_from"]
+    assert seen == [1, 2, 3, 4, 5]

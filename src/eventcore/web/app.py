@@ -117,18 +117,23 @@ class _Face:
 
     async def stream(self, request: Request) -> Response:
         try:
+            start = _bounded(request.query_params.get("from"), "from", 1, 2**63 - 1, 1)
+            limit = _bounded(request.query_params.get("limit"), "limit", 1, MAX_PAGE, MAX_PAGE)
             with self.service.intake.admit():
                 stream_id = StreamId(request.path_params["stream_id"])
-                events = await self.service.store.read_stream(stream_id)
-                if not events:
+                version = await self.service.store.stream_version(stream_id)
+                if version == 0:
                     raise StreamNotFound(stream_id)
+                events = await self.service.store.read_stream(stream_id, from_version=start)
         except Exception as error:
             return problem_of(error, request.url.path)
+        page = events[:limit]
         return _json(
             StreamView(
                 stream_id=str(stream_id),
-                version=events[-1].version,
-                events=[view_of(event) for event in events],
+                version=version,
+                events=[view_of(event) for event in page],
+                next_from=page[-1].version + 1 if len(events) > limit else None,
             )
         )
 

@@ -119,10 +119,21 @@ def openapi(service: Service) -> dict[str, Any]:
                     "in": "path",
                     "required": True,
                     "schema": {"type": "string", "minLength": 1, "maxLength": 255},
-                }
+                },
+                {
+                    "name": "from",
+                    "in": "query",
+                    "description": "the first version to return",
+                    "schema": {"type": "integer", "minimum": 1, "maximum": 2**63 - 1},
+                },
+                {
+                    "name": "limit",
+                    "in": "query",
+                    "schema": {"type": "integer", "minimum": 1, "maximum": 1000},
+                },
             ],
             "responses": {
-                "200": _json("the stream's events", "StreamView"),
+                "200": _json("a page of the stream's events", "StreamView"),
                 "404": _problem("no such stream"),
                 "422": _problem("not a valid stream id"),
                 "503": _problem("the store is unavailable, or the service is draining"),

@@ -48,9 +48,13 @@ class EventView(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class StreamView(msgspec.Struct, frozen=True, kw_only=True):
+    """A page of one stream. ``version``: the stream's version now; ``next_from``: pass
+    it as ``from`` for the next page, None when this page reached the end."""
+
     stream_id: str
     version: int
     events: list[EventView]
+    next_from: int | None = None
 
 
 class EventPage(msgspec.Struct, frozen=True, kw_only=True):
