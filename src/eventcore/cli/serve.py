@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -99,7 +100,8 @@ def serve(
         # an error, never a service open to all.
         middleware = _security(service, dev)
         logging.basicConfig(level=logging.INFO if dev else logging.WARNING)
-        asyncio.run(_serve(service, host, port, middleware, dev))
+        with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+            runner.run(_serve(service, host, port, middleware, dev))
     print("serve: stopped", flush=True)
 
 
@@ -122,6 +124,17 @@ async def _serve(
         on_ready=lambda: print("serve: ready", flush=True),
         log_level="info" if dev else "warning",
     )
+
+
+def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop's event loop when it is installed (the ``runtime`` extra brings it where it
+    builds), as uvicorn itself would choose; else asyncio's own."""
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
+    return factory
 
 
 def _security(service: Service, dev: bool) -> list[Middleware]:
