@@ -18,7 +18,7 @@ import pytest
 from eventcore.demo.bank import Deposited, Withdrawn, registry
 from eventcore.messaging import open_bus
 from eventcore.store import open_store
-from tests.backends import skip_or_fail
+from tests.backends import POSTGRES_URL, skip_or_fail
 from tests.web.serving import BANK, EVENTCORE, environment, serving
 
 
@@ -182,7 +182,6 @@ async def test_sigterm_under_load_leaves_every_answered_command_whole_and_publis
 async def test_served_on_postgresql_and_nats_a_command_is_stored_and_published(
     tmp_path: Path,
 ) -> None:
-    from tests.backends import POSTGRES_URL
     from tests.messaging.buses import NATS_URL, drop_nats_namespace, require_nats
 
     await require_nats()
@@ -277,3 +276,40 @@ async def test_two_instances_are_listed_in_the_registry_until_each_stops(tmp_pat
             assert left.address == two.url
         finally:
             await registry.aclose()
+
+
+async def test_a_password_in_the_store_url_is_never_shown(tmp_path: Path) -> None:
+    psycopg = pytest.importorskip("psycopg")
+    try:
+        psycopg.connect(POSTGRES_URL, connect_timeout=5).close()
+    except psycopg.OperationalError as error:
+        skip_or_fail(f"PostgreSQL unreachable: {error}")
+    password = "pw-" + uuid.uuid4().hex
+    schema = f"serve_{uuid.uuid4().hex[:10]}"
+    # The test server trusts local connections, so any password opens it.
+    user_and_host = POSTGRES_URL.split("://", 1)[1].replace("@", f":{password}@", 1)
+    store_url = f"postgresql://{user_and_host}?schema={schema}"
+    seen: list[str] = []
+    try:
+        args = ("--store", store_url, "--bus", f"sqlite:///{tmp_path / 'bus.db'}", "--dev")
+        with serving(*args, cwd=tmp_path) as served:
+            async with httpx.AsyncClient(base_url=served.url) as http:
+                body = {"account": "a", "initial_balance": 1}
+                for method, path in [
+                    ("POST", "/commands/OpenAccount"),
+                    ("POST", "/commands/Nope"),
+                    ("GET", "/status"),
+                    ("GET", "/health/ready"),
+                    ("GET", "/metrics"),
+                    ("GET", "/openapi.json"),
+                    ("GET", "/streams/missing"),
+                ]:
+                    answer = await http.request(method, path, json=body)
+                    seen.append(answer.text)
+            code, out, err = await asyncio.to_thread(served.stop)
+        seen += [out, err]
+        assert code == 0, err
+    finally:
+        with psycopg.connect(POSTGRES_URL, autocommit=True) as admin:
+            admin.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+    assert all(password not in text for text in seen)
