@@ -17,6 +17,7 @@ import pytest
 from eventcore.demo.bank import AccountOpened, OpenAccount, registry
 from eventcore.errors import InvalidUrl, WorkerStopped
 from eventcore.events import EventRegistry
+from eventcore.instrumentation import Hooks, ServiceHealth
 from eventcore.lifecycle import Readiness
 from eventcore.messaging import open_bus
 from eventcore.messaging.commands import CommandSender, Succeeded
@@ -355,3 +356,34 @@ async def test_run_drains_and_returns_on_a_signal(tmp_path: Path, sig: signal.Si
         await opened.aclose()
     assert checkpoint is not None
     assert checkpoint.position == 1
+
+
+class HealthRecorder(Hooks):
+    def __init__(self) -> None:
+        self.reported: list[bool] = []
+        self.changed = asyncio.Event()
+
+    def service_health(self, event: ServiceHealth) -> None:
+        self.reported.append(event.healthy)
+        self.changed.set()
+
+
+async def test_health_changes_are_reported_through_the_hooks() -> None:
+    hooks = HealthRecorder()
+    crash = asyncio.Event()
+    Crashing.builds = 0
+    Crashing.rebuilt = asyncio.Event()
+    service = bank(hooks=hooks, backoff=(0.001, 0.002))
+    service.worker("crashing", lambda wiring: Crashing(crash))
+    async with service:
+        # Started, then ready: not healthy until every worker is.
+        assert hooks.reported == [False, True]
+        hooks.changed.clear()
+        crash.set()
+        await hooks.changed.wait()
+        assert hooks.reported == [False, True, False]
+        while len(hooks.reported) < 4:
+            hooks.changed.clear()
+            await hooks.changed.wait()
+        assert hooks.reported == [False, True, False, True]
+    assert hooks.reported == [False, True, False, True, False]

@@ -39,7 +39,7 @@ from eventcore.command import Command
 from eventcore.errors import WorkerStopped
 from eventcore.events import EventRegistry
 from eventcore.executor import Executor
-from eventcore.instrumentation import Hooks
+from eventcore.instrumentation import Hooks, ServiceHealth, resolve
 from eventcore.messaging.bus import Bus
 from eventcore.messaging.commands import ResultOf
 from eventcore.messaging.inbox import Handler
@@ -154,6 +154,7 @@ class Service:
         self._started_at: float | None = None
         self._stop_requested = asyncio.Event()
         self._started = asyncio.Event()
+        self._healthy: bool | None = None
 
     # --- declaring ---------------------------------------------------------------------
 
@@ -312,6 +313,7 @@ class Service:
         self._started_at = time.time()
         for _, supervised in self._workers:
             self._tasks.append(asyncio.create_task(supervised.run(), name=supervised.name))
+        self._report_health()
         if register:
             await self.register()
 
@@ -377,8 +379,22 @@ class Service:
                 functools.partial(recipe.make, wiring),
                 backoff=self._backoff,
                 singleton=recipe.singleton,
+                on_change=self._report_health,
             )
             self._workers.append(("relay" if recipe.kind == "relay" else "intake", supervised))
+
+    def _report_health(self) -> None:
+        """Tell the hooks (``eventcore_service_health``) when the service turns healthy
+        (started, every worker ready, taking work) or stops being so."""
+        healthy = self._state in ("starting", "ready") and all(
+            supervised.status().ready for _, supervised in self._workers
+        )
+        if healthy == self._healthy:
+            return
+        self._healthy = healthy
+        hooks = resolve(self._hooks, "service_health")
+        if hooks is not None:
+            hooks.service_health(ServiceHealth(service=self.name, healthy=healthy))
 
     async def register(self) -> None:
         """Register this instance (name, instance id, ``address``, version) in the
@@ -473,6 +489,7 @@ class Service:
             return True
         self._state = "draining"
         self._intake.close()
+        self._report_health()
         finished = await self._intake.drained(self.grace)
         if not finished:
             logger.warning(

@@ -65,6 +65,7 @@ class Supervised:
         backoff: tuple[float, float] = DEFAULT_BACKOFF,
         singleton: bool = False,
         rng: random.Random | None = None,
+        on_change: Callable[[], None] | None = None,
     ) -> None:
         self.name = name
         self.kind = kind
@@ -78,6 +79,8 @@ class Supervised:
         self._state: WorkerState = "starting"
         self._restarts = 0
         self._last_error: str | None = None
+        #: Called after each change of state (the service sums them up into its health).
+        self._on_change = on_change
 
     @property
     def current(self) -> Worker[Any] | None:
@@ -87,7 +90,7 @@ class Supervised:
     async def run(self) -> None:
         failures = 0
         while not self._stopping.is_set():
-            self._state = "starting"
+            self._set("starting")
             watching: asyncio.Task[None] | None = None
             try:
                 # A factory that raises is a crash like any other: the next try may find
@@ -108,7 +111,7 @@ class Supervised:
                     failures = 0
                 failures += 1
                 self._restarts += 1
-                self._state = "restarting"
+                self._set("restarting")
                 self._current = None
                 delay = self._delay(failures)
                 logger.warning(
@@ -126,7 +129,7 @@ class Supervised:
                     await asyncio.gather(watching, return_exceptions=True)
             # ``run`` returned: the instance was stopped (by us, or by itself).
             break
-        self._state = "stopped"
+        self._set("stopped")
         self._readiness.stopped()
 
     async def _watch_ready(self, worker: Worker[Any]) -> None:
@@ -135,8 +138,14 @@ class Supervised:
         except Exception:
             # What kept it from ready also ends its run, and the run's error is the one kept.
             return
-        self._state = "ready"
+        self._set("ready")
         self._readiness.set()
+
+    def _set(self, state: WorkerState) -> None:
+        changed = state != self._state
+        self._state = state
+        if changed and self._on_change is not None:
+            self._on_change()
 
     def _was_ready(self) -> bool:
         # A method, not an inline test: the watcher task changes the state meanwhile.
