@@ -10,11 +10,13 @@ topics, run sagas and projections, and register itself for discovery. Declare it
     service.project(balances, "sqlite:///views.db")
 
 and run it: ``async with service:`` (started and ready inside the block, drained and
-closed after it) or ``await service.run()`` (until ``stop()``; ``eventcore serve`` adds
-SIGTERM/SIGINT and the HTTP face).
+closed after it) or ``await service.run()`` (until ``stop()``, SIGTERM or SIGINT);
+``eventcore serve`` adds the HTTP face.
 
 Every worker is built when the service starts, from the store and bus it opened, and
-runs under a ``Supervised`` that rebuilds it after a crash. Shutdown (``aclose``) goes in
+runs under a ``Supervised`` that rebuilds it after a crash; the service's health (every
+worker ready, taking work) goes to the hooks' ``service_health`` as it changes. Shutdown
+(``aclose``) goes in
 the order that loses nothing: close the intake (new work gets ``ServiceDraining``) →
 let admitted commands finish (bounded by ``grace``) → stop the workers that take work
 (subscribers, command receivers, sagas, projections: each finishes what it holds and
@@ -28,6 +30,7 @@ import asyncio
 import contextlib
 import functools
 import logging
+import math
 import signal
 import time
 import uuid
@@ -107,10 +110,12 @@ class Service:
     ) -> None:
         if not name or not name.strip():
             raise InvalidService("a service needs a name")
-        if command_timeout <= 0 or grace < 0:
+        if not (math.isfinite(command_timeout) and command_timeout > 0) or not (
+            math.isfinite(grace) and grace >= 0
+        ):
             raise InvalidService(
-                f"command_timeout must be positive and grace not negative,"
-                f" got {command_timeout} and {grace}"
+                f"command_timeout must be a positive number of seconds and grace one not"
+                f" negative, got {command_timeout} and {grace}"
             )
         self.name = name
         self.events = events
@@ -166,12 +171,12 @@ class Service:
             raise InvalidService(f"two commands named {name!r} in service {self.name!r}")
         into[name] = command
 
-    def _declare(self, declared: Declared) -> None:
+    def _declare(self, recipe: Declared) -> None:
         if self._state != "declared":
             raise InvalidService(f"service {self.name!r} is already started: declare before")
-        if any(each.name == declared.name for each in self._declared):
-            raise InvalidService(f"two workers named {declared.name!r} in {self.name!r}")
-        self._declared.append(declared)
+        if any(each.name == recipe.name for each in self._declared):
+            raise InvalidService(f"two workers named {recipe.name!r} in {self.name!r}")
+        self._declared.append(recipe)
 
     def subscribe(
         self,
