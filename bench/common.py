@@ -55,6 +55,8 @@ class Sizes:
     saga_burst: int = 600  # m
     saga_paced: int = 1_000  # m
     saga_rate: int = 150  # m
+    #: n: commands sent over HTTP (``concurrency`` clients at once).
+    http_commands: int = 5_000  # n
     #: Events per append (or per save) when populating a store for a read workload.
     populate_batch: int = 1_000
 
@@ -79,6 +81,7 @@ class Sizes:
             bus_messages=10_000,
             saga_burst=300,
             saga_paced=300,
+            http_commands=2_000,
         )
 
     def scaled(self, factor: float) -> Sizes:
@@ -103,6 +106,7 @@ class Sizes:
             bus_messages=scale(self.bus_messages, 100),
             saga_burst=scale(self.saga_burst, 20),
             saga_paced=scale(self.saga_paced, 20),
+            http_commands=scale(self.http_commands, 100),
         )
 
 

@@ -3,7 +3,7 @@
 Issue 2's targets apply to the SQLite and memory backends, issue 3's to PostgreSQL; the
 messaging workloads (j, k, l: issue 5) carry their own per backend, and run on the backends
 that have a bus (``--backend nats`` runs only them), as does the federation hub's (o:
-issue 15).
+issue 15). n (issue 14) is commands over HTTP through ``eventcore serve``, on SQLite.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from bench import (
     eventcore_side,
     eventsourcing_side,
     federation_side,
+    http_side,
     messaging_side,
     projection_side,
     raw_sqlite,
@@ -353,6 +354,23 @@ WORKLOADS: tuple[Workload, ...] = (
         },
         peer_name="natsaga",
         peer=saga_side.peer_latency,
+    ),
+    Workload(
+        "n_http_commands",
+        "commands/s",
+        http_side.eventcore,
+        http_side.eventsourcing,
+        None,
+        lambda s: (
+            f"{http_side.NOTE}; {s.http_commands:,} commands, {s.concurrency} clients at once;"
+            " eventsourcing = the same endpoint in Starlette over its SQLite recorder"
+        ),
+        backends=frozenset({"sqlite"}),
+        backend_targets={
+            "sqlite": Target(
+                "≥2,000 commands/s and ≥2× eventsourcing", minimum=2_000, min_ratio=2.0
+            )
+        },
     ),
     Workload(
         "o_hub_throughput",

@@ -164,3 +164,11 @@ def test_bench_hub_workload_compares_with_the_relay_on_nats() -> None:
     assert isinstance(row["ratio_vs_raw"], float)
     assert isinstance(row["target_met"], bool)
     assert "eventsourcing has no hub" in row["notes"]
+
+
+def test_bench_serves_commands_over_http_on_both_sides() -> None:
+    (row,) = run_bench("--backend=sqlite", "--only=n")
+    assert row["workload"] == "n_http_commands"
+    assert isinstance(row["eventcore"], float)
+    assert isinstance(row["eventsourcing"], float)
+    assert "server CPU" in row["notes"]

@@ -54,7 +54,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("observability", ("eventcore.observability",)),
     # Contract suites and test helpers: may use every layer below the runtime.
     ("testing", ("eventcore.testing",)),
-    ("runtime", ("eventcore.web", "eventcore.cli", "eventcore.demo")),
+    ("runtime", ("eventcore.service", "eventcore.web", "eventcore.cli", "eventcore.demo")),
 ]
 RANK = {name: rank for rank, (name, _) in enumerate(LAYERS)}
 

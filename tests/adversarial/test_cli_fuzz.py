@@ -57,17 +57,23 @@ REFERENCES = {
     "app_ref": "tests.projection.orders:projections",
     "registry_ref": "tests.projection.orders:registry",
     "sagas_ref": "tests.cli.saga_samples:SAGAS",
+    "spec": "eventcore.demo.bank_service:service",
 }
 #: Options that take one of a few words, by name: the words.
 CHOICES = {"status": STATUSES}
 #: A good value for each required option that takes free text.
-TEXTS = {"reason": "refunded by hand", "config": "hub.toml"}
+TEXTS = {"reason": "refunded by hand", "config": "hub.toml", "host": "127.0.0.1"}
 #: Options a command does without, but without which its other options are never read:
 #: ``federate --group X`` alone only prints the help; with --config it runs the hub.
 NEEDED = {(("federate",), "config")}
 #: (command, URL parameter) pairs that create what they name when it is missing: for
 #: them a missing file, an empty one or a new schema are good values, not bad ones.
-CREATING = {(("demo",), "store"), (("db", "migrate"), "url")}
+CREATING = {
+    (("demo",), "store"),
+    (("db", "migrate"), "url"),
+    (("serve",), "store"),
+    (("serve",), "bus"),
+}
 #: A good value for each parameter that names something that must exist.
 EXISTING = {
     "stream_id": "account-alice",
@@ -497,6 +503,9 @@ ENVIRONMENT = {
     "EVENTCORE_BUS": "",
     "EVENTCORE_TARGET": "",
     "EVENTCORE_REGISTRY": "",
+    # ``serve`` checks its security settings first; with a key it goes on to check the
+    # values the fuzz gives it.
+    "EVENTCORE_API_KEYS": "fuzz:fuzz-key-0123456789abcdef",
 }
 
 
@@ -604,12 +613,15 @@ def test_the_fuzz_covers_every_command_and_option(scratch: Scratch) -> None:
         "sagas abort",
         "services list",
         "demo",
+        "serve",
+        "contracts export",
     }
 
 
 #: Commands that serve until they are stopped: their good run is a process stopped by a
-#: signal, in their own tests (``federate run``: tests/cli/test_federate.py).
-SERVING = {("federate", "run")}
+#: signal, in their own tests (``federate run``: tests/cli/test_federate.py; ``serve``:
+#: tests/web/test_serve.py).
+SERVING = {("federate", "run"), ("serve",)}
 
 
 @pytest.mark.parametrize(

@@ -7,7 +7,19 @@ from typing import Annotated
 import typer
 
 from eventcore._version import __version__
-from eventcore.cli import db, demo, dlq, events, federate, projections, sagas, services, streams
+from eventcore.cli import (
+    contracts,
+    db,
+    demo,
+    dlq,
+    events,
+    federate,
+    projections,
+    sagas,
+    serve,
+    services,
+    streams,
+)
 from eventcore.cli.errors import OneLineErrors
 
 __all__ = ["app", "main"]
@@ -28,8 +40,10 @@ app.add_typer(projections.app, name="projections")
 app.add_typer(dlq.app, name="dlq")
 app.add_typer(federate.app, name="federate")
 app.add_typer(sagas.app, name="sagas")
+app.add_typer(contracts.app, name="contracts")
 app.add_typer(services.app, name="services")
 app.command("demo")(demo.demo)
+app.command("serve")(serve.serve)
 
 
 def _print_version(value: bool) -> None:
