@@ -8,7 +8,14 @@ import random
 import pytest
 
 from eventcore import Checkpoint, EventStore, StoredEvent
-from eventcore.projection import Projection, ProjectionRunner, Source, SqlTransaction, handles
+from eventcore.projection import (
+    CheckpointMoved,
+    Projection,
+    ProjectionRunner,
+    Source,
+    SqlTransaction,
+    handles,
+)
 from eventcore.projection._sql_target import SqlTarget
 from tests.projection.conftest import table
 from tests.projection.orders import (
@@ -139,3 +146,30 @@ async def test_a_failing_handler_stops_the_runner_and_writes_nothing_of_its_batc
         await runner.run()
 
     assert len(await table(target, "SELECT * FROM orders")) == 5  # the first batch only
+
+
+async def test_of_two_runners_of_one_projection_one_stops_at_its_first_batch_and_none_applies_twice(
+    store: EventStore, target: SqlTarget
+) -> None:
+    # What a lease cannot exclude (a leader frozen past its lease, then waking up)
+    # looks like this: two runners that both loaded the same checkpoint.
+    first, second = (
+        ProjectionRunner(OrderSummary(), target, Source("orders", store, registry))
+        for _ in range(2)
+    )
+    runs = [asyncio.create_task(runner.run()) for runner in (first, second)]
+    await asyncio.gather(first.ready(), second.ready())
+    await append_all(store, random_events(random.Random(5), 2_000), per_append=100)
+
+    # A guard against hanging (both runners applying every batch), not a speed limit.
+    done, _ = await asyncio.wait(runs, timeout=60, return_when=asyncio.FIRST_COMPLETED)
+    assert done, "neither runner was refused"
+    (loser,) = done
+    assert isinstance(loser.exception(), CheckpointMoved), loser.exception()
+    winner = first if loser is runs[1] else second
+    async with asyncio.timeout(60):
+        await winner.caught_up()
+    winner.stop()
+    await asyncio.gather(*runs, return_exceptions=True)
+
+    assert await table(target, "SELECT * FROM orders") == await fold_store(store)

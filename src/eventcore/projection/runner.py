@@ -20,6 +20,12 @@ projection from the new store. A checkpoint saved before checkpoints kept their 
 taken as this store's up to its head (and bound to it at once); above the head it is
 proof of another log.
 
+Each batch names the checkpoint it continues (``Batch.after``), and the target refuses
+it if another runner moved that checkpoint meanwhile: ``run`` then ends with
+``CheckpointMoved``, having written nothing. Run one runner per projection, or one per
+service through ``eventcore.singleton.Singleton``; this is the fence for when two
+overlap anyway.
+
 The runner is a ``Worker`` (``eventcore.lifecycle``): it is ready once it has loaded
 its version and every source's checkpoint and follows them. A closed store or target
 (``StoreClosed``) ends ``run`` with that error rather than being waited out.
@@ -202,7 +208,11 @@ class ProjectionRunner:
         try:
             async with asyncio.TaskGroup() as group:
                 for source in self._sources:
-                    group.create_task(self._follow(source, version, self._followers[source.name]))
+                    group.create_task(
+                        self._follow(
+                            source, version, self._followers[source.name], start[source.name]
+                        )
+                    )
         except BaseExceptionGroup as failures:
             # Almost always one source's failure (its store closed, a handler's bug):
             # raised as itself, so callers catch StoreClosed rather than unpack a group.
@@ -234,7 +244,9 @@ class ProjectionRunner:
             await self._target.bind_checkpoint(name, version, source.name, store_id)
         return saved.position
 
-    async def _follow(self, source: Source, version: int, follower: LogFollower) -> None:
+    async def _follow(
+        self, source: Source, version: int, follower: LogFollower, after: int
+    ) -> None:
         handlers = self._projection.handlers_for(source.name)
         rate = self._rates[source.name]
         store_id = self._store_ids[source.name]
@@ -242,12 +254,19 @@ class ProjectionRunner:
         behind = True
         async for events in follower.batches():
             batch = Batch(
-                source.name, events, handlers, source.registry, rate.update(len(events)), store_id
+                source.name,
+                events,
+                handlers,
+                source.registry,
+                rate.update(len(events)),
+                store_id,
+                after,
             )
             if self._hooks is None:
                 await self._target.commit(self._projection, version, batch)
             else:
                 await self._observed_commit(self._hooks, source.name, version, batch, follower)
+            after = batch.position
             # Logged once per run of the version: under a steady flow a follower is
             # caught up and behind by turns, and a line each time would be noise.
             if behind and follower.head <= max(follower.scanned, events[-1].position):
