@@ -6,6 +6,7 @@ fails the singleton (and frees the lease). The same over real processes, killed:
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from collections.abc import Callable
 from typing import Any
@@ -89,7 +90,15 @@ class Work:
 class Instance:
     """One service instance's singleton, with the workers it built."""
 
-    def __init__(self, member: str, leases: Leases, journal: Journal, **options: object) -> None:
+    def __init__(
+        self,
+        member: str,
+        leases: Leases,
+        journal: Journal,
+        *,
+        name: str = "totals",
+        **options: object,
+    ) -> None:
         self.built: list[Work] = []
         self.stubborn = False
 
@@ -99,7 +108,7 @@ class Instance:
             return work
 
         self.singleton: Singleton[str] = Singleton(
-            "totals",
+            name,
             leases,
             make,
             ttl=TTL,
@@ -333,10 +342,21 @@ async def test_a_worker_that_ends_by_itself_ends_the_singleton() -> None:
     assert await leases.holder("singleton.totals", 0) is None
 
 
-@pytest.mark.parametrize("name", ["", "a b", "a..b", ".a", "a*", "a>", 7, "x" * 201])
+@pytest.mark.parametrize("name", ["", "  ", "a\nb", "a\x00", 7, None, "x" * 201])
 def test_a_bad_name_is_refused(name: object) -> None:
     with pytest.raises(InvalidInput):
         Singleton(name, MemoryLeases(), lambda: None)  # type: ignore[arg-type, return-value]
+
+
+@pytest.mark.parametrize("name", ["shop/projection:order summary", "a..b", "é*>"])
+async def test_any_printable_name_gets_a_scope_a_kv_key_can_hold(name: str) -> None:
+    leases, journal = MemoryLeases(), Journal()
+    a = Instance("a", leases, journal, name=name)
+    a.start()
+    await a.singleton.ready()
+    (scope, _), *_ = leases._claims
+    assert re.fullmatch(r"singleton\.=[A-Za-z0-9_-]+", scope), scope
+    await a.finish()
 
 
 @pytest.mark.parametrize("ttl", [0, -1, float("nan"), float("inf"), True, "1"])

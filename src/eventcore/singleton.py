@@ -51,6 +51,7 @@ instrumentation seam (``Hooks.leadership_changed``).
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import logging
 import os
@@ -98,9 +99,18 @@ LEADER: Final = "leader"
 FOLLOWER: Final = "follower"
 STOPPED: Final = "stopped"
 
-# Safe in a NATS KV key, where the scope ends up: dot-separated tokens.
-_NAME = re.compile(r"[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*")
+# Kept as it is in the lease's scope when safe in a NATS KV key (dot-separated tokens).
+_SAFE = re.compile(r"[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*")
 _MAX_NAME = 200
+
+
+def _scope(name: str) -> str:
+    """The lease scope of singleton ``name``: ``singleton.<name>``, with a name that a
+    KV key could not hold base64url-encoded behind ``=`` (no safe name starts so)."""
+    if _SAFE.fullmatch(name):
+        return f"singleton.{name}"
+    encoded = base64.urlsafe_b64encode(name.encode()).decode().rstrip("=")
+    return f"singleton.={encoded}"
 
 
 class SingletonStatus(msgspec.Struct, Generic[S], frozen=True, kw_only=True):
@@ -128,11 +138,11 @@ def default_member() -> str:
 class Singleton(Generic[S]):
     """Run the worker ``make_worker()`` builds on one instance at a time (module doc).
 
-    ``name`` names the work (every instance uses the same one): letters, digits, ``_``
-    and ``-``, in dot-separated parts. ``member`` names this instance (default: host,
-    pid and a random part). ``ttl``: seconds the lease lives without renewal.
-    ``make_worker`` is called each time this instance becomes leader; a worker is never
-    run twice."""
+    ``name`` names the work (every instance uses the same one, e.g. the service's and
+    the projection's names), up to 200 printable characters. ``member`` names this
+    instance (default: host, pid and a random part). ``ttl``: seconds the lease lives
+    without renewal. ``make_worker`` is called each time this instance becomes leader;
+    a worker is never run twice."""
 
     def __init__(
         self,
@@ -144,16 +154,20 @@ class Singleton(Generic[S]):
         member: str | None = None,
         hooks: Hooks | None = None,
     ) -> None:
-        if not isinstance(name, str) or len(name) > _MAX_NAME or not _NAME.fullmatch(name):
+        if (
+            not isinstance(name, str)
+            or not name.strip()
+            or len(name) > _MAX_NAME
+            or not name.isprintable()
+        ):
             raise InvalidInput(
-                f"a singleton's name is 1-{_MAX_NAME} letters, digits, '_' or '-' in"
-                f" dot-separated parts, got {name!r}"
+                f"a singleton's name is 1-{_MAX_NAME} printable characters, got {name!r}"
             )
         if member is not None and (not isinstance(member, str) or not member.strip()):
             raise InvalidInput(f"member must be a non-empty string, got {member!r}")
         self._ttl = check_ttl(ttl)
         self._name = name
-        self._scope = f"singleton.{name}"
+        self._scope = _scope(name)
         self._leases = leases
         self._make_worker = make_worker
         self._member = member if member is not None else default_member()
