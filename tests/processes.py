@@ -2,11 +2,11 @@
 the line it prints once it works, ``kill -9`` it, start it again, stop it with SIGTERM.
 
 Used by the tests that kill real processes (``tests/projection/test_leadership.py``,
-``tests/messaging/test_crash.py``). Each child is ``python -m <module> <args>`` run from
-the repository root with this tree's ``src`` first on its path. Its stdout is a pipe
-the test reads lines from (``line``), or, when the test does not listen, a log file
-beside its stderr's; ``tail`` shows the end of every log of every start, for a failure
-message.
+``tests/messaging/test_crash.py``, ``tests/federation/test_hub_crash.py``). Each child
+is ``python -m <module> <args>`` run from the repository root with this tree's ``src``
+first on its path. Its stdout is a pipe the test reads lines from (``line``), or, when
+the test does not listen, a log file beside its stderr's; ``tail`` shows the end of
+every log of every start, for a failure message.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import contextlib
 import os
 import signal
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +31,8 @@ class ChildProcess:
 
     ``logs``: a directory for each start's stderr (``<name>-<n>.log``); without it
     stderr is the test's own. ``listen``: keep stdout as a pipe for ``line`` (the
-    child must then print little, or be read); otherwise stdout goes to the log."""
+    child must then print little, or be read); otherwise stdout goes to the log.
+    ``environment``: variables set for the child on top of the test's own."""
 
     def __init__(
         self,
@@ -39,12 +41,14 @@ class ChildProcess:
         name: str | None = None,
         logs: Path | None = None,
         listen: bool = True,
+        environment: Mapping[str, str] | None = None,
     ) -> None:
         self.module = module
         self.args = args
         self.name = name or module.rpartition(".")[2]
         self.logs = logs
         self.listen = listen
+        self.environment = dict(environment or {})
         self.process: asyncio.subprocess.Process | None = None
         self.starts = 0
         self.kills = 0
@@ -62,11 +66,15 @@ class ChildProcess:
         return self.process is not None and self.process.returncode is None
 
     async def start(self, *, ready: bytes | None = b"ready") -> None:
-        """Start it; with ``ready``, wait until that line comes (stdout is then a pipe
-        for this start even when not ``listen``ing)."""
+        """Start it; with ``ready``, wait until a line that starts with it comes
+        (stdout is then a pipe for this start even when not ``listen``ing)."""
         self.starts += 1
         self.output = []
-        environment = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT)])}
+        environment = {
+            **os.environ,
+            **self.environment,
+            "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT)]),
+        }
         stderr: Any = None
         log = None
         if self.logs is not None:
@@ -87,7 +95,7 @@ class ChildProcess:
         if ready is not None:
             try:
                 async with asyncio.timeout(START_DEADLINE):
-                    while (line := await self.line()) != ready:
+                    while not (line := await self.line()).startswith(ready):
                         if not line:
                             raise AssertionError(f"{self.name} ended before {ready!r}")
             except (TimeoutError, AssertionError) as failure:
