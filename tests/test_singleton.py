@@ -371,3 +371,22 @@ def test_every_lease_backend_can_say_who_holds_a_claim() -> None:
 
     for backend in (MemoryLeases, SqliteLeases, KvLeases):
         assert issubclass(backend, ClaimHolders), backend
+
+
+async def test_stopped_while_asking_for_the_lease_it_gives_back_a_claim_it_may_have_won() -> None:
+    memory = MemoryLeases()
+
+    class Slow(Faulty):
+        async def acquire(self, scope: str, partition: int, member: str, ttl: float) -> bool:
+            await self.leases.acquire(scope, partition, member, ttl)
+            await asyncio.Event().wait()  # the answer never comes back
+            return True
+
+    slow = Slow(memory)
+    a = Instance("a", slow, Journal())
+    a.start()
+    await until(lambda: bool(memory._claims), "a's claim is written")
+    await a.finish()
+
+    assert await memory.holder("singleton.totals", 0) is None
+    assert a.built == []

@@ -254,11 +254,15 @@ class Singleton(Generic[S]):
             self._last_error = error
             _logger.warning("singleton %s: cannot ask for the lease: %s", self._name, error)
             return False
+        if won is None:
+            # Stopped while asking: the claim may have been written all the same, and
+            # is given back rather than left to run out while a follower waits.
+            await self._release()
+            return False
         if not won:
-            if won is False:
-                # Someone else leads: this instance knows its part, following.
-                self._holder = await self._current_holder()
-                self._readiness.set()
+            # Someone else leads: this instance knows its part, following.
+            self._holder = await self._current_holder()
+            self._readiness.set()
             return False
         self._valid_until = requested + self._ttl * (1 - SAFETY_FRACTION)
         self._last_error = None
