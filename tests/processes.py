@@ -121,10 +121,12 @@ class ChildProcess:
         await process.wait()
         self.kills += 1
 
-    async def stop(self, deadline: float = STOP_DEADLINE) -> int:
-        """SIGTERM, and its exit code once it has ended (killed after ``deadline``)."""
+    async def stop(self, deadline: float = STOP_DEADLINE) -> int | None:
+        """SIGTERM, and its exit code once it has ended; None if it never started. One
+        still running after ``deadline`` is killed, and that is an ``AssertionError``."""
         process = self.process
-        assert process is not None
+        if process is None:
+            return None
         if process.returncode is None:
             process.send_signal(signal.SIGTERM)
         try:
