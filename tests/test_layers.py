@@ -18,6 +18,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "eventcore._version",
             "eventcore._checks",
             "eventcore._closing",
+            "eventcore.redaction",
             "eventcore.types",
             "eventcore.errors",
         ),
@@ -49,13 +50,13 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ),
     ("read side", ("eventcore.projection",)),
     ("messaging", ("eventcore.messaging",)),
-    ("coordination", ("eventcore.resilience", "eventcore.saga")),
+    ("coordination", ("eventcore.resilience", "eventcore.saga", "eventcore.registry")),
     ("federation", ("eventcore.federation",)),
     # Tracing, metrics and logs on the instrumentation seam: nothing below knows of them.
     ("observability", ("eventcore.observability",)),
     # Contract suites and test helpers: may use every layer below the runtime.
     ("testing", ("eventcore.testing",)),
-    ("runtime", ("eventcore.cli", "eventcore.demo")),
+    ("runtime", ("eventcore.web", "eventcore.cli", "eventcore.demo")),
 ]
 RANK = {name: rank for rank, (name, _) in enumerate(LAYERS)}
 

@@ -39,6 +39,8 @@ MODULES = [
     "eventcore.messaging.url",
     "eventcore.messaging.memory",
     "eventcore.saga",
+    "eventcore.registry",
+    "eventcore.registry.url",
     "eventcore.federation",
     "eventcore.federation.config",
     "eventcore.federation.matcher",
@@ -50,6 +52,7 @@ MODULES = [
     "eventcore.testing.target",
     "eventcore.testing.faults",
     "eventcore.testing.idle",
+    "eventcore.testing.registry",
 ]
 
 

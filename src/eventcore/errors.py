@@ -16,7 +16,9 @@
     │   ├── InvalidName              a topic, consumer group or service name
     │   ├── InvalidSaga              a saga definition that cannot run
     │   ├── InvalidSagaInput         a saga start or operator action the saga refuses
+    │   ├── InvalidInstance          a service instance the registry refuses (a field too long...)
     │   ├── InvalidConfig            a configuration file (the federation hub's): every problem
+    │   ├── InvalidSettings          a setting (argument, flag, environment variable) unusable
     │   └── BusRejected              the bus's server refused the request as it is (NATS 400)
     ├── ConcurrencyConflict          re-read and try again (the executor does)
     ├── CommandFailed                the command did not take effect
@@ -39,7 +41,11 @@
     ├── BusError                     the message bus failed; the operation may be retried
     │   ├── BusUnavailable
     │   └── BusClosed
+    ├── RegistryError                the service registry's backend failed; it may be retried
+    │   ├── RegistryUnavailable
+    │   └── RegistryClosed
     ├── TransformFailed              a federation rule could not transform one event
+    ├── CredentialsRefused           a server refused the credentials given: fix them
     ├── WorkerStopped                a worker was stopped before it was ready
     ├── ServiceCallError             a call to another service failed; it may succeed later
     │   ├── CircuitOpen              the target's breaker refused the call: nothing was sent
@@ -58,6 +64,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from eventcore.redaction import redact
+
 __all__ = [
     "BusClosed",
     "BusError",
@@ -70,6 +78,7 @@ __all__ = [
     "CommandTimeout",
     "ConcurrencyConflict",
     "ConfigProblem",
+    "CredentialsRefused",
     "DatabaseNotFound",
     "DeadLetterNotFound",
     "DecodeError",
@@ -80,17 +89,22 @@ __all__ = [
     "InvalidCommand",
     "InvalidConfig",
     "InvalidInput",
+    "InvalidInstance",
     "InvalidMessage",
     "InvalidName",
     "InvalidPayload",
     "InvalidSaga",
     "InvalidSagaInput",
+    "InvalidSettings",
     "InvalidStreamId",
     "InvalidUrl",
     "MessageTooLarge",
     "MissingDependency",
     "NotFound",
     "PayloadTooLarge",
+    "RegistryClosed",
+    "RegistryError",
+    "RegistryUnavailable",
     "ReplyTimeout",
     "RetriesExhausted",
     "SagaNotFound",
@@ -110,7 +124,14 @@ __all__ = [
 
 
 class EventcoreError(Exception):
-    """The root of every error raised by eventcore."""
+    """The root of every error raised by eventcore.
+
+    Its message never holds a credential: text arguments pass through ``redact``, so an
+    error that quotes a URL or a driver's message shows ``postgresql://app:***@db``.
+    """
+
+    def __init__(self, *args: object) -> None:
+        super().__init__(*(redact(arg) if isinstance(arg, str) else arg for arg in args))
 
 
 # --- bad input -------------------------------------------------------------------------------
@@ -174,10 +195,13 @@ class InvalidPayload(InvalidAppend):
 
 
 class InvalidUrl(InvalidInput):
+    """A URL that names no usable store, bus or registry. Its credentials are masked
+    (``redact``): ``url`` and the message never hold a password or a token."""
+
     def __init__(self, url: str, reason: str) -> None:
-        self.url = url
-        self.reason = reason
-        super().__init__(f"invalid URL {url!r}: {reason}")
+        self.url = redact(url)
+        self.reason = redact(reason)
+        super().__init__(f"invalid URL {self.url!r}: {self.reason}")
 
 
 class InvalidCommand(InvalidInput):
@@ -192,6 +216,16 @@ class InvalidName(InvalidInput):
         self.value = value
         self.reason = reason
         super().__init__(f"invalid {kind} {value!r}: {reason}")
+
+
+class InvalidInstance(InvalidInput):
+    """A service instance the registry refuses: ``field`` (``address``, ``version``,
+    ``metadata``...) and what is wrong with it. Nothing was registered."""
+
+    def __init__(self, field: str, reason: str) -> None:
+        self.field = field
+        self.reason = reason
+        super().__init__(f"invalid instance {field}: {reason}")
 
 
 class InvalidSaga(InvalidInput):
@@ -229,6 +263,17 @@ class ConfigProblem:
     def __str__(self) -> str:
         rule = f"rule {self.rule!r}: " if self.rule is not None else ""
         return f"{self.file}: {rule}{self.field}: {self.reason}"
+
+
+class InvalidSettings(InvalidInput):
+    """A setting (an argument, a command-line flag, an ``EVENTCORE_*`` variable, a file it
+    names) that cannot be used as given: ``setting`` names it, ``reason`` says why.
+    Nothing starts half-configured."""
+
+    def __init__(self, setting: str, reason: str) -> None:
+        self.setting = setting
+        self.reason = redact(reason)
+        super().__init__(f"{setting}: {self.reason}")
 
 
 class InvalidConfig(InvalidInput):
@@ -397,9 +442,9 @@ class DatabaseNotFound(NotFound):
     the caller only wants to look, and looking creates nothing."""
 
     def __init__(self, url: str, reason: str) -> None:
-        self.url = url
+        self.url = redact(url)
         self.reason = reason
-        super().__init__(f"{url!r} not found: {reason}")
+        super().__init__(f"{self.url!r} not found: {reason}")
 
 
 # --- infrastructure ------------------------------------------------------------------------
@@ -426,9 +471,33 @@ class BusUnavailable(BusError):
     """The bus could not be reached or gave up mid-operation."""
 
 
+class CredentialsRefused(EventcoreError):
+    """A server (NATS, PostgreSQL) refused the credentials it was given, or asked for some
+    and got none. Retrying with the same ones fails the same way: fix the URL or its
+    options. ``server`` names the server and ``where`` its address, never the secret."""
+
+    def __init__(self, server: str, where: str, detail: str) -> None:
+        self.server = server
+        self.where = redact(where)
+        super().__init__(f"{server} at {self.where} refused the credentials given: {detail}")
+
+
 class BusClosed(BusError):
     def __init__(self) -> None:
         super().__init__("the bus is closed")
+
+
+class RegistryError(EventcoreError):
+    """The service registry's backend failed. The operation may succeed if retried later."""
+
+
+class RegistryUnavailable(RegistryError):
+    """The registry's file or server could not be reached or gave up mid-operation."""
+
+
+class RegistryClosed(RegistryError):
+    def __init__(self) -> None:
+        super().__init__("the registry is closed")
 
 
 class TransformFailed(EventcoreError):
@@ -531,6 +600,8 @@ class MissingDependency(EventcoreError, ImportError):
         "nats": ("nats-py", "nats"),
         "httpx": ("httpx", "runtime"),
         "cryptography": ("cryptography", "federation"),
+        "jwt": ("PyJWT", "runtime"),
+        "starlette": ("starlette", "runtime"),
         "prometheus_client": ("prometheus-client", "metrics"),
     }
 

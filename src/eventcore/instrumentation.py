@@ -67,6 +67,7 @@ __all__ = [
     "PublishStarted",
     "ReadFinished",
     "ReadStarted",
+    "RegistrationRenewed",
     "RelayProgress",
     "SagaCompensationEnded",
     "SagaOpened",
@@ -347,6 +348,18 @@ class LeadershipChanged(msgspec.Struct, frozen=True, kw_only=True):
 # --- the service ------------------------------------------------------------------------
 
 
+class RegistrationRenewed(msgspec.Struct, frozen=True, kw_only=True):
+    """An instance's registration in the service registry (``backend``: memory, sqlite,
+    nats) was made or renewed, or the attempt failed with ``error`` (an outage: it is
+    tried again at the next renewal)."""
+
+    service: str
+    instance_id: str
+    backend: str
+    error: BaseException | None
+    seconds: float
+
+
 class ServiceHealth(msgspec.Struct, frozen=True, kw_only=True):
     """Whether ``service`` is healthy, as whoever runs it (the runtime) judges."""
 
@@ -481,6 +494,9 @@ class Hooks:
         return None
 
     def batch_applied(self, event: BatchApplied, scope: object) -> None:
+        pass
+
+    def registration_renewed(self, event: RegistrationRenewed) -> None:
         pass
 
     def service_health(self, event: ServiceHealth) -> None:

@@ -38,13 +38,20 @@ from typer.testing import CliRunner, Result
 
 from eventcore.cli import app
 from eventcore.cli.sagas import STATUSES
+from eventcore.registry import open_registry
 from tests.backends import POSTGRES_URL
 from tests.cli.conftest import run_eventcore, snapshot, write_history
 from tests.cli.saga_samples import write_sagas
 from tests.cli.samples import LETTERS, fill_letters, project
 
 #: URL parameters, by name: the kind of file a good one names.
-URL_KINDS = {"store": "store", "url": "store", "bus": "bus", "target": "target"}
+URL_KINDS = {
+    "store": "store",
+    "url": "store",
+    "bus": "bus",
+    "target": "target",
+    "registry": "registry",
+}
 #: ``module:attribute`` parameters, by name, with a good value each.
 REFERENCES = {
     "app_ref": "tests.projection.orders:projections",
@@ -128,7 +135,7 @@ class Param:
             return "url"
         if self.name in REFERENCES:
             return "reference"
-        if self.name in {"group", "topic"}:
+        if self.name in {"group", "topic", "service"}:
             return "name"
         if self.name in CHOICES:
             return "choice"
@@ -204,6 +211,11 @@ def _settle(path: Path) -> None:
         connection.close()
 
 
+async def _make_registry(url: str) -> None:
+    registry = await open_registry(url)
+    await registry.aclose()
+
+
 @pytest.fixture(scope="module")
 def scratch(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scratch]:
     directory = tmp_path_factory.mktemp("cli-fuzz")
@@ -211,6 +223,7 @@ def scratch(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scratch]:
         "store": directory / "events.db",
         "bus": directory / "bus.db",
         "target": directory / "views.db",
+        "registry": directory / "registry.db",
     }
     store_url = f"sqlite://{files['store'].as_posix()}"
     asyncio.run(project(store_url, files["target"]))
@@ -219,6 +232,7 @@ def scratch(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scratch]:
     # Sagas to list, show, retry and abort (order-3 is stuck).
     asyncio.run(write_sagas(store_url))
     asyncio.run(fill_letters(f"sqlite://{files['bus'].as_posix()}"))
+    asyncio.run(_make_registry(f"sqlite://{files['registry'].as_posix()}"))
     (directory / "notes.txt").write_text("not a database\n")
     (directory / "hub.toml").write_text(HUB_CONFIG)
     (directory / "event.json").write_text(HUB_EVENT)
@@ -407,6 +421,15 @@ def bad_urls(param: Param, scratch: Scratch) -> st.SearchStrategy[str]:
             f"nats://127.0.0.1:{port}",
             POSTGRES_URL,
         ],
+        "registry": [
+            f"{own}?namespace=x",
+            f"{own}?partitions=2",
+            "memory://somewhere",
+            "nats://",
+            f"nats://127.0.0.1:{port}",
+            "nats://127.0.0.1:4222?namespace=bad.name",
+            POSTGRES_URL,
+        ],
         "target": [
             f"{own}?synchronous=FULL",
             "memory://",
@@ -421,7 +444,7 @@ def bad_urls(param: Param, scratch: Scratch) -> st.SearchStrategy[str]:
         absent = [f"sqlite://{work}/missing.db", f"sqlite://{work}/empty.db"]
         if kind != "target":
             absent.append("memory://")
-        if kind != "bus":
+        if kind not in {"bus", "registry"}:
             absent.append(f"{POSTGRES_URL}?schema={scratch.fresh_schema}")
         groups.append(absent)
     schemes = st.from_regex(r"[a-z][a-z0-9+.-]{0,9}", fullmatch=True).filter(
@@ -473,6 +496,7 @@ ENVIRONMENT = {
     "EVENTCORE_STORE": "",
     "EVENTCORE_BUS": "",
     "EVENTCORE_TARGET": "",
+    "EVENTCORE_REGISTRY": "",
 }
 
 
@@ -578,6 +602,7 @@ def test_the_fuzz_covers_every_command_and_option(scratch: Scratch) -> None:
         "sagas show",
         "sagas retry",
         "sagas abort",
+        "services list",
         "demo",
     }
 
@@ -621,6 +646,7 @@ REAL_CASES = [
     [b"sagas", b"show", b"--store", b"STORE", b"--", b"order-\xff"],
     [b"sagas", b"retry", b"order-3", b"--store", b"STORE", b"--sagas", b"tests.cli.\xfe:SAGAS"],
     [b"db", b"migrate", b"sqlite:///nowhere/\x80.db"],
+    [b"services", b"list", b"--registry", b"sqlite:///tmp/\xfe.db"],
 ]
 
 

@@ -371,6 +371,29 @@ def test_libpq_options_and_the_address_pass_through() -> None:
     assert config.schema == "orders"
 
 
+def test_tls_options_pass_through_to_libpq_and_the_password_never_shows() -> None:
+    from urllib.parse import parse_qsl, urlsplit
+
+    from eventcore.store.postgres import PostgresConfig
+
+    tls = "sslmode=verify-full&sslrootcert=/etc/ca.pem&sslcert=/etc/c.pem&sslkey=/etc/k.pem"
+    url = f"postgresql://u:Pw-9931@db.example/shop?{tls}&sslpassword=Kp-4410&sslcrl=/etc/crl"
+    config = PostgresConfig.from_url(StoreUrl.parse(url))
+
+    passed = dict(parse_qsl(urlsplit(config.conninfo).query))
+    assert passed == {
+        "sslmode": "verify-full",
+        "sslrootcert": "/etc/ca.pem",
+        "sslcert": "/etc/c.pem",
+        "sslkey": "/etc/k.pem",
+        "sslpassword": "Kp-4410",
+        "sslcrl": "/etc/crl",
+        "connect_timeout": passed["connect_timeout"],
+    }
+    assert "Pw-9931" not in repr(config)
+    assert "Kp-4410" not in repr(config)
+
+
 async def test_nul_in_an_event_type_is_invalid_input_not_a_crash(store: PostgresStore) -> None:
     from eventcore.errors import InvalidAppend
 

@@ -1,7 +1,7 @@
 """An eventcore SQLite file: opening it, and which kind of file it is — an event store, a
-message bus or a projection target. Every opener (``connect_file``, then ``claim``)
-checks the kind before it writes anything, so a file of one kind is never migrated into
-a mix of two (``--bus events.db`` once created bus tables inside an event store).
+message bus, a projection target or a service registry. Every opener (``connect_file``,
+then ``claim``) checks the kind before it writes anything, so a file of one kind is never
+migrated into a mix of two (``--bus events.db`` once created bus tables inside an event store).
 
 A file says its kind in the SQLite header's ``application_id``, stamped when the file is
 created. Files written before the stamp existed hold 0 there and are recognised by their
@@ -29,6 +29,7 @@ from eventcore.errors import DatabaseNotFound, InvalidUrl
 __all__ = [
     "BUS",
     "KINDS",
+    "REGISTRY",
     "STORE",
     "TARGET",
     "FileKind",
@@ -43,7 +44,7 @@ class FileKind(msgspec.Struct, frozen=True):
     noun: str
     #: The same, bare ("event store").
     name: str
-    #: The header stamp; each kind's spells four letters ("ECST", "ECBU", "ECPT").
+    #: The header stamp; each kind's spells four letters ("ECST", "ECBU", "ECPT", "ECRG").
     application_id: int
     #: Tables that only a file of this kind has: how an unstamped file is recognised.
     tables: frozenset[str]
@@ -58,7 +59,10 @@ BUS: Final = FileKind(
 TARGET: Final = FileKind(
     "a projection target", "projection target", 0x45435054, frozenset({"eventcore_projections"})
 )
-KINDS: Final = (STORE, BUS, TARGET)
+REGISTRY: Final = FileKind(
+    "a service registry", "service registry", 0x45435247, frozenset({"registry_instances"})
+)
+KINDS: Final = (STORE, BUS, TARGET, REGISTRY)
 
 
 def connect_file(

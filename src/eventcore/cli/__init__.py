@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from eventcore._version import __version__
-from eventcore.cli import db, demo, dlq, events, federate, projections, sagas, streams
+from eventcore.cli import db, demo, dlq, events, federate, projections, sagas, services, streams
 from eventcore.cli.errors import OneLineErrors
 
 __all__ = ["app", "main"]
@@ -28,6 +28,7 @@ app.add_typer(projections.app, name="projections")
 app.add_typer(dlq.app, name="dlq")
 app.add_typer(federate.app, name="federate")
 app.add_typer(sagas.app, name="sagas")
+app.add_typer(services.app, name="services")
 app.command("demo")(demo.demo)
 
 
@@ -47,7 +48,7 @@ def _root(
     ] = False,
 ) -> None:
     """Inspect event stores, follow the global log, repair sagas, check federation rules,
-    run the demo."""
+    list the services in a registry, run the demo."""
 
 
 def main() -> None:

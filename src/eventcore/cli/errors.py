@@ -5,7 +5,8 @@ take) is not a bug, so it never shows a traceback. Anything that is not an event
 error is a bug and keeps its traceback.
 
 Exit codes: 0 success; 1 the thing asked for failed or does not exist (also: the demo's
-checks failed); 2 bad input, as for a usage error; 3 the store or the bus failed; 130 interrupted.
+checks failed); 2 bad input, as for a usage error; 3 the store, the bus or the registry
+failed; 130 interrupted.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import typer
 from typer.core import TyperGroup
 
 from eventcore.cli import render
-from eventcore.errors import BusError, EventcoreError, InvalidInput, StoreError
+from eventcore.errors import BusError, EventcoreError, InvalidInput, RegistryError, StoreError
 
 __all__ = [
     "EXIT_FAILURE",
@@ -41,7 +42,7 @@ EXIT_INTERRUPTED = 130
 def exit_code(error: EventcoreError) -> int:
     if isinstance(error, InvalidInput):
         return EXIT_USAGE
-    if isinstance(error, StoreError | BusError):
+    if isinstance(error, StoreError | BusError | RegistryError):
         return EXIT_STORE
     return EXIT_FAILURE
 

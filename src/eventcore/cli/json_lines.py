@@ -30,6 +30,8 @@ stderr, so stdout holds nothing but records.
   ``reason``, ``retry_at`` —, ``late_replies``, ``result``) and ``timeline`` (each
   ``at``, ``event``, ``step``, ``detail``). A saga's times are stored as seconds since
   the epoch and printed as the times above.
+* ``services list``: ``service``, ``instance_id``, ``address``, ``version``,
+  ``metadata`` (an object of text values).
 """
 
 from __future__ import annotations
@@ -44,12 +46,14 @@ import msgspec
 
 from eventcore.messaging.bus import DeadLetter
 from eventcore.projection.target import SourceProgress, VersionInfo
+from eventcore.registry import Instance
 from eventcore.saga import SagaSummary, SagaView
 from eventcore.types import StoredEvent, StreamHead
 
 __all__ = [
     "emit",
     "event_record",
+    "instance_record",
     "letter_record",
     "progress_record",
     "saga_record",
@@ -65,6 +69,16 @@ def emit(record: dict[str, Any]) -> None:
     as it comes."""
     sys.stdout.write(json.dumps(record, ensure_ascii=True, separators=(",", ":")) + "\n")
     sys.stdout.flush()
+
+
+def instance_record(instance: Instance) -> dict[str, Any]:
+    return {
+        "service": instance.service,
+        "instance_id": instance.instance_id,
+        "address": instance.address,
+        "version": instance.version,
+        "metadata": dict(instance.metadata),
+    }
 
 
 def stream_record(head: StreamHead) -> dict[str, Any]:

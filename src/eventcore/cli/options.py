@@ -24,8 +24,10 @@ __all__ = [
     "ENVVAR",
     "MAX_PAGE",
     "MAX_POSITION",
+    "REGISTRY_ENVVAR",
     "BusOption",
     "JsonOutput",
+    "RegistryOption",
     "StoreUrl",
     "inspected_bus",
     "inspected_store",
@@ -34,6 +36,7 @@ __all__ = [
     "page_limit",
     "required",
     "required_bus",
+    "required_registry",
     "required_url",
     "url_option",
     "with_connect_timeout",
@@ -163,3 +166,21 @@ async def inspected_bus(url: str) -> AsyncIterator[Bus]:
         yield bus
     finally:
         await bus.aclose()
+
+
+REGISTRY_ENVVAR = "EVENTCORE_REGISTRY"
+
+#: The service registry to read.
+RegistryOption = Annotated[
+    str | None,
+    url_option(
+        "--registry",
+        REGISTRY_ENVVAR,
+        "The service registry, e.g. sqlite:///tmp/registry.db or nats://127.0.0.1:4222.",
+    ),
+]
+
+
+def required_registry(url: str | None) -> str:
+    """The registry URL given, or leave with a message that says how to give one."""
+    return required_url(url, "--registry", REGISTRY_ENVVAR, "sqlite:///tmp/registry.db")

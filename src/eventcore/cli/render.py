@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from eventcore.redaction import redact
 from eventcore.types import StoredEvent, StreamHead
 
 __all__ = [
@@ -45,12 +46,13 @@ def error(message: str) -> None:
     # One line whatever the message holds (a driver's message may span several), so a
     # script can read it and a person sees it whole. Printed as plain text: a stream id or
     # URL in the message may contain "[", which rich would otherwise read as markup.
-    line = " ".join(message.split())
+    # Redacted here too, for messages the command line puts together itself.
+    line = " ".join(redact(message).split())
     stderr().print(Text(f"error: {line}", style="bold red"), soft_wrap=True)
 
 
 def note(message: str) -> None:
-    stderr().print(Text(message, style="dim"), soft_wrap=True)
+    stderr().print(Text(redact(message), style="dim"), soft_wrap=True)
 
 
 def abbreviate(data: bytes, width: int) -> str:

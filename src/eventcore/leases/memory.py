@@ -36,6 +36,11 @@ class MemoryLeases:
                 del members[other]
         return sorted(members)
 
+    async def members(self, scope: str) -> list[str]:
+        """The live members of ``scope``, sorted, without joining it."""
+        now = time.monotonic()
+        return sorted(m for m, expires in self._members.get(scope, {}).items() if expires > now)
+
     async def acquire(self, scope: str, partition: int, member: str, ttl: float) -> bool:
         ttl = check_ttl(ttl)
         now = time.monotonic()

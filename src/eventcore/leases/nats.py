@@ -76,6 +76,14 @@ class KvLeases:
                     return sorted(live)
         return sorted(live)
 
+    async def members(self, scope: str) -> list[str]:
+        """The live members of ``scope``, sorted, without joining it."""
+        with translated("reading a group's members"):
+            raw, _ = await self._read(f"{scope}.members")
+        now = time.time()
+        members = _members_decoder.decode(raw) if raw else {}
+        return sorted(name for name, until in members.items() if until > now)
+
     async def acquire(self, scope: str, partition: int, member: str, ttl: float) -> bool:
         ttl = check_ttl(ttl)
         key = f"{scope}.p.{partition}"

@@ -59,6 +59,18 @@ class SqliteLeases:
 
         return await self._writes.write(body)
 
+    async def members(self, scope: str) -> list[str]:
+        """The live members of ``scope``, sorted, without joining it."""
+
+        def body(connection: sqlite3.Connection) -> list[str]:
+            rows = connection.execute(
+                "SELECT member FROM bus_members WHERE scope = ? AND expires_at > ? ORDER BY member",
+                (scope, time.time()),
+            ).fetchall()
+            return [str(row[0]) for row in rows]
+
+        return await self._writes.write(body)
+
     async def acquire(self, scope: str, partition: int, member: str, ttl: float) -> bool:
         ttl = check_ttl(ttl)
 

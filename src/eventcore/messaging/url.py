@@ -3,7 +3,11 @@
 * ``memory://`` — in-process; every ``open_bus("memory://")`` is a new, empty bus.
 * ``sqlite:///abs/path/bus.db`` (or ``sqlite://relative/bus.db``) — the embedded
   default, one file shared by every process on the machine.
-* ``nats://host:port`` — NATS JetStream.
+* ``nats://host:port`` — NATS JetStream; ``tls://host:port`` requires TLS. Credentials
+  travel in the URL: ``nats://user:password@host``, ``nats://TOKEN@host``,
+  ``?creds=/path/app.creds``, and ``?tls_ca=``, ``?tls_cert=`` + ``?tls_key=``,
+  ``?tls_hostname=`` for TLS. They never show: ``repr`` and ``str`` of a ``BusUrl`` and
+  every error that quotes one mask them (``eventcore.redaction.redact``).
 
 Options (query string): ``partitions`` (per topic, default 8; a topic keeps the count
 it was created with); for NATS, ``namespace`` (default ``eventcore``): the prefix of
@@ -21,12 +25,15 @@ import msgspec
 from eventcore.errors import InvalidName, InvalidUrl
 from eventcore.messaging.bus import DEFAULT_PARTITIONS
 from eventcore.messaging.names import check_name
+from eventcore.redaction import redact
 from eventcore.store.url import split_url
 
 __all__ = ["BusUrl"]
 
-_SCHEMES = {"memory": "memory", "sqlite": "sqlite", "nats": "nats"}
+_SCHEMES = {"memory": "memory", "sqlite": "sqlite", "nats": "nats", "tls": "nats"}
 _OPTIONS = {"partitions", "namespace"}
+#: What nats-py is told about credentials and TLS (``eventcore._nats.connect``).
+_NATS_OPTIONS = {"creds", "tls_ca", "tls_cert", "tls_key", "tls_hostname"}
 _MAX_PARTITIONS = 256
 
 
@@ -42,9 +49,10 @@ class BusUrl(msgspec.Struct, frozen=True):
         backend, location, options = split_url(
             url, _SCHEMES, example="sqlite:///tmp/bus.db", noun="bus scheme"
         )
-        unknown = sorted(set(options) - _OPTIONS)
+        allowed = _OPTIONS | _NATS_OPTIONS if backend == "nats" else _OPTIONS
+        unknown = sorted(set(options) - allowed)
         if unknown:
-            known = ", ".join(sorted(_OPTIONS))
+            known = ", ".join(sorted(allowed))
             raise InvalidUrl(url, f"unknown option(s) {', '.join(unknown)}; known: {known}")
         if "namespace" in options:
             if backend != "nats":
@@ -65,6 +73,12 @@ class BusUrl(msgspec.Struct, frozen=True):
         parsed = cls(raw=url, backend=backend, location=location, options=options)
         parsed.partitions  # noqa: B018 -- validates the option now, not at first use
         return parsed
+
+    def __repr__(self) -> str:
+        return f"BusUrl({redact(self.raw)!r})"
+
+    def __str__(self) -> str:
+        return redact(self.raw)
 
     @property
     def partitions(self) -> int:

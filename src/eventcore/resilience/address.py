@@ -39,18 +39,18 @@ class Target(NamedTuple):
             parts = urlsplit(url)
             if parts.scheme or parts.netloc:
                 raise InvalidUrl(
-                    _redacted(url),
+                    url,
                     "with service= given, the URL is a path on that service, like '/orders/7'",
                 )
             return cls(service, _path_of(parts))
         parts = urlsplit(url)
         if parts.scheme not in _SCHEMES or not parts.netloc:
             raise InvalidUrl(
-                _redacted(url),
+                url,
                 "expected http://<service>/<path>, or a path with service= given",
             )
         if "@" in parts.netloc:
-            raise InvalidUrl(_redacted(url), "a service URL carries no credentials")
+            raise InvalidUrl(url, "a service URL carries no credentials")
         if ":" in parts.netloc:
             raise InvalidUrl(url, "a service URL has no port: the instance's address gives it")
         try:
@@ -87,9 +87,9 @@ def check_base_url(value: object) -> str:
         raise InvalidUrl(repr(value), f"expected a string, got {type(value).__name__}")
     parts = urlsplit(value)
     if parts.scheme not in _SCHEMES or not parts.hostname:
-        raise InvalidUrl(_redacted(value), "expected http://host:port or https://host:port")
+        raise InvalidUrl(value, "expected http://host:port or https://host:port")
     if "@" in parts.netloc:
-        raise InvalidUrl(_redacted(value), "an instance's address carries no credentials")
+        raise InvalidUrl(value, "an instance's address carries no credentials")
     if parts.query or parts.fragment:
         raise InvalidUrl(value, "an instance's address has no query or fragment")
     try:
@@ -102,12 +102,3 @@ def check_base_url(value: object) -> str:
 def _path_of(parts: SplitResult) -> str:
     path = parts.path if parts.path.startswith("/") else "/" + parts.path
     return f"{path}?{parts.query}" if parts.query else path
-
-
-def _redacted(url: str) -> str:
-    """``url`` with any user name and password replaced, for error messages."""
-    scheme, _, rest = url.partition("://")
-    userinfo, at, host = rest.partition("@")
-    if not at or "/" in userinfo:
-        return url
-    return f"{scheme}://***@{host}"

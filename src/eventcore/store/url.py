@@ -9,6 +9,7 @@ from urllib.parse import parse_qsl, urlsplit
 import msgspec
 
 from eventcore.errors import InvalidUrl
+from eventcore.redaction import redact
 
 __all__ = ["StoreUrl", "split_url"]
 
@@ -61,7 +62,11 @@ class StoreUrl(msgspec.Struct, frozen=True):
     * ``memory://`` — in-process, gone when the process ends.
     * ``sqlite:///abs/path.db`` or ``sqlite://relative/path.db`` — an embedded file;
       options ``synchronous`` (FULL, NORMAL, OFF) and ``max_payload_bytes``.
-    * ``postgresql://user@host:port/db`` — the scale-out backend.
+    * ``postgresql://user:password@host:port/db`` — the scale-out backend; TLS through
+      libpq's options (``sslmode``, ``sslrootcert``, ``sslcert``, ``sslkey``,
+      ``sslpassword``, ``sslcrl``).
+
+    ``repr`` and ``str`` show the URL with its password masked (``redact``).
     """
 
     raw: str
@@ -81,6 +86,12 @@ class StoreUrl(msgspec.Struct, frozen=True):
             if not parts.hostname and not parts.path.strip("/"):
                 raise InvalidUrl(url, "expected postgresql://user@host:port/database")
         return cls(raw=url, backend=backend, path=location, options=options)
+
+    def __repr__(self) -> str:
+        return f"StoreUrl({redact(self.raw)!r})"
+
+    def __str__(self) -> str:
+        return redact(self.raw)
 
     def option(self, name: str, default: str) -> str:
         return self.options.get(name, default)

@@ -1,10 +1,10 @@
 """What a project needs to test against eventcore: the contracts a backend must keep,
 seeded fault-injecting wrappers, and helpers that wait until services are idle.
 
-* :class:`StoreContract`, :class:`BusContract`, :class:`TargetContract` — pytest test
-  classes holding every guarantee of an event store, a message bus and a projection
-  target; a backend subclasses one and provides one fixture (see
-  ``docs/guides/testing-your-backend.md``).
+* :class:`StoreContract`, :class:`BusContract`, :class:`TargetContract`,
+  :class:`RegistryContract` — pytest test classes holding every guarantee of an event
+  store, a message bus, a projection target and a service registry; a backend
+  subclasses one and provides one fixture (see ``docs/guides/testing-your-backend.md``).
 * :class:`FaultyStore`, :class:`FaultyBus` — wrappers that, from a seed, fail calls with
   the typed outage errors, delay them, deliver twice and drop connections.
 * :class:`Services`, :func:`until_idle` — run relays and subscribers together and wait
@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from eventcore.testing.bus import BusContract
     from eventcore.testing.faults import FaultPlan, FaultyBus, FaultyStore
     from eventcore.testing.idle import Services, until_idle
+    from eventcore.testing.registry import RegistryContract
     from eventcore.testing.store import StoreContract
     from eventcore.testing.target import TargetContract
 
@@ -32,6 +33,7 @@ __all__ = [
     "FaultPlan",
     "FaultyBus",
     "FaultyStore",
+    "RegistryContract",
     "Services",
     "StoreContract",
     "TargetContract",
@@ -45,6 +47,7 @@ _HOMES = {
     "FaultPlan": "eventcore.testing.faults",
     "FaultyBus": "eventcore.testing.faults",
     "FaultyStore": "eventcore.testing.faults",
+    "RegistryContract": "eventcore.testing.registry",
     "Services": "eventcore.testing.idle",
     "StoreContract": "eventcore.testing.store",
     "TargetContract": "eventcore.testing.target",

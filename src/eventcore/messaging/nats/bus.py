@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import re
 import zlib
 from collections.abc import Sequence
 
@@ -28,6 +27,7 @@ from nats.js.client import JetStreamContext
 from nats.js.errors import KeyNotFoundError
 from nats.js.kv import KeyValue
 
+from eventcore._nats.connect import connect
 from eventcore._nats.errors import translated
 from eventcore._nats.kv import find_bucket, key_token, open_bucket
 from eventcore.errors import BusClosed, BusUnavailable, DatabaseNotFound, InvalidInput
@@ -39,6 +39,7 @@ from eventcore.messaging.nats._deadletters import KvDeadLetterBox
 from eventcore.messaging.nats._publisher import Publisher
 from eventcore.messaging.nats._topics import TopicStreams
 from eventcore.messaging.url import BusUrl
+from eventcore.redaction import redact
 from eventcore.store.checkpoint import Checkpoint
 
 __all__ = ["NatsBus"]
@@ -46,7 +47,6 @@ __all__ = ["NatsBus"]
 #: Seconds a publish (or any call) waits for the server before ``BusUnavailable``.
 _CALL_TIMEOUT = 5.0
 _CONNECT_TIMEOUT = 5.0
-_PASSWORD = re.compile(r"//([^:/@]*):[^@/]*@")
 
 
 class NatsBus(BusFront[NatsConsumer, KvDeadLetterBox]):
@@ -85,22 +85,19 @@ class NatsBus(BusFront[NatsConsumer, KvDeadLetterBox]):
         ``DatabaseNotFound``."""
         if not isinstance(lease_ttl, int | float) or not lease_ttl > 0:
             raise InvalidInput(f"lease_ttl must be positive, got {lease_ttl!r}")
-        server = url.raw.partition("?")[0]
-        try:
-            async with asyncio.timeout(_CONNECT_TIMEOUT):
-                nc = await nats.connect(
-                    servers=[server],
-                    name="eventcore",
-                    connect_timeout=2.0,
-                    allow_reconnect=True,
-                    # nats-py applies this to the first connection too, where "for ever"
-                    # would hide a wrong address behind a timeout; it becomes -1 below.
-                    max_reconnect_attempts=2,
-                    reconnect_time_wait=0.25,
-                    error_cb=_ignore_error,
-                )
-        except (TimeoutError, OSError, nats.errors.Error) as error:
-            raise BusUnavailable(f"cannot reach NATS at {url.location}: {error!r}") from error
+        nc = await connect(
+            url.raw,
+            url.options,
+            where=url.location,
+            give_up_after=_CONNECT_TIMEOUT,
+            name="eventcore",
+            connect_timeout=2.0,
+            allow_reconnect=True,
+            # nats-py applies this to the first connection too, where "for ever"
+            # would hide a wrong address behind a timeout; it becomes -1 below.
+            max_reconnect_attempts=2,
+            reconnect_time_wait=0.25,
+        )
         # Once connected, reconnect for ever: a server restart must not end the bus.
         nc.options["max_reconnect_attempts"] = -1
         try:
@@ -144,7 +141,7 @@ class NatsBus(BusFront[NatsConsumer, KvDeadLetterBox]):
 
     @property
     def url(self) -> str:
-        return _PASSWORD.sub(r"//\1@", self._url.raw)
+        return redact(self._url.raw)
 
     @property
     def leases(self) -> KvLeases:
@@ -236,10 +233,6 @@ def _checkpoint_of(value: bytes) -> Checkpoint:
         return msgspec.json.decode(value, type=Checkpoint)
     except msgspec.DecodeError as error:
         raise BusUnavailable(f"the checkpoint bucket holds an unreadable value: {error}") from None
-
-
-async def _ignore_error(error: Exception) -> None:
-    """Connection trouble surfaces as ``BusUnavailable`` on the calls it affects."""
 
 
 async def _existing_buckets(

@@ -52,6 +52,7 @@ from eventcore.errors import (
     StoreUnavailable,
 )
 from eventcore.instrumentation import resolve
+from eventcore.redaction import redact
 from eventcore.store._front import StoreFront
 from eventcore.store._head_signal import HeadSignal
 from eventcore.store._observed import announce_connections
@@ -84,7 +85,21 @@ DEFAULT_CONNECT_TIMEOUT: Final = 10
 _MAX_SECONDS: Final = 3600
 #: PostgreSQL's own default max_connections is 100.
 _MAX_POOL_SIZE: Final = 1000
-_LIBPQ_OPTIONS: Final = frozenset({"connect_timeout", "sslmode", "application_name"})
+# libpq's own, passed through as given: TLS (``sslmode=verify-full`` with ``sslrootcert``,
+# a client certificate with ``sslcert``/``sslkey``/``sslpassword``) among them.
+_LIBPQ_OPTIONS: Final = frozenset(
+    {
+        "connect_timeout",
+        "application_name",
+        "sslmode",
+        "sslrootcert",
+        "sslcert",
+        "sslkey",
+        "sslpassword",
+        "sslcrl",
+        "sslnegotiation",
+    }
+)
 _OWN_OPTIONS: Final = frozenset(
     {"schema", "pool_size", "pool_timeout", "max_payload_bytes", "notify"}
 )
@@ -100,6 +115,10 @@ class PostgresConfig(msgspec.Struct, frozen=True):
     pool_timeout: float = DEFAULT_POOL_TIMEOUT
     notify: bool = True
     connect_timeout: int = DEFAULT_CONNECT_TIMEOUT
+
+    def __repr__(self) -> str:
+        # The connection string carries the password.
+        return f"PostgresConfig({redact(self.conninfo)!r}, schema={self.schema!r})"
 
     @classmethod
     def from_url(cls, parsed: StoreUrl) -> PostgresConfig:
