@@ -390,3 +390,18 @@ async def test_stopped_while_asking_for_the_lease_it_gives_back_a_claim_it_may_h
 
     assert await memory.holder("singleton.totals", 0) is None
     assert a.built == []
+
+
+async def test_every_bus_shares_its_leases_and_a_bus_that_keeps_none_is_refused() -> None:
+    from eventcore.messaging import bus_leases, open_bus
+    from eventcore.testing.faults import FaultPlan, FaultyBus
+
+    async with await open_bus("memory://") as bus:
+        assert isinstance(bus_leases(bus), MemoryLeases)
+        assert bus_leases(FaultyBus(bus, FaultPlan(seed=1))) is bus_leases(bus)
+
+    class Bare:
+        url = "memory://"
+
+    with pytest.raises(InvalidInput, match="keeps no leases"):
+        bus_leases(Bare())  # type: ignore[arg-type]

@@ -16,8 +16,7 @@ import sys
 
 from eventcore import open_store
 from eventcore.instrumentation import Hooks, LeadershipChanged
-from eventcore.leases import Leases
-from eventcore.messaging import open_bus
+from eventcore.messaging import bus_leases, open_bus
 from eventcore.projection import ProjectionRunner, Source, open_target
 from eventcore.singleton import Singleton
 from tests.projection.orders import OrderSummary, registry
@@ -32,7 +31,7 @@ async def main(store_url: str, target_url: str, bus_url: str, ttl: float) -> Non
     store = await open_store(store_url, create=False)
     target = await open_target(target_url)
     bus = await open_bus(bus_url)
-    leases: Leases = bus.leases  # type: ignore[attr-defined]
+    leases = bus_leases(bus)
     try:
         singleton = Singleton(
             "order_summary",

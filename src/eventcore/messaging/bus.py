@@ -28,6 +28,7 @@ from typing import Literal, Protocol, runtime_checkable
 
 import msgspec
 
+from eventcore.errors import InvalidInput
 from eventcore.leases.protocol import Leases
 from eventcore.store.checkpoint import Checkpoint
 
@@ -43,6 +44,7 @@ __all__ = [
     "Leases",
     "OutgoingMessage",
     "bus_kind",
+    "bus_leases",
     "partition_of",
 ]
 
@@ -62,6 +64,17 @@ def partition_of(key: str, partitions: int) -> int:
 def bus_kind(bus: Bus) -> str:
     """What kind of bus ``bus`` is (``memory``, ``sqlite``, ``nats``): its URL's scheme."""
     return bus.url.partition(":")[0]
+
+
+def bus_leases(bus: Bus) -> Leases:
+    """The leases ``bus`` keeps (where its consumers claim partitions: its SQLite file, its
+    NATS namespace, its process), for other lease holders that every instance on the
+    bus must see, such as single-leader workers (``eventcore.singleton``).
+    ``InvalidInput`` for a bus that keeps none to share."""
+    leases = getattr(bus, "leases", None)
+    if not isinstance(leases, Leases):
+        raise InvalidInput(f"the bus at {bus.url} keeps no leases to share")
+    return leases
 
 
 class OutgoingMessage(msgspec.Struct, frozen=True):
