@@ -121,6 +121,15 @@ class ChildProcess:
         await process.wait()
         self.kills += 1
 
+    def pause(self) -> None:
+        """``SIGSTOP``: frozen as a paused VM or a stalled machine freezes it."""
+        assert self.alive, f"{self.name} is not running\n{self.tail()}"
+        os.kill(self.pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        """``SIGCONT``: it carries on from where it froze."""
+        os.kill(self.pid, signal.SIGCONT)
+
     async def stop(self, deadline: float = STOP_DEADLINE) -> int | None:
         """SIGTERM, and its exit code once it has ended; None if it never started. One
         still running after ``deadline`` is killed, and that is an ``AssertionError``."""

@@ -405,3 +405,34 @@ async def test_every_bus_shares_its_leases_and_a_bus_that_keeps_none_is_refused(
 
     with pytest.raises(InvalidInput, match="keeps no leases"):
         bus_leases(Bare())  # type: ignore[arg-type]
+
+
+async def test_a_worker_failing_on_waking_from_a_freeze_past_the_lease_is_a_lost_lease() -> None:
+    # A frozen process thaws; its worker's first write is refused as stale (the target's
+    # fence: CheckpointMoved) before the watch has seen the lease's time run out. That
+    # is a lost lease, not a failure: the instance follows again.
+    memory, journal, seen = MemoryLeases(), Journal(), Recorder()
+
+    class Remote(Faulty):
+        # A lease store a round trip away: the worker's refusal comes back first.
+        async def acquire(self, scope: str, partition: int, member: str, ttl: float) -> bool:
+            await asyncio.sleep(0.05)
+            return await self.leases.acquire(scope, partition, member, ttl)
+
+    a = Instance("a", Remote(memory), journal, hooks=seen)
+    a.start()
+    await a.singleton.ready()
+    work = a.built[0]
+
+    # The freeze: nothing on this loop runs, renewals included; meanwhile (awaits that
+    # never suspend, so still frozen) the lease runs out and another instance takes it.
+    time.sleep(TTL)  # noqa: ASYNC251
+    assert await memory.acquire("singleton.totals", 0, "b", 60.0)
+    work.failure.set_result(RuntimeError("stale: refused by the target"))
+    await until(lambda: a.role == FOLLOWER or a.task is None or a.task.done(), "a steps down")
+
+    assert a.task is not None
+    assert not a.task.done(), a.task
+    assert seen.changes[-1].reason in ("expired", "taken")
+    assert a.singleton.status().holder in ("b", None)
+    await a.finish()

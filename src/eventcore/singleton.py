@@ -308,6 +308,10 @@ class Singleton(Generic[S]):
             await asyncio.gather(readying, return_exceptions=True)
             self._worker = None
         error = running.exception() if not running.cancelled() else None
+        if self._lost is None and time.monotonic() >= self._valid_until:
+            # The worker ended (a frozen process thawed, say: its first write refused
+            # as stale) before the watch saw the lease's time run out. It had.
+            self._lose("expired")
         if self._lost is not None:
             # Whatever the worker did after the lease was gone is not this instance's
             # failure: it follows again.

@@ -1,9 +1,10 @@
 """Projection leadership with real processes: two instances of a service keep the same
 projection as a single-leader worker (``Singleton``); while events are appended, the
 leader is ``kill -9``-ed again and again and started again as a follower. Each time the
-other instance takes over (after the lease's ttl) and continues from the checkpoint;
-in the end the view equals a fresh fold of the log: no event applied twice, none
-skipped.
+other instance takes over (after the lease's ttl) and continues from the checkpoint.
+Then the leader is frozen (``SIGSTOP``) until the other has taken over, and thawed: it
+steps down. In the end the view equals a fresh fold of the log: no event applied twice,
+none skipped.
 
 On the embedded default (SQLite store, target and leases in the SQLite bus file), and
 on the servers (PostgreSQL store and target, leases in NATS KV).
@@ -91,6 +92,17 @@ async def takes_over(instance: ChildProcess, *others: ChildProcess) -> None:
         pytest.fail(f"{instance.name} never led: {failure}\n{instance.tail()}")
 
 
+async def steps_down(instance: ChildProcess) -> None:
+    try:
+        async with asyncio.timeout(PATIENCE):
+            line = await instance.line()
+    except TimeoutError:
+        pytest.fail(f"{instance.name} never stepped down\n{instance.tail()}")
+    # expired (it saw the time pass) or taken (its renewal saw the other's claim); never
+    # the worker's failure: a batch refused after the lease is not one.
+    assert line in (b"follower expired", b"follower taken"), (line, instance.tail())
+
+
 async def run_leadership_test(
     tmp_path: Path, store_url: str, target_url: str, bus_url: str
 ) -> None:
@@ -135,6 +147,23 @@ async def run_leadership_test(
                 await leader.start()
                 assert b"leader" not in leader.output, leader.tail()
                 leader, follower = follower, leader
+            # The case a lease alone cannot settle: the leader frozen past its lease
+            # while the other takes over, then thawed. It must notice and stop, and
+            # whatever it was committing when it froze is refused by the target.
+            mark = await checkpoint(target)
+
+            async def moved_again(mark: int = mark) -> bool:
+                return await checkpoint(target) > mark
+
+            await until("the leader applies events", moved_again, leader)
+            leader.pause()
+            try:
+                await takes_over(follower)
+            finally:
+                leader.resume()
+            await steps_down(leader)
+            leader, follower = follower, leader
+
             done.set()
             appends = await producing
             head = await last_handled(store)
