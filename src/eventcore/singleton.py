@@ -34,8 +34,8 @@ the margin between two steps of its inner worker: it cannot notice anything whil
 frozen, and a lease alone cannot fence it. Work that must never be done twice needs
 a fence where it is written. Projections have one: a target commits a batch only if
 the checkpoint it was read from is still the one stored, in the batch's own
-transaction (``CheckpointMoved`` otherwise, with nothing written), so a stale leader's
-batch is refused, never applied twice.
+transaction (``CheckpointMoved`` otherwise, with nothing written, and the runner
+reloads), so of two overlapping runners only one applies each event.
 
 Why this module sits with the plumbing (beside ``lifecycle`` and ``leases``): it needs
 nothing but a ``Leases``, a ``Worker`` and the instrumentation seam, so every layer

@@ -181,8 +181,8 @@ async def run_leadership_test(
             assert rows == await fold_store(store)
             assert appends > KILLS
 
-            assert await follower.stop() == 0
-            assert await leader.stop() == 0
+            assert await follower.stop() == 0, follower.tail()
+            assert await leader.stop() == 0, leader.tail()
             assert b"follower released" in leader.output, leader.tail()
         finally:
             done.set()

@@ -21,10 +21,12 @@ taken as this store's up to its head (and bound to it at once); above the head i
 proof of another log.
 
 Each batch names the checkpoint it continues (``Batch.after``), and the target refuses
-it if another runner moved that checkpoint meanwhile: ``run`` then ends with
-``CheckpointMoved``, having written nothing. Run one runner per projection, or one per
-service through ``eventcore.singleton.Singleton``; this is the fence for when two
-overlap anyway.
+it if another runner moved that checkpoint meanwhile (``CheckpointMoved``, nothing
+written): the runner logs a warning, reloads its checkpoints and goes on from there. So
+two runners that overlap (an old leader that froze mid-commit and thawed, while the new
+one started from the checkpoint before that commit) never apply an event twice or skip
+one; they only waste work. Run one runner per projection, or one per service through
+``eventcore.singleton.Singleton``; this is the fence for when two overlap anyway.
 
 The runner is a ``Worker`` (``eventcore.lifecycle``): it is ready once it has loaded
 its version and every source's checkpoint and follows them. A closed store or target
@@ -44,7 +46,12 @@ import msgspec
 from eventcore.events import EventRegistry
 from eventcore.instrumentation import BatchApplied, BatchStarted, FanOut, Hooks, resolve
 from eventcore.lifecycle import Readiness
-from eventcore.projection.errors import CheckpointMismatch, InvalidProjection, VersionRetired
+from eventcore.projection.errors import (
+    CheckpointMismatch,
+    CheckpointMoved,
+    InvalidProjection,
+    VersionRetired,
+)
 from eventcore.projection.projection import Projection
 from eventcore.projection.target import Batch, Target
 from eventcore.store.checkpoint import Checkpoint
@@ -164,14 +171,20 @@ class ProjectionRunner:
 
     async def _run_versions(self) -> None:
         while not self._stopping:
-            switched = False
+            again = False
             try:
                 await self._run_version()
             except* VersionRetired:
                 if self._fixed_version is not None:
                     raise  # the version being built was reset or replaced: nothing to follow
-                switched = True
-            if not switched:
+                again = True
+            except* CheckpointMoved as moved:
+                # Another runner committed first (a leader that froze mid-commit and
+                # thawed, say); nothing of ours was written. Go on from where it got to.
+                for error in moved.exceptions:
+                    _logger.warning("%s; reloading the checkpoints", error)
+                again = True
+            if not again:
                 return
 
     async def _run_version(self) -> None:
