@@ -107,8 +107,8 @@ class CheckpointMoved(ProjectionError):
     stored when it came to commit was ``found``: another runner applied that source to
     this version meanwhile (an old leader that did not yet know its lease had run out,
     or two runners started where one was meant). Nothing of the batch was written, so
-    no event is applied twice; the runner that gets it stops, and the one that moved
-    the checkpoint carries on.
+    no event is applied twice; ``ProjectionRunner`` logs it, reloads its checkpoints and
+    goes on from the stored one.
     """
 
     def __init__(self, name: str, version: int, source: str, expected: int, found: int) -> None:
