@@ -33,6 +33,8 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "eventcore._nats",
             "eventcore.leases",
             "eventcore.lifecycle",
+            # Single-leader workers: a lease and a worker, so any layer above may use it.
+            "eventcore.singleton",
         ),
     ),
     ("store", ("eventcore.store",)),

@@ -21,6 +21,7 @@ MODULES = [
     "eventcore.errors",
     "eventcore.events",
     "eventcore.lifecycle",
+    "eventcore.singleton",
     "eventcore.command",
     "eventcore.instrumentation",
     "eventcore.store",

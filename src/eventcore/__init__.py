@@ -58,6 +58,7 @@ from eventcore.messaging import (
 from eventcore.pipeline import CommandResult
 from eventcore.projection import (
     CheckpointMismatch,
+    CheckpointMoved,
     InvalidProjection,
     Lag,
     LogFollower,
@@ -75,6 +76,7 @@ from eventcore.projection import (
     rebuild,
 )
 from eventcore.retry import RetryPolicy
+from eventcore.singleton import Singleton, SingletonStatus
 from eventcore.store import AppendResult, Checkpoint, EventStore, open_store
 from eventcore.types import Metadata, NewEvent, StoredEvent, StreamHead, StreamId
 
@@ -87,6 +89,7 @@ __all__ = [
     "BusUnavailable",
     "Checkpoint",
     "CheckpointMismatch",
+    "CheckpointMoved",
     "Command",
     "CommandFailed",
     "CommandRejected",
@@ -134,6 +137,8 @@ __all__ = [
     "RelayStatus",
     "RetriesExhausted",
     "RetryPolicy",
+    "Singleton",
+    "SingletonStatus",
     "Source",
     "SqlTransaction",
     "SqliteTarget",

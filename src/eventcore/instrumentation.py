@@ -62,6 +62,7 @@ __all__ = [
     "FanOut",
     "FederationBatch",
     "Hooks",
+    "LeadershipChanged",
     "PublishFinished",
     "PublishStarted",
     "ReadFinished",
@@ -329,6 +330,21 @@ class BatchApplied(msgspec.Struct, frozen=True, kw_only=True):
     seconds: float
 
 
+# --- single-leader workers -------------------------------------------------------------
+
+
+class LeadershipChanged(msgspec.Struct, frozen=True, kw_only=True):
+    """Instance ``member`` became (``leader``) or stopped being the leader of the
+    singleton worker ``name``. ``reason``: ``acquired``; or, when it stops, ``released``
+    (a clean stop), ``expired`` (no renewal in time), ``taken`` (another member holds
+    the lease), ``worker failed``, ``worker ended`` or ``stopped``."""
+
+    name: str
+    member: str
+    leader: bool
+    reason: str
+
+
 # --- the service ------------------------------------------------------------------------
 
 
@@ -484,6 +500,9 @@ class Hooks:
         pass
 
     def service_health(self, event: ServiceHealth) -> None:
+        pass
+
+    def leadership_changed(self, event: LeadershipChanged) -> None:
         pass
 
     def saga_started(self, event: SagaOpened) -> None:

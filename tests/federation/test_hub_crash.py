@@ -17,11 +17,8 @@ printed (``EVENTCORE_CRASH_SEED`` replays one).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import random
-import signal
-import sys
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -36,8 +33,7 @@ from eventcore.messaging import Bus, DistributedEvent, OutgoingMessage, open_bus
 from eventcore.messaging.envelope import decode_envelope, encode_envelope
 from tests.backends import skip_or_fail
 from tests.messaging.buses import NATS_URL, drop_nats_namespace
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.processes import ChildProcess
 
 # Beyond the suite's minute: each test starts the hub's process five times (every start
 # imports the package and joins its groups) and routes 10,000 events through two buses
@@ -57,7 +53,6 @@ LIFE = (0.3, 1.5)
 ACK_WAIT = 3.0
 MEMBER = "hub-1"
 RULE = "users-to-billing"
-START_DEADLINE = 30.0
 CATCH_UP_DEADLINE = 150.0
 
 CONFIG = """
@@ -77,58 +72,19 @@ transforms = [
 """
 
 
-class HubProcess:
-    """``eventcore federate run``, started again after each kill."""
+def hub_process(config: Path) -> ChildProcess:
+    """``eventcore federate run``, as a process started again after each kill."""
+    return ChildProcess(
+        "eventcore.cli",
+        *("federate", "run", str(config), "--member", MEMBER),
+        *("--ack-wait", str(ACK_WAIT), "--status-every", "60"),
+        name="hub",
+        environment={"HUB_CRASH_KEY": "k" * 32},
+    )
 
-    def __init__(self, config: Path) -> None:
-        self._config = config
-        self._process: asyncio.subprocess.Process | None = None
-        self.starts = 0
 
-    async def start(self) -> None:
-        process = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "eventcore.cli",
-            "federate",
-            "run",
-            str(self._config),
-            "--member",
-            MEMBER,
-            "--ack-wait",
-            str(ACK_WAIT),
-            "--status-every",
-            "60",
-            cwd=ROOT,
-            env={**os.environ, "HUB_CRASH_KEY": "k" * 32},
-            stdout=asyncio.subprocess.PIPE,
-        )
-        self._process = process
-        self.starts += 1
-        assert process.stdout is not None
-        async with asyncio.timeout(START_DEADLINE):
-            line = await process.stdout.readline()
-        assert line.startswith(b"federate: ready"), f"the hub did not start: {line!r}"
-
-    async def kill(self) -> None:
-        process = self._process
-        assert process is not None
-        assert process.returncode is None, f"the hub died by itself ({process.returncode})"
-        os.kill(process.pid, signal.SIGKILL)
-        await process.wait()
-
-    async def stop(self) -> int:
-        process = self._process
-        assert process is not None
-        process.send_signal(signal.SIGTERM)
-        async with asyncio.timeout(START_DEADLINE):
-            return await process.wait()
-
-    def ensure_dead(self) -> None:
-        process = self._process
-        if process is not None and process.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(process.pid, signal.SIGKILL)
+async def start_hub(hub: ChildProcess) -> None:
+    await hub.start(ready=b"federate: ready")
 
 
 def user_event(number: int, stream: int, version: int) -> DistributedEvent:
@@ -165,13 +121,13 @@ async def produce(bus: Bus, rng: random.Random) -> list[DistributedEvent]:
     return sent
 
 
-async def kill_again_and_again(hub: HubProcess, rng: random.Random) -> None:
+async def kill_again_and_again(hub: ChildProcess, rng: random.Random) -> None:
     started = time.monotonic()
     for _ in range(KILLS):
         await asyncio.sleep(rng.uniform(*LIFE))
         await hub.kill()
         print(f"{time.monotonic() - started:5.2f} s: killed the hub")
-        await hub.start()
+        await start_hub(hub)
 
 
 class Seen:
@@ -209,11 +165,11 @@ async def run_crash_test(tmp_path: Path, source_url: str, target_url: str) -> No
     config = tmp_path / "hub.toml"
     config.write_text(CONFIG.format(source=source_url, target=target_url, rule=RULE))
     source, target = await open_bus(source_url), await open_bus(target_url)
-    hub = HubProcess(config)
+    hub = hub_process(config)
     seen, done = Seen(), asyncio.Event()
     try:
         watching = asyncio.create_task(watch_target(target, seen, done))
-        await hub.start()
+        await start_hub(hub)
         sent, _ = await asyncio.gather(
             produce(source, random.Random(rng.random())),
             kill_again_and_again(hub, random.Random(rng.random())),

@@ -10,11 +10,8 @@ The kill schedule comes from a seeded RNG; the seed is printed (set
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import random
-import signal
-import sys
 import time
 import uuid
 from collections import Counter
@@ -35,8 +32,7 @@ from tests.messaging.crash_child import (
     registry_a,
     registry_b,
 )
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.processes import ChildProcess
 
 # Beyond the suite's minute: each test kills and restarts real relay and consumer
 # processes again and again, every start importing the package (134 s measured on a
@@ -52,68 +48,24 @@ APPEND_PAUSE = 0.02
 KILLS = 4
 #: A child's working life before it is killed: seconds after it said it is ready.
 LIFE = (0.2, 1.2)
-#: Only a hang reaches these: B normally catches up within seconds of A's last append.
+#: Only a hang reaches this: B normally catches up within seconds of A's last append.
 CATCH_UP_DEADLINE = 120.0
-START_DEADLINE = 30.0
 
 
-class Child:
-    """One of the crash test's processes, started again after each kill."""
-
-    def __init__(self, role: str, store_url: str, bus_url: str) -> None:
-        self.role = role
-        self._args = (role, store_url, bus_url)
-        self._process: asyncio.subprocess.Process | None = None
-        self.starts = 0
-
-    async def start(self) -> None:
-        process = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "tests.messaging.crash_child",
-            *self._args,
-            cwd=ROOT,
-            stdout=asyncio.subprocess.PIPE,
-        )
-        self._process = process
-        self.starts += 1
-        assert process.stdout is not None
-        async with asyncio.timeout(START_DEADLINE):
-            line = await process.stdout.readline()
-        assert line.strip() == b"ready", f"{self.role} did not start: {line!r}"
-
-    async def kill(self) -> None:
-        process = self._process
-        assert process is not None
-        assert process.returncode is None, f"{self.role} died by itself ({process.returncode})"
-        os.kill(process.pid, signal.SIGKILL)
-        await process.wait()
-
-    async def stop(self) -> int:
-        """SIGTERM: the child stops cleanly; its exit code."""
-        process = self._process
-        assert process is not None
-        if process.returncode is None:
-            process.send_signal(signal.SIGTERM)
-        async with asyncio.timeout(START_DEADLINE):
-            return await process.wait()
-
-    def ensure_dead(self) -> None:
-        process = self._process
-        if process is not None and process.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(process.pid, signal.SIGKILL)
+def child(role: str, store_url: str, bus_url: str) -> ChildProcess:
+    """The relay or the consumer (``tests/messaging/crash_child.py``), as a process."""
+    return ChildProcess("tests.messaging.crash_child", role, store_url, bus_url, name=role)
 
 
 async def kill_again_and_again(
-    child: Child, rng: random.Random, kills: int, store_b: EventStore
+    child: ChildProcess, rng: random.Random, kills: int, store_b: EventStore
 ) -> None:
     started = time.monotonic()
     for _ in range(kills):
         await asyncio.sleep(rng.uniform(*LIFE))
         await child.kill()
         applied = await store_b.last_position()
-        print(f"{time.monotonic() - started:5.2f} s: killed the {child.role} ({applied} applied)")
+        print(f"{time.monotonic() - started:5.2f} s: killed the {child.name} ({applied} applied)")
         await child.start()
 
 
@@ -183,8 +135,8 @@ async def run_crash_test(tmp_path: Path, bus_url: str) -> None:
     store_a_url = f"sqlite://{tmp_path.as_posix()}/a.db"
     store_b_url = f"sqlite://{tmp_path.as_posix()}/b.db"
     async with await open_store(store_a_url) as store_a, await open_store(store_b_url) as store_b:
-        relay = Child("relay", store_a_url, bus_url)
-        consumer = Child("consumer", store_b_url, bus_url)
+        relay = child("relay", store_a_url, bus_url)
+        consumer = child("consumer", store_b_url, bus_url)
         try:
             await asyncio.gather(relay.start(), consumer.start())
             await asyncio.gather(

@@ -43,8 +43,9 @@ def backend(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
 
-#: Sagas' and the hub's (tests/observability/test_metrics_sagas.py, _federation.py).
-COORDINATION = ("eventcore_saga_", "eventcore_federation_")
+#: Sagas', the hub's and single-leader workers' (tests/observability/test_metrics_sagas.py,
+#: _federation.py, _seam.py).
+COORDINATION = ("eventcore_saga_", "eventcore_federation_", "eventcore_singleton_")
 
 
 async def test_every_metric_appears_after_a_short_workload(tmp_path: Path) -> None:
@@ -59,7 +60,7 @@ async def test_every_metric_appears_after_a_short_workload(tmp_path: Path) -> No
     ]
     assert missing == []
     assert len(service_names) == 15
-    assert len(METRIC_NAMES) == 20
+    assert len(METRIC_NAMES) == 21
 
 
 async def test_the_command_metrics_count_what_the_commands_did(

@@ -19,8 +19,10 @@ from eventcore.instrumentation import (
     Hooks,
     ServiceHealth,
 )
+from eventcore.leases import MemoryLeases
 from eventcore.messaging import open_bus
 from eventcore.messaging.subscriber import Received, Subscriber
+from eventcore.singleton import Singleton
 from tests.backends import BACKENDS
 from tests.observability.test_metrics import total
 from tests.observability.workload import PATIENCE, TOPIC, Deposited, fresh_metrics, registry
@@ -123,6 +125,34 @@ def test_service_health_is_set_through_the_seam_and_by_the_setter() -> None:
     assert total(metrics.registry, "eventcore_service_health", service="billing") == 0
     hooks.service_health(ServiceHealth(service="orders", healthy=False))
     assert total(metrics.registry, "eventcore_service_health", service="orders") == 0
+
+
+async def test_a_singleton_reports_whether_this_process_leads_it() -> None:
+    metrics = fresh_metrics()
+    leases = MemoryLeases()
+    stopped = asyncio.Event()
+
+    class Idle:
+        async def run(self) -> None:
+            await stopped.wait()
+
+        def stop(self) -> None:
+            stopped.set()
+
+        def status(self) -> None:
+            return None
+
+        async def ready(self) -> None:
+            pass
+
+    leader = Singleton("orders.summary", leases, Idle, member="a", hooks=metrics)
+    running = asyncio.create_task(leader.run())
+    await leader.ready()
+    assert total(metrics.registry, "eventcore_singleton_leader", worker="orders.summary") == 1
+
+    leader.stop()
+    await running
+    assert total(metrics.registry, "eventcore_singleton_leader", worker="orders.summary") == 0
 
 
 async def test_a_store_given_other_hooks_moves_its_connections_to_them(tmp_path: Path) -> None:

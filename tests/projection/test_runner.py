@@ -8,7 +8,13 @@ import random
 import pytest
 
 from eventcore import Checkpoint, EventStore, StoredEvent
-from eventcore.projection import Projection, ProjectionRunner, Source, SqlTransaction, handles
+from eventcore.projection import (
+    Projection,
+    ProjectionRunner,
+    Source,
+    SqlTransaction,
+    handles,
+)
 from eventcore.projection._sql_target import SqlTarget
 from tests.projection.conftest import table
 from tests.projection.orders import (
@@ -139,3 +145,28 @@ async def test_a_failing_handler_stops_the_runner_and_writes_nothing_of_its_batc
         await runner.run()
 
     assert len(await table(target, "SELECT * FROM orders")) == 5  # the first batch only
+
+
+async def test_two_runners_of_one_projection_overlapping_never_apply_an_event_twice(
+    store: EventStore, target: SqlTarget, caplog: pytest.LogCaptureFixture
+) -> None:
+    # What a lease cannot exclude (a leader frozen mid-commit, thawed after the next one
+    # started) looks like this: two runners that both loaded the same checkpoint. The
+    # target refuses every batch read after a checkpoint that moved; the refused runner
+    # reloads and goes on, so the view is the fold whoever wins each batch.
+    first, second = (
+        ProjectionRunner(OrderSummary(), target, Source("orders", store, registry))
+        for _ in range(2)
+    )
+    runs = [asyncio.create_task(runner.run()) for runner in (first, second)]
+    await asyncio.gather(first.ready(), second.ready())
+    await append_all(store, random_events(random.Random(5), 2_000), per_append=100)
+
+    async with asyncio.timeout(60):  # a guard against hanging, not a speed limit
+        await asyncio.gather(first.caught_up(), second.caught_up())
+    for runner in (first, second):
+        runner.stop()
+    await asyncio.gather(*runs)
+
+    assert await table(target, "SELECT * FROM orders") == await fold_store(store)
+    assert any("another runner is applying" in r.getMessage() for r in caplog.records)

@@ -15,15 +15,13 @@ at the end, reads the stores.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib
-import os
 import random
-import signal
-import sys
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -33,6 +31,7 @@ from eventcore.saga import SagaManager, SagaState
 from eventcore.store import EventStore, open_store
 from tests.backends import POSTGRES_URL, skip_or_fail
 from tests.messaging.buses import NATS_URL, drop_nats_namespace
+from tests.processes import ChildProcess
 from tests.saga.crash_service import SAGA, open_bus_for_test, refuses
 from tests.saga.world import EVENTS, PARTICIPANTS, STEPS, Order, order_stream
 
@@ -43,7 +42,6 @@ KILLS_EACH = 3
 KILLS_EACH_ON_SERVERS = 2
 SEED = 1313
 SERVICES = ("orders", *PARTICIPANTS)
-ROOT = Path(__file__).resolve().parents[2]
 
 
 @dataclass
@@ -55,58 +53,16 @@ class Site:
     logs: Path
 
 
-@dataclass
-class Service:
-    """One service's process, restarted after each kill; its output goes to a log."""
-
-    name: str
-    site: Site
-    process: asyncio.subprocess.Process | None = None
-    starts: int = 0
-    kills: int = 0
-    log: list[Path] = field(default_factory=list)
-
-    async def start(self, *, wait_ready: bool) -> None:
-        self.starts += 1
-        path = self.site.logs / f"{self.name}-{self.starts}.log"
-        self.log.append(path)
-        environment = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT)])}
-        with path.open("wb") as output:
-            self.process = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "tests.saga.crash_service",
-                self.name, self.site.stores[self.name], self.site.bus,
-                stdout=asyncio.subprocess.PIPE if wait_ready else output,
-                stderr=output, cwd=ROOT, env=environment,
-            )  # fmt: skip
-        if wait_ready:
-            assert self.process.stdout is not None
-            async with asyncio.timeout(60):
-                line = await self.process.stdout.readline()
-            assert line == b"ready\n", self.tail()
-
-    async def kill(self) -> None:
-        assert self.process is not None
-        self.process.send_signal(signal.SIGKILL)
-        await self.process.wait()
-        self.kills += 1
-
-    async def stop(self) -> None:
-        if self.process is None or self.process.returncode is not None:
-            return
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            async with asyncio.timeout(20):
-                await self.process.wait()
-        except TimeoutError:
-            self.process.kill()
-            await self.process.wait()
-
-    def tail(self) -> str:
-        return "".join(
-            f"--- {path.name}\n{path.read_text(errors='replace')[-2000:]}"
-            for path in self.log
-            if path.exists()
-        )
+def service_process(name: str, site: Site) -> ChildProcess:
+    """One service's process (``tests/saga/crash_service.py``), restarted after each
+    kill; its output goes to a log per start."""
+    return ChildProcess(
+        "tests.saga.crash_service",
+        *(name, site.stores[name], site.bus),
+        name=name,
+        logs=site.logs,
+        listen=False,
+    )
 
 
 async def _prepare(site: Site) -> None:
@@ -144,12 +100,12 @@ async def run_crash_test(site: Site, kills_each: int = KILLS_EACH) -> None:
     await _prepare(site)
     rng = random.Random(SEED)
     open_sagas: list[int] = []
-    services = {name: Service(name, site) for name in SERVICES}
+    services = {name: service_process(name, site) for name in SERVICES}
     orders = await open_store(site.stores["orders"])
     manager = SagaManager.over(orders, EventRegistry(EVENTS), [SAGA], service="orders")
     try:
         for service in services.values():
-            await service.start(wait_ready=True)
+            await service.start(ready=b"ready")
 
         async def start_all() -> None:
             await asyncio.gather(
@@ -171,7 +127,7 @@ async def run_crash_test(site: Site, kills_each: int = KILLS_EACH) -> None:
             open_sagas.append(SAGAS - await _ended_count(manager))
             await services[victim].kill()
             await asyncio.sleep(rng.uniform(0.0, 0.5))
-            await services[victim].start(wait_ready=False)
+            await services[victim].start(ready=None)
         await starting
         try:
             async with asyncio.timeout(180):
@@ -185,7 +141,9 @@ async def run_crash_test(site: Site, kills_each: int = KILLS_EACH) -> None:
         }
     finally:
         for service in services.values():
-            await service.stop()
+            # One that ignores SIGTERM is killed: the sagas' outcome is what this checks.
+            with contextlib.suppress(AssertionError):
+                await service.stop(deadline=20)
         await orders.aclose()
 
     assert {name: service.kills for name, service in services.items()} == dict.fromkeys(

@@ -7,6 +7,6 @@ lease holder uses) are here; the SQLite and NATS backends are in
 
 from eventcore.leases.keep_alive import RENEWAL_FRACTION, KeepAlive
 from eventcore.leases.memory import MemoryLeases
-from eventcore.leases.protocol import Leases
+from eventcore.leases.protocol import ClaimHolders, Leases
 
-__all__ = ["RENEWAL_FRACTION", "KeepAlive", "Leases", "MemoryLeases"]
+__all__ = ["RENEWAL_FRACTION", "ClaimHolders", "KeepAlive", "Leases", "MemoryLeases"]

@@ -50,6 +50,12 @@ class MemoryLeases:
         self._claims[(scope, partition)] = (member, now + ttl)
         return True
 
+    async def holder(self, scope: str, partition: int) -> str | None:
+        claim = self._claims.get((scope, partition))
+        if claim is None or claim[1] <= time.monotonic():
+            return None
+        return claim[0]
+
     async def release(self, scope: str, partition: int, member: str) -> None:
         claim = self._claims.get((scope, partition))
         if claim is not None and claim[0] == member:

@@ -100,6 +100,14 @@ class KvLeases:
                     return True
         return False
 
+    async def holder(self, scope: str, partition: int) -> str | None:
+        with translated("reading a partition's claim"):
+            raw, _ = await self._read(f"{scope}.p.{partition}")
+        if not raw:
+            return None
+        claim = _claim_decoder.decode(raw)
+        return claim.member if claim.expires > time.time() else None
+
     async def release(self, scope: str, partition: int, member: str) -> None:
         key = f"{scope}.p.{partition}"
         with translated("releasing a partition"):

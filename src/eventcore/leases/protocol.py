@@ -14,7 +14,7 @@ from typing import Protocol, runtime_checkable
 
 from eventcore.errors import InvalidInput
 
-__all__ = ["Leases", "check_ttl"]
+__all__ = ["ClaimHolders", "Leases", "check_ttl"]
 
 
 def check_ttl(ttl: float, name: str = "ttl") -> float:
@@ -54,4 +54,14 @@ class Leases(Protocol):
     async def leave(self, scope: str, member: str) -> None:
         """Remove ``member`` from the live members (its partition claims stay until
         released or expired)."""
+        ...
+
+
+@runtime_checkable
+class ClaimHolders(Protocol):
+    """Leases that can say who holds a claim (for status pages: a leader's name). Kept
+    apart from ``Leases`` so that a wrapper of the primitive need not answer it."""
+
+    async def holder(self, scope: str, partition: int) -> str | None:
+        """The member whose claim on ``partition`` is live now, or None."""
         ...

@@ -90,6 +90,17 @@ class SqliteLeases:
 
         return await self._writes.write(body)
 
+    async def holder(self, scope: str, partition: int) -> str | None:
+        def body(connection: sqlite3.Connection) -> str | None:
+            row = connection.execute(
+                "SELECT member FROM bus_leases"
+                " WHERE scope = ? AND partition = ? AND expires_at > ?",
+                (scope, partition, time.time()),
+            ).fetchone()
+            return None if row is None else str(row[0])
+
+        return await self._writes.write(body)
+
     async def release(self, scope: str, partition: int, member: str) -> None:
         def body(connection: sqlite3.Connection) -> None:
             connection.execute(

@@ -16,6 +16,7 @@ from eventcore.messaging.bus import (
     DeadLetterBox,
     Delivery,
     OutgoingMessage,
+    bus_leases,
 )
 from eventcore.messaging.envelope import DistributedEvent, decode_envelope, encode_envelope
 from eventcore.messaging.relay import Relay, RelayStatus
@@ -38,6 +39,7 @@ __all__ = [
     "Subscriber",
     "SubscriberStatus",
     "TopicMap",
+    "bus_leases",
     "decode_envelope",
     "encode_envelope",
     "open_bus",

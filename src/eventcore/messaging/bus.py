@@ -29,6 +29,7 @@ from typing import Literal, Protocol, runtime_checkable
 import msgspec
 
 from eventcore._nats.url import SCHEMES as NATS_SCHEMES
+from eventcore.errors import InvalidInput
 from eventcore.leases.protocol import Leases
 from eventcore.store.checkpoint import Checkpoint
 
@@ -44,6 +45,7 @@ __all__ = [
     "Leases",
     "OutgoingMessage",
     "bus_kind",
+    "bus_leases",
     "partition_of",
 ]
 
@@ -65,6 +67,17 @@ def bus_kind(bus: Bus) -> str:
     with ``tls://`` (NATS requiring TLS) counted as ``nats``."""
     scheme = bus.url.partition(":")[0].lower()
     return NATS_SCHEMES.get(scheme, scheme)
+
+
+def bus_leases(bus: Bus) -> Leases:
+    """The leases ``bus`` keeps (where its consumers claim partitions: its SQLite file, its
+    NATS namespace, its process), for other lease holders that every instance on the
+    bus must see, such as single-leader workers (``eventcore.singleton``).
+    ``InvalidInput`` for a bus that keeps none to share."""
+    leases = getattr(bus, "leases", None)
+    if not isinstance(leases, Leases):
+        raise InvalidInput(f"the bus at {bus.url} keeps no leases to share")
+    return leases
 
 
 class OutgoingMessage(msgspec.Struct, frozen=True):

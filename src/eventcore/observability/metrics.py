@@ -32,6 +32,9 @@ metric                                                 from
                                                        ``service_health``)
 ``eventcore_active_connections{backend}``              connections the stores hold, read
                                                        at each scrape
+``eventcore_singleton_leader{worker}``                 1 while this process leads the
+                                                       single-leader worker, 0 while it
+                                                       follows (sum over instances: 1)
 ``eventcore_saga_instances{saga,status}``              sagas of the store by type and
                                                        status, as the saga index sees them
 ``eventcore_saga_step_duration_seconds{saga,step}``    histogram: a step's action, from its
@@ -99,6 +102,7 @@ from eventcore.instrumentation import (
     DeliveryStarted,
     FederationBatch,
     Hooks,
+    LeadershipChanged,
     PublishFinished,
     RelayProgress,
     SagaCompensationEnded,
@@ -227,6 +231,13 @@ CONNECTIONS = _Family(
     "Connections the process's event stores hold open, by backend.",
     ("backend",),
 )
+LEADER = _Family(
+    "eventcore_singleton_leader",
+    "gauge",
+    "1 while this process leads the single-leader worker, 0 while it follows "
+    "(summed over instances: 1 when one leads).",
+    ("worker",),
+)
 
 SAGAS = _Family(
     "eventcore_saga_instances",
@@ -279,6 +290,7 @@ FAMILIES: tuple[_Family, ...] = (
     PROJECTION_LAG,
     HEALTH,
     CONNECTIONS,
+    LEADER,
     SAGAS,
     SAGA_STEP_SECONDS,
     SAGA_COMPENSATIONS,
@@ -503,6 +515,9 @@ class PrometheusHooks(Hooks):
 
     def service_health(self, event: ServiceHealth) -> None:
         self.set_service_health(event.service, event.healthy)
+
+    def leadership_changed(self, event: LeadershipChanged) -> None:
+        self._values.set(LEADER, (event.name,), 1.0 if event.leader else 0.0)
 
     # --- sagas -----------------------------------------------------------------------------
 

@@ -22,6 +22,7 @@ import os
 from eventcore.errors import DatabaseNotFound, InvalidUrl, MissingDependency
 from eventcore.projection.errors import (
     CheckpointMismatch,
+    CheckpointMoved,
     InvalidProjection,
     ProjectionError,
     ProjectionNotFound,
@@ -40,6 +41,7 @@ from eventcore.store.url import split_url
 __all__ = [
     "Batch",
     "CheckpointMismatch",
+    "CheckpointMoved",
     "InvalidProjection",
     "Lag",
     "LogFollower",

@@ -15,7 +15,11 @@ The bookkeeping tables:
 
 ``commit`` reads its version's row inside the batch's transaction (locked against a
 concurrent switch on PostgreSQL), so a batch either lands before a switch or fails with
-``VersionRetired`` after it: a retired version never gains writes.
+``VersionRetired`` after it: a retired version never gains writes. The same lock makes
+commits to one version from several processes take turns (SQLite's single writer does
+that by itself), so the checkpoint a batch checks (``Batch.after``) is the one it
+replaces: of two runners that overlap, one commits and the other gets
+``CheckpointMoved`` with nothing written.
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ from eventcore._closing import Closing
 from eventcore._schema_version import require_current
 from eventcore.errors import DatabaseNotFound, StoreClosed, StoreUnavailable
 from eventcore.projection._target_schema import LATEST_VERSION, applied_version, migrate
-from eventcore.projection.errors import ProjectionNotFound, VersionRetired
+from eventcore.projection.errors import CheckpointMoved, ProjectionNotFound, VersionRetired
 from eventcore.projection.projection import Projection
 from eventcore.projection.target import (
     BUILDING,
@@ -62,6 +66,11 @@ _UPSERT_CHECKPOINT = (
 )
 
 
+_CHECKPOINT_AT = (
+    "SELECT position FROM eventcore_checkpoints WHERE name = ? AND version = ? AND source = ?"
+)
+
+
 def physical_tables(tables: Sequence[str], version: int) -> dict[str, str]:
     """Declared table name → this version's table."""
     return {table: f"{table}_v{version}" for table in tables}
@@ -74,8 +83,9 @@ class Dialect(Generic[C]):
     begin = "BEGIN"
     #: Where the target is, as errors name it (a path or a URL).
     where = ""
-    #: Appended to the version check in ``commit``: holds a switch off until commit.
-    share_lock = ""
+    #: Appended to the version check in ``commit``: holds off a switch, and any other
+    #: writer of the version (whose checkpoint check must see this commit), until commit.
+    version_lock = ""
 
     def connect(self) -> C:
         raise NotImplementedError
@@ -292,16 +302,26 @@ class SqlTarget(Closing, Generic[C]):
         await self._call(lambda: self._transaction(body, None))
 
     async def commit(self, projection: Projection, version: int, batch: Batch) -> None:
-        name = projection.name
+        name, source = projection.name, batch.source
         check = (
             "SELECT state FROM eventcore_projections WHERE name = ? AND version = ?"
-            + self._dialect.share_lock
+            + self._dialect.version_lock
         )
 
         def body(run: Callable[..., Any]) -> None:
-            row = run(check, (name, version)).fetchone()
+            # Both reads go out before either answer is awaited (one round trip when
+            # pipelined); the checkpoint's is run after the version row is locked, so
+            # it sees the last committed position of any other writer of this version.
+            versions = run(check, (name, version))
+            stored = None if batch.after is None else run(_CHECKPOINT_AT, (name, version, source))
+            row = versions.fetchone()
             if row is None or row[0] == RETIRED:
                 raise VersionRetired(name, version)
+            if stored is not None:
+                found = stored.fetchone()
+                position = 0 if found is None else int(found[0])
+                if position != batch.after:
+                    raise CheckpointMoved(name, version, source, batch.after or 0, position)
             tx = self._tx_for(projection.tables, version)
             apply_batch(tx, batch)
             tx.flush()  # the handlers' last grouped statements, before the checkpoint

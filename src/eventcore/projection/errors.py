@@ -7,7 +7,8 @@
     │   └── ProjectionNotFound       no such projection (or version) in the target
     └── ProjectionError
         ├── VersionRetired           another version went live; follow the live one
-        └── CheckpointMismatch       the view was built from another log; rebuild it
+        ├── CheckpointMismatch       the view was built from another log; rebuild it
+        └── CheckpointMoved          another runner wrote the same source meanwhile
 
 They live here rather than in ``eventcore.errors`` because only the read side raises
 them; each still derives from the one root.
@@ -20,6 +21,7 @@ from eventcore.store.checkpoint import Checkpoint
 
 __all__ = [
     "CheckpointMismatch",
+    "CheckpointMoved",
     "InvalidProjection",
     "ProjectionError",
     "ProjectionNotFound",
@@ -97,4 +99,26 @@ class CheckpointMismatch(ProjectionError):
             f"projection {name!r} version {version} {why}: the view was built from another"
             " log; rebuild it from this store (eventcore.projection.rebuild, or"
             " `eventcore projections rebuild`)"
+        )
+
+
+class CheckpointMoved(ProjectionError):
+    """A batch was read after position ``expected`` of ``source``, but the checkpoint
+    stored when it came to commit was ``found``: another runner applied that source to
+    this version meanwhile (an old leader that did not yet know its lease had run out,
+    or two runners started where one was meant). Nothing of the batch was written, so
+    no event is applied twice; ``ProjectionRunner`` logs it, reloads its checkpoints and
+    goes on from the stored one.
+    """
+
+    def __init__(self, name: str, version: int, source: str, expected: int, found: int) -> None:
+        self.name = name
+        self.version = version
+        self.source = source
+        self.expected = expected
+        self.found = found
+        super().__init__(
+            f"projection {name!r} version {version}: a batch of source {source!r} read after"
+            f" position {expected} found the checkpoint at {found}: another runner is applying"
+            " this source; nothing was written"
         )

@@ -17,7 +17,7 @@ from typing import Any
 import msgspec
 
 from eventcore.errors import StoreClosed
-from eventcore.projection.errors import ProjectionNotFound, VersionRetired
+from eventcore.projection.errors import CheckpointMoved, ProjectionNotFound, VersionRetired
 from eventcore.projection.projection import Projection
 from eventcore.projection.target import (
     BUILDING,
@@ -38,6 +38,7 @@ class MemoryTarget:
         self._versions: dict[tuple[str, int], VersionInfo] = {}
         self._states: dict[tuple[str, int], dict[str, Any]] = {}
         self._checkpoints: dict[tuple[str, int, str], SourceProgress] = {}
+        self._applying: set[tuple[str, int, str]] = set()
         self._closed = False
 
     def state(self, name: str, version: int | None = None) -> dict[str, Any]:
@@ -102,16 +103,28 @@ class MemoryTarget:
         info = self._versions.get(key)
         if info is None or info.state == RETIRED:
             raise VersionRetired(projection.name, version)
-        tx = MemoryTransaction(self._states[key], version)
-        decode = batch.registry.decode
-        for stored in batch.events:
-            handler = batch.handlers.get(stored.type)
-            if handler is not None:
-                outcome = handler(tx, decode(stored), stored)
-                if inspect.isawaitable(outcome):
-                    await outcome
-        done = self._checkpoints.get((*key, batch.source))
-        self._checkpoints[(*key, batch.source)] = SourceProgress(
+        source = (*key, batch.source)
+        done = self._checkpoints.get(source)
+        if batch.after is not None:
+            position = 0 if done is None else done.position
+            # An async handler lets another commit of the source start meanwhile: the
+            # one that is already applying wins, whatever the second one read.
+            if position != batch.after or source in self._applying:
+                raise CheckpointMoved(projection.name, version, batch.source, batch.after, position)
+        self._applying.add(source)
+        try:
+            tx = MemoryTransaction(self._states[key], version)
+            decode = batch.registry.decode
+            for stored in batch.events:
+                handler = batch.handlers.get(stored.type)
+                if handler is not None:
+                    outcome = handler(tx, decode(stored), stored)
+                    if inspect.isawaitable(outcome):
+                        await outcome
+        finally:
+            self._applying.discard(source)
+        done = self._checkpoints.get(source)
+        self._checkpoints[source] = SourceProgress(
             name=projection.name,
             version=version,
             source=batch.source,

@@ -50,7 +50,9 @@ def qmark_to_format(text: str) -> str:
 
 
 class _Postgres(Dialect[psycopg.Connection[Any]]):
-    share_lock = " FOR SHARE"
+    # FOR NO KEY UPDATE, not FOR SHARE: two commits to one version take turns, so the
+    # second one's checkpoint check sees the first one's checkpoint.
+    version_lock = " FOR NO KEY UPDATE"
 
     def __init__(
         self, conninfo: str, schema: str, synchronous_commit: str, *, where: str, create: bool

@@ -20,6 +20,14 @@ projection from the new store. A checkpoint saved before checkpoints kept their 
 taken as this store's up to its head (and bound to it at once); above the head it is
 proof of another log.
 
+Each batch names the checkpoint it continues (``Batch.after``), and the target refuses
+it if another runner moved that checkpoint meanwhile (``CheckpointMoved``, nothing
+written): the runner logs a warning, reloads its checkpoints and goes on from there. So
+two runners that overlap (an old leader that froze mid-commit and thawed, while the new
+one started from the checkpoint before that commit) never apply an event twice or skip
+one; they only waste work. Run one runner per projection, or one per service through
+``eventcore.singleton.Singleton``; this is the fence for when two overlap anyway.
+
 The runner is a ``Worker`` (``eventcore.lifecycle``): it is ready once it has loaded
 its version and every source's checkpoint and follows them. A closed store or target
 (``StoreClosed``) ends ``run`` with that error rather than being waited out.
@@ -38,7 +46,12 @@ import msgspec
 from eventcore.events import EventRegistry
 from eventcore.instrumentation import BatchApplied, BatchStarted, FanOut, Hooks, resolve
 from eventcore.lifecycle import Readiness
-from eventcore.projection.errors import CheckpointMismatch, InvalidProjection, VersionRetired
+from eventcore.projection.errors import (
+    CheckpointMismatch,
+    CheckpointMoved,
+    InvalidProjection,
+    VersionRetired,
+)
 from eventcore.projection.projection import Projection
 from eventcore.projection.target import Batch, Target
 from eventcore.store.checkpoint import Checkpoint
@@ -158,14 +171,20 @@ class ProjectionRunner:
 
     async def _run_versions(self) -> None:
         while not self._stopping:
-            switched = False
+            again = False
             try:
                 await self._run_version()
             except* VersionRetired:
                 if self._fixed_version is not None:
                     raise  # the version being built was reset or replaced: nothing to follow
-                switched = True
-            if not switched:
+                again = True
+            except* CheckpointMoved as moved:
+                # Another runner committed first (a leader that froze mid-commit and
+                # thawed, say); nothing of ours was written. Go on from where it got to.
+                for error in moved.exceptions:
+                    _logger.warning("%s; reloading the checkpoints", error)
+                again = True
+            if not again:
                 return
 
     async def _run_version(self) -> None:
@@ -202,7 +221,11 @@ class ProjectionRunner:
         try:
             async with asyncio.TaskGroup() as group:
                 for source in self._sources:
-                    group.create_task(self._follow(source, version, self._followers[source.name]))
+                    group.create_task(
+                        self._follow(
+                            source, version, self._followers[source.name], start[source.name]
+                        )
+                    )
         except BaseExceptionGroup as failures:
             # Almost always one source's failure (its store closed, a handler's bug):
             # raised as itself, so callers catch StoreClosed rather than unpack a group.
@@ -234,7 +257,9 @@ class ProjectionRunner:
             await self._target.bind_checkpoint(name, version, source.name, store_id)
         return saved.position
 
-    async def _follow(self, source: Source, version: int, follower: LogFollower) -> None:
+    async def _follow(
+        self, source: Source, version: int, follower: LogFollower, after: int
+    ) -> None:
         handlers = self._projection.handlers_for(source.name)
         rate = self._rates[source.name]
         store_id = self._store_ids[source.name]
@@ -242,12 +267,19 @@ class ProjectionRunner:
         behind = True
         async for events in follower.batches():
             batch = Batch(
-                source.name, events, handlers, source.registry, rate.update(len(events)), store_id
+                source.name,
+                events,
+                handlers,
+                source.registry,
+                rate.update(len(events)),
+                store_id,
+                after,
             )
             if self._hooks is None:
                 await self._target.commit(self._projection, version, batch)
             else:
                 await self._observed_commit(self._hooks, source.name, version, batch, follower)
+            after = batch.position
             # Logged once per run of the version: under a steady flow a follower is
             # caught up and behind by turns, and a line each time would be noise.
             if behind and follower.head <= max(follower.scanned, events[-1].position):

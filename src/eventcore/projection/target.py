@@ -6,7 +6,10 @@ source), a checkpoint: the last position of that source whose effects are in the
 
 ``commit`` applies one batch and moves its checkpoint. SQL targets do both in one
 transaction (effectively once, whatever kills the process); the memory target keeps
-state and checkpoint in the process (at least once for effects elsewhere).
+state and checkpoint in the process (at least once for effects elsewhere). A batch
+names the checkpoint it was read after, and is refused unless that is still the stored
+one, so two runners that overlap on one projection (a leader that has not yet noticed
+its lease ran out, see ``eventcore.singleton``) can never both apply an event.
 
 A checkpoint keeps the id of the store whose log it counts (``Checkpoint.store_id``,
 written with each batch), so that a runner pointed at another store finds out instead
@@ -54,6 +57,11 @@ class Batch:
     events_per_second: float = 0.0
     #: The id of the store the events come from, kept with the checkpoint (None: unknown).
     store_id: str | None = None
+    #: The checkpoint the events were read after (0: from the start). ``commit`` refuses
+    #: the batch with ``CheckpointMoved`` unless it is still the one stored: the fence
+    #: that keeps two runners of one projection from applying an event twice. None:
+    #: not checked (a caller that owns the target alone).
+    after: int | None = None
 
     @property
     def position(self) -> int:
@@ -114,7 +122,10 @@ class Target(Protocol):
         """Apply ``batch`` to ``version`` and move its checkpoint.
 
         Raises ``VersionRetired`` (writing nothing) when the version is neither live nor
-        building any more.
+        building any more, and ``CheckpointMoved`` (writing nothing) when ``batch.after``
+        is given and the source's stored checkpoint is another position: checked in the
+        batch's own transaction, and held against other writers of the version until it
+        commits.
         """
         ...
 

@@ -17,7 +17,9 @@ from eventcore.messaging.bus import (
     Consumer,
     DeadLetterBox,
     Delivery,
+    Leases,
     OutgoingMessage,
+    bus_leases,
 )
 from eventcore.store.checkpoint import Checkpoint
 
@@ -41,6 +43,11 @@ class BusWrapper(Closing):
     @property
     def url(self) -> str:
         return self.inner.url
+
+    @property
+    def leases(self) -> Leases:
+        """The wrapped bus's leases, as they are (faults are the bus's, not the leases')."""
+        return bus_leases(self.inner)
 
     @property
     def dead_letters(self) -> DeadLetterBox:

@@ -18,7 +18,9 @@ writes nothing then do not apply. Needs pytest and pytest-asyncio (the ``testing
 
 from __future__ import annotations
 
+import asyncio
 import itertools
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -28,7 +30,7 @@ import pytest
 
 from eventcore.events import Event, EventRegistry
 from eventcore.projection import MemoryTransaction, Projection, handles
-from eventcore.projection.errors import VersionRetired
+from eventcore.projection.errors import CheckpointMoved, VersionRetired
 from eventcore.projection.target import BUILDING, LIVE, Batch, Target
 from eventcore.store.checkpoint import Checkpoint
 from eventcore.types import Metadata, StoredEvent, StreamId, new_event_id
@@ -107,10 +109,15 @@ class _Keys(Projection):
     name = "contract_keys"
     tables = ("recorded",)
 
-    def __init__(self, recorder: Recorder, *, fail_on: str | None = None) -> None:
+    def __init__(
+        self, recorder: Recorder, *, fail_on: str | None = None, pause_once: float = 0.0
+    ) -> None:
         super().__init__()
         self.recorder = recorder
         self.fail_on = fail_on
+        #: Seconds the first ``Recorded`` handled waits (on the target's thread): a
+        #: commit held open while another one starts.
+        self.pause_once = pause_once
         self.seen: list[str] = []
 
     def setup(self, tx: Any) -> None:
@@ -120,6 +127,9 @@ class _Keys(Projection):
     def recorded(self, tx: Any, event: Recorded, stored: StoredEvent) -> None:
         if event.key == self.fail_on:
             raise RuntimeError(f"the handler fails on {event.key}")
+        if self.pause_once:
+            pause, self.pause_once = self.pause_once, 0.0
+            time.sleep(pause)
         self.recorder.record(tx, event.key)
 
     @handles(Probed)
@@ -157,7 +167,12 @@ class _Log:
 
 
 def _batch(
-    projection: _Keys, events: Sequence[StoredEvent], *, source: str = "orders", store_id: str
+    projection: _Keys,
+    events: Sequence[StoredEvent],
+    *,
+    source: str = "orders",
+    store_id: str,
+    after: int | None = None,
 ) -> Batch:
     return Batch(
         source=source,
@@ -165,6 +180,7 @@ def _batch(
         handlers=projection.handlers_for(source),
         registry=_registry,
         store_id=store_id,
+        after=after,
     )
 
 
@@ -287,6 +303,71 @@ class TargetContract:
 
         assert await self._keys(target, projection, version, log) == ["a", "b"]
         assert (await target.checkpoints(projection.name, version))["orders"].position == 2
+
+    @pytest.mark.asyncio
+    async def test_a_batch_read_after_a_checkpoint_that_moved_is_refused_and_writes_nothing(
+        self, make_target: MakeTarget, recorder: Recorder, log: _Log
+    ) -> None:
+        # Two runners of one projection (an old leader that has not noticed its lease
+        # ran out, and the new one), each on its own handle of the target.
+        target = await make_target()
+        other = await make_target()
+        projection = _Keys(recorder)
+        version = await target.live_version(projection)
+        first = log.events(Recorded(key="a"), Recorded(key="b"))
+        await target.commit(
+            projection, version, _batch(projection, first, store_id=STORE_ID, after=0)
+        )
+
+        with pytest.raises(CheckpointMoved) as refused:
+            await other.commit(
+                projection, version, _batch(projection, first, store_id=STORE_ID, after=0)
+            )
+        later = log.events(Recorded(key="c"))
+        with pytest.raises(CheckpointMoved):
+            await other.commit(
+                projection, version, _batch(projection, later, store_id=STORE_ID, after=1)
+            )
+
+        assert (refused.value.expected, refused.value.found) == (0, 2)
+        assert (await target.checkpoints(projection.name, version))["orders"].position == 2
+        await other.commit(
+            projection, version, _batch(projection, later, store_id=STORE_ID, after=2)
+        )
+        assert await self._keys(target, projection, version, log) == ["a", "b", "c"]
+        (progress,) = [p for p in await target.progress(projection.name) if p.source == "orders"]
+        assert (progress.position, progress.events) == (3, 3)
+
+    @pytest.mark.asyncio
+    async def test_of_two_runners_committing_the_same_batch_at_once_exactly_one_applies_it(
+        self, make_target: MakeTarget, recorder: Recorder, log: _Log
+    ) -> None:
+        target = await make_target()
+        other = await make_target()
+        projection = _Keys(recorder)
+        version = await target.live_version(projection)
+        await self._record(target, projection, version, log, "a")
+        events = log.events(Recorded(key="b"), Recorded(key="c"))
+        # The first commit to get there holds its transaction open a while: the other
+        # one arrives meanwhile (it must wait its turn, then see the checkpoint moved).
+        projection.pause_once = 0.3
+
+        outcomes = await asyncio.gather(
+            *(
+                handle.commit(
+                    projection, version, _batch(projection, events, store_id=STORE_ID, after=1)
+                )
+                for handle in (target, other)
+            ),
+            return_exceptions=True,
+        )
+
+        assert sorted(type(outcome).__name__ for outcome in outcomes) == [
+            "CheckpointMoved",
+            "NoneType",
+        ], outcomes
+        assert await self._keys(target, projection, version, log) == ["a", "b", "c"]
+        assert (await target.checkpoints(projection.name, version))["orders"].position == 3
 
     @pytest.mark.asyncio
     async def test_a_new_version_builds_beside_the_live_one_and_a_switch_retires_the_old(

@@ -105,6 +105,11 @@ class MemoryBus(BusFront["MemoryConsumer", MemoryDeadLetterBox]):
         self._closed = False
 
     @property
+    def leases(self) -> MemoryLeases:
+        """This bus's leases, for other holders in the process (single-leader workers)."""
+        return self._leases
+
+    @property
     def url(self) -> str:
         if self._partitions == DEFAULT_PARTITIONS:
             return "memory://"

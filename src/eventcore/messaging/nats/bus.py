@@ -143,6 +143,12 @@ class NatsBus(BusFront[NatsConsumer, KvDeadLetterBox]):
     def url(self) -> str:
         return redact(self._url.raw)
 
+    @property
+    def leases(self) -> KvLeases:
+        """The namespace's leases (bucket ``{namespace}_leases``), for other holders of
+        this bus's connection: single-leader workers, say."""
+        return self._leases
+
     async def _publish(self, messages: Sequence[OutgoingMessage]) -> None:
         counts: dict[str, int] = {}
         with translated("creating a topic"):
